@@ -1,0 +1,98 @@
+# Hashi — build, run, test, bench.  See README.md.
+#
+# Non-recursive: every .c under proto/ and server/ is picked up by
+# wildcard, so adding a module needs no change here.  Output goes to build/.
+
+PREFIX  ?= /usr/local
+BUILD   := build
+DATA    ?= $(CURDIR)/data
+
+CC      := gcc
+CXX     := g++
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L \
+           -Wall -Wextra -MMD -MP
+CXXFLAGS ?= -O2 -g
+CXXFLAGS += -std=c++17 -Wall -Wextra -MMD -MP
+DCMTK_LIBS := -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmnet -ldcmdata \
+              -loflog -lofstd
+LIBS    := $(DCMTK_LIBS) -lwebsockets -lssl -lcrypto -lsqlite3 -ljansson \
+           -lpthread -lstdc++ -lm
+
+PROTO_C   := $(wildcard proto/*.c)
+PROTO_CC  := $(wildcard proto/*.cc)
+SERVER_C  := $(filter-out server/main.c,$(wildcard server/*.c))
+CLIENT_C  := $(filter-out client/hashi.c client/gateway_main.c,$(wildcard client/*.c))
+
+PROTO_O   := $(PROTO_C:%.c=$(BUILD)/%.o) $(PROTO_CC:%.cc=$(BUILD)/%.o)
+SERVER_O  := $(SERVER_C:%.c=$(BUILD)/%.o)
+CLIENT_O  := $(CLIENT_C:%.c=$(BUILD)/%.o)
+
+BINS := $(BUILD)/hashi-server
+ifneq ($(wildcard client/hashi.c),)
+BINS += $(BUILD)/hashi
+endif
+ifneq ($(wildcard client/gateway_main.c),)
+BINS += $(BUILD)/hashi-gateway
+endif
+
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps run test unit bench fuzz clean install
+all: $(BINS) $(UNIT_BINS)
+
+deps:
+	@sh scripts/deps.sh
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/%.o: %.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c -o $@ $<
+
+$(BUILD)/hashi-server: $(BUILD)/server/main.o $(SERVER_O) $(PROTO_O)
+	$(CC) -o $@ $^ $(LIBS)
+
+$(BUILD)/hashi: $(BUILD)/client/hashi.o $(CLIENT_O) $(PROTO_O)
+	$(CC) -o $@ $^ $(LIBS)
+
+$(BUILD)/hashi-gateway: $(BUILD)/client/gateway_main.o $(CLIENT_O) $(PROTO_O)
+	$(CC) -o $@ $^ $(LIBS)
+
+# Each unit test links everything but the mains: one cmocka binary a suite.
+$(BUILD)/tests/%: tests/unit/%.c $(SERVER_O) $(CLIENT_O) $(PROTO_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS) -lcmocka
+
+run: deps all
+	@sh scripts/run.sh "$(DATA)"
+
+test:
+	@sh scripts/deps.sh --test
+	@$(MAKE) --no-print-directory all
+	@sh tests/run.sh
+
+unit: all
+	@sh tests/run.sh --unit
+
+bench:
+	@sh scripts/deps.sh --bench
+	@$(MAKE) --no-print-directory all
+	@sh bench/run.sh
+
+fuzz:
+	@sh scripts/deps.sh
+	@sh tests/fuzz/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/hashi
+	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
+	cp -r client/web $(DESTDIR)$(PREFIX)/share/hashi/
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

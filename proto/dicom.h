@@ -1,0 +1,171 @@
+/*
+ * dicom — Hashi's whole view of DICOM, a plain C API over DCMTK.
+ *
+ * proto/dicom.cc is the only C++ file in the project; nothing else includes
+ * a DCMTK header.  Every entry point catches C++ exceptions and reports
+ * failures as a negative ERR_* code (util.h) with a reason in struct err;
+ * none aborts on bad input.
+ *
+ * Thread-safety: call dicom_init() once before starting threads; after that
+ * every function may be called from any thread (each call uses its own
+ * DCMTK objects).
+ */
+#ifndef HASHI_DICOM_H
+#define HASHI_DICOM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Limits enforced by dicom_parse_* before DCMTK sees the data. */
+#define DICOM_MAX_DEPTH 32            /* sequence/item nesting levels */
+
+/* Transfer syntax UIDs used by callers. */
+#define DICOM_TS_IMPLICIT_LE "1.2.840.10008.1.2"
+#define DICOM_TS_EXPLICIT_LE "1.2.840.10008.1.2.1"
+#define DICOM_TS_JPEGLS_LOSSLESS "1.2.840.10008.1.2.4.80"
+
+/* What Hashi indexes of one instance.  Strings are NUL-terminated, UTF-8
+ * as far as the file's character set allows (bytes outside ASCII that are
+ * not valid UTF-8 are replaced), trailing padding removed; "" if absent.
+ * Numbers are 0 if absent. */
+struct dcm_info {
+    char study_uid[65];
+    char series_uid[65];
+    char sop_uid[65];
+    char sop_class_uid[65];
+    char transfer_syntax[65];
+    char patient_id[65];
+    char patient_name[325];
+    char birth_date[9];           /* YYYYMMDD */
+    char sex[17];
+    char study_date[9];           /* YYYYMMDD */
+    char study_time[17];
+    char study_description[65];
+    char accession[17];
+    char modality[17];
+    int series_number;
+    char series_description[65];
+    int instance_number;
+    int rows;
+    int columns;
+    int frames;                   /* 1 for a single-frame image, 0 if none */
+    int has_pixels;               /* PixelData present */
+    int has_window;               /* the file carries a VOI window */
+    double window_center;         /* the first one, if has_window */
+    double window_width;
+};
+
+/* Once per process, before any thread: registers the codecs (JPEG, JPEG-LS
+ * with the raw encoder — see API-NOTES pitfall 1 — RLE), quiets DCMTK's
+ * logger, sets TCP_NODELAY=1 for DCMTK's sockets, checks the dictionary. */
+int dicom_init(struct err *e);
+void dicom_cleanup(void);
+
+/* 1 if uid is a well-formed UID: 1..64 chars of digits and dots, no empty
+ * component, no leading zero in a component of more than one digit. */
+int dicom_uid_valid(const char *uid);
+
+/* Validate and parse a DICOM Part-10 file (or a bare dataset in implicit
+ * VR little endian) into *out.  Validation, done before DCMTK parses:
+ * declared element lengths lie inside the data, sequence nesting is at most
+ * DICOM_MAX_DEPTH; then the Study, Series and SOP Instance UIDs and the SOP
+ * Class UID must be present and dicom_uid_valid().  ERR_INVALID with the
+ * reason otherwise.  Reads the file through a mapping; pixel data is not
+ * loaded into memory. */
+int dicom_parse_file(const char *path, struct dcm_info *out, struct err *e);
+int dicom_parse_mem(const void *buf, size_t len, struct dcm_info *out,
+                    struct err *e);
+
+/* Named window presets: "brain" (40/80), "subdural" (75/215),
+ * "stroke" (40/40), "bone" (500/2000), "lung" (-600/1500),
+ * "abdomen" (60/400).  0 and *center/*width set, or ERR_NOTFOUND. */
+int dicom_window_preset(const char *name, double *center, double *width);
+
+struct dcm_render_opts {
+    int frame;             /* 0-based */
+    int window_mode;       /* DCM_WINDOW_* */
+    double center, width;  /* for DCM_WINDOW_EXPLICIT */
+    int max_width;         /* 0 = no limit; the image is scaled down to fit */
+    int max_height;        /*   max_width x max_height keeping its aspect */
+    int quality;           /* JPEG quality 1..100; 0 = 90 */
+};
+enum {
+    DCM_WINDOW_DEFAULT = 0,   /* the file's first VOI window, else min/max */
+    DCM_WINDOW_EXPLICIT,      /* center/width above */
+    DCM_WINDOW_MINMAX,
+};
+
+/* Render one frame of the file at path as an 8-bit JPEG.  *jpeg is
+ * malloc'd (caller frees), *w/*h receive the output size (may be NULL).
+ * ERR_NOTFOUND for a frame out of range, ERR_UNSUPPORTED for pixel data
+ * DCMTK cannot decode here (JPEG 2000), ERR_INVALID for no pixel data. */
+int dicom_render_jpeg(const char *path, const struct dcm_render_opts *opt,
+                      unsigned char **jpeg, size_t *len, int *w, int *h,
+                      struct err *e);
+
+/* Transcode in_path to out_path (written fresh, not fsync'd):
+ *  - to JPEG-LS lossless (DICOM_TS_JPEGLS_LOSSLESS);
+ *  - to explicit VR little endian, decompressing.
+ * ERR_UNSUPPORTED when the object has no pixel data or its pixels cannot be
+ * encoded losslessly (over 16 bits, YBR_FULL_422, JPEG 2000 source). */
+int dicom_transcode_jpegls(const char *in_path, const char *out_path,
+                           struct err *e);
+int dicom_transcode_explicit_le(const char *in_path, const char *out_path,
+                                struct err *e);
+
+/* SHA-256 of the decoded pixel data of all frames (native, little endian)
+ * — equal for a file and its lossless transcodes. */
+int dicom_pixel_sha256(const char *path, char out[65], struct err *e);
+
+/* ---- C-STORE / C-ECHO listener ---------------------------------------- */
+
+/* DIMSE status codes the store callback may return. */
+#define DICOM_STATUS_SUCCESS 0x0000
+#define DICOM_STATUS_WARNING 0xB000          /* stored, with a comment */
+#define DICOM_STATUS_OUT_OF_RESOURCES 0xA700
+#define DICOM_STATUS_DATASET_MISMATCH 0xA900  /* invalid / rejected */
+#define DICOM_STATUS_CANNOT_UNDERSTAND 0xC000
+
+/* Called on the listener's thread for every received instance.  path is a
+ * complete Part-10 file in cfg->tmp_dir (dataset bytes as received, meta
+ * header added by DCMTK); the callback owns it from then on (moves it
+ * into the store or unlinks it).  It returns a DICOM_STATUS_*; comment
+ * (64 bytes, may stay empty) becomes the response's Error Comment. */
+typedef unsigned (*dicom_store_fn)(void *arg, const char *path,
+                                   const char *calling_ae,
+                                   const char *peer_host,
+                                   char comment[64]);
+/* Called for every association request: nonzero to accept this calling
+ * AE title from this host. */
+typedef int (*dicom_accept_fn)(void *arg, const char *calling_ae,
+                               const char *peer_host);
+
+struct dicom_scp_cfg {
+    int port;
+    int loopback_only;       /* refuse peers not on 127.0.0.0/8 or ::1 */
+    const char *ae_title;    /* called AE title we answer to */
+    const char *tmp_dir;     /* same file system as the store */
+    int dimse_timeout;       /* seconds; 0 = 30 */
+    dicom_accept_fn accept;  /* NULL = accept every calling AE */
+    dicom_store_fn store;
+    void *arg;
+};
+
+struct dicom_scp;
+/* Start the listener on its own thread; returns once the port is bound
+ * (ERR_IO if it cannot be).  The thread blocks SIGINT/SIGTERM/SIGPIPE. */
+struct dicom_scp *dicom_scp_start(const struct dicom_scp_cfg *cfg,
+                                  struct err *e);
+/* Stop within about a second (aborting any association), join, free. */
+void dicom_scp_stop(struct dicom_scp *scp);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,35 @@
+#!/bin/sh
+# Install the Debian packages Hashi needs to build, run and test.
+# Idempotent: asks dpkg first and runs apt-get only for what is missing.
+set -eu
+
+PKGS="build-essential pkg-config g++ libdcmtk-dev dcmtk libwebsockets-dev
+libssl-dev libsqlite3-dev libjansson-dev libcmocka-dev openssl curl
+python3 python3-pydicom python3-numpy valgrind clang"
+
+# Test-only peers: Orthanc (benchmarks), Chromium + node (browser tests).
+if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--bench" ]; then
+    PKGS="$PKGS orthanc orthanc-dicomweb chromium iproute2 util-linux"
+    # Node.js may come from elsewhere on the machine; Debian's npm conflicts
+    # with such a build, so ask for Debian's only when there is none.
+    command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm"
+fi
+
+missing=""
+for p in $PKGS; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+            grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "deps: missing packages:$missing (run as root, or install them)" >&2
+        exit 1
+    fi
+    echo "deps: installing$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends $missing
+fi

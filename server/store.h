@@ -1,0 +1,145 @@
+/*
+ * store — where every instance Hashi accepts is kept: content-addressed
+ * blob files plus the SQLite index of patients, studies, series and
+ * instances.  It also owns the one database file (hashi.db) and its schema;
+ * other server modules (auth, cases, outbox) keep their tables there and
+ * reach the connection through store_db().
+ *
+ * Durability: store_put_file() fsyncs the blob, renames it into
+ * blobs/ab/cd/<sha256>, fsyncs the directory, then commits the index row
+ * (WAL, synchronous=FULL).  Only after it returns 0 may a caller
+ * acknowledge the instance to a peer.
+ *
+ * Threads: one struct store per thread (each has its own SQLite
+ * connection); SQLite's WAL + busy_timeout serialize the writers.
+ */
+#ifndef HASHI_STORE_H
+#define HASHI_STORE_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "../proto/dicom.h"
+#include "../proto/util.h"
+
+struct store;
+
+/* Open (creating if needed) the store in data_dir: hashi.db, blobs/, tmp/,
+ * conflicts/.  Caller frees with store_close(). */
+struct store *store_open(const char *data_dir, struct err *e);
+void store_close(struct store *s);
+
+/* At start-up, before any store_open on other threads: removes what a
+ * crash left in tmp/, and checks that every indexed instance has its blob
+ * (rows whose blob is missing are reported and removed).  *fixed receives
+ * the number of things repaired (may be NULL). */
+int store_recover(const char *data_dir, int *fixed, struct err *e);
+
+sqlite3 *store_db(struct store *s);
+const char *store_data_dir(const struct store *s);
+/* Directory for temp files on the same file system as the blobs. */
+const char *store_tmp_dir(const struct store *s);
+/* Create a new empty temp file there: path (4096 bytes) and an open fd. */
+int store_tmp_file(struct store *s, char *path, int *fd, struct err *e);
+
+/* Where an instance came from, for the index and the audit log. */
+struct store_source {
+    const char *via;          /* "dimse", "stow", "upload" */
+    const char *calling_ae;   /* DIMSE peer, or NULL */
+    const char *user;         /* login, or NULL */
+    const char *remote;       /* peer address */
+    int64_t clinic_id;        /* owning clinic (0 = none) */
+};
+
+enum store_outcome {
+    STORE_STORED = 0,   /* new instance, now durable */
+    STORE_DUPLICATE,    /* same SOP Instance UID, same bytes: no-op */
+    STORE_CONFLICT,     /* same UID, other bytes: original kept, new copy
+                           kept aside in conflicts/ and recorded */
+};
+
+struct store_result {
+    int outcome;              /* enum store_outcome */
+    char sha256[65];
+    uint64_t size;
+    struct dcm_info info;
+};
+
+/* Validate (dicom_parse_file), hash and store the Part-10 file tmp_path,
+ * which must be in store_tmp_dir().  The store takes the file over: on
+ * return it has been moved into place or removed, success or not.
+ * ERR_INVALID (with reason) for a file that is not acceptable DICOM;
+ * ERR_TOOBIG above the configured size limit; ERR_IO / ERR_DB otherwise. */
+int store_put_file(struct store *s, const char *tmp_path,
+                   const struct store_source *src, struct store_result *res,
+                   struct err *e);
+
+/* Who is asking: every query and lookup is limited to what they may see.
+ * Admins see everything; others see their clinic's studies (and, with the
+ * consult workflow, studies attached to cases visible to them).  A study
+ * outside the scope is ERR_NOTFOUND, never "forbidden". */
+struct store_scope {
+    int all;                  /* admin: no limit */
+    int64_t clinic_id;
+    int64_t user_id;
+};
+
+/* QIDO-RS filters; NULL/0 fields are not applied. */
+struct store_query {
+    const char *patient_id;     /* exact, or with * and ? wildcards */
+    const char *patient_name;   /* same */
+    const char *study_date;     /* "YYYYMMDD", "A-B", "-B", "A-" */
+    const char *modality;       /* ModalitiesInStudy / Modality */
+    const char *accession;
+    const char *study_uid;
+    const char *series_uid;
+    const char *sop_uid;
+    int limit;                  /* 0 = default 100; capped at 1000 */
+    int offset;
+};
+
+/* QIDO-RS results as a DICOM JSON array (PS3.18 Annex F), newly allocated
+ * (caller json_decref's).  Series need q->study_uid; instances need
+ * q->study_uid, and q->series_uid unless listing a whole study. */
+int store_qido_studies(struct store *s, const struct store_scope *scope,
+                       const struct store_query *q, json_t **out,
+                       struct err *e);
+int store_qido_series(struct store *s, const struct store_scope *scope,
+                      const struct store_query *q, json_t **out,
+                      struct err *e);
+int store_qido_instances(struct store *s, const struct store_scope *scope,
+                         const struct store_query *q, json_t **out,
+                         struct err *e);
+
+/* One stored instance, for WADO-RS. */
+struct store_instance {
+    char study_uid[65];
+    char series_uid[65];
+    char sop_uid[65];
+    char sop_class_uid[65];
+    char transfer_syntax[65];
+    char sha256[65];
+    uint64_t size;
+    int frames;
+    char path[4096];            /* the blob file */
+};
+
+/* Look up one instance (series_uid may be NULL) within scope. */
+int store_find_instance(struct store *s, const struct store_scope *scope,
+                        const char *study_uid, const char *series_uid,
+                        const char *sop_uid, struct store_instance *out,
+                        struct err *e);
+/* All instances of a study or one series (series_uid NULL = whole study),
+ * ordered by series number, instance number.  *out is malloc'd (caller
+ * frees); ERR_NOTFOUND if none is visible. */
+int store_list_instances(struct store *s, const struct store_scope *scope,
+                         const char *study_uid, const char *series_uid,
+                         struct store_instance **out, size_t *n,
+                         struct err *e);
+
+/* Maximum size of one instance accepted by store_put_file (default 2 GiB). */
+void store_set_max_instance(struct store *s, uint64_t bytes);
+
+#endif
