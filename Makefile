@@ -63,7 +63,14 @@ $(BUILD)/hashi-gateway: $(BUILD)/client/gateway_main.o $(CLIENT_O) $(PROTO_O)
 	$(CC) -o $@ $^ $(LIBS)
 
 # Each unit test links everything but the mains: one cmocka binary a suite.
-$(BUILD)/tests/%: tests/unit/%.c $(SERVER_O) $(CLIENT_O) $(PROTO_O)
+# Suites of proto/ alone (test_dicom, test_msg, test_util) link only it.
+PROTO_TESTS := $(BUILD)/tests/test_dicom $(BUILD)/tests/test_msg \
+               $(BUILD)/tests/test_util
+$(PROTO_TESTS): $(BUILD)/tests/%: tests/unit/%.c $(PROTO_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS) -lcmocka
+
+$(filter-out $(PROTO_TESTS),$(UNIT_BINS)): $(BUILD)/tests/%: tests/unit/%.c $(SERVER_O) $(CLIENT_O) $(PROTO_O)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LIBS) -lcmocka
 

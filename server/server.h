@@ -1,0 +1,58 @@
+/*
+ * server — the one server context, passed explicitly to every part of
+ * hashi-server (no other global mutable state).
+ *
+ * Threads: main runs the libwebsockets loop (http.c) and owns `store`;
+ * the DICOM listener (scp.c) runs on its own thread with its own store
+ * handle.  Shared between them: `metrics` (atomics) and `audit` (locked).
+ */
+#ifndef HASHI_SERVER_H
+#define HASHI_SERVER_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "audit.h"
+#include "metrics.h"
+#include "store.h"
+
+struct lws_context;
+struct dicom_scp;
+
+struct server_config {
+    char data_dir[4096];
+    char listen_host[256];      /* HTTPS + WSS, default 127.0.0.1 */
+    int listen_port;            /* default 8443 */
+    char dicom_host[256];       /* C-STORE/C-ECHO, default 127.0.0.1 */
+    int dicom_port;             /* default 11112; 0 = no DICOM listener */
+    char ae_title[17];          /* default HASHI */
+    char cert[4096];            /* default <data>/tls/cert.pem */
+    char key[4096];             /* default <data>/tls/key.pem */
+    char web_root[4096];        /* static files for the browser client */
+    char origins[1024];         /* extra allowed Origins, comma-separated */
+    int accept_unknown_ae;      /* 0 = reject calling AEs not mapped */
+    uint64_t max_instance;      /* bytes, default 2 GiB */
+    int log_level;
+};
+
+struct server {
+    struct server_config cfg;
+    struct store *store;        /* main (lws) thread's connection */
+    struct audit *audit;
+    struct metrics metrics;
+    struct lws_context *lws;
+    struct dicom_scp *scp;
+    volatile sig_atomic_t stopping;
+};
+
+/* http.c: the HTTPS/WSS listener and its routes. */
+int http_start(struct server *srv, struct err *e);
+/* Serve until srv->stopping is set; then returns. */
+void http_run(struct server *srv);
+void http_stop(struct server *srv);
+
+/* scp.c: the DICOM listener feeding the store. */
+int scp_start(struct server *srv, struct err *e);
+void scp_stop(struct server *srv);
+
+#endif
