@@ -84,7 +84,7 @@ int dicom_parse_mem(const void *buf, size_t len, struct dcm_info *out,
 
 /* Named window presets: "brain" (40/80), "subdural" (75/215),
  * "stroke" (40/40), "bone" (500/2000), "lung" (-600/1500),
- * "abdomen" (60/400).  0 and *center/*width set, or ERR_NOTFOUND. */
+ * "abdomen" (60/400).  0 and *center, *width set, or ERR_NOTFOUND. */
 int dicom_window_preset(const char *name, double *center, double *width);
 
 struct dcm_render_opts {
@@ -102,7 +102,7 @@ enum {
 };
 
 /* Render one frame of the file at path as an 8-bit JPEG.  *jpeg is
- * malloc'd (caller frees), *w/*h receive the output size (may be NULL).
+ * malloc'd (caller frees), *w and *h receive the output size (may be NULL).
  * ERR_NOTFOUND for a frame out of range, ERR_UNSUPPORTED for pixel data
  * DCMTK cannot decode here (JPEG 2000), ERR_INVALID for no pixel data. */
 int dicom_render_jpeg(const char *path, const struct dcm_render_opts *opt,
