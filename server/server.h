@@ -18,6 +18,8 @@
 
 struct lws_context;
 struct dicom_scp;
+struct outbox;
+struct ws_hub;
 
 struct server_config {
     char data_dir[4096];
@@ -33,6 +35,9 @@ struct server_config {
     int accept_unknown_ae;      /* 0 = reject calling AEs not mapped */
     uint64_t max_instance;      /* bytes, default 2 GiB */
     int log_level;
+    int due_stat;               /* escalation deadlines, seconds */
+    int due_urgent;
+    int due_routine;
 };
 
 struct server {
@@ -42,6 +47,8 @@ struct server {
     struct metrics metrics;
     struct lws_context *lws;
     struct dicom_scp *scp;
+    struct outbox *outbox;      /* over store's db; lws thread only */
+    struct ws_hub *ws;          /* connected hashi.v1 sessions (ws.c) */
     volatile sig_atomic_t stopping;
 };
 
@@ -50,6 +57,16 @@ int http_start(struct server *srv, struct err *e);
 /* Serve until srv->stopping is set; then returns. */
 void http_run(struct server *srv);
 void http_stop(struct server *srv);
+
+/* ws.c: the hashi.v1 WebSocket protocol (see proto/PROTOCOL.md).
+ * ws_protocol() is the lws protocol entry http.c puts in its list;
+ * ws_push_dirty() sends newly appended outbox events to the connected
+ * sessions of the users outbox_take_dirty() names (call after COMMIT). */
+struct lws_protocols;
+int ws_init(struct server *srv, struct err *e);
+const struct lws_protocols *ws_protocol(void);
+void ws_push_dirty(struct server *srv);
+void ws_free(struct server *srv);
 
 /* scp.c: the DICOM listener feeding the store. */
 int scp_start(struct server *srv, struct err *e);

@@ -1,0 +1,103 @@
+/*
+ * cases — the consult workflow: cases, their chat thread, the answer, the
+ * on-call lists, escalation, and who may see what.
+ *
+ * Every operation checks access first (a case the caller may not see is
+ * ERR_NOTFOUND, never "forbidden"), then makes its change and appends the
+ * resulting events to the outboxes of everyone who should hear of it, in
+ * ONE SQLite transaction; after COMMIT it hands the outbox's dirty users
+ * to the WebSocket layer (ws_push_dirty) for live delivery.  Results are
+ * JSON objects shared by the REST twin, hashi.v1 and the CLI (shapes in
+ * proto/PROTOCOL.md).
+ *
+ * Visibility: admin — everything; requester — cases of their clinic;
+ * specialist — cases for one of their specialties, named to them, claimed
+ * by them, or escalated to them.  Studies attached to a visible case are
+ * visible (store.c's scope clause asks cases_study_visible_sql()).
+ *
+ * Status: new -> claimed -> answered -> closed; the requester may reopen
+ * (answered|closed -> reopened, which behaves as claimed by the same
+ * specialist).  Claim is one UPDATE ... WHERE status='new' (or escalated),
+ * so exactly one specialist wins.
+ *
+ * Escalation: a case not claimed by due_at goes to the next specialist of
+ * the specialty's on-call list, then to every specialist of the specialty;
+ * each step notifies the new recipients and the requester and sets the
+ * next due_at.  Deadlines live in the database, so they survive restarts.
+ *
+ * Lws thread only.
+ */
+#ifndef HASHI_CASES_H
+#define HASHI_CASES_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "auth.h"
+
+struct server;
+
+/* Default escalation deadlines, in seconds (config may override). */
+#define CASES_DUE_STAT 600
+#define CASES_DUE_URGENT 3600
+#define CASES_DUE_ROUTINE 86400
+
+/* Create the tables if missing. */
+int cases_init(struct server *srv, struct err *e);
+
+/* case.create: `req` is the validated request object (fields as in
+ * PROTOCOL.md: case_id, patient{age,sex}, history, question, priority,
+ * specialty|specialist, study_uids[]).  Same case_id from the same clinic
+ * again -> the existing case (idempotent), *created = 0.  *out = the case. */
+int cases_create(struct server *srv, const struct principal *who,
+                 json_t *req, json_t **out, int *created, struct err *e);
+/* case.get: the case with its messages and answer. */
+int cases_get(struct server *srv, const struct principal *who,
+              const char *case_id, json_t **out, struct err *e);
+/* case.list: visible cases, newest first; status may be NULL. */
+int cases_list(struct server *srv, const struct principal *who,
+               const char *status, int limit, json_t **out, struct err *e);
+/* case.claim: ERR_CONFLICT ("already claimed by X") if someone else won;
+ * ERR_FORBIDDEN if the caller is no specialist of the case. */
+int cases_claim(struct server *srv, const struct principal *who,
+                const char *case_id, json_t **out, struct err *e);
+/* case.answer {impression, recommendation, text}: by the claimer. */
+int cases_answer(struct server *srv, const struct principal *who,
+                 const char *case_id, json_t *answer, json_t **out,
+                 struct err *e);
+int cases_close(struct server *srv, const struct principal *who,
+                const char *case_id, json_t **out, struct err *e);
+int cases_reopen(struct server *srv, const struct principal *who,
+                 const char *case_id, json_t **out, struct err *e);
+/* message.send {case_id, message_id, text, image?}: idempotent on
+ * message_id. */
+int cases_message(struct server *srv, const struct principal *who,
+                  json_t *req, json_t **out, struct err *e);
+/* message.read {case_id, message_id}: read receipt to the author. */
+int cases_message_read(struct server *srv, const struct principal *who,
+                       const char *case_id, const char *message_id,
+                       struct err *e);
+
+/* Images for a study arrived (called after store_put_file on the lws
+ * thread): emits images.arrived to the participants of cases that name
+ * the study. */
+int cases_images_arrived(struct server *srv, const char *study_uid,
+                         struct err *e);
+
+/* Escalate every case whose due_at <= now_ms.  Returns the number
+ * escalated; *next_due_ms receives the earliest remaining due_at (0 if
+ * none), for the caller's timer. */
+int cases_escalate_due(struct server *srv, int64_t now_ms,
+                       int64_t *next_due_ms, struct err *e);
+
+/* On-call list of a specialty, in order (admin subcommand). */
+int cases_oncall_set(struct server *srv, const char *specialty,
+                     const char **logins, int n, struct err *e);
+
+/* SQL boolean expression over `studies.study_uid` that is true when the
+ * study is attached to a case visible to user ?uid (bound by the caller).
+ * For store.c's scope clause. */
+const char *cases_study_visible_sql(void);
+
+#endif

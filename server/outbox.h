@@ -1,0 +1,62 @@
+/*
+ * outbox — the store-and-forward core: per-user, ordered, durable event
+ * queues (Mosquitto's queued messages for persistent sessions, in SQLite).
+ *
+ * Every change a user should hear about appends an event to that user's
+ * outbox in the same transaction as the change (outbox_append inside the
+ * caller's BEGIN ... COMMIT).  Each user's events carry a strictly
+ * increasing seq (1, 2, 3, ...) and a globally unique event_id.  A client
+ * says which seq it has (hello.last_seq, ack.seq, cumulative); everything
+ * after it is (re)sent.  Acknowledged events may be pruned.
+ *
+ * Live push: outbox_append also records the user id in the outbox's
+ * "dirty" set; after COMMIT the caller hands the set to the WebSocket layer
+ * (outbox_take_dirty), which sends the new events to connected sessions.
+ * Used from the lws thread only (the SCP thread queues its work there).
+ */
+#ifndef HASHI_OUTBOX_H
+#define HASHI_OUTBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "../proto/util.h"
+
+struct outbox;
+
+/* Creates its tables if missing. */
+struct outbox *outbox_open(sqlite3 *db, struct err *e);
+void outbox_close(struct outbox *o);
+
+/* Append one event for user_id inside the caller's transaction.  body is
+ * borrowed (serialised here).  *seq (may be NULL) receives its seq. */
+int outbox_append(struct outbox *o, int64_t user_id, const char *kind,
+                  const char *case_id, json_t *body, int64_t *seq,
+                  struct err *e);
+
+/* Events of user_id with seq > after, oldest first, at most limit, as a
+ * JSON array of hashi.v1 event objects {type:"event", seq, event_id, kind,
+ * case_id, at, body}.  New reference; caller decrefs. */
+int outbox_fetch(struct outbox *o, int64_t user_id, int64_t after, int limit,
+                 json_t **events, struct err *e);
+
+/* Highest seq ever assigned to user_id (0 if none). */
+int64_t outbox_last_seq(struct outbox *o, int64_t user_id);
+
+/* Cumulative acknowledgement: the user has everything up to seq.  Acks
+ * above the last assigned seq are ERR_INVALID; lower than a previous ack
+ * are ignored. */
+int outbox_ack(struct outbox *o, int64_t user_id, int64_t seq,
+               struct err *e);
+int64_t outbox_acked_seq(struct outbox *o, int64_t user_id);
+
+/* User ids that got events since the last call (deduplicated).  *ids is
+ * malloc'd (caller frees); *n may be 0.  Call after COMMIT; after a
+ * ROLLBACK call outbox_clear_dirty instead. */
+int outbox_take_dirty(struct outbox *o, int64_t **ids, size_t *n);
+void outbox_clear_dirty(struct outbox *o);
+
+#endif
