@@ -18,6 +18,7 @@
 
 struct lws_context;
 struct dicom_scp;
+struct scp_state;
 struct outbox;
 struct ws_hub;
 
@@ -47,6 +48,7 @@ struct server {
     struct metrics metrics;
     struct lws_context *lws;
     struct dicom_scp *scp;
+    struct scp_state *scp_state; /* scp.c's own (its thread's store) */
     struct outbox *outbox;      /* over store's db; lws thread only */
     struct ws_hub *ws;          /* connected hashi.v1 sessions (ws.c) */
     volatile sig_atomic_t stopping;
@@ -57,6 +59,9 @@ int http_start(struct server *srv, struct err *e);
 /* Serve until srv->stopping is set; then returns. */
 void http_run(struct server *srv);
 void http_stop(struct server *srv);
+/* Make http_run look at srv->stopping (and at queued work) now.  Any
+ * thread may call it (lws_cancel_service); the signal thread does. */
+void http_wake(struct server *srv);
 
 /* ws.c: the hashi.v1 WebSocket protocol (see proto/PROTOCOL.md).
  * ws_protocol() is the lws protocol entry http.c puts in its list;
@@ -71,5 +76,11 @@ void ws_free(struct server *srv);
 /* scp.c: the DICOM listener feeding the store. */
 int scp_start(struct server *srv, struct err *e);
 void scp_stop(struct server *srv);
+/* Study UIDs that received new instances over DICOM since the last call,
+ * for the lws thread (cases_images_arrived).  The SCP thread queues them
+ * (a mutex in scp_state) and calls http_wake when the queue was empty.
+ * Copies up to max UIDs into uids; returns how many (0 if none or no
+ * listener). */
+int scp_take_arrived(struct server *srv, char (*uids)[65], int max);
 
 #endif
