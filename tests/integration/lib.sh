@@ -1,0 +1,294 @@
+# lib.sh — what every integration test sources: a private hashi-server
+# (free ports, fresh data dir with the demo clinics and users), HTTP and
+# DICOM helpers, and assertions that say what was expected and what came.
+#
+# POSIX sh (tests/run.sh runs the scripts with `sh`).  A test does:
+#
+#   . "$(dirname "$0")/lib.sh"
+#   hashi_setup            # init + demo + start; sets DATA HURL DPORT ...
+#   tok=$(login demo-admin)
+#   ...assert_eq 200 "$(http GET /dicomweb/studies "$tok")" "QIDO status"
+#   pass
+#
+# Everything lives in $T_TMP (removed at exit unless the test failed, in
+# which case its path is printed) and the server is stopped at exit.
+# Generated studies are cached by name in $HASHI_TESTDATA/studies/.
+
+set -u
+
+: "${HASHI_ROOT:=$(cd "$(dirname "$0")/../.." && pwd)}"
+: "${HASHI_BUILD:=$HASHI_ROOT/build}"
+: "${HASHI_TOOLS:=$(cd "$HASHI_ROOT/.." && pwd)/shared/tools}"
+: "${HASHI_TESTDATA:=$HASHI_ROOT/tests/data}"
+export TCP_NODELAY=1      # DCMTK's tools turn Nagle off only when asked
+
+PY=/usr/bin/python3
+LIBDIR="$HASHI_ROOT/tests/integration"
+DW="$LIBDIR/dw.py"
+SERVER="$HASHI_BUILD/hashi-server"
+DEMO_PASSWORD=demo-password
+T_NAME=$(basename "$0" .sh)
+mkdir -p "$HASHI_TESTDATA"
+T_TMP=$(mktemp -d "$HASHI_TESTDATA/run-$T_NAME.XXXXXX")
+T_FAILED=0
+HPID=""
+
+log() { echo "[$T_NAME] $*"; }
+
+cleanup() {
+    rc=$?
+    hashi_stop 2>/dev/null
+    if [ "$rc" -ne 0 ] || [ "$T_FAILED" -ne 0 ]; then
+        echo "[$T_NAME] kept $T_TMP for inspection"
+        if [ -f "$T_TMP/server.log" ]; then
+            echo "---- last lines of server.log"
+            tail -15 "$T_TMP/server.log"
+        fi
+    else
+        rm -rf "$T_TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- assertions ----------------------------------------------------------
+
+fail() {
+    T_FAILED=1
+    echo "[$T_NAME] FAIL: $*" >&2
+    exit 1
+}
+
+pass() { echo "[$T_NAME] ok"; exit 0; }
+
+assert_eq() {    # expected got what
+    [ "$1" = "$2" ] || fail "$3: expected '$1', got '$2'"
+}
+
+assert_ne() {    # unwanted got what
+    [ "$1" != "$2" ] || fail "$3: got '$2', which it must not be"
+}
+
+assert_ge() {    # min got what (integers)
+    [ "$2" -ge "$1" ] 2>/dev/null || fail "$3: expected >= $1, got '$2'"
+}
+
+assert_le() {    # max got what
+    [ "$2" -le "$1" ] 2>/dev/null || fail "$3: expected <= $1, got '$2'"
+}
+
+assert_in() {    # expected-one-of("200 202") got what
+    for want in $1; do [ "$want" = "$2" ] && return 0; done
+    fail "$3: expected one of '$1', got '$2'"
+}
+
+assert_file_has() {    # file regex what  (grep -E, case-insensitive)
+    grep -Eqi -- "$2" "$1" ||
+        fail "$3: '$2' not found in $1: $(head -c 400 "$1")"
+}
+
+assert_file_lacks() {  # file fixed-string what
+    if grep -Fq -- "$2" "$1"; then fail "$3: '$2' found in $1"; fi
+}
+
+assert_same_file() {   # a b what
+    cmp -s "$1" "$2" || fail "$3: $1 and $2 differ ($(wc -c <"$1") vs \
+$(wc -c <"$2") bytes)"
+}
+
+# ---- the server ----------------------------------------------------------
+
+free_port() {
+    $PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
+print(s.getsockname()[1])'
+}
+
+# hashi_init [DIR]: a new data dir with the demo clinics and users.
+hashi_init() {
+    DATA=${1:-$T_TMP/data}
+    [ -x "$SERVER" ] || fail "$SERVER not built (make build/hashi-server)"
+    "$SERVER" init --data "$DATA" >>"$T_TMP/admin.log" 2>&1 ||
+        fail "hashi-server init failed: $(tail -3 "$T_TMP/admin.log")"
+    "$SERVER" demo --data "$DATA" >>"$T_TMP/admin.log" 2>&1 ||
+        fail "hashi-server demo failed: $(tail -3 "$T_TMP/admin.log")"
+    [ -f "$DATA/tls/cert.pem" ] || fail "init made no $DATA/tls/cert.pem"
+    CACERT="$DATA/tls/cert.pem"
+}
+
+# hashi_start [extra server args]: start on fresh ports (kept across a
+# restart, so URLs stay valid) and wait for /healthz.
+hashi_start() {
+    : "${HPORT:=$(free_port)}"
+    : "${DPORT:=$(free_port)}"
+    HURL="https://127.0.0.1:$HPORT"
+    echo "==== start $(date +%T) $*" >>"$T_TMP/server.log"
+    "$SERVER" --data "$DATA" --listen "127.0.0.1:$HPORT" \
+        --dicom "127.0.0.1:$DPORT" --ae-title HASHI "$@" \
+        >>"$T_TMP/server.log" 2>&1 &
+    HPID=$!
+    i=0
+    while :; do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 \
+            --cacert "$CACERT" "$HURL/healthz")
+        [ "$code" = 200 ] && break
+        kill -0 "$HPID" 2>/dev/null ||
+            { HPID=""; fail "hashi-server exited during start-up"; }
+        i=$((i + 1))
+        [ $i -lt 100 ] || fail "no /healthz 200 within 20 s (last: $code)"
+        sleep 0.2
+    done
+    grep -q "hashi-server listening on https://" "$T_TMP/server.log" ||
+        log "note: no 'hashi-server listening on https://' line in the log"
+}
+
+hashi_setup() { hashi_init "$@"; hashi_start; }
+
+# hashi_stop: SIGTERM, wait up to 10 s, then SIGKILL.  Returns 1 if it
+# needed the SIGKILL.
+hashi_stop() {
+    [ -n "$HPID" ] || return 0
+    kill -TERM "$HPID" 2>/dev/null
+    i=0
+    while kill -0 "$HPID" 2>/dev/null && [ $i -lt 50 ]; do
+        sleep 0.2; i=$((i + 1))
+    done
+    if kill -0 "$HPID" 2>/dev/null; then
+        kill -KILL "$HPID" 2>/dev/null
+        wait "$HPID" 2>/dev/null
+        HPID=""
+        return 1
+    fi
+    wait "$HPID" 2>/dev/null
+    HPID=""
+    return 0
+}
+
+hashi_kill9() {
+    kill -KILL "$HPID" 2>/dev/null
+    wait "$HPID" 2>/dev/null
+    HPID=""
+}
+
+healthz_ok() {
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
+        --cacert "$CACERT" "$HURL/healthz")
+    assert_eq 200 "$code" "/healthz after $1"
+    kill -0 "$HPID" 2>/dev/null || fail "server died after $1"
+}
+
+# ---- HTTP ----------------------------------------------------------------
+
+# http METHOD PATH [TOKEN [curl args...]]: prints the status code; the body
+# is in $T_TMP/body, the headers in $T_TMP/headers.
+http() {
+    _m=$1; _p=$2; shift 2
+    _auth=""
+    if [ $# -gt 0 ]; then _auth=$1; shift; fi
+    if [ -n "$_auth" ]; then
+        set -- -H "Authorization: Bearer $_auth" "$@"
+    fi
+    curl -sS --cacert "$CACERT" -H 'Expect:' -X "$_m" -o "$T_TMP/body" \
+        -D "$T_TMP/headers" -w '%{http_code}' --max-time 300 "$@" \
+        "$HURL$_p"
+}
+
+header() {    # NAME: the value of a response header of the last http call
+    tr -d '\r' <"$T_TMP/headers" |
+        sed -n "s/^$1: *//Ip" | tail -1
+}
+
+# login LOGIN [PASSWORD]: prints the session token.
+login() {
+    _code=$(http POST /api/login "" -H 'Content-Type: application/json' \
+        --data-binary "{\"login\":\"$1\",\"password\":\"${2:-$DEMO_PASSWORD}\"}")
+    assert_eq 200 "$_code" "login $1"
+    $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["token"])' \
+        "$T_TMP/body" || fail "login reply has no token: $(cat "$T_TMP/body")"
+}
+
+# stow TOKEN FILE...: one STOW-RS request with FILEs as parts; prints the
+# status code (body in $T_TMP/body).
+stow() {
+    _tok=$1; shift
+    $PY "$DW" multipart "$T_TMP/stow.body" HashiTestBoundary42 "$@"
+    stow_body "$_tok" "$T_TMP/stow.body" HashiTestBoundary42
+}
+
+# stow_body TOKEN BODYFILE BOUNDARY [curl args]: send a prepared body.
+stow_body() {
+    _tok=$1; _body=$2; _b=$3; shift 3
+    http POST /dicomweb/studies "$_tok" -T "$_body" "$@" -H \
+        "Content-Type: multipart/related; type=\"application/dicom\"; boundary=$_b" \
+        -H 'Accept: application/dicom+json'
+}
+
+# qido TOKEN PATH_AND_QUERY: QIDO-RS GET, asserts 200 (or 204, which some
+# servers give for no match, normalised to an empty array); prints nothing,
+# the JSON array is in $T_TMP/body.
+qido() {
+    _code=$(http GET "$2" "$1" -H 'Accept: application/dicom+json')
+    if [ "$_code" = 204 ]; then echo '[]' >"$T_TMP/body"; return; fi
+    assert_eq 200 "$_code" "QIDO $2"
+}
+
+qido_count() {    # TOKEN PATH: number of objects in the QIDO answer
+    qido "$1" "$2"
+    $PY "$DW" count "$T_TMP/body"
+}
+
+# total_instances TOKEN: instances over all visible studies (sum of
+# NumberOfStudyRelatedInstances).
+total_instances() {
+    qido "$1" "/dicomweb/studies?limit=1000"
+    $PY "$DW" values "$T_TMP/body" 00201208 |
+        awk '{ n += $1 } END { print n + 0 }'
+}
+
+# wado TOKEN ST SE SOP OUTFILE: retrieve one instance, assert one part,
+# store the part's bytes in OUTFILE.
+wado() {
+    _code=$(http GET "/dicomweb/studies/$2/series/$3/instances/$4" "$1" \
+        -H 'Accept: multipart/related; type="application/dicom"')
+    assert_eq 200 "$_code" "WADO-RS $4"
+    _ct=$(header Content-Type)
+    case "$_ct" in
+        multipart/related*) ;;
+        *) fail "WADO-RS $4: Content-Type '$_ct', not multipart/related" ;;
+    esac
+    rm -rf "$T_TMP/wado.parts"
+    _n=$($PY "$DW" split "$_ct" "$T_TMP/body" "$T_TMP/wado.parts") ||
+        fail "WADO-RS $4: body is not a valid multipart"
+    assert_eq 1 "$_n" "parts in the WADO-RS answer for $4"
+    mv "$T_TMP/wado.parts/part0001.dcm" "$5"
+}
+
+# ---- DICOM ---------------------------------------------------------------
+
+# study NAME SLICES [gen_study args]: generate once, print the directory.
+study() {
+    _dir="$HASHI_TESTDATA/studies/$1"
+    _n=$2; shift 2
+    if [ ! -f "$_dir/.complete" ]; then
+        rm -rf "$_dir" "$_dir.tmp"
+        mkdir -p "$HASHI_TESTDATA/studies"
+        $PY "$HASHI_TOOLS/gen_study.py" --slices "$_n" "$@" "$_dir.tmp" \
+            >/dev/null || fail "gen_study.py failed for $1"
+        touch "$_dir.tmp/.complete"
+        mv "$_dir.tmp" "$_dir"
+    fi
+    echo "$_dir"
+}
+
+# uid_of FILE TAG-KEYWORD: one attribute of a file (pydicom).
+attr_of() {
+    $PY -c 'import sys, pydicom
+print(pydicom.dcmread(sys.argv[1], stop_before_pixels=True,
+      force=True).get(sys.argv[2], ""))' "$1" "$2"
+}
+
+audit_has() {    # ACTION REGEX what: an audit line with this action matches
+    [ -f "$DATA/audit.log" ] || fail "$3: no $DATA/audit.log"
+    grep "\"action\": *\"$1\"" "$DATA/audit.log" | grep -Eq -- "$2" ||
+        fail "$3: no audit line with action $1 matching '$2' \
+(last lines: $(tail -3 "$DATA/audit.log"))"
+}
