@@ -1,0 +1,371 @@
+/*
+ * outbox — per-user, ordered, durable event queues in the store's SQLite
+ * database (see outbox.h for the contract).
+ *
+ * Two tables: outbox holds the events, keyed (user_id, seq); outbox_cursor
+ * holds, per user, the last seq handed out and the highest cumulative ack.
+ * The seq comes from the cursor row, bumped by an UPSERT inside the
+ * caller's transaction, so a rolled-back change leaves no gap and two
+ * changes can never get the same seq.  Acknowledged events older than a
+ * week are pruned when the user acknowledges again.
+ *
+ * The "dirty" set lives in memory only: it tells the WebSocket layer whom
+ * to push to after a COMMIT.  A user missed because of a crash loses
+ * nothing — the events are in the table and are replayed at the next
+ * hello.
+ */
+#include "outbox.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../proto/log.h"
+
+#define OUTBOX_KEEP_ACKED_MS (7LL * 24 * 3600 * 1000)
+
+struct outbox {
+    sqlite3 *db;
+    sqlite3_stmt *bump;     /* cursor upsert, RETURNING last_seq */
+    sqlite3_stmt *insert;
+    sqlite3_stmt *fetch;
+    int64_t *dirty;
+    size_t ndirty, capdirty;
+};
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS outbox ("
+    "  user_id INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  event_id TEXT NOT NULL UNIQUE,"
+    "  kind TEXT NOT NULL,"
+    "  case_id TEXT,"
+    "  at INTEGER NOT NULL,"
+    "  body TEXT NOT NULL,"
+    "  PRIMARY KEY (user_id, seq));"
+    "CREATE TABLE IF NOT EXISTS outbox_cursor ("
+    "  user_id INTEGER PRIMARY KEY,"
+    "  last_seq INTEGER NOT NULL DEFAULT 0,"
+    "  acked_seq INTEGER NOT NULL DEFAULT 0);";
+
+static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st,
+                   struct err *e)
+{
+    if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK)
+        return err_set(e, ERR_DB, "outbox: prepare: %s", sqlite3_errmsg(db));
+    return 0;
+}
+
+struct outbox *outbox_open(sqlite3 *db, struct err *e)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, schema_sql, NULL, NULL, &msg) != SQLITE_OK) {
+        err_set(e, ERR_DB, "outbox: schema: %s",
+                msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return NULL;
+    }
+    struct outbox *o = calloc(1, sizeof *o);
+    if (!o) {
+        err_set(e, ERR_INTERNAL, "outbox: out of memory");
+        return NULL;
+    }
+    o->db = db;
+    if (prepare(db,
+                "INSERT INTO outbox_cursor (user_id, last_seq, acked_seq)"
+                " VALUES (?1, 1, 0) ON CONFLICT (user_id) DO UPDATE"
+                " SET last_seq = last_seq + 1 RETURNING last_seq",
+                &o->bump, e) ||
+        prepare(db,
+                "INSERT INTO outbox (user_id, seq, event_id, kind, case_id,"
+                " at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                &o->insert, e) ||
+        prepare(db,
+                "SELECT seq, event_id, kind, case_id, at, body FROM outbox"
+                " WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                &o->fetch, e)) {
+        outbox_close(o);
+        return NULL;
+    }
+    return o;
+}
+
+void outbox_close(struct outbox *o)
+{
+    if (!o)
+        return;
+    sqlite3_finalize(o->bump);
+    sqlite3_finalize(o->insert);
+    sqlite3_finalize(o->fetch);
+    free(o->dirty);
+    free(o);
+}
+
+static void mark_dirty(struct outbox *o, int64_t user_id)
+{
+    for (size_t i = 0; i < o->ndirty; i++)
+        if (o->dirty[i] == user_id)
+            return;
+    if (o->ndirty == o->capdirty) {
+        size_t cap = o->capdirty ? o->capdirty * 2 : 16;
+        int64_t *p = realloc(o->dirty, cap * sizeof *p);
+        if (!p) {
+            /* The event is durable; the user gets it at the next hello. */
+            log_warn("outbox: dirty set: out of memory");
+            return;
+        }
+        o->dirty = p;
+        o->capdirty = cap;
+    }
+    o->dirty[o->ndirty++] = user_id;
+}
+
+int outbox_append(struct outbox *o, int64_t user_id, const char *kind,
+                  const char *case_id, json_t *body, int64_t *seq,
+                  struct err *e)
+{
+    if (user_id <= 0 || !kind || !*kind)
+        return err_set(e, ERR_INVALID, "outbox: bad user or kind");
+    char *text = json_dumps(body ? body : json_null(),
+                            JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!text)
+        return err_set(e, ERR_INTERNAL, "outbox: cannot serialise body");
+    char event_id[33];
+    if (random_hex(event_id, 16)) {
+        free(text);
+        return err_set(e, ERR_INTERNAL, "outbox: no randomness");
+    }
+
+    /* A savepoint makes the two statements one unit both inside the
+     * caller's transaction and, should someone call us outside one, on
+     * their own. */
+    int rc = 0;
+    if (sqlite3_exec(o->db, "SAVEPOINT outbox_append", NULL, NULL, NULL)) {
+        free(text);
+        return err_set(e, ERR_DB, "outbox: savepoint: %s",
+                        sqlite3_errmsg(o->db));
+    }
+    int64_t s = 0;
+    sqlite3_bind_int64(o->bump, 1, user_id);
+    if (sqlite3_step(o->bump) == SQLITE_ROW)
+        s = sqlite3_column_int64(o->bump, 0);
+    /* Drain the RETURNING statement so the upsert is complete. */
+    while (sqlite3_step(o->bump) == SQLITE_ROW)
+        ;
+    if (sqlite3_reset(o->bump) != SQLITE_OK || s <= 0) {
+        rc = err_set(e, ERR_DB, "outbox: seq: %s", sqlite3_errmsg(o->db));
+        goto out;
+    }
+    sqlite3_bind_int64(o->insert, 1, user_id);
+    sqlite3_bind_int64(o->insert, 2, s);
+    sqlite3_bind_text(o->insert, 3, event_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(o->insert, 4, kind, -1, SQLITE_STATIC);
+    if (case_id)
+        sqlite3_bind_text(o->insert, 5, case_id, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(o->insert, 5);
+    sqlite3_bind_int64(o->insert, 6, now_ms());
+    sqlite3_bind_text(o->insert, 7, text, -1, SQLITE_STATIC);
+    int step = sqlite3_step(o->insert);
+    sqlite3_reset(o->insert);
+    sqlite3_clear_bindings(o->insert);
+    if (step != SQLITE_DONE) {
+        rc = err_set(e, ERR_DB, "outbox: insert: %s", sqlite3_errmsg(o->db));
+        goto out;
+    }
+out:
+    if (rc)
+        sqlite3_exec(o->db, "ROLLBACK TO outbox_append", NULL, NULL, NULL);
+    sqlite3_exec(o->db, "RELEASE outbox_append", NULL, NULL, NULL);
+    free(text);
+    if (rc)
+        return rc;
+    mark_dirty(o, user_id);
+    if (seq)
+        *seq = s;
+    return 0;
+}
+
+int outbox_fetch(struct outbox *o, int64_t user_id, int64_t after, int limit,
+                 json_t **events, struct err *e)
+{
+    *events = NULL;
+    if (limit <= 0)
+        limit = 1000;
+    json_t *arr = json_array();
+    if (!arr)
+        return err_set(e, ERR_INTERNAL, "outbox: out of memory");
+    sqlite3_bind_int64(o->fetch, 1, user_id);
+    sqlite3_bind_int64(o->fetch, 2, after < 0 ? 0 : after);
+    sqlite3_bind_int(o->fetch, 3, limit);
+    int rc, bad = 0;
+    while ((rc = sqlite3_step(o->fetch)) == SQLITE_ROW) {
+        const char *body = (const char *)sqlite3_column_text(o->fetch, 5);
+        json_error_t je;
+        json_t *b = json_loads(body ? body : "null", JSON_DECODE_ANY, &je);
+        if (!b) {
+            /* Written by us from a json_t: cannot happen unless the
+             * database was edited.  Deliver the event with a null body
+             * rather than stall the queue. */
+            log_warn("outbox: user %lld seq %lld: bad body: %s",
+                     (long long)user_id,
+                     (long long)sqlite3_column_int64(o->fetch, 0), je.text);
+            b = json_null();
+        }
+        const char *cid = (const char *)sqlite3_column_text(o->fetch, 3);
+        json_t *ev = json_pack(
+            "{s:s, s:I, s:s, s:s, s:o, s:I, s:o}",
+            "type", "event",
+            "seq", (json_int_t)sqlite3_column_int64(o->fetch, 0),
+            "event_id", (const char *)sqlite3_column_text(o->fetch, 1),
+            "kind", (const char *)sqlite3_column_text(o->fetch, 2),
+            "case_id", cid ? json_string(cid) : json_null(),
+            "at", (json_int_t)sqlite3_column_int64(o->fetch, 4),
+            "body", b);
+        if (!ev || json_array_append_new(arr, ev)) {
+            bad = 1;
+            break;
+        }
+    }
+    sqlite3_reset(o->fetch);
+    sqlite3_clear_bindings(o->fetch);
+    if (bad) {
+        json_decref(arr);
+        return err_set(e, ERR_INTERNAL, "outbox: out of memory");
+    }
+    if (rc != SQLITE_DONE) {
+        json_decref(arr);
+        return err_set(e, ERR_DB, "outbox: fetch: %s", sqlite3_errmsg(o->db));
+    }
+    *events = arr;
+    return 0;
+}
+
+static int64_t cursor_col(struct outbox *o, int64_t user_id, int col)
+{
+    sqlite3_stmt *st;
+    int64_t v = 0;
+    if (sqlite3_prepare_v2(o->db,
+                           "SELECT last_seq, acked_seq FROM outbox_cursor"
+                           " WHERE user_id = ?1", -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_int64(st, 1, user_id);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, col);
+    sqlite3_finalize(st);
+    return v;
+}
+
+int64_t outbox_last_seq(struct outbox *o, int64_t user_id)
+{
+    return cursor_col(o, user_id, 0);
+}
+
+int64_t outbox_acked_seq(struct outbox *o, int64_t user_id)
+{
+    return cursor_col(o, user_id, 1);
+}
+
+/* Mark the messages carried by newly acknowledged message.new events as
+ * delivered to the user.  The receipts table belongs to cases.c; without
+ * it (an outbox used alone) there is nothing to mark. */
+static void mark_delivered(struct outbox *o, int64_t user_id, int64_t from,
+                           int64_t to, int64_t at)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(
+            o->db,
+            "UPDATE message_receipts SET delivered_at = ?4"
+            " WHERE user_id = ?1 AND delivered_at IS NULL AND message_id IN"
+            " (SELECT json_extract(body, '$.message.message_id') FROM outbox"
+            "  WHERE user_id = ?1 AND seq > ?2 AND seq <= ?3"
+            "  AND kind = 'message.new')", -1, &st, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_int64(st, 1, user_id);
+    sqlite3_bind_int64(st, 2, from);
+    sqlite3_bind_int64(st, 3, to);
+    sqlite3_bind_int64(st, 4, at);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        log_warn("outbox: delivered receipts: %s", sqlite3_errmsg(o->db));
+    sqlite3_finalize(st);
+}
+
+int outbox_ack(struct outbox *o, int64_t user_id, int64_t seq,
+               struct err *e)
+{
+    if (seq < 0)
+        return err_set(e, ERR_INVALID, "ack: negative seq");
+    int64_t last = 0, acked = 0;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(o->db,
+                           "SELECT last_seq, acked_seq FROM outbox_cursor"
+                           " WHERE user_id = ?1", -1, &st, NULL) != SQLITE_OK)
+        return err_set(e, ERR_DB, "outbox: ack: %s", sqlite3_errmsg(o->db));
+    sqlite3_bind_int64(st, 1, user_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        last = sqlite3_column_int64(st, 0);
+        acked = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return err_set(e, ERR_DB, "outbox: ack: %s", sqlite3_errmsg(o->db));
+    if (seq > last)
+        return err_set(e, ERR_INVALID,
+                       "ack %lld is beyond the last event (%lld)",
+                       (long long)seq, (long long)last);
+    if (seq <= acked)
+        return 0;
+
+    int64_t now = now_ms();
+    if (sqlite3_exec(o->db, "SAVEPOINT outbox_ack", NULL, NULL, NULL))
+        return err_set(e, ERR_DB, "outbox: ack: %s", sqlite3_errmsg(o->db));
+    rc = 0;
+    if (sqlite3_prepare_v2(o->db,
+                           "UPDATE outbox_cursor SET acked_seq = ?2"
+                           " WHERE user_id = ?1 AND acked_seq < ?2",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = err_set(e, ERR_DB, "outbox: ack: %s", sqlite3_errmsg(o->db));
+    } else {
+        sqlite3_bind_int64(st, 1, user_id);
+        sqlite3_bind_int64(st, 2, seq);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = err_set(e, ERR_DB, "outbox: ack: %s",
+                         sqlite3_errmsg(o->db));
+        sqlite3_finalize(st);
+    }
+    if (!rc) {
+        mark_delivered(o, user_id, acked, seq, now);
+        if (sqlite3_prepare_v2(o->db,
+                               "DELETE FROM outbox WHERE user_id = ?1"
+                               " AND seq <= ?2 AND at < ?3",
+                               -1, &st, NULL) == SQLITE_OK) {
+            sqlite3_bind_int64(st, 1, user_id);
+            sqlite3_bind_int64(st, 2, seq);
+            sqlite3_bind_int64(st, 3, now - OUTBOX_KEEP_ACKED_MS);
+            sqlite3_step(st);
+            sqlite3_finalize(st);
+        }
+    }
+    if (rc)
+        sqlite3_exec(o->db, "ROLLBACK TO outbox_ack", NULL, NULL, NULL);
+    sqlite3_exec(o->db, "RELEASE outbox_ack", NULL, NULL, NULL);
+    return rc;
+}
+
+int outbox_take_dirty(struct outbox *o, int64_t **ids, size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    if (!o->ndirty)
+        return 0;
+    *ids = o->dirty;
+    *n = o->ndirty;
+    o->dirty = NULL;
+    o->ndirty = o->capdirty = 0;
+    return 0;
+}
+
+void outbox_clear_dirty(struct outbox *o)
+{
+    o->ndirty = 0;
+}
