@@ -1,0 +1,45 @@
+/*
+ * admin — hashi-server's administration subcommands:
+ *
+ *   init    --data DIR [--cert F --key F]
+ *   demo    --data DIR
+ *   clinic  add --data DIR --name NAME --kind rural|city [--calling-ae AET]
+ *   user    add --data DIR --login L --clinic NAME
+ *               --role requester|specialist|admin [--specialty S]...
+ *               (password: the first line of stdin)
+ *   gateway add --data DIR --clinic NAME --name G   (prints the token once)
+ *
+ * They work on the data directory directly (the server may be running:
+ * SQLite's WAL lets both write).  Exit status: 0 ok, 1 usage, 2 failure;
+ * messages go to stderr, results (tokens, demo logins) to stdout.
+ */
+#ifndef HASHI_ADMIN_H
+#define HASHI_ADMIN_H
+
+#include <stdio.h>
+
+#include "../proto/util.h"
+
+/* The fixed password of every demo user.  Demo only: never in
+ * production. */
+#define ADMIN_DEMO_PASSWORD "demo-password"
+
+/* 1 if word names a subcommand (init, demo, clinic, user, gateway). */
+int admin_is_command(const char *word);
+
+/* Run a subcommand: argv[0] is its word ("init", "user", ...).  Returns
+ * the exit status. */
+int admin_main(int argc, char **argv);
+
+/* init: create data_dir (0700) and the store's schema; make a dev
+ * certificate at <data>/tls/{cert,key}.pem unless cert/key are given
+ * (then they must exist, and are recorded in <data>/hashi.conf if that
+ * file does not exist yet) or the default files exist.  Idempotent. */
+int admin_init(const char *data_dir, const char *cert, const char *key,
+               struct err *e);
+
+/* demo: the demo clinics and users (see README), on an initialised data
+ * dir.  Rows that exist are left alone.  Writes the logins to out. */
+int admin_demo(const char *data_dir, FILE *out, struct err *e);
+
+#endif

@@ -1,0 +1,224 @@
+/*
+ * main — hashi-server's entry point.  Either an administration subcommand
+ * (admin.c), or the server: read the settings (config.c), repair and open
+ * the store, start the DICOM listener thread (scp.c) and the HTTPS/WSS
+ * loop (http.c), and run until SIGINT/SIGTERM.
+ *
+ * Signals: SIGINT, SIGTERM (and SIGUSR2, used internally) are blocked in
+ * every thread before any thread starts; one small thread sigwait()s for
+ * them, sets srv->stopping and wakes the lws loop with http_wake() —
+ * nothing runs in an asynchronous signal handler.  A second signal while
+ * stopping ends the process at once (the store is crash-safe).  SIGPIPE
+ * is ignored.
+ *
+ * Exit status: 0 after a clean stop, 1 usage error, 2 failure.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../proto/dicom.h"
+#include "../proto/log.h"
+#include "admin.h"
+#include "config.h"
+#include "server.h"
+
+static const char usage_text[] =
+    "usage: hashi-server [--config FILE] [--data DIR] [--listen HOST:PORT]\n"
+    "                    [--dicom HOST:PORT] [--ae-title AET]\n"
+    "                    [--cert FILE --key FILE] [--web DIR] "
+    "[--origin URL]...\n"
+    "                    [--accept-unknown-ae] [--max-instance BYTES]\n"
+    "                    [--log-level debug|info|warn|error]\n"
+    "       hashi-server init|demo|clinic add|user add|gateway add ... "
+    "(see README)\n"
+    "defaults: --data ./data --listen 127.0.0.1:8443 "
+    "--dicom 127.0.0.1:11112 (port 0: off)\n"
+    "          --ae-title HASHI, cert and key in DATA/tls/, "
+    "DATA/hashi.conf read if present\n";
+
+static void block_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+struct sigctx {
+    struct server *srv;
+    sigset_t set;
+};
+
+/* SIGUSR2 is main's "you may go now" at the end of a run. */
+static void *signal_thread(void *arg)
+{
+    struct sigctx *sc = arg;
+    for (;;) {
+        int sig;
+        if (sigwait(&sc->set, &sig))
+            continue;
+        if (sig == SIGUSR2)
+            return NULL;
+        if (sc->srv->stopping) {
+            log_warn("second %s: exiting at once", strsignal(sig));
+            _exit(2);
+        }
+        log_info("%s: stopping", strsignal(sig));
+        sc->srv->stopping = 1;
+        http_wake(sc->srv);
+    }
+}
+
+static int file_exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* What must be there before we listen: an initialised data dir, the
+ * certificate and its key. */
+static int preflight(const struct server_config *c, struct err *e)
+{
+    char db[4096];
+    if (path_join(db, sizeof db, c->data_dir, "hashi.db") || !file_exists(db))
+        return err_set(e, ERR_NOTFOUND, "%s is not an initialised data "
+                       "directory; run 'hashi-server init --data %s'",
+                       c->data_dir, c->data_dir);
+    if (access(c->cert, R_OK) || access(c->key, R_OK))
+        return err_set(e, ERR_NOTFOUND, "cannot read certificate %s or key "
+                       "%s: %s", c->cert, c->key, strerror(errno));
+    struct stat st;
+    if (stat(c->web_root, &st) || !S_ISDIR(st.st_mode))
+        log_warn("no web client at %s; serving the API only",
+                 c->web_root);
+    return 0;
+}
+
+static void print_banner(const struct server_config *c)
+{
+    int v6 = strchr(c->listen_host, ':') != NULL;
+    printf("hashi-server listening on https://%s%s%s:%d", v6 ? "[" : "",
+           c->listen_host, v6 ? "]" : "", c->listen_port);
+    if (c->dicom_port) {
+        int d6 = strchr(c->dicom_host, ':') != NULL;
+        printf(" (DICOM %s@%s%s%s:%d)\n", c->ae_title, d6 ? "[" : "",
+               c->dicom_host, d6 ? "]" : "", c->dicom_port);
+    } else {
+        printf(" (DICOM off)\n");
+    }
+    fflush(stdout);
+}
+
+/* Start, serve, stop.  Returns the exit status. */
+static int serve(struct server *srv, sigset_t *sigs)
+{
+    struct server_config *c = &srv->cfg;
+    struct err e = { 0, "" };
+    int status = 2, fixed = 0;
+    int dicom_up = 0, scp_up = 0, http_up = 0;
+    pthread_t sigthr;
+    struct sigctx sc = { srv, *sigs };
+
+    if (preflight(c, &e)) {
+        log_error("%s", e.msg);
+        return 2;
+    }
+    if (store_recover(c->data_dir, &fixed, &e)) {
+        log_error("store recovery failed: %s", e.msg);
+        return 2;
+    }
+    if (fixed)
+        log_warn("store recovery repaired %d thing(s) left by an earlier "
+                 "crash", fixed);
+    srv->store = store_open(c->data_dir, &e);
+    if (!srv->store) {
+        log_error("open store: %s", e.msg);
+        return 2;
+    }
+    store_set_max_instance(srv->store, c->max_instance);
+    srv->audit = audit_open(c->data_dir, &e);
+    if (!srv->audit) {
+        log_error("open audit log: %s", e.msg);
+        goto out;
+    }
+    metrics_init(&srv->metrics);
+    if (dicom_init(&e)) {
+        log_error("DICOM: %s", e.msg);
+        goto out;
+    }
+    dicom_up = 1;
+    if (c->dicom_port) {
+        if (scp_start(srv, &e)) {
+            log_error("DICOM listener on port %d: %s", c->dicom_port,
+                      e.msg);
+            goto out;
+        }
+        scp_up = 1;
+    }
+    if (http_start(srv, &e)) {
+        log_error("HTTPS listener on %s:%d: %s", c->listen_host,
+                  c->listen_port, e.msg);
+        goto out;
+    }
+    http_up = 1;
+    if (pthread_create(&sigthr, NULL, signal_thread, &sc)) {
+        log_error("cannot start the signal thread");
+        goto out;
+    }
+    print_banner(c);
+    http_run(srv);
+    pthread_kill(sigthr, SIGUSR2);
+    pthread_join(sigthr, NULL);
+    status = 0;
+    log_info("stopped");
+out:
+    if (scp_up)
+        scp_stop(srv);
+    if (http_up)
+        http_stop(srv);
+    if (srv->audit)
+        audit_close(srv->audit);
+    store_close(srv->store);
+    if (dicom_up)
+        dicom_cleanup();
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && admin_is_command(argv[1]))
+        return admin_main(argc - 1, argv + 1);
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+
+    struct server *srv = calloc(1, sizeof *srv);
+    if (!srv) {
+        fprintf(stderr, "hashi-server: out of memory\n");
+        return 2;
+    }
+    char exe[4096];
+    struct err e = { 0, "" };
+    config_self_exe(exe, sizeof exe);
+    if (config_from_args(&srv->cfg, argc - 1, argv + 1, exe, &e)) {
+        fprintf(stderr, "hashi-server: %s\n%s", e.msg, usage_text);
+        free(srv);
+        return 1;
+    }
+    log_set_level((enum log_level)srv->cfg.log_level);
+
+    sigset_t sigs;
+    block_signals(&sigs);      /* before any thread exists */
+    int status = serve(srv, &sigs);
+    free(srv);
+    return status;
+}
