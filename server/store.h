@@ -38,8 +38,15 @@ void store_close(struct store *s);
 int store_recover(const char *data_dir, int *fixed, struct err *e);
 
 sqlite3 *store_db(struct store *s);
+/* A prepared statement for sql on store_db(s), cached for the life of s
+ * (meant for a module's fixed SQL, not for text built per request).
+ * Returned reset, bindings cleared; the caller steps it, may reset it,
+ * and never finalizes it.  NULL with ERR_DB in e if it does not prepare. */
+sqlite3_stmt *store_stmt(struct store *s, const char *sql, struct err *e);
 const char *store_data_dir(const struct store *s);
-/* Directory for temp files on the same file system as the blobs. */
+/* Directory for temp files on the same file system as the blobs.  It is
+ * emptied by store_recover() at every start: nothing that must survive a
+ * restart (a resumable upload, say) may live there. */
 const char *store_tmp_dir(const struct store *s);
 /* Create a new empty temp file there: path (4096 bytes) and an open fd. */
 int store_tmp_file(struct store *s, char *path, int *fd, struct err *e);

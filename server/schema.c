@@ -1,0 +1,202 @@
+/*
+ * schema — the tables of hashi.db, as an ordered list of migrations.
+ *
+ * Every migration is a block of SQL run in one transaction, after which
+ * PRAGMA user_version is set to its position (1-based).  Applied
+ * migrations are never edited: later changes (the consult workflow's
+ * cases and outboxes, say) are new entries at the end of the list.
+ *
+ * Conventions: times are integer milliseconds since the epoch (UTC);
+ * ids are INTEGER PRIMARY KEY; secrets are never stored, only their
+ * SHA-256 (tokens) or scrypt (passwords).  A clinic id of 0 in image
+ * tables means "no owning clinic" (only admins see such studies).
+ *
+ * A patient row is one set of demographics (ID, name, birth date, sex) as
+ * one clinic sent it: a study keeps the demographics it arrived with, even
+ * if a later study of the same patient ID spells the name differently.
+ */
+#include "schema.h"
+
+#include <stdio.h>
+
+static const char *const migrations[] = {
+    /* 1: identity (clinics, users, sessions, gateways, login failures)
+     *    and the image index (patients, studies, series, instances,
+     *    conflicts). */
+    "CREATE TABLE clinics ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  kind TEXT NOT NULL CHECK (kind IN ('rural', 'city')),"
+    "  calling_ae TEXT UNIQUE,"
+    "  created INTEGER NOT NULL);"
+    "CREATE TABLE users ("
+    "  id INTEGER PRIMARY KEY,"
+    "  login TEXT NOT NULL UNIQUE,"
+    "  clinic_id INTEGER NOT NULL REFERENCES clinics(id),"
+    "  role TEXT NOT NULL"
+    "    CHECK (role IN ('requester', 'specialist', 'admin')),"
+    "  password TEXT NOT NULL,"
+    "  created INTEGER NOT NULL);"
+    "CREATE TABLE user_specialties ("
+    "  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  specialty TEXT NOT NULL,"
+    "  PRIMARY KEY (user_id, specialty));"
+    "CREATE INDEX user_specialties_by_specialty"
+    "  ON user_specialties(specialty);"
+    "CREATE TABLE sessions ("
+    "  token_sha256 TEXT PRIMARY KEY,"
+    "  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  created INTEGER NOT NULL,"
+    "  expires INTEGER NOT NULL,"
+    "  revoked INTEGER NOT NULL DEFAULT 0,"
+    "  remote TEXT);"
+    "CREATE INDEX sessions_by_user ON sessions(user_id);"
+    "CREATE TABLE gateways ("
+    "  id INTEGER PRIMARY KEY,"
+    "  clinic_id INTEGER NOT NULL REFERENCES clinics(id),"
+    "  name TEXT NOT NULL,"
+    "  token_sha256 TEXT NOT NULL UNIQUE,"
+    "  created INTEGER NOT NULL,"
+    "  revoked INTEGER NOT NULL DEFAULT 0,"
+    "  UNIQUE (clinic_id, name));"
+    "CREATE TABLE login_failures ("
+    "  id INTEGER PRIMARY KEY,"
+    "  login TEXT,"
+    "  remote TEXT,"
+    "  at INTEGER NOT NULL);"
+    "CREATE INDEX login_failures_by_login ON login_failures(login, at);"
+    "CREATE INDEX login_failures_by_remote ON login_failures(remote, at);"
+    "CREATE TABLE patients ("
+    "  id INTEGER PRIMARY KEY,"
+    "  clinic_id INTEGER NOT NULL DEFAULT 0,"
+    "  patient_id TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  birth_date TEXT NOT NULL,"
+    "  sex TEXT NOT NULL,"
+    "  UNIQUE (clinic_id, patient_id, name, birth_date, sex));"
+    "CREATE TABLE studies ("
+    "  id INTEGER PRIMARY KEY,"
+    "  study_uid TEXT NOT NULL UNIQUE,"
+    "  patient_ref INTEGER NOT NULL REFERENCES patients(id),"
+    "  date TEXT NOT NULL,"
+    "  time TEXT NOT NULL,"
+    "  description TEXT NOT NULL,"
+    "  accession TEXT NOT NULL,"
+    "  modalities TEXT NOT NULL DEFAULT '',"  /* backslash-separated */
+    "  clinic_id INTEGER NOT NULL DEFAULT 0,"
+    "  num_series INTEGER NOT NULL DEFAULT 0,"
+    "  num_instances INTEGER NOT NULL DEFAULT 0,"
+    "  created INTEGER NOT NULL,"
+    "  updated INTEGER NOT NULL);"
+    "CREATE INDEX studies_by_patient ON studies(patient_ref);"
+    "CREATE INDEX studies_by_clinic ON studies(clinic_id, date);"
+    "CREATE INDEX studies_by_date ON studies(date, time);"
+    "CREATE INDEX studies_by_accession ON studies(accession);"
+    "CREATE TABLE series ("
+    "  id INTEGER PRIMARY KEY,"
+    "  series_uid TEXT NOT NULL UNIQUE,"
+    "  study_ref INTEGER NOT NULL REFERENCES studies(id),"
+    "  modality TEXT NOT NULL,"
+    "  series_number INTEGER NOT NULL,"
+    "  description TEXT NOT NULL,"
+    "  num_instances INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX series_by_study ON series(study_ref, series_number);"
+    "CREATE TABLE instances ("
+    "  id INTEGER PRIMARY KEY,"
+    "  sop_uid TEXT NOT NULL UNIQUE,"
+    "  series_ref INTEGER NOT NULL REFERENCES series(id),"
+    "  sop_class TEXT NOT NULL,"
+    "  transfer_syntax TEXT NOT NULL,"
+    "  instance_number INTEGER NOT NULL,"
+    "  rows INTEGER NOT NULL,"
+    "  columns INTEGER NOT NULL,"
+    "  frames INTEGER NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  received_at INTEGER NOT NULL,"
+    "  via TEXT NOT NULL,"
+    "  calling_ae TEXT,"
+    "  user TEXT,"
+    "  remote TEXT,"
+    "  clinic_id INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX instances_by_series"
+    "  ON instances(series_ref, instance_number);"
+    "CREATE INDEX instances_by_sha ON instances(sha256);"
+    "CREATE TABLE conflicts ("
+    "  id INTEGER PRIMARY KEY,"
+    "  sop_uid TEXT NOT NULL,"
+    "  existing_sha256 TEXT NOT NULL,"
+    "  new_sha256 TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  received_at INTEGER NOT NULL,"
+    "  via TEXT NOT NULL,"
+    "  calling_ae TEXT,"
+    "  user TEXT,"
+    "  remote TEXT,"
+    "  clinic_id INTEGER NOT NULL DEFAULT 0,"
+    "  path TEXT NOT NULL);"
+    "CREATE INDEX conflicts_by_sop ON conflicts(sop_uid);",
+};
+
+#define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
+
+int schema_version(void)
+{
+    return NMIGRATIONS;
+}
+
+static int user_version(sqlite3 *db, int *v)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL))
+        return ERR_DB;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : ERR_DB;
+}
+
+int schema_migrate(sqlite3 *db, struct err *e)
+{
+    int v = 0;
+    /* The read happens inside the write transaction below as well, so two
+     * processes opening a fresh database cannot both run migration 1. */
+    for (;;) {
+        if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL))
+            return err_set(e, ERR_DB, "schema: begin: %s",
+                           sqlite3_errmsg(db));
+        if (user_version(db, &v)) {
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            return err_set(e, ERR_DB, "schema: user_version: %s",
+                           sqlite3_errmsg(db));
+        }
+        if (v > NMIGRATIONS) {
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            return err_set(e, ERR_UNSUPPORTED,
+                           "database schema %d is newer than this program "
+                           "(%d)", v, NMIGRATIONS);
+        }
+        if (v == NMIGRATIONS) {
+            sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+            return 0;
+        }
+        char *msg = NULL;
+        if (sqlite3_exec(db, migrations[v], NULL, NULL, &msg)) {
+            err_set(e, ERR_DB, "schema: migration %d: %s", v + 1,
+                    msg ? msg : sqlite3_errmsg(db));
+            sqlite3_free(msg);
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            return ERR_DB;
+        }
+        char pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
+        if (sqlite3_exec(db, pragma, NULL, NULL, NULL) ||
+            sqlite3_exec(db, "COMMIT", NULL, NULL, NULL)) {
+            err_set(e, ERR_DB, "schema: migration %d: %s", v + 1,
+                    sqlite3_errmsg(db));
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            return ERR_DB;
+        }
+    }
+}
