@@ -1,0 +1,1797 @@
+/*
+ * cases — the consult workflow (see cases.h for the contract).
+ *
+ * Every operation follows one pattern: BEGIN IMMEDIATE; find the case
+ * through the one visibility predicate (VISIBLE below — a case the caller
+ * may not see is ERR_NOTFOUND); check the role and the status; change the
+ * rows; append the events to the outboxes of the case's participants;
+ * COMMIT; then ws_push_dirty() for live delivery and one audit line.
+ *
+ * Participants (case_participants) are the people who hear about a case:
+ * the requester and their clinic's requesters/admins, the specialists it
+ * was sent or escalated to, the claimer, and whoever wrote in its thread.
+ * Visibility is wider than that: a specialist also sees every case of
+ * their specialties, so that a colleague can pick one up.
+ *
+ * Tables live in the store's database and are created here if missing.
+ */
+#include "cases.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "../proto/log.h"
+#include "outbox.h"
+#include "server.h"
+
+#define ID_MAX 64
+#define LIST_DEFAULT 50
+#define LIST_MAX 500
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS cases ("
+    "  case_id TEXT PRIMARY KEY,"
+    "  clinic_id INTEGER NOT NULL,"
+    "  requester_id INTEGER,"             /* NULL when a gateway sent it */
+    "  patient_age INTEGER,"
+    "  patient_sex TEXT,"
+    "  history TEXT NOT NULL DEFAULT '',"
+    "  question TEXT NOT NULL,"
+    "  priority TEXT NOT NULL"
+    "    CHECK (priority IN ('stat', 'urgent', 'routine')),"
+    "  specialty TEXT,"
+    "  specialist_id INTEGER,"
+    "  status TEXT NOT NULL CHECK (status IN"
+    "    ('new', 'claimed', 'answered', 'closed', 'reopened')),"
+    "  claimed_by INTEGER,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  due_at INTEGER NOT NULL DEFAULT 0,"
+    "  escalation_level INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX IF NOT EXISTS cases_by_clinic"
+    "  ON cases(clinic_id, created_at);"
+    "CREATE INDEX IF NOT EXISTS cases_by_specialty"
+    "  ON cases(specialty, created_at);"
+    "CREATE INDEX IF NOT EXISTS cases_by_due ON cases(status, due_at);"
+    "CREATE TABLE IF NOT EXISTS case_studies ("
+    "  case_id TEXT NOT NULL,"
+    "  study_uid TEXT NOT NULL,"
+    "  pos INTEGER NOT NULL,"
+    "  PRIMARY KEY (case_id, study_uid));"
+    "CREATE INDEX IF NOT EXISTS case_studies_by_study"
+    "  ON case_studies(study_uid);"
+    "CREATE TABLE IF NOT EXISTS case_participants ("
+    "  case_id TEXT NOT NULL,"
+    "  user_id INTEGER NOT NULL,"
+    "  why TEXT NOT NULL,"     /* requester clinic notified escalated
+                                  claimer author */
+    "  since INTEGER NOT NULL,"
+    "  PRIMARY KEY (case_id, user_id));"
+    "CREATE INDEX IF NOT EXISTS case_participants_by_user"
+    "  ON case_participants(user_id);"
+    "CREATE TABLE IF NOT EXISTS messages ("
+    "  message_id TEXT PRIMARY KEY,"
+    "  case_id TEXT NOT NULL,"
+    "  author_id INTEGER NOT NULL,"
+    "  text TEXT NOT NULL,"
+    "  image_sop TEXT,"
+    "  image_frame INTEGER,"
+    "  image_window TEXT,"
+    "  created_at INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS messages_by_case"
+    "  ON messages(case_id, created_at);"
+    "CREATE TABLE IF NOT EXISTS message_receipts ("
+    "  message_id TEXT NOT NULL,"
+    "  user_id INTEGER NOT NULL,"
+    "  delivered_at INTEGER,"
+    "  read_at INTEGER,"
+    "  PRIMARY KEY (message_id, user_id));"
+    "CREATE TABLE IF NOT EXISTS answers ("
+    "  case_id TEXT PRIMARY KEY,"
+    "  impression TEXT NOT NULL,"
+    "  recommendation TEXT NOT NULL,"
+    "  text TEXT NOT NULL,"
+    "  author_id INTEGER NOT NULL,"
+    "  at INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS oncall ("
+    "  specialty TEXT NOT NULL,"
+    "  position INTEGER NOT NULL,"
+    "  user_id INTEGER NOT NULL,"
+    "  PRIMARY KEY (specialty, position),"
+    "  UNIQUE (specialty, user_id));";
+
+/*
+ * The one visibility rule, over a case row `c` and a caller `u` (columns
+ * id, role, clinic_id).  Used by every query here (u built from the
+ * principal by WHO_FROM) and by store.c through cases_study_visible_sql()
+ * (u read from users).
+ */
+#define VISIBLE                                                            \
+    "(u.role = 'admin'"                                                    \
+    " OR (u.role IN ('requester', 'gateway') AND c.clinic_id = u.clinic_id)" \
+    " OR (u.role = 'specialist' AND (c.specialist_id = u.id"               \
+    "   OR c.claimed_by = u.id"                                            \
+    "   OR EXISTS (SELECT 1 FROM user_specialties us"                      \
+    "              WHERE us.user_id = u.id AND us.specialty = c.specialty)" \
+    "   OR EXISTS (SELECT 1 FROM case_participants p"                      \
+    "              WHERE p.case_id = c.case_id AND p.user_id = u.id))))"
+
+/* The caller as a one-row table: binds ?1 id, ?2 role, ?3 clinic_id; any
+ * further plain '?' in the statement is numbered from 4. */
+#define WHO_FROM "(SELECT ?1 AS id, ?2 AS role, ?3 AS clinic_id) u"
+
+const char *cases_study_visible_sql(void)
+{
+    /* A study is reachable through a case only if it belongs to the
+     * case's clinic: a requester cannot open another clinic's study by
+     * naming its UID in a case of their own. */
+    return "EXISTS (SELECT 1 FROM case_studies cs"
+           " JOIN cases c ON c.case_id = cs.case_id"
+           " JOIN users u ON u.id = ?"
+           " WHERE cs.study_uid = studies.study_uid"
+           " AND c.clinic_id = studies.clinic_id AND " VISIBLE ")";
+}
+
+/* ---- small SQLite helpers ------------------------------------------ */
+
+static sqlite3 *dbof(struct server *srv)
+{
+    return store_db(srv->store);
+}
+
+static int db_fail(struct err *e, sqlite3 *db, const char *what)
+{
+    return err_set(e, ERR_DB, "cases: %s: %s", what, sqlite3_errmsg(db));
+}
+
+/* Prepare sql and bind ?1, ?2, ... as types says: 'i' an int64_t
+ * argument, 's' a const char * (NULL binds NULL), 'n' NULL (takes no
+ * argument).  NULL on failure (e set). */
+static sqlite3_stmt *vprep(sqlite3 *db, struct err *e, const char *sql,
+                           const char *types, va_list ap)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        db_fail(e, db, "prepare");
+        log_error("cases: prepare failed: %s in: %s", sqlite3_errmsg(db),
+                  sql);
+        return NULL;
+    }
+    for (int i = 0; types && types[i]; i++) {
+        if (types[i] == 'n') {
+            sqlite3_bind_null(st, i + 1);
+        } else if (types[i] == 'i') {
+            sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+        } else {
+            const char *s = va_arg(ap, const char *);
+            if (s)
+                sqlite3_bind_text(st, i + 1, s, -1, SQLITE_TRANSIENT);
+            else
+                sqlite3_bind_null(st, i + 1);
+        }
+    }
+    return st;
+}
+
+static sqlite3_stmt *prep(sqlite3 *db, struct err *e, const char *sql,
+                          const char *types, ...)
+{
+    va_list ap;
+    va_start(ap, types);
+    sqlite3_stmt *st = vprep(db, e, sql, types, ap);
+    va_end(ap);
+    return st;
+}
+
+/* Run a statement that returns no rows.  *changes (may be NULL) gets
+ * sqlite3_changes(). */
+static int run(sqlite3 *db, struct err *e, int *changes, const char *sql,
+               const char *types, ...)
+{
+    va_list ap;
+    va_start(ap, types);
+    sqlite3_stmt *st = vprep(db, e, sql, types, ap);
+    va_end(ap);
+    if (!st)
+        return ERR_DB;
+    int rc = sqlite3_step(st);
+    while (rc == SQLITE_ROW)
+        rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(e, db, "write");
+    if (changes)
+        *changes = sqlite3_changes(db);
+    return 0;
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+    return (const char *)sqlite3_column_text(st, i);
+}
+
+static json_t *col_json_text(sqlite3_stmt *st, int i)
+{
+    const char *s = col_text(st, i);
+    return s ? json_string(s) : json_null();
+}
+
+static json_t *col_json_int(sqlite3_stmt *st, int i)
+{
+    if (sqlite3_column_type(st, i) == SQLITE_NULL)
+        return json_null();
+    return json_integer(sqlite3_column_int64(st, i));
+}
+
+static int tx_begin(struct server *srv, struct err *e)
+{
+    if (sqlite3_exec(dbof(srv), "BEGIN IMMEDIATE", NULL, NULL, NULL))
+        return db_fail(e, dbof(srv), "begin");
+    return 0;
+}
+
+static void tx_rollback(struct server *srv)
+{
+    sqlite3_exec(dbof(srv), "ROLLBACK", NULL, NULL, NULL);
+    if (srv->outbox)
+        outbox_clear_dirty(srv->outbox);
+}
+
+/* COMMIT, then hand the new events to the WebSocket layer. */
+static int tx_commit(struct server *srv, struct err *e)
+{
+    if (sqlite3_exec(dbof(srv), "COMMIT", NULL, NULL, NULL)) {
+        db_fail(e, dbof(srv), "commit");
+        tx_rollback(srv);
+        return ERR_DB;
+    }
+    ws_push_dirty(srv);
+    return 0;
+}
+
+/* ---- validation ---------------------------------------------------- */
+
+/* Client-generated ids: 1..64 of [A-Za-z0-9_-]. */
+static int valid_id(const char *s)
+{
+    if (!s || !*s || strlen(s) > ID_MAX)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+              (*s >= '0' && *s <= '9') || *s == '_' || *s == '-'))
+            return 0;
+    return 1;
+}
+
+/* DICOM UIDs: 1..64 of digits and dots. */
+static int valid_uid(const char *s)
+{
+    if (!s || !*s || strlen(s) > 64)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= '0' && *s <= '9') || *s == '.'))
+            return 0;
+    return 1;
+}
+
+static int blank(const char *s)
+{
+    if (!s)
+        return 1;
+    for (; *s; s++)
+        if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
+            return 0;
+    return 1;
+}
+
+static const char *jstr(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int64_t due_after(struct server *srv, const char *priority)
+{
+    int s;
+    if (!strcmp(priority, "stat"))
+        s = srv->cfg.due_stat > 0 ? srv->cfg.due_stat : CASES_DUE_STAT;
+    else if (!strcmp(priority, "urgent"))
+        s = srv->cfg.due_urgent > 0 ? srv->cfg.due_urgent : CASES_DUE_URGENT;
+    else
+        s = srv->cfg.due_routine > 0 ? srv->cfg.due_routine
+                                     : CASES_DUE_ROUTINE;
+    return (int64_t)s * 1000;
+}
+
+/* ---- audit ----------------------------------------------------------- */
+
+static const char *outcome_of(int rc)
+{
+    switch (rc) {
+    case 0: return "ok";
+    case ERR_NOTFOUND: return "notfound";
+    case ERR_FORBIDDEN: return "denied";
+    case ERR_CONFLICT: return "conflict";
+    case ERR_INVALID: return "invalid";
+    default: return "error";
+    }
+}
+
+static void audit_case(struct server *srv, const struct principal *who,
+                       const char *action, const char *object, int rc,
+                       const char *detail)
+{
+    if (!srv->audit)
+        return;
+    struct audit_entry a = {
+        .actor = who->login,
+        .action = action,
+        .object = object,
+        .outcome = outcome_of(rc),
+        .remote = NULL,
+        .detail = detail,
+    };
+    audit_write(srv->audit, &a);
+}
+
+/* ---- the case row and its JSON -------------------------------------- */
+
+struct case_row {
+    char case_id[ID_MAX + 1];
+    char status[16];
+    char priority[16];
+    char specialty[128];
+    int64_t clinic_id;
+    int64_t requester_id;
+    int64_t specialist_id;
+    int64_t claimed_by;
+    int64_t due_at;
+    int escalation_level;
+};
+
+#define ROW_COLS                                                           \
+    "c.case_id, c.status, c.priority, c.specialty, c.clinic_id,"           \
+    " c.requester_id, c.specialist_id, c.claimed_by, c.due_at,"            \
+    " c.escalation_level"
+
+static void row_read(sqlite3_stmt *st, struct case_row *r)
+{
+    memset(r, 0, sizeof *r);
+    strlcpy_h(r->case_id, col_text(st, 0) ? col_text(st, 0) : "",
+              sizeof r->case_id);
+    strlcpy_h(r->status, col_text(st, 1) ? col_text(st, 1) : "",
+              sizeof r->status);
+    strlcpy_h(r->priority, col_text(st, 2) ? col_text(st, 2) : "",
+              sizeof r->priority);
+    strlcpy_h(r->specialty, col_text(st, 3) ? col_text(st, 3) : "",
+              sizeof r->specialty);
+    r->clinic_id = sqlite3_column_int64(st, 4);
+    r->requester_id = sqlite3_column_int64(st, 5);
+    r->specialist_id = sqlite3_column_int64(st, 6);
+    r->claimed_by = sqlite3_column_int64(st, 7);
+    r->due_at = sqlite3_column_int64(st, 8);
+    r->escalation_level = sqlite3_column_int(st, 9);
+}
+
+/* The case if `who` may see it; ERR_NOTFOUND otherwise. */
+static int load_visible(struct server *srv, const struct principal *who,
+                        const char *case_id, struct case_row *r,
+                        struct err *e)
+{
+    if (!valid_id(case_id))
+        return err_set(e, ERR_NOTFOUND, "no such case");
+    sqlite3 *db = dbof(srv);
+    sqlite3_stmt *st = prep(db, e,
+                            "SELECT " ROW_COLS " FROM cases c, " WHO_FROM
+                            " WHERE c.case_id = ? AND " VISIBLE,
+                            "isis", who->user_id, who->role,
+                            who->clinic_id, case_id);
+    if (!st)
+        return ERR_DB;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        row_read(st, r);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW)
+        return 0;
+    if (rc == SQLITE_DONE)
+        return err_set(e, ERR_NOTFOUND, "no such case");
+    return db_fail(e, db, "load case");
+}
+
+static const char *login_of(sqlite3 *db, int64_t user_id, char *buf,
+                            size_t n)
+{
+    buf[0] = '\0';
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT login FROM users WHERE id = ?1", -1,
+                           &st, NULL) != SQLITE_OK)
+        return buf;
+    sqlite3_bind_int64(st, 1, user_id);
+    if (sqlite3_step(st) == SQLITE_ROW && col_text(st, 0))
+        strlcpy_h(buf, col_text(st, 0), n);
+    sqlite3_finalize(st);
+    return buf;
+}
+
+/* Instances received so far of the case's studies (of its clinic). */
+static int64_t images_received(sqlite3 *db, const char *case_id,
+                               int64_t clinic_id, const char *study_uid)
+{
+    sqlite3_stmt *st;
+    int64_t n = 0;
+    if (sqlite3_prepare_v2(
+            db,
+            "SELECT COUNT(*) FROM instances i"
+            " JOIN series se ON se.id = i.series_ref"
+            " JOIN studies st ON st.id = se.study_ref"
+            " WHERE st.clinic_id = ?1 AND st.study_uid IN"
+            " (SELECT study_uid FROM case_studies WHERE case_id = ?2"
+            "  AND (?3 IS NULL OR study_uid = ?3))",
+            -1, &st, NULL) != SQLITE_OK) {
+        log_warn("cases: images count: %s", sqlite3_errmsg(db));
+        return 0;
+    }
+    sqlite3_bind_int64(st, 1, clinic_id);
+    sqlite3_bind_text(st, 2, case_id, -1, SQLITE_STATIC);
+    if (study_uid)
+        sqlite3_bind_text(st, 3, study_uid, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 3);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return n;
+}
+
+/* The case summary JSON (no access check: callers have done it). */
+static int case_json(sqlite3 *db, const char *case_id, json_t **out,
+                     struct err *e)
+{
+    *out = NULL;
+    sqlite3_stmt *st = prep(
+        db, e,
+        "SELECT c.case_id, c.status, c.priority, c.specialty, sp.login,"
+        " cl.name, rq.login, c.patient_age, c.patient_sex, c.question,"
+        " c.history, c.created_at, c.updated_at, c.due_at,"
+        " c.escalation_level, cb.login, c.clinic_id"
+        " FROM cases c"
+        " LEFT JOIN users sp ON sp.id = c.specialist_id"
+        " LEFT JOIN clinics cl ON cl.id = c.clinic_id"
+        " LEFT JOIN users rq ON rq.id = c.requester_id"
+        " LEFT JOIN users cb ON cb.id = c.claimed_by"
+        " WHERE c.case_id = ?1", "s", case_id);
+    if (!st)
+        return ERR_DB;
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        if (rc == SQLITE_DONE)
+            return err_set(e, ERR_NOTFOUND, "no such case");
+        return db_fail(e, db, "case");
+    }
+    int64_t clinic_id = sqlite3_column_int64(st, 16);
+    json_t *c = json_object();
+    json_object_set_new(c, "case_id", col_json_text(st, 0));
+    json_object_set_new(c, "status", col_json_text(st, 1));
+    json_object_set_new(c, "priority", col_json_text(st, 2));
+    json_object_set_new(c, "specialty", col_json_text(st, 3));
+    json_object_set_new(c, "specialist", col_json_text(st, 4));
+    json_object_set_new(c, "clinic", col_json_text(st, 5));
+    json_object_set_new(c, "requester", col_json_text(st, 6));
+    json_object_set_new(c, "patient",
+                        json_pack("{s:o, s:o}", "age", col_json_int(st, 7),
+                                  "sex", col_json_text(st, 8)));
+    json_object_set_new(c, "question", col_json_text(st, 9));
+    json_object_set_new(c, "history", col_json_text(st, 10));
+    json_object_set_new(c, "created_at", col_json_int(st, 11));
+    json_object_set_new(c, "updated_at", col_json_int(st, 12));
+    json_object_set_new(c, "due_at", col_json_int(st, 13));
+    json_object_set_new(c, "escalation_level", col_json_int(st, 14));
+    json_object_set_new(c, "claimed_by", col_json_text(st, 15));
+    sqlite3_finalize(st);
+
+    json_t *uids = json_array();
+    st = prep(db, e,
+              "SELECT study_uid FROM case_studies WHERE case_id = ?1"
+              " ORDER BY pos", "s", case_id);
+    if (!st) {
+        json_decref(uids);
+        json_decref(c);
+        return ERR_DB;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(uids, col_json_text(st, 0));
+    sqlite3_finalize(st);
+    json_object_set_new(c, "study_uids", uids);
+    json_object_set_new(c, "images",
+                        json_pack("{s:I}", "received",
+                                  (json_int_t)images_received(
+                                      db, case_id, clinic_id, NULL)));
+
+    st = prep(db, e,
+              "SELECT a.impression, a.recommendation, a.text, u.login, a.at"
+              " FROM answers a LEFT JOIN users u ON u.id = a.author_id"
+              " WHERE a.case_id = ?1", "s", case_id);
+    if (!st) {
+        json_decref(c);
+        return ERR_DB;
+    }
+    if (sqlite3_step(st) == SQLITE_ROW)
+        json_object_set_new(
+            c, "answer",
+            json_pack("{s:o, s:o, s:o, s:o, s:o}",
+                      "impression", col_json_text(st, 0),
+                      "recommendation", col_json_text(st, 1),
+                      "text", col_json_text(st, 2),
+                      "by", col_json_text(st, 3),
+                      "at", col_json_int(st, 4)));
+    else
+        json_object_set_new(c, "answer", json_null());
+    sqlite3_finalize(st);
+    *out = c;
+    return 0;
+}
+
+/* Logins of the users with a receipt of the given kind for a message. */
+static json_t *receipt_logins(sqlite3 *db, const char *message_id,
+                              const char *column)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT u.login FROM message_receipts r"
+             " JOIN users u ON u.id = r.user_id"
+             " WHERE r.message_id = ?1 AND r.%s IS NOT NULL"
+             " ORDER BY r.%s, u.login", column, column);
+    json_t *arr = json_array();
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return arr;
+    sqlite3_bind_text(st, 1, message_id, -1, SQLITE_STATIC);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(arr, col_json_text(st, 0));
+    sqlite3_finalize(st);
+    return arr;
+}
+
+#define MSG_COLS                                                           \
+    "m.message_id, m.case_id, u.login, m.text, m.image_sop,"               \
+    " m.image_frame, m.image_window, m.created_at"
+
+static json_t *message_from_row(sqlite3_stmt *st)
+{
+    json_t *image = json_null();
+    if (col_text(st, 4))
+        image = json_pack("{s:o, s:o, s:o}", "sop_uid", col_json_text(st, 4),
+                          "frame", col_json_int(st, 5),
+                          "window", col_json_text(st, 6));
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}",
+                     "message_id", col_json_text(st, 0),
+                     "case_id", col_json_text(st, 1),
+                     "author", col_json_text(st, 2),
+                     "text", col_json_text(st, 3),
+                     "image", image,
+                     "created_at", col_json_int(st, 7));
+}
+
+static int message_json(sqlite3 *db, const char *message_id, json_t **out,
+                        struct err *e)
+{
+    sqlite3_stmt *st = prep(db, e,
+                            "SELECT " MSG_COLS " FROM messages m"
+                            " LEFT JOIN users u ON u.id = m.author_id"
+                            " WHERE m.message_id = ?1", "s", message_id);
+    if (!st)
+        return ERR_DB;
+    int rc = sqlite3_step(st);
+    *out = rc == SQLITE_ROW ? message_from_row(st) : NULL;
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW)
+        return 0;
+    return rc == SQLITE_DONE ? err_set(e, ERR_NOTFOUND, "no such message")
+                             : db_fail(e, db, "message");
+}
+
+/* The thread of a case, oldest first, with receipts. */
+static int messages_json(sqlite3 *db, const char *case_id, json_t **out,
+                         struct err *e)
+{
+    sqlite3_stmt *st = prep(db, e,
+                            "SELECT " MSG_COLS " FROM messages m"
+                            " LEFT JOIN users u ON u.id = m.author_id"
+                            " WHERE m.case_id = ?1"
+                            " ORDER BY m.created_at, m.rowid", "s", case_id);
+    if (!st)
+        return ERR_DB;
+    json_t *arr = json_array();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *m = message_from_row(st);
+        const char *id = col_text(st, 0);
+        json_object_set_new(m, "delivered_to",
+                            receipt_logins(db, id, "delivered_at"));
+        json_object_set_new(m, "read_by", receipt_logins(db, id, "read_at"));
+        json_array_append_new(arr, m);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(arr);
+        return db_fail(e, db, "messages");
+    }
+    *out = arr;
+    return 0;
+}
+
+/* ---- participants and events ---------------------------------------- */
+
+static int add_participant(sqlite3 *db, const char *case_id, int64_t uid,
+                           const char *why, int64_t now, int *added,
+                           struct err *e)
+{
+    int n = 0;
+    if (uid <= 0) {
+        if (added)
+            *added = 0;
+        return 0;
+    }
+    int rc = run(db, e, &n,
+                 "INSERT OR IGNORE INTO case_participants"
+                 " (case_id, user_id, why, since) VALUES (?1, ?2, ?3, ?4)",
+                 "sisi", case_id, uid, why, now);
+    if (added)
+        *added = n;
+    return rc;
+}
+
+/* Append one event to the outbox of every participant of the case. */
+static int notify(struct server *srv, const char *case_id, const char *kind,
+                  json_t *body, struct err *e)
+{
+    if (!srv->outbox)
+        return 0;
+    sqlite3 *db = dbof(srv);
+    sqlite3_stmt *st = prep(db, e,
+                            "SELECT user_id FROM case_participants"
+                            " WHERE case_id = ?1 ORDER BY user_id",
+                            "s", case_id);
+    if (!st)
+        return ERR_DB;
+    int rc = 0, step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        rc = outbox_append(srv->outbox, sqlite3_column_int64(st, 0), kind,
+                           case_id, body, NULL, e);
+        if (rc)
+            break;
+    }
+    sqlite3_finalize(st);
+    if (!rc && step != SQLITE_DONE)
+        rc = db_fail(e, db, "participants");
+    return rc;
+}
+
+/* Build {"case": summary} (plus `extra`'s members) and send it. */
+static int notify_case(struct server *srv, const char *case_id,
+                       const char *kind, json_t *extra, json_t **summary,
+                       struct err *e)
+{
+    json_t *c;
+    int rc = case_json(dbof(srv), case_id, &c, e);
+    if (rc)
+        return rc;
+    json_t *body = json_pack("{s:O}", "case", c);
+    if (extra)
+        json_object_update(body, extra);
+    rc = notify(srv, case_id, kind, body, e);
+    json_decref(body);
+    if (!rc && summary)
+        *summary = c;
+    else
+        json_decref(c);
+    return rc;
+}
+
+static int touch(sqlite3 *db, const char *case_id, int64_t now,
+                 struct err *e)
+{
+    return run(db, e, NULL,
+               "UPDATE cases SET updated_at = ?2 WHERE case_id = ?1", "si",
+               case_id, now);
+}
+
+/* ---- init, on-call ---------------------------------------------------- */
+
+int cases_init(struct server *srv, struct err *e)
+{
+    if (!srv->store)
+        return err_set(e, ERR_INVALID, "cases: no store");
+    char *msg = NULL;
+    if (sqlite3_exec(dbof(srv), schema_sql, NULL, NULL, &msg) != SQLITE_OK) {
+        err_set(e, ERR_DB, "cases: schema: %s",
+                msg ? msg : sqlite3_errmsg(dbof(srv)));
+        sqlite3_free(msg);
+        return ERR_DB;
+    }
+    if (!srv->outbox) {
+        srv->outbox = outbox_open(dbof(srv), e);
+        if (!srv->outbox)
+            return e ? e->code : ERR_DB;
+    }
+    return 0;
+}
+
+int cases_oncall_set(struct server *srv, const char *specialty,
+                     const char **logins, int n, struct err *e)
+{
+    if (blank(specialty) || strlen(specialty) > 64)
+        return err_set(e, ERR_INVALID, "oncall: bad specialty");
+    sqlite3 *db = dbof(srv);
+    int rc = tx_begin(srv, e);
+    if (rc)
+        return rc;
+    rc = run(db, e, NULL, "DELETE FROM oncall WHERE specialty = ?1", "s",
+             specialty);
+    for (int i = 0; !rc && i < n; i++) {
+        sqlite3_stmt *st = prep(db, e,
+                                "SELECT id, role FROM users WHERE login = ?1",
+                                "s", logins[i]);
+        if (!st) {
+            rc = ERR_DB;
+            break;
+        }
+        int64_t uid = 0;
+        char role[16] = "";
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            uid = sqlite3_column_int64(st, 0);
+            strlcpy_h(role, col_text(st, 1) ? col_text(st, 1) : "",
+                      sizeof role);
+        }
+        sqlite3_finalize(st);
+        if (!uid) {
+            rc = err_set(e, ERR_NOTFOUND, "oncall: no user %s", logins[i]);
+            break;
+        }
+        if (strcmp(role, "specialist")) {
+            rc = err_set(e, ERR_INVALID, "oncall: %s is not a specialist",
+                         logins[i]);
+            break;
+        }
+        int changes = 0;
+        rc = run(db, e, &changes,
+                 "INSERT OR IGNORE INTO oncall (specialty, position, user_id)"
+                 " VALUES (?1, ?2, ?3)", "sii", specialty, (int64_t)i + 1,
+                 uid);
+        if (!rc && !changes)
+            rc = err_set(e, ERR_INVALID, "oncall: %s listed twice",
+                         logins[i]);
+    }
+    if (rc) {
+        tx_rollback(srv);
+        return rc;
+    }
+    rc = tx_commit(srv, e);
+    if (!rc)
+        log_info("on-call list of %s: %d specialist(s)", specialty, n);
+    return rc;
+}
+
+/* ---- create ----------------------------------------------------------- */
+
+struct create_req {
+    const char *case_id, *question, *history, *priority;
+    const char *specialty, *specialist, *sex;
+    int64_t age;
+    int has_age;
+    json_t *study_uids;
+};
+
+static int parse_create(json_t *req, struct create_req *r, struct err *e)
+{
+    memset(r, 0, sizeof *r);
+    if (!json_is_object(req))
+        return err_set(e, ERR_INVALID, "case: not an object");
+    r->case_id = jstr(req, "case_id");
+    if (!valid_id(r->case_id))
+        return err_set(e, ERR_INVALID,
+                       "case_id: 1..64 characters of A-Z a-z 0-9 _ -");
+    r->question = jstr(req, "question");
+    if (blank(r->question))
+        return err_set(e, ERR_INVALID, "question: required");
+    r->history = jstr(req, "history");
+    if (!r->history)
+        r->history = "";
+    r->priority = jstr(req, "priority");
+    if (!r->priority || (strcmp(r->priority, "stat") &&
+                         strcmp(r->priority, "urgent") &&
+                         strcmp(r->priority, "routine")))
+        return err_set(e, ERR_INVALID,
+                       "priority: one of stat, urgent, routine");
+    r->specialty = jstr(req, "specialty");
+    if (r->specialty && (blank(r->specialty) || strlen(r->specialty) > 64))
+        return err_set(e, ERR_INVALID, "specialty: 1..64 characters");
+    r->specialist = jstr(req, "specialist");
+    if (r->specialist && !*r->specialist)
+        r->specialist = NULL;
+    if (!r->specialty && !r->specialist)
+        return err_set(e, ERR_INVALID,
+                       "a specialty or a specialist is required");
+    json_t *p = json_object_get(req, "patient");
+    if (p && !json_is_null(p)) {
+        if (!json_is_object(p))
+            return err_set(e, ERR_INVALID, "patient: not an object");
+        json_t *age = json_object_get(p, "age");
+        if (age && !json_is_null(age)) {
+            if (!json_is_integer(age) || json_integer_value(age) < 0 ||
+                json_integer_value(age) > 150)
+                return err_set(e, ERR_INVALID, "patient.age: 0..150");
+            r->age = json_integer_value(age);
+            r->has_age = 1;
+        }
+        json_t *sex = json_object_get(p, "sex");
+        if (sex && !json_is_null(sex)) {
+            r->sex = json_string_value(sex);
+            if (!r->sex || (strcmp(r->sex, "F") && strcmp(r->sex, "M") &&
+                            strcmp(r->sex, "O")))
+                return err_set(e, ERR_INVALID, "patient.sex: F, M or O");
+        }
+    }
+    r->study_uids = json_object_get(req, "study_uids");
+    if (r->study_uids && !json_is_null(r->study_uids)) {
+        if (!json_is_array(r->study_uids))
+            return err_set(e, ERR_INVALID, "study_uids: not an array");
+        size_t i;
+        json_t *v;
+        json_array_foreach(r->study_uids, i, v) {
+            if (!valid_uid(json_string_value(v)))
+                return err_set(e, ERR_INVALID,
+                               "study_uids[%zu]: not a DICOM UID", i);
+        }
+    } else {
+        r->study_uids = NULL;
+    }
+    return 0;
+}
+
+/* Who hears of a new case first: the named specialist; else the first of
+ * the specialty's on-call list; else everyone of the specialty. */
+static int add_first_recipients(sqlite3 *db, const char *case_id,
+                                int64_t specialist_id, const char *specialty,
+                                int64_t now, struct err *e)
+{
+    if (specialist_id)
+        return add_participant(db, case_id, specialist_id, "notified", now,
+                               NULL, e);
+    int rc = run(db, e, NULL,
+                 "INSERT OR IGNORE INTO case_participants"
+                 " (case_id, user_id, why, since)"
+                 " SELECT ?1, user_id, 'notified', ?3 FROM oncall"
+                 " WHERE specialty = ?2 ORDER BY position LIMIT 1",
+                 "ssi", case_id, specialty, now);
+    if (rc)
+        return rc;
+    return run(db, e, NULL,
+               "INSERT OR IGNORE INTO case_participants"
+               " (case_id, user_id, why, since)"
+               " SELECT ?1, us.user_id, 'notified', ?3"
+               " FROM user_specialties us JOIN users u ON u.id = us.user_id"
+               " WHERE us.specialty = ?2 AND u.role = 'specialist'"
+               " AND NOT EXISTS (SELECT 1 FROM oncall WHERE specialty = ?2)",
+               "ssi", case_id, specialty, now);
+}
+
+static int create_tx(struct server *srv, const struct principal *who,
+                     const struct create_req *r, json_t **out, int *created,
+                     struct err *e)
+{
+    sqlite3 *db = dbof(srv);
+    int64_t now = now_ms();
+
+    /* A retry of a case already made (a cut after sending) is answered
+     * with the case as it is, whatever the retry carries. */
+    sqlite3_stmt *st = prep(db, e,
+                            "SELECT clinic_id FROM cases WHERE case_id = ?1",
+                            "s", r->case_id);
+    if (!st)
+        return ERR_DB;
+    int step = sqlite3_step(st);
+    int64_t owner = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    if (step != SQLITE_ROW && step != SQLITE_DONE)
+        return db_fail(e, db, "lookup");
+    if (owner >= 0) {
+        if (owner != who->clinic_id)
+            return err_set(e, ERR_CONFLICT,
+                           "case_id %s is taken; choose another",
+                           r->case_id);
+        *created = 0;
+        return case_json(db, r->case_id, out, e);
+    }
+
+    int64_t specialist_id = 0;
+    if (r->specialist) {
+        st = prep(db, e,
+                  "SELECT id FROM users WHERE login = ?1"
+                  " AND role = 'specialist'", "s", r->specialist);
+        if (!st)
+            return ERR_DB;
+        if (sqlite3_step(st) == SQLITE_ROW)
+            specialist_id = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        if (!specialist_id)
+            return err_set(e, ERR_INVALID, "no specialist %s",
+                           r->specialist);
+    }
+    if (r->specialty) {
+        st = prep(db, e,
+                  "SELECT EXISTS (SELECT 1 FROM user_specialties us"
+                  " JOIN users u ON u.id = us.user_id"
+                  " WHERE us.specialty = ?1 AND u.role = 'specialist')"
+                  " OR EXISTS (SELECT 1 FROM oncall WHERE specialty = ?1)",
+                  "s", r->specialty);
+        if (!st)
+            return ERR_DB;
+        int known = sqlite3_step(st) == SQLITE_ROW &&
+                    sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        if (!known)
+            return err_set(e, ERR_INVALID, "no specialist for specialty %s",
+                           r->specialty);
+    }
+
+
+    int64_t due = now + due_after(srv, r->priority);
+    char types[16];
+    snprintf(types, sizeof types, "sii%ssssssiii", r->has_age ? "i" : "n");
+    int rc;
+    if (r->has_age)
+        rc = run(db, e, NULL,
+                 "INSERT INTO cases (case_id, clinic_id, requester_id,"
+                 " patient_age, patient_sex, history, question, priority,"
+                 " specialty, specialist_id, status, created_at, updated_at,"
+                 " due_at) VALUES (?1, ?2, NULLIF(?3, 0), ?4, ?5, ?6, ?7,"
+                 " ?8, ?9, NULLIF(?10, 0), 'new', ?11, ?11, ?12)",
+                 types, r->case_id, who->clinic_id, who->user_id, r->age,
+                 r->sex, r->history, r->question, r->priority, r->specialty,
+                 specialist_id, now, due);
+    else
+        rc = run(db, e, NULL,
+                 "INSERT INTO cases (case_id, clinic_id, requester_id,"
+                 " patient_age, patient_sex, history, question, priority,"
+                 " specialty, specialist_id, status, created_at, updated_at,"
+                 " due_at) VALUES (?1, ?2, NULLIF(?3, 0), ?4, ?5, ?6, ?7,"
+                 " ?8, ?9, NULLIF(?10, 0), 'new', ?11, ?11, ?12)",
+                 types, r->case_id, who->clinic_id, who->user_id,
+                 r->sex, r->history, r->question, r->priority, r->specialty,
+                 specialist_id, now, due);
+    if (rc)
+        return rc;
+
+    if (r->study_uids) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(r->study_uids, i, v) {
+            rc = run(db, e, NULL,
+                     "INSERT OR IGNORE INTO case_studies"
+                     " (case_id, study_uid, pos) VALUES (?1, ?2, ?3)",
+                     "ssi", r->case_id, json_string_value(v), (int64_t)i);
+            if (rc)
+                return rc;
+        }
+    }
+
+    /* The requesting side: the requester and their clinic's requesters
+     * and admins. */
+    rc = add_participant(db, r->case_id, who->user_id, "requester", now,
+                         NULL, e);
+    if (!rc)
+        rc = run(db, e, NULL,
+                 "INSERT OR IGNORE INTO case_participants"
+                 " (case_id, user_id, why, since)"
+                 " SELECT ?1, id, 'clinic', ?3 FROM users"
+                 " WHERE clinic_id = ?2 AND role IN ('requester', 'admin')",
+                 "sii", r->case_id, who->clinic_id, now);
+    if (!rc)
+        rc = add_first_recipients(db, r->case_id, specialist_id,
+                                  r->specialty, now, e);
+    if (!rc)
+        rc = notify_case(srv, r->case_id, "case.new", NULL, out, e);
+    if (!rc)
+        *created = 1;
+    return rc;
+}
+
+static const char *emsg(struct err *e)
+{
+    return e ? e->msg : NULL;
+}
+
+int cases_create(struct server *srv, const struct principal *who,
+                 json_t *req, json_t **out, int *created, struct err *e)
+{
+    int dummy;
+    if (!created)
+        created = &dummy;
+    *created = 0;
+    *out = NULL;
+    struct create_req r;
+    int rc = parse_create(req, &r, e);
+    if (!rc && strcmp(who->role, "requester") && strcmp(who->role, "admin") &&
+        strcmp(who->role, "gateway"))
+        rc = err_set(e, ERR_FORBIDDEN,
+                     "only a clinic's requesters can create cases");
+    if (!rc && !(rc = tx_begin(srv, e))) {
+        rc = create_tx(srv, who, &r, out, created, e);
+        if (rc)
+            tx_rollback(srv);
+        else
+            rc = tx_commit(srv, e);
+        if (rc) {
+            json_decref(*out);
+            *out = NULL;
+        }
+    }
+    audit_case(srv, who, "case.create", r.case_id, rc,
+               rc ? emsg(e) : *created ? NULL : "repeated request");
+    return rc;
+}
+
+/* ---- read ------------------------------------------------------------- */
+
+static int read_begin(struct server *srv, struct err *e)
+{
+    if (sqlite3_exec(dbof(srv), "BEGIN", NULL, NULL, NULL))
+        return db_fail(e, dbof(srv), "begin");
+    return 0;
+}
+
+static void read_end(struct server *srv)
+{
+    sqlite3_exec(dbof(srv), "COMMIT", NULL, NULL, NULL);
+}
+
+int cases_get(struct server *srv, const struct principal *who,
+              const char *case_id, json_t **out, struct err *e)
+{
+    *out = NULL;
+    struct case_row row;
+    int rc = read_begin(srv, e);
+    if (rc)
+        return rc;
+    rc = load_visible(srv, who, case_id, &row, e);
+    json_t *c = NULL, *msgs = NULL;
+    if (!rc)
+        rc = case_json(dbof(srv), case_id, &c, e);
+    if (!rc)
+        rc = messages_json(dbof(srv), case_id, &msgs, e);
+    read_end(srv);
+    if (!rc) {
+        json_object_set_new(c, "messages", msgs);
+        *out = c;
+    } else {
+        json_decref(c);
+    }
+    audit_case(srv, who, "case.view", case_id, rc, rc ? emsg(e) : NULL);
+    return rc;
+}
+
+static int status_ok(const char *s)
+{
+    return !strcmp(s, "new") || !strcmp(s, "claimed") ||
+           !strcmp(s, "answered") || !strcmp(s, "closed") ||
+           !strcmp(s, "reopened");
+}
+
+int cases_list(struct server *srv, const struct principal *who,
+               const char *status, int limit, json_t **out, struct err *e)
+{
+    *out = NULL;
+    if (status && !*status)
+        status = NULL;
+    if (status && !status_ok(status))
+        return err_set(e, ERR_INVALID,
+                       "status: new, claimed, answered, closed or reopened");
+    if (limit <= 0)
+        limit = LIST_DEFAULT;
+    if (limit > LIST_MAX)
+        limit = LIST_MAX;
+    int rc = read_begin(srv, e);
+    if (rc)
+        return rc;
+    sqlite3 *db = dbof(srv);
+    sqlite3_stmt *st = prep(db, e,
+                            "SELECT c.case_id FROM cases c, " WHO_FROM
+                            " WHERE (?4 IS NULL OR c.status = ?4) AND "
+                            VISIBLE
+                            " ORDER BY c.created_at DESC, c.case_id LIMIT ?5",
+                            "isisi", who->user_id, who->role, who->clinic_id,
+                            status, (int64_t)limit);
+    if (!st) {
+        read_end(srv);
+        return ERR_DB;
+    }
+    json_t *arr = json_array();
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *c;
+        rc = case_json(db, col_text(st, 0), &c, e);
+        if (rc)
+            break;
+        json_array_append_new(arr, c);
+    }
+    sqlite3_finalize(st);
+    read_end(srv);
+    if (!rc && step != SQLITE_DONE)
+        rc = db_fail(e, db, "list");
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
+    char detail[64];
+    snprintf(detail, sizeof detail, "%zu case(s)%s%s", json_array_size(arr),
+             status ? " status=" : "", status ? status : "");
+    audit_case(srv, who, "case.list", NULL, 0, detail);
+    *out = arr;
+    return 0;
+}
+
+/* ---- roles on a case ---------------------------------------------------- */
+
+/* The requesting side: the clinic's requesters (and its gateway), or an
+ * admin. */
+static int requester_side(const struct principal *who,
+                          const struct case_row *r)
+{
+    if (!strcmp(who->role, "admin"))
+        return 1;
+    return (!strcmp(who->role, "requester") ||
+            !strcmp(who->role, "gateway")) &&
+           who->clinic_id == r->clinic_id;
+}
+
+static int may_claim(sqlite3 *db, const struct principal *who,
+                     const struct case_row *r)
+{
+    if (strcmp(who->role, "specialist"))
+        return 0;
+    if (r->specialist_id == who->user_id)
+        return 1;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(
+            db,
+            "SELECT EXISTS (SELECT 1 FROM user_specialties"
+            "  WHERE user_id = ?1 AND specialty = ?2)"
+            " OR EXISTS (SELECT 1 FROM case_participants WHERE user_id = ?1"
+            "  AND case_id = ?3 AND why IN ('notified', 'escalated'))",
+            -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_int64(st, 1, who->user_id);
+    sqlite3_bind_text(st, 2, r->specialty, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, r->case_id, -1, SQLITE_STATIC);
+    int ok = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return ok;
+}
+
+/* The common frame of claim/answer/close/reopen: one transaction around
+ * `step`, which sees the visible case and may produce *out. */
+typedef int (*case_step)(struct server *srv, const struct principal *who,
+                         const struct case_row *r, json_t *arg,
+                         json_t **out, struct err *e);
+
+static int case_action(struct server *srv, const struct principal *who,
+                       const char *action, const char *case_id, json_t *arg,
+                       case_step step, json_t **out, struct err *e)
+{
+    *out = NULL;
+    struct case_row row;
+    int rc = tx_begin(srv, e);
+    if (!rc) {
+        rc = load_visible(srv, who, case_id, &row, e);
+        if (!rc)
+            rc = step(srv, who, &row, arg, out, e);
+        if (rc)
+            tx_rollback(srv);
+        else
+            rc = tx_commit(srv, e);
+        if (rc) {
+            json_decref(*out);
+            *out = NULL;
+        }
+    }
+    audit_case(srv, who, action, case_id, rc, rc ? emsg(e) : NULL);
+    return rc;
+}
+
+/* ---- claim -------------------------------------------------------------- */
+
+static int claim_step(struct server *srv, const struct principal *who,
+                      const struct case_row *r, json_t *arg, json_t **out,
+                      struct err *e)
+{
+    (void)arg;
+    sqlite3 *db = dbof(srv);
+    if (!may_claim(db, who, r)) {
+        if (r->specialty[0])
+            return err_set(e, ERR_FORBIDDEN,
+                           "only a specialist of %s can claim this case",
+                           r->specialty);
+        return err_set(e, ERR_FORBIDDEN,
+                       "only the named specialist can claim this case");
+    }
+    if (r->claimed_by == who->user_id)     /* a repeated claim */
+        return case_json(db, r->case_id, out, e);
+    int64_t now = now_ms();
+    int changes = 0;
+    int rc = run(db, e, &changes,
+                 "UPDATE cases SET status = 'claimed', claimed_by = ?2,"
+                 " due_at = 0, updated_at = ?3"
+                 " WHERE case_id = ?1 AND status = 'new'",
+                 "sii", r->case_id, who->user_id, now);
+    if (rc)
+        return rc;
+    if (changes != 1) {
+        char login[64];
+        if (r->claimed_by)
+            return err_set(e, ERR_CONFLICT, "already claimed by %s",
+                           login_of(db, r->claimed_by, login, sizeof login));
+        return err_set(e, ERR_CONFLICT, "the case is %s", r->status);
+    }
+    rc = add_participant(db, r->case_id, who->user_id, "claimer", now, NULL,
+                         e);
+    if (!rc)
+        rc = notify_case(srv, r->case_id, "case.claimed", NULL, out, e);
+    return rc;
+}
+
+int cases_claim(struct server *srv, const struct principal *who,
+                const char *case_id, json_t **out, struct err *e)
+{
+    return case_action(srv, who, "case.claim", case_id, NULL, claim_step,
+                       out, e);
+}
+
+/* ---- answer ------------------------------------------------------------- */
+
+static int same_text(const char *a, const char *b)
+{
+    return !strcmp(a ? a : "", b ? b : "");
+}
+
+static int answer_step(struct server *srv, const struct principal *who,
+                       const struct case_row *r, json_t *arg, json_t **out,
+                       struct err *e)
+{
+    sqlite3 *db = dbof(srv);
+    if (!json_is_object(arg))
+        return err_set(e, ERR_INVALID, "answer: not an object");
+    const char *imp = jstr(arg, "impression");
+    const char *rec = jstr(arg, "recommendation");
+    const char *text = jstr(arg, "text");
+    if (blank(imp) && blank(text))
+        return err_set(e, ERR_INVALID,
+                       "answer: an impression or a text is required");
+    if (!r->claimed_by) {
+        if (strcmp(who->role, "specialist"))
+            return err_set(e, ERR_FORBIDDEN,
+                           "only the specialist who claimed the case can "
+                           "answer");
+        return err_set(e, ERR_CONFLICT, "claim the case before answering");
+    }
+    if (r->claimed_by != who->user_id) {
+        char login[64];
+        return err_set(e, ERR_FORBIDDEN,
+                       "only %s, who claimed the case, can answer",
+                       login_of(db, r->claimed_by, login, sizeof login));
+    }
+    if (!strcmp(r->status, "answered")) {
+        /* The same answer again is a retry; another one is a conflict
+         * (reopen first). */
+        sqlite3_stmt *st = prep(db, e,
+                                "SELECT impression, recommendation, text"
+                                " FROM answers WHERE case_id = ?1", "s",
+                                r->case_id);
+        if (!st)
+            return ERR_DB;
+        int same = sqlite3_step(st) == SQLITE_ROW &&
+                   same_text(col_text(st, 0), imp) &&
+                   same_text(col_text(st, 1), rec) &&
+                   same_text(col_text(st, 2), text);
+        sqlite3_finalize(st);
+        if (same)
+            return case_json(db, r->case_id, out, e);
+        return err_set(e, ERR_CONFLICT, "the case is already answered");
+    }
+    if (strcmp(r->status, "claimed") && strcmp(r->status, "reopened"))
+        return err_set(e, ERR_CONFLICT, "the case is %s", r->status);
+    int64_t now = now_ms();
+    int rc = run(db, e, NULL,
+                 "INSERT OR REPLACE INTO answers (case_id, impression,"
+                 " recommendation, text, author_id, at)"
+                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 "ssssii", r->case_id, imp ? imp : "", rec ? rec : "",
+                 text ? text : "", who->user_id, now);
+    if (!rc)
+        rc = run(db, e, NULL,
+                 "UPDATE cases SET status = 'answered', updated_at = ?2"
+                 " WHERE case_id = ?1", "si", r->case_id, now);
+    if (!rc)
+        rc = notify_case(srv, r->case_id, "case.answered", NULL, out, e);
+    return rc;
+}
+
+int cases_answer(struct server *srv, const struct principal *who,
+                 const char *case_id, json_t *answer, json_t **out,
+                 struct err *e)
+{
+    return case_action(srv, who, "case.answer", case_id, answer,
+                       answer_step, out, e);
+}
+
+/* ---- close, reopen ----------------------------------------------------- */
+
+static int close_step(struct server *srv, const struct principal *who,
+                      const struct case_row *r, json_t *arg, json_t **out,
+                      struct err *e)
+{
+    (void)arg;
+    sqlite3 *db = dbof(srv);
+    int claimer = r->claimed_by && r->claimed_by == who->user_id;
+    if (!requester_side(who, r) && !claimer)
+        return err_set(e, ERR_FORBIDDEN,
+                       "only the requesting clinic or the claimer can "
+                       "close the case");
+    if (!strcmp(r->status, "closed"))
+        return case_json(db, r->case_id, out, e);
+    int rc = run(db, e, NULL,
+                 "UPDATE cases SET status = 'closed', due_at = 0,"
+                 " updated_at = ?2 WHERE case_id = ?1",
+                 "si", r->case_id, now_ms());
+    if (!rc)
+        rc = notify_case(srv, r->case_id, "case.closed", NULL, out, e);
+    return rc;
+}
+
+int cases_close(struct server *srv, const struct principal *who,
+                const char *case_id, json_t **out, struct err *e)
+{
+    return case_action(srv, who, "case.close", case_id, NULL, close_step,
+                       out, e);
+}
+
+static int reopen_step(struct server *srv, const struct principal *who,
+                       const struct case_row *r, json_t *arg, json_t **out,
+                       struct err *e)
+{
+    (void)arg;
+    sqlite3 *db = dbof(srv);
+    if (!requester_side(who, r))
+        return err_set(e, ERR_FORBIDDEN,
+                       "only the requesting clinic can reopen the case");
+    if (!strcmp(r->status, "reopened"))
+        return case_json(db, r->case_id, out, e);
+    if (strcmp(r->status, "answered") && strcmp(r->status, "closed"))
+        return err_set(e, ERR_CONFLICT,
+                       "the case is %s; only an answered or closed case "
+                       "can be reopened", r->status);
+    int64_t now = now_ms();
+    int rc;
+    if (r->claimed_by)  /* back to the specialist who had it */
+        rc = run(db, e, NULL,
+                 "UPDATE cases SET status = 'reopened', updated_at = ?2"
+                 " WHERE case_id = ?1", "si", r->case_id, now);
+    else                /* closed before anyone claimed it: start over */
+        rc = run(db, e, NULL,
+                 "UPDATE cases SET status = 'new', updated_at = ?2,"
+                 " due_at = ?3 WHERE case_id = ?1", "sii", r->case_id, now,
+                 now + due_after(srv, r->priority));
+    if (!rc)
+        rc = notify_case(srv, r->case_id, "case.reopened", NULL, out, e);
+    return rc;
+}
+
+int cases_reopen(struct server *srv, const struct principal *who,
+                 const char *case_id, json_t **out, struct err *e)
+{
+    return case_action(srv, who, "case.reopen", case_id, NULL, reopen_step,
+                       out, e);
+}
+
+/* ---- messages ------------------------------------------------------------ */
+
+static int message_step(struct server *srv, const struct principal *who,
+                        const struct case_row *r, json_t *req, json_t **out,
+                        struct err *e)
+{
+    sqlite3 *db = dbof(srv);
+    const char *mid = jstr(req, "message_id");
+    const char *text = jstr(req, "text");
+    json_t *image = json_object_get(req, "image");
+    const char *sop = NULL, *window = NULL;
+    int64_t frame = 1;
+    if (!valid_id(mid))
+        return err_set(e, ERR_INVALID,
+                       "message_id: 1..64 characters of A-Z a-z 0-9 _ -");
+    if (blank(text))
+        return err_set(e, ERR_INVALID, "text: required");
+    if (image && !json_is_null(image)) {
+        if (!json_is_object(image))
+            return err_set(e, ERR_INVALID, "image: not an object");
+        sop = jstr(image, "sop_uid");
+        if (!valid_uid(sop))
+            return err_set(e, ERR_INVALID, "image.sop_uid: not a DICOM UID");
+        json_t *f = json_object_get(image, "frame");
+        if (f && !json_is_null(f)) {
+            if (!json_is_integer(f) || json_integer_value(f) < 1)
+                return err_set(e, ERR_INVALID, "image.frame: 1 or more");
+            frame = json_integer_value(f);
+        }
+        window = jstr(image, "window");
+    }
+    if (who->user_id <= 0)
+        return err_set(e, ERR_FORBIDDEN, "only users can write messages");
+
+    /* The same message again (a retry) is answered with the stored one. */
+    sqlite3_stmt *st = prep(db, e,
+                            "SELECT case_id, author_id FROM messages"
+                            " WHERE message_id = ?1", "s", mid);
+    if (!st)
+        return ERR_DB;
+    int step = sqlite3_step(st);
+    int same = step == SQLITE_ROW &&
+               !strcmp(col_text(st, 0), r->case_id) &&
+               sqlite3_column_int64(st, 1) == who->user_id;
+    sqlite3_finalize(st);
+    if (step == SQLITE_ROW) {
+        if (!same)
+            return err_set(e, ERR_CONFLICT,
+                           "message_id %s is taken; choose another", mid);
+        return message_json(db, mid, out, e);
+    }
+    if (step != SQLITE_DONE)
+        return db_fail(e, db, "message lookup");
+    if (!strcmp(r->status, "closed"))
+        return err_set(e, ERR_CONFLICT,
+                       "the case is closed; reopen it to write");
+
+    int64_t now = now_ms();
+    int rc;
+    if (sop)
+        rc = run(db, e, NULL,
+                 "INSERT INTO messages (message_id, case_id, author_id,"
+                 " text, image_sop, image_frame, image_window, created_at)"
+                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 "ssissisi", mid, r->case_id, who->user_id, text, sop, frame,
+                 window, now);
+    else
+        rc = run(db, e, NULL,
+                 "INSERT INTO messages (message_id, case_id, author_id,"
+                 " text, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                 "ssisi", mid, r->case_id, who->user_id, text, now);
+    if (!rc)
+        rc = add_participant(db, r->case_id, who->user_id, "author", now,
+                             NULL, e);
+    if (!rc)
+        rc = run(db, e, NULL,
+                 "INSERT OR IGNORE INTO message_receipts (message_id,"
+                 " user_id) SELECT ?1, user_id FROM case_participants"
+                 " WHERE case_id = ?2 AND user_id != ?3",
+                 "ssi", mid, r->case_id, who->user_id);
+    if (!rc)
+        rc = touch(db, r->case_id, now, e);
+    json_t *m = NULL;
+    if (!rc)
+        rc = message_json(db, mid, &m, e);
+    if (!rc) {
+        json_t *body = json_pack("{s:O}", "message", m);
+        rc = notify(srv, r->case_id, "message.new", body, e);
+        json_decref(body);
+    }
+    if (!rc)
+        *out = m;
+    else
+        json_decref(m);
+    return rc;
+}
+
+int cases_message(struct server *srv, const struct principal *who,
+                  json_t *req, json_t **out, struct err *e)
+{
+    const char *case_id = json_is_object(req) ? jstr(req, "case_id") : NULL;
+    if (!case_id) {
+        *out = NULL;
+        audit_case(srv, who, "message.send", NULL, ERR_INVALID,
+                   "no case_id");
+        return err_set(e, ERR_INVALID, "case_id: required");
+    }
+    return case_action(srv, who, "message.send", case_id, req,
+                       message_step, out, e);
+}
+
+static int read_step(struct server *srv, const struct principal *who,
+                     const struct case_row *r, json_t *arg, json_t **out,
+                     struct err *e)
+{
+    sqlite3 *db = dbof(srv);
+    const char *mid = json_string_value(arg);
+    if (!valid_id(mid))
+        return err_set(e, ERR_NOTFOUND, "no such message");
+    sqlite3_stmt *st = prep(db, e,
+                            "SELECT author_id FROM messages"
+                            " WHERE message_id = ?1 AND case_id = ?2",
+                            "ss", mid, r->case_id);
+    if (!st)
+        return ERR_DB;
+    int step = sqlite3_step(st);
+    int64_t author = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    if (step == SQLITE_DONE)
+        return err_set(e, ERR_NOTFOUND, "no such message");
+    if (step != SQLITE_ROW)
+        return db_fail(e, db, "message lookup");
+    if (author == who->user_id || who->user_id <= 0)
+        return 0;   /* one's own message: nothing to record */
+    int64_t now = now_ms();
+    int changes = 0;
+    int rc = run(db, e, NULL,
+                 "INSERT OR IGNORE INTO message_receipts (message_id,"
+                 " user_id) VALUES (?1, ?2)", "si", mid, who->user_id);
+    if (!rc)
+        rc = run(db, e, &changes,
+                 "UPDATE message_receipts SET read_at = ?3,"
+                 " delivered_at = COALESCE(delivered_at, ?3)"
+                 " WHERE message_id = ?1 AND user_id = ?2"
+                 " AND read_at IS NULL", "sii", mid, who->user_id, now);
+    if (rc || !changes)
+        return rc;      /* already read: no second receipt */
+    json_t *body = json_pack("{s:{s:s, s:s, s:s, s:I}}", "receipt",
+                             "message_id", mid, "case_id", r->case_id,
+                             "user", who->login, "read_at", (json_int_t)now);
+    rc = notify(srv, r->case_id, "message.read", body, e);
+    json_decref(body);
+    (void)out;
+    return rc;
+}
+
+int cases_message_read(struct server *srv, const struct principal *who,
+                       const char *case_id, const char *message_id,
+                       struct err *e)
+{
+    json_t *out = NULL;
+    json_t *arg = json_string(message_id ? message_id : "");
+    int rc = case_action(srv, who, "message.read", case_id, arg, read_step,
+                         &out, e);
+    json_decref(arg);
+    json_decref(out);
+    return rc;
+}
+
+/* ---- images ------------------------------------------------------------- */
+
+int cases_images_arrived(struct server *srv, const char *study_uid,
+                         struct err *e)
+{
+    if (!valid_uid(study_uid))
+        return err_set(e, ERR_INVALID, "images: bad study UID");
+    sqlite3 *db = dbof(srv);
+    int rc = tx_begin(srv, e);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = prep(db, e,
+                            "SELECT c.case_id, c.clinic_id FROM case_studies"
+                            " cs JOIN cases c ON c.case_id = cs.case_id"
+                            " WHERE cs.study_uid = ?1 ORDER BY c.case_id",
+                            "s", study_uid);
+    if (!st) {
+        tx_rollback(srv);
+        return ERR_DB;
+    }
+    /* Collected first: the events are written while no read is open. */
+    json_t *found = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(found,
+                              json_pack("{s:s, s:I}", "case_id",
+                                        col_text(st, 0), "clinic_id",
+                                        (json_int_t)sqlite3_column_int64(
+                                            st, 1)));
+    sqlite3_finalize(st);
+    size_t i;
+    json_t *f;
+    int n = 0;
+    json_array_foreach(found, i, f) {
+        const char *cid = jstr(f, "case_id");
+        int64_t clinic = json_integer_value(json_object_get(f, "clinic_id"));
+        int64_t got = images_received(db, cid, clinic, study_uid);
+        if (!got)   /* a study of another clinic under the same UID */
+            continue;
+        json_t *body = json_pack(
+            "{s:s, s:I, s:{s:I}}", "study_uid", study_uid, "received",
+            (json_int_t)got, "images", "received",
+            (json_int_t)images_received(db, cid, clinic, NULL));
+        rc = touch(db, cid, now_ms(), e);
+        if (!rc)
+            rc = notify(srv, cid, "images.arrived", body, e);
+        json_decref(body);
+        if (rc)
+            break;
+        n++;
+    }
+    json_decref(found);
+    if (rc) {
+        tx_rollback(srv);
+        return rc;
+    }
+    rc = tx_commit(srv, e);
+    if (!rc && n)
+        log_debug("images of %s: %d case(s) told", study_uid, n);
+    return rc;
+}
+
+/* ---- escalation ---------------------------------------------------------- */
+
+static void audit_system(struct server *srv, const char *action,
+                         const char *object, const char *detail)
+{
+    if (!srv->audit)
+        return;
+    struct audit_entry a = {
+        .actor = "system", .action = action, .object = object,
+        .outcome = "ok", .detail = detail,
+    };
+    audit_write(srv->audit, &a);
+}
+
+/* One escalation step of one case; *stepped = 1 if someone new was
+ * told. */
+static int escalate_one(struct server *srv, const char *case_id,
+                        int64_t now, int *stepped, struct err *e)
+{
+    sqlite3 *db = dbof(srv);
+    *stepped = 0;
+    sqlite3_stmt *st = prep(db, e,
+                            "SELECT " ROW_COLS " FROM cases c"
+                            " WHERE c.case_id = ?1 AND c.status = 'new'"
+                            " AND c.due_at > 0 AND c.due_at <= ?2",
+                            "si", case_id, now);
+    if (!st)
+        return ERR_DB;
+    struct case_row r;
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        row_read(st, &r);
+    sqlite3_finalize(st);
+    if (step != SQLITE_ROW)     /* claimed or closed meanwhile */
+        return step == SQLITE_DONE ? 0 : db_fail(e, db, "escalate");
+
+    json_t *to = json_array();
+    const char *scope = "oncall";
+    /* The next of the on-call list not told yet... */
+    st = prep(db, e,
+              "SELECT o.user_id, u.login FROM oncall o"
+              " JOIN users u ON u.id = o.user_id"
+              " WHERE o.specialty = ?1 AND u.role = 'specialist'"
+              " AND o.user_id NOT IN (SELECT user_id FROM case_participants"
+              "  WHERE case_id = ?2)"
+              " ORDER BY o.position LIMIT 1", "ss", r.specialty, case_id);
+    if (!st) {
+        json_decref(to);
+        return ERR_DB;
+    }
+    int rc = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        json_array_append_new(to, col_json_text(st, 1));
+        rc = add_participant(db, case_id, sqlite3_column_int64(st, 0),
+                             "escalated", now, NULL, e);
+    }
+    sqlite3_finalize(st);
+    /* ...and once the list is used up, the whole specialty. */
+    if (!rc && !json_array_size(to)) {
+        scope = "specialty";
+        st = prep(db, e,
+                  "SELECT us.user_id, u.login FROM user_specialties us"
+                  " JOIN users u ON u.id = us.user_id"
+                  " WHERE us.specialty = ?1 AND u.role = 'specialist'"
+                  " AND us.user_id NOT IN (SELECT user_id"
+                  "  FROM case_participants WHERE case_id = ?2)"
+                  " ORDER BY u.login", "ss", r.specialty, case_id);
+        if (!st) {
+            json_decref(to);
+            return ERR_DB;
+        }
+        while (!rc && sqlite3_step(st) == SQLITE_ROW) {
+            json_array_append_new(to, col_json_text(st, 1));
+            rc = add_participant(db, case_id, sqlite3_column_int64(st, 0),
+                                 "escalated", now, NULL, e);
+        }
+        sqlite3_finalize(st);
+    }
+    if (rc) {
+        json_decref(to);
+        return rc;
+    }
+    if (!json_array_size(to)) {     /* nobody left to tell */
+        json_decref(to);
+        return run(db, e, NULL,
+                   "UPDATE cases SET due_at = 0 WHERE case_id = ?1", "s",
+                   case_id);
+    }
+    int level = r.escalation_level + 1;
+    int64_t next = !strcmp(scope, "oncall") ? now + due_after(srv,
+                                                              r.priority)
+                                            : 0;
+    rc = run(db, e, NULL,
+             "UPDATE cases SET escalation_level = ?2, due_at = ?3,"
+             " updated_at = ?4 WHERE case_id = ?1",
+             "siii", case_id, (int64_t)level, next, now);
+    if (!rc) {
+        json_t *extra = json_pack("{s:{s:i, s:s, s:O}}", "escalation",
+                                  "level", level, "scope", scope, "to", to);
+        rc = notify_case(srv, case_id, "case.escalated", extra, NULL, e);
+        json_decref(extra);
+    }
+    if (!rc) {
+        char *names = json_dumps(to, JSON_COMPACT);
+        char detail[256];
+        snprintf(detail, sizeof detail, "level %d (%s) to %s", level, scope,
+                 names ? names : "?");
+        free(names);
+        audit_system(srv, "case.escalate", case_id, detail);
+        *stepped = 1;
+    }
+    json_decref(to);
+    return rc;
+}
+
+int cases_escalate_due(struct server *srv, int64_t now_ms_,
+                       int64_t *next_due_ms, struct err *e)
+{
+    sqlite3 *db = dbof(srv);
+    if (next_due_ms)
+        *next_due_ms = 0;
+    sqlite3_stmt *st = prep(db, e,
+                            "SELECT case_id FROM cases WHERE status = 'new'"
+                            " AND due_at > 0 AND due_at <= ?1"
+                            " ORDER BY due_at LIMIT 200", "i", now_ms_);
+    if (!st)
+        return ERR_DB;
+    json_t *ids = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(ids, col_json_text(st, 0));
+    sqlite3_finalize(st);
+
+    int n = 0, rc = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v) {
+        int stepped = 0;
+        if ((rc = tx_begin(srv, e)))
+            break;
+        rc = escalate_one(srv, json_string_value(v), now_ms_, &stepped, e);
+        if (rc) {
+            tx_rollback(srv);
+            log_error("escalation of case %s: %s", json_string_value(v),
+                      emsg(e) ? emsg(e) : "?");
+            break;
+        }
+        if ((rc = tx_commit(srv, e)))
+            break;
+        n += stepped;
+    }
+    json_decref(ids);
+    if (rc)
+        return rc;
+
+    if (next_due_ms) {
+        st = prep(db, e,
+                  "SELECT MIN(due_at) FROM cases WHERE status = 'new'"
+                  " AND due_at > 0", NULL);
+        if (!st)
+            return ERR_DB;
+        if (sqlite3_step(st) == SQLITE_ROW)
+            *next_due_ms = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    return n;
+}
