@@ -118,7 +118,7 @@ static sqlite3_stmt *qb_prepare(struct store *s, struct qb *q,
         if (q->b[i].is_int)
             sqlite3_bind_int64(st, idx, q->b[i].i);
         else
-            sqlite3_bind_text(st, idx, q->b[i].s, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, idx, q->b[i].s, -1, SQLITE_TRANSIENT);
     }
     store_scope_bind(st, scope);
     return st;
