@@ -1,0 +1,1533 @@
+/*
+ * msg — the hashi.v1 codec (see msg.h and PROTOCOL.md).
+ *
+ * Every message type is described once, by a table of its fields (wire
+ * name, kind, syntax, limits, where it lives in struct msg).  The parser,
+ * the validator and the serializer all walk the same tables, so the three
+ * cannot disagree and every message round-trips by construction.  What a
+ * table cannot say (one of two fields required, reply's ok/result/error)
+ * is a small check function per type.
+ *
+ * DICOM UIDs are checked here with the rules of dicom_uid_valid() rather
+ * than by calling it, so that the codec (and its fuzzer) links without
+ * the C++ DCMTK adapter.
+ */
+#include "msg.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+/* ---- names ------------------------------------------------------------ */
+
+static const char *const type_names[MSG_TYPE_COUNT] = {
+    [MSG_HELLO] = "hello",              [MSG_WELCOME] = "welcome",
+    [MSG_EVENT] = "event",              [MSG_ACK] = "ack",
+    [MSG_PING] = "ping",                [MSG_PONG] = "pong",
+    [MSG_ERROR] = "error",
+    [MSG_CASE_CREATE] = "case.create",  [MSG_CASE_CLAIM] = "case.claim",
+    [MSG_CASE_ANSWER] = "case.answer",  [MSG_CASE_CLOSE] = "case.close",
+    [MSG_CASE_REOPEN] = "case.reopen",  [MSG_CASE_LIST] = "case.list",
+    [MSG_CASE_GET] = "case.get",        [MSG_MESSAGE_SEND] = "message.send",
+    [MSG_MESSAGE_READ] = "message.read",
+    [MSG_UPLOAD_BEGIN] = "upload.begin", [MSG_UPLOAD_END] = "upload.end",
+    [MSG_REPLY] = "reply",              [MSG_UPLOAD_AT] = "upload.at",
+    [MSG_UPLOAD_DONE] = "upload.done",
+};
+
+static const char *const code_names[MSG_CODE_COUNT] = {
+    NULL, "bad_json", "bad_type", "unknown_type", "missing_field",
+    "bad_field", "too_long", "too_big", "unauthorized", "forbidden",
+    "not_found", "conflict", "already_claimed", "rate_limited", "not_ready",
+    "internal",
+};
+static const char *const kind_names[MSG_EV_COUNT] = {
+    NULL, "case.new", "case.claimed", "case.answered", "case.closed",
+    "case.reopened", "case.escalated", "message.new", "message.read",
+    "images.arrived",
+};
+static const char *const prio_names[MSG_PRIO_COUNT] = {
+    NULL, "stat", "urgent", "routine",
+};
+static const char *const status_names[MSG_ST_COUNT] = {
+    NULL, "new", "claimed", "answered", "closed", "reopened",
+};
+static const char *const sex_names[MSG_SEX_COUNT] = { NULL, "F", "M", "O" };
+static const char *const role_names[MSG_ROLE_COUNT] = {
+    NULL, "requester", "specialist", "admin", "gateway",
+};
+static const char *const upstatus_names[MSG_UP_COUNT] = {
+    NULL, "stored", "duplicate", "conflict",
+};
+
+static const char *name_of(const char *const *names, int n, int v)
+{
+    return v > 0 && v < n ? names[v] : NULL;
+}
+
+static int index_of(const char *const *names, int n, const char *s)
+{
+    for (int i = 1; i < n; i++)
+        if (names[i] && !strcmp(names[i], s))
+            return i;
+    return -1;
+}
+
+const char *msg_type_name(enum msg_type t)
+{
+    return name_of(type_names, MSG_TYPE_COUNT, (int)t);
+}
+
+enum msg_type msg_type_parse(const char *name)
+{
+    int i = index_of(type_names, MSG_TYPE_COUNT, name);
+    return i < 0 ? MSG_NONE : (enum msg_type)i;
+}
+
+const char *msg_code_name(enum msg_code c)
+{
+    return name_of(code_names, MSG_CODE_COUNT, (int)c);
+}
+
+int msg_code_parse(const char *name)
+{
+    return index_of(code_names, MSG_CODE_COUNT, name);
+}
+
+const char *msg_kind_name(int k) { return name_of(kind_names, MSG_EV_COUNT, k); }
+const char *msg_priority_name(int p)
+{
+    return name_of(prio_names, MSG_PRIO_COUNT, p);
+}
+const char *msg_status_name(int s)
+{
+    return name_of(status_names, MSG_ST_COUNT, s);
+}
+const char *msg_role_name(int r) { return name_of(role_names, MSG_ROLE_COUNT, r); }
+
+/* ---- errors ----------------------------------------------------------- */
+
+static int fail(struct msg_error *err, enum msg_code code, const char *field,
+                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static int fail(struct msg_error *err, enum msg_code code, const char *field,
+                const char *fmt, ...)
+{
+    char what[200];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    err->code = code;
+    strlcpy_h(err->field, field ? field : "", sizeof err->field);
+    if (field && *field)
+        snprintf(err->message, sizeof err->message, "%s: %s", field, what);
+    else
+        strlcpy_h(err->message, what, sizeof err->message);
+    if (code == MSG_E_TOO_BIG)
+        return ERR_TOOBIG;
+    if (code == MSG_E_INTERNAL)
+        return ERR_INTERNAL;
+    return ERR_INVALID;
+}
+
+/* ---- syntaxes of strings ---------------------------------------------- */
+
+enum syn {
+    SY_ID,          /* [A-Za-z0-9_-] */
+    SY_TOKEN,       /* printable ASCII, no space */
+    SY_LINE,        /* UTF-8 without control characters */
+    SY_TEXT,        /* UTF-8; of the controls only tab, LF, CR */
+    SY_LOGIN,       /* [A-Za-z0-9._@-] */
+    SY_SPECIALTY,   /* [a-z0-9_-] */
+    SY_UID,         /* DICOM UID */
+    SY_SHA256,      /* 64 lower-case hex digits */
+};
+
+static const char *const syn_what[] = {
+    [SY_ID] = "letters, digits, '_' and '-' only",
+    [SY_TOKEN] = "printable ASCII without spaces only",
+    [SY_LINE] = "valid UTF-8 without control characters",
+    [SY_TEXT] = "valid UTF-8 without control characters but tab and newline",
+    [SY_LOGIN] = "letters, digits, '.', '_', '@' and '-' only",
+    [SY_SPECIALTY] = "lower-case letters, digits, '_' and '-' only",
+    [SY_UID] = "a DICOM UID (digits and dots, no empty component, "
+               "no leading zero)",
+    [SY_SHA256] = "64 lower-case hex digits",
+};
+
+static bool is_alnum(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+           (c >= 'A' && c <= 'Z');
+}
+
+/* Valid UTF-8 (no overlongs, surrogates or values past U+10FFFF).  With
+ * text, tab/LF/CR are allowed; other C0, DEL and C1 controls never. */
+static bool utf8_ok(const unsigned char *s, size_t n, bool text)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        unsigned char c = s[i];
+        uint32_t cp;
+        size_t k;
+
+        if (c < 0x80) {
+            if ((c < 0x20 && !(text && (c == '\t' || c == '\n' ||
+                                        c == '\r'))) || c == 0x7f)
+                return false;
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf) {
+            k = 1;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            k = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            k = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (n - i <= k)
+            return false;
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + j] & 0x3f);
+        }
+        if ((k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
+            (cp >= 0x80 && cp <= 0x9f))
+            return false;
+        i += k + 1;
+    }
+    return true;
+}
+
+static bool uid_ok(const char *s, size_t n)
+{
+    size_t start = 0;
+
+    if (n == 0 || n > MSG_UID_MAX)
+        return false;
+    for (size_t i = 0; i <= n; i++) {
+        if (i == n || s[i] == '.') {
+            size_t len = i - start;
+            if (len == 0 || (len > 1 && s[start] == '0'))
+                return false;
+            start = i + 1;
+        } else if (s[i] < '0' || s[i] > '9') {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool syntax_ok(enum syn sy, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+
+    switch (sy) {
+    case SY_LINE:
+        return utf8_ok(u, n, false);
+    case SY_TEXT:
+        return utf8_ok(u, n, true);
+    case SY_UID:
+        return uid_ok(s, n);
+    case SY_SHA256:
+        if (n != 64)
+            return false;
+        break;
+    default:
+        break;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = u[i];
+        bool ok;
+        switch (sy) {
+        case SY_ID:
+            ok = is_alnum(c) || c == '_' || c == '-';
+            break;
+        case SY_TOKEN:
+            ok = c > 0x20 && c < 0x7f;
+            break;
+        case SY_LOGIN:
+            ok = is_alnum(c) || c == '.' || c == '_' || c == '@' || c == '-';
+            break;
+        case SY_SPECIALTY:
+            ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                 c == '_' || c == '-';
+            break;
+        case SY_SHA256:
+            ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+            break;
+        default:
+            ok = false;
+        }
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* ---- timestamps: "2026-11-28T11:23:48.123Z", UTC, milliseconds -------- */
+
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static bool digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+static bool time_parse(const char *s, size_t n, int64_t *ms)
+{
+    static const int mdays[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31,
+                                 30, 31 };
+    int y, mo, d, h, mi, se, f;
+
+    if (n != 24 || s[4] != '-' || s[7] != '-' || s[10] != 'T' ||
+        s[13] != ':' || s[16] != ':' || s[19] != '.' || s[23] != 'Z')
+        return false;
+    if (!digits(s, 4, &y) || !digits(s + 5, 2, &mo) ||
+        !digits(s + 8, 2, &d) || !digits(s + 11, 2, &h) ||
+        !digits(s + 14, 2, &mi) || !digits(s + 17, 2, &se) ||
+        !digits(s + 20, 3, &f))
+        return false;
+    if (y < 1970 || mo < 1 || mo > 12 || h > 23 || mi > 59 || se > 59)
+        return false;
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    int dmax = mdays[mo - 1] + (mo == 2 && leap);
+    if (d < 1 || d > dmax)
+        return false;
+    int64_t days = days_from_civil(y, mo, d);
+    *ms = ((days * 24 + h) * 60 + mi) * 60000LL + se * 1000LL + f;
+    return true;
+}
+
+/* ---- field tables ----------------------------------------------------- */
+
+enum fkind { F_STR, F_INT, F_NUM, F_BOOL, F_ENUM, F_TIME, F_OBJ, F_JSON,
+             F_STRARR };
+
+#define NO_HAS ((size_t)-1)
+
+struct fdesc {
+    const char *name;           /* NULL ends a table */
+    enum fkind kind;
+    enum syn syn;               /* F_STR, F_STRARR elements */
+    bool req;
+    bool nonempty;              /* F_STR: "" is not a value */
+    bool positive;              /* F_NUM: > 0 */
+    size_t off;                 /* the value, in its containing struct */
+    size_t size;                /* F_STR buffer; F_STRARR element */
+    size_t has;                 /* bool presence flag, or NO_HAS */
+    int64_t lo, hi;             /* F_INT range; F_STRARR max count */
+    bool has_def;               /* optional F_INT without flag: default */
+    int64_t def;
+    double dmax;                /* F_NUM: |v| <= dmax */
+    const char *const *names;   /* F_ENUM; index 0 unused */
+    int n_names;
+    const struct fdesc *sub;    /* F_OBJ */
+    size_t cnt;                 /* F_STRARR: int count */
+};
+
+#define MEMBER_SIZE(T, f) sizeof(((T *)0)->f)
+
+#define FSTR(T, f, sy, rq, ne) \
+    { .name = #f, .kind = F_STR, .syn = sy, .req = rq, .nonempty = ne, \
+      .off = offsetof(T, f), .size = MEMBER_SIZE(T, f), .has = NO_HAS }
+#define FINT(T, f, l, h) \
+    { .name = #f, .kind = F_INT, .req = true, .off = offsetof(T, f), \
+      .has = NO_HAS, .lo = l, .hi = h }
+#define FINT_OPT(T, f, l, h) \
+    { .name = #f, .kind = F_INT, .off = offsetof(T, f), \
+      .has = offsetof(T, has_##f), .lo = l, .hi = h }
+#define FINT_DEF(T, f, l, h, d) \
+    { .name = #f, .kind = F_INT, .off = offsetof(T, f), .has = NO_HAS, \
+      .lo = l, .hi = h, .has_def = true, .def = d }
+#define FNUM(T, f, mx, pos) \
+    { .name = #f, .kind = F_NUM, .req = true, .off = offsetof(T, f), \
+      .has = NO_HAS, .dmax = mx, .positive = pos }
+#define FBOOL(T, f) \
+    { .name = #f, .kind = F_BOOL, .req = true, .off = offsetof(T, f), \
+      .has = NO_HAS }
+#define FENUM(T, f, rq, nm, n) \
+    { .name = #f, .kind = F_ENUM, .req = rq, .off = offsetof(T, f), \
+      .has = NO_HAS, .names = nm, .n_names = n }
+#define FTIME(T, f) \
+    { .name = #f, .kind = F_TIME, .req = true, .off = offsetof(T, f), \
+      .has = NO_HAS }
+#define FOBJ(T, f, tbl) \
+    { .name = #f, .kind = F_OBJ, .req = true, .off = offsetof(T, f), \
+      .has = NO_HAS, .sub = tbl }
+#define FOBJ_OPT(T, f, tbl) \
+    { .name = #f, .kind = F_OBJ, .off = offsetof(T, f), \
+      .has = offsetof(T, has_##f), .sub = tbl }
+#define FJSON(T, f, rq) \
+    { .name = #f, .kind = F_JSON, .req = rq, .off = offsetof(T, f), \
+      .has = NO_HAS }
+#define FSTRARR(T, f, sy, maxn) \
+    { .name = #f, .kind = F_STRARR, .syn = sy, .off = offsetof(T, f), \
+      .size = MEMBER_SIZE(T, f[0]), .has = NO_HAS, .hi = maxn, \
+      .cnt = offsetof(T, n_##f) }
+#define FEND { .name = NULL }
+
+static const struct fdesc client_f[] = {
+    FSTR(struct msg_client, name, SY_LINE, true, true),
+    FSTR(struct msg_client, version, SY_LINE, true, true),
+    FEND
+};
+static const struct fdesc user_f[] = {
+    FSTR(struct msg_user, login, SY_LOGIN, true, true),
+    FENUM(struct msg_user, role, true, role_names, MSG_ROLE_COUNT),
+    FSTR(struct msg_user, clinic, SY_LINE, true, true),
+    FSTRARR(struct msg_user, specialties, SY_SPECIALTY, MSG_SPECIALTIES_MAX),
+    FEND
+};
+static const struct fdesc patient_f[] = {
+    FINT_OPT(struct msg_patient, age, 0, MSG_AGE_MAX),
+    FENUM(struct msg_patient, sex, false, sex_names, MSG_SEX_COUNT),
+    FEND
+};
+static const struct fdesc window_f[] = {
+    FNUM(struct msg_window, center, MSG_WINDOW_ABS_MAX, false),
+    FNUM(struct msg_window, width, MSG_WINDOW_ABS_MAX, true),
+    FEND
+};
+static const struct fdesc image_f[] = {
+    FSTR(struct msg_image, sop_uid, SY_UID, true, true),
+    FINT_DEF(struct msg_image, frame, 1, MSG_FRAME_NO_MAX, 1),
+    FOBJ_OPT(struct msg_image, window, window_f),
+    FEND
+};
+static const struct fdesc errinfo_f[] = {
+    FENUM(struct msg_errinfo, code, true, code_names, MSG_CODE_COUNT),
+    FSTR(struct msg_errinfo, message, SY_TEXT, true, false),
+    FEND
+};
+
+static const struct fdesc hello_f[] = {
+    FSTR(struct msg_hello, token, SY_TOKEN, false, true),
+    FINT(struct msg_hello, last_seq, 0, MSG_SEQ_MAX),
+    FOBJ(struct msg_hello, client, client_f),
+    FEND
+};
+static const struct fdesc welcome_f[] = {
+    FOBJ(struct msg_welcome, user, user_f),
+    FTIME(struct msg_welcome, server_time),
+    FINT(struct msg_welcome, last_seq, 0, MSG_SEQ_MAX),
+    FINT(struct msg_welcome, replay_from, 0, MSG_SEQ_MAX),
+    FEND
+};
+static const struct fdesc event_f[] = {
+    FINT(struct msg_event, seq, 1, MSG_SEQ_MAX),
+    FSTR(struct msg_event, event_id, SY_ID, true, true),
+    FENUM(struct msg_event, kind, true, kind_names, MSG_EV_COUNT),
+    FSTR(struct msg_event, case_id, SY_ID, true, true),
+    FTIME(struct msg_event, at),
+    FJSON(struct msg_event, body, true),
+    FEND
+};
+static const struct fdesc ack_f[] = {
+    FINT(struct msg_ack, seq, 0, MSG_SEQ_MAX),
+    FEND
+};
+static const struct fdesc none_f[] = { FEND };
+static const struct fdesc error_f[] = {
+    FOBJ(struct msg_error_msg, error, errinfo_f),
+    FEND
+};
+static const struct fdesc reply_f[] = {     /* result/error: reply_* */
+    FBOOL(struct msg_reply, ok),
+    FEND
+};
+static const struct fdesc create_f[] = {
+    FSTR(struct msg_case_create, case_id, SY_ID, true, true),
+    FOBJ_OPT(struct msg_case_create, patient, patient_f),
+    FSTR(struct msg_case_create, history, SY_TEXT, false, false),
+    FSTR(struct msg_case_create, question, SY_TEXT, true, true),
+    FENUM(struct msg_case_create, priority, true, prio_names,
+          MSG_PRIO_COUNT),
+    FSTR(struct msg_case_create, specialty, SY_SPECIALTY, false, true),
+    FSTR(struct msg_case_create, specialist, SY_LOGIN, false, true),
+    FSTRARR(struct msg_case_create, study_uids, SY_UID, MSG_STUDIES_MAX),
+    FEND
+};
+static const struct fdesc caseref_f[] = {    /* claim, get */
+    FSTR(struct msg_case_ref, case_id, SY_ID, true, true),
+    FEND
+};
+static const struct fdesc casereason_f[] = { /* close, reopen */
+    FSTR(struct msg_case_ref, case_id, SY_ID, true, true),
+    FSTR(struct msg_case_ref, reason, SY_TEXT, false, false),
+    FEND
+};
+static const struct fdesc answer_f[] = {
+    FSTR(struct msg_case_answer, case_id, SY_ID, true, true),
+    FSTR(struct msg_case_answer, impression, SY_TEXT, true, true),
+    FSTR(struct msg_case_answer, recommendation, SY_TEXT, false, false),
+    FSTR(struct msg_case_answer, text, SY_TEXT, false, false),
+    FEND
+};
+static const struct fdesc list_f[] = {
+    FENUM(struct msg_case_list, status, false, status_names, MSG_ST_COUNT),
+    FINT_DEF(struct msg_case_list, limit, 1, MSG_LIST_MAX, MSG_LIST_DEFAULT),
+    FSTR(struct msg_case_list, before, SY_TOKEN, false, true),
+    FEND
+};
+static const struct fdesc send_f[] = {
+    FSTR(struct msg_message_send, case_id, SY_ID, true, true),
+    FSTR(struct msg_message_send, message_id, SY_ID, true, true),
+    FSTR(struct msg_message_send, text, SY_TEXT, false, false),
+    FOBJ_OPT(struct msg_message_send, image, image_f),
+    FEND
+};
+static const struct fdesc read_f[] = {
+    FSTR(struct msg_message_read, case_id, SY_ID, true, true),
+    FSTR(struct msg_message_read, message_id, SY_ID, true, true),
+    FEND
+};
+static const struct fdesc ubegin_f[] = {
+    FSTR(struct msg_upload_begin, upload_id, SY_ID, true, true),
+    FSTR(struct msg_upload_begin, sha256, SY_SHA256, true, true),
+    FINT(struct msg_upload_begin, size, 1, MSG_UPLOAD_MAX),
+    FSTR(struct msg_upload_begin, case_id, SY_ID, false, true),
+    FEND
+};
+static const struct fdesc uend_f[] = {
+    FSTR(struct msg_upload_end, upload_id, SY_ID, true, true),
+    FEND
+};
+static const struct fdesc uat_f[] = {
+    FSTR(struct msg_upload_at, upload_id, SY_ID, true, true),
+    FINT(struct msg_upload_at, offset, 0, MSG_UPLOAD_MAX),
+    FEND
+};
+static const struct fdesc udone_f[] = {
+    FSTR(struct msg_upload_done, upload_id, SY_ID, true, true),
+    FSTR(struct msg_upload_done, sop_instance_uid, SY_UID, true, true),
+    FENUM(struct msg_upload_done, status, true, upstatus_names,
+          MSG_UP_COUNT),
+    FEND
+};
+
+/* Type-level rules the tables cannot express. */
+typedef int (*check_fn)(const struct msg *m, struct msg_error *err);
+
+static int check_create(const struct msg *m, struct msg_error *err)
+{
+    const struct msg_case_create *c = &m->case_create;
+    if (!c->specialty[0] && !c->specialist[0])
+        return fail(err, MSG_E_MISSING_FIELD, "specialty",
+                    "a specialty or a specialist is required");
+    return 0;
+}
+
+static int check_send(const struct msg *m, struct msg_error *err)
+{
+    if (!m->message_send.text[0] && !m->message_send.has_image)
+        return fail(err, MSG_E_MISSING_FIELD, "text",
+                    "text is required unless an image is given");
+    return 0;
+}
+
+static int check_welcome(const struct msg *m, struct msg_error *err)
+{
+    if (m->welcome.replay_from > m->welcome.last_seq)
+        return fail(err, MSG_E_BAD_FIELD, "replay_from",
+                    "must not exceed last_seq");
+    return 0;
+}
+
+enum { ID_NONE, ID_OPT, ID_REQ };
+enum { DIR_C = MSG_FROM_CLIENT, DIR_S = MSG_FROM_SERVER, DIR_CS = 3 };
+
+struct tdesc {
+    unsigned dir;
+    int id;
+    const struct fdesc *f;
+    check_fn check;
+};
+
+static const struct tdesc types[MSG_TYPE_COUNT] = {
+    [MSG_HELLO] = { DIR_C, ID_NONE, hello_f, NULL },
+    [MSG_WELCOME] = { DIR_S, ID_NONE, welcome_f, check_welcome },
+    [MSG_EVENT] = { DIR_S, ID_NONE, event_f, NULL },
+    [MSG_ACK] = { DIR_C, ID_NONE, ack_f, NULL },
+    [MSG_PING] = { DIR_CS, ID_OPT, none_f, NULL },
+    [MSG_PONG] = { DIR_CS, ID_OPT, none_f, NULL },
+    [MSG_ERROR] = { DIR_S, ID_NONE, error_f, NULL },
+    [MSG_CASE_CREATE] = { DIR_C, ID_REQ, create_f, check_create },
+    [MSG_CASE_CLAIM] = { DIR_C, ID_REQ, caseref_f, NULL },
+    [MSG_CASE_ANSWER] = { DIR_C, ID_REQ, answer_f, NULL },
+    [MSG_CASE_CLOSE] = { DIR_C, ID_REQ, casereason_f, NULL },
+    [MSG_CASE_REOPEN] = { DIR_C, ID_REQ, casereason_f, NULL },
+    [MSG_CASE_LIST] = { DIR_C, ID_REQ, list_f, NULL },
+    [MSG_CASE_GET] = { DIR_C, ID_REQ, caseref_f, NULL },
+    [MSG_MESSAGE_SEND] = { DIR_C, ID_REQ, send_f, check_send },
+    [MSG_MESSAGE_READ] = { DIR_C, ID_REQ, read_f, NULL },
+    [MSG_UPLOAD_BEGIN] = { DIR_C, ID_REQ, ubegin_f, NULL },
+    [MSG_UPLOAD_END] = { DIR_C, ID_REQ, uend_f, NULL },
+    [MSG_REPLY] = { DIR_S, ID_REQ, reply_f, NULL },
+    [MSG_UPLOAD_AT] = { DIR_S, ID_OPT, uat_f, NULL },
+    [MSG_UPLOAD_DONE] = { DIR_S, ID_OPT, udone_f, NULL },
+};
+
+static bool type_ok(enum msg_type t)
+{
+    return t > MSG_NONE && t < MSG_TYPE_COUNT;
+}
+
+bool msg_is_request(enum msg_type t)
+{
+    return type_ok(t) && types[t].id == ID_REQ && types[t].dir == DIR_C;
+}
+
+unsigned msg_type_dir(enum msg_type t)
+{
+    return type_ok(t) ? types[t].dir : 0;
+}
+
+/* The struct a type's table describes: every union member starts at the
+ * same address. */
+static char *body_of(struct msg *m) { return (char *)&m->hello; }
+static const char *cbody_of(const struct msg *m)
+{
+    return (const char *)&m->hello;
+}
+
+static void path_join_field(char *out, size_t n, const char *prefix,
+                            const char *name)
+{
+    if (prefix && *prefix)
+        snprintf(out, n, "%s.%s", prefix, name);
+    else
+        snprintf(out, n, "%s", name);
+}
+
+/* ---- value checks, shared by parse and validate ------------------------ */
+
+static int check_fields(const struct fdesc *fd, const char *base,
+                        const char *prefix, struct msg_error *err);
+
+static bool present(const struct fdesc *f, const char *base)
+{
+    if (f->has != NO_HAS)
+        return *(const bool *)(base + f->has);
+    switch (f->kind) {
+    case F_STR:
+        return base[f->off] != 0;
+    case F_ENUM:
+        return *(const int *)(base + f->off) != 0;
+    case F_JSON:
+        return *(json_t *const *)(base + f->off) != NULL;
+    case F_STRARR:
+        return *(const int *)(base + f->cnt) != 0;
+    default:
+        return true;
+    }
+}
+
+static int check_str(const struct fdesc *f, enum syn sy, const char *s,
+                     size_t size, const char *path, struct msg_error *err)
+{
+    size_t n = strnlen(s, size);
+    if (n == size)
+        return fail(err, MSG_E_TOO_LONG, path, "longer than %zu bytes",
+                    size - 1);
+    if (f->kind == F_STRARR && n == 0)
+        return fail(err, MSG_E_BAD_FIELD, path, "must not be empty");
+    if (!syntax_ok(sy, s, n))
+        return fail(err, MSG_E_BAD_FIELD, path, "must be %s", syn_what[sy]);
+    return 0;
+}
+
+static int check_one(const struct fdesc *f, const char *base,
+                     const char *path, struct msg_error *err)
+{
+    const char *p = base + f->off;
+
+    switch (f->kind) {
+    case F_STR:
+        return check_str(f, f->syn, p, f->size, path, err);
+    case F_INT: {
+        int64_t v = *(const int64_t *)p;
+        if (v < f->lo || v > f->hi)
+            return fail(err, MSG_E_BAD_FIELD, path,
+                        "must be an integer %lld..%lld",
+                        (long long)f->lo, (long long)f->hi);
+        return 0;
+    }
+    case F_NUM: {
+        double v = *(const double *)p;
+        if (!isfinite(v) || fabs(v) > f->dmax || (f->positive && v <= 0))
+            return fail(err, MSG_E_BAD_FIELD, path, "must be a number %s%g",
+                        f->positive ? "in (0, " : "in [-", f->dmax);
+        return 0;
+    }
+    case F_BOOL:
+        return 0;
+    case F_ENUM: {
+        int v = *(const int *)p;
+        if (v <= 0 || v >= f->n_names)
+            return fail(err, MSG_E_BAD_FIELD, path, "unknown value");
+        return 0;
+    }
+    case F_TIME: {
+        int64_t v = *(const int64_t *)p;
+        if (v < 0 || v > MSG_TIME_MAX)
+            return fail(err, MSG_E_BAD_FIELD, path,
+                        "time out of range 1970..9999");
+        return 0;
+    }
+    case F_OBJ:
+        return check_fields(f->sub, p, path, err);
+    case F_JSON:
+        if (!json_is_object(*(json_t *const *)p))
+            return fail(err, MSG_E_BAD_TYPE, path, "must be an object");
+        return 0;
+    case F_STRARR: {
+        int n = *(const int *)(base + f->cnt);
+        if (n < 0 || n > f->hi)
+            return fail(err, MSG_E_TOO_LONG, path,
+                        "more than %lld elements", (long long)f->hi);
+        for (int i = 0; i < n; i++) {
+            char ep[96];
+            snprintf(ep, sizeof ep, "%s[%d]", path, i);
+            int rc = check_str(f, f->syn, p + (size_t)i * f->size, f->size,
+                               ep, err);
+            if (rc)
+                return rc;
+        }
+        return 0;
+    }
+    }
+    return fail(err, MSG_E_INTERNAL, path, "bad field table");
+}
+
+static int check_fields(const struct fdesc *fd, const char *base,
+                        const char *prefix, struct msg_error *err)
+{
+    for (const struct fdesc *f = fd; f->name; f++) {
+        char path[64];
+        path_join_field(path, sizeof path, prefix, f->name);
+        if (!present(f, base)) {
+            if (f->req && !(f->kind == F_STR && !f->nonempty))
+                return fail(err, MSG_E_MISSING_FIELD, path, "is required");
+            continue;
+        }
+        int rc = check_one(f, base, path, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- parse ------------------------------------------------------------ */
+
+static const char *json_kind(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a real number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return "null";
+    }
+    return "?";
+}
+
+static int want(struct msg_error *err, const char *path, const char *what,
+                const json_t *v)
+{
+    return fail(err, MSG_E_BAD_TYPE, path, "must be %s, not %s", what,
+                json_kind(v));
+}
+
+static int parse_fields(json_t *obj, const struct fdesc *fd, char *base,
+                        const char *prefix, struct msg_error *err);
+
+/* Copies a JSON string into a fixed buffer, checking its length. */
+static int take_str(const json_t *v, char *dst, size_t size, bool nonempty,
+                    const char *path, struct msg_error *err)
+{
+    if (!json_is_string(v))
+        return want(err, path, "a string", v);
+    size_t n = json_string_length(v);
+    if (n > size - 1)
+        return fail(err, MSG_E_TOO_LONG, path, "longer than %zu bytes",
+                    size - 1);
+    if (nonempty && n == 0)
+        return fail(err, MSG_E_BAD_FIELD, path, "must not be empty");
+    if (strlen(json_string_value(v)) != n)
+        return fail(err, MSG_E_BAD_FIELD, path, "must not contain NUL");
+    memcpy(dst, json_string_value(v), n);
+    dst[n] = 0;
+    return 0;
+}
+
+static int parse_one(const struct fdesc *f, json_t *v, char *base,
+                     const char *path, struct msg_error *err)
+{
+    char *p = base + f->off;
+    int rc;
+
+    switch (f->kind) {
+    case F_STR:
+        rc = take_str(v, p, f->size, f->nonempty, path, err);
+        break;
+    case F_INT:
+        if (!json_is_integer(v))
+            return want(err, path, "an integer", v);
+        *(int64_t *)p = json_integer_value(v);
+        rc = 0;
+        break;
+    case F_NUM:
+        if (!json_is_number(v))
+            return want(err, path, "a number", v);
+        *(double *)p = json_number_value(v);
+        rc = 0;
+        break;
+    case F_BOOL:
+        if (!json_is_boolean(v))
+            return want(err, path, "a boolean", v);
+        *(bool *)p = json_is_true(v);
+        rc = 0;
+        break;
+    case F_ENUM: {
+        if (!json_is_string(v))
+            return want(err, path, "a string", v);
+        int i = index_of(f->names, f->n_names, json_string_value(v));
+        if (i < 0 || strlen(json_string_value(v)) != json_string_length(v))
+            return fail(err, MSG_E_BAD_FIELD, path, "unknown value");
+        *(int *)p = i;
+        rc = 0;
+        break;
+    }
+    case F_TIME:
+        if (!json_is_string(v))
+            return want(err, path, "a string", v);
+        if (!time_parse(json_string_value(v), json_string_length(v),
+                        (int64_t *)p))
+            return fail(err, MSG_E_BAD_FIELD, path,
+                        "must be a UTC time like 2026-11-28T11:23:48.123Z");
+        rc = 0;
+        break;
+    case F_OBJ:
+        if (!json_is_object(v))
+            return want(err, path, "an object", v);
+        return parse_fields(v, f->sub, p, path, err);
+    case F_JSON:
+        if (!json_is_object(v))
+            return want(err, path, "an object", v);
+        *(json_t **)p = json_incref(v);
+        return 0;
+    case F_STRARR: {
+        if (!json_is_array(v))
+            return want(err, path, "an array", v);
+        size_t n = json_array_size(v);
+        if (n > (size_t)f->hi)
+            return fail(err, MSG_E_TOO_LONG, path,
+                        "more than %lld elements", (long long)f->hi);
+        for (size_t i = 0; i < n; i++) {
+            char ep[96];
+            snprintf(ep, sizeof ep, "%s[%zu]", path, i);
+            rc = take_str(json_array_get(v, i), p + i * f->size, f->size,
+                          true, ep, err);
+            if (rc)
+                return rc;
+        }
+        *(int *)(base + f->cnt) = (int)n;
+        rc = 0;
+        break;
+    }
+    default:
+        return fail(err, MSG_E_INTERNAL, path, "bad field table");
+    }
+    if (rc)
+        return rc;
+    return check_one(f, base, path, err);
+}
+
+static int parse_fields(json_t *obj, const struct fdesc *fd, char *base,
+                        const char *prefix, struct msg_error *err)
+{
+    for (const struct fdesc *f = fd; f->name; f++) {
+        char path[64];
+        path_join_field(path, sizeof path, prefix, f->name);
+        json_t *v = json_object_get(obj, f->name);
+        if (!v) {
+            if (f->req)
+                return fail(err, MSG_E_MISSING_FIELD, path, "is required");
+            continue;
+        }
+        if (f->has != NO_HAS)
+            *(bool *)(base + f->has) = true;
+        int rc = parse_one(f, v, base, path, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* reply: ok:true carries result, ok:false carries error; not both. */
+static int reply_parse(json_t *obj, struct msg *m, struct msg_error *err)
+{
+    struct msg_reply *r = &m->reply;
+    json_t *res = json_object_get(obj, "result");
+    json_t *er = json_object_get(obj, "error");
+
+    if (r->ok) {
+        if (!res)
+            return fail(err, MSG_E_MISSING_FIELD, "result", "is required");
+        if (!json_is_object(res))
+            return want(err, "result", "an object", res);
+        if (er)
+            return fail(err, MSG_E_BAD_FIELD, "error",
+                        "not allowed when ok is true");
+        r->result = json_incref(res);
+        return 0;
+    }
+    if (!er)
+        return fail(err, MSG_E_MISSING_FIELD, "error", "is required");
+    if (!json_is_object(er))
+        return want(err, "error", "an object", er);
+    if (res)
+        return fail(err, MSG_E_BAD_FIELD, "result",
+                    "not allowed when ok is false");
+    return parse_fields(er, errinfo_f, (char *)&r->error, "error", err);
+}
+
+static int reply_check(const struct msg *m, struct msg_error *err)
+{
+    const struct msg_reply *r = &m->reply;
+
+    if (r->ok) {
+        if (!r->result)
+            return fail(err, MSG_E_MISSING_FIELD, "result", "is required");
+        if (!json_is_object(r->result))
+            return fail(err, MSG_E_BAD_TYPE, "result", "must be an object");
+        return 0;
+    }
+    if (r->result)
+        return fail(err, MSG_E_BAD_FIELD, "result",
+                    "not allowed when ok is false");
+    return check_fields(errinfo_f, (const char *)&r->error, "error", err);
+}
+
+static void apply_defaults(const struct fdesc *fd, char *base)
+{
+    for (const struct fdesc *f = fd; f->name; f++) {
+        if (f->kind == F_INT && f->has_def)
+            *(int64_t *)(base + f->off) = f->def;
+        else if (f->kind == F_OBJ)
+            apply_defaults(f->sub, base + f->off);
+    }
+}
+
+void msg_init(struct msg *m, enum msg_type type)
+{
+    memset(m, 0, sizeof *m);
+    m->type = type;
+    if (type_ok(type))
+        apply_defaults(types[type].f, body_of(m));
+}
+
+void msg_free(struct msg *m)
+{
+    if (!m)
+        return;
+    if (m->type == MSG_EVENT)
+        json_decref(m->event.body);
+    else if (m->type == MSG_REPLY)
+        json_decref(m->reply.result);
+    memset(m, 0, sizeof *m);
+}
+
+static void err_clear(struct msg_error *err)
+{
+    memset(err, 0, sizeof *err);
+}
+
+/* The object's own "id", when well-formed, so a failure can be answered. */
+static void recover_id(json_t *obj, struct msg_error *err)
+{
+    json_t *id = json_object_get(obj, "id");
+    if (json_is_string(id) && json_string_length(id) >= 1 &&
+        json_string_length(id) <= MSG_ID_MAX &&
+        syntax_ok(SY_ID, json_string_value(id), json_string_length(id)))
+        memcpy(err->id, json_string_value(id), json_string_length(id) + 1);
+}
+
+/* Fills out from obj as a message of type t. */
+static int parse_as(json_t *obj, enum msg_type t, bool id_optional,
+                    struct msg *out, struct msg_error *err)
+{
+    const struct tdesc *td = &types[t];
+    int rc;
+
+    msg_init(out, t);
+    err->type = t;
+    if (td->id != ID_NONE) {
+        json_t *id = json_object_get(obj, "id");
+        if (id) {
+            rc = take_str(id, out->id, sizeof out->id, true, "id", err);
+            if (!rc && !syntax_ok(SY_ID, out->id, strlen(out->id)))
+                rc = fail(err, MSG_E_BAD_FIELD, "id", "must be %s",
+                          syn_what[SY_ID]);
+            if (rc)
+                goto out;
+        } else if (td->id == ID_REQ && !id_optional) {
+            rc = fail(err, MSG_E_MISSING_FIELD, "id", "is required");
+            goto out;
+        }
+    }
+    rc = parse_fields(obj, td->f, body_of(out), "", err);
+    if (!rc && t == MSG_REPLY)
+        rc = reply_parse(obj, out, err);
+    if (!rc && td->check)
+        rc = td->check(out, err);
+out:
+    if (rc)
+        msg_free(out);
+    return rc;
+}
+
+int msg_parse_dir(const char *buf, size_t len, enum msg_dir from,
+                  struct msg *out, struct msg_error *err)
+{
+    json_error_t jerr;
+    json_t *obj, *tv;
+    int rc;
+
+    err_clear(err);
+    memset(out, 0, sizeof *out);
+    if (len > MSG_MAX_FRAME)
+        return fail(err, MSG_E_TOO_BIG, "", "frame of %zu bytes exceeds %d",
+                    len, MSG_MAX_FRAME);
+    if (len == 0 || !buf)
+        return fail(err, MSG_E_BAD_JSON, "", "empty frame");
+    obj = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!obj) {
+        if (json_error_code(&jerr) == json_error_out_of_memory)
+            return fail(err, MSG_E_INTERNAL, "", "out of memory");
+        return fail(err, MSG_E_BAD_JSON, "", "%s at line %d column %d",
+                    jerr.text, jerr.line, jerr.column);
+    }
+    if (!json_is_object(obj)) {
+        rc = fail(err, MSG_E_BAD_JSON, "", "frame is %s, not an object",
+                  json_kind(obj));
+        goto out;
+    }
+    recover_id(obj, err);
+    tv = json_object_get(obj, "type");
+    if (!tv) {
+        rc = fail(err, MSG_E_MISSING_FIELD, "type", "is required");
+        goto out;
+    }
+    if (!json_is_string(tv)) {
+        rc = want(err, "type", "a string", tv);
+        goto out;
+    }
+    enum msg_type t = msg_type_parse(json_string_value(tv));
+    if (t == MSG_NONE || strlen(json_string_value(tv)) !=
+                             json_string_length(tv)) {
+        rc = fail(err, MSG_E_UNKNOWN_TYPE, "type", "unknown type");
+        goto out;
+    }
+    if (from && !(types[t].dir & from)) {
+        rc = fail(err, MSG_E_UNKNOWN_TYPE, "type",
+                  "%s is not sent by the %s", msg_type_name(t),
+                  from == MSG_FROM_CLIENT ? "client" : "server");
+        goto out;
+    }
+    rc = parse_as(obj, t, false, out, err);
+out:
+    json_decref(obj);
+    return rc;
+}
+
+int msg_parse(const char *buf, size_t len, struct msg *out,
+              struct msg_error *err)
+{
+    return msg_parse_dir(buf, len, MSG_DIR_ANY, out, err);
+}
+
+int msg_from_json(json_t *obj, enum msg_type type, struct msg *out,
+                  struct msg_error *err)
+{
+    err_clear(err);
+    memset(out, 0, sizeof *out);
+    if (!type_ok(type))
+        return fail(err, MSG_E_UNKNOWN_TYPE, "type", "unknown type");
+    if (!json_is_object(obj))
+        return fail(err, MSG_E_BAD_JSON, "", "body is not a JSON object");
+    recover_id(obj, err);
+    return parse_as(obj, type, true, out, err);
+}
+
+/* ---- validate and build ----------------------------------------------- */
+
+int msg_validate(const struct msg *m, struct msg_error *err)
+{
+    err_clear(err);
+    if (!type_ok(m->type))
+        return fail(err, MSG_E_UNKNOWN_TYPE, "type", "unknown type");
+    const struct tdesc *td = &types[m->type];
+    err->type = m->type;
+    size_t n = strnlen(m->id, sizeof m->id);
+    if (n == sizeof m->id)
+        return fail(err, MSG_E_TOO_LONG, "id", "longer than %d bytes",
+                    MSG_ID_MAX);
+    if (td->id == ID_REQ && n == 0)
+        return fail(err, MSG_E_MISSING_FIELD, "id", "is required");
+    if (td->id != ID_NONE && n && !syntax_ok(SY_ID, m->id, n))
+        return fail(err, MSG_E_BAD_FIELD, "id", "must be %s",
+                    syn_what[SY_ID]);
+    if (td->id != ID_NONE && n)
+        memcpy(err->id, m->id, n + 1);
+    int rc = check_fields(td->f, cbody_of(m), "", err);
+    if (!rc && m->type == MSG_REPLY)
+        rc = reply_check(m, err);
+    if (!rc && td->check)
+        rc = td->check(m, err);
+    return rc;
+}
+
+static int put(json_t *obj, const char *key, json_t *v)
+{
+    return v ? json_object_set_new(obj, key, v) : -1;
+}
+
+static int build_fields(json_t *obj, const struct fdesc *fd,
+                        const char *base);
+
+static json_t *build_obj(const struct fdesc *fd, const char *base)
+{
+    json_t *o = json_object();
+    if (o && build_fields(o, fd, base)) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+static json_t *build_one(const struct fdesc *f, const char *base)
+{
+    const char *p = base + f->off;
+
+    switch (f->kind) {
+    case F_STR:
+        return json_string(p);
+    case F_INT:
+        return json_integer(*(const int64_t *)p);
+    case F_NUM:
+        return json_real(*(const double *)p);
+    case F_BOOL:
+        return json_boolean(*(const bool *)p);
+    case F_ENUM:
+        return json_string(f->names[*(const int *)p]);
+    case F_TIME: {
+        char t[32];
+        iso8601_ms(*(const int64_t *)p, t);
+        return json_string(t);
+    }
+    case F_OBJ:
+        return build_obj(f->sub, p);
+    case F_JSON:
+        return json_incref(*(json_t *const *)p);
+    case F_STRARR: {
+        json_t *a = json_array();
+        int n = *(const int *)(base + f->cnt);
+        for (int i = 0; a && i < n; i++) {
+            if (json_array_append_new(a, json_string(p + (size_t)i *
+                                                      f->size))) {
+                json_decref(a);
+                return NULL;
+            }
+        }
+        return a;
+    }
+    }
+    return NULL;
+}
+
+static int build_fields(json_t *obj, const struct fdesc *fd,
+                        const char *base)
+{
+    for (const struct fdesc *f = fd; f->name; f++) {
+        if (!present(f, base) && !(f->req && f->kind == F_STR))
+            continue;
+        if (put(obj, f->name, build_one(f, base)))
+            return -1;
+    }
+    return 0;
+}
+
+json_t *msg_to_json(const struct msg *m, struct msg_error *err)
+{
+    if (msg_validate(m, err))
+        return NULL;
+    json_t *obj = json_object();
+    if (!obj || put(obj, "type", json_string(msg_type_name(m->type))))
+        goto oom;
+    if (types[m->type].id != ID_NONE && m->id[0] &&
+        put(obj, "id", json_string(m->id)))
+        goto oom;
+    if (build_fields(obj, types[m->type].f, cbody_of(m)))
+        goto oom;
+    if (m->type == MSG_REPLY) {
+        const struct msg_reply *r = &m->reply;
+        if (r->ok ? put(obj, "result", json_incref(r->result))
+                  : put(obj, "error", build_obj(errinfo_f,
+                                                (const char *)&r->error)))
+            goto oom;
+    }
+    return obj;
+oom:
+    json_decref(obj);
+    fail(err, MSG_E_INTERNAL, "", "out of memory");
+    return NULL;
+}
+
+int msg_serialize(const struct msg *m, char **out, size_t *len,
+                  struct msg_error *err)
+{
+    *out = NULL;
+    *len = 0;
+    json_t *obj = msg_to_json(m, err);
+    if (!obj)
+        return err->code == MSG_E_INTERNAL ? ERR_INTERNAL : ERR_INVALID;
+    char *s = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (!s)
+        return fail(err, MSG_E_INTERNAL, "", "out of memory");
+    size_t n = strlen(s);
+    if (n > MSG_MAX_FRAME) {
+        free(s);
+        return fail(err, MSG_E_TOO_BIG, "", "frame of %zu bytes exceeds %d",
+                    n, MSG_MAX_FRAME);
+    }
+    *out = s;
+    *len = n;
+    return 0;
+}
+
+/* ---- builders --------------------------------------------------------- */
+
+/* Copies src into a field buffer; too_long if it does not fit. */
+static int set_str(char *dst, size_t size, const char *src, const char *name,
+                   struct msg_error *err)
+{
+    if (!src)
+        return 0;
+    if (strlcpy_h(dst, src, size) >= size)
+        return fail(err, MSG_E_TOO_LONG, name, "longer than %zu bytes",
+                    size - 1);
+    return 0;
+}
+
+#define SET(dst, src, name) \
+    do { \
+        int rc_ = set_str(dst, sizeof(dst), src, name, err); \
+        if (rc_) \
+            return rc_; \
+    } while (0)
+
+/* Validates a built message; on failure drops its JSON references. */
+static int done(struct msg *m, struct msg_error *err)
+{
+    int rc = msg_validate(m, err);
+    if (rc)
+        msg_free(m);
+    return rc;
+}
+
+int msg_build_hello(struct msg *m, const char *token, int64_t last_seq,
+                    const char *client_name, const char *client_version,
+                    struct msg_error *err)
+{
+    msg_init(m, MSG_HELLO);
+    SET(m->hello.token, token, "token");
+    m->hello.last_seq = last_seq;
+    SET(m->hello.client.name, client_name, "client.name");
+    SET(m->hello.client.version, client_version, "client.version");
+    return done(m, err);
+}
+
+int msg_build_ack(struct msg *m, int64_t seq, struct msg_error *err)
+{
+    msg_init(m, MSG_ACK);
+    m->ack.seq = seq;
+    return done(m, err);
+}
+
+int msg_build_ping(struct msg *m, enum msg_type ping_or_pong, const char *id,
+                   struct msg_error *err)
+{
+    msg_init(m, ping_or_pong == MSG_PONG ? MSG_PONG : MSG_PING);
+    SET(m->id, id, "id");
+    return done(m, err);
+}
+
+int msg_build_event(struct msg *m, int64_t seq, const char *event_id,
+                    int kind, const char *case_id, int64_t at_ms,
+                    json_t *body, struct msg_error *err)
+{
+    msg_init(m, MSG_EVENT);
+    m->event.body = body;
+    m->event.seq = seq;
+    m->event.kind = kind;
+    m->event.at = at_ms;
+    int rc = set_str(m->event.event_id, sizeof m->event.event_id, event_id,
+                     "event_id", err);
+    if (!rc)
+        rc = set_str(m->event.case_id, sizeof m->event.case_id, case_id,
+                     "case_id", err);
+    if (rc) {
+        msg_free(m);
+        return rc;
+    }
+    return done(m, err);
+}
+
+int msg_build_reply_ok(struct msg *m, const char *id, json_t *result,
+                       struct msg_error *err)
+{
+    msg_init(m, MSG_REPLY);
+    m->reply.ok = true;
+    m->reply.result = result;
+    int rc = set_str(m->id, sizeof m->id, id, "id", err);
+    if (rc) {
+        msg_free(m);
+        return rc;
+    }
+    return done(m, err);
+}
+
+/* Error messages are cut to fit rather than refused: they are ours. */
+static void set_errinfo(struct msg_errinfo *e, enum msg_code code,
+                        const char *message)
+{
+    e->code = code;
+    strlcpy_h(e->message, message ? message : "", sizeof e->message);
+}
+
+int msg_build_reply_err(struct msg *m, const char *id, enum msg_code code,
+                        const char *message, struct msg_error *err)
+{
+    msg_init(m, MSG_REPLY);
+    m->reply.ok = false;
+    set_errinfo(&m->reply.error, code, message);
+    SET(m->id, id, "id");
+    return done(m, err);
+}
+
+int msg_build_error(struct msg *m, enum msg_code code, const char *message,
+                    struct msg_error *err)
+{
+    msg_init(m, MSG_ERROR);
+    set_errinfo(&m->error.error, code, message);
+    return done(m, err);
+}
+
+int msg_build_failure(struct msg *m, const struct msg_error *failed,
+                      struct msg_error *err)
+{
+    if (failed->id[0])
+        return msg_build_reply_err(m, failed->id, failed->code,
+                                   failed->message, err);
+    return msg_build_error(m, failed->code, failed->message, err);
+}
+
+int msg_build_case_ref(struct msg *m, enum msg_type type, const char *id,
+                       const char *case_id, const char *reason,
+                       struct msg_error *err)
+{
+    if (type != MSG_CASE_CLAIM && type != MSG_CASE_GET &&
+        type != MSG_CASE_CLOSE && type != MSG_CASE_REOPEN) {
+        msg_init(m, MSG_NONE);
+        return fail(err, MSG_E_UNKNOWN_TYPE, "type",
+                    "not a case.claim/get/close/reopen");
+    }
+    msg_init(m, type);
+    SET(m->id, id, "id");
+    SET(m->case_ref.case_id, case_id, "case_id");
+    if (type == MSG_CASE_CLOSE || type == MSG_CASE_REOPEN)
+        SET(m->case_ref.reason, reason, "reason");
+    return done(m, err);
+}
+
+int msg_build_upload_begin(struct msg *m, const char *id,
+                           const char *upload_id, const char *sha256,
+                           int64_t size, const char *case_id,
+                           struct msg_error *err)
+{
+    msg_init(m, MSG_UPLOAD_BEGIN);
+    SET(m->id, id, "id");
+    SET(m->upload_begin.upload_id, upload_id, "upload_id");
+    SET(m->upload_begin.sha256, sha256, "sha256");
+    m->upload_begin.size = size;
+    SET(m->upload_begin.case_id, case_id, "case_id");
+    return done(m, err);
+}
+
+int msg_build_upload_end(struct msg *m, const char *id,
+                         const char *upload_id, struct msg_error *err)
+{
+    msg_init(m, MSG_UPLOAD_END);
+    SET(m->id, id, "id");
+    SET(m->upload_end.upload_id, upload_id, "upload_id");
+    return done(m, err);
+}
+
+int msg_build_upload_at(struct msg *m, const char *id, const char *upload_id,
+                        int64_t offset, struct msg_error *err)
+{
+    msg_init(m, MSG_UPLOAD_AT);
+    SET(m->id, id, "id");
+    SET(m->upload_at.upload_id, upload_id, "upload_id");
+    m->upload_at.offset = offset;
+    return done(m, err);
+}
+
+int msg_build_upload_done(struct msg *m, const char *id,
+                          const char *upload_id, const char *sop_uid,
+                          int status, struct msg_error *err)
+{
+    msg_init(m, MSG_UPLOAD_DONE);
+    SET(m->id, id, "id");
+    SET(m->upload_done.upload_id, upload_id, "upload_id");
+    SET(m->upload_done.sop_instance_uid, sop_uid, "sop_instance_uid");
+    m->upload_done.status = status;
+    return done(m, err);
+}
+
+/* ---- upload chunks ---------------------------------------------------- */
+
+#define CHUNK_MAGIC0 'H'
+#define CHUNK_MAGIC1 'C'
+#define CHUNK_VERSION 1
+
+static uint64_t get_be(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void put_be(unsigned char *p, uint64_t v, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        p[i] = (unsigned char)(v & 0xff);
+        v >>= 8;
+    }
+}
+
+int msg_chunk_parse(const void *frame, size_t len, struct msg_chunk *out,
+                    struct msg_error *err)
+{
+    const unsigned char *f = frame;
+
+    err_clear(err);
+    memset(out, 0, sizeof *out);
+    if (len > MSG_CHUNK_HDR + (size_t)MSG_MAX_CHUNK)
+        return fail(err, MSG_E_TOO_BIG, "chunk",
+                    "frame of %zu bytes exceeds %d", len,
+                    MSG_CHUNK_HDR + MSG_MAX_CHUNK);
+    if (!f || len < MSG_CHUNK_HDR)
+        return fail(err, MSG_E_BAD_FIELD, "chunk",
+                    "%zu bytes, shorter than the %d-byte header", len,
+                    MSG_CHUNK_HDR);
+    if (f[0] != CHUNK_MAGIC0 || f[1] != CHUNK_MAGIC1)
+        return fail(err, MSG_E_BAD_FIELD, "chunk.magic", "not \"HC\"");
+    if (f[2] != CHUNK_VERSION)
+        return fail(err, MSG_E_UNKNOWN_TYPE, "chunk.version",
+                    "version %u, expected %d", f[2], CHUNK_VERSION);
+    size_t idlen = f[3];
+    if (idlen < 1 || idlen > MSG_ID_MAX ||
+        !syntax_ok(SY_ID, (const char *)f + 4, idlen))
+        return fail(err, MSG_E_BAD_FIELD, "chunk.upload_id",
+                    "must be 1..%d of %s", MSG_ID_MAX, syn_what[SY_ID]);
+    for (size_t i = 4 + idlen; i < 68; i++)
+        if (f[i])
+            return fail(err, MSG_E_BAD_FIELD, "chunk.upload_id",
+                        "padding must be zero bytes");
+    uint64_t off = get_be(f + 68, 8);
+    uint32_t n = (uint32_t)get_be(f + 76, 4);
+    if (off > (uint64_t)MSG_UPLOAD_MAX)
+        return fail(err, MSG_E_BAD_FIELD, "chunk.offset",
+                    "must be at most %lld", (long long)MSG_UPLOAD_MAX);
+    if (n == 0)
+        return fail(err, MSG_E_BAD_FIELD, "chunk.length", "must not be 0");
+    if (n > MSG_MAX_CHUNK)
+        return fail(err, MSG_E_TOO_BIG, "chunk.length",
+                    "%u bytes exceeds %d", n, MSG_MAX_CHUNK);
+    if (len - MSG_CHUNK_HDR != n)
+        return fail(err, MSG_E_BAD_FIELD, "chunk.length",
+                    "says %u bytes but the frame carries %zu", n,
+                    len - MSG_CHUNK_HDR);
+    memcpy(out->upload_id, f + 4, idlen);
+    out->upload_id[idlen] = 0;
+    out->offset = off;
+    out->length = n;
+    out->data = f + MSG_CHUNK_HDR;
+    return 0;
+}
+
+int msg_chunk_build(unsigned char hdr[MSG_CHUNK_HDR], const char *upload_id,
+                    uint64_t offset, uint32_t length, struct msg_error *err)
+{
+    err_clear(err);
+    memset(hdr, 0, MSG_CHUNK_HDR);
+    size_t idlen = upload_id ? strnlen(upload_id, MSG_ID_MAX + 1) : 0;
+    if (idlen < 1 || idlen > MSG_ID_MAX ||
+        !syntax_ok(SY_ID, upload_id, idlen))
+        return fail(err, MSG_E_BAD_FIELD, "chunk.upload_id",
+                    "must be 1..%d of %s", MSG_ID_MAX, syn_what[SY_ID]);
+    if (offset > (uint64_t)MSG_UPLOAD_MAX)
+        return fail(err, MSG_E_BAD_FIELD, "chunk.offset",
+                    "must be at most %lld", (long long)MSG_UPLOAD_MAX);
+    if (length == 0)
+        return fail(err, MSG_E_BAD_FIELD, "chunk.length", "must not be 0");
+    if (length > MSG_MAX_CHUNK)
+        return fail(err, MSG_E_TOO_BIG, "chunk.length",
+                    "%u bytes exceeds %d", length, MSG_MAX_CHUNK);
+    hdr[0] = CHUNK_MAGIC0;
+    hdr[1] = CHUNK_MAGIC1;
+    hdr[2] = CHUNK_VERSION;
+    hdr[3] = (unsigned char)idlen;
+    memcpy(hdr + 4, upload_id, idlen);
+    put_be(hdr + 68, offset, 8);
+    put_be(hdr + 76, length, 4);
+    return 0;
+}
