@@ -1,0 +1,146 @@
+/*
+ * api — login, logout, who am I, /healthz and /metrics (see api.h).
+ *
+ * Login runs scrypt (N=2^17) on the lws thread, about 0.4 s during which
+ * no other request is served.  Acceptable for a handful of users logging
+ * in; a worker thread would be the fix if logins ever crowd the loop.
+ */
+#include "api.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "../proto/log.h"
+#include "server.h"
+
+static void audit_login(struct http_req *r, const char *action,
+                        const char *actor, const char *outcome,
+                        const char *detail)
+{
+    struct audit_entry a = {
+        .actor = actor,
+        .action = action,
+        .object = actor,
+        .outcome = outcome,
+        .remote = r->remote,
+        .detail = detail,
+    };
+
+    audit_write(r->srv->audit, &a);
+}
+
+static void set_session_cookie(struct http_req *r, const char *token,
+                               long max_age)
+{
+    char c[256];
+
+    snprintf(c, sizeof(c), "%s=%s; HttpOnly; Secure; SameSite=Strict; "
+             "Path=/; Max-Age=%ld", HTTP_COOKIE_NAME, token,
+             max_age > 0 ? max_age : 0);
+    http_add_header(r, "Set-Cookie", c);
+}
+
+static void login_json(struct http_req *r, json_t *body)
+{
+    const char *login = NULL, *password = NULL;
+    char token[AUTH_TOKEN_HEX + 1], when[32];
+    struct principal who;
+    struct err e = { 0 };
+    int64_t expires = 0;
+    int rc;
+
+    if (json_unpack(body, "{s:s,s:s}", "login", &login, "password",
+                    &password) < 0 || !*login) {
+        http_respond_error(r, 400, "invalid",
+                           "expected {\"login\": string, \"password\": "
+                           "string}");
+        return;
+    }
+    if (strlen(login) > 64 || strlen(password) > 1024) {
+        http_respond_error(r, 400, "invalid", "login or password too long");
+        return;
+    }
+    memset(&who, 0, sizeof(who));
+    rc = auth_login(r->srv->store, login, password, r->remote, token,
+                    &expires, &who, &e);
+    if (rc == ERR_AUTH || rc == ERR_RATELIMIT) {
+        int limited = rc == ERR_RATELIMIT;
+        atomic_fetch_add(&r->srv->metrics.logins_failed, 1);
+        audit_login(r, "login_failed", login,
+                    limited ? "rate_limited" : "denied", e.msg);
+        if (limited) {
+            http_add_header(r, "Retry-After", "60");
+            http_respond_error(r, 429, "rate_limited",
+                               "too many failed logins; try again later");
+        } else {
+            http_respond_error(r, 401, "unauthorized",
+                               "wrong login or password");
+        }
+        return;
+    }
+    if (rc < 0) {
+        audit_login(r, "login_failed", login, "error", e.msg);
+        http_respond_err(r, &e);
+        return;
+    }
+    audit_login(r, "login", who.login, "ok", NULL);
+    iso8601_ms(expires, when);
+    set_session_cookie(r, token, (long)((expires - now_ms()) / 1000));
+    http_respond_json(r, 200,
+                      json_pack("{s:s,s:s,s:I,s:o}", "token", token,
+                                "expires_at", when,
+                                "expires_at_ms", (json_int_t)expires,
+                                "user", http_principal_json(&who)));
+    explicit_bzero(token, sizeof(token));
+}
+
+void api_login(struct http_req *r)
+{
+    http_body_json(r, login_json);
+}
+
+void api_logout(struct http_req *r)
+{
+    struct err e = { 0 };
+
+    if (auth_logout(r->srv->store, r->token, &e) < 0 &&
+        e.code != ERR_AUTH && e.code != ERR_NOTFOUND) {
+        http_respond_err(r, &e);
+        return;
+    }
+    audit_login(r, "logout", r->who.login, "ok", NULL);
+    set_session_cookie(r, "", 0);
+    http_respond_json(r, 200, json_pack("{s:b}", "ok", 1));
+}
+
+void api_me(struct http_req *r)
+{
+    http_respond_json(r, 200, json_pack("{s:o}", "user",
+                                        http_principal_json(&r->who)));
+}
+
+void api_healthz(struct http_req *r)
+{
+    http_respond_json(r, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+void api_metrics(struct http_req *r)
+{
+    size_t len = 0;
+    char *text;
+
+    if (!r->authed && !http_remote_is_loopback(r)) {
+        http_add_header(r, "WWW-Authenticate", "Bearer");
+        http_respond_error(r, 401, "unauthorized",
+                           "/metrics needs a token when not scraped from "
+                           "loopback");
+        return;
+    }
+    text = metrics_text(&r->srv->metrics, &len);
+    if (!text) {
+        http_respond_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    http_respond_bytes(r, 200, "text/plain; version=0.0.4; charset=utf-8",
+                       (unsigned char *)text, len);
+}

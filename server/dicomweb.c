@@ -1,0 +1,968 @@
+/*
+ * dicomweb — STOW-RS, QIDO-RS, WADO-RS and rendered images (PS3.18) over
+ * the store, for http.c's "/dicomweb" route.  See dicomweb.h.
+ *
+ * STOW-RS streams: each part of the multipart/related body goes into a
+ * temp file in the store's tmp/ as it arrives (multipart.c), and is handed
+ * to store_put_file when the part ends, so memory stays flat whatever the
+ * size of the request.  The store work (hash, fsync, SQLite) runs on the
+ * lws thread; acceptable for now.
+ *
+ * STOW-RS response (PS3.18 10.5.3): a DICOM JSON object with
+ *   00081190 RetrieveURL          the study (when one study was sent)
+ *   00081199 ReferencedSOPSequence  stored (or already there, same bytes):
+ *            00081150 SOP Class, 00081155 SOP Instance, 00081190 its URL
+ *   00081198 FailedSOPSequence    00081150, 00081155 (when known),
+ *            00081197 FailureReason: 0xC000 (49152) not valid DICOM,
+ *            0x0111 (273) same SOP Instance UID with other bytes,
+ *            0xA900 (43264) Study Instance UID not the one in the URL or
+ *            part not application/dicom, 0xA700 (42752) out of resources
+ *            (over the size limit, disk), 0x0110 (272) processing failure;
+ *            and 00000902 ErrorComment (LO) with the reason in words —
+ *            the attribute DIMSE uses for the same purpose, so the
+ *            response stays plain DICOM JSON without private tags.
+ * HTTP status: 200 all stored; 202 some stored, some failed; 409 none
+ * stored (conflicts or invalid instances: the request was well formed);
+ * 400 malformed body (no parts, wrong boundary, cut short); 415 not
+ * multipart/related; type="application/dicom".
+ *
+ * WADO-RS answers multipart/related; type="application/dicom" with each
+ * stored blob's exact bytes, read from the file a chunk at a time; the
+ * Content-Length is known beforehand (blobs are immutable).
+ */
+#include "dicomweb.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../proto/dicom.h"
+#include "../proto/log.h"
+#include "cases.h"
+#include "multipart.h"
+#include "server.h"
+
+#define FAIL_PROCESSING 0x0110
+#define FAIL_DUPLICATE_SOP 0x0111
+#define FAIL_OUT_OF_RESOURCES 0xA700
+#define FAIL_MISMATCH 0xA900
+#define FAIL_CANNOT_UNDERSTAND 0xC000
+
+#define MAX_SEGS 10
+#define STOW_MAX_STUDIES 16     /* distinct studies noted for the cases */
+
+static void audit(struct http_req *r, const char *action, const char *object,
+                  const char *outcome, const char *detail)
+{
+    struct audit_entry a = {
+        .actor = r->who.login,
+        .action = action,
+        .object = object,
+        .outcome = outcome,
+        .remote = r->remote,
+        .detail = detail,
+    };
+
+    audit_write(r->srv->audit, &a);
+}
+
+/* DICOM JSON attribute {"vr": vr, "Value": [v]}. */
+static json_t *attr_str(const char *vr, const char *v)
+{
+    return json_pack("{s:s,s:[s]}", "vr", vr, "Value", v);
+}
+
+static json_t *attr_us(unsigned v)
+{
+    return json_pack("{s:s,s:[i]}", "vr", "US", "Value", (int)v);
+}
+
+/* ---- STOW-RS ------------------------------------------------------------ */
+
+struct stow {
+    struct http_req *r;
+    struct multipart *mp;
+    char study[65];             /* from the URL, or "" */
+    char base[320];             /* https://host */
+    /* the part being received */
+    int fd;
+    char tmp[4096];
+    uint64_t size;
+    int part_failed;
+    unsigned part_reason;
+    char part_msg[300];
+    /* results */
+    json_t *ok;                 /* ReferencedSOPSequence items */
+    json_t *failed;             /* FailedSOPSequence items */
+    int nstored, nfailed;
+    char studies[STOW_MAX_STUDIES][65];
+    int nstudies;               /* distinct studies of stored instances */
+    int study_mixed;
+};
+
+static void part_cleanup(struct stow *st)
+{
+    if (st->fd >= 0)
+        close(st->fd);
+    st->fd = -1;
+    if (st->tmp[0])
+        unlink(st->tmp);
+    st->tmp[0] = '\0';
+}
+
+static void stow_free(void *p)
+{
+    struct stow *st = p;
+
+    part_cleanup(st);
+    multipart_free(st->mp);
+    json_decref(st->ok);
+    json_decref(st->failed);
+    free(st);
+}
+
+static void part_fail(struct stow *st, unsigned reason, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void part_fail(struct stow *st, unsigned reason, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (st->part_failed)
+        return;
+    st->part_failed = 1;
+    st->part_reason = reason;
+    va_start(ap, fmt);
+    vsnprintf(st->part_msg, sizeof(st->part_msg), fmt, ap);
+    va_end(ap);
+    part_cleanup(st);
+}
+
+static int stow_part_begin(void *arg, const struct multipart_part *p)
+{
+    struct stow *st = arg;
+    const char *ct = multipart_part_header(p, "content-type");
+    struct err e = { 0 };
+
+    st->part_failed = 0;
+    st->part_reason = 0;
+    st->part_msg[0] = '\0';
+    st->size = 0;
+    if (ct) {
+        size_t n = strcspn(ct, "; \t");
+        if (n != 17 || strncasecmp(ct, "application/dicom", 17)) {
+            part_fail(st, FAIL_MISMATCH, "part %d is %.60s, not "
+                      "application/dicom", p->index + 1, ct);
+            return 0;
+        }
+    }
+    if (store_tmp_file(st->r->srv->store, st->tmp, &st->fd, &e) < 0) {
+        st->tmp[0] = '\0';
+        st->fd = -1;
+        part_fail(st, FAIL_OUT_OF_RESOURCES, "cannot store part %d: %s",
+                  p->index + 1, e.msg);
+    }
+    return 0;
+}
+
+static int stow_part_data(void *arg, const unsigned char *d, size_t n)
+{
+    struct stow *st = arg;
+    uint64_t max = st->r->srv->cfg.max_instance;
+
+    if (st->part_failed)
+        return 0;
+    st->size += n;
+    if (max && st->size > max) {
+        part_fail(st, FAIL_OUT_OF_RESOURCES, "instance larger than the "
+                  "limit of %llu bytes", (unsigned long long)max);
+        return 0;
+    }
+    while (n) {
+        ssize_t w = write(st->fd, d, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            part_fail(st, FAIL_OUT_OF_RESOURCES, "cannot write the "
+                      "instance: %s", strerror(errno));
+            return 0;
+        }
+        d += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static void note_study(struct stow *st, const char *uid)
+{
+    for (int i = 0; i < st->nstudies; i++)
+        if (!strcmp(st->studies[i], uid))
+            return;
+    if (st->nstudies)
+        st->study_mixed = 1;
+    if (st->nstudies < STOW_MAX_STUDIES)
+        strlcpy_h(st->studies[st->nstudies++], uid, 65);
+}
+
+static void add_failed(struct stow *st, const char *sop_class,
+                       const char *sop, unsigned reason, const char *msg)
+{
+    json_t *item = json_object();
+
+    if (sop_class && *sop_class)
+        json_object_set_new(item, "00081150", attr_str("UI", sop_class));
+    if (sop && *sop)
+        json_object_set_new(item, "00081155", attr_str("UI", sop));
+    json_object_set_new(item, "00081197", attr_us(reason));
+    json_object_set_new(item, "00000902", attr_str("LO", msg));
+    json_array_append_new(st->failed, item);
+    st->nfailed++;
+}
+
+static void add_ok(struct stow *st, const struct dcm_info *in)
+{
+    char url[1024];
+
+    snprintf(url, sizeof(url), "%s/dicomweb/studies/%s/series/%s/"
+             "instances/%s", st->base, in->study_uid, in->series_uid,
+             in->sop_uid);
+    json_array_append_new(st->ok,
+                          json_pack("{s:o,s:o,s:o}",
+                                    "00081150",
+                                    attr_str("UI", in->sop_class_uid),
+                                    "00081155", attr_str("UI", in->sop_uid),
+                                    "00081190", attr_str("UR", url)));
+    st->nstored++;
+    note_study(st, in->study_uid);
+}
+
+static int stow_part_end(void *arg)
+{
+    struct stow *st = arg;
+    struct http_req *r = st->r;
+    struct server *srv = r->srv;
+    struct store_source src = {
+        .via = "stow",
+        .calling_ae = NULL,
+        .user = r->who.login,
+        .remote = r->remote,
+        .clinic_id = r->who.clinic_id,
+    };
+    struct store_result res;
+    struct err e = { 0 };
+    char label[32];
+    int part = multipart_parts(st->mp);
+    int rc;
+
+    snprintf(label, sizeof(label), "part %d", part);
+    if (!st->part_failed && close(st->fd) < 0)
+        part_fail(st, FAIL_OUT_OF_RESOURCES, "cannot write the instance: "
+                  "%s", strerror(errno));
+    st->fd = -1;
+    if (!st->part_failed && st->study[0]) {
+        struct dcm_info in;
+        if (dicom_parse_file(st->tmp, &in, &e) == 0 &&
+            strcmp(in.study_uid, st->study)) {
+            char msg[300];
+            snprintf(msg, sizeof(msg), "Study Instance UID %s is not the "
+                     "%s of the request URL", in.study_uid, st->study);
+            part_cleanup(st);
+            metrics_stored(&srv->metrics, -1, 0);
+            audit(r, "reject", in.sop_uid, "error", msg);
+            add_failed(st, in.sop_class_uid, in.sop_uid, FAIL_MISMATCH, msg);
+            return 0;
+        }
+        /* A parse failure is reported by store_put_file below. */
+    }
+    if (st->part_failed) {
+        metrics_stored(&srv->metrics, -1, 0);
+        audit(r, "reject", label, "error", st->part_msg);
+        add_failed(st, NULL, NULL, st->part_reason, st->part_msg);
+        return 0;
+    }
+    memset(&e, 0, sizeof(e));
+    rc = store_put_file(srv->store, st->tmp, &src, &res, &e);
+    st->tmp[0] = '\0';          /* the store has taken the file over */
+    if (rc < 0) {
+        unsigned reason = rc == ERR_INVALID ? FAIL_CANNOT_UNDERSTAND :
+                          rc == ERR_TOOBIG ? FAIL_OUT_OF_RESOURCES :
+                          rc == ERR_IO ? FAIL_OUT_OF_RESOURCES :
+                          FAIL_PROCESSING;
+        char msg[300];
+        snprintf(msg, sizeof(msg), "%s: %s",
+                 rc == ERR_INVALID ? "not acceptable DICOM" :
+                 "not stored", e.msg);
+        if (rc != ERR_INVALID && rc != ERR_TOOBIG)
+            log_error("stow: %s from %s: %s", label, r->who.login, e.msg);
+        metrics_stored(&srv->metrics, -1, 0);
+        audit(r, "reject", res.info.sop_uid[0] ? res.info.sop_uid : label,
+              "error", msg);
+        add_failed(st, res.info.sop_class_uid, res.info.sop_uid, reason,
+                   msg);
+        return 0;
+    }
+    metrics_stored(&srv->metrics, res.outcome, res.size);
+    if (res.outcome == STORE_CONFLICT) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "conflict: SOP Instance UID %s already "
+                 "exists with different content; the stored original is "
+                 "kept and this copy set aside", res.info.sop_uid);
+        audit(r, "conflict", res.info.sop_uid, "conflict", msg);
+        add_failed(st, res.info.sop_class_uid, res.info.sop_uid,
+                   FAIL_DUPLICATE_SOP, msg);
+        return 0;
+    }
+    audit(r, "store", res.info.sop_uid,
+          res.outcome == STORE_DUPLICATE ? "duplicate" : "ok",
+          res.outcome == STORE_DUPLICATE ? "same bytes already stored" :
+          NULL);
+    add_ok(st, &res.info);
+    return 0;
+}
+
+static const struct multipart_cb stow_cb = {
+    stow_part_begin, stow_part_data, stow_part_end
+};
+
+static int stow_chunk(struct http_req *r, const unsigned char *d, size_t n)
+{
+    struct stow *st = http_state(r);
+    struct err e = { 0 };
+    int rc = multipart_feed(st->mp, d, n, &e);
+
+    if (rc == ERR_INVALID) {
+        part_cleanup(st);
+        http_respond_error(r, 400, "invalid", "malformed multipart body: %s"
+                           " (%d instance(s) before it were stored)", e.msg,
+                           st->nstored);
+    } else if (rc < 0) {
+        part_cleanup(st);
+        http_respond_err(r, &e);
+    }
+    return 0;
+}
+
+static void stow_end(struct http_req *r)
+{
+    struct stow *st = http_state(r);
+    struct err e = { 0 };
+    json_t *out;
+    int status;
+
+    if (r->content_length <= 0) {
+        http_respond_error(r, 400, "invalid", "empty request body");
+        return;
+    }
+    if (multipart_finish(st->mp, &e) < 0) {
+        part_cleanup(st);
+        http_respond_error(r, 400, "invalid", "malformed multipart body: %s"
+                           " (%d instance(s) before it were stored)", e.msg,
+                           st->nstored);
+        return;
+    }
+    if (multipart_parts(st->mp) == 0) {
+        http_respond_error(r, 400, "invalid",
+                           "the multipart body has no parts");
+        return;
+    }
+    for (int i = 0; i < st->nstudies; i++) {
+        memset(&e, 0, sizeof(e));
+        if (cases_images_arrived(r->srv, st->studies[i], &e) < 0)
+            log_warn("stow: images arrived for %s: %s", st->studies[i],
+                     e.msg);
+    }
+    out = json_object();
+    if (st->nstudies == 1 && !st->study_mixed) {
+        char url[512];
+        snprintf(url, sizeof(url), "%s/dicomweb/studies/%s", st->base,
+                 st->studies[0]);
+        json_object_set_new(out, "00081190", attr_str("UR", url));
+    }
+    json_object_set_new(out, "00081199",
+                        json_pack("{s:s,s:O}", "vr", "SQ", "Value", st->ok));
+    if (st->nfailed)
+        json_object_set_new(out, "00081198",
+                            json_pack("{s:s,s:O}", "vr", "SQ", "Value",
+                                      st->failed));
+    status = !st->nfailed ? 200 : st->nstored ? 202 : 409;
+    log_info("stow: %s from %s: %d stored, %d failed -> %d", r->who.login,
+             r->remote, st->nstored, st->nfailed, status);
+    http_respond_json_type(r, status, "application/dicom+json", out);
+}
+
+static void stow_begin(struct http_req *r, const char *study)
+{
+    struct multipart_ctype ct;
+    struct err e = { 0 };
+    struct stow *st;
+
+    if (!r->content_type) {
+        http_respond_error(r, 415, "unsupported_media_type",
+                           "STOW-RS needs Content-Type: multipart/related; "
+                           "type=\"application/dicom\"; boundary=...");
+        return;
+    }
+    if (multipart_parse_ctype(r->content_type, &ct, &e) < 0) {
+        if (!strncasecmp(r->content_type, "multipart/related", 17))
+            http_respond_error(r, 400, "invalid", "%s", e.msg);
+        else
+            http_respond_error(r, 415, "unsupported_media_type",
+                               "%s", e.msg);
+        return;
+    }
+    if (strcmp(ct.media, "multipart/related") ||
+        (ct.type[0] && strcmp(ct.type, "application/dicom"))) {
+        http_respond_error(r, 415, "unsupported_media_type",
+                           "STOW-RS takes multipart/related; "
+                           "type=\"application/dicom\", not %.100s",
+                           r->content_type);
+        return;
+    }
+    if (!ct.boundary[0]) {
+        http_respond_error(r, 400, "invalid",
+                           "no boundary parameter in the Content-Type");
+        return;
+    }
+    if (!http_accepts(r, "application/dicom+json") &&
+        !http_accepts(r, "application/json")) {
+        http_respond_error(r, 406, "not_acceptable",
+                           "STOW-RS answers application/dicom+json");
+        return;
+    }
+    st = calloc(1, sizeof(*st));
+    if (!st) {
+        http_respond_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    st->r = r;
+    st->fd = -1;
+    st->ok = json_array();
+    st->failed = json_array();
+    if (study)
+        strlcpy_h(st->study, study, sizeof(st->study));
+    http_base_url(r, st->base, sizeof(st->base));
+    st->mp = multipart_new(ct.boundary, &stow_cb, st, &e);
+    http_set_state(r, st, stow_free);
+    if (!st->mp) {
+        http_respond_err(r, &e);
+        return;
+    }
+    http_body_stream(r, stow_chunk, stow_end);
+}
+
+/* ---- QIDO-RS ------------------------------------------------------------ */
+
+/* A query parameter by keyword or by tag ("PatientID" or "00100020"). */
+static const char *qparam(struct http_req *r, const char *kw,
+                          const char *tag)
+{
+    const char *v = http_param(r, kw);
+
+    return v ? v : http_param(r, tag);
+}
+
+static int int_param(struct http_req *r, const char *name, int *out)
+{
+    const char *v = http_param(r, name);
+    char *end;
+    long n;
+
+    if (!v)
+        return 0;
+    errno = 0;
+    n = strtol(v, &end, 10);
+    if (errno || end == v || *end || n < 0 || n > 100000000) {
+        http_respond_error(r, 400, "invalid", "%s must be a non-negative "
+                           "integer, not \"%.40s\"", name, v);
+        return -1;
+    }
+    *out = (int)n;
+    return 0;
+}
+
+enum qido_level { Q_STUDIES, Q_SERIES, Q_INSTANCES };
+
+static void qido(struct http_req *r, enum qido_level level,
+                 const char *study, const char *series)
+{
+    struct store_query q;
+    struct store_scope scope;
+    struct err e = { 0 };
+    json_t *out = NULL;
+    char object[160], detail[64];
+    const char *v;
+    int rc;
+
+    if (!http_accepts(r, "application/dicom+json") &&
+        !http_accepts(r, "application/json")) {
+        http_respond_error(r, 406, "not_acceptable",
+                           "QIDO-RS answers application/dicom+json");
+        return;
+    }
+    memset(&q, 0, sizeof(q));
+    q.patient_id = qparam(r, "PatientID", "00100020");
+    q.patient_name = qparam(r, "PatientName", "00100010");
+    q.study_date = qparam(r, "StudyDate", "00080020");
+    q.accession = qparam(r, "AccessionNumber", "00080050");
+    q.modality = qparam(r, "ModalitiesInStudy", "00080061");
+    if (level != Q_STUDIES && (v = qparam(r, "Modality", "00080060")))
+        q.modality = v;
+    q.study_uid = study ? study : qparam(r, "StudyInstanceUID", "0020000D");
+    q.series_uid = series ? series :
+                   qparam(r, "SeriesInstanceUID", "0020000E");
+    q.sop_uid = qparam(r, "SOPInstanceUID", "00080018");
+    if (int_param(r, "limit", &q.limit) < 0 ||
+        int_param(r, "offset", &q.offset) < 0)
+        return;
+    auth_scope(&r->who, &scope);
+    switch (level) {
+    case Q_STUDIES:
+        rc = store_qido_studies(r->srv->store, &scope, &q, &out, &e);
+        break;
+    case Q_SERIES:
+        rc = store_qido_series(r->srv->store, &scope, &q, &out, &e);
+        break;
+    default:
+        rc = store_qido_instances(r->srv->store, &scope, &q, &out, &e);
+        break;
+    }
+    snprintf(object, sizeof(object), "%s%s%s",
+             level == Q_STUDIES ? "studies" : study,
+             series ? "/" : "", series ? series : "");
+    if (rc < 0) {
+        audit(r, "query", object, "error", e.msg);
+        http_respond_err(r, &e);
+        return;
+    }
+    snprintf(detail, sizeof(detail), "%zu result(s)", json_array_size(out));
+    audit(r, "query", object, "ok", detail);
+    http_respond_json_type(r, 200, "application/dicom+json", out);
+}
+
+/* ---- WADO-RS ------------------------------------------------------------ */
+
+struct wado {
+    struct store_instance *list;
+    size_t n;
+    char boundary[48];
+    size_t idx;                 /* part being sent */
+    int phase;                  /* 0 part header, 1 file, 2 closing */
+    char head[512];
+    size_t head_len, head_off;
+    int fd;
+    uint64_t left;              /* file bytes still to send */
+};
+
+static size_t part_header(const struct wado *w, size_t i, char *out,
+                          size_t n)
+{
+    int k = snprintf(out, n, "%s--%s\r\nContent-Type: application/dicom; "
+                     "transfer-syntax=%s\r\nContent-Length: %llu\r\n\r\n",
+                     i ? "\r\n" : "", w->boundary,
+                     w->list[i].transfer_syntax,
+                     (unsigned long long)w->list[i].size);
+    return k < 0 ? 0 : (size_t)k;
+}
+
+static size_t closing(const struct wado *w, char *out, size_t n)
+{
+    int k = snprintf(out, n, "%s--%s--\r\n", w->n ? "\r\n" : "",
+                     w->boundary);
+    return k < 0 ? 0 : (size_t)k;
+}
+
+static void wado_free(void *p)
+{
+    struct wado *w = p;
+
+    if (w->fd >= 0)
+        close(w->fd);
+    free(w->list);
+    free(w);
+}
+
+static ssize_t wado_fill(void *arg, unsigned char *buf, size_t cap)
+{
+    struct wado *w = arg;
+    size_t got = 0;
+
+    while (got < cap) {
+        if (w->phase == 0 && w->head_off == w->head_len) {
+            if (w->idx == w->n) {
+                w->head_len = closing(w, w->head, sizeof(w->head));
+                w->phase = 2;
+            } else {
+                w->head_len = part_header(w, w->idx, w->head,
+                                          sizeof(w->head));
+            }
+            w->head_off = 0;
+        }
+        if (w->phase == 0 || w->phase == 2) {
+            size_t k = w->head_len - w->head_off;
+            if (k > cap - got)
+                k = cap - got;
+            memcpy(buf + got, w->head + w->head_off, k);
+            w->head_off += k;
+            got += k;
+            if (w->head_off < w->head_len || w->phase == 2)
+                break;
+            /* header done: open the file */
+            struct stat sb;
+            w->fd = open(w->list[w->idx].path, O_RDONLY | O_CLOEXEC);
+            if (w->fd < 0 || fstat(w->fd, &sb) < 0 ||
+                (uint64_t)sb.st_size != w->list[w->idx].size) {
+                log_error("wado: blob %s missing or changed",
+                          w->list[w->idx].path);
+                return -1;
+            }
+            w->left = w->list[w->idx].size;
+            w->phase = 1;
+        }
+        if (w->phase == 1) {
+            size_t k = cap - got;
+            ssize_t rd;
+            if (k > w->left)
+                k = (size_t)w->left;
+            if (k) {
+                rd = read(w->fd, buf + got, k);
+                if (rd < 0 && errno == EINTR)
+                    continue;
+                if (rd <= 0) {
+                    log_error("wado: reading %s: %s", w->list[w->idx].path,
+                              rd < 0 ? strerror(errno) : "short file");
+                    return -1;
+                }
+                got += (size_t)rd;
+                w->left -= (uint64_t)rd;
+            }
+            if (!w->left) {
+                close(w->fd);
+                w->fd = -1;
+                w->idx++;
+                w->phase = 0;
+                w->head_len = w->head_off = 0;
+            }
+        }
+    }
+    return (ssize_t)got;
+}
+
+static void wado(struct http_req *r, const char *study, const char *series,
+                 const char *sop)
+{
+    struct store_scope scope;
+    struct err e = { 0 };
+    struct wado *w;
+    char object[200], detail[64], ctype[160], tmp[512];
+    uint64_t total = 0;
+    int rc;
+
+    if (!http_accepts(r, "multipart/related")) {
+        http_respond_error(r, 406, "not_acceptable",
+                           "WADO-RS answers multipart/related; "
+                           "type=\"application/dicom\"");
+        return;
+    }
+    w = calloc(1, sizeof(*w));
+    if (!w) {
+        http_respond_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    w->fd = -1;
+    auth_scope(&r->who, &scope);
+    snprintf(object, sizeof(object), "%s%s%s%s%s", study,
+             series ? "/" : "", series ? series : "", sop ? "/" : "",
+             sop ? sop : "");
+    if (sop) {
+        w->list = calloc(1, sizeof(*w->list));
+        rc = w->list ? store_find_instance(r->srv->store, &scope, study,
+                                           series, sop, w->list, &e)
+                     : err_set(&e, ERR_INTERNAL, "out of memory");
+        w->n = rc == 0;
+    } else {
+        rc = store_list_instances(r->srv->store, &scope, study, series,
+                                  &w->list, &w->n, &e);
+    }
+    if (rc == 0 && w->n == 0)
+        rc = err_set(&e, ERR_NOTFOUND, "no such study or series");
+    if (rc < 0) {
+        audit(r, "retrieve", object, rc == ERR_NOTFOUND ? "not_found" :
+              "error", e.msg);
+        wado_free(w);
+        if (rc == ERR_NOTFOUND)
+            http_respond_error(r, 404, "not_found", "%s", e.msg);
+        else
+            http_respond_err(r, &e);
+        return;
+    }
+    random_hex(w->boundary, 16);
+    for (size_t i = 0; i < w->n; i++) {
+        struct stat sb;
+        if (stat(w->list[i].path, &sb) < 0) {
+            log_error("wado: blob %s of %s: %s", w->list[i].path,
+                      w->list[i].sop_uid, strerror(errno));
+            audit(r, "retrieve", object, "error", "blob missing");
+            wado_free(w);
+            http_respond_error(r, 500, "internal",
+                               "a stored file is missing; see the log");
+            return;
+        }
+        w->list[i].size = (uint64_t)sb.st_size;
+        total += part_header(w, i, tmp, sizeof(tmp)) + w->list[i].size;
+    }
+    total += closing(w, tmp, sizeof(tmp));
+    snprintf(ctype, sizeof(ctype), "multipart/related; "
+             "type=\"application/dicom\"; boundary=%s", w->boundary);
+    snprintf(detail, sizeof(detail), "%zu instance(s)", w->n);
+    audit(r, "retrieve", object, "ok", detail);
+    http_add_header(r, "Cache-Control", "private, no-store");
+    http_respond_stream(r, 200, ctype, total, wado_fill, w, wado_free);
+}
+
+/* ---- rendered ----------------------------------------------------------- */
+
+static int parse_window(struct http_req *r, struct dcm_render_opts *o)
+{
+    const char *v = http_param(r, "window");
+    char fn[16] = "";
+    double c, w;
+    int n = 0;
+
+    o->window_mode = DCM_WINDOW_DEFAULT;
+    if (!v || !*v)
+        return 0;
+    if (dicom_window_preset(v, &c, &w) == 0) {
+        o->window_mode = DCM_WINDOW_EXPLICIT;
+        o->center = c;
+        o->width = w;
+        return 0;
+    }
+    if (sscanf(v, "%lf,%lf%n", &c, &w, &n) != 2 ||
+        (v[n] && (v[n] != ',' || sscanf(v + n + 1, "%15[A-Za-z_]%n", fn,
+                                        &n) != 1))) {
+        http_respond_error(r, 400, "invalid", "window must be "
+                           "center,width[,function] or a preset name "
+                           "(brain, subdural, stroke, bone, lung, abdomen)");
+        return -1;
+    }
+    if (fn[0] && strcasecmp(fn, "linear")) {
+        http_respond_error(r, 422, "unsupported", "window function \"%s\" "
+                           "is not supported; only linear", fn);
+        return -1;
+    }
+    if (!(w >= 1.0) || w > 1e7 || c < -1e7 || c > 1e7) {
+        http_respond_error(r, 400, "invalid", "window width must be at "
+                           "least 1 and values sane");
+        return -1;
+    }
+    o->window_mode = DCM_WINDOW_EXPLICIT;
+    o->center = c;
+    o->width = w;
+    return 0;
+}
+
+static int parse_viewport(struct http_req *r, struct dcm_render_opts *o)
+{
+    const char *v = http_param(r, "viewport");
+    int w, h, n = 0;
+
+    if (!v || !*v)
+        return 0;
+    if (sscanf(v, "%d,%d%n", &w, &h, &n) != 2 || v[n] || w < 1 || h < 1 ||
+        w > 8192 || h > 8192) {
+        http_respond_error(r, 400, "invalid", "viewport must be W,H "
+                           "(1..8192 each)");
+        return -1;
+    }
+    o->max_width = w;
+    o->max_height = h;
+    return 0;
+}
+
+static void rendered(struct http_req *r, const char *study,
+                     const char *series, const char *sop, const char *frame)
+{
+    struct dcm_render_opts o;
+    struct store_scope scope;
+    struct store_instance in;
+    struct err e = { 0 };
+    unsigned char *jpeg = NULL;
+    size_t len = 0;
+    char key[512], sha[65], etag[40], detail[64];
+    int n = 1, q = 0, rc;
+    double t0;
+
+    memset(&o, 0, sizeof(o));
+    if (frame) {
+        char *end;
+        long f = strtol(frame, &end, 10);
+        if (*end || end == frame || f < 1 || f > 1000000) {
+            http_respond_error(r, 400, "invalid", "frame numbers start at "
+                               "1");
+            return;
+        }
+        n = (int)f;
+    }
+    if (!http_accepts(r, "image/jpeg")) {
+        http_respond_error(r, 406, "not_acceptable",
+                           "rendered images are image/jpeg");
+        return;
+    }
+    if (parse_window(r, &o) < 0 || parse_viewport(r, &o) < 0 ||
+        int_param(r, "quality", &q) < 0)
+        return;
+    if (q > 100) {
+        http_respond_error(r, 400, "invalid", "quality is 1..100");
+        return;
+    }
+    o.quality = q;
+    o.frame = n - 1;
+    auth_scope(&r->who, &scope);
+    rc = store_find_instance(r->srv->store, &scope, study, series, sop, &in,
+                             &e);
+    if (rc < 0) {
+        audit(r, "render", sop, rc == ERR_NOTFOUND ? "not_found" : "error",
+              e.msg);
+        if (rc == ERR_NOTFOUND)
+            http_respond_error(r, 404, "not_found", "no such instance");
+        else
+            http_respond_err(r, &e);
+        return;
+    }
+    if (in.frames > 0 && n > in.frames) {
+        http_respond_error(r, 404, "not_found", "frame %d of %d", n,
+                           in.frames);
+        return;
+    }
+    snprintf(key, sizeof(key), "%s|%d|%d|%.6g|%.6g|%d|%d|%d", in.sha256,
+             o.frame, o.window_mode, o.center, o.width, o.max_width,
+             o.max_height, o.quality);
+    sha256_hex(key, strlen(key), sha);
+    snprintf(etag, sizeof(etag), "\"%.32s\"", sha);
+    snprintf(detail, sizeof(detail), "frame %d", n);
+    if (r->if_none_match && strstr(r->if_none_match, etag)) {
+        audit(r, "render", sop, "ok", "not modified");
+        http_add_header(r, "ETag", etag);
+        http_add_header(r, "Cache-Control", "private, max-age=86400");
+        http_respond_bytes(r, 304, "image/jpeg", NULL, 0);
+        return;
+    }
+    t0 = now_mono();
+    rc = dicom_render_jpeg(in.path, &o, &jpeg, &len, NULL, NULL, &e);
+    metrics_render(&r->srv->metrics, now_mono() - t0);
+    if (rc < 0) {
+        audit(r, "render", sop, "error", e.msg);
+        if (rc == ERR_NOTFOUND)
+            http_respond_error(r, 404, "not_found", "%s", e.msg);
+        else if (rc == ERR_UNSUPPORTED || rc == ERR_INVALID)
+            http_respond_error(r, 422, "unsupported", "cannot render this "
+                               "instance: %s", e.msg);
+        else
+            http_respond_err(r, &e);
+        return;
+    }
+    audit(r, "render", sop, "ok", detail);
+    http_add_header(r, "ETag", etag);
+    http_add_header(r, "Cache-Control", "private, max-age=86400");
+    http_respond_bytes(r, 200, "image/jpeg", jpeg, len);
+}
+
+/* ---- routing ------------------------------------------------------------ */
+
+void dicomweb_handle(struct http_req *r)
+{
+    char path[1024];
+    char *seg[MAX_SEGS], *p, *save = NULL;
+    int n = 0, get = r->method == HTTP_GET;
+    const char *st, *se, *sop;
+
+    if (strlen(r->path) >= sizeof(path)) {
+        http_respond_error(r, 404, "not_found", "no such resource");
+        return;
+    }
+    strlcpy_h(path, r->path + strlen("/dicomweb"), sizeof(path));
+    for (p = strtok_r(path, "/", &save); p; p = strtok_r(NULL, "/", &save)) {
+        if (n == MAX_SEGS) {
+            http_respond_error(r, 404, "not_found", "no such resource");
+            return;
+        }
+        seg[n++] = p;
+    }
+    if (n < 1 || strcmp(seg[0], "studies")) {
+        http_respond_error(r, 404, "not_found", "no such DICOMweb resource "
+                           "(supported: /dicomweb/studies...)");
+        return;
+    }
+    /* Every UID position is checked before any lookup. */
+    for (int i = 1; i < n; i++) {
+        int uid_pos = i == 1 || (i == 3 && !strcmp(seg[2], "series")) ||
+                      (i == 5 && !strcmp(seg[4], "instances"));
+        if (uid_pos && !dicom_uid_valid(seg[i])) {
+            http_respond_error(r, 400, "invalid", "\"%.70s\" is not a "
+                               "valid UID", seg[i]);
+            return;
+        }
+    }
+    st = n > 1 ? seg[1] : NULL;
+    if (n <= 2) {
+        if (r->method == HTTP_POST)
+            stow_begin(r, st);
+        else if (n == 1)
+            qido(r, Q_STUDIES, NULL, NULL);
+        else
+            wado(r, st, NULL, NULL);
+        return;
+    }
+    if (!get) {
+        http_add_header(r, "Allow", "GET");
+        http_respond_error(r, 405, "method_not_allowed",
+                           "only GET is allowed here");
+        return;
+    }
+    if (n == 3 && !strcmp(seg[2], "series")) {
+        qido(r, Q_SERIES, st, NULL);
+        return;
+    }
+    if (n == 3 && !strcmp(seg[2], "instances")) {
+        qido(r, Q_INSTANCES, st, NULL);
+        return;
+    }
+    if (strcmp(seg[2], "series")) {
+        http_respond_error(r, 404, "not_found", "no such DICOMweb resource");
+        return;
+    }
+    se = seg[3];
+    if (n == 4) {
+        wado(r, st, se, NULL);
+        return;
+    }
+    if (strcmp(seg[4], "instances")) {
+        http_respond_error(r, 404, "not_found", "no such DICOMweb resource");
+        return;
+    }
+    if (n == 5) {
+        qido(r, Q_INSTANCES, st, se);
+        return;
+    }
+    sop = seg[5];
+    if (n == 6) {
+        wado(r, st, se, sop);
+        return;
+    }
+    if (n == 7 && !strcmp(seg[6], "rendered")) {
+        rendered(r, st, se, sop, NULL);
+        return;
+    }
+    if (n == 9 && !strcmp(seg[6], "frames") && !strcmp(seg[8], "rendered")) {
+        rendered(r, st, se, sop, seg[7]);
+        return;
+    }
+    http_respond_error(r, 404, "not_found", "no such DICOMweb resource "
+                       "(metadata, bulk data and frames are not offered)");
+}
