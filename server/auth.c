@@ -384,6 +384,18 @@ int auth_user_add(struct store *s, const char *login, const char *clinic,
     if (!clinic || (rc = clinic_id_of(s, clinic, &clinic_id, e)))
         return clinic ? rc : err_set(e, ERR_NOTFOUND, "no clinic given");
 
+    /* Checked before the (slow) hash too; the insert below still
+     * decides a race. */
+    sqlite3_stmt *st = store_stmt(s, "SELECT 1 FROM users WHERE login = ?1",
+                                  e);
+    if (!st)
+        return ERR_DB;
+    sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW)
+        return err_set(e, ERR_CONFLICT, "login '%s' exists", login);
+
     char hash[256];
     if ((rc = auth_password_hash(password, hash, sizeof hash, e)))
         return rc;
@@ -391,7 +403,7 @@ int auth_user_add(struct store *s, const char *login, const char *clinic,
     sqlite3 *db = store_db(s);
     if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL))
         return err_set(e, ERR_DB, "user: %s", sqlite3_errmsg(db));
-    sqlite3_stmt *st = store_stmt(
+    st = store_stmt(
         s,
         "INSERT INTO users (login, clinic_id, role, password, created)"
         " VALUES (?1, ?2, ?3, ?4, ?5)",
