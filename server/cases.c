@@ -131,7 +131,7 @@ const char *cases_study_visible_sql(void)
      * naming its UID in a case of their own. */
     return "EXISTS (SELECT 1 FROM case_studies cs"
            " JOIN cases c ON c.case_id = cs.case_id"
-           " JOIN users u ON u.id = ?"
+           " JOIN users u ON u.id = :uid"
            " WHERE cs.study_uid = studies.study_uid"
            " AND c.clinic_id = studies.clinic_id AND " VISIBLE ")";
 }

@@ -1,0 +1,308 @@
+/*
+ * test_outbox — the per-user event queues (server/outbox.c) on a bare
+ * SQLite file: per-user seqs 1, 2, 3..., unique event ids, fetch after a
+ * seq with a limit, cumulative acks and their rules, the dirty set, a
+ * rolled-back transaction leaving no trace, and everything surviving a
+ * close and reopen of the database.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "../../server/outbox.h"
+
+static char dir[256];
+static char path[512];
+static sqlite3 *db;
+static struct outbox *ob;
+
+static void open_db(void)
+{
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA journal_mode = WAL;"
+                                      "PRAGMA synchronous = FULL;",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    struct err e = {0};
+    ob = outbox_open(db, &e);
+    if (!ob)
+        fail_msg("outbox_open: %s", e.msg);
+}
+
+static void close_db(void)
+{
+    outbox_close(ob);
+    ob = NULL;
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    db = NULL;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    strcpy(dir, "/tmp/hashi-test-outbox-XXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    snprintf(path, sizeof path, "%s/hashi.db", dir);
+    open_db();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (ob)
+        close_db();
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd);
+}
+
+static int64_t append(int64_t user, const char *kind, const char *case_id,
+                      int n)
+{
+    struct err e = {0};
+    json_t *body = json_pack("{s:i, s:s}", "n", n, "note", "x\"y\\z");
+    int64_t seq = -1;
+    if (outbox_append(ob, user, kind, case_id, body, &seq, &e))
+        fail_msg("append: %s", e.msg);
+    json_decref(body);
+    return seq;
+}
+
+static json_t *fetch(int64_t user, int64_t after, int limit)
+{
+    struct err e = {0};
+    json_t *ev = NULL;
+    assert_int_equal(outbox_fetch(ob, user, after, limit, &ev, &e), 0);
+    assert_true(json_is_array(ev));
+    return ev;
+}
+
+static void test_seq_per_user(void **state)
+{
+    (void)state;
+    assert_int_equal(append(7, "case.new", "c1", 0), 1);
+    assert_int_equal(append(7, "message.new", "c1", 1), 2);
+    assert_int_equal(append(9, "case.new", "c1", 2), 1);
+    assert_int_equal(append(7, "case.claimed", NULL, 3), 3);
+    assert_int_equal(outbox_last_seq(ob, 7), 3);
+    assert_int_equal(outbox_last_seq(ob, 9), 1);
+    assert_int_equal(outbox_last_seq(ob, 42), 0);
+
+    json_t *ev = fetch(7, 0, 100);
+    assert_int_equal(json_array_size(ev), 3);
+    static const char *const kinds[] = {
+        "case.new", "message.new", "case.claimed",
+    };
+    for (size_t i = 0; i < 3; i++) {
+        json_t *x = json_array_get(ev, i);
+        assert_string_equal(json_string_value(json_object_get(x, "type")),
+                            "event");
+        assert_int_equal(json_integer_value(json_object_get(x, "seq")),
+                         (json_int_t)i + 1);
+        assert_string_equal(json_string_value(json_object_get(x, "kind")),
+                            kinds[i]);
+        const char *id = json_string_value(json_object_get(x, "event_id"));
+        assert_int_equal(strlen(id), 32);
+        assert_int_equal(strspn(id, "0123456789abcdef"), 32);
+        assert_true(json_integer_value(json_object_get(x, "at")) > 0);
+        json_t *b = json_object_get(x, "body");
+        assert_int_equal(json_integer_value(json_object_get(b, "n")),
+                         i == 2 ? 3 : (json_int_t)i);
+        assert_string_equal(json_string_value(json_object_get(b, "note")),
+                            "x\"y\\z");
+    }
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(ev, 0), "case_id")), "c1");
+    assert_true(json_is_null(json_object_get(json_array_get(ev, 2),
+                                             "case_id")));
+    const char *a = json_string_value(json_object_get(json_array_get(ev, 0),
+                                                      "event_id"));
+    const char *b = json_string_value(json_object_get(json_array_get(ev, 1),
+                                                      "event_id"));
+    assert_string_not_equal(a, b);
+    json_decref(ev);
+
+    /* After a seq, and with a limit. */
+    ev = fetch(7, 1, 1);
+    assert_int_equal(json_array_size(ev), 1);
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_array_get(ev, 0), "seq")), 2);
+    json_decref(ev);
+    ev = fetch(7, 3, 100);
+    assert_int_equal(json_array_size(ev), 0);
+    json_decref(ev);
+    ev = fetch(9, 0, 100);
+    assert_int_equal(json_array_size(ev), 1);
+    json_decref(ev);
+}
+
+static void test_ack_rules(void **state)
+{
+    (void)state;
+    struct err e = {0};
+    for (int i = 0; i < 5; i++)
+        append(3, "message.new", "c", i);
+    assert_int_equal(outbox_acked_seq(ob, 3), 0);
+    assert_int_equal(outbox_ack(ob, 3, 6, &e), ERR_INVALID);
+    assert_int_equal(outbox_ack(ob, 3, -1, &e), ERR_INVALID);
+    assert_int_equal(outbox_ack(ob, 4, 1, &e), ERR_INVALID); /* no events */
+    assert_int_equal(outbox_ack(ob, 4, 0, &e), 0);
+    assert_int_equal(outbox_ack(ob, 3, 4, &e), 0);
+    assert_int_equal(outbox_acked_seq(ob, 3), 4);
+    /* Lower acks are ignored. */
+    assert_int_equal(outbox_ack(ob, 3, 2, &e), 0);
+    assert_int_equal(outbox_acked_seq(ob, 3), 4);
+    /* Recent acknowledged events are kept (a client may reconnect with an
+     * older last_seq); what is after the ack is there. */
+    json_t *ev = fetch(3, 4, 100);
+    assert_int_equal(json_array_size(ev), 1);
+    json_decref(ev);
+    assert_int_equal(outbox_ack(ob, 3, 5, &e), 0);
+    assert_int_equal(outbox_acked_seq(ob, 3), 5);
+    ev = fetch(3, 5, 100);
+    assert_int_equal(json_array_size(ev), 0);
+    json_decref(ev);
+}
+
+static void test_prune_old_acked(void **state)
+{
+    (void)state;
+    struct err e = {0};
+    for (int i = 0; i < 4; i++)
+        append(5, "case.new", "c", i);
+    /* Age the first three by ten days. */
+    assert_int_equal(sqlite3_exec(db,
+                                  "UPDATE outbox SET at = at - 864000000"
+                                  " WHERE seq <= 3", NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(outbox_ack(ob, 5, 2, &e), 0);
+    json_t *ev = fetch(5, 0, 100);
+    /* seq 1, 2: old and acknowledged -> gone; 3 old but not acked. */
+    assert_int_equal(json_array_size(ev), 2);
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_array_get(ev, 0), "seq")), 3);
+    json_decref(ev);
+    /* Seqs keep counting from the cursor, not from what is left. */
+    assert_int_equal(append(5, "case.new", "c", 9), 5);
+}
+
+static void test_dirty_set(void **state)
+{
+    (void)state;
+    int64_t *ids = NULL;
+    size_t n = 99;
+    assert_int_equal(outbox_take_dirty(ob, &ids, &n), 0);
+    assert_int_equal(n, 0);
+    assert_null(ids);
+    append(1, "k", NULL, 0);
+    append(2, "k", NULL, 0);
+    append(1, "k", NULL, 0);
+    for (int64_t u = 100; u < 140; u++)     /* grows past its first size */
+        append(u, "k", NULL, 0);
+    assert_int_equal(outbox_take_dirty(ob, &ids, &n), 0);
+    assert_int_equal(n, 42);
+    assert_int_equal(ids[0], 1);
+    assert_int_equal(ids[1], 2);
+    assert_int_equal(ids[41], 139);
+    free(ids);
+    assert_int_equal(outbox_take_dirty(ob, &ids, &n), 0);
+    assert_int_equal(n, 0);
+    append(3, "k", NULL, 0);
+    outbox_clear_dirty(ob);
+    assert_int_equal(outbox_take_dirty(ob, &ids, &n), 0);
+    assert_int_equal(n, 0);
+}
+
+static void test_rollback_leaves_nothing(void **state)
+{
+    (void)state;
+    append(8, "case.new", "c", 0);
+    assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(append(8, "case.new", "c", 1), 2);
+    assert_int_equal(append(8, "case.new", "c", 2), 3);
+    assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL),
+                     SQLITE_OK);
+    outbox_clear_dirty(ob);
+    assert_int_equal(outbox_last_seq(ob, 8), 1);
+    assert_int_equal(append(8, "case.new", "c", 3), 2);
+    json_t *ev = fetch(8, 0, 100);
+    assert_int_equal(json_array_size(ev), 2);
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_object_get(json_array_get(ev, 1), "body"),
+                         "n")), 3);
+    json_decref(ev);
+}
+
+static void test_survives_reopen(void **state)
+{
+    (void)state;
+    struct err e = {0};
+    char ids[3][33];
+    for (int i = 0; i < 3; i++)
+        append(11, "case.new", "c", i);
+    assert_int_equal(outbox_ack(ob, 11, 1, &e), 0);
+    json_t *ev = fetch(11, 0, 100);
+    for (int i = 0; i < 3; i++)
+        strlcpy_h(ids[i], json_string_value(json_object_get(
+                              json_array_get(ev, i), "event_id")), 33);
+    json_decref(ev);
+
+    close_db();
+    open_db();
+    assert_int_equal(outbox_last_seq(ob, 11), 3);
+    assert_int_equal(outbox_acked_seq(ob, 11), 1);
+    ev = fetch(11, 1, 100);
+    assert_int_equal(json_array_size(ev), 2);
+    /* Same events, same ids: a client drops what it already had. */
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(ev, 0), "event_id")), ids[1]);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(ev, 1), "event_id")), ids[2]);
+    json_decref(ev);
+    assert_int_equal(append(11, "case.new", "c", 4), 4);
+}
+
+static void test_bad_arguments(void **state)
+{
+    (void)state;
+    struct err e = {0};
+    assert_int_equal(outbox_append(ob, 0, "k", NULL, NULL, NULL, &e),
+                     ERR_INVALID);
+    assert_int_equal(outbox_append(ob, 1, "", NULL, NULL, NULL, &e),
+                     ERR_INVALID);
+    /* A NULL body is stored as null. */
+    assert_int_equal(outbox_append(ob, 1, "k", NULL, NULL, NULL, &e), 0);
+    json_t *ev = fetch(1, 0, 0);
+    assert_int_equal(json_array_size(ev), 1);
+    assert_true(json_is_null(json_object_get(json_array_get(ev, 0),
+                                             "body")));
+    json_decref(ev);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_seq_per_user, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ack_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_old_acked, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_dirty_set, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollback_leaves_nothing, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_survives_reopen, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
