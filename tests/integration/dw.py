@@ -15,6 +15,10 @@ non-zero (with a reason on stderr) when the input is not what it must be:
   mkbad KIND SRC OUT                 write a deliberately broken instance
   rewrite SRC OUT KEY=VALUE...       copy SRC with attributes changed (pydicom)
   sha256 FILE...                     "hash  file" lines
+  uids FILE...                       "file study series sop" lines
+  verify-wado URL CACERT TOKEN exact|dataset FILE...
+                                     WADO-RS every FILE back over one
+                                     connection and compare; print count
   blobcheck DATADIR                  every indexed blob exists, hashes right
 
 Run with /usr/bin/python3 (Debian's pydicom and numpy).
@@ -334,11 +338,64 @@ def cmd_sha256(args):
         print(hashlib.sha256(read(p)).hexdigest(), p)
 
 
+# ---- many instances at once ---------------------------------------------
+
+def file_uids(path):
+    import pydicom
+    ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    return (str(ds.get("StudyInstanceUID", "")),
+            str(ds.get("SeriesInstanceUID", "")),
+            str(ds.get("SOPInstanceUID", "")))
+
+
+def cmd_uids(args):
+    for p in args:
+        print(p, *file_uids(p))
+
+
+def https_conn(url, cacert):
+    import http.client
+    import ssl
+    import urllib.parse
+    u = urllib.parse.urlsplit(url)
+    ctx = ssl.create_default_context(cafile=cacert)
+    return http.client.HTTPSConnection(u.hostname, u.port, context=ctx,
+                                       timeout=60)
+
+
+def cmd_verify_wado(args):
+    url, cacert, token, mode, files = args[0], args[1], args[2], args[3], \
+        args[4:]
+    conn = https_conn(url, cacert)
+    for path in files:
+        st, se, sop = file_uids(path)
+        conn.request("GET", "/dicomweb/studies/%s/series/%s/instances/%s"
+                     % (st, se, sop),
+                     headers={"Authorization": "Bearer " + token,
+                              "Accept": 'multipart/related; '
+                                        'type="application/dicom"'})
+        r = conn.getresponse()
+        body = r.read()
+        if r.status != 200:
+            die("WADO-RS %s: status %d: %r" % (sop, r.status, body[:200]))
+        parts = split_multipart(r.getheader("Content-Type", ""), body)
+        if len(parts) != 1:
+            die("WADO-RS %s: %d parts, expected 1" % (sop, len(parts)))
+        got, sent = parts[0][1], read(path)
+        if mode == "dataset":
+            got, sent = got[meta_end(got):], sent[meta_end(sent):]
+        if got != sent:
+            die("WADO-RS %s: %d bytes differ from the %d sent (%s, %s)"
+                % (sop, len(got), len(sent), path, mode))
+    print(len(files))
+
+
 # ---- store checks --------------------------------------------------------
 
 def cmd_blobcheck(args):
     """Every indexed instance's blob is at blobs/ab/cd/<sha256> and hashes
-    to it.  Prints the number of indexed instances."""
+    to it, and every file under blobs/ is such a blob.  Prints the number
+    of indexed instances."""
     data = args[0]
     db = sqlite3.connect("file:%s?mode=ro" % os.path.join(data, "hashi.db"),
                          uri=True)
@@ -356,8 +413,20 @@ def cmd_blobcheck(args):
         if hashlib.sha256(read(path)).hexdigest() != sha:
             sys.stderr.write("blob %s does not hash to its name\n" % path)
             bad += 1
+    # Not only the indexed ones: no file under blobs/ may be a half file.
+    files = 0
+    for root, _dirs, names in os.walk(os.path.join(data, "blobs")):
+        for name in names:
+            files += 1
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, os.path.join(data, "blobs"))
+            if rel != os.path.join(name[0:2], name[2:4], name) or \
+                    hashlib.sha256(read(path)).hexdigest() != name:
+                sys.stderr.write("stray or half blob file %s\n" % path)
+                bad += 1
     if bad:
-        die("%d of %d indexed blobs bad" % (bad, len(rows)))
+        die("%d bad of %d indexed blobs and %d blob files"
+            % (bad, len(rows), files))
     print(len(rows))
 
 
@@ -366,7 +435,8 @@ COMMANDS = {
     "dataset-equal": cmd_dataset_equal, "jpeg": cmd_jpeg,
     "jpeg-stats": cmd_jpeg_stats, "count": cmd_count, "values": cmd_values,
     "mkbad": cmd_mkbad, "rewrite": cmd_rewrite, "sha256": cmd_sha256,
-    "blobcheck": cmd_blobcheck,
+    "blobcheck": cmd_blobcheck, "uids": cmd_uids,
+    "verify-wado": cmd_verify_wado,
 }
 
 if __name__ == "__main__":

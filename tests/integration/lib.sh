@@ -32,11 +32,16 @@ mkdir -p "$HASHI_TESTDATA"
 T_TMP=$(mktemp -d "$HASHI_TESTDATA/run-$T_NAME.XXXXXX")
 T_FAILED=0
 HPID=""
+T_ATEXIT=""
+
+at_exit() { T_ATEXIT="$T_ATEXIT
+$*"; }    # run a command at exit, before the data is removed
 
 log() { echo "[$T_NAME] $*"; }
 
 cleanup() {
     rc=$?
+    eval "$T_ATEXIT" 2>/dev/null
     hashi_stop 2>/dev/null
     if [ "$rc" -ne 0 ] || [ "$T_FAILED" -ne 0 ]; then
         echo "[$T_NAME] kept $T_TMP for inspection"
