@@ -130,6 +130,11 @@ static int fail(struct msg_error *err, enum msg_code code, const char *field,
         snprintf(err->message, sizeof err->message, "%s: %s", field, what);
     else
         strlcpy_h(err->message, what, sizeof err->message);
+    /* jansson quotes the offending input; the message goes back on the
+     * wire as an error.message, so keep it printable ASCII */
+    for (char *c = err->message; *c; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+            *c = '?';
     if (code == MSG_E_TOO_BIG)
         return ERR_TOOBIG;
     if (code == MSG_E_INTERNAL)
@@ -157,8 +162,8 @@ static const char *const syn_what[] = {
     [SY_TEXT] = "valid UTF-8 without control characters but tab and newline",
     [SY_LOGIN] = "letters, digits, '.', '_', '@' and '-' only",
     [SY_SPECIALTY] = "lower-case letters, digits, '_' and '-' only",
-    [SY_UID] = "a DICOM UID (digits and dots, no empty component, "
-               "no leading zero)",
+    [SY_UID] = ("a DICOM UID (digits and dots, no empty component, "
+                "no leading zero)"),
     [SY_SHA256] = "64 lower-case hex digits",
 };
 
