@@ -565,10 +565,14 @@ static json_t *receipt_logins(sqlite3 *db, const char *message_id,
 static json_t *message_from_row(sqlite3_stmt *st)
 {
     json_t *image = json_null();
-    if (col_text(st, 4))
-        image = json_pack("{s:o, s:o, s:o}", "sop_uid", col_json_text(st, 4),
-                          "frame", col_json_int(st, 5),
-                          "window", col_json_text(st, 6));
+    if (col_text(st, 4)) {
+        const char *w = col_text(st, 6);
+        json_t *window = w ? json_loads(w, JSON_DECODE_ANY, NULL) : NULL;
+        image = json_pack("{s:o, s:o}", "sop_uid", col_json_text(st, 4),
+                          "frame", col_json_int(st, 5));
+        if (window)
+            json_object_set_new(image, "window", window);
+    }
     return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}",
                      "message_id", col_json_text(st, 0),
                      "case_id", col_json_text(st, 1),
@@ -810,6 +814,8 @@ static int parse_create(json_t *req, struct create_req *r, struct err *e)
         return err_set(e, ERR_INVALID,
                        "priority: one of stat, urgent, routine");
     r->specialty = jstr(req, "specialty");
+    if (r->specialty && !*r->specialty)     /* "" is absent */
+        r->specialty = NULL;
     if (r->specialty && (blank(r->specialty) || strlen(r->specialty) > 64))
         return err_set(e, ERR_INVALID, "specialty: 1..64 characters");
     r->specialist = jstr(req, "specialist");
@@ -1401,15 +1407,20 @@ int cases_reopen(struct server *srv, const struct principal *who,
 
 /* ---- messages ------------------------------------------------------------ */
 
+static int message_write(struct server *srv, const struct principal *who,
+                         const struct case_row *r, const char *mid,
+                         const char *text, const char *sop, int64_t frame,
+                         const char *window, json_t **out, struct err *e);
+
 static int message_step(struct server *srv, const struct principal *who,
                         const struct case_row *r, json_t *req, json_t **out,
                         struct err *e)
 {
-    sqlite3 *db = dbof(srv);
     const char *mid = jstr(req, "message_id");
     const char *text = jstr(req, "text");
     json_t *image = json_object_get(req, "image");
     const char *sop = NULL, *window = NULL;
+    char *window_text = NULL;   /* the window as JSON text */
     int64_t frame = 1;
     if (!valid_id(mid))
         return err_set(e, ERR_INVALID,
@@ -1428,8 +1439,37 @@ static int message_step(struct server *srv, const struct principal *who,
                 return err_set(e, ERR_INVALID, "image.frame: 1 or more");
             frame = json_integer_value(f);
         }
-        window = jstr(image, "window");
+        json_t *w = json_object_get(image, "window");
+        if (w && !json_is_null(w)) {
+            /* {center, width} as the codec gives it; a preset name is
+             * kept as it is. */
+            if (json_is_object(w)) {
+                json_t *c = json_object_get(w, "center");
+                json_t *wd = json_object_get(w, "width");
+                if (!json_is_number(c) || !json_is_number(wd) ||
+                    json_number_value(wd) <= 0)
+                    return err_set(e, ERR_INVALID,
+                                   "image.window: {center, width > 0}");
+            } else if (!json_is_string(w)) {
+                return err_set(e, ERR_INVALID,
+                               "image.window: an object or a preset name");
+            }
+            window_text = json_dumps(w, JSON_COMPACT | JSON_ENCODE_ANY);
+            window = window_text;
+        }
     }
+    int rc = message_write(srv, who, r, mid, text, sop, frame, window, out,
+                           e);
+    free(window_text);
+    return rc;
+}
+
+static int message_write(struct server *srv, const struct principal *who,
+                         const struct case_row *r, const char *mid,
+                         const char *text, const char *sop, int64_t frame,
+                         const char *window, json_t **out, struct err *e)
+{
+    sqlite3 *db = dbof(srv);
     if (who->user_id <= 0)
         return err_set(e, ERR_FORBIDDEN, "only users can write messages");
 

@@ -22,6 +22,7 @@
 #include <sqlite3.h>
 
 #include "../../proto/log.h"
+#include "../../proto/msg.h"
 #include "../../server/auth.h"
 #include "../../server/cases.h"
 #include "../../server/outbox.h"
@@ -1007,6 +1008,78 @@ static void test_audit_lines(void **state)
     srv.audit = audit_open(dir, &e);
 }
 
+/* Requests as the hashi.v1 codec hands them over (msg_from_json, then
+ * msg_to_json) are what cases_* take. */
+static json_t *through_codec(enum msg_type type, const char *text)
+{
+    json_t *in = json_loads(text, 0, NULL);
+    assert_non_null(in);
+    struct msg m;
+    struct msg_error me;
+    memset(&me, 0, sizeof me);
+    if (msg_from_json(in, type, &m, &me))
+        fail_msg("codec: %s: %s", me.field, me.message);
+    strcpy(m.id, "req-1");      /* a request's id, which the REST body
+                                   may leave out */
+    json_t *out = msg_to_json(&m, &me);
+    if (!out)
+        fail_msg("codec out: %s: %s", me.field, me.message);
+    msg_free(&m);
+    json_decref(in);
+    return out;
+}
+
+static void test_codec_requests(void **state)
+{
+    (void)state;
+    struct err e = {0};
+    json_t *out = NULL;
+    json_t *req = through_codec(
+        MSG_CASE_CREATE,
+        "{\"case_id\": \"codec-1\", \"question\": \"Stroke?\","
+        " \"priority\": \"stat\", \"specialty\": \"neurology\","
+        " \"patient\": {\"age\": 64, \"sex\": \"M\"},"
+        " \"study_uids\": [\"1.2.3\", \"1.2.4\"]}");
+    int created = 0;
+    if (cases_create(&srv, &who[REQ_A], req, &out, &created, &e))
+        fail_msg("create: %s", e.msg);
+    assert_int_equal(created, 1);
+    assert_int_equal(json_array_size(json_object_get(out, "study_uids")), 2);
+    assert_string_equal(json_string_value(json_array_get(
+                            json_object_get(out, "study_uids"), 1)), "1.2.4");
+    assert_true(json_is_null(json_object_get(out, "specialist")));
+    json_decref(out);
+    json_decref(req);
+
+    req = through_codec(
+        MSG_MESSAGE_SEND,
+        "{\"case_id\": \"codec-1\", \"message_id\": \"cm-1\","
+        " \"text\": \"Look here\", \"image\": {\"sop_uid\": \"1.2.3.9\","
+        " \"frame\": 3, \"window\": {\"center\": 40, \"width\": 80}}}");
+    if (cases_message(&srv, &who[REQ_A], req, &out, &e))
+        fail_msg("message: %s", e.msg);
+    json_t *img = json_object_get(out, "image");
+    assert_int_equal(json_integer_value(json_object_get(img, "frame")), 3);
+    json_t *w = json_object_get(img, "window");
+    assert_true(json_number_value(json_object_get(w, "center")) == 40.0);
+    assert_true(json_number_value(json_object_get(w, "width")) == 80.0);
+    json_decref(out);
+    json_decref(req);
+
+    req = through_codec(MSG_CASE_ANSWER,
+                        "{\"case_id\": \"codec-1\", \"impression\":"
+                        " \"Left MCA infarct\"}");
+    assert_int_equal(cases_claim(&srv, &who[N1], "codec-1", &out, &e), 0);
+    json_decref(out);
+    if (cases_answer(&srv, &who[N1], "codec-1", req, &out, &e))
+        fail_msg("answer: %s", e.msg);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(out, "answer"), "recommendation")),
+                        "");
+    json_decref(out);
+    json_decref(req);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1030,6 +1103,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_oncall_set_checks, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_audit_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_codec_requests, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
