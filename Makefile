@@ -15,7 +15,7 @@ CFLAGS  += -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L \
 CXXFLAGS ?= -O2 -g
 CXXFLAGS += -std=c++17 -Wall -Wextra -MMD -MP
 DCMTK_LIBS := -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmnet -ldcmdata \
-              -loflog -lofstd
+              -loflog -lofstd -ljpeg
 LIBS    := $(DCMTK_LIBS) -lwebsockets -lssl -lcrypto -lsqlite3 -ljansson \
            -lpthread -lstdc++ -lm
 
