@@ -241,6 +241,10 @@ static void tx_rollback(struct server *srv)
         outbox_clear_dirty(srv->outbox);
 }
 
+/* The WebSocket layer may be absent (admin subcommands, a build without
+ * ws.c): then the events wait in the outboxes for the next hello. */
+#pragma weak ws_push_dirty
+
 /* COMMIT, then hand the new events to the WebSocket layer. */
 static int tx_commit(struct server *srv, struct err *e)
 {
@@ -249,7 +253,10 @@ static int tx_commit(struct server *srv, struct err *e)
         tx_rollback(srv);
         return ERR_DB;
     }
-    ws_push_dirty(srv);
+    if (ws_push_dirty)
+        ws_push_dirty(srv);
+    else if (srv->outbox)
+        outbox_clear_dirty(srv->outbox);
     return 0;
 }
 
