@@ -574,7 +574,8 @@ static int load_file(const char *path, DcmFileFormat &ff, int all,
 /* ---- dcm_info --------------------------------------------------------- */
 
 /* Copy s into dst (n bytes) as valid UTF-8: trimmed of padding, invalid
- * sequences replaced by U+FFFD, cut only at a character boundary. */
+ * sequences and control bytes replaced by U+FFFD, cut only at a character
+ * boundary. */
 static void put_utf8(char *dst, size_t n, const char *s, size_t slen)
 {
     while (slen > 0 && (s[slen - 1] == ' ' || s[slen - 1] == 0))
@@ -606,6 +607,8 @@ static void put_utf8(char *dst, size_t n, const char *s, size_t slen)
         }
         if (ok && c == 0)
             break;
+        if (c < 0x20 || c == 0x7f)      /* control bytes, ISO 2022 escapes */
+            ok = 0;
         const char *src = ok ? s + i : "\xEF\xBF\xBD";
         size_t w = ok ? k : 3;
         if (o + w >= n)
@@ -617,10 +620,11 @@ static void put_utf8(char *dst, size_t n, const char *s, size_t slen)
     dst[o] = 0;
 }
 
-static int has_high_bytes(const OFString &s)
+/* Anything beyond ASCII, or an ISO 2022 escape sequence? */
+static int needs_conversion(const OFString &s)
 {
     for (size_t i = 0; i < s.length(); i++)
-        if ((unsigned char)s[i] >= 0x80)
+        if ((unsigned char)s[i] >= 0x80 || s[i] == 0x1b)
             return 1;
     return 0;
 }
@@ -634,7 +638,7 @@ static void get_text(DcmItem *ds, const DcmTagKey &tag, const OFString &cs,
     dst[0] = 0;
     if (ds->findAndGetOFString(tag, v).bad())
         return;
-    if (has_high_bytes(v) && !cs.empty() && cs != "ISO_IR 192") {
+    if (needs_conversion(v) && !cs.empty() && cs != "ISO_IR 192") {
         DcmSpecificCharacterSet conv;
         OFString out;
         if (conv.selectCharacterSet(cs).good() &&
@@ -696,12 +700,8 @@ static int fill_info(DcmFileFormat &ff, const char *ts,
                   DcmXfer(ds->getOriginalXfer()).getXferID(),
                   sizeof out->transfer_syntax);
 
-    OFString cs;
+    OFString cs;   /* all values: ISO 2022 code extensions need them */
     ds->findAndGetOFStringArray(DCM_SpecificCharacterSet, cs);
-    /* only the first value selects the default repertoire we convert */
-    size_t bs = cs.find('\\');
-    if (bs != OFString_npos)
-        cs = cs.substr(0, bs);
     get_text(ds, DCM_PatientID, cs, out->patient_id, sizeof out->patient_id);
     get_text(ds, DCM_PatientName, cs, out->patient_name,
              sizeof out->patient_name);

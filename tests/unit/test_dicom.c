@@ -31,7 +31,9 @@
 #include "../../proto/dicom.h"
 #include "../../proto/util.h"
 
-#define PYDICOM_FILES "/usr/lib/python3/dist-packages/pydicom/data/test_files"
+#define PYDICOM_DATA "/usr/lib/python3/dist-packages/pydicom/data"
+#define PYDICOM_FILES PYDICOM_DATA "/test_files"
+#define PYDICOM_CHARSETS PYDICOM_DATA "/charset_files"
 
 static char fx[1024];           /* generated fixtures */
 static char tmp[1024];          /* scratch for this run */
@@ -689,6 +691,39 @@ static void test_pydicom_all_files(void **state)
     assert_true(ok > 30);
 }
 
+/* Names come back as UTF-8, converted from the file's character set. */
+static void test_charsets(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *file, *name;
+    } cs[] = {
+        {"chrFren.dcm", "Buc^J\u00e9r\u00f4me"},           /* ISO_IR 100 */
+        {"chrGerm.dcm", "\u00c4neas^R\u00fcdiger"},        /* ISO_IR 100 */
+        {"chrGreek.dcm", "\u0394\u03b9\u03bf\u03bd\u03c5\u03c3\u03b9"
+                         "\u03bf\u03c2"},                /* ISO_IR 126 */
+        {"chrX1.dcm", "Wang^XiaoDong=\u738b^\u5c0f\u6771="}, /* IR 192 */
+        {"chrI2.dcm", "Hong^Gildong=\u6d2a^\u5409\u6d1e=\ud64d^\uae38"
+                      "\ub3d9"},                      /* ISO 2022 IR 149 */
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
+        struct dcm_info d;
+        struct err e = {0};
+        const char *path = P(PYDICOM_CHARSETS, cs[i].file);
+        if (dicom_parse_file(path, &d, &e) != 0)
+            fail_msg("%s: %s", cs[i].file, e.msg);
+        assert_string_equal(d.patient_name, cs[i].name);
+    }
+    /* ISO 2022 IR 87 (Japanese) is beyond glibc iconv in DCMTK: the name
+     * comes back with its escape bytes replaced, still valid UTF-8. */
+    struct dcm_info d;
+    struct err e = {0};
+    assert_int_equal(dicom_parse_file(P(PYDICOM_CHARSETS, "chrH31.dcm"), &d,
+                                      &e), 0);
+    assert_non_null(strstr(d.patient_name, "Yamada^Tarou="));
+    assert_null(strchr(d.patient_name, 0x1b));
+}
+
 /* ---- render ----------------------------------------------------------- */
 
 static unsigned char *render(const char *path, int mode, double c, double w,
@@ -1202,6 +1237,7 @@ int main(void)
         cmocka_unit_test(test_bad_structure),
         cmocka_unit_test(test_pydicom_odd_files),
         cmocka_unit_test(test_pydicom_all_files),
+        cmocka_unit_test(test_charsets),
         cmocka_unit_test(test_render_ct),
         cmocka_unit_test(test_render_quality),
         cmocka_unit_test(test_presets),
