@@ -186,6 +186,27 @@ static int open_db(struct store *s, struct err *e)
     return schema_migrate(s->db, e);
 }
 
+/* The 256 first-level fan-out directories, made once, so that a store
+ * rarely has to sync blobs/ for a new one.  (The 65536 second-level ones
+ * would cost 256 MB of directory blocks; they come on demand.) */
+static int make_level1(struct store *s)
+{
+    char p[4096];
+    if (path_join(p, sizeof p, s->blobs, "ff"))
+        return ERR_TOOBIG;
+    struct stat st;
+    if (stat(p, &st) == 0)
+        return 0;
+    for (int i = 0; i < 256; i++) {
+        char name[3];
+        snprintf(name, sizeof name, "%02x", i);
+        if (path_join(p, sizeof p, s->blobs, name) ||
+            (mkdir(p, 0700) && errno != EEXIST))
+            return ERR_IO;
+    }
+    return fsync_dir(s->blobs);
+}
+
 struct store *store_open(const char *data_dir, struct err *e)
 {
     struct store *s = calloc(1, sizeof *s);
@@ -211,8 +232,9 @@ struct store *store_open(const char *data_dir, struct err *e)
             return NULL;
         }
     }
-    if (fsync_dir(s->data_dir)) {
-        err_set(e, ERR_IO, "fsync %s: %s", s->data_dir, strerror(errno));
+    if (fsync_dir(s->data_dir) || make_level1(s)) {
+        err_set(e, ERR_IO, "setting up %s: %s", s->data_dir,
+                strerror(errno));
         free(s);
         return NULL;
     }
