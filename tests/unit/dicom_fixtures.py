@@ -16,6 +16,9 @@ Writes into OUTDIR:
   bad/uid_dotdot.dcm     SOP Instance UID "1.2.3/../../etc"
   bad/uid_letters.dcm    Study Instance UID "1.2.840.abc"
   bad/uid_leading0.dcm   Series Instance UID "1.2.03.4"
+  var/no_preamble.dcm    the first slice without its 128-byte preamble+DICM
+  var/implicit.dcm       the first slice as implicit VR little endian
+  var/bare_implicit.dcm  the same with no meta header at all
 The deeply nested sequence is built by the C test itself.
 """
 import os
@@ -81,6 +84,23 @@ def main():
         d = pydicom.dcmread(first)
         setattr(d, attr, val)
         d.save_as(os.path.join(bad, name + ".dcm"))
+    var = os.path.join(out, "var")
+    os.makedirs(var, exist_ok=True)
+    open(os.path.join(var, "no_preamble.dcm"), "wb").write(raw[132:])
+    d = pydicom.dcmread(first)
+    d.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    d.is_implicit_VR = True
+    d.is_little_endian = True
+    imp = os.path.join(var, "implicit.dcm")
+    d.save_as(imp)
+    b = open(imp, "rb").read()
+    off = 132                      # skip the meta group, explicit LE
+    while struct.unpack_from("<H", b, off)[0] == 0x0002:
+        if b[off + 4:off + 6] in (b"OB", b"OW", b"UN", b"SQ", b"UT"):
+            off += 12 + struct.unpack_from("<I", b, off + 8)[0]
+        else:
+            off += 8 + struct.unpack_from("<H", b, off + 6)[0]
+    open(os.path.join(var, "bare_implicit.dcm"), "wb").write(b[off:])
     return 0
 
 

@@ -147,6 +147,10 @@ static int run(const char *fmt, ...)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+static void sha_of(const char *path, char out[65]);
+static unsigned char *render(const char *path, int mode, double c, double w,
+                             int mw, int mh, size_t *len, int *ow, int *oh);
+
 /* ---- setup ------------------------------------------------------------ */
 
 static int group_setup(void **state)
@@ -268,6 +272,39 @@ static void test_parse_ct(void **state)
     if (rc)
         fail_msg("parse_mem: %s", e.msg);
     assert_memory_equal(&a, &b, sizeof a);
+}
+
+/* The same slice without preamble, in implicit VR, and as a bare
+ * implicit VR dataset with no meta header. */
+static void test_parse_variants(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *file, *ts;
+    } v[] = {
+        {"no_preamble.dcm", DICOM_TS_EXPLICIT_LE},
+        {"implicit.dcm", DICOM_TS_IMPLICIT_LE},
+        {"bare_implicit.dcm", DICOM_TS_IMPLICIT_LE},
+    };
+    char var[PATH_MAX], s0[65], s[65];
+    keep(var, fx, "var");
+    sha_of(ct(1), s0);
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
+        struct dcm_info d;
+        struct err e = {0};
+        const char *path = P(var, v[i].file);
+        if (dicom_parse_file(path, &d, &e) != 0)
+            fail_msg("%s: %s", v[i].file, e.msg);
+        assert_string_equal(d.sop_uid, want("sop_uid"));
+        assert_string_equal(d.transfer_syntax, v[i].ts);
+        assert_int_equal(d.rows, 512);
+        sha_of(path, s);
+        assert_string_equal(s, s0);
+        size_t n;
+        int w, h;
+        free(render(path, DCM_WINDOW_DEFAULT, 0, 0, 64, 64, &n, &w, &h));
+        assert_int_equal(w, 64);
+    }
 }
 
 static void test_parse_series(void **state)
@@ -1171,6 +1208,20 @@ static void test_scp(void **state)
     assert_int_equal(r.count, 3);
     pthread_mutex_unlock(&r.mu);
 
+    /* deflated, implicit VR and RLE presentation contexts */
+    assert_int_equal(run("TCP_NODELAY=1 storescu -q -xd -aet TESTSCU "
+                         "-aec HASHI 127.0.0.1 %d '%s'", cfg.port, ct(2)), 0);
+    assert_int_equal(run("TCP_NODELAY=1 storescu -q -xi -aet TESTSCU "
+                         "-aec HASHI 127.0.0.1 %d '%s'", cfg.port, ct(3)), 0);
+    assert_int_equal(run("TCP_NODELAY=1 storescu -q -xr -aet TESTSCU "
+                         "-aec HASHI 127.0.0.1 %d '%s'", cfg.port,
+                         P(PYDICOM_FILES, "MR_small_RLE.dcm")), 0);
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.count, 6);
+    assert_string_equal(r.sop[5], MR_SOP);
+    assert_string_equal(r.sop[3], r.sop[1]);
+    pthread_mutex_unlock(&r.mu);
+
     /* an unknown calling AE is refused at association time */
     assert_int_not_equal(run("TCP_NODELAY=1 storescu -q -aet BADAE "
                              "-aec HASHI 127.0.0.1 %d '%s' 2>/dev/null",
@@ -1178,7 +1229,7 @@ static void test_scp(void **state)
     assert_int_not_equal(run("TCP_NODELAY=1 echoscu -q -aet BADAE -aec HASHI "
                              "127.0.0.1 %d 2>/dev/null", cfg.port), 0);
     pthread_mutex_lock(&r.mu);
-    assert_int_equal(r.count, 3);
+    assert_int_equal(r.count, 6);
     /* a failure status and comment from the callback reach the SCU */
     r.status = DICOM_STATUS_OUT_OF_RESOURCES;
     pthread_mutex_unlock(&r.mu);
@@ -1230,6 +1281,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uid_valid),
         cmocka_unit_test(test_parse_ct),
+        cmocka_unit_test(test_parse_variants),
         cmocka_unit_test(test_parse_series),
         cmocka_unit_test(test_parse_bad),
         cmocka_unit_test(test_nesting_limit),
