@@ -9,7 +9,7 @@
 
 ST=$(study ct200 200 --patient-id CRASH200 --seed 200) || exit 1
 hashi_setup
-tok=$(login demo-requester) || exit 1
+tok=$(login demo-admin) || exit 1
 
 first=$ST/CT00001.dcm
 study_uid=$(attr_of "$first" StudyInstanceUID)
@@ -58,7 +58,7 @@ assert_ge "$seen" "$n" "indexed instances after restart (none lost)"
 assert_le 199 "$n" "indexed instances (the kill came midway)"
 left=$(find "$DATA/tmp" -type f | wc -l)
 assert_eq 0 "$left" "files left in $DATA/tmp"
-tok=$(login demo-requester) || exit 1
+tok=$(login demo-admin) || exit 1
 assert_eq "$n" "$(qido_count "$tok" "$ipath?limit=1000")" \
     "instances QIDO lists after restart (= rows indexed)"
 

@@ -12,7 +12,7 @@ hashi_setup
 tok=$(login demo-admin) || exit 1
 
 log "storescu 50 slices"
-storescu -aet STORESCU -aec HASHI +sd 127.0.0.1 "$DPORT" "$ST" \
+storescu -aet DEMO_CT -aec HASHI 127.0.0.1 "$DPORT" "$ST"/*.dcm \
     >"$T_TMP/storescu.log" 2>&1 ||
     fail "storescu exited $?: $(tail -5 "$T_TMP/storescu.log")"
 if grep -Eq '^(E|W|F):' "$T_TMP/storescu.log"; then
@@ -106,13 +106,13 @@ cmp -s "$T_TMP/brain.jpg" "$T_TMP/bone.jpg" &&
     fail "brain and bone windows gave the same JPEG"
 
 # ---- C-ECHO
-echoscu -aet STORESCU -aec HASHI 127.0.0.1 "$DPORT" >"$T_TMP/echo.log" 2>&1 ||
+echoscu -aet DEMO_CT -aec HASHI 127.0.0.1 "$DPORT" >"$T_TMP/echo.log" 2>&1 ||
     fail "echoscu failed: $(cat "$T_TMP/echo.log")"
 
 # ---- an unknown calling AE is refused; nothing of its study is stored
 ST2=$(study ct2-stranger 2 --patient-id STRANGER --seed 7) || exit 1
 before=$(total_instances "$tok")
-if storescu -aet NOBODY -aec HASHI +sd 127.0.0.1 "$DPORT" "$ST2" \
+if storescu -aet NOBODY -aec HASHI 127.0.0.1 "$DPORT" "$ST2"/*.dcm \
         >"$T_TMP/stranger.log" 2>&1; then
     fail "storescu with unknown AE NOBODY succeeded: $(cat "$T_TMP/stranger.log")"
 fi

@@ -23,6 +23,7 @@ set -u
 export TCP_NODELAY=1      # DCMTK's tools turn Nagle off only when asked
 
 PY=/usr/bin/python3
+export PYTHONWARNINGS=ignore    # pydicom warns about the invalid UIDs we make
 LIBDIR="$HASHI_ROOT/tests/integration"
 DW="$LIBDIR/dw.py"
 SERVER="$HASHI_BUILD/hashi-server"
@@ -175,9 +176,9 @@ hashi_kill9() {
 }
 
 healthz_ok() {
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
+    _hc=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
         --cacert "$CACERT" "$HURL/healthz")
-    assert_eq 200 "$code" "/healthz after $1"
+    assert_eq 200 "$_hc" "/healthz after $1"
     kill -0 "$HPID" 2>/dev/null || fail "server died after $1"
 }
 
