@@ -56,6 +56,7 @@
 
 #define MAX_SEGS 10
 #define STOW_MAX_STUDIES 16     /* distinct studies noted for the cases */
+#define STOW_WBUF (256 * 1024)  /* part bytes gathered per write() */
 
 static void audit(struct http_req *r, const char *action, const char *object,
                   const char *outcome, const char *detail)
@@ -94,6 +95,8 @@ struct stow {
     int fd;
     char tmp[4096];
     uint64_t size;
+    unsigned char *wbuf;        /* STOW_WBUF bytes */
+    size_t wlen;
     int part_failed;
     unsigned part_reason;
     char part_msg[300];
@@ -114,6 +117,7 @@ static void part_cleanup(struct stow *st)
     if (st->tmp[0])
         unlink(st->tmp);
     st->tmp[0] = '\0';
+    st->wlen = 0;
 }
 
 static void stow_free(void *p)
@@ -124,6 +128,7 @@ static void stow_free(void *p)
     multipart_free(st->mp);
     json_decref(st->ok);
     json_decref(st->failed);
+    free(st->wbuf);
     free(st);
 }
 
@@ -154,6 +159,7 @@ static int stow_part_begin(void *arg, const struct multipart_part *p)
     st->part_reason = 0;
     st->part_msg[0] = '\0';
     st->size = 0;
+    st->wlen = 0;
     if (ct) {
         size_t n = strcspn(ct, "; \t");
         if (n != 17 || strncasecmp(ct, "application/dicom", 17)) {
@@ -171,6 +177,28 @@ static int stow_part_begin(void *arg, const struct multipart_part *p)
     return 0;
 }
 
+/* Write out what part data is gathered; on failure the part fails. */
+static int flush(struct stow *st)
+{
+    const unsigned char *d = st->wbuf;
+    size_t n = st->wlen;
+
+    while (n) {
+        ssize_t w = write(st->fd, d, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            part_fail(st, FAIL_OUT_OF_RESOURCES, "cannot write the "
+                      "instance: %s", strerror(errno));
+            return -1;
+        }
+        d += w;
+        n -= (size_t)w;
+    }
+    st->wlen = 0;
+    return 0;
+}
+
 static int stow_part_data(void *arg, const unsigned char *d, size_t n)
 {
     struct stow *st = arg;
@@ -185,16 +213,15 @@ static int stow_part_data(void *arg, const unsigned char *d, size_t n)
         return 0;
     }
     while (n) {
-        ssize_t w = write(st->fd, d, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            part_fail(st, FAIL_OUT_OF_RESOURCES, "cannot write the "
-                      "instance: %s", strerror(errno));
+        size_t k = STOW_WBUF - st->wlen;
+        if (k > n)
+            k = n;
+        memcpy(st->wbuf + st->wlen, d, k);
+        st->wlen += k;
+        d += k;
+        n -= k;
+        if (st->wlen == STOW_WBUF && flush(st) < 0)
             return 0;
-        }
-        d += w;
-        n -= (size_t)w;
     }
     return 0;
 }
@@ -261,6 +288,8 @@ static int stow_part_end(void *arg)
     int rc;
 
     snprintf(label, sizeof(label), "part %d", part);
+    if (!st->part_failed)
+        flush(st);
     if (!st->part_failed && close(st->fd) < 0)
         part_fail(st, FAIL_OUT_OF_RESOURCES, "cannot write the instance: "
                   "%s", strerror(errno));
@@ -442,6 +471,7 @@ static void stow_begin(struct http_req *r, const char *study)
     }
     st->r = r;
     st->fd = -1;
+    st->wbuf = malloc(STOW_WBUF);
     st->ok = json_array();
     st->failed = json_array();
     if (study)
@@ -449,6 +479,10 @@ static void stow_begin(struct http_req *r, const char *study)
     http_base_url(r, st->base, sizeof(st->base));
     st->mp = multipart_new(ct.boundary, &stow_cb, st, &e);
     http_set_state(r, st, stow_free);
+    if (!st->wbuf) {
+        http_respond_error(r, 500, "internal", "out of memory");
+        return;
+    }
     if (!st->mp) {
         http_respond_err(r, &e);
         return;

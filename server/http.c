@@ -1231,6 +1231,7 @@ int http_start(struct server *srv, struct err *e)
                                   SSL_OP_NO_RENEGOTIATION |
                                   SSL_OP_CIPHER_SERVER_PREFERENCE);
     info.max_http_header_data = 8192;
+    info.pt_serv_buf_size = 65536;  /* bigger body pieces per read */
     info.timeout_secs = 60;
     info.keepalive_timeout = 30;
 

@@ -347,13 +347,25 @@ int multipart_feed(struct multipart *m, const void *data, size_t len,
         case ST_PREAMBLE:
         case ST_DATA:
             if (m->matched == 0) {
-                const unsigned char *cr = memchr(p + i, '\r', len - i);
-                size_t stop = cr ? (size_t)(cr - p) : len;
+                /* Skip CRs that visibly start no delimiter, so data goes
+                 * out in runs as long as the input piece. */
+                size_t j = i, k = len, cmp;
 
-                if (m->st == ST_DATA && (rc = emit(m, p + i, stop - i)) < 0)
+                for (;;) {
+                    const unsigned char *cr = memchr(p + j, '\r', len - j);
+                    if (!cr)
+                        break;
+                    k = (size_t)(cr - p);
+                    cmp = len - k < m->dlen ? len - k : m->dlen;
+                    if (!memcmp(p + k, m->delim, cmp))
+                        break;
+                    j = k + 1;
+                    k = len;
+                }
+                if (m->st == ST_DATA && (rc = emit(m, p + i, k - i)) < 0)
                     return fail_cb(m, e, rc);
-                i = stop;
-                if (!cr)
+                i = k;
+                if (k == len)
                     break;
                 m->matched = 1;
                 i++;

@@ -28,6 +28,7 @@ struct seen {
     unsigned char *data[MAXPARTS];
     size_t len[MAXPARTS];
     int fail_at_begin;             /* return ERR_IO from part_begin #n */
+    int data_calls;
 };
 
 static int on_begin(void *arg, const struct multipart_part *p)
@@ -57,6 +58,7 @@ static int on_data(void *arg, const unsigned char *d, size_t n)
     assert_true(k >= 0);
     assert_int_equal(s->ended, k);         /* data only inside a part */
     assert_true(n > 0);
+    s->data_calls++;
     s->data[k] = realloc(s->data[k], s->len[k] + n);
     memcpy(s->data[k] + s->len[k], d, n);
     s->len[k] += n;
@@ -245,6 +247,28 @@ static void test_binary_data(void **state)
     struct expect x = { 1, { "" }, { (const char *)data },
                         { sizeof(data) } };
     all_ways("0123456789abcdef", body, n, &x);
+}
+
+/* Data full of CRs fed in one piece comes out in one run, not a call per
+ * CR (STOW-RS writes each run to disk). */
+static void test_data_runs(void **state)
+{
+    (void)state;
+    unsigned char body[70000];
+    struct seen s;
+    struct err e;
+    size_t n = 0;
+
+    n += (size_t)sprintf((char *)body, "--r\r\n\r\n");
+    for (int i = 0; i < 65536; i++)
+        body[n++] = (i % 7) ? '\r' : (unsigned char)i;
+    n += (size_t)sprintf((char *)body + n, "\r\n--r--");
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(run("r", body, n, NULL, 0, &s, &e), 0);
+    assert_int_equal(s.nparts, 1);
+    assert_int_equal(s.len[0], 65536);
+    assert_true(s.data_calls <= 2);
+    seen_free(&s);
 }
 
 static void test_empty_parts(void **state)
@@ -480,6 +504,7 @@ int main(void)
         cmocka_unit_test(test_preamble_epilogue_padding),
         cmocka_unit_test(test_boundary_like_data),
         cmocka_unit_test(test_binary_data),
+        cmocka_unit_test(test_data_runs),
         cmocka_unit_test(test_empty_parts),
         cmocka_unit_test(test_headers),
         cmocka_unit_test(test_wrong_boundary),
