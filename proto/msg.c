@@ -99,7 +99,10 @@ int msg_code_parse(const char *name)
     return index_of(code_names, MSG_CODE_COUNT, name);
 }
 
-const char *msg_kind_name(int k) { return name_of(kind_names, MSG_EV_COUNT, k); }
+const char *msg_kind_name(int k)
+{
+    return name_of(kind_names, MSG_EV_COUNT, k);
+}
 const char *msg_priority_name(int p)
 {
     return name_of(prio_names, MSG_PRIO_COUNT, p);
@@ -108,7 +111,10 @@ const char *msg_status_name(int s)
 {
     return name_of(status_names, MSG_ST_COUNT, s);
 }
-const char *msg_role_name(int r) { return name_of(role_names, MSG_ROLE_COUNT, r); }
+const char *msg_role_name(int r)
+{
+    return name_of(role_names, MSG_ROLE_COUNT, r);
+}
 
 /* ---- errors ----------------------------------------------------------- */
 
@@ -285,59 +291,9 @@ static bool syntax_ok(enum syn sy, const char *s, size_t n)
     return true;
 }
 
-/* ---- timestamps: "2026-11-28T11:23:48.123Z", UTC, milliseconds -------- */
-
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static bool digits(const char *s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
-static bool time_parse(const char *s, size_t n, int64_t *ms)
-{
-    static const int mdays[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31,
-                                 30, 31 };
-    int y, mo, d, h, mi, se, f;
-
-    if (n != 24 || s[4] != '-' || s[7] != '-' || s[10] != 'T' ||
-        s[13] != ':' || s[16] != ':' || s[19] != '.' || s[23] != 'Z')
-        return false;
-    if (!digits(s, 4, &y) || !digits(s + 5, 2, &mo) ||
-        !digits(s + 8, 2, &d) || !digits(s + 11, 2, &h) ||
-        !digits(s + 14, 2, &mi) || !digits(s + 17, 2, &se) ||
-        !digits(s + 20, 3, &f))
-        return false;
-    if (y < 1970 || mo < 1 || mo > 12 || h > 23 || mi > 59 || se > 59)
-        return false;
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    int dmax = mdays[mo - 1] + (mo == 2 && leap);
-    if (d < 1 || d > dmax)
-        return false;
-    int64_t days = days_from_civil(y, mo, d);
-    *ms = ((days * 24 + h) * 60 + mi) * 60000LL + se * 1000LL + f;
-    return true;
-}
-
 /* ---- field tables ----------------------------------------------------- */
 
-enum fkind { F_STR, F_INT, F_NUM, F_BOOL, F_ENUM, F_TIME, F_OBJ, F_JSON,
-             F_STRARR };
+enum fkind { F_STR, F_INT, F_NUM, F_BOOL, F_ENUM, F_OBJ, F_JSON, F_STRARR };
 
 #define NO_HAS ((size_t)-1)
 
@@ -384,9 +340,7 @@ struct fdesc {
 #define FENUM(T, f, rq, nm, n) \
     { .name = #f, .kind = F_ENUM, .req = rq, .off = offsetof(T, f), \
       .has = NO_HAS, .names = nm, .n_names = n }
-#define FTIME(T, f) \
-    { .name = #f, .kind = F_TIME, .req = true, .off = offsetof(T, f), \
-      .has = NO_HAS }
+#define FTIME(T, f) FINT(T, f, 0, MSG_TIME_MAX)  /* ms since the epoch */
 #define FOBJ(T, f, tbl) \
     { .name = #f, .kind = F_OBJ, .req = true, .off = offsetof(T, f), \
       .has = NO_HAS, .sub = tbl }
@@ -494,7 +448,7 @@ static const struct fdesc casereason_f[] = { /* close, reopen */
 };
 static const struct fdesc answer_f[] = {
     FSTR(struct msg_case_answer, case_id, SY_ID, true, true),
-    FSTR(struct msg_case_answer, impression, SY_TEXT, true, true),
+    FSTR(struct msg_case_answer, impression, SY_TEXT, false, false),
     FSTR(struct msg_case_answer, recommendation, SY_TEXT, false, false),
     FSTR(struct msg_case_answer, text, SY_TEXT, false, false),
     FEND
@@ -508,7 +462,7 @@ static const struct fdesc list_f[] = {
 static const struct fdesc send_f[] = {
     FSTR(struct msg_message_send, case_id, SY_ID, true, true),
     FSTR(struct msg_message_send, message_id, SY_ID, true, true),
-    FSTR(struct msg_message_send, text, SY_TEXT, false, false),
+    FSTR(struct msg_message_send, text, SY_TEXT, true, true),
     FOBJ_OPT(struct msg_message_send, image, image_f),
     FEND
 };
@@ -553,11 +507,11 @@ static int check_create(const struct msg *m, struct msg_error *err)
     return 0;
 }
 
-static int check_send(const struct msg *m, struct msg_error *err)
+static int check_answer(const struct msg *m, struct msg_error *err)
 {
-    if (!m->message_send.text[0] && !m->message_send.has_image)
-        return fail(err, MSG_E_MISSING_FIELD, "text",
-                    "text is required unless an image is given");
+    if (!m->case_answer.impression[0] && !m->case_answer.text[0])
+        return fail(err, MSG_E_MISSING_FIELD, "impression",
+                    "an impression or a text is required");
     return 0;
 }
 
@@ -589,12 +543,12 @@ static const struct tdesc types[MSG_TYPE_COUNT] = {
     [MSG_ERROR] = { DIR_S, ID_NONE, error_f, NULL },
     [MSG_CASE_CREATE] = { DIR_C, ID_REQ, create_f, check_create },
     [MSG_CASE_CLAIM] = { DIR_C, ID_REQ, caseref_f, NULL },
-    [MSG_CASE_ANSWER] = { DIR_C, ID_REQ, answer_f, NULL },
+    [MSG_CASE_ANSWER] = { DIR_C, ID_REQ, answer_f, check_answer },
     [MSG_CASE_CLOSE] = { DIR_C, ID_REQ, casereason_f, NULL },
     [MSG_CASE_REOPEN] = { DIR_C, ID_REQ, casereason_f, NULL },
     [MSG_CASE_LIST] = { DIR_C, ID_REQ, list_f, NULL },
     [MSG_CASE_GET] = { DIR_C, ID_REQ, caseref_f, NULL },
-    [MSG_MESSAGE_SEND] = { DIR_C, ID_REQ, send_f, check_send },
+    [MSG_MESSAGE_SEND] = { DIR_C, ID_REQ, send_f, NULL },
     [MSG_MESSAGE_READ] = { DIR_C, ID_REQ, read_f, NULL },
     [MSG_UPLOAD_BEGIN] = { DIR_C, ID_REQ, ubegin_f, NULL },
     [MSG_UPLOAD_END] = { DIR_C, ID_REQ, uend_f, NULL },
@@ -701,13 +655,6 @@ static int check_one(const struct fdesc *f, const char *base,
         int v = *(const int *)p;
         if (v <= 0 || v >= f->n_names)
             return fail(err, MSG_E_BAD_FIELD, path, "unknown value");
-        return 0;
-    }
-    case F_TIME: {
-        int64_t v = *(const int64_t *)p;
-        if (v < 0 || v > MSG_TIME_MAX)
-            return fail(err, MSG_E_BAD_FIELD, path,
-                        "time out of range 1970..9999");
         return 0;
     }
     case F_OBJ:
@@ -837,15 +784,6 @@ static int parse_one(const struct fdesc *f, json_t *v, char *base,
         rc = 0;
         break;
     }
-    case F_TIME:
-        if (!json_is_string(v))
-            return want(err, path, "a string", v);
-        if (!time_parse(json_string_value(v), json_string_length(v),
-                        (int64_t *)p))
-            return fail(err, MSG_E_BAD_FIELD, path,
-                        "must be a UTC time like 2026-11-28T11:23:48.123Z");
-        rc = 0;
-        break;
     case F_OBJ:
         if (!json_is_object(v))
             return want(err, path, "an object", v);
@@ -1160,11 +1098,6 @@ static json_t *build_one(const struct fdesc *f, const char *base)
         return json_boolean(*(const bool *)p);
     case F_ENUM:
         return json_string(f->names[*(const int *)p]);
-    case F_TIME: {
-        char t[32];
-        iso8601_ms(*(const int64_t *)p, t);
-        return json_string(t);
-    }
     case F_OBJ:
         return build_obj(f->sub, p);
     case F_JSON:

@@ -60,7 +60,7 @@
 #define MSG_WINDOW_ABS_MAX  1000000.0       /* |center|, width */
 #define MSG_SEQ_MAX         9007199254740991LL  /* 2^53 - 1 */
 #define MSG_UPLOAD_MAX      1099511627776LL     /* 2^40 bytes */
-#define MSG_TIME_MAX        253402300799999LL   /* 9999-12-31T23:59:59.999Z */
+#define MSG_TIME_MAX        253402300799999LL   /* ms, 9999-12-31 */
 
 enum msg_type {
     MSG_NONE = 0,
@@ -153,7 +153,10 @@ struct msg_image {
     bool has_window;
     struct msg_window window;
 };
-struct msg_errinfo { int code; /* msg_code */ char message[MSG_ERRMSG_MAX + 1]; };
+struct msg_errinfo {
+    int code;                                   /* enum msg_code */
+    char message[MSG_ERRMSG_MAX + 1];
+};
 
 /* One struct per message type; the field names are the wire names. */
 struct msg_hello {
@@ -199,7 +202,7 @@ struct msg_case_ref {
     char case_id[MSG_ID_MAX + 1];
     char reason[MSG_REASON_MAX + 1];
 };
-struct msg_case_answer {
+struct msg_case_answer {                /* impression and/or text */
     char case_id[MSG_ID_MAX + 1];
     char impression[MSG_IMPRESSION_MAX + 1];
     char recommendation[MSG_RECOMMEND_MAX + 1];

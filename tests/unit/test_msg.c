@@ -36,13 +36,13 @@ static const struct sample samples[] = {
     { "{\"type\":\"welcome\",\"user\":{\"login\":\"dr.neuro\","
       "\"role\":\"specialist\",\"clinic\":\"City Hospital\","
       "\"specialties\":[\"neurology\",\"stroke\"]},"
-      "\"server_time\":\"2026-11-28T11:23:48.123Z\",\"last_seq\":57,"
+      "\"server_time\":1795865028123,\"last_seq\":57,"
       "\"replay_from\":41}",
       "type user user.login user.role user.clinic server_time last_seq "
       "replay_from" },
     { "{\"type\":\"event\",\"seq\":42,\"event_id\":\"ev_7-42\","
       "\"kind\":\"case.new\",\"case_id\":\"01JD8ZQ2X5K3M9\","
-      "\"at\":\"2026-11-28T11:23:48.123Z\","
+      "\"at\":1795865028123,"
       "\"body\":{\"case\":{\"case_id\":\"01JD8ZQ2X5K3M9\","
       "\"status\":\"new\"}}}",
       "type seq event_id kind case_id at body" },
@@ -64,7 +64,7 @@ static const struct sample samples[] = {
     { "{\"type\":\"case.answer\",\"id\":\"r3\",\"case_id\":\"c-01\","
       "\"impression\":\"No bleed.\",\"recommendation\":\"Thrombolyse.\","
       "\"text\":\"Dense MCA sign left.\"}",
-      "type id case_id impression" },
+      "type id case_id" },
     { "{\"type\":\"case.close\",\"id\":\"r4\",\"case_id\":\"c-01\","
       "\"reason\":\"done\"}", "type id case_id" },
     { "{\"type\":\"case.reopen\",\"id\":\"r5\",\"case_id\":\"c-01\","
@@ -77,7 +77,7 @@ static const struct sample samples[] = {
       "\"message_id\":\"m-1\",\"text\":\"See slice 12.\","
       "\"image\":{\"sop_uid\":\"1.2.3.4.12\",\"frame\":1,"
       "\"window\":{\"center\":40.0,\"width\":80.5}}}",
-      "type id case_id message_id image.sop_uid image.window.center "
+      "type id case_id message_id text image.sop_uid image.window.center "
       "image.window.width" },
     { "{\"type\":\"message.read\",\"id\":\"r9\",\"case_id\":\"c-01\","
       "\"message_id\":\"m-1\"}", "type id case_id message_id" },
@@ -229,11 +229,11 @@ static void test_sample_values(void **state)
     msg_free(&m);
     assert_int_equal(parse_str("{\"type\":\"message.send\",\"id\":\"x\","
                                "\"case_id\":\"c\",\"message_id\":\"m\","
-                               "\"image\":{\"sop_uid\":\"1.2\"}}", &m, &e),
+                               "\"text\":\"t\",\"image\":{\"sop_uid\":"
+                               "\"1.2\"}}", &m, &e),
                      0);
     assert_int_equal(m.message_send.image.frame, 1);
     assert_false(m.message_send.image.has_window);
-    assert_string_equal(m.message_send.text, "");
     msg_free(&m);
 }
 
@@ -369,8 +369,10 @@ struct bad {
            "\"question\":\"q\",\"priority\":\"stat\","
 #define MS "{\"type\":\"message.send\",\"id\":\"r\",\"case_id\":\"c\"," \
            "\"message_id\":\"m\","
+#define MSI MS "\"text\":\"t\",\"image\":{\"sop_uid\":\"1.2\","
 #define UB "{\"type\":\"upload.begin\",\"id\":\"r\",\"upload_id\":\"u\","
-#define SHA "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\""
+#define SHA "\"e3b0c44298fc1c149afbf4c8996fb924" \
+            "27ae41e4649b934ca495991b7852b855\""
 
 static const struct bad bads[] = {
     /* the frame as a whole */
@@ -410,7 +412,7 @@ static const struct bad bads[] = {
     { "{\"type\":\"hello\",\"last_seq\":-5,\"client\":{\"name\":\"a\","
       "\"version\":\"1\"}}", MSG_E_BAD_FIELD, "last_seq" },
     { "{\"type\":\"event\",\"seq\":0,\"event_id\":\"e\",\"kind\":"
-      "\"case.new\",\"case_id\":\"c\",\"at\":\"2026-11-28T11:23:48.123Z\","
+      "\"case.new\",\"case_id\":\"c\",\"at\":1795865028123,"
       "\"body\":{}}", MSG_E_BAD_FIELD, "seq" },
     /* ids */
     { "{\"type\":\"case.claim\",\"id\":\"\",\"case_id\":\"c\"}",
@@ -430,7 +432,7 @@ static const struct bad bads[] = {
     { "{\"type\":\"upload.end\",\"id\":\"r\",\"upload_id\":\"u/1\"}",
       MSG_E_BAD_FIELD, "upload_id" },
     { "{\"type\":\"event\",\"seq\":1,\"event_id\":\"e:1\",\"kind\":"
-      "\"case.new\",\"case_id\":\"c\",\"at\":\"2026-11-28T11:23:48.123Z\","
+      "\"case.new\",\"case_id\":\"c\",\"at\":1795865028123,"
       "\"body\":{}}", MSG_E_BAD_FIELD, "event_id" },
     /* hello */
     { "{\"type\":\"hello\",\"token\":\"a b\",\"last_seq\":0,\"client\":"
@@ -446,36 +448,36 @@ static const struct bad bads[] = {
       MSG_E_TOO_LONG, "client.version" },
     /* welcome */
     { "{\"type\":\"welcome\",\"user\":{\"login\":\"a\",\"role\":\"root\","
-      "\"clinic\":\"x\"},\"server_time\":\"2026-11-28T11:23:48.123Z\","
+      "\"clinic\":\"x\"},\"server_time\":1795865028123,"
       "\"last_seq\":5,\"replay_from\":0}", MSG_E_BAD_FIELD, "user.role" },
     { "{\"type\":\"welcome\",\"user\":{\"login\":\"a\",\"role\":\"admin\","
-      "\"clinic\":\"x\"},\"server_time\":\"2026-11-28T11:23:48.123Z\","
+      "\"clinic\":\"x\"},\"server_time\":1795865028123,"
       "\"last_seq\":5,\"replay_from\":6}", MSG_E_BAD_FIELD, "replay_from" },
     { "{\"type\":\"welcome\",\"user\":{\"login\":\"a\",\"role\":\"admin\","
       "\"clinic\":\"x\",\"specialties\":[\"Neuro\"]},\"server_time\":"
-      "\"2026-11-28T11:23:48.123Z\",\"last_seq\":5,\"replay_from\":0}",
+      "1795865028123,\"last_seq\":5,\"replay_from\":0}",
       MSG_E_BAD_FIELD, "user.specialties[0]" },
     { "{\"type\":\"welcome\",\"user\":{\"login\":\"a\",\"role\":\"admin\","
-      "\"clinic\":\"x\"},\"server_time\":\"2026-11-28T11:23:48Z\","
+      "\"clinic\":\"x\"},\"server_time\":-1,"
       "\"last_seq\":5,\"replay_from\":0}", MSG_E_BAD_FIELD, "server_time" },
     /* event */
     { "{\"type\":\"event\",\"seq\":1,\"event_id\":\"e\",\"kind\":"
       "\"case.deleted\",\"case_id\":\"c\",\"at\":"
-      "\"2026-11-28T11:23:48.123Z\",\"body\":{}}", MSG_E_BAD_FIELD, "kind" },
+      "1795865028123,\"body\":{}}", MSG_E_BAD_FIELD, "kind" },
     { "{\"type\":\"event\",\"seq\":1,\"event_id\":\"e\",\"kind\":"
-      "\"case.new\",\"case_id\":\"c\",\"at\":\"2026-02-30T00:00:00.000Z\","
+      "\"case.new\",\"case_id\":\"c\",\"at\":253402300800000,"
       "\"body\":{}}", MSG_E_BAD_FIELD, "at" },
     { "{\"type\":\"event\",\"seq\":1,\"event_id\":\"e\",\"kind\":"
-      "\"case.new\",\"case_id\":\"c\",\"at\":\"2026-11-28 11:23:48.123Z\","
-      "\"body\":{}}", MSG_E_BAD_FIELD, "at" },
+      "\"case.new\",\"case_id\":\"c\",\"at\":1.5,"
+      "\"body\":{}}", MSG_E_BAD_TYPE, "at" },
     { "{\"type\":\"event\",\"seq\":1,\"event_id\":\"e\",\"kind\":"
-      "\"case.new\",\"case_id\":\"c\",\"at\":\"1969-12-31T23:59:59.999Z\","
-      "\"body\":{}}", MSG_E_BAD_FIELD, "at" },
+      "\"case.new\",\"case_id\":\"c\",\"at\":\"1795865028123\","
+      "\"body\":{}}", MSG_E_BAD_TYPE, "at" },
     { "{\"type\":\"event\",\"seq\":1,\"event_id\":\"e\",\"kind\":"
-      "\"case.new\",\"case_id\":\"c\",\"at\":\"2026-11-28T24:00:00.000Z\","
-      "\"body\":{}}", MSG_E_BAD_FIELD, "at" },
+      "\"case.new\",\"case_id\":\"c\",\"at\":null,"
+      "\"body\":{}}", MSG_E_BAD_TYPE, "at" },
     { "{\"type\":\"event\",\"seq\":1,\"event_id\":\"e\",\"kind\":"
-      "\"case.new\",\"case_id\":\"c\",\"at\":\"2026-11-28T11:23:48.123Z\","
+      "\"case.new\",\"case_id\":\"c\",\"at\":1795865028123,"
       "\"body\":[]}", MSG_E_BAD_TYPE, "body" },
     /* case.create */
     { CC "\"specialty\":\"neurology\",\"priority\":\"x\"}", MSG_E_BAD_JSON,
@@ -529,7 +531,11 @@ static const struct bad bads[] = {
       MSG_E_BAD_FIELD, "question" },
     /* case.answer, case.list */
     { "{\"type\":\"case.answer\",\"id\":\"r\",\"case_id\":\"c\","
-      "\"impression\":\"\"}", MSG_E_BAD_FIELD, "impression" },
+      "\"impression\":\"\"}", MSG_E_MISSING_FIELD, "impression" },
+    { "{\"type\":\"case.answer\",\"id\":\"r\",\"case_id\":\"c\","
+      "\"recommendation\":\"x\"}", MSG_E_MISSING_FIELD, "impression" },
+    { "{\"type\":\"case.answer\",\"id\":\"r\",\"case_id\":\"c\","
+      "\"text\":\"a\\u0000\"}", MSG_E_BAD_JSON, "" },
     { "{\"type\":\"case.list\",\"id\":\"r\",\"limit\":0}", MSG_E_BAD_FIELD,
       "limit" },
     { "{\"type\":\"case.list\",\"id\":\"r\",\"limit\":201}",
@@ -541,18 +547,19 @@ static const struct bad bads[] = {
     { "{\"type\":\"case.list\",\"id\":\"r\",\"before\":\"a b\"}",
       MSG_E_BAD_FIELD, "before" },
     /* message.send */
-    { MS "\"text\":\"\"}", MSG_E_MISSING_FIELD, "text" },
+    { MS "\"text\":\"\"}", MSG_E_BAD_FIELD, "text" },
+    { MS "\"image\":{\"sop_uid\":\"1.2\"}}", MSG_E_MISSING_FIELD, "text" },
     { MS "\"text\":\"hi\",\"image\":{\"sop_uid\":\"1.2\",\"frame\":0}}",
       MSG_E_BAD_FIELD, "image.frame" },
-    { MS "\"image\":{\"sop_uid\":\"1.2\",\"window\":{\"center\":40,"
+    { MSI "\"window\":{\"center\":40,"
       "\"width\":0}}}", MSG_E_BAD_FIELD, "image.window.width" },
-    { MS "\"image\":{\"sop_uid\":\"1.2\",\"window\":{\"center\":40,"
+    { MSI "\"window\":{\"center\":40,"
       "\"width\":-80}}}", MSG_E_BAD_FIELD, "image.window.width" },
-    { MS "\"image\":{\"sop_uid\":\"1.2\",\"window\":{\"center\":1e7,"
+    { MSI "\"window\":{\"center\":1e7,"
       "\"width\":80}}}", MSG_E_BAD_FIELD, "image.window.center" },
-    { MS "\"image\":{\"sop_uid\":\"1.2\",\"window\":{\"center\":\"40\","
+    { MSI "\"window\":{\"center\":\"40\","
       "\"width\":80}}}", MSG_E_BAD_TYPE, "image.window.center" },
-    { MS "\"image\":{\"sop_uid\":\"x1.2\"}}", MSG_E_BAD_FIELD,
+    { MS "\"text\":\"t\",\"image\":{\"sop_uid\":\"x1.2\"}}", MSG_E_BAD_FIELD,
       "image.sop_uid" },
     /* upload.begin */
     { UB "\"sha256\":\"E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA4959"
@@ -842,7 +849,7 @@ static void test_build_every_type(void **state)
     m.welcome.replay_from = MSG_SEQ_MAX;
     roundtrip(&m, "{\"type\":\"welcome\",\"user\":{\"login\":\"gp@clinic-a\","
                   "\"role\":\"requester\",\"clinic\":\"Clínica Rural A\"},"
-                  "\"server_time\":\"1970-01-01T00:00:00.000Z\","
+                  "\"server_time\":0,"
                   "\"last_seq\":9007199254740991,"
                   "\"replay_from\":9007199254740991}");
     m.welcome.server_time = MSG_TIME_MAX;
@@ -855,7 +862,7 @@ static void test_build_every_type(void **state)
                      0);
     roundtrip(&m, "{\"type\":\"event\",\"seq\":1,\"event_id\":\"e1\","
                   "\"kind\":\"message.read\",\"case_id\":\"c1\","
-                  "\"at\":\"2026-11-28T11:23:48.123Z\",\"body\":"
+                  "\"at\":1795865028123,\"body\":"
                   "{\"message_id\":\"m1\",\"state\":\"read\"}}");
     msg_free(&m);
 
@@ -1050,6 +1057,7 @@ static void test_build_rejects(void **state)
     strcpy(m.id, "r");
     strcpy(m.message_send.case_id, "c");
     strcpy(m.message_send.message_id, "m");
+    strcpy(m.message_send.text, "t");
     m.message_send.has_image = true;
     strcpy(m.message_send.image.sop_uid, "1.2");
     m.message_send.image.has_window = true;
@@ -1108,6 +1116,63 @@ static void test_from_json(void **state)
     assert_int_equal(msg_from_json(o, MSG_NONE, &m, &e), ERR_INVALID);
     assert_int_equal(e.code, MSG_E_UNKNOWN_TYPE);
     json_decref(o);
+}
+
+/* Every example frame in PROTOCOL.md (an indented line starting with
+ * {"type") parses, and is in canonical form: the document and the codec
+ * agree. */
+static void test_protocol_md_examples(void **state)
+{
+    (void)state;
+    const char *root = getenv("HASHI_ROOT");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/proto/PROTOCOL.md", root ? root : ".");
+    FILE *f = fopen(path, "r");
+    if (!f)
+        print_error("cannot open %s (run from the checkout or set "
+                    "HASHI_ROOT)\n", path);
+    assert_non_null(f);
+    static char line[MSG_MAX_FRAME];
+    bool seen[MSG_TYPE_COUNT] = { false };
+    while (fgets(line, sizeof line, f)) {
+        char *p = line;
+        while (*p == ' ')
+            p++;
+        if (p - line < 4 || strncmp(p, "{\"type\"", 7))
+            continue;
+        /* "a  ->  b" lines hold two frames */
+        for (char *frame = p; frame;) {
+            char *arrow = strstr(frame, "   ->   ");
+            if (arrow)
+                *arrow = 0;
+            frame[strcspn(frame, "\n")] = 0;
+            static struct msg m;
+            struct msg_error e;
+            char *out;
+            size_t len;
+            int rc = parse_str(frame, &m, &e);
+            if (rc)
+                print_error("PROTOCOL.md: %s: %s\n", frame, e.message);
+            assert_int_equal(rc, 0);
+            assert_int_equal(msg_serialize(&m, &out, &len, &e), 0);
+            if (strcmp(out, frame))
+                print_error("PROTOCOL.md: %s\n   canonical: %s\n", frame,
+                            out);
+            assert_string_equal(out, frame);
+            free(out);
+            seen[m.type] = true;
+            msg_free(&m);
+            frame = arrow ? arrow + 8 : NULL;
+        }
+    }
+    fclose(f);
+    /* an example of every type */
+    for (int t = MSG_NONE + 1; t < MSG_TYPE_COUNT; t++) {
+        if (!seen[t])
+            print_error("PROTOCOL.md: no example of %s\n",
+                        msg_type_name(t));
+        assert_true(seen[t]);
+    }
 }
 
 /* ---- chunks ----------------------------------------------------------- */
@@ -1240,6 +1305,7 @@ int main(void)
         cmocka_unit_test(test_build_every_type),
         cmocka_unit_test(test_build_rejects),
         cmocka_unit_test(test_from_json),
+        cmocka_unit_test(test_protocol_md_examples),
         cmocka_unit_test(test_chunk_roundtrip),
         cmocka_unit_test(test_chunk_bad),
     };
