@@ -955,6 +955,60 @@ static void test_render_errors(void **state)
     assert_null(j);
 }
 
+/* Renders and parses from several threads at once give the same bytes as
+ * one thread (each call uses its own DCMTK objects). */
+struct thr {
+    const unsigned char *ref;
+    size_t ref_len;
+    char one[PATH_MAX], two[PATH_MAX];  /* ct() is not thread-safe */
+    int bad;
+};
+
+static void *render_worker(void *p)
+{
+    struct thr *t = p;
+    for (int i = 0; i < 6; i++) {
+        struct dcm_render_opts o = {0};
+        unsigned char *j = NULL;
+        size_t n = 0;
+        struct err e = {0};
+        struct dcm_info d;
+        if (dicom_render_jpeg(t->one, &o, &j, &n, NULL, NULL, &e) != 0 ||
+            n != t->ref_len || memcmp(j, t->ref, n) != 0)
+            t->bad++;
+        free(j);
+        if (dicom_parse_file(t->two, &d, &e) != 0 || d.instance_number != 2)
+            t->bad++;
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    size_t n;
+    int w, h;
+    unsigned char *ref = render(ct(1), DCM_WINDOW_DEFAULT, 0, 0, 0, 0, &n, &w,
+                                &h);
+    pthread_t th[4];
+    static struct thr t[4];
+    for (int i = 0; i < 4; i++) {
+        t[i].ref = ref;
+        t[i].ref_len = n;
+        t[i].bad = 0;
+        if (snprintf(t[i].one, PATH_MAX, "%s", ct(1)) >= PATH_MAX ||
+            snprintf(t[i].two, PATH_MAX, "%s", ct(2)) >= PATH_MAX)
+            fail_msg("path too long");
+        assert_int_equal(pthread_create(&th[i], NULL, render_worker, &t[i]),
+                         0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(t[i].bad, 0);
+    }
+    free(ref);
+}
+
 /* ---- transcode -------------------------------------------------------- */
 
 static off_t fsize(const char *p)
@@ -1295,6 +1349,7 @@ int main(void)
         cmocka_unit_test(test_presets),
         cmocka_unit_test(test_render_variety),
         cmocka_unit_test(test_render_errors),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_transcode_roundtrip),
         cmocka_unit_test(test_pixels_equal_across_encodings),
         cmocka_unit_test(test_transcode_refused),
