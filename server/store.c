@@ -704,6 +704,8 @@ static int put_lost_race(struct store *s, const struct store_source *src,
                          struct store_result *res, struct err *e)
 {
     char existing[65];
+    log_info("store: %s was indexed by another writer meanwhile",
+             res->info.sop_uid);
     int rc = sop_lookup(s, res->info.sop_uid, existing, e);
     if (rc < 0)
         return rc;

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -548,6 +549,114 @@ static void test_put_reuses_orphan_blob(void **state)
     assert_string_equal(got, sha);
 }
 
+/* ---- tests: two writers at once ----------------------------------------- */
+
+struct racer {
+    char dir[4096];
+    const char *file;
+    pthread_barrier_t *go;
+    int rc;
+    struct store_result res;
+};
+
+static void *race_put(void *arg)
+{
+    struct racer *r = arg;
+    struct err e = {0};
+    struct store *s = store_open(r->dir, &e);     /* one per thread */
+    if (!s) {
+        r->rc = e.code ? e.code : -100;
+        return NULL;
+    }
+    char tmp[4096];
+    to_tmp(s, r->file, tmp);
+    pthread_barrier_wait(r->go);
+    struct store_source from = {"dimse", "RACE", NULL, NULL, 1};
+    r->rc = store_put_file(s, tmp, &from, &r->res, &e);
+    store_close(s);
+    return NULL;
+}
+
+/* The same SOP Instance UID from two threads at the same moment, with the
+ * same bytes and with different bytes: exactly one copy is indexed, the
+ * other is a duplicate or a recorded conflict, whoever wins. */
+static void test_concurrent_same_uid(void **state)
+{
+    struct fx *f = *state;
+    char changed[4096];
+    sub(f, "changed.dcm", changed);
+    unsigned char *buf;
+    size_t len;
+    assert_int_equal(read_file(g_b, 1 << 30, &buf, &len, NULL), 0);
+    buf[len - 1] ^= 0x01;
+    write_bytes(changed, buf, len);
+    free(buf);
+
+    for (int round = 0; round < 8; round++) {
+        int same = round % 2 == 0;
+        char dir[4096], name[32];
+        snprintf(name, sizeof name, "race%d", round);
+        sub(f, name, dir);
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, 2);
+        struct racer r[2];
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++) {
+            memset(&r[i], 0, sizeof r[i]);
+            strlcpy_h(r[i].dir, dir, sizeof r[i].dir);
+            r[i].file = (i == 1 && !same) ? changed : g_b;
+            r[i].go = &go;
+        }
+        /* both open (and so create) the store before racing */
+        struct err e = {0};
+        struct store *s = store_open(dir, &e);
+        assert_non_null(s);
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_create(&th[i], NULL, race_put, &r[i]),
+                             0);
+        for (int i = 0; i < 2; i++)
+            pthread_join(th[i], NULL);
+        pthread_barrier_destroy(&go);
+        assert_int_equal(r[0].rc, 0);
+        assert_int_equal(r[1].rc, 0);
+        int stored = (r[0].res.outcome == STORE_STORED) +
+                     (r[1].res.outcome == STORE_STORED);
+        assert_int_equal(stored, 1);
+        struct store_result *win = r[0].res.outcome == STORE_STORED
+                                       ? &r[0].res : &r[1].res;
+        struct store_result *lose = win == &r[0].res ? &r[1].res : &r[0].res;
+        assert_int_equal(lose->outcome,
+                         same ? STORE_DUPLICATE : STORE_CONFLICT);
+        char text[128];
+        q_text(s, "SELECT sha256 FROM instances", text, sizeof text);
+        assert_string_equal(text, win->sha256);
+        assert_int_equal(q_int(s, "SELECT count(*) FROM instances"), 1);
+        assert_int_equal(q_int(s, "SELECT num_instances FROM studies"), 1);
+        assert_int_equal(q_int(s, "SELECT count(*) FROM conflicts"),
+                         same ? 0 : 1);
+        /* the winner's blob is intact; the loser's bytes are not in
+         * blobs/ but in conflicts/ */
+        char path[4096], rel[160], got[65];
+        snprintf(rel, sizeof rel, "blobs/%.2s/%.2s/%s", win->sha256,
+                 win->sha256 + 2, win->sha256);
+        path_join(path, sizeof path, dir, rel);
+        assert_int_equal(sha256_file(path, got, NULL, NULL), 0);
+        assert_string_equal(got, win->sha256);
+        if (!same) {
+            struct stat st;
+            snprintf(rel, sizeof rel, "blobs/%.2s/%.2s/%s", lose->sha256,
+                     lose->sha256 + 2, lose->sha256);
+            path_join(path, sizeof path, dir, rel);
+            assert_int_not_equal(stat(path, &st), 0);
+            snprintf(rel, sizeof rel, "conflicts/%s", lose->sha256);
+            path_join(path, sizeof path, dir, rel);
+            assert_int_equal(sha256_file(path, got, NULL, NULL), 0);
+            assert_string_equal(got, lose->sha256);
+        }
+        store_close(s);
+    }
+}
+
 /* ---- tests: recovery ---------------------------------------------------- */
 
 static void test_recover(void **state)
@@ -993,6 +1102,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_put_too_big, setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_reuses_orphan_blob, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_same_uid, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qido_studies_json, setup,
