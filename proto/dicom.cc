@@ -73,6 +73,10 @@ extern "C" {
 #define LAZY_READ_LEN 4096u
 /* A deflated dataset may inflate to at most this many bytes. */
 #define DEFLATE_MAX (256u << 20)
+/* Decoded pixels we are willing to hold: one frame to render, all frames
+ * to transcode or hash.  A few bytes of JPEG-LS can declare gigabytes. */
+#define FRAME_BYTES_MAX (256ull << 20)
+#define PIXEL_BYTES_MAX (1ull << 30)
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -362,7 +366,7 @@ static int inflate_all(const uint8_t *p, size_t len, uint8_t **out,
     is.setEos();
     if (is.installCompressionFilter(ESC_zlib).bad())
         return fail(e, ERR_UNSUPPORTED, "deflated dataset: no zlib support");
-    size_t cap = len * 4 + 4096, n = 0;
+    size_t cap = len < DEFLATE_MAX / 4 ? len * 4 + 4096 : DEFLATE_MAX, n = 0;
     uint8_t *buf = (uint8_t *)malloc(cap);
     if (!buf)
         return fail(e, ERR_INTERNAL, "out of memory");
@@ -387,7 +391,7 @@ static int inflate_all(const uint8_t *p, size_t len, uint8_t **out,
             break;
         n += (size_t)got;
     }
-    if (!is.good() && n == 0) {
+    if (!is.good()) {
         free(buf);
         return fail(e, ERR_INVALID, "deflated dataset: %s",
                     is.status().text());
@@ -553,19 +557,15 @@ static int prescan_file(const char *path, struct scan_result *r,
 }
 
 /* Pre-scan, then have DCMTK load the file with large values left on disk
- * (or everything, if all is set). */
-static int load_file(const char *path, DcmFileFormat &ff, int all,
-                     struct err *e)
+ * until they are needed. */
+static int load_file(const char *path, DcmFileFormat &ff, struct err *e)
 {
     struct scan_result r;
     int rc = prescan_file(path, &r, e);
     if (rc)
         return rc;
-    OFCondition c = ff.loadFile(path, r.xfer, EGL_noChange,
-                                all ? DCM_MaxReadLength : LAZY_READ_LEN,
+    OFCondition c = ff.loadFile(path, r.xfer, EGL_noChange, LAZY_READ_LEN,
                                 ERM_autoDetect);
-    if (c.good() && all)
-        c = ff.loadAllDataIntoMemory();
     if (c.bad())
         return fail(e, ERR_INVALID, "DICOM parse: %s", c.text());
     return 0;
@@ -931,6 +931,29 @@ static int encode_jpeg(const unsigned char *pix, unsigned w, unsigned h,
     return 0;
 }
 
+/* ERR_TOOBIG if decoding one frame (all_frames: every frame) would need
+ * more memory than we allow. */
+static int check_size(DcmDataset *ds, int all_frames, struct err *e)
+{
+    Uint16 rows = 0, cols = 0, spp = 1, bits = 0;
+    Sint32 nf = 1;
+    ds->findAndGetUint16(DCM_Rows, rows);
+    ds->findAndGetUint16(DCM_Columns, cols);
+    ds->findAndGetUint16(DCM_SamplesPerPixel, spp);
+    ds->findAndGetUint16(DCM_BitsAllocated, bits);
+    if (ds->findAndGetSint32(DCM_NumberOfFrames, nf).bad() || nf < 1)
+        nf = 1;
+    unsigned long long frame = (unsigned long long)rows * cols *
+                               (spp ? spp : 1) * ((bits + 7u) / 8u);
+    if (frame > FRAME_BYTES_MAX)
+        return fail(e, ERR_TOOBIG, "a %ux%u frame of %u samples and %u bits "
+                    "is too large", cols, rows, spp, bits);
+    if (all_frames && frame * (unsigned long long)nf > PIXEL_BYTES_MAX)
+        return fail(e, ERR_TOOBIG, "%d frames of %llu bytes are too large",
+                    (int)nf, frame);
+    return 0;
+}
+
 /* ERR_UNSUPPORTED unless DCMTK can decode this transfer syntax here. */
 static int check_decodable(E_TransferSyntax xfer, struct err *e)
 {
@@ -964,14 +987,14 @@ extern "C" int dicom_render_jpeg(const char *path,
             return fail(e, ERR_INVALID, "bad render size or quality");
 
         DcmFileFormat ff;
-        int rc = load_file(path, ff, 0, e);
+        int rc = load_file(path, ff, e);
         if (rc)
             return rc;
         DcmDataset *ds = ff.getDataset();
         if (!ds->tagExists(DCM_PixelData))
             return fail(e, ERR_INVALID, "no pixel data");
         E_TransferSyntax xfer = ds->getOriginalXfer();
-        if ((rc = check_decodable(xfer, e)))
+        if ((rc = check_decodable(xfer, e)) || (rc = check_size(ds, 0, e)))
             return rc;
         Sint32 nf = 1;
         if (ds->findAndGetSint32(DCM_NumberOfFrames, nf).bad() || nf < 1)
@@ -1067,16 +1090,18 @@ static int transcode(const char *in_path, const char *out_path,
                      E_TransferSyntax to, struct err *e)
 {
     DcmFileFormat ff;
-    int rc = load_file(in_path, ff, 1, e);
+    int rc = load_file(in_path, ff, e);
     if (rc)
         return rc;
     DcmDataset *ds = ff.getDataset();
     if (!ds->tagExists(DCM_PixelData))
         return fail(e, ERR_UNSUPPORTED, "no pixel data to transcode");
     E_TransferSyntax from = ds->getOriginalXfer();
-    if ((rc = check_decodable(from, e)))
+    if ((rc = check_decodable(from, e)) || (rc = check_size(ds, 1, e)))
         return rc;
-    OFCondition c;
+    OFCondition c = ff.loadAllDataIntoMemory();
+    if (c.bad())
+        return fail(e, ERR_INVALID, "DICOM parse: %s", c.text());
     if (to == EXS_JPEGLSLossless) {
         Uint16 bits = 0;
         ds->findAndGetUint16(DCM_BitsAllocated, bits);
@@ -1132,15 +1157,17 @@ extern "C" int dicom_pixel_sha256(const char *path, char out[65],
 {
     try {
         DcmFileFormat ff;
-        int rc = load_file(path, ff, 1, e);
+        int rc = load_file(path, ff, e);
         if (rc)
             return rc;
         DcmDataset *ds = ff.getDataset();
         if (!ds->tagExists(DCM_PixelData))
             return fail(e, ERR_INVALID, "no pixel data");
         E_TransferSyntax xfer = ds->getOriginalXfer();
-        if ((rc = check_decodable(xfer, e)))
+        if ((rc = check_decodable(xfer, e)) || (rc = check_size(ds, 1, e)))
             return rc;
+        if (ff.loadAllDataIntoMemory().bad())
+            return fail(e, ERR_INVALID, "cannot load pixel data");
         if (DcmXfer(xfer).isEncapsulated()) {
             OFCondition c = ds->chooseRepresentation(EXS_LittleEndianExplicit,
                                                      NULL);

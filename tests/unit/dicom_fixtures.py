@@ -16,6 +16,7 @@ Writes into OUTDIR:
   bad/uid_dotdot.dcm     SOP Instance UID "1.2.3/../../etc"
   bad/uid_letters.dcm    Study Instance UID "1.2.840.abc"
   bad/uid_leading0.dcm   Series Instance UID "1.2.03.4"
+  bad/huge_frame.dcm     claims 20000x20000 16-bit pixels, holds 1000 bytes
   var/no_preamble.dcm    the first slice without its 128-byte preamble+DICM
   var/implicit.dcm       the first slice as implicit VR little endian
   var/bare_implicit.dcm  the same with no meta header at all
@@ -84,6 +85,11 @@ def main():
         d = pydicom.dcmread(first)
         setattr(d, attr, val)
         d.save_as(os.path.join(bad, name + ".dcm"))
+    d = pydicom.dcmread(first)
+    d.Rows = d.Columns = 20000
+    d.PixelData = bytes(1000)
+    d.save_as(os.path.join(bad, "huge_frame.dcm"))
+
     var = os.path.join(out, "var")
     os.makedirs(var, exist_ok=True)
     open(os.path.join(var, "no_preamble.dcm"), "wb").write(raw[132:])

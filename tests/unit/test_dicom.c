@@ -952,6 +952,10 @@ static void test_render_errors(void **state)
                                        NULL, NULL, &e), ERR_INVALID);
     assert_int_equal(dicom_render_jpeg(P(bad, "truncated.dcm"), &o, &j, &n,
                                        NULL, NULL, &e), ERR_INVALID);
+    /* a frame too large to decode is refused before anything is decoded
+     * (a few bytes of JPEG-LS could claim as much) */
+    assert_int_equal(dicom_render_jpeg(P(bad, "huge_frame.dcm"), &o, &j, &n,
+                                       NULL, NULL, &e), ERR_TOOBIG);
     assert_null(j);
 }
 
@@ -1138,6 +1142,10 @@ static void test_transcode_refused(void **state)
     snprintf(bad, sizeof bad, "%s/bad", fx);
     assert_int_equal(dicom_transcode_jpegls(P(bad, "huge_length.dcm"), out,
                                             &e), ERR_INVALID);
+    assert_int_equal(dicom_transcode_jpegls(P(bad, "huge_frame.dcm"), out,
+                                            &e), ERR_TOOBIG);
+    assert_int_equal(dicom_pixel_sha256(P(bad, "huge_frame.dcm"), s, &e),
+                     ERR_TOOBIG);
     assert_int_equal(access(out, F_OK), -1);
 }
 
