@@ -738,7 +738,18 @@ int store_put_file(struct store *s, const char *tmp_path,
     int rc = dicom_parse_file(tmp_path, &res->info, e);
     if (rc) {
         unlink(tmp_path);
-        return rc == ERR_IO || rc == ERR_INTERNAL ? rc : ERR_INVALID;
+        if (rc == ERR_IO || rc == ERR_INTERNAL)
+            return rc;
+        if (e)
+            e->code = ERR_INVALID;
+        return ERR_INVALID;
+    }
+    /* The parser checks these too; the index relies on them. */
+    const struct dcm_info *in = &res->info;
+    if (!dicom_uid_valid(in->study_uid) || !dicom_uid_valid(in->series_uid) ||
+        !dicom_uid_valid(in->sop_uid) || !dicom_uid_valid(in->sop_class_uid)) {
+        unlink(tmp_path);
+        return err_set(e, ERR_INVALID, "missing or malformed UID");
     }
     if ((rc = sha256_file(tmp_path, res->sha256, &res->size, e))) {
         unlink(tmp_path);

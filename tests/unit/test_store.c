@@ -37,6 +37,7 @@
 static char g_scratch[1024];
 static char g_a[3][4096];     /* A: CT1, CT2, MR1 */
 static char g_b[4096], g_c[4096];
+static char g_bad_uid[4096], g_no_uid[4096];   /* invalid variants of B */
 static char g_a_uid[65], g_b_uid[65], g_c_uid[65];
 static char g_a_ct_series[65], g_a_mr_series[65];
 
@@ -259,6 +260,19 @@ static int group_setup(void **state)
              "d.file_meta.MediaStorageSOPInstanceUID=d.SOPInstanceUID;"
              "d.save_as(sys.argv[2])\" '%s' '%s'",
              g_a[0], g_a[2]);
+    if (run(cmd))
+        return -1;
+    /* B with a SOP Instance UID that is a path, and without one. */
+    snprintf(g_bad_uid, sizeof g_bad_uid, "%s/b/baduid.dcm", g_scratch);
+    snprintf(g_no_uid, sizeof g_no_uid, "%s/b/nouid.dcm", g_scratch);
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 -c \"import pydicom,sys;"
+             "d=pydicom.dcmread(sys.argv[1]);"
+             "d.SOPInstanceUID='1.2.3/../../etc';"
+             "d.save_as(sys.argv[2]);"
+             "del d.SOPInstanceUID;"
+             "d.save_as(sys.argv[3])\" '%s' '%s' '%s' 2>/dev/null",
+             g_b, g_bad_uid, g_no_uid);
     if (run(cmd))
         return -1;
     uid_of(g_a[0], g_a_uid, g_a_ct_series);
@@ -503,6 +517,11 @@ static void test_put_invalid_rejected(void **state)
     write_bytes(bad, "", 0);
     assert_int_equal(put(f->s, bad, 1, &r, &e), ERR_INVALID);
     free(buf);
+
+    /* a UID that is a path; no SOP Instance UID at all */
+    assert_int_equal(put(f->s, g_bad_uid, 1, &r, &e), ERR_INVALID);
+    assert_int_equal(e.code, ERR_INVALID);
+    assert_int_equal(put(f->s, g_no_uid, 1, &r, &e), ERR_INVALID);
 
     assert_int_equal(q_int(f->s, "SELECT count(*) FROM instances"), 0);
     assert_int_equal(q_int(f->s, "SELECT count(*) FROM studies"), 0);
