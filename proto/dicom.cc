@@ -23,6 +23,8 @@
 
 #include "dcmtk/dcmdata/dctk.h"
 #include "dcmtk/dcmdata/dcistrmb.h"
+#include "dcmtk/dcmdata/dcpixseq.h"
+#include "dcmtk/dcmdata/dcpxitem.h"
 #include "dcmtk/dcmdata/dcrledrg.h"
 #include "dcmtk/dcmdata/dcspchrs.h"
 #include "dcmtk/dcmimage/diregist.h"
@@ -954,6 +956,92 @@ static int check_size(DcmDataset *ds, int all_frames, struct err *e)
     return 0;
 }
 
+/* One RLE segment (PackBits, PS3.5 G.3.1) must expand to exactly want
+ * bytes without reading past its end. */
+static int rle_segment_ok(const Uint8 *p, size_t len, size_t want)
+{
+    size_t i = 0, out = 0;
+    while (out < want) {
+        if (i >= len)
+            return 0;
+        int n = (Sint8)p[i++];
+        if (n >= 0) {
+            if ((size_t)n + 1 > len - i)
+                return 0;
+            i += (size_t)n + 1;
+            out += (size_t)n + 1;
+        } else if (n != -128) {
+            if (i >= len)
+                return 0;
+            i++;
+            out += (size_t)(1 - n);
+        }
+    }
+    return out == want;
+}
+
+/* DCMTK 3.6.7's RLE decoder trusts the segment offsets of the RLE header
+ * and writes past its buffers on a corrupt one (found by fuzzing).  So
+ * RLE frames are checked first: one fragment per frame (PS3.5 A.4.2), a
+ * header of the right number of segments with ascending offsets inside
+ * the fragment, every segment expanding to exactly one plane.  Checks
+ * frame `frame`, or every frame if frame < 0. */
+static int check_rle(DcmDataset *ds, long frame, struct err *e)
+{
+    DcmElement *el = NULL;
+    if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el ||
+        el->ident() != EVR_PixelData)
+        return fail(e, ERR_INVALID, "no pixel data");
+    DcmPixelData *pd = OFstatic_cast(DcmPixelData *, el);
+    E_TransferSyntax xfer = EXS_Unknown;
+    const DcmRepresentationParameter *rp = NULL;
+    DcmPixelSequence *seq = NULL;
+    pd->getOriginalRepresentationKey(xfer, rp);
+    if (pd->getEncapsulatedRepresentation(xfer, rp, seq).bad() || !seq)
+        return fail(e, ERR_INVALID, "RLE: no pixel sequence");
+    Uint16 rows = 0, cols = 0, spp = 1, bits = 0;
+    Sint32 nf = 1;
+    ds->findAndGetUint16(DCM_Rows, rows);
+    ds->findAndGetUint16(DCM_Columns, cols);
+    ds->findAndGetUint16(DCM_SamplesPerPixel, spp);
+    ds->findAndGetUint16(DCM_BitsAllocated, bits);
+    if (ds->findAndGetSint32(DCM_NumberOfFrames, nf).bad() || nf < 1)
+        nf = 1;
+    unsigned long nseg = (unsigned long)(spp ? spp : 1) * ((bits + 7u) / 8u);
+    size_t plane = (size_t)rows * cols;
+    if (nseg < 1 || nseg > 15 || plane == 0)
+        return fail(e, ERR_INVALID, "RLE: %lu segments of %zu bytes",
+                    nseg, plane);
+    if (seq->card() != (unsigned long)nf + 1)
+        return fail(e, ERR_INVALID, "RLE: %lu fragments for %d frames",
+                    seq->card() - 1, (int)nf);
+    long first = frame < 0 ? 0 : frame, last = frame < 0 ? nf - 1 : frame;
+    for (long f = first; f <= last; f++) {
+        DcmPixelItem *it = NULL;
+        Uint8 *frag = NULL;
+        if (seq->getItem(it, (unsigned long)f + 1).bad() || !it ||
+            it->getUint8Array(frag).bad())
+            return fail(e, ERR_INVALID, "RLE: frame %ld unreadable", f);
+        size_t len = it->getLength();
+        if (len < 64 || !frag)
+            return fail(e, ERR_INVALID, "RLE: frame %ld too short", f);
+        Uint32 off[16];
+        for (int i = 0; i < 16; i++)
+            off[i] = rd32(frag + 4 * i, 0);
+        if (off[0] != nseg)
+            return fail(e, ERR_INVALID, "RLE: frame %ld has %u segments, "
+                        "expected %lu", f, off[0], nseg);
+        for (unsigned long s = 1; s <= nseg; s++) {
+            size_t end = s < nseg ? off[s + 1] : len;
+            if (off[s] < 64 || off[s] > end || end > len ||
+                !rle_segment_ok(frag + off[s], end - off[s], plane))
+                return fail(e, ERR_INVALID, "RLE: frame %ld segment %lu is "
+                            "corrupt", f, s);
+        }
+    }
+    return 0;
+}
+
 /* ERR_UNSUPPORTED unless DCMTK can decode this transfer syntax here. */
 static int check_decodable(E_TransferSyntax xfer, struct err *e)
 {
@@ -1002,6 +1090,8 @@ extern "C" int dicom_render_jpeg(const char *path,
         if (o.frame >= nf)
             return fail(e, ERR_NOTFOUND, "frame %d out of range (%d frames)",
                         o.frame, (int)nf);
+        if (xfer == EXS_RLELossless && (rc = check_rle(ds, o.frame, e)))
+            return rc;
 
         img = new DicomImage(&ff, xfer, CIF_UsePartialAccessToPixelData,
                              (unsigned long)o.frame, 1);
@@ -1099,6 +1189,8 @@ static int transcode(const char *in_path, const char *out_path,
     E_TransferSyntax from = ds->getOriginalXfer();
     if ((rc = check_decodable(from, e)) || (rc = check_size(ds, 1, e)))
         return rc;
+    if (from == EXS_RLELossless && (rc = check_rle(ds, -1, e)))
+        return rc;
     OFCondition c = ff.loadAllDataIntoMemory();
     if (c.bad())
         return fail(e, ERR_INVALID, "DICOM parse: %s", c.text());
@@ -1165,6 +1257,8 @@ extern "C" int dicom_pixel_sha256(const char *path, char out[65],
             return fail(e, ERR_INVALID, "no pixel data");
         E_TransferSyntax xfer = ds->getOriginalXfer();
         if ((rc = check_decodable(xfer, e)) || (rc = check_size(ds, 1, e)))
+            return rc;
+        if (xfer == EXS_RLELossless && (rc = check_rle(ds, -1, e)))
             return rc;
         if (ff.loadAllDataIntoMemory().bad())
             return fail(e, ERR_INVALID, "cannot load pixel data");

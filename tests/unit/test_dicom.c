@@ -1013,6 +1013,55 @@ static void test_threads(void **state)
     free(ref);
 }
 
+/* A corrupt RLE header (segment offset past the fragment) crashed DCMTK's
+ * decoder in fuzzing; it must be refused instead. */
+static void test_rle_corrupt(void **state)
+{
+    (void)state;
+    size_t n;
+    unsigned char *b = slurp(P(PYDICOM_FILES, "MR_small_RLE.dcm"), &n);
+    static const unsigned char hdr[] = {2, 0, 0, 0, 64, 0, 0, 0};
+    unsigned char *at = NULL;
+    for (size_t i = 0; !at && i + sizeof hdr <= n; i++)
+        if (memcmp(b + i, hdr, sizeof hdr) == 0)
+            at = b + i;
+    assert_non_null(at);
+    char path[PATH_MAX], out[PATH_MAX], sha[65];
+    keep(path, tmp, "rle_bad.dcm");
+    keep(out, tmp, "rle_bad_out.dcm");
+    static const uint32_t offs[] = {0x2900079c, 0x3f, 0x100000};
+    for (size_t i = 0; i < sizeof offs / sizeof *offs; i++) {
+        memcpy(at + 8, &offs[i], 4);           /* segment 2's offset */
+        spit(path, b, n);
+        struct dcm_info d;
+        struct err e = {0};
+        assert_int_equal(dicom_parse_file(path, &d, &e), 0);
+        struct dcm_render_opts o = {0};
+        unsigned char *j = NULL;
+        size_t jl;
+        assert_int_equal(dicom_render_jpeg(path, &o, &j, &jl, NULL, NULL,
+                                           &e), ERR_INVALID);
+        assert_non_null(strstr(e.msg, "RLE"));
+        assert_int_equal(dicom_transcode_jpegls(path, out, &e), ERR_INVALID);
+        assert_int_equal(dicom_transcode_explicit_le(path, out, &e),
+                         ERR_INVALID);
+        assert_int_equal(dicom_pixel_sha256(path, sha, &e), ERR_INVALID);
+    }
+    /* segment 1 made of literal runs that outrun it: it expands to less
+     * than a plane before its end */
+    memcpy(at + 8, &(uint32_t){0x0000079c}, 4);
+    memset(at + 64, 0x7f, 0x79c - 64);
+    spit(path, b, n);
+    struct err e = {0};
+    struct dcm_render_opts o = {0};
+    unsigned char *j = NULL;
+    size_t jl;
+    assert_int_equal(dicom_render_jpeg(path, &o, &j, &jl, NULL, NULL, &e),
+                     ERR_INVALID);
+    assert_non_null(strstr(e.msg, "segment 1"));
+    free(b);
+}
+
 /* ---- transcode -------------------------------------------------------- */
 
 static off_t fsize(const char *p)
@@ -1358,6 +1407,7 @@ int main(void)
         cmocka_unit_test(test_render_variety),
         cmocka_unit_test(test_render_errors),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_rle_corrupt),
         cmocka_unit_test(test_transcode_roundtrip),
         cmocka_unit_test(test_pixels_equal_across_encodings),
         cmocka_unit_test(test_transcode_refused),
