@@ -121,6 +121,8 @@ struct http_ctx {
     struct lws_http_mount mounts[6];
     struct lws_protocol_vhost_options headers[5];
     lws_sorted_usec_list_t tick;
+    char tick_err[256];         /* last timer error logged, to not repeat */
+    double tick_err_at;
     unsigned char wbuf[LWS_PRE + HTTP_CHUNK];
 };
 
@@ -1027,8 +1029,14 @@ static void tick(lws_sorted_usec_list_t *sul)
     if (cases_escalate_due) {
         struct err e = { 0 };
         int64_t next = 0;
-        if (cases_escalate_due(srv, now_ms(), &next, &e) < 0)
+        /* The same failure every second is logged once a minute. */
+        if (cases_escalate_due(srv, now_ms(), &next, &e) < 0 &&
+            (strcmp(e.msg, ctx->tick_err) ||
+             now_mono() - ctx->tick_err_at > 60)) {
             log_warn("escalation: %s", e.msg);
+            strlcpy_h(ctx->tick_err, e.msg, sizeof(ctx->tick_err));
+            ctx->tick_err_at = now_mono();
+        }
     }
     lws_sul_schedule(srv->lws, 0, &ctx->tick, tick, LWS_US_PER_SEC);
 }
