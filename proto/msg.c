@@ -179,49 +179,52 @@ static bool is_alnum(unsigned char c)
            (c >= 'A' && c <= 'Z');
 }
 
-/* Valid UTF-8 (no overlongs, surrogates or values past U+10FFFF).  With
- * text, tab/LF/CR are allowed; other C0, DEL and C1 controls never. */
+/* Length of the valid character at s (n bytes left), 0 if invalid: no
+ * overlongs, surrogates or values past U+10FFFF; with text, tab/LF/CR
+ * are allowed; other C0, DEL and C1 controls never. */
+static size_t utf8_char(const unsigned char *s, size_t n, bool text)
+{
+    unsigned char c = s[0];
+    uint32_t cp;
+    size_t k;
+
+    if (c < 0x80) {
+        if ((c < 0x20 && !(text && (c == '\t' || c == '\n' || c == '\r'))) ||
+            c == 0x7f)
+            return 0;
+        return 1;
+    }
+    if (c >= 0xc2 && c <= 0xdf) {
+        k = 1;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        k = 2;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        k = 3;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n <= k)
+        return 0;
+    for (size_t j = 1; j <= k; j++) {
+        if ((s[j] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[j] & 0x3f);
+    }
+    if ((k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) ||
+        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
+        (cp >= 0x80 && cp <= 0x9f))
+        return 0;
+    return k + 1;
+}
+
 static bool utf8_ok(const unsigned char *s, size_t n, bool text)
 {
-    size_t i = 0;
-
-    while (i < n) {
-        unsigned char c = s[i];
-        uint32_t cp;
-        size_t k;
-
-        if (c < 0x80) {
-            if ((c < 0x20 && !(text && (c == '\t' || c == '\n' ||
-                                        c == '\r'))) || c == 0x7f)
-                return false;
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            k = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            k = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            k = 3;
-            cp = c & 0x07;
-        } else {
+    for (size_t i = 0, k; i < n; i += k)
+        if (!(k = utf8_char(s + i, n - i, text)))
             return false;
-        }
-        if (n - i <= k)
-            return false;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + j] & 0x3f);
-        }
-        if ((k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
-            (cp >= 0x80 && cp <= 0x9f))
-            return false;
-        i += k + 1;
-    }
     return true;
 }
 
@@ -939,6 +942,8 @@ static int parse_as(json_t *obj, enum msg_type t, bool id_optional,
 
     msg_init(out, t);
     err->type = t;
+    if (!msg_is_request(t))     /* only requests are answered by id */
+        err->id[0] = 0;
     if (td->id != ID_NONE) {
         json_t *id = json_object_get(obj, "id");
         if (id) {
@@ -1271,12 +1276,29 @@ int msg_build_reply_ok(struct msg *m, const char *id, json_t *result,
     return done(m, err);
 }
 
-/* Error messages are cut to fit rather than refused: they are ours. */
+/* Error messages are made to fit rather than refused: a server must
+ * always be able to answer, whatever text its error carries. */
 static void set_errinfo(struct msg_errinfo *e, enum msg_code code,
                         const char *message)
 {
+    const unsigned char *m = (const unsigned char *)(message ? message : "");
+    size_t n = strlen((const char *)m), o = 0;
+
     e->code = code;
-    strlcpy_h(e->message, message ? message : "", sizeof e->message);
+    /* whole valid characters only; anything else becomes '?' */
+    for (size_t i = 0, k; i < n && o < sizeof e->message - 1; i += k) {
+        k = utf8_char(m + i, n - i, true);
+        if (!k) {
+            e->message[o++] = '?';
+            k = 1;
+        } else if (o + k < sizeof e->message) {
+            memcpy(e->message + o, m + i, k);
+            o += k;
+        } else {
+            break;
+        }
+    }
+    e->message[o] = 0;
 }
 
 int msg_build_reply_err(struct msg *m, const char *id, enum msg_code code,

@@ -268,7 +268,8 @@ struct msg_error {
     enum msg_code code;
     char field[64];                 /* "" when the frame as a whole */
     char message[256];
-    char id[MSG_ID_MAX + 1];        /* the frame's valid "id", if any */
+    char id[MSG_ID_MAX + 1];        /* the valid "id" of a request (or of
+                                       a frame of unknown type), else "" */
     enum msg_type type;             /* the frame's type, if known */
 };
 
@@ -324,7 +325,9 @@ int msg_serialize(const struct msg *m, char **out, size_t *len,
 /* Builders for the messages built most often.  Each calls msg_init(m, ..)
  * first and returns 0 or ERR_INVALID/ERR_TOOBIG (err filled) when an
  * argument breaks the spec.  JSON arguments are stolen (also on failure).
- * NULL strings mean absent. */
+ * NULL strings mean absent.  msg_build_reply_err and msg_build_error never
+ * fail on the message text: it is cut to 512 bytes at a character
+ * boundary and invalid bytes become '?', so an answer can always be sent. */
 int msg_build_hello(struct msg *m, const char *token, int64_t last_seq,
                     const char *client_name, const char *client_version,
                     struct msg_error *err);

@@ -7,7 +7,8 @@
  *   - a frame that parses serializes again (unless the canonical form
  *     outgrows the frame limit), and that output parses to the same bytes;
  *   - a frame that fails can always be answered (msg_build_failure);
- *   - a chunk that parses rebuilds to the same header.
+ *   - a chunk that parses rebuilds to the same header;
+ *   - any bytes as an error message still give a valid reply.
  * Run by tests/fuzz/run.sh (make fuzz).
  */
 #include <stdint.h>
@@ -65,9 +66,31 @@ static void chunk_frame(const uint8_t *data, size_t size)
         abort();
 }
 
+/* Any text as an error message still makes a frame the peer accepts. */
+static void error_text(const uint8_t *data, size_t size)
+{
+    static struct msg r, back;
+    struct msg_error e;
+    char *s = malloc(size + 1), *out;
+    size_t len;
+
+    if (!s)
+        return;
+    memcpy(s, data, size);
+    s[size] = 0;
+    if (msg_build_reply_err(&r, "f", MSG_E_INTERNAL, s, &e) ||
+        msg_serialize(&r, &out, &len, &e) || msg_parse(out, len, &back, &e))
+        abort();
+    free(out);
+    free(s);
+    msg_free(&r);
+    msg_free(&back);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     text_frame(data, size);
     chunk_frame(data, size);
+    error_text(data, size);
     return 0;
 }

@@ -739,6 +739,17 @@ static void test_unknown_fields_and_id_recovery(void **state)
     assert_int_not_equal(parse_str("{\"type\":\"case.claim\",\"id\":"
                                    "\"bad id\"}", &m, &e), 0);
     assert_string_equal(e.id, "");
+    /* not a request: answered by "error", so no id */
+    assert_int_not_equal(parse_str("{\"type\":\"ack\",\"seq\":-1,"
+                                   "\"id\":\"a1\"}", &m, &e), 0);
+    assert_int_equal(e.code, MSG_E_BAD_FIELD);
+    assert_string_equal(e.id, "");
+    /* a server-only type from a client counts as unknown: id kept */
+    const char *rep = "{\"type\":\"reply\",\"id\":\"q\"}";
+    assert_int_not_equal(msg_parse_dir(rep, strlen(rep), MSG_FROM_CLIENT, &m,
+                                       &e), 0);
+    assert_int_equal(e.code, MSG_E_UNKNOWN_TYPE);
+    assert_string_equal(e.id, "q");
 
     /* ... and the answer to the failure */
     static struct msg r;
@@ -1079,6 +1090,37 @@ static void test_build_rejects(void **state)
     msg_free(&m);
 }
 
+/* Whatever text a server error carries, the answer can be built. */
+static void test_error_text_sanitized(void **state)
+{
+    (void)state;
+    static struct msg m, back;
+    struct msg_error e;
+    char *out;
+    size_t len;
+    static char text[700];
+
+    assert_int_equal(msg_build_reply_err(&m, "r", MSG_E_CONFLICT,
+                                         "bad \xff\x01 byte\nnext", &e), 0);
+    assert_string_equal(m.reply.error.message, "bad ?? byte\nnext");
+    /* 511 ASCII bytes then a 2-byte character: it does not fit, and is
+     * dropped whole */
+    memset(text, 'a', 511);
+    strcpy(text + 511, "\xc3\xa9tail");
+    assert_int_equal(msg_build_error(&m, MSG_E_INTERNAL, text, &e), 0);
+    assert_int_equal(strlen(m.error.error.message), 511);
+    assert_int_equal(msg_serialize(&m, &out, &len, &e), 0);
+    assert_int_equal(msg_parse(out, len, &back, &e), 0);
+    free(out);
+    msg_free(&back);
+    /* a cut in the middle of a character is dropped too */
+    strcpy(text + 510, "\xe2\x9c\x93");
+    assert_int_equal(msg_build_error(&m, MSG_E_INTERNAL, text, &e), 0);
+    assert_int_equal(strlen(m.error.error.message), 510);
+    assert_int_equal(msg_build_error(&m, MSG_E_INTERNAL, NULL, &e), 0);
+    assert_string_equal(m.error.error.message, "");
+}
+
 /* The REST twin: a body without type (and maybe without id). */
 static void test_from_json(void **state)
 {
@@ -1304,6 +1346,7 @@ int main(void)
         cmocka_unit_test(test_direction),
         cmocka_unit_test(test_build_every_type),
         cmocka_unit_test(test_build_rejects),
+        cmocka_unit_test(test_error_text_sanitized),
         cmocka_unit_test(test_from_json),
         cmocka_unit_test(test_protocol_md_examples),
         cmocka_unit_test(test_chunk_roundtrip),
