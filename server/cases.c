@@ -671,16 +671,27 @@ static int notify(struct server *srv, const char *case_id, const char *kind,
                             "s", case_id);
     if (!st)
         return ERR_DB;
+    int64_t *ids = NULL;
+    size_t n = 0, cap = 0;
     int rc = 0, step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        rc = outbox_append(srv->outbox, sqlite3_column_int64(st, 0), kind,
-                           case_id, body, NULL, e);
-        if (rc)
-            break;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            int64_t *p = realloc(ids, cap * sizeof *p);
+            if (!p) {
+                rc = err_set(e, ERR_INTERNAL, "cases: out of memory");
+                break;
+            }
+            ids = p;
+        }
+        ids[n++] = sqlite3_column_int64(st, 0);
     }
     sqlite3_finalize(st);
     if (!rc && step != SQLITE_DONE)
         rc = db_fail(e, db, "participants");
+    if (!rc)
+        rc = outbox_append_many(srv->outbox, ids, n, kind, case_id, body, e);
+    free(ids);
     return rc;
 }
 

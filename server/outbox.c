@@ -119,6 +119,90 @@ static void mark_dirty(struct outbox *o, int64_t user_id)
     o->dirty[o->ndirty++] = user_id;
 }
 
+/* One event row for one user; the caller holds the savepoint. */
+static int append_text(struct outbox *o, int64_t user_id, const char *kind,
+                       const char *case_id, const char *text, int64_t now,
+                       const char *event_id, int64_t *seq, struct err *e)
+{
+    int64_t s = 0;
+    sqlite3_bind_int64(o->bump, 1, user_id);
+    if (sqlite3_step(o->bump) == SQLITE_ROW)
+        s = sqlite3_column_int64(o->bump, 0);
+    /* Drain the RETURNING statement so the upsert is complete. */
+    while (sqlite3_step(o->bump) == SQLITE_ROW)
+        ;
+    if (sqlite3_reset(o->bump) != SQLITE_OK || s <= 0)
+        return err_set(e, ERR_DB, "outbox: seq: %s", sqlite3_errmsg(o->db));
+    sqlite3_bind_int64(o->insert, 1, user_id);
+    sqlite3_bind_int64(o->insert, 2, s);
+    sqlite3_bind_text(o->insert, 3, event_id, 32, SQLITE_STATIC);
+    sqlite3_bind_text(o->insert, 4, kind, -1, SQLITE_STATIC);
+    if (case_id)
+        sqlite3_bind_text(o->insert, 5, case_id, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(o->insert, 5);
+    sqlite3_bind_int64(o->insert, 6, now);
+    sqlite3_bind_text(o->insert, 7, text, -1, SQLITE_STATIC);
+    int step = sqlite3_step(o->insert);
+    sqlite3_reset(o->insert);
+    sqlite3_clear_bindings(o->insert);
+    if (step != SQLITE_DONE)
+        return err_set(e, ERR_DB, "outbox: insert: %s",
+                       sqlite3_errmsg(o->db));
+    if (seq)
+        *seq = s;
+    return 0;
+}
+
+int outbox_append_many(struct outbox *o, const int64_t *users, size_t n,
+                       const char *kind, const char *case_id, json_t *body,
+                       struct err *e)
+{
+    if (!kind || !*kind)
+        return err_set(e, ERR_INVALID, "outbox: bad kind");
+    for (size_t i = 0; i < n; i++)
+        if (users[i] <= 0)
+            return err_set(e, ERR_INVALID, "outbox: bad user id");
+    if (!n)
+        return 0;
+    char *text = json_dumps(body ? body : json_null(),
+                            JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!text)
+        return err_set(e, ERR_INTERNAL, "outbox: cannot serialise body");
+    /* A savepoint makes the rows one unit both inside the caller's
+     * transaction and, should someone call us outside one, on their
+     * own. */
+    if (sqlite3_exec(o->db, "SAVEPOINT outbox_append", NULL, NULL, NULL)) {
+        free(text);
+        return err_set(e, ERR_DB, "outbox: savepoint: %s",
+                       sqlite3_errmsg(o->db));
+    }
+    /* Event ids: 16 random bytes each, drawn eight at a time (random_hex
+     * gives at most 128 bytes; each chunk's NUL is overwritten by the
+     * next). */
+    char *ids = malloc(32 * n + 1);
+    int rc = 0;
+    if (!ids)
+        rc = err_set(e, ERR_INTERNAL, "outbox: out of memory");
+    for (size_t i = 0; !rc && i < n; i += 8)
+        if (random_hex(ids + 32 * i, 16 * (n - i < 8 ? n - i : 8)))
+            rc = err_set(e, ERR_INTERNAL, "outbox: no randomness");
+    int64_t now = now_ms();
+    for (size_t i = 0; !rc && i < n; i++)
+        rc = append_text(o, users[i], kind, case_id, text, now, ids + 32 * i,
+                         NULL, e);
+    free(ids);
+    if (rc)
+        sqlite3_exec(o->db, "ROLLBACK TO outbox_append", NULL, NULL, NULL);
+    sqlite3_exec(o->db, "RELEASE outbox_append", NULL, NULL, NULL);
+    free(text);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        mark_dirty(o, users[i]);
+    return 0;
+}
+
 int outbox_append(struct outbox *o, int64_t user_id, const char *kind,
                   const char *case_id, json_t *body, int64_t *seq,
                   struct err *e)
@@ -129,50 +213,16 @@ int outbox_append(struct outbox *o, int64_t user_id, const char *kind,
                             JSON_COMPACT | JSON_ENCODE_ANY);
     if (!text)
         return err_set(e, ERR_INTERNAL, "outbox: cannot serialise body");
-    char event_id[33];
-    if (random_hex(event_id, 16)) {
-        free(text);
-        return err_set(e, ERR_INTERNAL, "outbox: no randomness");
-    }
-
-    /* A savepoint makes the two statements one unit both inside the
-     * caller's transaction and, should someone call us outside one, on
-     * their own. */
-    int rc = 0;
     if (sqlite3_exec(o->db, "SAVEPOINT outbox_append", NULL, NULL, NULL)) {
         free(text);
         return err_set(e, ERR_DB, "outbox: savepoint: %s",
-                        sqlite3_errmsg(o->db));
+                       sqlite3_errmsg(o->db));
     }
-    int64_t s = 0;
-    sqlite3_bind_int64(o->bump, 1, user_id);
-    if (sqlite3_step(o->bump) == SQLITE_ROW)
-        s = sqlite3_column_int64(o->bump, 0);
-    /* Drain the RETURNING statement so the upsert is complete. */
-    while (sqlite3_step(o->bump) == SQLITE_ROW)
-        ;
-    if (sqlite3_reset(o->bump) != SQLITE_OK || s <= 0) {
-        rc = err_set(e, ERR_DB, "outbox: seq: %s", sqlite3_errmsg(o->db));
-        goto out;
-    }
-    sqlite3_bind_int64(o->insert, 1, user_id);
-    sqlite3_bind_int64(o->insert, 2, s);
-    sqlite3_bind_text(o->insert, 3, event_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(o->insert, 4, kind, -1, SQLITE_STATIC);
-    if (case_id)
-        sqlite3_bind_text(o->insert, 5, case_id, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(o->insert, 5);
-    sqlite3_bind_int64(o->insert, 6, now_ms());
-    sqlite3_bind_text(o->insert, 7, text, -1, SQLITE_STATIC);
-    int step = sqlite3_step(o->insert);
-    sqlite3_reset(o->insert);
-    sqlite3_clear_bindings(o->insert);
-    if (step != SQLITE_DONE) {
-        rc = err_set(e, ERR_DB, "outbox: insert: %s", sqlite3_errmsg(o->db));
-        goto out;
-    }
-out:
+    char event_id[33];
+    int rc = random_hex(event_id, 16)
+                 ? err_set(e, ERR_INTERNAL, "outbox: no randomness")
+                 : append_text(o, user_id, kind, case_id, text, now_ms(),
+                               event_id, seq, e);
     if (rc)
         sqlite3_exec(o->db, "ROLLBACK TO outbox_append", NULL, NULL, NULL);
     sqlite3_exec(o->db, "RELEASE outbox_append", NULL, NULL, NULL);
@@ -180,8 +230,6 @@ out:
     if (rc)
         return rc;
     mark_dirty(o, user_id);
-    if (seq)
-        *seq = s;
     return 0;
 }
 

@@ -37,6 +37,12 @@ int outbox_append(struct outbox *o, int64_t user_id, const char *kind,
                   const char *case_id, json_t *body, int64_t *seq,
                   struct err *e);
 
+/* The same event for several users (a case's participants): the body is
+ * serialised once; all rows or none.  users[i] > 0. */
+int outbox_append_many(struct outbox *o, const int64_t *users, size_t n,
+                       const char *kind, const char *case_id, json_t *body,
+                       struct err *e);
+
 /* Events of user_id with seq > after, oldest first, at most limit, as a
  * JSON array of hashi.v1 event objects {type:"event", seq, event_id, kind,
  * case_id, at, body}.  New reference; caller decrefs. */

@@ -290,6 +290,51 @@ static void test_bad_arguments(void **state)
     json_decref(ev);
 }
 
+static void test_append_many(void **state)
+{
+    (void)state;
+    struct err e = {0};
+    int64_t users[20];
+    for (int i = 0; i < 20; i++)
+        users[i] = 1000 + i;
+    append(1005, "case.new", "c0", 0);      /* one user is ahead */
+    json_t *body = json_pack("{s:s}", "case", "c1");
+    assert_int_equal(outbox_append_many(ob, users, 20, "case.claimed", "c1",
+                                        body, &e), 0);
+    char seen[20][33];
+    for (int i = 0; i < 20; i++) {
+        json_t *ev = fetch(users[i], 0, 100);
+        assert_int_equal(json_array_size(ev), i == 5 ? 2 : 1);
+        json_t *x = json_array_get(ev, json_array_size(ev) - 1);
+        assert_int_equal(json_integer_value(json_object_get(x, "seq")),
+                         i == 5 ? 2 : 1);
+        assert_string_equal(json_string_value(json_object_get(x, "kind")),
+                            "case.claimed");
+        assert_string_equal(json_string_value(json_object_get(
+                                json_object_get(x, "body"), "case")), "c1");
+        const char *id = json_string_value(json_object_get(x, "event_id"));
+        assert_int_equal(strlen(id), 32);
+        assert_int_equal(strspn(id, "0123456789abcdef"), 32);
+        for (int j = 0; j < i; j++)
+            assert_string_not_equal(id, seen[j]);
+        strlcpy_h(seen[i], id, sizeof seen[i]);
+        json_decref(ev);
+    }
+    int64_t *dirty;
+    size_t nd;
+    outbox_take_dirty(ob, &dirty, &nd);
+    assert_int_equal(nd, 20);
+    free(dirty);
+    /* All or nothing: a bad id anywhere refuses the lot. */
+    users[7] = 0;
+    assert_int_equal(outbox_append_many(ob, users, 20, "k", NULL, body, &e),
+                     ERR_INVALID);
+    assert_int_equal(outbox_last_seq(ob, 1000), 1);
+    assert_int_equal(outbox_append_many(ob, users, 0, "k", NULL, body, &e),
+                     0);
+    json_decref(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -303,6 +348,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_survives_reopen, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_many, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
