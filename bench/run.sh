@@ -1,0 +1,27 @@
+#!/bin/sh
+# make bench: Hashi's ingest/render benchmark against DCMTK storescp and
+# Orthanc (bench/ingest.py), inside a private network namespace with only
+# loopback, so the peers (which bind every interface) are reachable from
+# nothing but this run.  Figures go to bench/RESULTS.md.
+#
+#   sh bench/run.sh [ingest.py options]   e.g. --rounds 5 --stream-gb 0
+#   BENCH_ROUNDS=N BENCH_STREAM_GB=G      same, by environment
+set -eu
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export HASHI_BUILD="${HASHI_BUILD:-$ROOT/build}"
+export HASHI_TOOLS="${HASHI_TOOLS:-$(cd "$ROOT/.." && pwd)/shared/tools}"
+export TCP_NODELAY=1
+
+[ -x "$HASHI_BUILD/hashi-server" ] ||
+    { echo "bench: $HASHI_BUILD/hashi-server not built (make)" >&2; exit 1; }
+mkdir -p "$ROOT/bench/work"
+
+if [ "${HASHI_BENCH_NETNS:-}" = "" ] && unshare --net true 2>/dev/null; then
+    export HASHI_BENCH_NETNS="private namespace (unshare --net), loopback only"
+    exec unshare --net sh -c 'ip link set lo up && exec "$0" "$@"' \
+        /usr/bin/python3 "$ROOT/bench/ingest.py" "$@"
+fi
+echo "bench: cannot unshare the network namespace (not root?);" \
+    "running on the host's loopback" >&2
+export HASHI_BENCH_NETNS="${HASHI_BENCH_NETNS:-host network (unshare failed)}"
+exec /usr/bin/python3 "$ROOT/bench/ingest.py" "$@"
