@@ -1108,8 +1108,12 @@ static int status_ok(const char *s)
            !strcmp(s, "reopened");
 }
 
-int cases_list(struct server *srv, const struct principal *who,
-               const char *status, int limit, json_t **out, struct err *e)
+/* One page of visible cases, the most recently updated first.  The cursor
+ * ("next"/"before") is "<updated_at>.<case_id>" of the last case shown:
+ * keyset paging, stable while cases are added. */
+int cases_list_page(struct server *srv, const struct principal *who,
+                    const char *status, int limit, const char *before,
+                    json_t **out, struct err *e)
 {
     *out = NULL;
     if (status && !*status)
@@ -1121,29 +1125,57 @@ int cases_list(struct server *srv, const struct principal *who,
         limit = LIST_DEFAULT;
     if (limit > LIST_MAX)
         limit = LIST_MAX;
+    int64_t b_at = 0;
+    const char *b_id = NULL;
+    if (before && *before) {
+        char *end = NULL;
+        long long v = strtoll(before, &end, 10);
+        if (!end || end == before || *end != '.' || v < 0 ||
+            !valid_id(end + 1))
+            return err_set(e, ERR_INVALID, "before: not a cursor of ours");
+        b_at = v;
+        b_id = end + 1;
+    }
     int rc = read_begin(srv, e);
     if (rc)
         return rc;
     sqlite3 *db = dbof(srv);
+    /* One row more than asked tells whether there is a next page. */
     sqlite3_stmt *st = prep(db, e,
-                            "SELECT c.case_id FROM cases c, " WHO_FROM
-                            " WHERE (?4 IS NULL OR c.status = ?4) AND "
-                            VISIBLE
-                            " ORDER BY c.created_at DESC, c.case_id LIMIT ?5",
-                            "isisi", who->user_id, who->role, who->clinic_id,
-                            status, (int64_t)limit);
+                            "SELECT c.case_id, c.updated_at FROM cases c, "
+                            WHO_FROM
+                            " WHERE (?4 IS NULL OR c.status = ?4)"
+                            " AND (?6 IS NULL OR c.updated_at < ?7 OR"
+                            "  (c.updated_at = ?7 AND c.case_id > ?6))"
+                            " AND " VISIBLE
+                            " ORDER BY c.updated_at DESC, c.case_id"
+                            " LIMIT ?5",
+                            "isisisi", who->user_id, who->role,
+                            who->clinic_id, status, (int64_t)limit + 1,
+                            b_id, b_at);
     if (!st) {
         read_end(srv);
         return ERR_DB;
     }
     json_t *arr = json_array();
-    int step;
+    char next[96] = "";
+    int step, n = 0;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == limit) {
+            json_t *last = json_array_get(arr, n - 1);
+            snprintf(next, sizeof next, "%lld.%s",
+                     (long long)json_integer_value(
+                         json_object_get(last, "updated_at")),
+                     json_string_value(json_object_get(last, "case_id")));
+            step = SQLITE_DONE;
+            break;
+        }
         json_t *c;
         rc = case_json(db, col_text(st, 0), &c, e);
         if (rc)
             break;
         json_array_append_new(arr, c);
+        n++;
     }
     sqlite3_finalize(st);
     read_end(srv);
@@ -1157,7 +1189,22 @@ int cases_list(struct server *srv, const struct principal *who,
     snprintf(detail, sizeof detail, "%zu case(s)%s%s", json_array_size(arr),
              status ? " status=" : "", status ? status : "");
     audit_case(srv, who, "case.list", NULL, 0, detail);
-    *out = arr;
+    *out = json_pack("{s:o}", "cases", arr);
+    if (next[0])
+        json_object_set_new(*out, "next", json_string(next));
+    return 0;
+}
+
+int cases_list(struct server *srv, const struct principal *who,
+               const char *status, int limit, json_t **out, struct err *e)
+{
+    json_t *page = NULL;
+    int rc = cases_list_page(srv, who, status, limit, NULL, &page, e);
+    *out = NULL;
+    if (rc)
+        return rc;
+    *out = json_incref(json_object_get(page, "cases"));
+    json_decref(page);
     return 0;
 }
 

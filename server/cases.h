@@ -55,9 +55,16 @@ int cases_create(struct server *srv, const struct principal *who,
 /* case.get: the case with its messages and answer. */
 int cases_get(struct server *srv, const struct principal *who,
               const char *case_id, json_t **out, struct err *e);
-/* case.list: visible cases, newest first; status may be NULL. */
+/* case.list: visible cases (a JSON array), the most recently updated
+ * first; status may be NULL. */
 int cases_list(struct server *srv, const struct principal *who,
                const char *status, int limit, json_t **out, struct err *e);
+/* case.list with paging, as PROTOCOL.md has it: *out = {"cases": [...],
+ * "next": cursor} ("next" only when there may be more); before is the
+ * "next" of a previous page, or NULL.  The most recently updated first. */
+int cases_list_page(struct server *srv, const struct principal *who,
+                    const char *status, int limit, const char *before,
+                    json_t **out, struct err *e);
 /* case.claim: ERR_CONFLICT ("already claimed by X") if someone else won;
  * ERR_FORBIDDEN if the caller is no specialist of the case. */
 int cases_claim(struct server *srv, const struct principal *who,

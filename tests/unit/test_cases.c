@@ -1074,6 +1074,52 @@ static void test_codec_requests(void **state)
     json_decref(req);
 }
 
+static void test_list_pages(void **state)
+{
+    (void)state;
+    struct err e = {0};
+    char id[16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(id, sizeof id, "p%d", i);
+        create_case(REQ_A, id, "routine", "neurology", NULL);
+        usleep(2000);
+    }
+    send_msg(REQ_A, "p1", "p1-m", "bump");  /* p1 is now the latest */
+    const char *want[] = { "p1", "p4", "p3", "p2", "p0" };
+    int got = 0;
+    char before[128] = "";
+    for (int page = 0; page < 3; page++) {
+        json_t *out = NULL;
+        if (cases_list_page(&srv, &who[N1], NULL, 2, before[0] ? before
+                                                               : NULL,
+                            &out, &e))
+            fail_msg("list: %s", e.msg);
+        json_t *cs = json_object_get(out, "cases");
+        assert_int_equal(json_array_size(cs), page < 2 ? 2 : 1);
+        size_t i;
+        json_t *c;
+        json_array_foreach(cs, i, c)
+            assert_string_equal(json_string_value(json_object_get(c,
+                                                                  "case_id")),
+                                want[got++]);
+        json_t *next = json_object_get(out, "next");
+        if (page < 2)
+            strlcpy_h(before, json_string_value(next), sizeof before);
+        else
+            assert_null(next);
+        json_decref(out);
+    }
+    assert_int_equal(got, 5);
+    json_t *out = NULL;
+    assert_int_equal(cases_list_page(&srv, &who[N1], NULL, 2, "garbage",
+                                     &out, &e), ERR_INVALID);
+    assert_int_equal(cases_list(&srv, &who[REQ_A], NULL, 0, &out, &e), 0);
+    assert_int_equal(json_array_size(out), 5);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(out, 0), "case_id")), "p1");
+    json_decref(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1098,6 +1144,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_audit_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_codec_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_pages, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
