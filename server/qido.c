@@ -124,13 +124,13 @@ static sqlite3_stmt *qb_prepare(struct store *s, struct qb *q,
     return st;
 }
 
-static int qb_scope(struct qb *q, const struct store_scope *scope,
-                    struct err *e)
+static int qb_scope(struct store *s, struct qb *q,
+                    const struct store_scope *scope, struct err *e)
 {
     char sql[2048];
     if (!scope)
         return err_set(e, ERR_INTERNAL, "no scope given");
-    if (store_scope_sql(scope, sql, sizeof sql))
+    if (store_scope_sql(s, scope, sql, sizeof sql))
         return err_set(e, ERR_INTERNAL, "scope clause too long");
     qb_sql(q, " AND %s", sql);
     return 0;
@@ -451,7 +451,7 @@ int store_qido_studies(struct store *s, const struct store_scope *scope,
            " studies.num_instances"
            " FROM studies JOIN patients p ON p.id = studies.patient_ref"
            " WHERE 1");
-    if ((rc = qb_scope(&b, scope, e)))
+    if ((rc = qb_scope(s, &b, scope, e)))
         goto out;
     if (q->patient_id && *q->patient_id)
         match_string(&b, "p.patient_id", q->patient_id);
@@ -503,7 +503,7 @@ static int visible_study(struct store *s, const struct store_scope *scope,
     struct qb b = {0};
     qb_sql(&b, "SELECT studies.id FROM studies WHERE studies.study_uid = ");
     qb_text(&b, study_uid);
-    int rc = qb_scope(&b, scope, e);
+    int rc = qb_scope(s, &b, scope, e);
     sqlite3_stmt *st = rc ? NULL : qb_prepare(s, &b, scope, e);
     qb_free(&b);
     if (!st)

@@ -111,13 +111,33 @@ static void copy_col(char *dst, size_t n, sqlite3_stmt *st, int col)
 
 /* ---- scope -------------------------------------------------------------- */
 
-int store_scope_sql(const struct store_scope *sc, char *out, size_t n)
+/* Whether the consult workflow's tables exist in this database: its
+ * clause names them, and without them no case can widen anything.  Once
+ * seen they stay (tables are never dropped). */
+static int cases_ready(struct store *s)
+{
+    if (s->have_cases || !cases_study_visible_sql)
+        return s->have_cases;
+    sqlite3_stmt *st = store_stmt(
+        s,
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+        " AND name IN ('cases', 'case_studies')",
+        NULL);
+    if (st && sqlite3_step(st) == SQLITE_ROW &&
+        sqlite3_column_int(st, 0) == 2)
+        s->have_cases = 1;
+    if (st)
+        sqlite3_reset(st);
+    return s->have_cases;
+}
+
+int store_scope_sql(struct store *s, const struct store_scope *sc,
+                    char *out, size_t n)
 {
     int w;
     if (sc->all)
         w = snprintf(out, n, "1");
-    else if (sc->user_id > 0 && cases_study_visible_sql &&
-             cases_study_visible_sql())
+    else if (sc->user_id > 0 && cases_ready(s) && cases_study_visible_sql())
         w = snprintf(out, n,
                      "((studies.clinic_id = :scope_clinic"
                      " AND studies.clinic_id <> 0) OR (%s))",
@@ -963,7 +983,7 @@ static sqlite3_stmt *scoped_stmt(struct store *s,
         err_set(e, ERR_INTERNAL, "no scope given");
         return NULL;
     }
-    if (store_scope_sql(scope, scope_sql, sizeof scope_sql) ||
+    if (store_scope_sql(s, scope, scope_sql, sizeof scope_sql) ||
         snprintf(sql, sizeof sql, "%s WHERE %s AND %s%s", INSTANCE_COLS,
                  where, scope_sql, tail) >= (int)sizeof sql) {
         err_set(e, ERR_INTERNAL, "scope clause too long");

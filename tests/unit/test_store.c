@@ -1024,6 +1024,9 @@ static void test_scope(void **state)
     assert_string_equal(uids, g_c_uid);
     assert_int_equal(studies(f->s, &c3, &q, NULL), 0);
     assert_int_equal(studies(f->s, &none, &q, NULL), 0);
+    /* a user id works whether or not the consult tables exist yet */
+    struct store_scope c1u = {0, 1, 5};
+    assert_int_equal(studies(f->s, &c1u, &q, NULL), 2);
     /* naming another clinic's study does not reveal it */
     q.study_uid = g_a_uid;
     assert_int_equal(studies(f->s, &c2, &q, NULL), 0);
