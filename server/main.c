@@ -44,6 +44,10 @@ static const char usage_text[] =
 
 static void block_signals(sigset_t *set)
 {
+    /* A shell starting us in the background sets SIGINT to "ignore",
+     * and an ignored signal never reaches sigwait(): take them back. */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     sigemptyset(set);
     sigaddset(set, SIGINT);
     sigaddset(set, SIGTERM);
