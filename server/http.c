@@ -40,6 +40,7 @@
 
 #include "../proto/log.h"
 #include "api.h"
+#include "api_cases.h"
 #include "cases.h"
 #include "dicomweb.h"
 #include "server.h"
@@ -68,6 +69,9 @@ static const struct http_route routes[] = {
     { "/api/login", 0, HTTP_POST, HTTP_AUTH_NONE, api_login },
     { "/api/logout", 0, HTTP_POST, HTTP_AUTH_REQUIRED, api_logout },
     { "/api/me", 0, HTTP_GET, HTTP_AUTH_REQUIRED, api_me },
+    { "/api/cases", 1, HTTP_GET | HTTP_POST, HTTP_AUTH_REQUIRED, api_cases },
+    { "/api/events", 1, HTTP_GET | HTTP_POST, HTTP_AUTH_REQUIRED,
+      api_events },
     { "/dicomweb", 1, HTTP_GET | HTTP_POST, HTTP_AUTH_REQUIRED,
       dicomweb_handle },
 };
@@ -1195,6 +1199,7 @@ int http_start(struct server *srv, struct err *e)
     struct lws_context_creation_info info;
     struct http_ctx *ctx;
     const char *iface = c->listen_host;
+    int v4 = 0;
 
     if (!file_readable(c->cert))
         return err_set(e, ERR_IO, "cannot read TLS certificate %s", c->cert);
@@ -1212,6 +1217,14 @@ int http_start(struct server *srv, struct err *e)
 
     if (!*iface || !strcmp(iface, "0.0.0.0") || !strcmp(iface, "*"))
         iface = NULL;
+    else if (!strcmp(iface, "localhost"))
+        iface = "127.0.0.1";
+    /* lws 4.1.6 opens an IPv6 socket by default and then binds it to
+     * every address when iface is an IPv4 literal: 127.0.0.1 would listen
+     * on all interfaces.  An IPv4 address (or 0.0.0.0) gets an IPv4
+     * socket, so the bind is exact. */
+    if (!iface || strchr(iface, '.'))
+        v4 = 1;
     memset(&info, 0, sizeof(info));
     info.port = c->listen_port;
     info.iface = iface;
@@ -1222,6 +1235,8 @@ int http_start(struct server *srv, struct err *e)
     info.user = ctx;
     info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
                    LWS_SERVER_OPTION_VALIDATE_UTF8;
+    if (v4)
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     info.ssl_cert_filepath = c->cert;
     info.ssl_private_key_filepath = c->key;
     info.alpn = "http/1.1";
