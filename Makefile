@@ -68,11 +68,11 @@ PROTO_TESTS := $(BUILD)/tests/test_dicom $(BUILD)/tests/test_msg \
                $(BUILD)/tests/test_util
 $(PROTO_TESTS): $(BUILD)/tests/%: tests/unit/%.c $(PROTO_O)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $^ $(LIBS) -lcmocka
+	$(CC) $(CFLAGS) -o $@ $(filter-out %.h,$^) $(LIBS) -lcmocka
 
 $(filter-out $(PROTO_TESTS),$(UNIT_BINS)): $(BUILD)/tests/%: tests/unit/%.c $(SERVER_O) $(CLIENT_O) $(PROTO_O)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $^ $(LIBS) -lcmocka
+	$(CC) $(CFLAGS) -o $@ $(filter-out %.h,$^) $(LIBS) -lcmocka
 
 run: deps all
 	@sh scripts/run.sh "$(DATA)"
