@@ -17,8 +17,11 @@
 #include <openssl/crypto.h>
 
 #include "auth.h"
+#include "cases.h"
 #include "config.h"
 #include "devcert.h"
+#include "outbox.h"
+#include "server.h"
 #include "store.h"
 
 enum {
@@ -47,7 +50,8 @@ static const char usage_text[] =
     "                            --role requester|specialist|admin "
     "[--specialty S]...\n"
     "                            (password: first line of stdin)\n"
-    "       hashi-server gateway add --data DIR --clinic NAME --name G\n";
+    "       hashi-server gateway add --data DIR --clinic NAME --name G\n"
+    "       hashi-server oncall  set --data DIR --specialty S LOGIN...\n";
 
 static int usage(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
@@ -412,6 +416,72 @@ static int cmd_gateway(int argc, char **argv)
     return 0;
 }
 
+/* oncall set --data DIR --specialty S LOGIN...: the specialty's on-call
+ * list, in escalation order (replaces the old one; no LOGIN empties it). */
+static int cmd_oncall(int argc, char **argv)
+{
+    const char *data = CONFIG_DEFAULT_DATA, *specialty = NULL;
+    if (argc < 2 || strcmp(argv[1], "set")) {
+        fprintf(stderr, "hashi-server: 'oncall' needs 'set'\n%s",
+                usage_text);
+        return 1;
+    }
+    const char **logins = calloc((size_t)argc, sizeof *logins);
+    if (!logins)
+        return 2;
+    int n = 0, rc = 0;
+    for (int i = 2; !rc && i < argc; i++) {
+        const char *a = argv[i];
+        const char **dst = !strcmp(a, "--data") ? &data
+                           : !strcmp(a, "--specialty") ? &specialty : NULL;
+        if (dst) {
+            if (i + 1 >= argc || !*argv[i + 1])
+                rc = usage("option '%s' needs a value", a);
+            else
+                *dst = argv[++i];
+        } else if (!strncmp(a, "--data=", 7)) {
+            data = a + 7;
+        } else if (!strncmp(a, "--specialty=", 12)) {
+            specialty = a + 12;
+        } else if (a[0] == '-') {
+            rc = usage("unknown option '%s'", a);
+        } else {
+            logins[n++] = a;
+        }
+    }
+    if (!rc && !specialty)
+        rc = usage("oncall set needs --specialty");
+    if (rc) {
+        free(logins);
+        return rc;
+    }
+    struct err e = { 0, "" };
+    struct server *srv = calloc(1, sizeof *srv);
+    if (!srv) {
+        free(logins);
+        return 2;
+    }
+    config_defaults(&srv->cfg);
+    srv->store = open_existing(data, &e);
+    if (!srv->store) {
+        free(srv);
+        free(logins);
+        return fail("oncall set", &e);
+    }
+    rc = cases_init(srv, &e);
+    if (!rc)
+        rc = cases_oncall_set(srv, specialty, logins, n, &e);
+    outbox_close(srv->outbox);
+    store_close(srv->store);
+    free(srv);
+    free(logins);
+    if (rc)
+        return fail("oncall set", &e);
+    fprintf(stderr, "hashi-server: on-call list of %s: %d specialist(s)\n",
+            specialty, n);
+    return 0;
+}
+
 static const struct {
     const char *word;
     int (*fn)(int, char **);
@@ -421,6 +491,7 @@ static const struct {
     { "clinic", cmd_clinic },
     { "user", cmd_user },
     { "gateway", cmd_gateway },
+    { "oncall", cmd_oncall },
 };
 
 int admin_is_command(const char *word)

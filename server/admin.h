@@ -8,6 +8,7 @@
  *               --role requester|specialist|admin [--specialty S]...
  *               (password: the first line of stdin)
  *   gateway add --data DIR --clinic NAME --name G   (prints the token once)
+ *   oncall  set --data DIR --specialty S LOGIN...   (escalation order)
  *
  * They work on the data directory directly (the server may be running:
  * SQLite's WAL lets both write).  Exit status: 0 ok, 1 usage, 2 failure;

@@ -25,7 +25,9 @@
 #include "../proto/dicom.h"
 #include "../proto/log.h"
 #include "admin.h"
+#include "cases.h"
 #include "config.h"
+#include "outbox.h"
 #include "server.h"
 
 static const char usage_text[] =
@@ -35,7 +37,8 @@ static const char usage_text[] =
     "[--origin URL]...\n"
     "                    [--accept-unknown-ae] [--max-instance BYTES]\n"
     "                    [--log-level debug|info|warn|error]\n"
-    "       hashi-server init|demo|clinic add|user add|gateway add ... "
+    "       hashi-server init|demo|clinic add|user add|gateway add|"
+    "oncall set ... "
     "(see README)\n"
     "defaults: --data ./data --listen 127.0.0.1:8443 "
     "--dicom 127.0.0.1:11112 (port 0: off)\n"
@@ -154,6 +157,16 @@ static int serve(struct server *srv, sigset_t *sigs)
         goto out;
     }
     metrics_init(&srv->metrics);
+    /* The consult workflow and its outboxes, then the hashi.v1 hub: both
+     * before the listener, which hands them requests. */
+    if (cases_init(srv, &e)) {
+        log_error("cases: %s", e.msg);
+        goto out;
+    }
+    if (ws_init(srv, &e)) {
+        log_error("hashi.v1: %s", e.msg);
+        goto out;
+    }
     if (dicom_init(&e)) {
         log_error("DICOM: %s", e.msg);
         goto out;
@@ -188,6 +201,9 @@ out:
         scp_stop(srv);
     if (http_up)
         http_stop(srv);
+    ws_free(srv);             /* after http_stop closed the sessions */
+    outbox_close(srv->outbox);
+    srv->outbox = NULL;
     if (srv->audit)
         audit_close(srv->audit);
     store_close(srv->store);

@@ -1,0 +1,1110 @@
+/*
+ * ws — the hashi.v1 WebSocket protocol of hashi-server (proto/PROTOCOL.md):
+ * sessions, the Origin check, replay and live push of the outboxes,
+ * requests and their kept answers.
+ *
+ * Life of a session (lws thread only):
+ *   1. FILTER_PROTOCOL_CONNECTION: the upgrade's Origin must be absent,
+ *      the server's own origin or a configured one; else it is refused
+ *      (and audited) before the upgrade completes.  This callback, not
+ *      HTTP_CONFIRM_UPGRADE, because of CVE-2025-11677 in lws 4.1.6.
+ *   2. ESTABLISHED: the session joins the hub; it has 10 s for `hello`.
+ *   3. hello -> welcome; the session is filed under its user id, and the
+ *      outbox after replay_from is sent, at most 256 unacknowledged events
+ *      in flight, a batch fetched whenever the send queue runs dry.
+ *   4. Requests run synchronously (cases.c) and get exactly one reply;
+ *      the reply text is kept in SQLite (request_replies) so a retry of
+ *      the same (user, id) gets the same bytes, across reconnects and
+ *      restarts.
+ *   5. ws_push_dirty(), called by cases.c after each COMMIT, marks the
+ *      sessions of the users that got events and asks lws for a writeable
+ *      callback; each WRITEABLE sends one queued frame.
+ *
+ * Memory: a session is its lws per-session struct (about 1 KB); frames
+ * are queued only while they wait for the socket, and a session whose
+ * queue holds WS_QUEUE_HIGH bytes stops reading its outbox and its socket
+ * until the queue drains — the events wait in the outbox anyway.  A
+ * message in several fragments is collected in a buffer freed as soon as
+ * it is complete.
+ *
+ * The hub reaches the callback through the `user` pointer of the one
+ * lws_protocols entry (set by ws_init before http.c copies the entry).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <libwebsockets.h>
+#include <sqlite3.h>
+
+#include "../proto/log.h"
+#include "../proto/msg.h"
+#include "auth.h"
+#include "cases.h"
+#include "http.h"
+#include "outbox.h"
+#include "server.h"
+
+#define WS_BUCKETS 256              /* sessions filed by user id */
+#define WS_BATCH 32                 /* events fetched at once */
+#define WS_INFLIGHT_MAX 256         /* unacknowledged events per session */
+#define WS_QUEUE_HIGH (256 * 1024)  /* bytes queued: stop reading */
+#define WS_QUEUE_LOW (64 * 1024)    /* ... until below this */
+#define WS_BAD_MAX 10               /* consecutive bad frames -> 4400 */
+#define WS_HELLO_MS 10000           /* no hello within -> 4408 */
+#define WS_KEEP_REPLIES_MS (25LL * 3600 * 1000)
+#define WS_PRUNE_EVERY_MS (3600LL * 1000)
+
+enum { WS_NEW = 0, WS_LIVE, WS_CLOSING };
+
+struct ws_frame {
+    struct ws_frame *next;
+    size_t len;
+    int binary;
+    unsigned char buf[];            /* LWS_PRE + len */
+};
+
+struct ws_sess {
+    struct lws *wsi;
+    struct ws_hub *hub;
+    struct ws_sess *prev, *next;    /* hub->all */
+    struct ws_sess *bnext;          /* hub->bucket[], once live */
+    int state;
+    int in_hub, in_bucket;
+    int64_t opened_ms;
+    struct principal who;
+    int64_t sent_seq;               /* highest event seq queued */
+    int64_t acked_seq;              /* highest ack on this connection */
+    int pending;                    /* the outbox may hold more */
+    struct ws_frame *qhead, *qtail;
+    size_t qbytes;
+    int rx_paused;
+    unsigned char *rx;              /* a message in fragments */
+    size_t rx_len;
+    int rx_over;                    /* over its limit: skip to its end */
+    int bad;                        /* consecutive bad frames */
+    int close_code;
+    char close_reason[64];
+    char cookie_token[AUTH_TOKEN_HEX + 1];
+    char remote[48];
+};
+
+struct ws_hub {
+    struct server *srv;
+    struct ws_sess *all;
+    struct ws_sess *bucket[WS_BUCKETS];
+    struct lws_context *ctx;
+    lws_sorted_usec_list_t tick;
+    int tick_on;
+    int64_t pruned_at;
+    int nsessions;
+    sqlite3_stmt *reply_get, *reply_put;
+};
+
+static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason,
+                       void *user, void *in, size_t len);
+
+/* The one protocol entry; `user` is the hub (ws_init). */
+static struct lws_protocols ws_proto = {
+    .name = MSG_SUBPROTOCOL,
+    .callback = callback_ws,
+    .per_session_data_size = sizeof(struct ws_sess),
+    /* Read in small pieces: 0 would mean pt_serv_buf_size (64 KiB) per
+     * connection. */
+    .rx_buffer_size = 4096,
+};
+
+const struct lws_protocols *ws_protocol(void)
+{
+    return &ws_proto;
+}
+
+/* ---- kept replies (request-id idempotency) ------------------------------ */
+
+static const char replies_sql[] =
+    "CREATE TABLE IF NOT EXISTS request_replies ("
+    "  actor TEXT NOT NULL,"          /* login, or gateway:<name> */
+    "  request_id TEXT NOT NULL,"
+    "  reply TEXT NOT NULL,"          /* the reply frame, byte for byte */
+    "  at INTEGER NOT NULL,"
+    "  PRIMARY KEY (actor, request_id));"
+    "CREATE INDEX IF NOT EXISTS request_replies_by_at"
+    "  ON request_replies(at);";
+
+/* The kept reply of (actor, id), malloc'd, or NULL. */
+static char *reply_lookup(struct ws_hub *h, const char *actor, const char *id)
+{
+    char *text = NULL;
+    sqlite3_stmt *st = h->reply_get;
+    sqlite3_bind_text(st, 1, actor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(st, 0);
+        if (t)
+            text = strdup(t);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return text;
+}
+
+static void reply_keep(struct ws_hub *h, const char *actor, const char *id,
+                       const char *text)
+{
+    sqlite3_stmt *st = h->reply_put;
+    sqlite3_bind_text(st, 1, actor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, text, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, now_ms());
+    if (sqlite3_step(st) != SQLITE_DONE)
+        log_warn("ws: keeping the reply of %s/%s: %s", actor, id,
+                 sqlite3_errmsg(store_db(h->srv->store)));
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+static void replies_prune(struct ws_hub *h)
+{
+    sqlite3 *db = store_db(h->srv->store);
+    sqlite3_stmt *st;
+    h->pruned_at = now_ms();
+    if (sqlite3_prepare_v2(db, "DELETE FROM request_replies WHERE at < ?1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_int64(st, 1, h->pruned_at - WS_KEEP_REPLIES_MS);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        log_warn("ws: pruning kept replies: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+}
+
+/* ---- the hub ------------------------------------------------------------ */
+
+static unsigned bucket_of(int64_t user_id)
+{
+    return (unsigned)((uint64_t)user_id % WS_BUCKETS);
+}
+
+static void hub_add(struct ws_hub *h, struct ws_sess *s)
+{
+    s->hub = h;
+    s->prev = NULL;
+    s->next = h->all;
+    if (h->all)
+        h->all->prev = s;
+    h->all = s;
+    s->in_hub = 1;
+    h->nsessions++;
+}
+
+static void bucket_add(struct ws_hub *h, struct ws_sess *s)
+{
+    if (s->who.user_id <= 0 || s->in_bucket)
+        return;
+    unsigned b = bucket_of(s->who.user_id);
+    s->bnext = h->bucket[b];
+    h->bucket[b] = s;
+    s->in_bucket = 1;
+}
+
+static void frames_free(struct ws_sess *s)
+{
+    struct ws_frame *f = s->qhead;
+    while (f) {
+        struct ws_frame *n = f->next;
+        free(f);
+        f = n;
+    }
+    s->qhead = s->qtail = NULL;
+    s->qbytes = 0;
+}
+
+static void hub_remove(struct ws_sess *s)
+{
+    struct ws_hub *h = s->hub;
+    if (h && s->in_bucket) {
+        struct ws_sess **pp = &h->bucket[bucket_of(s->who.user_id)];
+        while (*pp && *pp != s)
+            pp = &(*pp)->bnext;
+        if (*pp)
+            *pp = s->bnext;
+        s->in_bucket = 0;
+    }
+    if (h && s->in_hub) {
+        if (s->prev)
+            s->prev->next = s->next;
+        else
+            h->all = s->next;
+        if (s->next)
+            s->next->prev = s->prev;
+        s->in_hub = 0;
+        h->nsessions--;
+    }
+    frames_free(s);
+    free(s->rx);
+    s->rx = NULL;
+    s->rx_len = 0;
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+static void want_write(struct ws_sess *s)
+{
+    if (s->wsi)
+        lws_callback_on_writable(s->wsi);
+}
+
+/* Queue len bytes as one frame (copied). */
+static int queue_bytes(struct ws_sess *s, const void *data, size_t len,
+                       int binary)
+{
+    struct ws_frame *f = malloc(sizeof *f + LWS_PRE + len);
+    if (!f) {
+        log_error("ws: out of memory queueing %zu bytes", len);
+        return ERR_INTERNAL;
+    }
+    f->next = NULL;
+    f->len = len;
+    f->binary = binary;
+    memcpy(f->buf + LWS_PRE, data, len);
+    if (s->qtail)
+        s->qtail->next = f;
+    else
+        s->qhead = f;
+    s->qtail = f;
+    s->qbytes += len;
+    if (s->qbytes >= WS_QUEUE_HIGH && !s->rx_paused && s->wsi) {
+        lws_rx_flow_control(s->wsi, 0);
+        s->rx_paused = 1;
+    }
+    want_write(s);
+    return 0;
+}
+
+/* Serialise m (validated by the codec) and queue it; *text (may be NULL)
+ * receives a copy of the frame, for keeping. */
+static int queue_msg(struct ws_sess *s, const struct msg *m, char **text)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    struct msg_error me;
+    if (text)
+        *text = NULL;
+    if (msg_serialize(m, &buf, &len, &me)) {
+        log_error("ws: cannot serialise a %s: %s",
+                  msg_type_name(m->type) ? msg_type_name(m->type) : "?",
+                  me.message);
+        return ERR_INTERNAL;
+    }
+    int rc = queue_bytes(s, buf, len, 0);
+    if (!rc && text)
+        *text = buf;
+    else
+        free(buf);
+    return rc;
+}
+
+/* An `error` message (code, text), or a reply when id is given. */
+static void send_error(struct ws_sess *s, const char *id, enum msg_code code,
+                       const char *text)
+{
+    struct msg m;
+    struct msg_error me;
+    int rc = id && *id ? msg_build_reply_err(&m, id, code, text, &me)
+                       : msg_build_error(&m, code, text, &me);
+    if (!rc)
+        queue_msg(s, &m, NULL);
+    else
+        log_error("ws: cannot build an error (%s): %s",
+                  msg_code_name(code), me.message);
+    msg_free(&m);
+}
+
+/* Close with code after the frames queued so far. */
+static void close_after(struct ws_sess *s, int code, const char *reason)
+{
+    if (s->state == WS_CLOSING)
+        return;
+    s->state = WS_CLOSING;
+    s->close_code = code;
+    strlcpy_h(s->close_reason, reason, sizeof s->close_reason);
+    want_write(s);
+}
+
+/* Queue the next events after sent_seq, within the in-flight window and
+ * the queue's byte budget. */
+static void fill_events(struct ws_sess *s)
+{
+    struct server *srv = s->hub->srv;
+    int64_t room = WS_INFLIGHT_MAX - (s->sent_seq - s->acked_seq);
+    if (room <= 0 || !srv->outbox || s->who.user_id <= 0) {
+        if (s->who.user_id <= 0)
+            s->pending = 0;
+        return;
+    }
+    int lim = room < WS_BATCH ? (int)room : WS_BATCH;
+    json_t *arr = NULL;
+    struct err e = { 0, "" };
+    if (outbox_fetch(srv->outbox, s->who.user_id, s->sent_seq, lim, &arr,
+                     &e)) {
+        log_error("ws: outbox of %s: %s", s->who.login, e.msg);
+        return;     /* pending stays: tried again at the next push/tick */
+    }
+    size_t n = json_array_size(arr), i;
+    for (i = 0; i < n; i++) {
+        json_t *ev = json_array_get(arr, i);
+        char *text = json_dumps(ev, JSON_COMPACT);
+        int64_t seq = json_integer_value(json_object_get(ev, "seq"));
+        if (!text || queue_bytes(s, text, strlen(text), 0)) {
+            free(text);
+            break;
+        }
+        free(text);
+        s->sent_seq = seq;
+        if (s->qbytes >= WS_QUEUE_LOW) {
+            i++;
+            break;
+        }
+    }
+    if (i == n && n < (size_t)lim)
+        s->pending = 0;
+    json_decref(arr);
+}
+
+static int on_writeable(struct ws_sess *s)
+{
+    if (!s->qhead && s->state == WS_LIVE && s->pending)
+        fill_events(s);
+    struct ws_frame *f = s->qhead;
+    if (f) {
+        int n = lws_write(s->wsi, f->buf + LWS_PRE, f->len,
+                          f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+        s->qhead = f->next;
+        if (!s->qhead)
+            s->qtail = NULL;
+        s->qbytes -= f->len;
+        free(f);
+        if (n < 0)
+            return -1;
+    }
+    if (s->rx_paused && s->qbytes < WS_QUEUE_LOW && s->state != WS_CLOSING) {
+        lws_rx_flow_control(s->wsi, 1);
+        s->rx_paused = 0;
+    }
+    if (s->qhead || (s->state == WS_LIVE && s->pending &&
+                     s->sent_seq - s->acked_seq < WS_INFLIGHT_MAX)) {
+        want_write(s);
+        return 0;
+    }
+    if (s->state == WS_CLOSING) {
+        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code,
+                         (unsigned char *)s->close_reason,
+                         strlen(s->close_reason));
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the Origin check --------------------------------------------------- */
+
+static char *hdr_copy(struct lws *wsi, enum lws_token_indexes t, char *buf,
+                      size_t n)
+{
+    int len = lws_hdr_total_length(wsi, t);
+    if (len <= 0 || (size_t)len >= n)
+        return NULL;
+    if (lws_hdr_copy(wsi, buf, (int)n, t) < 0)
+        return NULL;
+    return buf;
+}
+
+/* Is origin in the comma-separated list? */
+static int origin_listed(const char *list, const char *origin)
+{
+    size_t olen = strlen(origin);
+    while (list && *list) {
+        while (*list == ',' || *list == ' ')
+            list++;
+        size_t n = strcspn(list, ",");
+        size_t k = n;
+        while (k && list[k - 1] == ' ')
+            k--;
+        if (k && k == olen && !strncasecmp(list, origin, k))
+            return 1;
+        list += n;
+    }
+    return 0;
+}
+
+/* 1 if an upgrade with this Origin (NULL: none) may proceed. */
+static int origin_allowed(const struct server_config *c, const char *origin,
+                          const char *host)
+{
+    char self[320];
+    if (!origin)
+        return 1;
+    if (host && *host) {
+        snprintf(self, sizeof self, "https://%s", host);
+        if (!strcasecmp(origin, self))
+            return 1;
+    }
+    snprintf(self, sizeof self, "https://localhost:%d", c->listen_port);
+    if (!strcasecmp(origin, self))
+        return 1;
+    snprintf(self, sizeof self, "https://127.0.0.1:%d", c->listen_port);
+    if (!strcasecmp(origin, self))
+        return 1;
+    return origin_listed(c->origins, origin);
+}
+
+static int filter_connection(struct ws_hub *h, struct lws *wsi)
+{
+    char origin[512], host[256], remote[48] = "";
+    if (!h)
+        return 1;           /* ws_init was not called: no hashi.v1 */
+    int has_origin = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) > 0;
+    const char *o = has_origin ? hdr_copy(wsi, WSI_TOKEN_ORIGIN, origin,
+                                          sizeof origin) : NULL;
+    const char *hh = hdr_copy(wsi, WSI_TOKEN_HOST, host, sizeof host);
+    if (!has_origin || (o && origin_allowed(&h->srv->cfg, o, hh)))
+        return 0;
+    lws_get_peer_simple(wsi, remote, sizeof remote);
+    struct audit_entry a = {
+        .actor = "-", .action = "ws_origin_denied", .object = NULL,
+        .outcome = "denied", .remote = remote,
+        .detail = o ? o : "(over-long Origin)",
+    };
+    if (h->srv->audit)
+        audit_write(h->srv->audit, &a);
+    log_info("ws: upgrade from %s refused: Origin %s", remote,
+             o ? o : "(over-long)");
+    lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN,
+                           "Origin not allowed");
+    return 1;
+}
+
+/* ---- session start ------------------------------------------------------ */
+
+/* The session cookie of the upgrade request, for browsers whose hello
+ * carries no token. */
+static void take_cookie(struct lws *wsi, struct ws_sess *s)
+{
+    char buf[2048];
+    const char *c = hdr_copy(wsi, WSI_TOKEN_HTTP_COOKIE, buf, sizeof buf);
+    size_t nl = strlen(HTTP_COOKIE_NAME);
+    while (c && *c) {
+        while (*c == ' ' || *c == ';')
+            c++;
+        if (!strncmp(c, HTTP_COOKIE_NAME, nl) && c[nl] == '=') {
+            c += nl + 1;
+            size_t n = strcspn(c, "; ");
+            if (n && n <= AUTH_TOKEN_HEX) {
+                memcpy(s->cookie_token, c, n);
+                s->cookie_token[n] = 0;
+            }
+            return;
+        }
+        c += strcspn(c, ";");
+    }
+}
+
+static void tick(lws_sorted_usec_list_t *sul);
+
+static void on_open(struct ws_hub *h, struct lws *wsi, struct ws_sess *s)
+{
+    memset(s, 0, sizeof *s);
+    s->wsi = wsi;
+    s->opened_ms = now_ms();
+    lws_get_peer_simple(wsi, s->remote, sizeof s->remote);
+    take_cookie(wsi, s);
+    hub_add(h, s);
+    if (!h->tick_on) {
+        h->ctx = lws_get_context(wsi);
+        h->tick_on = 1;
+        lws_sul_schedule(h->ctx, 0, &h->tick, tick, LWS_US_PER_SEC);
+    }
+}
+
+/* Every second: sessions that never said hello are closed. */
+static void tick(lws_sorted_usec_list_t *sul)
+{
+    struct ws_hub *h = lws_container_of(sul, struct ws_hub, tick);
+    int64_t now = now_ms();
+    for (struct ws_sess *s = h->all; s; s = s->next)
+        if (s->state == WS_NEW && now - s->opened_ms > WS_HELLO_MS) {
+            send_error(s, NULL, MSG_E_UNAUTHORIZED, "no hello within 10 s");
+            close_after(s, 4408, "hello timeout");
+        }
+    if (now - h->pruned_at > WS_PRUNE_EVERY_MS)
+        replies_prune(h);
+    lws_sul_schedule(h->ctx, 0, &h->tick, tick, LWS_US_PER_SEC);
+}
+
+/* ---- hello ------------------------------------------------------------ */
+
+static int role_of(const char *role)
+{
+    for (int r = 1; r < MSG_ROLE_COUNT; r++)
+        if (msg_role_name(r) && !strcmp(msg_role_name(r), role))
+            return r;
+    return MSG_ROLE_NONE;
+}
+
+/* A login as the welcome's login syntax allows (A-Z a-z 0-9 . _ @ -):
+ * gateways are "gateway:<name>" inside the server. */
+static void wire_login(const char *login, char *out, size_t n)
+{
+    if (!strncmp(login, "gateway:", 8))
+        login += 8;
+    size_t i;
+    for (i = 0; login[i] && i + 1 < n && i < MSG_NAME_MAX; i++) {
+        char ch = login[i];
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                 (ch >= '0' && ch <= '9') || strchr("._@-", ch);
+        out[i] = ok ? ch : '-';
+    }
+    out[i] = 0;
+    if (!i)
+        strlcpy_h(out, "gateway", n);
+}
+
+/* Where the replay starts (PROTOCOL.md section 3): hello.last_seq, or 0
+ * when the client knows seqs this server never assigned, or just before
+ * the oldest event kept when those after last_seq were pruned. */
+static int64_t replay_start(struct server *srv, int64_t uid, int64_t asked,
+                            int64_t last)
+{
+    if (asked > last)
+        return 0;
+    if (asked == last)
+        return asked;
+    json_t *arr = NULL;
+    int64_t from = asked;
+    if (!outbox_fetch(srv->outbox, uid, asked, 1, &arr, NULL)) {
+        json_t *ev = json_array_get(arr, 0);
+        if (!ev)
+            from = last;                    /* all of them pruned */
+        else {
+            int64_t first = json_integer_value(json_object_get(ev, "seq"));
+            if (first > asked + 1)
+                from = first - 1;
+        }
+        json_decref(arr);
+    }
+    return from;
+}
+
+static void on_hello(struct ws_sess *s, const struct msg *m)
+{
+    struct server *srv = s->hub->srv;
+    if (s->state != WS_NEW) {
+        send_error(s, NULL, MSG_E_CONFLICT, "hello was said already");
+        return;
+    }
+    const char *token = m->hello.token[0] ? m->hello.token : s->cookie_token;
+    struct principal who;
+    struct err e = { 0, "" };
+    memset(&who, 0, sizeof who);
+    if (!*token || auth_token_check(srv->store, token, &who, &e)) {
+        struct audit_entry a = {
+            .actor = "-", .action = "ws_hello_denied", .object = NULL,
+            .outcome = "denied", .remote = s->remote,
+            .detail = *token ? e.msg : "no token",
+        };
+        if (srv->audit)
+            audit_write(srv->audit, &a);
+        send_error(s, NULL, MSG_E_UNAUTHORIZED,
+                   *token ? "invalid, expired or revoked token"
+                          : "hello needs a token");
+        close_after(s, 4401, "unauthorized");
+        return;
+    }
+    explicit_bzero(s->cookie_token, sizeof s->cookie_token);
+    s->who = who;
+
+    int64_t last = 0, from = 0;
+    if (who.user_id > 0 && srv->outbox) {
+        last = outbox_last_seq(srv->outbox, who.user_id);
+        from = replay_start(srv, who.user_id, m->hello.last_seq, last);
+    }
+
+    struct msg w;
+    struct msg_error me;
+    msg_init(&w, MSG_WELCOME);
+    wire_login(who.login, w.welcome.user.login, sizeof w.welcome.user.login);
+    w.welcome.user.role = role_of(who.role);
+    strlcpy_h(w.welcome.user.clinic, who.clinic[0] ? who.clinic : "-",
+              sizeof w.welcome.user.clinic);
+    for (const char *p = who.specialties; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n && n <= MSG_NAME_MAX &&
+            w.welcome.user.n_specialties < MSG_SPECIALTIES_MAX) {
+            char *dst = w.welcome.user.specialties[
+                w.welcome.user.n_specialties++];
+            memcpy(dst, p, n);
+            dst[n] = 0;
+        }
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    w.welcome.server_time = now_ms();
+    w.welcome.last_seq = last;
+    w.welcome.replay_from = from;
+    if (msg_validate(&w, &me)) {
+        log_error("ws: welcome for %s: %s", who.login, me.message);
+        send_error(s, NULL, MSG_E_INTERNAL, "cannot welcome this user");
+        close_after(s, 1011, "internal error");
+        msg_free(&w);
+        return;
+    }
+    queue_msg(s, &w, NULL);
+    msg_free(&w);
+
+    s->state = WS_LIVE;
+    s->sent_seq = s->acked_seq = from;
+    s->pending = who.user_id > 0;
+    bucket_add(s->hub, s);
+    log_info("ws: %s (%s) connected from %s, %s %s, replay after %lld of "
+             "%lld", who.login, who.role, s->remote, m->hello.client.name,
+             m->hello.client.version, (long long)from, (long long)last);
+}
+
+/* ---- ack ---------------------------------------------------------------- */
+
+static void on_ack(struct ws_sess *s, int64_t seq)
+{
+    char text[160];
+    if (seq > s->sent_seq) {
+        snprintf(text, sizeof text, "seq: %lld is above the highest seq "
+                 "sent on this connection (%lld)", (long long)seq,
+                 (long long)s->sent_seq);
+        send_error(s, NULL, MSG_E_BAD_FIELD, text);
+        return;
+    }
+    if (seq <= s->acked_seq)
+        return;
+    struct err e = { 0, "" };
+    if (s->who.user_id > 0 &&
+        outbox_ack(s->hub->srv->outbox, s->who.user_id, seq, &e)) {
+        log_error("ws: ack %lld of %s: %s", (long long)seq, s->who.login,
+                  e.msg);
+        send_error(s, NULL, e.code == ERR_INVALID ? MSG_E_BAD_FIELD
+                                                  : MSG_E_INTERNAL,
+                   e.code == ERR_INVALID ? e.msg : "ack not recorded");
+        return;
+    }
+    s->acked_seq = seq;
+    if (s->pending)
+        want_write(s);
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+/* The wire code of a cases.c failure.  A lost claim race is
+ * already_claimed; every other conflict is conflict. */
+static enum msg_code code_of(enum msg_type t, const struct err *e)
+{
+    switch (e->code) {
+    case ERR_INVALID: return MSG_E_BAD_FIELD;
+    case ERR_NOTFOUND: return MSG_E_NOT_FOUND;
+    case ERR_FORBIDDEN: return MSG_E_FORBIDDEN;
+    case ERR_AUTH: return MSG_E_UNAUTHORIZED;
+    case ERR_RATELIMIT: return MSG_E_RATE_LIMITED;
+    case ERR_TOOBIG: return MSG_E_TOO_BIG;
+    case ERR_UNSUPPORTED: return MSG_E_BAD_FIELD;
+    case ERR_CONFLICT:
+        if (t == MSG_CASE_CLAIM && strstr(e->msg, "already claimed"))
+            return MSG_E_ALREADY_CLAIMED;
+        return MSG_E_CONFLICT;
+    default: return MSG_E_INTERNAL;
+    }
+}
+
+/* Answers kept for retries: not validation failures, rate_limited,
+ * not_ready or internal (PROTOCOL.md section 5). */
+static int keepable(enum msg_code c)
+{
+    switch (c) {
+    case MSG_E_NONE:
+    case MSG_E_UNAUTHORIZED:
+    case MSG_E_FORBIDDEN:
+    case MSG_E_NOT_FOUND:
+    case MSG_E_CONFLICT:
+    case MSG_E_ALREADY_CLAIMED:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Runs one request through cases.c: 0 and *result (a new object), or a
+ * negative ERR_* with e filled. */
+static int run_request(struct server *srv, const struct principal *who,
+                       const struct msg *m, json_t **result, struct err *e)
+{
+    json_t *out = NULL, *req = NULL;
+    struct msg_error me;
+    const char *key = "case";
+    int rc;
+
+    *result = NULL;
+    switch (m->type) {
+    case MSG_CASE_CREATE:
+    case MSG_CASE_ANSWER:
+    case MSG_MESSAGE_SEND:
+        req = msg_to_json(m, &me);
+        if (!req)
+            return err_set(e, ERR_INVALID, "%s", me.message);
+        if (m->type == MSG_CASE_CREATE)
+            rc = cases_create(srv, who, req, &out, NULL, e);
+        else if (m->type == MSG_CASE_ANSWER)
+            rc = cases_answer(srv, who, m->case_answer.case_id, req, &out,
+                              e);
+        else {
+            rc = cases_message(srv, who, req, &out, e);
+            key = "message";
+        }
+        json_decref(req);
+        break;
+    case MSG_CASE_GET:
+        rc = cases_get(srv, who, m->case_ref.case_id, &out, e);
+        break;
+    case MSG_CASE_CLAIM:
+        rc = cases_claim(srv, who, m->case_ref.case_id, &out, e);
+        break;
+    case MSG_CASE_CLOSE:
+        rc = cases_close(srv, who, m->case_ref.case_id, &out, e);
+        break;
+    case MSG_CASE_REOPEN:
+        rc = cases_reopen(srv, who, m->case_ref.case_id, &out, e);
+        break;
+    case MSG_CASE_LIST:
+        rc = cases_list_page(srv, who,
+                             m->case_list.status
+                                 ? msg_status_name(m->case_list.status)
+                                 : NULL,
+                             (int)m->case_list.limit,
+                             m->case_list.before[0] ? m->case_list.before
+                                                    : NULL,
+                             result, e);
+        return rc;
+    case MSG_MESSAGE_READ:
+        rc = cases_message_read(srv, who, m->message_read.case_id,
+                                m->message_read.message_id, e);
+        if (!rc)
+            *result = json_object();
+        return rc;
+    case MSG_UPLOAD_BEGIN:
+    case MSG_UPLOAD_END:
+        return err_set(e, ERR_UNSUPPORTED, "uploads are not available yet");
+    default:
+        return err_set(e, ERR_INVALID, "not a request");
+    }
+    if (rc)
+        return rc;
+    *result = json_pack("{s:o}", key, out ? out : json_null());
+    return *result ? 0 : err_set(e, ERR_INTERNAL, "out of memory");
+}
+
+static void on_request(struct ws_sess *s, const struct msg *m)
+{
+    struct server *srv = s->hub->srv;
+    char *kept = reply_lookup(s->hub, s->who.login, m->id);
+    if (kept) {
+        queue_bytes(s, kept, strlen(kept), 0);
+        free(kept);
+        return;
+    }
+
+    json_t *result = NULL;
+    struct err e = { 0, "" };
+    struct msg r;
+    struct msg_error me;
+    enum msg_code code = MSG_E_NONE;
+    int rc = run_request(srv, &s->who, m, &result, &e);
+    if (m->type == MSG_UPLOAD_BEGIN || m->type == MSG_UPLOAD_END)
+        code = MSG_E_NOT_READY;
+    else if (rc)
+        code = code_of(m->type, &e);
+
+    if (!rc) {
+        rc = msg_build_reply_ok(&r, m->id, result, &me);
+        if (rc) {
+            log_error("ws: reply to %s %s: %s", msg_type_name(m->type),
+                      m->id, me.message);
+            code = me.code == MSG_E_TOO_BIG ? MSG_E_TOO_BIG : MSG_E_INTERNAL;
+            snprintf(e.msg, sizeof e.msg, "%s",
+                     code == MSG_E_TOO_BIG ? "the result is over the frame "
+                     "limit; use the REST API" : "internal error");
+            msg_free(&r);
+        }
+    } else if (code == MSG_E_INTERNAL) {
+        log_error("ws: %s %s by %s: %s", msg_type_name(m->type), m->id,
+                  s->who.login, e.msg);
+        snprintf(e.msg, sizeof e.msg, "internal error; retry with the "
+                 "same id");
+    }
+    if (code != MSG_E_NONE &&
+        msg_build_reply_err(&r, m->id, code, e.msg, &me)) {
+        /* e.msg broke the text rules: answer without it. */
+        msg_free(&r);
+        msg_build_reply_err(&r, m->id, code, msg_code_name(code), &me);
+    }
+    char *text = NULL;
+    if (!queue_msg(s, &r, &text) && keepable(code))
+        reply_keep(s->hub, s->who.login, m->id, text);
+    free(text);
+    msg_free(&r);
+}
+
+/* ---- receiving ---------------------------------------------------------- */
+
+static void bad_frame(struct ws_sess *s, const struct msg_error *me)
+{
+    struct msg r;
+    struct msg_error me2;
+    if (!msg_build_failure(&r, me, &me2))
+        queue_msg(s, &r, NULL);
+    else
+        send_error(s, NULL, me->code, msg_code_name(me->code));
+    msg_free(&r);
+    if (me->code == MSG_E_TOO_BIG)
+        close_after(s, 1009, "frame too big");
+    else if (++s->bad >= WS_BAD_MAX)
+        close_after(s, 4400, "too many bad frames");
+}
+
+static void on_text(struct ws_sess *s, const char *buf, size_t len)
+{
+    struct msg m;
+    struct msg_error me;
+    if (msg_parse_dir(buf, len, MSG_FROM_CLIENT, &m, &me)) {
+        msg_free(&m);
+        bad_frame(s, &me);
+        return;
+    }
+    s->bad = 0;
+    if (m.type == MSG_PING) {
+        struct msg p;
+        if (!msg_build_ping(&p, MSG_PONG, m.id[0] ? m.id : NULL, &me))
+            queue_msg(s, &p, NULL);
+        msg_free(&p);
+    } else if (m.type == MSG_PONG) {
+        /* an answer to nothing we asked: ignored */
+    } else if (m.type == MSG_HELLO) {
+        on_hello(s, &m);
+    } else if (s->state != WS_LIVE) {
+        send_error(s, m.id, MSG_E_UNAUTHORIZED, "say hello first");
+    } else if (m.type == MSG_ACK) {
+        on_ack(s, m.ack.seq);
+    } else if (msg_is_request(m.type)) {
+        on_request(s, &m);
+    } else {
+        send_error(s, m.id, MSG_E_UNKNOWN_TYPE, "not a client message");
+    }
+    msg_free(&m);
+}
+
+static void on_binary(struct ws_sess *s, const unsigned char *buf,
+                      size_t len)
+{
+    struct msg_chunk c;
+    struct msg_error me;
+    if (msg_chunk_parse(buf, len, &c, &me)) {
+        bad_frame(s, &me);
+        return;
+    }
+    s->bad = 0;
+    send_error(s, NULL, MSG_E_NOT_FOUND,
+               "no upload of that id was begun on this connection");
+}
+
+static void on_receive(struct ws_sess *s, const void *in, size_t len)
+{
+    struct lws *wsi = s->wsi;
+    int binary = lws_frame_is_binary(wsi);
+    int last = lws_is_final_fragment(wsi) &&
+               !lws_remaining_packet_payload(wsi);
+    size_t cap = binary ? MSG_CHUNK_HDR + MSG_MAX_CHUNK : MSG_MAX_FRAME;
+
+    if (s->state == WS_CLOSING)
+        return;
+    if (binary && s->state != WS_LIVE) {
+        close_after(s, 4400, "binary frame before welcome");
+        return;
+    }
+    if (!s->rx_over && s->rx_len + len > cap) {
+        s->rx_over = 1;
+        free(s->rx);
+        s->rx = NULL;
+        s->rx_len = 0;
+    }
+    if (s->rx_over) {
+        if (last) {
+            struct msg_error me;
+            memset(&me, 0, sizeof me);
+            me.code = MSG_E_TOO_BIG;
+            snprintf(me.message, sizeof me.message,
+                     "frame over %zu bytes", cap);
+            s->rx_over = 0;
+            bad_frame(s, &me);
+        }
+        return;
+    }
+    if (last && !s->rx_len) {       /* the usual case: one piece */
+        if (binary)
+            on_binary(s, in, len);
+        else
+            on_text(s, in, len);
+        return;
+    }
+    unsigned char *p = realloc(s->rx, s->rx_len + len + 1);
+    if (!p) {
+        log_error("ws: out of memory collecting a frame");
+        close_after(s, 1011, "out of memory");
+        return;
+    }
+    memcpy(p + s->rx_len, in, len);
+    s->rx = p;
+    s->rx_len += len;
+    if (!last)
+        return;
+    unsigned char *msg = s->rx;
+    size_t n = s->rx_len;
+    s->rx = NULL;
+    s->rx_len = 0;
+    if (binary)
+        on_binary(s, msg, n);
+    else
+        on_text(s, (const char *)msg, n);
+    free(msg);
+}
+
+/* ---- the lws callback ----------------------------------------------------- */
+
+static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason,
+                       void *user, void *in, size_t len)
+{
+    const struct lws_protocols *p = lws_get_protocol(wsi);
+    struct ws_hub *h = p ? p->user : NULL;
+    struct ws_sess *s = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        return filter_connection(h, wsi);
+    case LWS_CALLBACK_ESTABLISHED:
+        if (!h || !s)
+            return -1;
+        on_open(h, wsi, s);
+        return 0;
+    case LWS_CALLBACK_RECEIVE:
+        if (s && s->in_hub)
+            on_receive(s, in, len);
+        return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (!s || !s->in_hub)
+            return 0;
+        return on_writeable(s);
+    case LWS_CALLBACK_CLOSED:
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (s && s->in_hub) {
+            if (s->who.login[0])
+                log_info("ws: %s disconnected", s->who.login);
+            hub_remove(s);
+        }
+        return 0;
+    case LWS_CALLBACK_PROTOCOL_DESTROY:
+        if (h && h->tick_on) {
+            lws_sul_cancel(&h->tick);
+            h->tick_on = 0;
+        }
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* ---- public --------------------------------------------------------------- */
+
+int ws_init(struct server *srv, struct err *e)
+{
+    if (!srv->store)
+        return err_set(e, ERR_INVALID, "ws: no store");
+    sqlite3 *db = store_db(srv->store);
+    char *msg = NULL;
+    if (sqlite3_exec(db, replies_sql, NULL, NULL, &msg) != SQLITE_OK) {
+        err_set(e, ERR_DB, "ws: schema: %s", msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return ERR_DB;
+    }
+    struct ws_hub *h = calloc(1, sizeof *h);
+    if (!h)
+        return err_set(e, ERR_INTERNAL, "ws: out of memory");
+    h->srv = srv;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT reply FROM request_replies"
+                           " WHERE actor = ?1 AND request_id = ?2",
+                           -1, &h->reply_get, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db,
+                           "INSERT OR IGNORE INTO request_replies"
+                           " (actor, request_id, reply, at)"
+                           " VALUES (?1, ?2, ?3, ?4)",
+                           -1, &h->reply_put, NULL) != SQLITE_OK) {
+        err_set(e, ERR_DB, "ws: prepare: %s", sqlite3_errmsg(db));
+        sqlite3_finalize(h->reply_get);
+        sqlite3_finalize(h->reply_put);
+        free(h);
+        return ERR_DB;
+    }
+    replies_prune(h);
+    srv->ws = h;
+    ws_proto.user = h;
+    return 0;
+}
+
+void ws_push_dirty(struct server *srv)
+{
+    if (!srv->outbox)
+        return;
+    struct ws_hub *h = srv->ws;
+    if (!h) {
+        /* No WebSocket layer (admin tools, unit tests): the events wait
+         * in the outboxes for the next hello. */
+        outbox_clear_dirty(srv->outbox);
+        return;
+    }
+    int64_t *ids = NULL;
+    size_t n = 0;
+    outbox_take_dirty(srv->outbox, &ids, &n);
+    for (size_t i = 0; i < n; i++)
+        for (struct ws_sess *s = h->bucket[bucket_of(ids[i])]; s;
+             s = s->bnext)
+            if (s->who.user_id == ids[i] && s->state == WS_LIVE) {
+                s->pending = 1;
+                want_write(s);
+            }
+    free(ids);
+}
+
+void ws_free(struct server *srv)
+{
+    struct ws_hub *h = srv->ws;
+    if (!h)
+        return;
+    /* Normally empty: lws_context_destroy (http_stop) closes every
+     * connection first.  Anything left is unhooked, its wsi forgotten. */
+    while (h->all) {
+        struct ws_sess *s = h->all;
+        s->wsi = NULL;
+        hub_remove(s);
+    }
+    /* The timer lives in the lws context: only while it exists. */
+    if (h->tick_on && srv->lws)
+        lws_sul_cancel(&h->tick);
+    sqlite3_finalize(h->reply_get);
+    sqlite3_finalize(h->reply_put);
+    ws_proto.user = NULL;
+    srv->ws = NULL;
+    free(h);
+}

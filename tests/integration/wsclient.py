@@ -1,0 +1,251 @@
+#!/usr/bin/python3
+"""wsclient.py — a minimal hashi.v1 WebSocket client for the integration
+tests (standard library only: ssl + socket, RFC 6455 by hand).
+
+    wsclient.py URL CACERT COMMAND [options]
+
+URL is https://HOST:PORT (the upgrade goes to /ws).  Commands:
+
+  handshake [--origin O]
+      Try the upgrade only; print "101" on success, else the HTTP status
+      the server answered, or "closed" if it dropped the connection.
+  session --token T [--last-seq N] [--origin O] [--count N] [--idle S]
+          [--timeout S] [--ack] [--send JSON]... [--raw TEXT]...
+          [--ready FILE]
+      hello, then print every frame received as one JSON line (welcome,
+      events, replies, errors; a close as {"type":"close","code":N}).
+      --send frames go after the welcome, --raw ones before hello.
+      Stops after --count events, after --idle seconds without a frame,
+      at a close, or fails (exit 3) after --timeout seconds.  --ack
+      acknowledges each event as it comes.  --ready touches FILE once the
+      welcome is in (so a test knows the client is live).
+
+Exit status: 0 done, 2 usage/connection failure, 3 timeout.
+"""
+import argparse
+import base64
+import hashlib
+import json
+import os
+import socket
+import ssl
+import struct
+import sys
+import time
+from urllib.parse import urlparse
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class Closed(Exception):
+    def __init__(self, code, reason=""):
+        Exception.__init__(self, "closed %s %s" % (code, reason))
+        self.code = code
+        self.reason = reason
+
+
+class WS:
+    def __init__(self, url, cacert, origin=None, protocol="hashi.v1",
+                 timeout=10.0):
+        u = urlparse(url)
+        self.host = u.hostname
+        self.port = u.port or 443
+        ctx = ssl.create_default_context(cafile=cacert)
+        ctx.check_hostname = False
+        raw = socket.create_connection((self.host, self.port), timeout)
+        self.sock = ctx.wrap_socket(raw, server_hostname=self.host)
+        self.buf = b""
+        self.status = None
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = ["GET /ws HTTP/1.1",
+                 "Host: %s:%d" % (self.host, self.port),
+                 "Upgrade: websocket", "Connection: Upgrade",
+                 "Sec-WebSocket-Key: " + key,
+                 "Sec-WebSocket-Version: 13",
+                 "Sec-WebSocket-Protocol: " + protocol]
+        if origin:
+            lines.append("Origin: " + origin)
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = self._read_head()
+        first = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = first.split()
+        self.status = parts[1] if len(parts) > 1 else "?"
+        if self.status != "101":
+            return
+        hdrs = {}
+        for ln in head.split(b"\r\n")[1:]:
+            if b":" in ln:
+                k, v = ln.split(b":", 1)
+                hdrs[k.strip().lower().decode()] = v.strip().decode()
+        want = base64.b64encode(hashlib.sha1((key + GUID).encode())
+                                .digest()).decode()
+        if hdrs.get("sec-websocket-accept") != want:
+            raise RuntimeError("bad Sec-WebSocket-Accept")
+        if hdrs.get("sec-websocket-protocol") != protocol:
+            raise RuntimeError("subprotocol not selected: %r"
+                               % hdrs.get("sec-websocket-protocol"))
+
+    def _read_head(self):
+        while b"\r\n\r\n" not in self.buf:
+            d = self.sock.recv(4096)
+            if not d:
+                raise Closed("eof")
+            self.buf += d
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        return head
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            d = self.sock.recv(65536)
+            if not d:
+                raise Closed("eof")
+            self.buf += d
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def send_frame(self, opcode, payload, fin=True):
+        mask = os.urandom(4)
+        n = len(payload)
+        hdr = bytes([(0x80 if fin else 0) | opcode])
+        if n < 126:
+            hdr += bytes([0x80 | n])
+        elif n < 65536:
+            hdr += bytes([0x80 | 126]) + struct.pack("!H", n)
+        else:
+            hdr += bytes([0x80 | 127]) + struct.pack("!Q", n)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(hdr + mask + masked)
+
+    def send_text(self, text):
+        self.send_frame(1, text.encode() if isinstance(text, str) else text)
+
+    def send_json(self, obj):
+        self.send_text(json.dumps(obj, separators=(",", ":")))
+
+    def recv(self):
+        """One message: ("text"|"binary", payload); answers pings;
+        raises Closed at a close frame."""
+        data, kind = b"", None
+        while True:
+            b0, b1 = self._need(2)
+            op, fin, n = b0 & 0x0F, b0 & 0x80, b1 & 0x7F
+            if n == 126:
+                n = struct.unpack("!H", self._need(2))[0]
+            elif n == 127:
+                n = struct.unpack("!Q", self._need(8))[0]
+            payload = self._need(n)
+            if op == 8:
+                code = struct.unpack("!H", payload[:2])[0] if n >= 2 else 1005
+                try:
+                    self.send_frame(8, payload[:2])
+                except OSError:
+                    pass
+                raise Closed(code, payload[2:].decode("utf-8", "replace"))
+            if op == 9:
+                self.send_frame(10, payload)
+                continue
+            if op == 10:
+                continue
+            if op in (1, 2):
+                kind = "text" if op == 1 else "binary"
+            data += payload
+            if fin:
+                return kind, data
+
+
+def cmd_handshake(a):
+    try:
+        ws = WS(a.url, a.cacert, origin=a.origin)
+    except (Closed, ConnectionError, ssl.SSLError):
+        print("closed")
+        return 0
+    print(ws.status)
+    return 0
+
+
+def cmd_session(a):
+    try:
+        ws = WS(a.url, a.cacert, origin=a.origin)
+    except (Closed, ConnectionError, ssl.SSLError) as e:
+        print("handshake failed: %s" % e, file=sys.stderr)
+        return 2
+    if ws.status != "101":
+        print("handshake answered %s" % ws.status, file=sys.stderr)
+        return 2
+    deadline = time.time() + a.timeout
+    for raw in a.raw:
+        ws.send_text(raw)
+    if a.token is not None:
+        hello = {"type": "hello", "last_seq": a.last_seq,
+                 "client": {"name": "wsclient", "version": "1"}}
+        if a.token:
+            hello["token"] = a.token
+        ws.send_json(hello)
+    events = 0
+    out = sys.stdout
+    while True:
+        left = deadline - time.time()
+        if left <= 0:
+            print("timeout after %d event(s)" % events, file=sys.stderr)
+            return 3
+        ws.sock.settimeout(min(left, a.idle) if a.idle else left)
+        try:
+            kind, data = ws.recv()
+        except socket.timeout:
+            if a.idle and time.time() < deadline:
+                return 0
+            continue
+        except Closed as c:
+            out.write(json.dumps({"type": "close", "code": c.code,
+                                  "reason": c.reason}) + "\n")
+            out.flush()
+            return 0
+        if kind == "binary":
+            out.write(json.dumps({"type": "binary", "len": len(data)})
+                      + "\n")
+            out.flush()
+            continue
+        text = data.decode()
+        out.write(text + "\n")
+        out.flush()
+        m = json.loads(text)
+        if m.get("type") == "welcome":
+            if a.ready:
+                open(a.ready, "w").close()
+            for s in a.send:
+                ws.send_text(s)
+        elif m.get("type") == "event":
+            events += 1
+            if a.ack:
+                ws.send_json({"type": "ack", "seq": m["seq"]})
+            if a.count and events >= a.count:
+                # Let an ack reach the server before closing.
+                time.sleep(0.2)
+                ws.send_frame(8, struct.pack("!H", 1000))
+                return 0
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("url")
+    p.add_argument("cacert")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    h = sub.add_parser("handshake")
+    h.add_argument("--origin")
+    s = sub.add_parser("session")
+    s.add_argument("--token")
+    s.add_argument("--last-seq", type=int, default=0)
+    s.add_argument("--origin")
+    s.add_argument("--count", type=int, default=0)
+    s.add_argument("--idle", type=float, default=0)
+    s.add_argument("--timeout", type=float, default=20)
+    s.add_argument("--ack", action="store_true")
+    s.add_argument("--send", action="append", default=[])
+    s.add_argument("--raw", action="append", default=[])
+    s.add_argument("--ready")
+    a = p.parse_args()
+    return cmd_handshake(a) if a.cmd == "handshake" else cmd_session(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
