@@ -246,6 +246,13 @@ static int fill_request(struct lws *wsi, struct http_session *s,
             r->method = methods[i].method;
             r->method_name = methods[i].name;
             r->path = hdr_dup(wsi, methods[i].tok);
+            /* A %00 in the URI decodes to a NUL: refuse, rather than
+             * act on the path cut short there. */
+            if (r->path && (int)strlen(r->path) !=
+                           lws_hdr_total_length(wsi, methods[i].tok)) {
+                free(r->path);
+                r->path = NULL;
+            }
             break;
         }
     }
