@@ -149,8 +149,8 @@ static int db_fail(struct err *e, sqlite3 *db, const char *what)
 }
 
 /* Prepare sql and bind ?1, ?2, ... as types says: 'i' an int64_t
- * argument, 's' a const char * (NULL binds NULL), 'n' NULL (takes no
- * argument).  NULL on failure (e set). */
+ * argument, 's' a const char * (NULL binds NULL).  NULL on failure (e
+ * set). */
 static sqlite3_stmt *vprep(sqlite3 *db, struct err *e, const char *sql,
                            const char *types, va_list ap)
 {
@@ -162,9 +162,7 @@ static sqlite3_stmt *vprep(sqlite3 *db, struct err *e, const char *sql,
         return NULL;
     }
     for (int i = 0; types && types[i]; i++) {
-        if (types[i] == 'n') {
-            sqlite3_bind_null(st, i + 1);
-        } else if (types[i] == 'i') {
+        if (types[i] == 'i') {
             sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
         } else {
             const char *s = va_arg(ap, const char *);
@@ -967,31 +965,24 @@ static int create_tx(struct server *srv, const struct principal *who,
 
 
     int64_t due = now + due_after(srv, r->priority);
-    char types[16];
-    snprintf(types, sizeof types, "sii%ssssssiii", r->has_age ? "i" : "n");
+    st = prep(db, e,
+              "INSERT INTO cases (case_id, clinic_id, requester_id,"
+              " patient_age, patient_sex, history, question, priority,"
+              " specialty, specialist_id, status, created_at, updated_at,"
+              " due_at) VALUES (?1, ?2, NULLIF(?3, 0), ?4, ?5, ?6, ?7, ?8,"
+              " ?9, NULLIF(?10, 0), 'new', ?11, ?11, ?12)",
+              "siiisssssiii", r->case_id, who->clinic_id, who->user_id,
+              r->age, r->sex, r->history, r->question, r->priority,
+              r->specialty, specialist_id, now, due);
+    if (!st)
+        return ERR_DB;
+    if (!r->has_age)
+        sqlite3_bind_null(st, 4);
+    step = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (step != SQLITE_DONE)
+        return db_fail(e, db, "insert case");
     int rc;
-    if (r->has_age)
-        rc = run(db, e, NULL,
-                 "INSERT INTO cases (case_id, clinic_id, requester_id,"
-                 " patient_age, patient_sex, history, question, priority,"
-                 " specialty, specialist_id, status, created_at, updated_at,"
-                 " due_at) VALUES (?1, ?2, NULLIF(?3, 0), ?4, ?5, ?6, ?7,"
-                 " ?8, ?9, NULLIF(?10, 0), 'new', ?11, ?11, ?12)",
-                 types, r->case_id, who->clinic_id, who->user_id, r->age,
-                 r->sex, r->history, r->question, r->priority, r->specialty,
-                 specialist_id, now, due);
-    else
-        rc = run(db, e, NULL,
-                 "INSERT INTO cases (case_id, clinic_id, requester_id,"
-                 " patient_age, patient_sex, history, question, priority,"
-                 " specialty, specialist_id, status, created_at, updated_at,"
-                 " due_at) VALUES (?1, ?2, NULLIF(?3, 0), ?4, ?5, ?6, ?7,"
-                 " ?8, ?9, NULLIF(?10, 0), 'new', ?11, ?11, ?12)",
-                 types, r->case_id, who->clinic_id, who->user_id,
-                 r->sex, r->history, r->question, r->priority, r->specialty,
-                 specialist_id, now, due);
-    if (rc)
-        return rc;
 
     if (r->study_uids) {
         size_t i;

@@ -1045,6 +1045,21 @@ static void test_codec_requests(void **state)
     json_decref(out);
     json_decref(req);
 
+    /* No patient at all: both members null. */
+    req = through_codec(MSG_CASE_CREATE,
+                        "{\"case_id\": \"codec-2\", \"question\": \"?\","
+                        " \"priority\": \"routine\","
+                        " \"specialist\": \"neuro2\"}");
+    if (cases_create(&srv, &who[REQ_A], req, &out, &created, &e))
+        fail_msg("create: %s", e.msg);
+    json_t *pt = json_object_get(out, "patient");
+    assert_true(json_is_null(json_object_get(pt, "age")));
+    assert_true(json_is_null(json_object_get(pt, "sex")));
+    assert_true(json_is_null(json_object_get(out, "specialty")));
+    assert_int_equal(json_array_size(json_object_get(out, "study_uids")), 0);
+    json_decref(out);
+    json_decref(req);
+
     req = through_codec(
         MSG_MESSAGE_SEND,
         "{\"case_id\": \"codec-1\", \"message_id\": \"cm-1\","
