@@ -298,3 +298,58 @@ audit_has() {    # ACTION REGEX what: an audit line with this action matches
         fail "$3: no audit line with action $1 matching '$2' \
 (last lines: $(tail -3 "$DATA/audit.log"))"
 }
+
+# ---- hashi.v1 and the REST twin (ws_*.sh, rest_*.sh) ----------------------
+
+# wsc COMMAND [options]: the test WebSocket client (see wsclient.py).
+wsc() { $PY "$LIBDIR/wsclient.py" "$HURL" "$CACERT" "$@"; }
+
+# api METHOD PATH TOKEN [JSON]: a JSON request; prints the status code, the
+# body is in $T_TMP/body.
+api() {
+    if [ $# -ge 4 ]; then
+        http "$1" "$2" "$3" -H 'Content-Type: application/json' \
+            --data-binary "$4"
+    else
+        http "$1" "$2" "$3"
+    fi
+}
+
+# jget FILE EXPR: a Python expression over the JSON document in FILE (d).
+jget() {
+    $PY -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+print(eval(sys.argv[2]))' "$1" "$2" || fail "jget $2 on $(head -c 300 "$1")"
+}
+
+# jlines FILE EXPR: the same over a file of JSON lines (L, a list; E, its
+# events; W, its welcome or None).
+jlines() {
+    $PY -c 'import json, sys
+L = [json.loads(x) for x in open(sys.argv[1]) if x.strip()]
+E = [m for m in L if m.get("type") == "event"]
+W = next((m for m in L if m.get("type") == "welcome"), None)
+print(eval(sys.argv[2]))' "$1" "$2" || fail "jlines $2 on $(head -c 300 "$1")"
+}
+
+# user_add LOGIN CLINIC ROLE [SPECIALTY]: a user with password
+# $DEMO_PASSWORD (a clinic of that name is added first if missing).
+user_add() {
+    "$SERVER" clinic add --data "$DATA" --name "$2" --kind rural \
+        >>"$T_TMP/admin.log" 2>&1
+    set -- "$1" "$2" "$3" ${4:+--specialty "$4"}
+    _l=$1; _c=$2; _r=$3; shift 3
+    echo "$DEMO_PASSWORD" | "$SERVER" user add --data "$DATA" --login "$_l" \
+        --clinic "$_c" --role "$_r" "$@" >>"$T_TMP/admin.log" 2>&1 ||
+        fail "user add $_l: $(tail -2 "$T_TMP/admin.log")"
+}
+
+# wait_file FILE [SECONDS]: until FILE exists.
+wait_file() {
+    _i=0
+    while [ ! -e "$1" ]; do
+        _i=$((_i + 1))
+        [ $_i -lt $((${2:-10} * 20)) ] || fail "no $1 within ${2:-10} s"
+        sleep 0.05
+    done
+}
