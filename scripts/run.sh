@@ -42,7 +42,8 @@ EOF
 if [ "$DPORT" != 0 ]; then
     cat <<EOF
   DICOM C-STORE/C-ECHO: AE title HASHI at 127.0.0.1:$DPORT
-  (calling AE DEMO_CT or STORESCU sends for Demo Rural Clinic), e.g.
+  (calling AE title DEMO_CT sends for Demo Rural Clinic; others are
+   refused), e.g.
     echoscu  -aet DEMO_CT -aec HASHI 127.0.0.1 $DPORT
     storescu -aet DEMO_CT -aec HASHI 127.0.0.1 $DPORT +sd +r DIR_OF_DICOM
 

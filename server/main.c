@@ -195,12 +195,17 @@ static int serve(struct server *srv, sigset_t *sigs)
     pthread_kill(sigthr, SIGUSR2);
     pthread_join(sigthr, NULL);
     status = 0;
-    log_info("stopped");
 out:
-    if (scp_up)
+    if (scp_up) {
+        double t = now_mono();
         scp_stop(srv);
-    if (http_up)
+        log_debug("DICOM listener stopped in %.3f s", now_mono() - t);
+    }
+    if (http_up) {
+        double t = now_mono();
         http_stop(srv);
+        log_debug("HTTPS listener stopped in %.3f s", now_mono() - t);
+    }
     ws_free(srv);             /* after http_stop closed the sessions */
     outbox_close(srv->outbox);
     srv->outbox = NULL;
@@ -209,6 +214,8 @@ out:
     store_close(srv->store);
     if (dicom_up)
         dicom_cleanup();
+    if (!status)
+        log_info("stopped");
     return status;
 }
 
