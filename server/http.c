@@ -20,8 +20,8 @@
  *
  * A 1-second timer (lws_sul) and LWS_CALLBACK_EVENT_WAIT_CANCELLED hand
  * work from elsewhere to this thread: studies that arrived over DIMSE
- * (scp_take_arrived -> cases_images_arrived) and due escalations
- * (cases_escalate_due).
+ * (scp_take_arrived -> cases_images_arrived), and the timer drives the
+ * escalations (cases_escalate_due) — the one place that does.
  */
 #include "http.h"
 
@@ -45,12 +45,6 @@
 #include "dicomweb.h"
 #include "server.h"
 
-/* ws.c and cases.c are written alongside this file; until they are in the
- * tree, weak references keep the server linkable (NULL when absent). */
-#pragma weak ws_protocol
-#pragma weak cases_images_arrived
-#pragma weak cases_escalate_due
-
 /* ---- the route table ---------------------------------------------------
  * A route matches its path exactly, or (prefix) also everything below
  * path + "/".  Add a module's routes here, and its mountpoint in
@@ -70,6 +64,10 @@ static const struct http_route routes[] = {
     { "/api/logout", 0, HTTP_POST, HTTP_AUTH_REQUIRED, api_logout },
     { "/api/me", 0, HTTP_GET, HTTP_AUTH_REQUIRED, api_me },
     { "/api/cases", 1, HTTP_GET | HTTP_POST, HTTP_AUTH_REQUIRED, api_cases },
+    { "/api/events", 1, HTTP_GET | HTTP_POST, HTTP_AUTH_REQUIRED,
+      api_events },
+    { "/api/cases", 1, HTTP_GET | HTTP_POST, HTTP_AUTH_REQUIRED,
+      api_cases },
     { "/api/events", 1, HTTP_GET | HTTP_POST, HTTP_AUTH_REQUIRED,
       api_events },
     { "/dicomweb", 1, HTTP_GET | HTTP_POST, HTTP_AUTH_REQUIRED,
@@ -1022,8 +1020,7 @@ static void drain_arrivals(struct server *srv)
     while ((n = scp_take_arrived(srv, uids, 32)) > 0) {
         for (int i = 0; i < n; i++) {
             struct err e = { 0 };
-            if (cases_images_arrived &&
-                cases_images_arrived(srv, uids[i], &e) < 0)
+            if (cases_images_arrived(srv, uids[i], &e) < 0)
                 log_warn("images arrived for %s: %s", uids[i], e.msg);
         }
         if (n < 32)
@@ -1035,19 +1032,16 @@ static void tick(lws_sorted_usec_list_t *sul)
 {
     struct http_ctx *ctx = lws_container_of(sul, struct http_ctx, tick);
     struct server *srv = ctx->srv;
+    struct err e = { 0 };
+    int64_t next = 0;
 
     drain_arrivals(srv);
-    if (cases_escalate_due) {
-        struct err e = { 0 };
-        int64_t next = 0;
-        /* The same failure every second is logged once a minute. */
-        if (cases_escalate_due(srv, now_ms(), &next, &e) < 0 &&
-            (strcmp(e.msg, ctx->tick_err) ||
-             now_mono() - ctx->tick_err_at > 60)) {
-            log_warn("escalation: %s", e.msg);
-            strlcpy_h(ctx->tick_err, e.msg, sizeof(ctx->tick_err));
-            ctx->tick_err_at = now_mono();
-        }
+    /* The same failure every second is logged once a minute. */
+    if (cases_escalate_due(srv, now_ms(), &next, &e) < 0 &&
+        (strcmp(e.msg, ctx->tick_err) || now_mono() - ctx->tick_err_at > 60)) {
+        log_warn("escalation: %s", e.msg);
+        strlcpy_h(ctx->tick_err, e.msg, sizeof(ctx->tick_err));
+        ctx->tick_err_at = now_mono();
     }
     lws_sul_schedule(srv->lws, 0, &ctx->tick, tick, LWS_US_PER_SEC);
 }
@@ -1128,7 +1122,7 @@ static void protocols_init(struct http_ctx *ctx)
     ctx->protocols[n].per_session_data_size = sizeof(struct http_session);
     ctx->protocols[n].rx_buffer_size = 0;
     n++;
-    if (ws_protocol && ws_protocol())
+    if (ws_protocol())
         ctx->protocols[n++] = *ws_protocol();
     memset(&ctx->protocols[n], 0, sizeof(ctx->protocols[n]));
 }
