@@ -577,6 +577,40 @@ static void failure_record(struct store *s, const char *login,
     }
 }
 
+int auth_session_create(struct store *s, int64_t user_id,
+                        const char *remote, char *token,
+                        int64_t *expires_ms, struct err *e)
+{
+    char tok[AUTH_TOKEN_HEX + 1], sha[65];
+    int64_t now = now_ms(), expires = now + SESSION_MS;
+    if (random_hex(tok, AUTH_TOKEN_HEX / 2))
+        return err_set(e, ERR_INTERNAL, "no randomness for a token");
+    sha256_hex(tok, AUTH_TOKEN_HEX, sha);
+    sqlite3_stmt *st = store_stmt(
+        s,
+        "INSERT INTO sessions (token_sha256, user_id, created, expires,"
+        " revoked, remote) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+        e);
+    if (!st)
+        return ERR_DB;
+    sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, user_id);
+    sqlite3_bind_int64(st, 3, now);
+    sqlite3_bind_int64(st, 4, expires);
+    if (remote)
+        sqlite3_bind_text(st, 5, remote, -1, SQLITE_STATIC);
+    int rc = step_done(s, st, "session", e);
+    if (rc) {
+        OPENSSL_cleanse(tok, sizeof tok);
+        return rc;
+    }
+    memcpy(token, tok, sizeof tok);
+    OPENSSL_cleanse(tok, sizeof tok);
+    if (expires_ms)
+        *expires_ms = expires;
+    return 0;
+}
+
 int auth_login(struct store *s, const char *login, const char *password,
                const char *remote, char *token, int64_t *expires_ms,
                struct principal *who, struct err *e)
@@ -623,29 +657,15 @@ int auth_login(struct store *s, const char *login, const char *password,
         return err_set(e, ERR_AUTH, "wrong login or password");
     }
 
-    char tok[AUTH_TOKEN_HEX + 1], sha[65];
-    if (random_hex(tok, AUTH_TOKEN_HEX / 2))
-        return err_set(e, ERR_INTERNAL, "no randomness for a token");
-    sha256_hex(tok, AUTH_TOKEN_HEX, sha);
-    int64_t expires = now + SESSION_MS;
-    sqlite3_stmt *st = store_stmt(
-        s,
-        "INSERT INTO sessions (token_sha256, user_id, created, expires,"
-        " revoked, remote) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
-        e);
-    if (!st)
-        return ERR_DB;
-    sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, found.user_id);
-    sqlite3_bind_int64(st, 3, now);
-    sqlite3_bind_int64(st, 4, expires);
-    if (remote)
-        sqlite3_bind_text(st, 5, remote, -1, SQLITE_STATIC);
-    if ((rc = step_done(s, st, "session", e)))
+    char tok[AUTH_TOKEN_HEX + 1];
+    int64_t expires;
+    if ((rc = auth_session_create(s, found.user_id, remote, tok, &expires,
+                                  e)))
         return rc;
 
     /* A good login clears its name's failures; old sessions go too. */
-    st = store_stmt(s, "DELETE FROM login_failures WHERE login = ?1", NULL);
+    sqlite3_stmt *st = store_stmt(
+        s, "DELETE FROM login_failures WHERE login = ?1", NULL);
     if (st) {
         sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
         sqlite3_step(st);
