@@ -430,7 +430,7 @@ static int prescan(const uint8_t *p, size_t len, struct scan_result *r,
         return fail(e, ERR_INVALID, "truncated: file ends in the preamble");
 
     /* File meta information: explicit VR little endian, group 0002. */
-    size_t meta_start = off, meta_after_gl = 0;
+    size_t meta_after_gl = 0;
     long long group_len = -1;
     int have_meta = 0;
     while (len - off >= 8 && rd16(p + off, 0) == 0x0002) {
@@ -478,7 +478,6 @@ static int prescan(const uint8_t *p, size_t len, struct scan_result *r,
         return fail(e, ERR_INVALID, "file meta group length %lld does not "
                     "match its elements (%zu bytes)", group_len,
                     off - meta_after_gl);
-    (void)meta_start;
 
     E_TransferSyntax xfer = EXS_Unknown;
     if (r->ts[0]) {

@@ -1341,6 +1341,21 @@ static void test_scp(void **state)
                              "127.0.0.1 %d 2>/dev/null", cfg.port), 0);
     pthread_mutex_lock(&r.mu);
     assert_int_equal(r.count, 6);
+    /* loopback_only: a peer on another address of this host is refused */
+    char ip[64] = "";
+    FILE *hp = popen("hostname -I 2>/dev/null | tr ' ' '\\n' | "
+                     "grep -v : | grep -v '^127\\.' | head -1", "r");
+    if (hp) {
+        if (!fgets(ip, sizeof ip, hp))
+            ip[0] = 0;
+        ip[strcspn(ip, "\n")] = 0;
+        pclose(hp);
+    }
+    if (ip[0])
+        assert_int_not_equal(run("TCP_NODELAY=1 echoscu -q -aet TESTSCU "
+                                 "-aec HASHI %s %d 2>/dev/null", ip,
+                                 cfg.port), 0);
+
     /* a failure status and comment from the callback reach the SCU */
     r.status = DICOM_STATUS_OUT_OF_RESOURCES;
     pthread_mutex_unlock(&r.mu);
