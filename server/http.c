@@ -123,6 +123,7 @@ struct http_ctx {
     struct lws_http_mount mounts[6];
     struct lws_protocol_vhost_options headers[5];
     lws_sorted_usec_list_t tick;
+    double drained_at;          /* last scp_take_arrived drain */
     char tick_err[256];         /* last timer error logged, to not repeat */
     double tick_err_at;
     unsigned char wbuf[LWS_PRE + HTTP_CHUNK];
@@ -1012,11 +1013,13 @@ static int on_writeable(struct lws *wsi, struct http_session *s,
 
 /* ---- work handed over from other threads and timers -------------------- */
 
-static void drain_arrivals(struct server *srv)
+static void drain_arrivals(struct http_ctx *ctx)
 {
+    struct server *srv = ctx->srv;
     char uids[32][65];
     int n;
 
+    ctx->drained_at = now_mono();
     while ((n = scp_take_arrived(srv, uids, 32)) > 0) {
         for (int i = 0; i < n; i++) {
             struct err e = { 0 };
@@ -1035,7 +1038,7 @@ static void tick(lws_sorted_usec_list_t *sul)
     struct err e = { 0 };
     int64_t next = 0;
 
-    drain_arrivals(srv);
+    drain_arrivals(ctx);
     /* The same failure every second is logged once a minute. */
     if (cases_escalate_due(srv, now_ms(), &next, &e) < 0 &&
         (strcmp(e.msg, ctx->tick_err) || now_mono() - ctx->tick_err_at > 60)) {
@@ -1084,8 +1087,11 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason,
             session_end(s);
         return 0;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-        if (ctx)
-            drain_arrivals(ctx->srv);
+        /* The SCP wakes us per arrival; a study arriving slice by slice
+         * is announced at most twice a second (the timer takes the
+         * rest). */
+        if (ctx && now_mono() - ctx->drained_at >= 0.5)
+            drain_arrivals(ctx);
         return 0;
     default:
         break;
