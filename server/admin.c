@@ -263,8 +263,9 @@ int admin_demo(const char *data, FILE *out, struct err *e)
     fprintf(out, "DEMO DATA (not for real patients). Every demo user's "
             "password is: %s\n", ADMIN_DEMO_PASSWORD);
     for (size_t i = 0; i < sizeof demo_users / sizeof *demo_users; i++)
-        fprintf(out, "  %-15s %-10s %-19s %s\n", demo_users[i].login,
+        fprintf(out, "  %-15s %-10s %s%s%s\n", demo_users[i].login,
                 demo_users[i].role, demo_users[i].clinic,
+                demo_users[i].specialties ? ", " : "",
                 demo_users[i].specialties ? demo_users[i].specialties : "");
     fprintf(out, "  DICOM calling AE DEMO_CT sends as %s\n",
             demo_clinics[0].name);

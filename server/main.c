@@ -192,9 +192,12 @@ static int serve(struct server *srv, sigset_t *sigs)
     }
     print_banner(c);
     http_run(srv);
+    if (!srv->stopping)
+        log_error("the HTTPS event loop failed; stopping");
+    else
+        status = 0;
     pthread_kill(sigthr, SIGUSR2);
     pthread_join(sigthr, NULL);
-    status = 0;
 out:
     if (scp_up) {
         double t = now_mono();
