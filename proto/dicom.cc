@@ -65,10 +65,7 @@
  * Its symbols do not clash with DCMTK's (prefixed jpeg8_ etc.). */
 #include <jpeglib.h>
 
-/* util.h is plain C without extern "C" guards */
-extern "C" {
 #include "util.h"
-}
 #include "dicom.h"
 
 /* Values above this stay on disk when DCMTK loads a file. */

@@ -12,6 +12,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum {
     ERR_OK = 0,
     ERR_IO = -1,          /* file system or socket failed */
@@ -70,4 +74,7 @@ void iso8601_ms(int64_t ms, char out[32]);
 /* Copies at most n-1 bytes and always terminates; returns strlen(src). */
 size_t strlcpy_h(char *dst, const char *src, size_t n);
 
+#ifdef __cplusplus
+}
+#endif
 #endif
