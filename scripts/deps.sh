@@ -4,7 +4,7 @@
 set -eu
 
 PKGS="build-essential pkg-config g++ libdcmtk-dev dcmtk libwebsockets-dev
-libssl-dev libsqlite3-dev libjansson-dev libcmocka-dev openssl curl
+libssl-dev libsqlite3-dev libjansson-dev libcmocka-dev libjpeg-dev openssl curl sqlite3
 python3 python3-pydicom python3-numpy valgrind clang"
 
 # Test-only peers: Orthanc (benchmarks), Chromium + node (browser tests).
