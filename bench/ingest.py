@@ -595,6 +595,7 @@ def main():
     if not os.path.exists(ORTHANC_DICOMWEB):
         die("%s missing (orthanc-dicomweb)" % ORTHANC_DICOMWEB)
     os.makedirs(args.work, exist_ok=True)
+    args.load0 = "%.2f" % os.getloadavg()[0]
     netns = os.environ.get("HASHI_BENCH_NETNS", "no")
     t_start = time.monotonic()
 
@@ -637,6 +638,10 @@ def main():
         out("| (%s) %s | %.3f | %s | %.0f | %.1f |"
             % (key, label, med(v), fmt_range(v), study.n / med(v),
                mb / med(v)))
+    out()
+    out("Per round, seconds: " + "; ".join(
+        "(%s) %s" % (key, " ".join("%.3f" % t for t in times[key]))
+        for key, *_ in PATHS))
     out()
     ratios = {}
     out("| ratio (per round: Orthanc s / hashi s = hashi speed-up) "
@@ -706,7 +711,8 @@ Written by `make bench` (bench/run.sh → bench/ingest.py); the figures below
 are from the last run.  Re-run to refresh; compare ratios, not absolute
 numbers (the machine is shared and its speed drifts).
 
-- Date: {now}; hashi {rev}{dirty}; {cores} cores, Linux {kernel}
+- Date: {now}; hashi {rev}{dirty}; {cores} cores, Linux {kernel};
+  load average {load0} at the start, {load1} at the end
 - Peers: {dcmtk}; Orthanc {orthanc} with its DICOMweb plugin
   (orthanc-dicomweb); curl; Python {py} for the render and RSS clients
 - Network: {netns}
@@ -766,8 +772,9 @@ STOW-RS request streams in.
 """
     with open(args.results, "w") as f:
         f.write(text.format(
-            now=now, rev=rev or "?", dirty=" (with uncommitted changes)"
-            if dirty else "", cores=os.cpu_count(),
+            now=now, rev=rev or "?", dirty=" (working tree had uncommitted "
+            "changes)" if dirty else "", load0=args.load0,
+            load1="%.2f" % os.getloadavg()[0], cores=os.cpu_count(),
             kernel=platform.release(),
             dcmtk=version(["storescu", "--version"]).replace("$", "").strip(),
             orthanc=version(["Orthanc", "--version"]).replace("Orthanc ", ""),

@@ -64,7 +64,11 @@ rejected uid-letters 'malformed Study Instance UID' "$T_TMP/letters.dcm"
 $PY "$DW" mkbad nested - "$T_TMP/nested.dcm"
 rejected nested-50000 'nested deeper|nesting|too deep' "$T_TMP/nested.dcm"
 
-# Every refusal is in the audit log.
+# Every refusal is counted and in the audit log.
+assert_ge 8 "$(metric hashi_instances_rejected_total)" \
+    "hashi_instances_rejected_total after 8 bad instances"
+assert_eq 1 "$(metric hashi_instances_received_total)" \
+    "hashi_instances_received_total after the bad instances"
 audit_has reject 'nested deeper|1\.2\.826\.0\.1\.3680043\.10\.1432\.77' \
     "audit of the nested-sequence refusal"
 

@@ -105,6 +105,18 @@ awk -v s="$3" 'BEGIN { exit !(s >= 10) }' ||
 cmp -s "$T_TMP/brain.jpg" "$T_TMP/bone.jpg" &&
     fail "brain and bone windows gave the same JPEG"
 
+# ---- what the server counted and audited
+assert_eq 50 "$(metric hashi_instances_received_total)" \
+    "hashi_instances_received_total"
+bytes=$(metric hashi_received_bytes_total)
+assert_ge $((50 * 525000)) "${bytes%.*}" "hashi_received_bytes_total"
+assert_ge 3 "$(metric hashi_render_seconds_count)" \
+    "hashi_render_seconds_count after 3 renderings"
+audit_has store "DEMO_CT.*$sop|$sop.*DEMO_CT" "audit of a C-STORE"
+audit_has render "$sop" "audit of a rendering"
+audit_has retrieve "2\.25\." "audit of a WADO-RS retrieval"
+audit_has query "." "audit of a QIDO-RS query"
+
 # ---- C-ECHO
 echoscu -aet DEMO_CT -aec HASHI 127.0.0.1 "$DPORT" >"$T_TMP/echo.log" 2>&1 ||
     fail "echoscu failed: $(cat "$T_TMP/echo.log")"
@@ -121,6 +133,10 @@ assert_file_has "$T_TMP/stranger.log" "Association Rejected|Calling AE" \
 assert_eq 0 "$(qido_count "$tok" "/dicomweb/studies?PatientID=STRANGER")" \
     "studies from the unknown AE"
 assert_eq "$before" "$(total_instances "$tok")" "instances after the refusal"
+assert_eq 50 "$(metric hashi_instances_received_total)" \
+    "hashi_instances_received_total after the refusal"
+audit_has 'associate|reject' '"ae:NOBODY".*"denied"' \
+    "audit of the refused association"
 healthz_ok "the refused association"
 
 pass

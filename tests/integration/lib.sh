@@ -182,6 +182,13 @@ healthz_ok() {
     kill -0 "$HPID" 2>/dev/null || fail "server died after $1"
 }
 
+# metric NAME: the value of a Prometheus sample from /metrics (open to
+# loopback), or "missing".
+metric() {
+    curl -s --max-time 5 --cacert "$CACERT" "$HURL/metrics" |
+        awk -v n="$1" '$1 == n { print $2; f = 1 } END { if (!f) print "missing" }'
+}
+
 # ---- HTTP ----------------------------------------------------------------
 
 # http METHOD PATH [TOKEN [curl args...]]: prints the status code; the body
@@ -275,12 +282,17 @@ study() {
     _dir="$HASHI_TESTDATA/studies/$1"
     _n=$2; shift 2
     if [ ! -f "$_dir/.complete" ]; then
-        rm -rf "$_dir" "$_dir.tmp"
+        # Tests may run concurrently: build in a private dir, then rename
+        # it into place; whoever loses the race drops its copy.
         mkdir -p "$HASHI_TESTDATA/studies"
-        $PY "$HASHI_TOOLS/gen_study.py" --slices "$_n" "$@" "$_dir.tmp" \
+        _gen=$(mktemp -d "$_dir.gen.XXXXXX")
+        $PY "$HASHI_TOOLS/gen_study.py" --slices "$_n" "$@" "$_gen/s" \
             >/dev/null || fail "gen_study.py failed for $1"
-        touch "$_dir.tmp/.complete"
-        mv "$_dir.tmp" "$_dir"
+        touch "$_gen/s/.complete"
+        [ -f "$_dir/.complete" ] || rm -rf "$_dir"
+        mv -T "$_gen/s" "$_dir" 2>/dev/null || true
+        rm -rf "$_gen"
+        [ -f "$_dir/.complete" ] || fail "study $1 not in place"
     fi
     echo "$_dir"
 }
@@ -292,9 +304,9 @@ print(pydicom.dcmread(sys.argv[1], stop_before_pixels=True,
       force=True).get(sys.argv[2], ""))' "$1" "$2"
 }
 
-audit_has() {    # ACTION REGEX what: an audit line with this action matches
+audit_has() {    # ACTION-ERE REGEX what: a line with this action matches
     [ -f "$DATA/audit.log" ] || fail "$3: no $DATA/audit.log"
-    grep "\"action\": *\"$1\"" "$DATA/audit.log" | grep -Eq -- "$2" ||
+    grep -E "\"action\": *\"($1)\"" "$DATA/audit.log" | grep -Eq -- "$2" ||
         fail "$3: no audit line with action $1 matching '$2' \
 (last lines: $(tail -3 "$DATA/audit.log"))"
 }
