@@ -400,12 +400,8 @@ static void stow_end(struct http_req *r)
                            "the multipart body has no parts");
         return;
     }
-    for (int i = 0; i < st->nstudies; i++) {
-        memset(&e, 0, sizeof(e));
-        if (cases_images_arrived(r->srv, st->studies[i], &e) < 0)
-            log_warn("stow: images arrived for %s: %s", st->studies[i],
-                     e.msg);
-    }
+    for (int i = 0; i < st->nstudies; i++)
+        ws_images_arrived(r->srv, st->studies[i]);  /* throttled */
     out = json_object();
     if (st->nstudies == 1 && !st->study_mixed) {
         char url[512];

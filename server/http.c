@@ -1021,11 +1021,8 @@ static void drain_arrivals(struct http_ctx *ctx)
 
     ctx->drained_at = now_mono();
     while ((n = scp_take_arrived(srv, uids, 32)) > 0) {
-        for (int i = 0; i < n; i++) {
-            struct err e = { 0 };
-            if (cases_images_arrived(srv, uids[i], &e) < 0)
-                log_warn("images arrived for %s: %s", uids[i], e.msg);
-        }
+        for (int i = 0; i < n; i++)
+            ws_images_arrived(srv, uids[i]);    /* throttled per study */
         if (n < 32)
             break;
     }

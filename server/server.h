@@ -72,6 +72,11 @@ int ws_init(struct server *srv, struct err *e);
 const struct lws_protocols *ws_protocol(void);
 void ws_push_dirty(struct server *srv);
 void ws_free(struct server *srv);
+/* New instances of study_uid were stored (STOW, or the DICOM listener's
+ * queue drained on the lws thread): cases_images_arrived(), at most once
+ * a second per study — more arrivals within the second are told together
+ * when it has passed.  Lws thread only. */
+void ws_images_arrived(struct server *srv, const char *study_uid);
 
 /* scp.c: the DICOM listener feeding the store. */
 int scp_start(struct server *srv, struct err *e);

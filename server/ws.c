@@ -55,6 +55,8 @@
 #define WS_HELLO_MS 10000           /* no hello within -> 4408 */
 #define WS_KEEP_REPLIES_MS (25LL * 3600 * 1000)
 #define WS_PRUNE_EVERY_MS (3600LL * 1000)
+#define WS_ARRIVED_SLOTS 64         /* studies throttled at once */
+#define WS_ARRIVED_GAP_MS 1000      /* images.arrived per study at most */
 
 enum { WS_NEW = 0, WS_LIVE, WS_CLOSING };
 
@@ -90,8 +92,17 @@ struct ws_sess {
     char remote[48];
 };
 
+/* images.arrived throttle: a study told at sent_ms; waiting = more came
+ * since, to be told when the gap has passed. */
+struct ws_arrived {
+    char uid[MSG_UID_MAX + 1];
+    int64_t sent_ms;
+    int waiting;
+};
+
 struct ws_hub {
     struct server *srv;
+    struct ws_arrived arrived[WS_ARRIVED_SLOTS];
     struct ws_sess *all;
     struct ws_sess *bucket[WS_BUCKETS];
     struct lws_context *ctx;
@@ -176,6 +187,57 @@ static void replies_prune(struct ws_hub *h)
     if (sqlite3_step(st) != SQLITE_DONE)
         log_warn("ws: pruning kept replies: %s", sqlite3_errmsg(db));
     sqlite3_finalize(st);
+}
+
+/* ---- images arrived, coalesced ---------------------------------------- */
+
+static void arrived_tell(struct server *srv, struct ws_arrived *a,
+                        const char *uid, int64_t now)
+{
+    struct err e = { 0, "" };
+    if (cases_images_arrived(srv, uid, &e) < 0)
+        log_warn("images arrived for %s: %s", uid, e.msg);
+    if (a) {
+        if (a->uid != uid)
+            strlcpy_h(a->uid, uid, sizeof a->uid);
+        a->sent_ms = now;
+        a->waiting = 0;
+    }
+}
+
+void ws_images_arrived(struct server *srv, const char *study_uid)
+{
+    struct ws_hub *h = srv->ws;
+    int64_t now = now_ms();
+    if (!h || strlen(study_uid) > MSG_UID_MAX) {
+        arrived_tell(srv, NULL, study_uid, now);
+        return;
+    }
+    struct ws_arrived *slot = NULL, *a;
+    for (a = h->arrived; a < h->arrived + WS_ARRIVED_SLOTS; a++) {
+        if (!strcmp(a->uid, study_uid)) {
+            if (now - a->sent_ms < WS_ARRIVED_GAP_MS) {
+                a->waiting = 1;
+                return;
+            }
+            arrived_tell(srv, a, study_uid, now);
+            return;
+        }
+        /* else the free slot, or the one told longest ago */
+        if (!a->waiting && (!slot || !a->uid[0] ||
+                            (slot->uid[0] && a->sent_ms < slot->sent_ms)))
+            slot = a;
+    }
+    arrived_tell(srv, slot, study_uid, now);
+}
+
+/* Tell the studies whose gap has passed (from the hub's tick). */
+static void arrived_flush(struct ws_hub *h, int64_t now)
+{
+    for (struct ws_arrived *a = h->arrived;
+         a < h->arrived + WS_ARRIVED_SLOTS; a++)
+        if (a->waiting && now - a->sent_ms >= WS_ARRIVED_GAP_MS)
+            arrived_tell(h->srv, a, a->uid, now);
 }
 
 /* ---- the hub ------------------------------------------------------------ */
@@ -510,6 +572,15 @@ static void take_cookie(struct lws *wsi, struct ws_sess *s)
 
 static void tick(lws_sorted_usec_list_t *sul);
 
+static void tick_start(struct ws_hub *h, struct lws *wsi)
+{
+    if (h->tick_on || !wsi || !lws_get_context(wsi))
+        return;
+    h->ctx = lws_get_context(wsi);
+    h->tick_on = 1;
+    lws_sul_schedule(h->ctx, 0, &h->tick, tick, LWS_US_PER_SEC);
+}
+
 static void on_open(struct ws_hub *h, struct lws *wsi, struct ws_sess *s)
 {
     memset(s, 0, sizeof *s);
@@ -518,14 +589,11 @@ static void on_open(struct ws_hub *h, struct lws *wsi, struct ws_sess *s)
     lws_get_peer_simple(wsi, s->remote, sizeof s->remote);
     take_cookie(wsi, s);
     hub_add(h, s);
-    if (!h->tick_on) {
-        h->ctx = lws_get_context(wsi);
-        h->tick_on = 1;
-        lws_sul_schedule(h->ctx, 0, &h->tick, tick, LWS_US_PER_SEC);
-    }
+    tick_start(h, wsi);
 }
 
-/* Every second: sessions that never said hello are closed. */
+/* Every second: sessions that never said hello are closed; held-back
+ * images.arrived go out; old kept replies are pruned now and then. */
 static void tick(lws_sorted_usec_list_t *sul)
 {
     struct ws_hub *h = lws_container_of(sul, struct ws_hub, tick);
@@ -535,6 +603,7 @@ static void tick(lws_sorted_usec_list_t *sul)
             send_error(s, NULL, MSG_E_UNAUTHORIZED, "no hello within 10 s");
             close_after(s, 4408, "hello timeout");
         }
+    arrived_flush(h, now);
     if (now - h->pruned_at > WS_PRUNE_EVERY_MS)
         replies_prune(h);
     lws_sul_schedule(h->ctx, 0, &h->tick, tick, LWS_US_PER_SEC);
@@ -991,6 +1060,10 @@ static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason,
     struct ws_sess *s = user;
 
     switch (reason) {
+    case LWS_CALLBACK_PROTOCOL_INIT:
+        if (h)
+            tick_start(h, wsi);
+        return 0;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         return filter_connection(h, wsi);
     case LWS_CALLBACK_ESTABLISHED:
