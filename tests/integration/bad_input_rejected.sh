@@ -155,21 +155,26 @@ served_is() {    # FILE: WADO-RS gives back exactly FILE
     assert_same_file "$PYD/$1" "$T_TMP/got.dcm" "WADO-RS of $1"
 }
 
-# MR_truncated.dcm: the pixel data stops short of its declared length.
-# DCMTK reports the premature end; Hashi refuses the file (a partial image
-# must not be kept as if whole).
+# MR_truncated.dcm: the pixel data stops short of its declared length
+# (8192 declared, 8130 there).  Hashi's pre-scan of the element lengths
+# catches it before DCMTK parses anything, and the file is refused (409,
+# "declared length ... exceeds the ... bytes left"): a partial image must
+# not be kept as if whole.
 odd MR_truncated.dcm 409
 assert_file_has "$REPLY" '"00081197"' "FailureReason for MR_truncated"
 assert_file_has "$REPLY" 'exceeds the [0-9]+ bytes left' "reason for MR_truncated"
 
 # meta_missing_tsyntax.dcm: a meta header without a transfer syntax and a
-# dataset without Study/Series/SOP UIDs.  Nothing to index it by: refused.
+# dataset without Study/Series/SOP UIDs.  Nothing to index it by: refused
+# (409, "missing Study Instance UID").
 odd meta_missing_tsyntax.dcm 409
+assert_file_has "$REPLY" 'missing Study Instance UID' \
+    "reason for meta_missing_tsyntax"
 
-# badVR.dcm: one element carries a VR that is not in the standard.  DCMTK
-# reads it (the value is kept as unknown); the required UIDs are fine, so
-# Hashi stores it byte for byte: a nonstandard private element is no reason
-# to lose an image.
+# badVR.dcm: an RT Dose whose NumberOfFrames (IS) holds "1A", not an
+# integer string.  The encoding itself is sound (every length fits) and
+# the required UIDs are valid, so Hashi stores it byte for byte: one bad
+# value is no reason to lose an instance, and it is not Hashi's to fix.
 odd badVR.dcm 200
 served_is badVR.dcm
 
@@ -188,7 +193,8 @@ served_is image_dfl.dcm
 
 # JPEG2000.dcm: JPEG 2000 pixel data.  Parsing needs no codec, so it is
 # stored as sent; Debian's DCMTK has no JPEG 2000 decoder, so rendering
-# it fails cleanly (an error status, not a crash).
+# it fails cleanly: 422 with "no decoder for JPEG 2000", not a 500 and not
+# a crash.
 odd JPEG2000.dcm 200
 served_is JPEG2000.dcm
 j2=$PYD/JPEG2000.dcm
