@@ -1,0 +1,1948 @@
+/*
+ * hashi — the command-line client of Hashi: log in, send a case with its
+ * images, follow the inbox, chat, claim, answer, fetch the images.
+ *
+ * Every command is a short sequential program over client/conn.c: HTTPS
+ * for login and DICOMweb (STOW-RS up, WADO-RS down), and a hashi.v1
+ * session for the consult operations and for `watch`.  What must survive
+ * between runs (server, token, watch's last_seq, unconfirmed creates)
+ * lives in client/config.c's directory.
+ *
+ * Exit codes: 0 ok, 1 usage, 2 server or network error (including "not
+ * found", "already claimed" and other refusals), 3 authentication (not
+ * logged in, wrong password, token refused).  Errors are one line on
+ * stderr: "hashi: claim: already claimed by demo-neuro2".
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "../proto/dicom.h"
+#include "../proto/msg.h"
+#include "../proto/util.h"
+#include "config.h"
+#include "conn.h"
+
+#define HASHI_VERSION "0.1.0"
+#define CLIENT_NAME "hashi-cli"
+
+enum { EX_OK = 0, EX_USAGE = 1, EX_SERVER = 2, EX_AUTH = 3 };
+
+#define STOW_BATCH_BYTES (64ull << 20)  /* one STOW request at most */
+#define STOW_BATCH_FILES 500
+#define RPC_ATTEMPTS 4                  /* one try + retries on a cut */
+#define WATCH_ACK_EVERY 32
+#define WATCH_PING_MS 25000             /* idle: ping the server */
+#define WATCH_DEAD_MS 75000             /* nothing at all: reconnect */
+
+static const char usage_text[] =
+    "usage: hashi COMMAND [options]\n"
+    "  login  --server URL --user LOGIN [--password-stdin] [--cacert FILE]"
+    " [--insecure]\n"
+    "  logout\n"
+    "  send   --to SPECIALTY [--specialist LOGIN] --priority "
+    "stat|urgent|routine\n"
+    "         --question TEXT [--history TEXT] [--patient-age N "
+    "--patient-sex F|M|O]\n"
+    "         [--case-id ID] [--json] (FILE|DIR)... | --study UID...\n"
+    "  inbox  [--status S] [--limit N] [--json]\n"
+    "  show   CASE [--json]\n"
+    "  watch  [--json] [--once] [--count N]\n"
+    "  chat   CASE TEXT\n"
+    "  claim  CASE\n"
+    "  answer CASE [TEXT] [--impression T] [--recommendation T]\n"
+    "  close  CASE [--reason T]        reopen CASE [--reason T]\n"
+    "  get    CASE --out DIR\n"
+    "exit codes: 0 ok, 1 usage, 2 server or network error, 3 "
+    "authentication\n"
+    "state: $HASHI_CONFIG_DIR, else $XDG_CONFIG_HOME/hashi, else "
+    "~/.config/hashi\n";
+
+static const char *g_cmd = "";          /* for messages */
+
+static int usage_err(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+static int usage_err(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "hashi: %s%s", g_cmd, *g_cmd ? ": " : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(run 'hashi help' for usage)\n");
+    return EX_USAGE;
+}
+
+/* e's own message again, between pre and post (err_set must not read
+ * the buffer it writes). */
+static int err_wrap(struct err *e, int code, const char *pre,
+                    const char *post)
+{
+    char old[sizeof e->msg];
+    strlcpy_h(old, e->msg, sizeof old);
+    return err_set(e, code, "%s%s%s", pre, old, post);
+}
+
+/* The exit code of an error, after printing it. */
+static int fail(int rc, const struct err *e)
+{
+    fprintf(stderr, "hashi: %s%s%s\n", g_cmd, *g_cmd ? ": " : "", e->msg);
+    if (rc == ERR_AUTH)
+        return EX_AUTH;
+    return EX_SERVER;
+}
+
+/* ---- options -------------------------------------------------------- */
+
+struct opt {
+    const char *name;               /* "--to" */
+    int has_arg;
+    int multi;                      /* may repeat (values joined by \n) */
+    const char *val;
+    int set;
+    char *multi_buf;
+};
+
+struct args {
+    char *pos[1024];
+    int npos;
+};
+
+#define OPT(n, a) { n, a, 0, NULL, 0, NULL }
+#define OPT_MULTI(n) { n, 1, 1, NULL, 0, NULL }
+#define OPT_END OPT(NULL, 0)
+
+static struct opt *opt_find(struct opt *o, const char *name)
+{
+    for (; o->name; o++)
+        if (!strcmp(o->name, name))
+            return o;
+    return NULL;
+}
+
+/* Parses argv (after the command) against opts; positionals into a.
+ * Returns 0 or EX_USAGE (printed). */
+static int parse_opts(int argc, char **argv, struct opt *opts,
+                      struct args *a)
+{
+    a->npos = 0;
+    for (int i = 0; i < argc; i++) {
+        char *s = argv[i], name[64];
+        const char *val = NULL;
+        if (!strcmp(s, "--")) {
+            while (++i < argc && a->npos < 1024)
+                a->pos[a->npos++] = argv[i];
+            break;
+        }
+        if (strncmp(s, "--", 2) || !s[2]) {
+            if (a->npos == 1024)
+                return usage_err("too many arguments");
+            a->pos[a->npos++] = s;
+            continue;
+        }
+        char *eq = strchr(s, '=');
+        size_t n = eq ? (size_t)(eq - s) : strlen(s);
+        if (n >= sizeof name)
+            return usage_err("unknown option %s", s);
+        memcpy(name, s, n);
+        name[n] = 0;
+        struct opt *o = opt_find(opts, name);
+        if (!o)
+            return usage_err("unknown option %s", name);
+        if (o->has_arg) {
+            if (eq)
+                val = eq + 1;
+            else if (i + 1 < argc)
+                val = argv[++i];
+            else
+                return usage_err("%s needs a value", name);
+        } else if (eq) {
+            return usage_err("%s takes no value", name);
+        }
+        if (o->set && !o->multi && o->has_arg)
+            return usage_err("%s given twice", name);
+        if (o->multi && o->set) {
+            size_t old = strlen(o->multi_buf), add = strlen(val);
+            char *nb = realloc(o->multi_buf, old + add + 2);
+            if (!nb)
+                return usage_err("out of memory");
+            nb[old] = '\n';
+            memcpy(nb + old + 1, val, add + 1);
+            o->multi_buf = nb;
+            o->val = nb;
+        } else if (o->multi) {
+            o->multi_buf = strdup(val);
+            o->val = o->multi_buf;
+        } else {
+            o->val = val;
+        }
+        o->set = 1;
+    }
+    return 0;
+}
+
+static void opts_free(struct opt *o)
+{
+    for (; o->name; o++)
+        free(o->multi_buf);
+}
+
+static const char *ov(struct opt *opts, const char *name)
+{
+    struct opt *o = opt_find(opts, name);
+    return o && o->set ? o->val : NULL;
+}
+
+static int oset(struct opt *opts, const char *name)
+{
+    struct opt *o = opt_find(opts, name);
+    return o && o->set;
+}
+
+static int parse_int(const char *s, long long lo, long long hi,
+                     long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || errno || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* ---- session -------------------------------------------------------- */
+
+struct cli {
+    struct cli_config cfg;
+    struct conn *c;
+    int v1;                         /* a hashi.v1 session is open */
+    int64_t hello_seq;
+};
+
+/* Loads the saved login and makes the connection (not yet connected). */
+static int cli_open(struct cli *cl, struct err *e)
+{
+    int rc;
+    memset(cl, 0, sizeof *cl);
+    if ((rc = cliconf_load(&cl->cfg, e))) {
+        if (rc == ERR_NOTFOUND)
+            return err_wrap(e, ERR_AUTH, "", "");
+        return rc;
+    }
+    if (!cl->cfg.server[0] || !cl->cfg.token[0])
+        return err_set(e, ERR_AUTH, "not logged in; run 'hashi login' "
+                       "first");
+    struct conn_opts o = {
+        .cacert = cl->cfg.cacert[0] ? cl->cfg.cacert : NULL,
+        .insecure = cl->cfg.insecure,
+    };
+    cl->c = conn_new(cl->cfg.server, &o, e);
+    if (!cl->c)
+        return e->code ? e->code : ERR_INVALID;
+    struct cli_watch w;
+    struct err ignore;
+    if (!cliconf_watch_load(&cl->cfg, &w, &ignore))
+        cl->hello_seq = w.last_seq;
+    return 0;
+}
+
+static void cli_close(struct cli *cl)
+{
+    if (cl->c && cl->v1)
+        conn_ws_close(cl->c, 1000, "bye");
+    conn_free(cl->c);
+    cl->c = NULL;
+}
+
+static int cli_v1(struct cli *cl, struct err *e)
+{
+    struct msg welcome;
+    if (cl->v1)
+        return 0;
+    struct conn_v1_hello h = {
+        .token = cl->cfg.token, .last_seq = cl->hello_seq,
+        .client_name = CLIENT_NAME, .client_version = HASHI_VERSION,
+        .keep_events = 0,
+    };
+    int rc = conn_v1_open(cl->c, &h, &welcome, e);
+    if (rc == 0 && welcome.welcome.replay_from < cl->hello_seq)
+        cl->hello_seq = 0;          /* the server does not know it */
+    msg_free(&welcome);
+    if (rc == ERR_AUTH)
+        return err_wrap(e, ERR_AUTH, "the server refused the saved login ("
+                        , "); run 'hashi login' again");
+    if (!rc)
+        cl->v1 = 1;
+    return rc;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) && errno == EINTR)
+        ;
+}
+
+/* One request, retried with the same id on a new session when the link
+ * breaks (the server keeps answers by id, so a retry is safe). */
+static int rpc(struct cli *cl, struct msg *req, json_t **result,
+               enum msg_code *code, struct err *e)
+{
+    int rc = 0, wait = 500;
+    enum msg_code dummy;
+    if (!code)
+        code = &dummy;
+    if (!req->id[0])
+        conn_random_id(req->id);
+    for (int attempt = 0; attempt < RPC_ATTEMPTS; attempt++) {
+        if (attempt) {
+            sleep_ms(wait);
+            wait *= 2;
+        }
+        rc = cli_v1(cl, e);
+        if (rc == 0)
+            rc = conn_v1_call(cl->c, req, result, code, e);
+        if (rc == 0 || *code != MSG_E_NONE || rc == ERR_AUTH)
+            return rc;
+        /* the link failed: a new session next time */
+        cl->v1 = 0;
+        conn_disconnect(cl->c);
+        if (rc != ERR_IO)
+            return rc;
+    }
+    return rc;
+}
+
+/* ---- printing ------------------------------------------------------- */
+
+static void print_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT);
+    if (s) {
+        fputs(s, stdout);
+        fputc('\n', stdout);
+        free(s);
+    }
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : "";
+}
+
+static void fmt_time(int64_t ms, char *out, size_t n)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if (ms <= 0 || !localtime_r(&t, &tm)) {
+        snprintf(out, n, "-");
+        return;
+    }
+    strftime(out, n, "%Y-%m-%d %H:%M", &tm);
+}
+
+/* Text shortened to max display bytes, control characters as spaces. */
+static void clip(const char *s, size_t max, char *out, size_t n)
+{
+    size_t k = 0;
+    for (; *s && k + 4 < n; s++) {
+        if (k >= max) {
+            /* back to a UTF-8 boundary */
+            while (k && ((unsigned char)out[k - 1] & 0xC0) == 0x80)
+                k--;
+            if (k && ((unsigned char)out[k - 1] & 0xC0) == 0xC0)
+                k--;
+            memcpy(out + k, "...", 3);
+            k += 3;
+            break;
+        }
+        out[k++] = (unsigned char)*s < 0x20 ? ' ' : *s;
+    }
+    out[k] = 0;
+}
+
+static void patient_str(json_t *cs, char *out, size_t n)
+{
+    json_t *p = json_object_get(cs, "patient");
+    json_t *age = json_object_get(p, "age");
+    const char *sex = jstr(p, "sex");
+    if (json_is_integer(age))
+        snprintf(out, n, "%lld%s%s", (long long)json_integer_value(age),
+                 *sex ? " " : "", sex);
+    else
+        snprintf(out, n, "%s", *sex ? sex : "-");
+}
+
+static const char *case_to(json_t *cs)
+{
+    const char *s = jstr(cs, "specialist");
+    return *s ? s : jstr(cs, "specialty");
+}
+
+/* ---- login / logout ------------------------------------------------- */
+
+static int read_password(int from_stdin, char *buf, size_t n,
+                         struct err *e)
+{
+    FILE *in = stdin;
+    struct termios old, quiet;
+    int tty = 0;
+
+    if (!from_stdin) {
+        in = fopen("/dev/tty", "r+");
+        if (!in || !isatty(fileno(in))) {
+            if (in)
+                fclose(in);
+            return err_set(e, ERR_INVALID, "no terminal to ask the "
+                           "password on; use --password-stdin");
+        }
+        tty = 1;
+        fputs("password: ", stderr);
+        fflush(stderr);
+        if (tcgetattr(fileno(in), &old) == 0) {
+            quiet = old;
+            quiet.c_lflag &= ~(tcflag_t)ECHO;
+            tcsetattr(fileno(in), TCSAFLUSH, &quiet);
+        }
+    }
+    char *got = fgets(buf, (int)n, in);
+    if (tty) {
+        tcsetattr(fileno(in), TCSAFLUSH, &old);
+        fputc('\n', stderr);
+        fclose(in);
+    }
+    if (!got)
+        return err_set(e, ERR_INVALID, "no password given");
+    buf[strcspn(buf, "\r\n")] = 0;
+    if (!buf[0])
+        return err_set(e, ERR_INVALID, "empty password");
+    return 0;
+}
+
+static int cmd_login(int argc, char **argv)
+{
+    struct opt opts[] = {
+        OPT("--server", 1), OPT("--user", 1), OPT("--password-stdin", 0),
+        OPT("--cacert", 1), OPT("--insecure", 0), OPT_END,
+    };
+    struct args a;
+    struct err e = { 0, "" };
+    struct cli_config cfg;
+    char pw[1024], cacert[PATH_MAX] = "";
+    int rc, status = 0;
+    json_t *body, *out = NULL;
+
+    if ((rc = parse_opts(argc, argv, opts, &a)))
+        return rc;
+    if (a.npos)
+        return usage_err("unexpected argument '%s'", a.pos[0]);
+    if (!ov(opts, "--server") || !ov(opts, "--user"))
+        return usage_err("--server URL and --user LOGIN are required");
+    if (ov(opts, "--cacert") && !realpath(ov(opts, "--cacert"), cacert))
+        return usage_err("--cacert %s: %s", ov(opts, "--cacert"),
+                         strerror(errno));
+    if (read_password(oset(opts, "--password-stdin"), pw, sizeof pw, &e))
+        return usage_err("%s", e.msg);
+    if (oset(opts, "--insecure"))
+        fprintf(stderr, "hashi: WARNING: --insecure: the server's "
+                "certificate is NOT verified\n");
+
+    struct conn_opts co = { .cacert = cacert[0] ? cacert : NULL,
+                            .insecure = oset(opts, "--insecure") };
+    struct conn *c = conn_new(ov(opts, "--server"), &co, &e);
+    if (!c)
+        return usage_err("%s", e.msg);
+    body = json_pack("{s:s,s:s}", "login", ov(opts, "--user"),
+                     "password", pw);
+    OPENSSL_cleanse(pw, sizeof pw);
+    rc = conn_json(c, "POST", "/api/login", NULL, body, &status, &out, &e);
+    json_decref(body);
+    if (!rc && status != 200) {
+        rc = conn_http_error(status, out, &e);
+        if (status == 401)
+            rc = err_set(&e, ERR_AUTH, "wrong login or password");
+        else if (status == 429)
+            rc = err_wrap(&e, ERR_AUTH, "", "");
+    }
+    const char *tok = json_string_value(json_object_get(out, "token"));
+    if (!rc && (!tok || !*tok))
+        rc = err_set(&e, ERR_IO, "the server's answer has no token");
+    if (!rc && strlen(tok) >= sizeof cfg.token)
+        rc = err_set(&e, ERR_IO, "the server's token is too long");
+    if (!rc)
+        rc = cliconf_init(&cfg, &e);
+    if (!rc) {
+        strlcpy_h(cfg.server, conn_url(c), sizeof cfg.server);
+        strlcpy_h(cfg.cacert, cacert, sizeof cfg.cacert);
+        strlcpy_h(cfg.user, ov(opts, "--user"), sizeof cfg.user);
+        strlcpy_h(cfg.token, tok, sizeof cfg.token);
+        cfg.insecure = co.insecure;
+        rc = cliconf_save(&cfg, &e);
+    }
+    json_decref(out);
+    conn_free(c);
+    if (rc)
+        return fail(rc, &e);
+    printf("logged in to %s as %s\n", cfg.server, cfg.user);
+    return EX_OK;
+}
+
+static int cmd_logout(int argc, char **argv)
+{
+    struct opt opts[] = { OPT_END };
+    struct args a;
+    struct cli cl;
+    struct err e = { 0, "" };
+    int rc = parse_opts(argc, argv, opts, &a), status;
+    json_t *out = NULL;
+
+    if (rc)
+        return rc;
+    if (a.npos)
+        return usage_err("unexpected argument '%s'", a.pos[0]);
+    rc = cli_open(&cl, &e);
+    if (rc == ERR_AUTH) {
+        printf("not logged in\n");
+        return EX_OK;
+    }
+    if (rc)
+        return fail(rc, &e);
+    /* Revoke the token if the server is there; forget it anyway. */
+    if (conn_json(cl.c, "POST", "/api/logout", cl.cfg.token, NULL, &status,
+                  &out, &e) == 0 && status >= 300 && status != 401)
+        fprintf(stderr, "hashi: logout: the server said HTTP %d\n", status);
+    json_decref(out);
+    rc = cliconf_remove(&cl.cfg, &e);
+    cli_close(&cl);
+    if (rc)
+        return fail(rc, &e);
+    printf("logged out\n");
+    return EX_OK;
+}
+
+/* ---- inbox / show --------------------------------------------------- */
+
+static int cmd_inbox(int argc, char **argv)
+{
+    struct opt opts[] = {
+        OPT("--json", 0), OPT("--status", 1), OPT("--limit", 1), OPT_END,
+    };
+    struct args a;
+    struct cli cl;
+    struct err e = { 0, "" };
+    struct msg req;
+    json_t *res = NULL;
+    long long limit = MSG_LIST_DEFAULT;
+    int rc = parse_opts(argc, argv, opts, &a);
+
+    if (rc)
+        return rc;
+    if (a.npos)
+        return usage_err("unexpected argument '%s'", a.pos[0]);
+    if (ov(opts, "--limit") &&
+        parse_int(ov(opts, "--limit"), 1, MSG_LIST_MAX, &limit))
+        return usage_err("--limit must be 1..%d", MSG_LIST_MAX);
+    msg_init(&req, MSG_CASE_LIST);
+    req.case_list.limit = limit;
+    if (ov(opts, "--status")) {
+        int s;
+        for (s = 1; s < MSG_ST_COUNT; s++)
+            if (!strcmp(msg_status_name(s), ov(opts, "--status")))
+                break;
+        if (s == MSG_ST_COUNT)
+            return usage_err("--status must be new, claimed, answered, "
+                             "closed or reopened");
+        req.case_list.status = s;
+    }
+    if ((rc = cli_open(&cl, &e)) || (rc = rpc(&cl, &req, &res, NULL, &e))) {
+        cli_close(&cl);
+        return fail(rc, &e);
+    }
+    cli_close(&cl);
+    if (oset(opts, "--json")) {
+        print_json(res);
+    } else {
+        json_t *cases = json_object_get(res, "cases"), *cs;
+        size_t i;
+        if (!json_array_size(cases))
+            printf("no cases\n");
+        else
+            printf("%-32s  %-8s  %-7s  %-14s  %-7s  %-16s  %s\n", "CASE",
+                   "STATUS", "PRIO", "TO", "PATIENT", "UPDATED",
+                   "QUESTION");
+        json_array_foreach(cases, i, cs) {
+            char pat[32], when[32], q[200];
+            patient_str(cs, pat, sizeof pat);
+            fmt_time(json_integer_value(json_object_get(cs, "updated_at")),
+                     when, sizeof when);
+            clip(jstr(cs, "question"), 60, q, sizeof q);
+            printf("%-32s  %-8s  %-7s  %-14s  %-7s  %-16s  %s\n",
+                   jstr(cs, "case_id"), jstr(cs, "status"),
+                   jstr(cs, "priority"), case_to(cs), pat, when, q);
+        }
+    }
+    json_decref(res);
+    return EX_OK;
+}
+
+static void print_case(json_t *cs)
+{
+    char pat[32], when[32];
+    json_t *ans = json_object_get(cs, "answer"), *msgs, *m, *st;
+    size_t i;
+
+    patient_str(cs, pat, sizeof pat);
+    printf("case       %s\n", jstr(cs, "case_id"));
+    printf("status     %s%s%s\n", jstr(cs, "status"),
+           *jstr(cs, "claimed_by") ? " by " : "", jstr(cs, "claimed_by"));
+    printf("priority   %s\n", jstr(cs, "priority"));
+    printf("to         %s%s%s\n", jstr(cs, "specialty"),
+           *jstr(cs, "specialist") ? " / " : "", jstr(cs, "specialist"));
+    printf("from       %s (%s)\n", jstr(cs, "requester"),
+           jstr(cs, "clinic"));
+    printf("patient    %s\n", pat);
+    fmt_time(json_integer_value(json_object_get(cs, "created_at")), when,
+             sizeof when);
+    printf("created    %s\n", when);
+    printf("question   %s\n", jstr(cs, "question"));
+    if (*jstr(cs, "history"))
+        printf("history    %s\n", jstr(cs, "history"));
+    json_array_foreach(json_object_get(cs, "study_uids"), i, st)
+        printf("study      %s\n", json_string_value(st));
+    printf("images     %lld received\n", (long long)json_integer_value(
+           json_object_get(json_object_get(cs, "images"), "received")));
+    if (json_is_object(ans)) {
+        fmt_time(json_integer_value(json_object_get(ans, "at")), when,
+                 sizeof when);
+        printf("answer     by %s at %s\n", jstr(ans, "by"), when);
+        if (*jstr(ans, "impression"))
+            printf("  impression      %s\n", jstr(ans, "impression"));
+        if (*jstr(ans, "recommendation"))
+            printf("  recommendation  %s\n", jstr(ans, "recommendation"));
+        if (*jstr(ans, "text"))
+            printf("  text            %s\n", jstr(ans, "text"));
+    }
+    msgs = json_object_get(cs, "messages");
+    if (json_array_size(msgs))
+        printf("messages\n");
+    json_array_foreach(msgs, i, m) {
+        fmt_time(json_integer_value(json_object_get(m, "created_at")), when,
+                 sizeof when);
+        printf("  [%s] %s: %s\n", when, jstr(m, "author"), jstr(m, "text"));
+    }
+}
+
+/* CASE as the one positional argument, checked as an id. */
+static int case_arg(struct args *a, int npos, const char **case_id)
+{
+    if (a->npos < 1)
+        return usage_err("which case? (CASE argument missing)");
+    if (a->npos > npos)
+        return usage_err("unexpected argument '%s'", a->pos[npos]);
+    const char *s = a->pos[0];
+    if (!*s || strlen(s) > MSG_ID_MAX ||
+        strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+               "0123456789_-") != strlen(s))
+        return usage_err("'%s' is not a case id", s);
+    *case_id = s;
+    return 0;
+}
+
+static int get_case(struct cli *cl, const char *case_id, json_t **cs,
+                    struct err *e)
+{
+    struct msg req;
+    struct msg_error me;
+    json_t *res = NULL;
+    int rc = msg_build_case_ref(&req, MSG_CASE_GET, NULL, case_id, NULL,
+                                &me);
+    if (rc)
+        return err_set(e, ERR_INVALID, "%s", me.message);
+    rc = rpc(cl, &req, &res, NULL, e);
+    msg_free(&req);
+    if (rc)
+        return rc;
+    *cs = json_incref(json_object_get(res, "case"));
+    json_decref(res);
+    if (!json_is_object(*cs)) {
+        json_decref(*cs);
+        return err_set(e, ERR_INVALID, "the server's answer has no case");
+    }
+    return 0;
+}
+
+static int cmd_show(int argc, char **argv)
+{
+    struct opt opts[] = { OPT("--json", 0), OPT_END };
+    struct args a;
+    struct cli cl;
+    struct err e = { 0, "" };
+    const char *id;
+    json_t *cs = NULL;
+    int rc = parse_opts(argc, argv, opts, &a);
+
+    if (rc || (rc = case_arg(&a, 1, &id)))
+        return rc;
+    if ((rc = cli_open(&cl, &e)) || (rc = get_case(&cl, id, &cs, &e))) {
+        cli_close(&cl);
+        return fail(rc, &e);
+    }
+    cli_close(&cl);
+    if (oset(opts, "--json")) {
+        json_t *wrap = json_pack("{s:O}", "case", cs);
+        print_json(wrap);
+        json_decref(wrap);
+    } else {
+        print_case(cs);
+    }
+    json_decref(cs);
+    return EX_OK;
+}
+
+/* ---- claim / chat / answer / close / reopen -------------------------- */
+
+static int simple_call(struct msg *req, int json, const char *done_fmt,
+                       const char *case_id)
+{
+    struct cli cl;
+    struct err e = { 0, "" };
+    enum msg_code code = MSG_E_NONE;
+    json_t *res = NULL;
+    int rc;
+
+    if ((rc = cli_open(&cl, &e)) || (rc = rpc(&cl, req, &res, &code, &e))) {
+        cli_close(&cl);
+        msg_free(req);
+        if (code == MSG_E_ALREADY_CLAIMED && !strstr(e.msg, "already"))
+            err_wrap(&e, rc, "already claimed: ", "");
+        if (code == MSG_E_NOT_FOUND)
+            err_set(&e, rc, "case %s not found", case_id);
+        return fail(rc, &e);
+    }
+    cli_close(&cl);
+    msg_free(req);
+    if (json)
+        print_json(res);
+    else if (done_fmt)
+        printf(done_fmt, case_id);
+    json_decref(res);
+    return EX_OK;
+}
+
+static int cmd_case_ref(int argc, char **argv, enum msg_type type)
+{
+    struct opt opts[] = { OPT("--json", 0), OPT("--reason", 1), OPT_END };
+    struct args a;
+    struct msg req;
+    struct msg_error me;
+    const char *id;
+    int rc = parse_opts(argc, argv, opts, &a);
+
+    if (rc || (rc = case_arg(&a, 1, &id)))
+        return rc;
+    if (type == MSG_CASE_CLAIM && ov(opts, "--reason"))
+        return usage_err("--reason is for close and reopen");
+    if (msg_build_case_ref(&req, type, NULL, id, ov(opts, "--reason"), &me))
+        return usage_err("%s", me.message);
+    return simple_call(&req, oset(opts, "--json"),
+                       type == MSG_CASE_CLAIM ? "claimed %s\n"
+                       : type == MSG_CASE_CLOSE ? "closed %s\n"
+                       : "reopened %s\n", id);
+}
+
+static int cmd_chat(int argc, char **argv)
+{
+    struct opt opts[] = { OPT("--json", 0), OPT_END };
+    struct args a;
+    struct msg req;
+    struct msg_error me;
+    const char *id;
+    int rc = parse_opts(argc, argv, opts, &a);
+
+    if (rc)
+        return rc;
+    if (a.npos < 2)
+        return usage_err("usage: hashi chat CASE TEXT");
+    if ((rc = case_arg(&a, 2, &id)))
+        return rc;
+    msg_init(&req, MSG_MESSAGE_SEND);
+    strlcpy_h(req.message_send.case_id, id, sizeof req.message_send.case_id);
+    conn_random_id(req.message_send.message_id);
+    if (strlen(a.pos[1]) > MSG_TEXT_MAX)
+        return usage_err("the text is longer than %d bytes", MSG_TEXT_MAX);
+    strlcpy_h(req.message_send.text, a.pos[1], sizeof req.message_send.text);
+    if (msg_validate(&req, &me))
+        return usage_err("%s", me.message);
+    return simple_call(&req, oset(opts, "--json"), "sent to %s\n", id);
+}
+
+static int cmd_answer(int argc, char **argv)
+{
+    struct opt opts[] = {
+        OPT("--json", 0), OPT("--impression", 1), OPT("--recommendation", 1),
+        OPT_END,
+    };
+    struct args a;
+    struct msg req;
+    struct msg_error me;
+    const char *id, *imp, *rec;
+    int rc = parse_opts(argc, argv, opts, &a);
+
+    if (rc || (rc = case_arg(&a, 2, &id)))
+        return rc;
+    imp = ov(opts, "--impression");
+    rec = ov(opts, "--recommendation");
+    if (a.npos < 2 && !imp)
+        return usage_err("an answer needs TEXT or --impression");
+    msg_init(&req, MSG_CASE_ANSWER);
+    struct msg_case_answer *an = &req.case_answer;
+    strlcpy_h(an->case_id, id, sizeof an->case_id);
+    if ((imp && strlen(imp) > MSG_IMPRESSION_MAX) ||
+        (rec && strlen(rec) > MSG_RECOMMEND_MAX) ||
+        (a.npos > 1 && strlen(a.pos[1]) > MSG_ANSWER_TEXT_MAX))
+        return usage_err("answer too long (impression and recommendation "
+                         "%d bytes, text %d)", MSG_IMPRESSION_MAX,
+                         MSG_ANSWER_TEXT_MAX);
+    if (imp)
+        strlcpy_h(an->impression, imp, sizeof an->impression);
+    if (rec)
+        strlcpy_h(an->recommendation, rec, sizeof an->recommendation);
+    if (a.npos > 1)
+        strlcpy_h(an->text, a.pos[1], sizeof an->text);
+    if (msg_validate(&req, &me))
+        return usage_err("%s", me.message);
+    return simple_call(&req, oset(opts, "--json"), "answered %s\n", id);
+}
+
+/* ---- watch ---------------------------------------------------------- */
+
+static void print_event_line(const struct msg_event *ev)
+{
+    json_t *b = ev->body, *cs = json_object_get(b, "case");
+    char when[32], t1[200];
+    const char *kind = msg_kind_name(ev->kind);
+
+    fmt_time(ev->at, when, sizeof when);
+    printf("%s  #%lld  %-14s %s  ", when, (long long)ev->seq,
+           kind ? kind : "?", ev->case_id);
+    switch (ev->kind) {
+    case MSG_EV_CASE_NEW:
+        clip(jstr(cs, "question"), 80, t1, sizeof t1);
+        printf("%s %s from %s: %s", jstr(cs, "priority"), case_to(cs),
+               jstr(cs, "requester"), t1);
+        break;
+    case MSG_EV_CASE_CLAIMED:
+        printf("claimed by %s", jstr(cs, "claimed_by"));
+        break;
+    case MSG_EV_CASE_ANSWERED: {
+        json_t *an = json_object_get(cs, "answer");
+        clip(*jstr(an, "impression") ? jstr(an, "impression")
+             : jstr(an, "text"), 80, t1, sizeof t1);
+        printf("answered by %s: %s", jstr(an, "by"), t1);
+        break;
+    }
+    case MSG_EV_CASE_CLOSED:
+    case MSG_EV_CASE_REOPENED:
+        printf("now %s", jstr(cs, "status"));
+        break;
+    case MSG_EV_CASE_ESCALATED: {
+        json_t *esc = json_object_get(b, "escalation"), *to;
+        size_t i;
+        printf("escalated (level %lld, %s) to",
+               (long long)json_integer_value(json_object_get(esc, "level")),
+               jstr(esc, "scope"));
+        json_array_foreach(json_object_get(esc, "to"), i, to)
+            printf(" %s", json_string_value(to));
+        break;
+    }
+    case MSG_EV_MESSAGE_NEW: {
+        json_t *m = json_object_get(b, "message");
+        clip(jstr(m, "text"), 100, t1, sizeof t1);
+        printf("%s: %s", jstr(m, "author"), t1);
+        break;
+    }
+    case MSG_EV_MESSAGE_READ: {
+        json_t *r = json_object_get(b, "receipt");
+        printf("%s read message %s", jstr(r, "user"),
+               jstr(r, "message_id"));
+        break;
+    }
+    case MSG_EV_IMAGES_ARRIVED:
+        printf("%lld image(s) received", (long long)json_integer_value(
+               json_object_get(b, "received")));
+        break;
+    default:
+        break;
+    }
+    putchar('\n');
+}
+
+static int print_event(const struct msg *m, int json)
+{
+    if (json) {
+        struct msg_error me;
+        json_t *j = msg_to_json(m, &me);
+        if (!j)
+            return -1;
+        print_json(j);
+        json_decref(j);
+    } else {
+        print_event_line(&m->event);
+    }
+    return fflush(stdout) || ferror(stdout) ? -1 : 0;
+}
+
+struct watch {
+    struct cli *cl;
+    struct cli_watch w;
+    int json, once;
+    long long count, printed;
+    int64_t acked;                  /* highest seq acked this session */
+    int64_t unsaved;                /* events processed, not yet saved */
+};
+
+/* Saves last_seq durably, then acks it. */
+static int watch_commit(struct watch *wt, struct err *e)
+{
+    int rc;
+    if (!wt->unsaved && wt->acked >= wt->w.last_seq)
+        return 0;
+    if (wt->unsaved && (rc = cliconf_watch_save(&wt->cl->cfg, &wt->w, e)))
+        return rc;
+    wt->unsaved = 0;
+    if (wt->w.last_seq > wt->acked) {
+        if ((rc = conn_v1_ack(wt->cl->c, wt->w.last_seq, e)))
+            return rc;
+        wt->acked = wt->w.last_seq;
+    }
+    return 0;
+}
+
+/* One session: hello, replay, live.  Returns 0 when done (--once caught
+ * up, --count reached), ERR_IO when the link broke, other < 0 to stop. */
+static int watch_session(struct watch *wt, int *fatal, struct err *e)
+{
+    struct cli *cl = wt->cl;
+    struct msg welcome;
+    int64_t target, last_ping = 0;
+    int rc;
+
+    struct conn_v1_hello h = {
+        .token = cl->cfg.token, .last_seq = wt->w.last_seq,
+        .client_name = CLIENT_NAME, .client_version = HASHI_VERSION,
+        .keep_events = 1,
+    };
+    rc = conn_v1_open(cl->c, &h, &welcome, e);
+    if (rc) {
+        msg_free(&welcome);
+        *fatal = rc == ERR_AUTH;
+        return rc;
+    }
+    wt->acked = 0;
+    if (welcome.welcome.replay_from < wt->w.last_seq) {
+        /* The server restarted from older data or pruned: its seqs are
+         * not ours any more; event ids keep us from repeating. */
+        wt->w.last_seq = welcome.welcome.replay_from;
+        wt->unsaved++;
+    }
+    target = welcome.welcome.last_seq;
+    msg_free(&welcome);
+    if (wt->once && target <= wt->w.last_seq)
+        return watch_commit(wt, e) ? (*fatal = 1, e->code) : 0;
+
+    for (;;) {
+        struct msg m;
+        int wait = 1000;
+        rc = conn_v1_next(cl->c, wait, &m, e);
+        if (rc == CONN_TIMEOUT) {
+            int64_t idle = (int64_t)(now_mono() * 1000) -
+                           conn_ws_last_rx_ms(cl->c);
+            if (idle > WATCH_DEAD_MS)
+                return err_set(e, ERR_IO, "no sign of life from the "
+                               "server for %d s", WATCH_DEAD_MS / 1000);
+            if (idle > WATCH_PING_MS &&
+                (int64_t)(now_mono() * 1000) - last_ping > WATCH_PING_MS) {
+                last_ping = (int64_t)(now_mono() * 1000);
+                if ((rc = conn_ws_ping(cl->c, e)))
+                    return rc;
+            }
+            continue;
+        }
+        if (rc) {
+            *fatal = rc == ERR_AUTH;
+            return rc;
+        }
+        if (m.type == MSG_ERROR) {
+            fprintf(stderr, "hashi: watch: the server says %s: %s\n",
+                    msg_code_name(m.error.error.code),
+                    m.error.error.message);
+            int code = m.error.error.code;
+            msg_free(&m);
+            if (code == MSG_E_UNAUTHORIZED) {
+                *fatal = 1;
+                return err_set(e, ERR_AUTH, "session refused");
+            }
+            continue;
+        }
+        if (m.type != MSG_EVENT) {
+            msg_free(&m);
+            continue;
+        }
+        const struct msg_event *ev = &m.event;
+        int dup = ev->seq <= wt->w.last_seq ||
+                  cliconf_watch_seen(&wt->w, ev->event_id);
+        if (!dup) {
+            if (print_event(&m, wt->json)) {
+                msg_free(&m);
+                *fatal = 1;
+                return err_set(e, ERR_IO, "cannot write to stdout");
+            }
+            cliconf_watch_add(&wt->w, ev->event_id);
+            wt->printed++;
+        }
+        if (ev->seq > wt->w.last_seq)
+            wt->w.last_seq = ev->seq;
+        wt->unsaved++;
+        msg_free(&m);
+        int done = (wt->count && wt->printed >= wt->count) ||
+                   (wt->once && wt->w.last_seq >= target);
+        if (done || wt->unsaved >= WATCH_ACK_EVERY ||
+            !conn_v1_ready(cl->c)) {
+            if ((rc = watch_commit(wt, e))) {
+                *fatal = rc != ERR_IO;
+                return rc;
+            }
+        }
+        if (done)
+            return 0;
+    }
+}
+
+static int cmd_watch(int argc, char **argv)
+{
+    struct opt opts[] = {
+        OPT("--json", 0), OPT("--once", 0), OPT("--count", 1), OPT_END,
+    };
+    struct args a;
+    struct cli cl;
+    struct err e = { 0, "" };
+    struct watch wt = { 0 };
+    int rc = parse_opts(argc, argv, opts, &a), backoff = 1000;
+
+    if (rc)
+        return rc;
+    if (a.npos)
+        return usage_err("unexpected argument '%s'", a.pos[0]);
+    if (ov(opts, "--count") &&
+        parse_int(ov(opts, "--count"), 1, LLONG_MAX, &wt.count))
+        return usage_err("--count must be a positive number");
+    wt.json = oset(opts, "--json");
+    wt.once = oset(opts, "--once");
+    if ((rc = cli_open(&cl, &e)))
+        return fail(rc, &e);
+    wt.cl = &cl;
+    if ((rc = cliconf_watch_load(&cl.cfg, &wt.w, &e))) {
+        cli_close(&cl);
+        return fail(rc, &e);
+    }
+    for (;;) {
+        int fatal = 0;
+        rc = watch_session(&wt, &fatal, &e);
+        if (!rc)
+            break;
+        if (fatal || wt.once)
+            break;
+        conn_disconnect(cl.c);
+        /* back off, 1 s doubling to 60 s, with jitter */
+        int jitter = backoff / 4 ? rand() % (backoff / 4) : 0;
+        fprintf(stderr, "hashi: watch: %s; reconnecting in %.1f s\n",
+                e.msg, (backoff + jitter) / 1000.0);
+        sleep_ms(backoff + jitter);
+        if (backoff < 60000)
+            backoff *= 2;
+        if (backoff > 60000)
+            backoff = 60000;
+    }
+    if (!rc && cl.c) {
+        conn_ws_close(cl.c, 1000, "bye");
+    }
+    conn_free(cl.c);
+    if (rc)
+        return fail(rc, &e);
+    return EX_OK;
+}
+
+/* ---- send ----------------------------------------------------------- */
+
+struct file_ent {
+    char *path;
+    uint64_t size;
+};
+
+struct files {
+    struct file_ent *v;
+    size_t n, cap;
+    uint64_t total;
+};
+
+static int files_add(struct files *f, const char *path, uint64_t size)
+{
+    if (f->n == f->cap) {
+        size_t nc = f->cap ? f->cap * 2 : 64;
+        struct file_ent *nv = realloc(f->v, nc * sizeof *nv);
+        if (!nv)
+            return ERR_INTERNAL;
+        f->v = nv;
+        f->cap = nc;
+    }
+    f->v[f->n].path = strdup(path);
+    if (!f->v[f->n].path)
+        return ERR_INTERNAL;
+    f->v[f->n++].size = size;
+    f->total += size;
+    return 0;
+}
+
+static void files_free(struct files *f)
+{
+    for (size_t i = 0; i < f->n; i++)
+        free(f->v[i].path);
+    free(f->v);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A file, or a directory walked in name order (dot files and DICOMDIR
+ * skipped: they are not instances). */
+static int collect(struct files *f, const char *path, int depth,
+                   struct err *e)
+{
+    struct stat st;
+    if (stat(path, &st))
+        return err_set(e, ERR_INVALID, "%s: %s", path, strerror(errno));
+    if (S_ISREG(st.st_mode)) {
+        if (!st.st_size)
+            return err_set(e, ERR_INVALID, "%s is empty", path);
+        return files_add(f, path, (uint64_t)st.st_size)
+               ? err_set(e, ERR_INTERNAL, "out of memory") : 0;
+    }
+    if (!S_ISDIR(st.st_mode))
+        return err_set(e, ERR_INVALID, "%s is not a file or directory",
+                       path);
+    if (depth > 32)
+        return err_set(e, ERR_INVALID, "%s: directories nested too deep",
+                       path);
+    DIR *d = opendir(path);
+    if (!d)
+        return err_set(e, ERR_INVALID, "%s: %s", path, strerror(errno));
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    int rc = 0;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.' || !strcmp(de->d_name, "DICOMDIR"))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            char **nn = realloc(names, cap * sizeof *nn);
+            if (!nn) {
+                rc = err_set(e, ERR_INTERNAL, "out of memory");
+                break;
+            }
+            names = nn;
+        }
+        if (!(names[n] = strdup(de->d_name))) {
+            rc = err_set(e, ERR_INTERNAL, "out of memory");
+            break;
+        }
+        n++;
+    }
+    closedir(d);
+    if (!rc)
+        qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        char sub[PATH_MAX];
+        if (!rc && path_join(sub, sizeof sub, path, names[i]))
+            rc = err_set(e, ERR_INVALID, "path too long in %s", path);
+        if (!rc)
+            rc = collect(f, sub, depth + 1, e);
+        free(names[i]);
+    }
+    free(names);
+    return rc;
+}
+
+struct progress {
+    int on;
+    uint64_t total, done;
+    double start, shown;
+};
+
+static void human(double b, char *out, size_t n)
+{
+    if (b >= 1e9)
+        snprintf(out, n, "%.2f GB", b / 1e9);
+    else if (b >= 1e6)
+        snprintf(out, n, "%.1f MB", b / 1e6);
+    else if (b >= 1e3)
+        snprintf(out, n, "%.1f kB", b / 1e3);
+    else
+        snprintf(out, n, "%.0f B", b);
+}
+
+static void progress_show(struct progress *p, int final)
+{
+    double now = now_mono();
+    char d[32], t[32], r[32];
+    if (!p->on || (!final && now - p->shown < 0.1))
+        return;
+    p->shown = now;
+    double pct = p->total ? 100.0 * (double)p->done / (double)p->total : 100;
+    double el = now - p->start;
+    int bar = (int)(pct / 100 * 30);
+    human((double)p->done, d, sizeof d);
+    human((double)p->total, t, sizeof t);
+    human(el > 0 ? (double)p->done / el : 0, r, sizeof r);
+    fprintf(stderr, "\r[%.*s%*s] %3.0f%%  %s / %s  %s/s ", bar,
+            "##############################", 30 - bar, "", pct, d, t, r);
+    if (final)
+        fputc('\n', stderr);
+    fflush(stderr);
+}
+
+/* Adds the study UID of a RetrieveURL ".../studies/<uid>[/...]". */
+static void add_study_from_url(json_t *studies, const char *url)
+{
+    const char *p = url ? strstr(url, "/studies/") : NULL;
+    char uid[MSG_UID_MAX + 1];
+    size_t n, i;
+    json_t *v;
+    if (!p)
+        return;
+    p += strlen("/studies/");
+    n = strcspn(p, "/?");
+    if (!n || n > MSG_UID_MAX)
+        return;
+    memcpy(uid, p, n);
+    uid[n] = 0;
+    json_array_foreach(studies, i, v)
+        if (!strcmp(json_string_value(v), uid))
+            return;
+    json_array_append_new(studies, json_string(uid));
+}
+
+static const char *dcm_str(json_t *item, const char *tag)
+{
+    return json_string_value(json_array_get(json_object_get(
+        json_object_get(item, tag), "Value"), 0));
+}
+
+/* One STOW-RS request with files [from, to): the body is streamed, its
+ * length known beforehand.  Study UIDs of the stored instances are added
+ * to studies; failures are counted and the first is described in e. */
+static int stow_batch(struct cli *cl, struct files *f, size_t from,
+                      size_t to, struct progress *pg, json_t *studies,
+                      int *failed, struct err *e)
+{
+    char boundary[48], ctype[160], head[256], hexb[33];
+    uint64_t len = 0;
+    struct conn_request rq;
+    struct conn_response rs;
+    int rc;
+
+    conn_random_id(hexb);
+    snprintf(boundary, sizeof boundary, "hashi-%s", hexb);
+    snprintf(ctype, sizeof ctype, "multipart/related; "
+             "type=\"application/dicom\"; boundary=%s", boundary);
+    for (size_t i = from; i < to; i++)
+        len += (uint64_t)snprintf(head, sizeof head, "%s--%s\r\nContent-"
+                                  "Type: application/dicom\r\nContent-"
+                                  "Length: %llu\r\n\r\n", i > from ? "\r\n"
+                                  : "", boundary,
+                                  (unsigned long long)f->v[i].size) +
+               f->v[i].size;
+    len += (uint64_t)snprintf(head, sizeof head, "\r\n--%s--\r\n", boundary);
+
+    memset(&rq, 0, sizeof rq);
+    rq.method = "POST";
+    rq.path = "/dicomweb/studies";
+    rq.token = cl->cfg.token;
+    rq.content_type = ctype;
+    rq.accept = "application/dicom+json";
+    rq.content_length = (int64_t)len;
+    if ((rc = conn_http_begin(cl->c, &rq, e)))
+        return rc;
+    static unsigned char buf[1 << 16];
+    for (size_t i = from; i < to && !rc; i++) {
+        int k = snprintf(head, sizeof head, "%s--%s\r\nContent-Type: "
+                         "application/dicom\r\nContent-Length: %llu\r\n\r\n",
+                         i > from ? "\r\n" : "", boundary,
+                         (unsigned long long)f->v[i].size);
+        if ((rc = conn_http_write(cl->c, head, (size_t)k, e)))
+            break;
+        int fd = open(f->v[i].path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            rc = err_set(e, ERR_INVALID, "%s: %s", f->v[i].path,
+                         strerror(errno));
+            break;
+        }
+        uint64_t left = f->v[i].size;
+        while (left && !rc) {
+            size_t want = left < sizeof buf ? (size_t)left : sizeof buf;
+            ssize_t r = read(fd, buf, want);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0) {
+                rc = err_set(e, ERR_INVALID, "%s changed while being sent",
+                             f->v[i].path);
+                break;
+            }
+            rc = conn_http_write(cl->c, buf, (size_t)r, e);
+            left -= (uint64_t)r;
+            pg->done += (uint64_t)r;
+            progress_show(pg, 0);
+        }
+        close(fd);
+    }
+    if (!rc) {
+        int k = snprintf(head, sizeof head, "\r\n--%s--\r\n", boundary);
+        rc = conn_http_write(cl->c, head, (size_t)k, e);
+    }
+    if (rc) {
+        conn_disconnect(cl->c);
+        return rc;
+    }
+    if ((rc = conn_http_head(cl->c, &rs, e)))
+        return rc;
+    /* the answer: DICOM JSON, small */
+    char *body = NULL;
+    size_t blen = 0, cap = 0;
+    for (;;) {
+        if (blen + 4097 > cap) {
+            cap = cap ? cap * 2 : 16384;
+            if (cap > (32u << 20)) {
+                free(body);
+                conn_disconnect(cl->c);
+                return err_set(e, ERR_TOOBIG, "STOW answer too large");
+            }
+            char *nb = realloc(body, cap);
+            if (!nb) {
+                free(body);
+                conn_disconnect(cl->c);
+                return err_set(e, ERR_INTERNAL, "out of memory");
+            }
+            body = nb;
+        }
+        ssize_t r = conn_http_read(cl->c, body + blen, cap - blen - 1, e);
+        if (r < 0) {
+            free(body);
+            return (int)r;
+        }
+        if (!r)
+            break;
+        blen += (size_t)r;
+    }
+    conn_http_end(cl->c, e);
+    json_t *j = body ? json_loadb(body, blen, 0, NULL) : NULL;
+    free(body);
+    if (rs.status != 200 && rs.status != 202 && rs.status != 409) {
+        rc = conn_http_error(rs.status, j, e);
+        json_decref(j);
+        char pre[48];
+        snprintf(pre, sizeof pre, "upload refused (HTTP %d): ", rs.status);
+        return err_wrap(e, rc, pre, "");
+    }
+    json_t *ok = json_object_get(json_object_get(j, "00081199"), "Value");
+    json_t *bad = json_object_get(json_object_get(j, "00081198"), "Value");
+    json_t *item;
+    size_t i;
+    json_array_foreach(ok, i, item)
+        add_study_from_url(studies, dcm_str(item, "00081190"));
+    if (json_array_size(ok) == (to - from) && !json_array_size(bad))
+        add_study_from_url(studies, dcm_str(j, "00081190"));
+    if (json_array_size(bad)) {
+        item = json_array_get(bad, 0);
+        if (!*failed)
+            err_set(e, ERR_INVALID, "%zu file(s) refused by the server, "
+                    "e.g. %s: %s", json_array_size(bad),
+                    dcm_str(item, "00081155") ? dcm_str(item, "00081155")
+                    : "?", dcm_str(item, "00000902") ?
+                    dcm_str(item, "00000902") : "refused");
+        *failed += (int)json_array_size(bad);
+    } else if (json_array_size(ok) != to - from) {
+        if (!*failed)
+            err_set(e, ERR_INVALID, "the server stored %zu of %zu files",
+                    json_array_size(ok), to - from);
+        *failed += (int)(to - from - json_array_size(ok));
+    }
+    json_decref(j);
+    return 0;
+}
+
+static int upload(struct cli *cl, struct files *f, json_t *studies,
+                  struct err *e)
+{
+    struct progress pg = { .on = isatty(2), .total = f->total,
+                           .start = now_mono() };
+    int failed = 0, rc = 0;
+    size_t from = 0;
+    struct err first = { 0, "" };
+
+    while (from < f->n) {
+        size_t to = from;
+        uint64_t bytes = 0;
+        while (to < f->n && to - from < STOW_BATCH_FILES &&
+               (to == from || bytes + f->v[to].size <= STOW_BATCH_BYTES))
+            bytes += f->v[to++].size;
+        uint64_t done_before = pg.done;
+        int attempt = 0;
+        for (;;) {
+            rc = stow_batch(cl, f, from, to, &pg, studies, &failed,
+                            failed ? e : &first);
+            /* a cut: send the batch again (the server keeps what it has
+             * stored; the same bytes again are a no-op) */
+            if (rc != ERR_IO || ++attempt >= RPC_ATTEMPTS)
+                break;
+            pg.done = done_before;
+            fprintf(stderr, "%shashi: send: %s; retrying\n", pg.on ? "\n"
+                    : "", first.msg);
+            sleep_ms(500 << attempt);
+        }
+        if (rc) {
+            if (!first.code)
+                first = *e;
+            break;
+        }
+        from = to;
+    }
+    progress_show(&pg, 1);
+    if (rc)
+        return err_set(e, rc, "%s", first.msg);
+    if (failed)
+        return err_set(e, ERR_INVALID, "%s", first.msg);
+    return 0;
+}
+
+/* A fingerprint of the create request without its case_id: the same
+ * send after a cut finds its pending case id by it. */
+static void fingerprint(const struct cli *cl, json_t *req, char out[65])
+{
+    json_t *copy = json_deep_copy(req);
+    json_object_del(copy, "case_id");
+    json_object_del(copy, "id");
+    json_object_set_new(copy, "_server", json_string(cl->cfg.server));
+    json_object_set_new(copy, "_user", json_string(cl->cfg.user));
+    char *s = json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS);
+    sha256_hex(s ? s : "", s ? strlen(s) : 0, out);
+    free(s);
+    json_decref(copy);
+}
+
+static int cmd_send(int argc, char **argv)
+{
+    struct opt opts[] = {
+        OPT("--to", 1), OPT("--specialist", 1), OPT("--priority", 1),
+        OPT("--question", 1), OPT("--history", 1), OPT("--patient-age", 1),
+        OPT("--patient-sex", 1), OPT("--case-id", 1), OPT_MULTI("--study"),
+        OPT("--json", 0), OPT_END,
+    };
+    struct args a;
+    struct cli cl;
+    struct err e = { 0, "" };
+    struct files files = { 0 };
+    struct msg req;
+    struct msg_error me;
+    json_t *studies = json_array(), *jreq = NULL, *res = NULL, *old = NULL;
+    char fp[65];
+    long long age = -1;
+    int rc = parse_opts(argc, argv, opts, &a), ex = EX_OK;
+    enum msg_code code = MSG_E_NONE;
+
+    memset(&cl, 0, sizeof cl);
+    if (rc)
+        goto out_rc;
+    const char *to = ov(opts, "--to"), *spec = ov(opts, "--specialist");
+    const char *prio = ov(opts, "--priority"), *q = ov(opts, "--question");
+    const char *sex = ov(opts, "--patient-sex");
+    if (!to && !spec)
+        rc = usage_err("--to SPECIALTY (or --specialist LOGIN) is required");
+    else if (!prio || (strcmp(prio, "stat") && strcmp(prio, "urgent") &&
+                       strcmp(prio, "routine")))
+        rc = usage_err("--priority stat|urgent|routine is required");
+    else if (!q || !*q)
+        rc = usage_err("--question TEXT is required");
+    else if (!a.npos && !oset(opts, "--study"))
+        rc = usage_err("give FILEs or DIRs to upload, or --study UID");
+    else if (a.npos && oset(opts, "--study"))
+        rc = usage_err("give either files or --study, not both");
+    else if (ov(opts, "--patient-age") &&
+             parse_int(ov(opts, "--patient-age"), 0, MSG_AGE_MAX, &age))
+        rc = usage_err("--patient-age must be 0..%d", MSG_AGE_MAX);
+    else if (sex && strcmp(sex, "F") && strcmp(sex, "M") && strcmp(sex, "O"))
+        rc = usage_err("--patient-sex must be F, M or O");
+    if (rc)
+        goto out_rc;
+
+    /* The request, checked by the codec before anything is uploaded. */
+    msg_init(&req, MSG_CASE_CREATE);
+    struct msg_case_create *cc = &req.case_create;
+    strlcpy_h(cc->case_id, ov(opts, "--case-id") ? ov(opts, "--case-id")
+              : "pending", sizeof cc->case_id);
+    if (age >= 0 || sex) {
+        cc->has_patient = 1;
+        cc->patient.has_age = age >= 0;
+        cc->patient.age = age;
+        cc->patient.sex = !sex ? MSG_SEX_NONE : *sex == 'F' ? MSG_SEX_F
+                          : *sex == 'M' ? MSG_SEX_M : MSG_SEX_O;
+    }
+    if (strlen(q) > MSG_QUESTION_MAX ||
+        (ov(opts, "--history") &&
+         strlen(ov(opts, "--history")) > MSG_HISTORY_MAX)) {
+        rc = usage_err("question (%d bytes) or history (%d) too long",
+                       MSG_QUESTION_MAX, MSG_HISTORY_MAX);
+        goto out_rc;
+    }
+    strlcpy_h(cc->question, q, sizeof cc->question);
+    if (ov(opts, "--history"))
+        strlcpy_h(cc->history, ov(opts, "--history"), sizeof cc->history);
+    cc->priority = !strcmp(prio, "stat") ? MSG_PRIO_STAT
+                   : !strcmp(prio, "urgent") ? MSG_PRIO_URGENT
+                   : MSG_PRIO_ROUTINE;
+    if (to)
+        strlcpy_h(cc->specialty, to, sizeof cc->specialty);
+    if (spec)
+        strlcpy_h(cc->specialist, spec, sizeof cc->specialist);
+    if (oset(opts, "--study")) {
+        char *list = strdup(ov(opts, "--study")), *save = NULL;
+        for (char *u = strtok_r(list, "\n", &save); u;
+             u = strtok_r(NULL, "\n", &save))
+            json_array_append_new(studies, json_string(u));
+        free(list);
+    }
+    if (json_array_size(studies) > MSG_STUDIES_MAX) {
+        rc = usage_err("at most %d studies", MSG_STUDIES_MAX);
+        goto out_rc;
+    }
+    for (size_t i = 0; i < json_array_size(studies); i++)
+        strlcpy_h(cc->study_uids[cc->n_study_uids++],
+                  json_string_value(json_array_get(studies, i)),
+                  sizeof cc->study_uids[0]);
+    if (msg_validate(&req, &me)) {
+        rc = usage_err("%s", me.message);
+        goto out_rc;
+    }
+    for (int i = 0; i < a.npos; i++) {
+        if ((rc = collect(&files, a.pos[i], 0, &e))) {
+            rc = usage_err("%s", e.msg);
+            goto out_rc;
+        }
+    }
+    if (a.npos && !files.n) {
+        rc = usage_err("no files found in the given directories");
+        goto out_rc;
+    }
+
+    if ((rc = cli_open(&cl, &e)))
+        goto out_fail;
+    if (files.n) {
+        if ((rc = upload(&cl, &files, studies, &e)))
+            goto out_fail;
+        if (!json_array_size(studies)) {
+            rc = err_set(&e, ERR_INVALID, "the server's answer names no "
+                         "study");
+            goto out_fail;
+        }
+        if (json_array_size(studies) > MSG_STUDIES_MAX) {
+            rc = err_set(&e, ERR_INVALID, "the files hold %zu studies; a "
+                         "case takes at most %d", json_array_size(studies),
+                         MSG_STUDIES_MAX);
+            goto out_fail;
+        }
+        cc->n_study_uids = 0;
+        for (size_t i = 0; i < json_array_size(studies); i++)
+            strlcpy_h(cc->study_uids[cc->n_study_uids++],
+                      json_string_value(json_array_get(studies, i)),
+                      sizeof cc->study_uids[0]);
+    }
+
+    /* The case id: given, or the one of the same send left pending by a
+     * cut, or a new random one; written down before it is sent. */
+    jreq = msg_to_json(&req, &me);
+    if (!jreq) {
+        rc = err_set(&e, ERR_INVALID, "%s", me.message);
+        goto out_fail;
+    }
+    fingerprint(&cl, jreq, fp);
+    if (!ov(opts, "--case-id")) {
+        if (cliconf_pending_find(&cl.cfg, fp, &old, &e) == 0 &&
+            json_is_string(json_object_get(old, "case_id"))) {
+            strlcpy_h(cc->case_id, json_string_value(json_object_get(
+                      old, "case_id")), sizeof cc->case_id);
+            fprintf(stderr, "hashi: send: resending pending case %s\n",
+                    cc->case_id);
+        } else {
+            conn_random_id(cc->case_id);
+        }
+        json_object_set_new(jreq, "case_id", json_string(cc->case_id));
+    }
+    if ((rc = cliconf_pending_put(&cl.cfg, fp, jreq, &e)))
+        goto out_fail;
+    rc = rpc(&cl, &req, &res, &code, &e);
+    if (rc && code == MSG_E_NONE && rc != ERR_AUTH) {
+        char post[160];
+        snprintf(post, sizeof post, "; the case %s is pending: run the same "
+                 "command again to send it", cc->case_id);
+        err_wrap(&e, rc, "", post);
+        goto out_fail;
+    }
+    {
+        struct err ignore;
+        cliconf_pending_drop(&cl.cfg, fp, &ignore);
+    }
+    if (rc)
+        goto out_fail;
+    if (oset(opts, "--json"))
+        print_json(res);
+    else
+        printf("%s\n", cc->case_id);
+    goto out;
+
+out_fail:
+    ex = fail(rc, &e);
+    goto out;
+out_rc:
+    ex = rc;
+out:
+    cli_close(&cl);
+    json_decref(res);
+    json_decref(old);
+    json_decref(jreq);
+    json_decref(studies);
+    files_free(&files);
+    opts_free(opts);
+    return ex;
+}
+
+/* ---- get ------------------------------------------------------------ */
+
+/* A buffered reader over a response body. */
+struct rd {
+    struct conn *c;
+    unsigned char buf[65536];
+    size_t off, len;
+    int eof;
+};
+
+static int rd_fill(struct rd *r, struct err *e)
+{
+    if (r->off == r->len)
+        r->off = r->len = 0;
+    else if (r->off) {
+        memmove(r->buf, r->buf + r->off, r->len - r->off);
+        r->len -= r->off;
+        r->off = 0;
+    }
+    if (r->eof || r->len == sizeof r->buf)
+        return 0;
+    ssize_t k = conn_http_read(r->c, r->buf + r->len, sizeof r->buf - r->len,
+                               e);
+    if (k < 0)
+        return (int)k;
+    if (!k)
+        r->eof = 1;
+    r->len += (size_t)k;
+    return 0;
+}
+
+static int rd_line(struct rd *r, char *out, size_t n, struct err *e)
+{
+    for (;;) {
+        unsigned char *nl = memchr(r->buf + r->off, '\n', r->len - r->off);
+        if (nl) {
+            size_t k = (size_t)(nl - (r->buf + r->off));
+            size_t l = k && nl[-1] == '\r' ? k - 1 : k;
+            if (l >= n)
+                return err_set(e, ERR_INVALID, "multipart line too long");
+            memcpy(out, r->buf + r->off, l);
+            out[l] = 0;
+            r->off += k + 1;
+            return 0;
+        }
+        if (r->eof)
+            return err_set(e, ERR_INVALID, "multipart answer cut short");
+        if (r->len - r->off >= n)
+            return err_set(e, ERR_INVALID, "multipart line too long");
+        int rc = rd_fill(r, e);
+        if (rc)
+            return rc;
+    }
+}
+
+/* Writes a part of len bytes to a temp file in dir, verifies its length,
+ * names it by its SOP Instance UID. */
+static int save_part(struct rd *r, const char *dir, uint64_t len,
+                     char sop[65], struct err *e)
+{
+    char tmp[PATH_MAX], final[PATH_MAX];
+    struct dcm_info info;
+    int rc = 0;
+
+    if (snprintf(tmp, sizeof tmp, "%s/.hashi-get-XXXXXX", dir) >=
+        (int)sizeof tmp)
+        return err_set(e, ERR_INVALID, "path too long");
+    int fd = mkstemp(tmp);
+    if (fd < 0)
+        return err_set(e, ERR_IO, "cannot write in %s: %s", dir,
+                       strerror(errno));
+    uint64_t left = len;
+    while (left && !rc) {
+        if (r->off == r->len && (rc = rd_fill(r, e)))
+            break;
+        size_t k = r->len - r->off;
+        if (!k) {
+            rc = err_set(e, ERR_INVALID, "a part is %llu bytes short of "
+                         "its Content-Length %llu",
+                         (unsigned long long)left, (unsigned long long)len);
+            break;
+        }
+        if (k > left)
+            k = (size_t)left;
+        const unsigned char *p = r->buf + r->off;
+        size_t w = 0;
+        while (w < k) {
+            ssize_t n = write(fd, p + w, k - w);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0) {
+                rc = err_set(e, ERR_IO, "write %s: %s", tmp,
+                             strerror(errno));
+                break;
+            }
+            w += (size_t)n;
+        }
+        r->off += k;
+        left -= k;
+    }
+    if (!rc && fsync(fd))
+        rc = err_set(e, ERR_IO, "fsync %s: %s", tmp, strerror(errno));
+    close(fd);
+    if (!rc && (rc = dicom_parse_file(tmp, &info, e)) == 0 &&
+        !dicom_uid_valid(info.sop_uid))
+        rc = err_set(e, ERR_INVALID, "a part has no valid SOP Instance UID");
+    if (!rc && snprintf(final, sizeof final, "%s/%s.dcm", dir,
+                        info.sop_uid) >= (int)sizeof final)
+        rc = err_set(e, ERR_INVALID, "path too long");
+    if (!rc && rename(tmp, final))
+        rc = err_set(e, ERR_IO, "rename to %s: %s", final, strerror(errno));
+    if (rc) {
+        unlink(tmp);
+        return rc;
+    }
+    strlcpy_h(sop, info.sop_uid, 65);
+    return 0;
+}
+
+static int get_study(struct cli *cl, const char *study, const char *dir,
+                     size_t *nfiles, uint64_t *nbytes, struct err *e)
+{
+    char path[200], line[1024], boundary[128], delim[140], end[144];
+    struct conn_request rq = {
+        .method = "GET", .path = path, .token = cl->cfg.token,
+        .accept = "multipart/related; type=\"application/dicom\"",
+        .content_length = -1,
+    };
+    struct conn_response rs;
+    static struct rd r;
+    int rc;
+
+    snprintf(path, sizeof path, "/dicomweb/studies/%s", study);
+    if ((rc = conn_http_begin(cl->c, &rq, e)) ||
+        (rc = conn_http_head(cl->c, &rs, e)))
+        return rc;
+    if (rs.status != 200) {
+        char buf[4096];
+        ssize_t k, n = 0;
+        while ((k = conn_http_read(cl->c, buf + n, sizeof buf - 1 -
+                                   (size_t)n, e)) > 0)
+            n += k;
+        conn_http_end(cl->c, e);
+        json_t *j = json_loadb(buf, n > 0 ? (size_t)n : 0, 0, NULL);
+        rc = conn_http_error(rs.status, j, e);
+        json_decref(j);
+        char pre[100];
+        snprintf(pre, sizeof pre, "study %s: ", study);
+        return err_wrap(e, rc, pre, "");
+    }
+    const char *b = strstr(rs.content_type, "boundary=");
+    if (!b) {
+        conn_http_end(cl->c, e);
+        return err_set(e, ERR_INVALID, "WADO-RS answer without a boundary");
+    }
+    b += strlen("boundary=");
+    size_t bl = *b == '"' ? strcspn(b + 1, "\"") : strcspn(b, "; \t");
+    if (*b == '"')
+        b++;
+    if (!bl || bl >= sizeof boundary) {
+        conn_http_end(cl->c, e);
+        return err_set(e, ERR_INVALID, "bad multipart boundary");
+    }
+    memcpy(boundary, b, bl);
+    boundary[bl] = 0;
+    snprintf(delim, sizeof delim, "--%s", boundary);
+    snprintf(end, sizeof end, "--%s--", boundary);
+
+    memset(&r, 0, sizeof r);
+    r.c = cl->c;
+    /* preamble up to the first delimiter */
+    do {
+        if ((rc = rd_line(&r, line, sizeof line, e)))
+            return rc;
+    } while (strcmp(line, delim) && strcmp(line, end));
+    while (strcmp(line, end)) {
+        long long clen = -1;
+        char sop[65];
+        for (;;) {                  /* part headers */
+            if ((rc = rd_line(&r, line, sizeof line, e)))
+                return rc;
+            if (!line[0])
+                break;
+            if (!strncasecmp(line, "Content-Length:", 15))
+                clen = strtoll(line + 15, NULL, 10);
+        }
+        if (clen < 0)
+            return err_set(e, ERR_INVALID, "a part without Content-Length: "
+                           "cannot verify it");
+        if ((rc = save_part(&r, dir, (uint64_t)clen, sop, e)))
+            return rc;
+        (*nfiles)++;
+        *nbytes += (uint64_t)clen;
+        /* CRLF, then the next delimiter right after the part's bytes */
+        if ((rc = rd_line(&r, line, sizeof line, e)))
+            return rc;
+        if (line[0])
+            return err_set(e, ERR_INVALID, "part %s is longer than its "
+                           "Content-Length", sop);
+        if ((rc = rd_line(&r, line, sizeof line, e)))
+            return rc;
+        if (strcmp(line, delim) && strcmp(line, end))
+            return err_set(e, ERR_INVALID, "part %s is longer than its "
+                           "Content-Length", sop);
+    }
+    return conn_http_end(cl->c, e);
+}
+
+static int cmd_get(int argc, char **argv)
+{
+    struct opt opts[] = { OPT("--out", 1), OPT("--json", 0), OPT_END };
+    struct args a;
+    struct cli cl;
+    struct err e = { 0, "" };
+    const char *id, *dir;
+    json_t *cs = NULL, *st;
+    size_t nfiles = 0, i;
+    uint64_t nbytes = 0;
+    int rc = parse_opts(argc, argv, opts, &a);
+
+    if (rc || (rc = case_arg(&a, 1, &id)))
+        return rc;
+    if (!(dir = ov(opts, "--out")))
+        return usage_err("--out DIR is required");
+    if (mkdir_p(dir, 0755))
+        return usage_err("cannot create %s: %s", dir, strerror(errno));
+    if ((rc = dicom_init(&e)))
+        return fail(rc, &e);
+    if ((rc = cli_open(&cl, &e)) || (rc = get_case(&cl, id, &cs, &e)))
+        goto done;
+    /* the session is not needed for the downloads */
+    conn_ws_close(cl.c, 1000, "bye");
+    cl.v1 = 0;
+    json_array_foreach(json_object_get(cs, "study_uids"), i, st) {
+        if ((rc = get_study(&cl, json_string_value(st), dir, &nfiles,
+                            &nbytes, &e)))
+            break;
+    }
+    if (!rc && fsync_dir(dir))
+        rc = err_set(&e, ERR_IO, "fsync %s: %s", dir, strerror(errno));
+done:
+    cli_close(&cl);
+    if (rc) {
+        if (rc == ERR_NOTFOUND && !strstr(e.msg, "not found"))
+            err_wrap(&e, rc, "", " (not found)");
+        json_decref(cs);
+        return fail(rc, &e);
+    }
+    if (oset(opts, "--json")) {
+        json_t *j = json_pack("{s:s,s:s,s:I,s:I}", "case_id", id, "out",
+                              dir, "files", (json_int_t)nfiles, "bytes",
+                              (json_int_t)nbytes);
+        print_json(j);
+        json_decref(j);
+    } else {
+        char h[32];
+        human((double)nbytes, h, sizeof h);
+        printf("%zu file(s), %s, in %s\n", nfiles, h, dir);
+    }
+    json_decref(cs);
+    return EX_OK;
+}
+
+/* ---- main ----------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+        enum msg_type type;
+    } cmds[] = {
+        { "login", cmd_login, 0 }, { "logout", cmd_logout, 0 },
+        { "send", cmd_send, 0 }, { "inbox", cmd_inbox, 0 },
+        { "show", cmd_show, 0 }, { "watch", cmd_watch, 0 },
+        { "chat", cmd_chat, 0 }, { "answer", cmd_answer, 0 },
+        { "claim", NULL, MSG_CASE_CLAIM }, { "close", NULL, MSG_CASE_CLOSE },
+        { "reopen", NULL, MSG_CASE_REOPEN }, { "get", cmd_get, 0 },
+    };
+
+    signal(SIGPIPE, SIG_IGN);
+    srand((unsigned)(getpid() ^ (unsigned)time(NULL)));
+    if (argc < 2) {
+        fputs(usage_text, stderr);
+        return EX_USAGE;
+    }
+    if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") ||
+        !strcmp(argv[1], "-h")) {
+        fputs(usage_text, stdout);
+        return EX_OK;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("hashi %s (%s)\n", HASHI_VERSION, MSG_SUBPROTOCOL);
+        return EX_OK;
+    }
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+        if (strcmp(argv[1], cmds[i].name))
+            continue;
+        g_cmd = cmds[i].name;
+        if (cmds[i].fn)
+            return cmds[i].fn(argc - 2, argv + 2);
+        return cmd_case_ref(argc - 2, argv + 2, cmds[i].type);
+    }
+    fprintf(stderr, "hashi: unknown command '%s'\n%s", argv[1], usage_text);
+    return EX_USAGE;
+}
