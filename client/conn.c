@@ -403,8 +403,7 @@ static int do_connect(struct conn *c, struct err *e)
 }
 
 /* Up to n bytes; waits up to timeout_ms for the first (-1 forever).
- * > 0 bytes, CONN_TIMEOUT (nothing came: only when timeout_ms was not the
- * io timeout), or < 0. */
+ * > 0 bytes, 0 when nothing came in time, or < 0. */
 static int tls_read(struct conn *c, void *buf, size_t n, int timeout_ms,
                     struct err *e)
 {
@@ -422,7 +421,7 @@ static int tls_read(struct conn *c, void *buf, size_t n, int timeout_ms,
             if (w < 0)
                 return err_set(e, ERR_IO, "poll: %s", strerror(errno));
             if (w == 0)
-                return CONN_TIMEOUT;
+                return 0;
             continue;
         }
         if (err == SSL_ERROR_ZERO_RETURN ||
@@ -465,7 +464,8 @@ static int tls_write(struct conn *c, const void *buf, size_t n,
     return 0;
 }
 
-/* More bytes into the input buffer.  > 0, CONN_TIMEOUT or < 0. */
+/* More bytes into the input buffer: > 0, 0 when none came within
+ * timeout_ms, or < 0. */
 static int fill(struct conn *c, int timeout_ms, struct err *e)
 {
     if (c->in_off == c->in_len) {
@@ -479,9 +479,6 @@ static int fill(struct conn *c, int timeout_ms, struct err *e)
         return err_set(e, ERR_INVALID, "input buffer full");
     int r = tls_read(c, c->in + c->in_len, IN_SIZE - c->in_len, timeout_ms,
                      e);
-    if (r == CONN_TIMEOUT && timeout_ms == c->io_ms)
-        return err_set(e, ERR_IO, "no answer from %s within %d s",
-                       c->hosthdr, c->io_ms / 1000);
     if (r > 0)
         c->in_len += (size_t)r;
     return r;
@@ -492,7 +489,9 @@ static size_t avail(const struct conn *c)
     return c->in_len - c->in_off;
 }
 
-/* Make n (<= IN_SIZE) bytes available in the buffer. */
+/* Make n (<= IN_SIZE) bytes available in the buffer: 0, CONN_TIMEOUT
+ * when a wait of timeout_ms brought nothing (what came stays buffered),
+ * or < 0. */
 static int need(struct conn *c, size_t n, int timeout_ms, struct err *e)
 {
     if (c->in_off + n > IN_SIZE) {
@@ -502,9 +501,10 @@ static int need(struct conn *c, size_t n, int timeout_ms, struct err *e)
     }
     while (avail(c) < n) {
         int r = fill(c, timeout_ms, e);
-        if (r <= 0 || r == CONN_TIMEOUT)
-            return r == CONN_TIMEOUT ? CONN_TIMEOUT : r;
-        timeout_ms = c->io_ms;      /* started: the rest comes promptly */
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return CONN_TIMEOUT;
     }
     return 0;
 }
@@ -522,7 +522,7 @@ static int read_exact(struct conn *c, void *buf, size_t n, struct err *e)
             c->in_off += k;
         } else {
             int r = tls_read(c, p, n, c->io_ms, e);
-            if (r == CONN_TIMEOUT)
+            if (r == 0)
                 return err_set(e, ERR_IO, "no data from %s within %d s",
                                c->hosthdr, c->io_ms / 1000);
             if (r < 0)
@@ -560,6 +560,9 @@ static int read_line(struct conn *c, char *out, size_t n, struct err *e)
         int r = fill(c, c->io_ms, e);
         if (r < 0)
             return r;
+        if (r == 0)
+            return err_set(e, ERR_IO, "no answer from %s within %d s",
+                           c->hosthdr, c->io_ms / 1000);
     }
 }
 
@@ -799,7 +802,7 @@ ssize_t conn_http_read(struct conn *c, void *buf, size_t n, struct err *e)
         c->in_off += k;
     } else {
         int r = tls_read(c, buf, k, c->io_ms, e);
-        if (r == CONN_TIMEOUT) {
+        if (r == 0) {
             rc = err_set(e, ERR_IO, "no data from %s within %d s",
                          c->hosthdr, c->io_ms / 1000);
             goto fail;
@@ -1154,7 +1157,8 @@ static int ws_read_frame(struct conn *c, int timeout_ms, int *fin, int *op,
     else if (len == 127)
         hl = 10;
     if ((rc = need(c, hl, c->io_ms, e)))
-        return rc == CONN_TIMEOUT ? ERR_IO : rc;
+        return rc == CONN_TIMEOUT ? err_set(e, ERR_IO, "WebSocket frame "
+                                            "cut short") : rc;
     const unsigned char *p = c->in + c->in_off;
     if (len == 126) {
         len = (uint64_t)p[2] << 8 | p[3];

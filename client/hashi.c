@@ -557,6 +557,7 @@ static int cmd_inbox(int argc, char **argv)
         parse_int(ov(opts, "--limit"), 1, MSG_LIST_MAX, &limit))
         return usage_err("--limit must be 1..%d", MSG_LIST_MAX);
     msg_init(&req, MSG_CASE_LIST);
+    conn_random_id(req.id);
     req.case_list.limit = limit;
     if (ov(opts, "--status")) {
         int s;
@@ -668,12 +669,17 @@ static int get_case(struct cli *cl, const char *case_id, json_t **cs,
     struct msg req;
     struct msg_error me;
     json_t *res = NULL;
-    int rc = msg_build_case_ref(&req, MSG_CASE_GET, NULL, case_id, NULL,
+    char rid[33];
+    conn_random_id(rid);
+    int rc = msg_build_case_ref(&req, MSG_CASE_GET, rid, case_id, NULL,
                                 &me);
     if (rc)
         return err_set(e, ERR_INVALID, "%s", me.message);
-    rc = rpc(cl, &req, &res, NULL, e);
+    enum msg_code code = MSG_E_NONE;
+    rc = rpc(cl, &req, &res, &code, e);
     msg_free(&req);
+    if (rc == ERR_NOTFOUND && code == MSG_E_NOT_FOUND)
+        return err_set(e, rc, "case %s not found", case_id);
     if (rc)
         return rc;
     *cs = json_incref(json_object_get(res, "case"));
@@ -750,13 +756,15 @@ static int cmd_case_ref(int argc, char **argv, enum msg_type type)
     struct msg req;
     struct msg_error me;
     const char *id;
+    char rid[33];
     int rc = parse_opts(argc, argv, opts, &a);
 
     if (rc || (rc = case_arg(&a, 1, &id)))
         return rc;
     if (type == MSG_CASE_CLAIM && ov(opts, "--reason"))
         return usage_err("--reason is for close and reopen");
-    if (msg_build_case_ref(&req, type, NULL, id, ov(opts, "--reason"), &me))
+    conn_random_id(rid);
+    if (msg_build_case_ref(&req, type, rid, id, ov(opts, "--reason"), &me))
         return usage_err("%s", me.message);
     return simple_call(&req, oset(opts, "--json"),
                        type == MSG_CASE_CLAIM ? "claimed %s\n"
@@ -780,6 +788,7 @@ static int cmd_chat(int argc, char **argv)
     if ((rc = case_arg(&a, 2, &id)))
         return rc;
     msg_init(&req, MSG_MESSAGE_SEND);
+    conn_random_id(req.id);
     strlcpy_h(req.message_send.case_id, id, sizeof req.message_send.case_id);
     conn_random_id(req.message_send.message_id);
     if (strlen(a.pos[1]) > MSG_TEXT_MAX)
@@ -809,6 +818,7 @@ static int cmd_answer(int argc, char **argv)
     if (a.npos < 2 && !imp)
         return usage_err("an answer needs TEXT or --impression");
     msg_init(&req, MSG_CASE_ANSWER);
+    conn_random_id(req.id);
     struct msg_case_answer *an = &req.case_answer;
     strlcpy_h(an->case_id, id, sizeof an->case_id);
     if ((imp && strlen(imp) > MSG_IMPRESSION_MAX) ||
@@ -1502,6 +1512,7 @@ static int cmd_send(int argc, char **argv)
 
     /* The request, checked by the codec before anything is uploaded. */
     msg_init(&req, MSG_CASE_CREATE);
+    conn_random_id(req.id);
     struct msg_case_create *cc = &req.case_create;
     strlcpy_h(cc->case_id, ov(opts, "--case-id") ? ov(opts, "--case-id")
               : "pending", sizeof cc->case_id);
