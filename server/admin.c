@@ -45,6 +45,8 @@ static const char usage_text[] =
     "       hashi-server demo    --data DIR\n"
     "       hashi-server clinic  add --data DIR --name NAME "
     "--kind rural|city [--calling-ae AET]\n"
+    "       hashi-server clinic  add-ae --data DIR --name NAME "
+    "--calling-ae AET\n"
     "       hashi-server user    add --data DIR --login LOGIN "
     "--clinic NAME\n"
     "                            --role requester|specialist|admin "
@@ -248,6 +250,13 @@ int admin_demo(const char *data, FILE *out, struct err *e)
         if (rc == ERR_CONFLICT)
             rc = 0;
     }
+    /* DCMTK's storescu calls itself STORESCU unless told otherwise: let
+     * it send as the demo rural clinic out of the box (demo only). */
+    if (!rc) {
+        rc = auth_clinic_add_ae(s, demo_clinics[0].name, "STORESCU", e);
+        if (rc == ERR_CONFLICT)
+            rc = 0;
+    }
     for (size_t i = 0; !rc && i < sizeof demo_users / sizeof *demo_users;
          i++) {
         int64_t id;
@@ -267,7 +276,7 @@ int admin_demo(const char *data, FILE *out, struct err *e)
                 demo_users[i].role, demo_users[i].clinic,
                 demo_users[i].specialties ? ", " : "",
                 demo_users[i].specialties ? demo_users[i].specialties : "");
-    fprintf(out, "  DICOM calling AE DEMO_CT sends as %s\n",
+    fprintf(out, "  DICOM calling AEs DEMO_CT and STORESCU send as %s\n",
             demo_clinics[0].name);
     return 0;
 }
@@ -295,9 +304,36 @@ static int want_add(int argc, char **argv, const char *noun)
     return 0;
 }
 
+/* clinic add-ae: one more modality's calling AE title for a clinic. */
+static int cmd_clinic_add_ae(int argc, char **argv)
+{
+    struct args a;
+    int rc = parse_args(argc - 2, argv + 2, O_DATA | O_NAME | O_AE, &a);
+    if (rc)
+        return rc;
+    const char *name = opt(&a, O_NAME), *ae = opt(&a, O_AE);
+    if (!name || !ae)
+        return usage("clinic add-ae needs --name and --calling-ae");
+    if (!config_ae_valid(ae))
+        return usage("'%s' is not a valid AE title (1-16 characters)", ae);
+    struct err e = { 0, "" };
+    struct store *s = open_existing(opt(&a, O_DATA), &e);
+    if (!s)
+        return fail("clinic add-ae", &e);
+    rc = auth_clinic_add_ae(s, name, ae, &e);
+    store_close(s);
+    if (rc)
+        return fail("clinic add-ae", &e);
+    fprintf(stderr, "hashi-server: calling AE %s now sends as '%s'\n", ae,
+            name);
+    return 0;
+}
+
 static int cmd_clinic(int argc, char **argv)
 {
     struct args a;
+    if (argc >= 2 && !strcmp(argv[1], "add-ae"))
+        return cmd_clinic_add_ae(argc, argv);
     int rc = want_add(argc, argv, "clinic");
     if (!rc)
         rc = parse_args(argc - 2, argv + 2,

@@ -250,6 +250,23 @@ static int clinic_id_of(struct store *s, const char *name, int64_t *id,
 
 /* ---- clinics, users, gateways ------------------------------------------- */
 
+/* One calling AE title -> clinic mapping (ERR_CONFLICT if taken). */
+static int ae_insert(struct store *s, const char *ae, int64_t clinic_id,
+                     struct err *e)
+{
+    sqlite3_stmt *st = store_stmt(
+        s,
+        "INSERT INTO clinic_aes (calling_ae, clinic_id, created)"
+        " VALUES (?1, ?2, ?3)",
+        e);
+    if (!st)
+        return ERR_DB;
+    sqlite3_bind_text(st, 1, ae, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, clinic_id);
+    sqlite3_bind_int64(st, 3, now_ms());
+    return step_done(s, st, "clinic AE", e);
+}
+
 int auth_clinic_add(struct store *s, const char *name, const char *kind,
                     const char *calling_ae, int64_t *id, struct err *e)
 {
@@ -261,26 +278,56 @@ int auth_clinic_add(struct store *s, const char *name, const char *kind,
         return err_set(e, ERR_INVALID, "clinic kind must be rural or city");
     if (calling_ae && !ae_normalize(calling_ae, ae))
         return err_set(e, ERR_INVALID, "bad AE title '%.20s'", calling_ae);
+    sqlite3 *db = store_db(s);
+    if (sqlite3_exec(db, "SAVEPOINT clinic_add", NULL, NULL, NULL))
+        return err_set(e, ERR_DB, "clinic: %s", sqlite3_errmsg(db));
     sqlite3_stmt *st = store_stmt(
         s,
         "INSERT INTO clinics (name, kind, calling_ae, created)"
         " VALUES (?1, ?2, ?3, ?4)",
         e);
-    if (!st)
-        return ERR_DB;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
-    if (calling_ae)
-        sqlite3_bind_text(st, 3, ae, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, now_ms());
-    int rc = step_done(s, st, "clinic", e);
-    if (rc == ERR_CONFLICT)
-        return err_set(e, ERR_CONFLICT, "clinic name or AE title is taken");
+    int rc = ERR_DB;
+    if (st) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+        if (calling_ae)
+            sqlite3_bind_text(st, 3, ae, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, now_ms());
+        rc = step_done(s, st, "clinic", e);
+    }
+    int64_t new_id = sqlite3_last_insert_rowid(db);
+    if (!rc && calling_ae)
+        rc = ae_insert(s, ae, new_id, e);
+    if (rc) {
+        sqlite3_exec(db, "ROLLBACK TO clinic_add; RELEASE clinic_add",
+                     NULL, NULL, NULL);
+        if (rc == ERR_CONFLICT)
+            return err_set(e, ERR_CONFLICT,
+                           "clinic name or AE title is taken");
+        return rc;
+    }
+    sqlite3_exec(db, "RELEASE clinic_add", NULL, NULL, NULL);
+    if (id)
+        *id = new_id;
+    return 0;
+}
+
+int auth_clinic_add_ae(struct store *s, const char *clinic,
+                       const char *calling_ae, struct err *e)
+{
+    char ae[17];
+    int64_t id = 0;
+    if (!calling_ae || !ae_normalize(calling_ae, ae))
+        return err_set(e, ERR_INVALID, "bad AE title '%.20s'",
+                       calling_ae ? calling_ae : "");
+    int rc = clinic_id_of(s, clinic, &id, e);
     if (rc)
         return rc;
-    if (id)
-        *id = sqlite3_last_insert_rowid(store_db(s));
-    return 0;
+    rc = ae_insert(s, ae, id, e);
+    if (rc == ERR_CONFLICT)
+        return err_set(e, ERR_CONFLICT, "AE title %s already belongs to a "
+                       "clinic", ae);
+    return rc;
 }
 
 int auth_clinic_by_ae(struct store *s, const char *calling_ae,
@@ -290,7 +337,8 @@ int auth_clinic_by_ae(struct store *s, const char *calling_ae,
     if (!calling_ae || !ae_normalize(calling_ae, ae))
         return err_set(e, ERR_NOTFOUND, "no clinic for that AE title");
     sqlite3_stmt *st =
-        store_stmt(s, "SELECT id FROM clinics WHERE calling_ae = ?1", e);
+        store_stmt(s, "SELECT clinic_id FROM clinic_aes"
+                      " WHERE calling_ae = ?1", e);
     if (!st)
         return ERR_DB;
     sqlite3_bind_text(st, 1, ae, -1, SQLITE_STATIC);

@@ -40,6 +40,11 @@ int auth_password_verify(const char *password, const char *stored);
  * name or AE title is taken. */
 int auth_clinic_add(struct store *s, const char *name, const char *kind,
                     const char *calling_ae, int64_t *id, struct err *e);
+/* Map one more calling AE title (another modality) to a clinic.
+ * ERR_NOTFOUND for an unknown clinic, ERR_CONFLICT if the title is
+ * mapped already. */
+int auth_clinic_add_ae(struct store *s, const char *clinic,
+                       const char *calling_ae, struct err *e);
 /* The clinic a calling AE title belongs to: 0, or ERR_NOTFOUND. */
 int auth_clinic_by_ae(struct store *s, const char *calling_ae,
                       int64_t *clinic_id, struct err *e);

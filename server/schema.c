@@ -136,6 +136,16 @@ static const char *const migrations[] = {
     "  clinic_id INTEGER NOT NULL DEFAULT 0,"
     "  path TEXT NOT NULL);"
     "CREATE INDEX conflicts_by_sop ON conflicts(sop_uid);",
+
+    /* 2: a clinic has many modalities, each with its own calling AE
+     *    title; clinics.calling_ae is kept only as the first one. */
+    "CREATE TABLE clinic_aes ("
+    "  calling_ae TEXT PRIMARY KEY,"
+    "  clinic_id INTEGER NOT NULL REFERENCES clinics(id),"
+    "  created INTEGER NOT NULL);"
+    "INSERT INTO clinic_aes (calling_ae, clinic_id, created)"
+    "  SELECT calling_ae, id, created FROM clinics"
+    "  WHERE calling_ae IS NOT NULL;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -183,6 +183,22 @@ static void test_clinics(void **state)
     assert_int_equal(auth_clinic_by_ae(f->s, "CT2", &cid, &e),
                      ERR_NOTFOUND);
     assert_int_equal(auth_clinic_by_ae(f->s, NULL, &cid, &e), ERR_NOTFOUND);
+
+    /* a clinic's second modality; a title maps to one clinic only */
+    assert_int_equal(auth_clinic_add_ae(f->s, "Rural One", "CT2", &e), 0);
+    assert_int_equal(auth_clinic_by_ae(f->s, "CT2", &cid, &e), 0);
+    assert_int_equal(cid, f->rural);
+    assert_int_equal(auth_clinic_add_ae(f->s, "City Hospital", "CT2", &e),
+                     ERR_CONFLICT);
+    assert_int_equal(auth_clinic_add_ae(f->s, "Nowhere", "CT3", &e),
+                     ERR_NOTFOUND);
+    assert_int_equal(auth_clinic_add_ae(f->s, "City Hospital", "", &e),
+                     ERR_INVALID);
+    /* a failed clinic add leaves no half row behind */
+    assert_int_equal(auth_clinic_add(f->s, "Third", "rural", "CT2", &id,
+                                     &e), ERR_CONFLICT);
+    assert_int_equal(auth_clinic_add(f->s, "Third", "rural", NULL, &id,
+                                     &e), 0);
 }
 
 /* ---- users and login ---------------------------------------------------- */
