@@ -23,6 +23,9 @@ new=0
 "$BIN" init --data "$DATA"
 if [ "$new" -eq 1 ]; then
     "$BIN" demo --data "$DATA" >/dev/null
+    # STAT neurology cases page demo-neuro first, then demo-neuro2.
+    "$BIN" oncall set --data "$DATA" --specialty neurology \
+        demo-neuro demo-neuro2
 fi
 
 cat <<EOF
@@ -42,10 +45,19 @@ EOF
 if [ "$DPORT" != 0 ]; then
     cat <<EOF
   DICOM C-STORE/C-ECHO: AE title HASHI at 127.0.0.1:$DPORT
-  (calling AE title DEMO_CT sends for Demo Rural Clinic; others are
-   refused), e.g.
+  (calling AE titles DEMO_CT and STORESCU send for Demo Rural Clinic;
+   others are refused), e.g.
     echoscu  -aet DEMO_CT -aec HASHI 127.0.0.1 $DPORT
     storescu -aet DEMO_CT -aec HASHI 127.0.0.1 $DPORT +sd +r DIR_OF_DICOM
+
+EOF
+fi
+if [ -x "$ROOT/build/hashi" ]; then
+    cat <<EOF
+  The command-line client, e.g.
+    build/hashi login --server https://localhost:$PORT --user demo-neuro \\
+        --cacert $DATA/tls/cert.pem
+    build/hashi inbox
 
 EOF
 fi
