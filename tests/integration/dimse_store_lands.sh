@@ -4,7 +4,8 @@
 # instance WADO-RS returns carries exactly the dataset that was sent; the
 # rendered JPEG is a valid JPEG of the requested size and shows an image,
 # not a flat field; echoscu works; an unknown calling AE is refused and
-# stores nothing.
+# stores nothing.  (The demo maps both STORESCU and DEMO_CT to the rural
+# clinic: the store uses one, the echo the other.)
 . "$(dirname "$0")/lib.sh"
 
 ST=$(study ct50 50 --patient-id DIMSE50 --seed 50) || exit 1
@@ -12,7 +13,7 @@ hashi_setup
 tok=$(login demo-admin) || exit 1
 
 log "storescu 50 slices"
-storescu -aet DEMO_CT -aec HASHI 127.0.0.1 "$DPORT" "$ST"/*.dcm \
+storescu -aet STORESCU -aec HASHI 127.0.0.1 "$DPORT" "$ST"/*.dcm \
     >"$T_TMP/storescu.log" 2>&1 ||
     fail "storescu exited $?: $(tail -5 "$T_TMP/storescu.log")"
 if grep -Eq '^(E|W|F):' "$T_TMP/storescu.log"; then
@@ -112,7 +113,7 @@ bytes=$(metric hashi_received_bytes_total)
 assert_ge $((50 * 525000)) "${bytes%.*}" "hashi_received_bytes_total"
 assert_ge 3 "$(metric hashi_render_seconds_count)" \
     "hashi_render_seconds_count after 3 renderings"
-audit_has store "DEMO_CT.*$sop|$sop.*DEMO_CT" "audit of a C-STORE"
+audit_has store "STORESCU.*$sop|$sop.*STORESCU" "audit of a C-STORE"
 audit_has render "$sop" "audit of a rendering"
 audit_has retrieve "2\.25\." "audit of a WADO-RS retrieval"
 audit_has query "." "audit of a QIDO-RS query"
