@@ -365,3 +365,58 @@ wait_file() {
         sleep 0.05
     done
 }
+
+# ---- the hashi CLI (consult_*.sh, offline_*.sh, cli_*.sh) ----------------
+
+HASHI="$HASHI_BUILD/hashi"
+
+# cli NAME ARGS...: the hashi CLI with NAME's own state directory
+# ($T_TMP/cli-NAME as HASHI_CONFIG_DIR), so several users run side by side.
+cli() {
+    _n=$1; shift
+    HASHI_CONFIG_DIR="$T_TMP/cli-$_n" "$HASHI" "$@"
+}
+
+# cli_login NAME LOGIN: log NAME's CLI in as LOGIN ($DEMO_PASSWORD).
+cli_login() {
+    [ -x "$HASHI" ] || fail "$HASHI not built (make build/hashi)"
+    echo "$DEMO_PASSWORD" | cli "$1" login --server "$HURL" --user "$2" \
+        --password-stdin --cacert "$CACERT" >>"$T_TMP/cli.log" 2>&1 ||
+        fail "hashi login $2: $(tail -2 "$T_TMP/cli.log")"
+}
+
+# oncall_set SPECIALTY LOGIN...: the specialty's on-call list, in order.
+oncall_set() {
+    _s=$1; shift
+    "$SERVER" oncall set --data "$DATA" --specialty "$_s" "$@" \
+        >>"$T_TMP/admin.log" 2>&1 ||
+        fail "oncall set $_s: $(tail -2 "$T_TMP/admin.log")"
+}
+
+# wait_grep FILE REGEX [SECONDS]: until a line of FILE matches (grep -E).
+wait_grep() {
+    _i=0
+    until grep -Eq -- "$2" "$1" 2>/dev/null; do
+        _i=$((_i + 1))
+        [ $_i -lt $((${3:-20} * 20)) ] ||
+            fail "no line matching '$2' in $1 within ${3:-20} s: \
+$(tail -c 400 "$1" 2>/dev/null)"
+        sleep 0.05
+    done
+}
+
+# wait_pid PID [SECONDS]: until the background process ends; its exit
+# status is in $WRC (not printed: call it directly, not in $(...)).
+wait_pid() {
+    _i=0
+    while kill -0 "$1" 2>/dev/null; do
+        _i=$((_i + 1))
+        if [ $_i -ge $((${2:-20} * 20)) ]; then
+            kill "$1" 2>/dev/null
+            fail "process $1 still running after ${2:-20} s"
+        fi
+        sleep 0.05
+    done
+    wait "$1"
+    WRC=$?
+}
