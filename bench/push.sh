@@ -1,0 +1,182 @@
+#!/bin/sh
+# bench/push.sh — the push fan-out benchmark of the consults issue.
+#
+# A fresh hashi-server (init + demo + N specialists of specialty
+# "loadtest", no on-call list, so a case.new goes to every one of them);
+# bench/push/loadclient opens N hashi.v1 WSS connections, one per
+# specialist, and once all are welcomed posts cases as demo-requester at
+# RATE/s for DURATION s; it reports the delivery latency of every (case,
+# client) pair, missing deliveries, and the server's RSS and CPU.  The
+# run's figures are added to bench/push/runs.tsv and the "Push fan-out"
+# section of bench/RESULTS.md is rewritten from that file (bench/ingest.py
+# rewrites RESULTS.md as a whole, so the section is rebuilt every run).
+#
+# Runs inside a private network namespace with only loopback (unshare
+# --net) when it can.  About 1.5 minutes; bounded under 3 (the client
+# stops creating at DURATION even if the server falls behind the rate).
+#
+#   sh bench/push.sh          1000 clients, 10 cases/s, 30 s, two runs:
+#                             acks every 1 s, then an ack per event
+#   PUSH_CLIENTS=200 PUSH_RATE=10 PUSH_DURATION=10 PUSH_ACKS="each"
+#   PUSH_NO_RECORD=1          print only, record nothing
+#
+# Exit status: 0 all delivered; 1 deliveries missing or creates failed;
+# 2 the run could not be made.
+set -eu
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD="${HASHI_BUILD:-$ROOT/build}"
+SERVER="$BUILD/hashi-server"
+CLIENTS="${PUSH_CLIENTS:-1000}"
+RATE="${PUSH_RATE:-10}"
+DURATION="${PUSH_DURATION:-30}"
+WORK="$ROOT/bench/work/push"
+RESULTS="$ROOT/bench/RESULTS.md"
+RUNS="$ROOT/bench/push/runs.tsv"
+
+say() { echo "push: $*"; }
+die() { echo "push: $*" >&2; exit 2; }
+
+if [ -z "${HASHI_PUSH_NETNS:-}" ]; then
+    [ -x "$SERVER" ] || die "$SERVER not built (make)"
+    make --no-print-directory -s -C "$ROOT/bench/push" ||
+        die "cannot build bench/push"
+    if unshare --net true 2>/dev/null; then
+        export HASHI_PUSH_NETNS="private namespace (unshare --net), loopback only"
+        exec unshare --net sh -c 'ip link set lo up && exec sh "$0"' "$0"
+    fi
+    echo "push: cannot unshare the network namespace (not root?);" \
+        "running on the host's loopback" >&2
+    export HASHI_PUSH_NETNS="host network (unshare failed)"
+fi
+
+# 1000 connections on each side, plus the server's files.
+want=$((CLIENTS + 256))
+[ "$(ulimit -n)" -ge "$want" ] || ulimit -n "$want" 2>/dev/null ||
+    ulimit -n "$(ulimit -Hn)" ||
+    die "cannot raise the open-file limit to $want"
+[ "$(ulimit -n)" -ge "$want" ] ||
+    die "open-file limit $(ulimit -n) < $want; lower PUSH_CLIENTS"
+
+if [ "$HASHI_PUSH_NETNS" = "host network (unshare failed)" ]; then
+    PORT=$(/usr/bin/python3 -c 'import socket; s = socket.socket();
+s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+else
+    PORT=8443
+fi
+
+rm -rf "$WORK"
+mkdir -p "$WORK"
+TEMPLATE="$WORK/template"
+SPID=""
+stop_server() {
+    if [ -n "$SPID" ]; then
+        kill -TERM "$SPID" 2>/dev/null || true
+        wait "$SPID" 2>/dev/null || true
+        SPID=""
+    fi
+}
+trap stop_server EXIT
+trap 'exit 130' INT TERM
+
+t0=$(date +%s)
+"$SERVER" init --data "$TEMPLATE" >"$WORK/admin.log" 2>&1 ||
+    die "init failed: $(tail -3 "$WORK/admin.log")"
+"$SERVER" demo --data "$TEMPLATE" >>"$WORK/admin.log" 2>&1 ||
+    die "demo failed: $(tail -3 "$WORK/admin.log")"
+"$BUILD/bench/mkusers" --data "$TEMPLATE" --count "$CLIENTS" \
+    --specialty loadtest --clinic "Demo City Hospital" \
+    --requester demo-requester --out "$WORK/tokens" 2>>"$WORK/admin.log" ||
+    die "mkusers failed: $(tail -3 "$WORK/admin.log")"
+say "data: demo + $CLIENTS specialists with sessions, $(($(date +%s) - t0)) s"
+
+rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+[ -z "$(git -C "$ROOT" status --porcelain -- server proto 2>/dev/null)" ] ||
+    rev="$rev+"
+HEADER="date	rev	clients	cases_ok	rate	ack	p50_ms	p99_ms	max_ms	early_pct	commit_p50_ms	commit_p99_ms	send_p99_ms	create_p50_ms	create_p99_ms	missing	duplicates	rss_mb	cpu_pct	client_cpu	connect_s	load"
+worst=0
+
+# run_one ACK: one measured run on a fresh copy of the template.
+run_one() {
+    ack=$1
+    case "$ack" in
+        each) ack_ms=0 ;;
+        1s) ack_ms=1000 ;;
+        *) die "PUSH_ACKS: 'each' or '1s', not '$ack'" ;;
+    esac
+    out="$WORK/$ack"
+    mkdir -p "$out"
+    DATA="$out/data"
+    cp -a "$TEMPLATE" "$DATA"
+    CA="$DATA/tls/cert.pem"
+    sync
+    "$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" --dicom 127.0.0.1:0 \
+        --log-level warn >"$out/server.log" 2>&1 &
+    SPID=$!
+    i=0
+    until curl -s -o /dev/null --max-time 2 --cacert "$CA" \
+        "https://127.0.0.1:$PORT/healthz"; do
+        kill -0 "$SPID" 2>/dev/null ||
+            { SPID=""; die "hashi-server exited: $(tail -5 "$out/server.log")"; }
+        i=$((i + 1))
+        [ $i -lt 100 ] || die "no /healthz within 20 s"
+        sleep 0.2
+    done
+    say "---- acks: $ack; hashi-server pid $SPID on 127.0.0.1:$PORT" \
+        "($HASHI_PUSH_NETNS)"
+
+    set +e
+    timeout 100 "$BUILD/bench/loadclient" --port "$PORT" --ca "$CA" \
+        --tokens "$WORK/tokens" --clients "$CLIENTS" --rate "$RATE" \
+        --duration "$DURATION" --server-pid "$SPID" --ack-ms "$ack_ms" \
+        >"$out/client.out" 2>"$out/client.err"
+    rc=$?
+    set -e
+    grep -v '^RESULT ' "$out/client.out" || true
+    if [ -s "$out/client.err" ]; then
+        say "client messages (first 10 of $(wc -l <"$out/client.err")):"
+        head -10 "$out/client.err"
+    fi
+    kill -0 "$SPID" 2>/dev/null ||
+        say "WARNING: hashi-server died during the run"
+    stop_server
+    if [ $rc -ge 2 ]; then
+        say "the run failed (loadclient status $rc); server log:" \
+            "$out/server.log"
+        tail -5 "$out/server.log"
+        exit 2
+    fi
+    [ $rc -le $worst ] || worst=$rc
+
+    r() { sed -n "s/^RESULT $1=//p" "$out/client.out"; }
+    p99=$(r p99_ms)
+    rss=$(r rss_max_mb)
+    missing=$(r missing)
+    verdict=$(awk -v p="$p99" -v r="$rss" -v m="$missing" \
+        -v ok="$(r cases_ok)" -v want="$(r cases)" 'BEGIN {
+        v = (p <= 50 ? "p99 ok" : "p99 OVER") ", " \
+            (r <= 64 ? "RSS ok" : "RSS OVER") ", " \
+            (m == 0 ? "none missing" : m " MISSING");
+        if (ok < want) v = v ", only " ok " of " want " cases created";
+        print v }')
+    say "targets (p99 <= 50 ms, RSS <= 64 MB, 0 missing): $verdict"
+
+    [ -z "${PUSH_NO_RECORD:-}" ] || return 0
+    [ -f "$RUNS" ] || printf '%s\n' "$HEADER" >"$RUNS"
+    line="$(date -u +%Y-%m-%dT%H:%MZ)	$rev"
+    for k in clients cases_ok rate ack p50_ms p99_ms max_ms early_pct \
+        commit_p50_ms commit_p99_ms send_p99_ms create_p50_ms create_p99_ms \
+        missing duplicates rss_max_mb cpu_pct client_cpu_pct connect_s; do
+        line="$line	$(r $k)"
+    done
+    printf '%s\t%s\n' "$line" "$(cut -d' ' -f1 /proc/loadavg)" >>"$RUNS"
+}
+
+for ack in ${PUSH_ACKS:-1s each}; do
+    run_one "$ack"
+done
+
+if [ -z "${PUSH_NO_RECORD:-}" ]; then
+    /usr/bin/python3 "$ROOT/bench/push/section.py" "$RUNS" "$RESULTS"
+    say "recorded in $RUNS and $RESULTS"
+fi
+exit $worst

@@ -1,0 +1,105 @@
+#!/usr/bin/python3
+"""section.py RUNS.tsv RESULTS.md — (re)write the "Push fan-out" section of
+bench/RESULTS.md from every run recorded in RUNS.tsv (bench/push.sh).
+
+The section sits between two HTML comment markers; everything outside them
+is left as it is (the ingest benchmark owns the rest of the file).  If the
+markers are missing, the section is appended at the end.
+"""
+import csv
+import os
+import sys
+
+BEGIN = "<!-- push-fanout:begin (bench/push.sh rewrites this section) -->"
+END = "<!-- push-fanout:end -->"
+
+INTRO = """\
+## Push fan-out (bench/push)
+
+`sh bench/push.sh` (run by `make bench` after the ingest benchmark): a
+fresh hashi-server (init + demo + N specialists of specialty `loadtest`,
+no on-call list, so every `case.new` goes to all N) and
+`bench/push/loadclient` (C; one libwebsockets client context) holding N
+hashi.v1 WSS connections, one per specialist.  Once all are welcomed, it
+creates cases as `demo-requester` over one keep-alive HTTPS connection
+(`POST /api/cases`, a unique `case_id` each) at 10/s for 30 s; it stops
+at 30 s even if the server fell behind (then `cases/s` < 10).  Two runs
+per invocation, each on a fresh copy of the data: clients ack the highest
+seq once a second (`1s`, the protocol's SHOULD) and ack every event at
+once (`each`).
+
+- **p50/p99/max** (the issue's figure): receipt of the `case.new` frame at
+  a client (first bytes) − arrival of the create request's full reply,
+  over every (case, client) pair, on one monotonic clock.  It is negative
+  when the event comes before the reply (`early %`): the server pushes
+  once the transaction commits and its HTTP reply can queue behind the
+  fan-out, so read it with the next two columns.
+- **commit→rx**: receipt − the event's `at` (the server's commit time,
+  ms resolution, same machine clock).  **send→rx**: receipt − the moment
+  the create request was sent (includes the create itself).
+- **create**: the POST's round trip.  **missing**: pairs never received
+  within 10 s after the last create (must be 0); **dup**: a second
+  `case.new` for one pair.
+- **RSS**: max VmRSS of hashi-server sampled every 0.5 s over the whole
+  run (connect + creates).  **server CPU**: utime+stime over the create
+  phase, % of one core.  **client CPU**: the load client's own, same
+  phase (it shares the 2 cores with the server).
+- Private network namespace with only loopback; 2 shared cores, so
+  figures move with the machine's `load` (1-min load average at the end).
+  Users come from `bench/push/mkusers`: ONE scrypt hash shared by all
+  users (a benchmark shortcut) and real session tokens from
+  `auth_session_create()`.
+
+Targets: **p99 ≤ 50 ms, RSS ≤ 64 MB, 0 missing.**  Anchor
+(docs/BENCHMARKING.md): Mosquitto 2.0.11, 1,000 subscribers, QoS 1,
+300-byte message every 100 ms: TCP p50 8.5–9.6 ms, p99 20–23 ms, broker
+RSS 12 MB; over WebSocket about twice the CPU per delivery.
+"""
+
+COLS = [
+    ("date", "date (UTC)"), ("rev", "rev"), ("clients", "clients"),
+    ("cases_ok", "cases"), ("rate", "cases/s"), ("ack", "ack"),
+    ("p50_ms", "p50 ms"), ("p99_ms", "**p99 ms**"), ("max_ms", "max ms"),
+    ("early_pct", "early %"), ("commit_p50_ms", "commit→rx p50"),
+    ("commit_p99_ms", "commit→rx p99"), ("send_p99_ms", "send→rx p99"),
+    ("create_p50_ms", "create p50"), ("create_p99_ms", "create p99"),
+    ("missing", "**missing**"), ("duplicates", "dup"),
+    ("rss_mb", "**RSS MB**"), ("cpu_pct", "server CPU %"),
+    ("client_cpu", "client CPU %"), ("connect_s", "connect s"),
+    ("load", "load"),
+]
+
+
+def main():
+    runs_path, results_path = sys.argv[1], sys.argv[2]
+    with open(runs_path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    lines = [BEGIN, INTRO,
+             "| " + " | ".join(h for _, h in COLS) + " |",
+             "|" + "---|" * len(COLS)]
+    for row in rows:
+        lines.append("| " + " | ".join(row.get(k, "") or "" for k, _ in COLS)
+                     + " |")
+    lines += ["", "`rev` ends in `+` when server/ or proto/ had uncommitted "
+              "changes.", END, ""]
+    section = "\n".join(lines)
+
+    text = ""
+    if os.path.exists(results_path):
+        with open(results_path) as f:
+            text = f.read()
+    b, e = text.find(BEGIN), text.find(END)
+    if b >= 0 and e > b:
+        text = text[:b] + section + text[e + len(END):].lstrip("\n")
+    else:
+        if text and not text.endswith("\n\n"):
+            text += "\n" if text.endswith("\n") else "\n\n"
+        text += section
+    tmp = results_path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, results_path)
+
+
+if __name__ == "__main__":
+    main()
