@@ -66,10 +66,6 @@ static const struct http_route routes[] = {
     { "/api/cases", 1, HTTP_GET | HTTP_POST, HTTP_AUTH_REQUIRED, api_cases },
     { "/api/events", 1, HTTP_GET | HTTP_POST, HTTP_AUTH_REQUIRED,
       api_events },
-    { "/api/cases", 1, HTTP_GET | HTTP_POST, HTTP_AUTH_REQUIRED,
-      api_cases },
-    { "/api/events", 1, HTTP_GET | HTTP_POST, HTTP_AUTH_REQUIRED,
-      api_events },
     { "/dicomweb", 1, HTTP_GET | HTTP_POST, HTTP_AUTH_REQUIRED,
       dicomweb_handle },
 };
