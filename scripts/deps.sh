@@ -33,3 +33,16 @@ if [ -n "$missing" ]; then
     apt-get update -q
     apt-get install -y -q --no-install-recommends $missing
 fi
+
+# The browser tests' one npm package (playwright-core, driving Debian's
+# Chromium): installed from the lock file when missing or out of date.
+if [ "${1:-}" = "--test" ]; then
+    bt="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+    if [ ! -d "$bt/node_modules" ] ||
+            [ "$bt/package-lock.json" -nt "$bt/node_modules" ]; then
+        echo "deps: npm ci in tests/browser"
+        (cd "$bt" && npm ci --no-audit --no-fund) ||
+            { echo "deps: npm ci in $bt failed" >&2; exit 1; }
+        touch "$bt/node_modules"
+    fi
+fi
