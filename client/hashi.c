@@ -1893,6 +1893,7 @@ static int cmd_get(int argc, char **argv)
         rc = err_set(&e, ERR_IO, "fsync %s: %s", dir, strerror(errno));
 done:
     cli_close(&cl);
+    dicom_cleanup();
     if (rc) {
         if (rc == ERR_NOTFOUND && !strstr(e.msg, "not found"))
             err_wrap(&e, rc, "", " (not found)");

@@ -95,4 +95,20 @@ assert_eq 0 "$WRC" "live watch exit status ($(cat "$T_TMP/live.err"))"
 assert_eq "message.new:$C2:live one" "$(jlines "$T_TMP/live.jsonl" \
     '(E[0]["kind"] + ":" + E[0]["case_id"] + ":" +
     E[0]["body"]["message"]["text"])')" "the live event"
+
+# A watch that is connected when the server restarts reconnects by itself
+# and gets what came meanwhile.
+cli neuro watch --json --count 1 >"$T_TMP/re.jsonl" 2>"$T_TMP/re.err" &
+RW=$!
+at_exit "kill $RW"
+sleep 0.3
+hashi_stop
+hashi_start
+chat "$C3" "after the restart"
+wait_pid $RW 30
+assert_eq 0 "$WRC" "reconnecting watch exit status ($(cat "$T_TMP/re.err"))"
+assert_file_has "$T_TMP/re.err" "reconnecting in" "the watch said it reconnects"
+assert_eq "message.new:$C3:after the restart" "$(jlines "$T_TMP/re.jsonl" \
+    '(E[0]["kind"] + ":" + E[0]["case_id"] + ":" +
+    E[0]["body"]["message"]["text"])')" "the event after the reconnect"
 pass
