@@ -252,6 +252,9 @@ static int cli_open(struct cli *cl, struct err *e)
     cl->c = conn_new(cl->cfg.server, &o, e);
     if (!cl->c)
         return e->code ? e->code : ERR_INVALID;
+    if (cl->cfg.insecure)
+        fprintf(stderr, "hashi: WARNING: logged in with --insecure: the "
+                "server's certificate is NOT verified\n");
     struct cli_watch w;
     struct err ignore;
     if (!cliconf_watch_load(&cl->cfg, &w, &ignore))
@@ -1393,7 +1396,7 @@ static int stow_batch(struct cli *cl, struct files *f, size_t from,
             err_set(e, ERR_INVALID, "%zu file(s) refused by the server, "
                     "e.g. %s: %s", json_array_size(bad),
                     dcm_str(item, "00081155") ? dcm_str(item, "00081155")
-                    : "?", dcm_str(item, "00000902") ?
+                    : "a file without a readable SOP UID", dcm_str(item, "00000902") ?
                     dcm_str(item, "00000902") : "refused");
         *failed += (int)json_array_size(bad);
     } else if (json_array_size(ok) != to - from) {
@@ -1885,8 +1888,14 @@ static int cmd_get(int argc, char **argv)
     conn_ws_close(cl.c, 1000, "bye");
     cl.v1 = 0;
     json_array_foreach(json_object_get(cs, "study_uids"), i, st) {
-        if ((rc = get_study(&cl, json_string_value(st), dir, &nfiles,
-                            &nbytes, &e)))
+        rc = get_study(&cl, json_string_value(st), dir, &nfiles, &nbytes,
+                       &e);
+        if (rc == ERR_NOTFOUND) {   /* its images have not arrived yet */
+            fprintf(stderr, "hashi: get: %s\n", e.msg);
+            rc = 0;
+            continue;
+        }
+        if (rc)
             break;
     }
     if (!rc && fsync_dir(dir))
