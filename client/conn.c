@@ -73,6 +73,7 @@ struct conn {
     /* HTTP */
     int hstate;
     int reused;                     /* request on a kept-alive socket */
+    int answered;                   /* its answer's head has come */
     int64_t out_left;               /* request body bytes still owed */
     int64_t body_left;              /* response: Content-Length left */
     int chunked;
@@ -616,6 +617,7 @@ int conn_http_begin(struct conn *c, const struct conn_request *rq,
     if (c->hstate != H_IDLE)
         conn_disconnect(c);
     c->reused = !stale(c);
+    c->answered = 0;
     if (!c->reused && (rc = do_connect(c, e)))
         return rc;
     rc = send_head(c, rq, e);
@@ -755,6 +757,7 @@ int conn_http_head(struct conn *c, struct conn_response *rs, struct err *e)
         conn_disconnect(c);
         return rc;
     }
+    c->answered = 1;
     c->hstate = H_BODY_IN;
     return 0;
 }
@@ -925,7 +928,7 @@ int conn_http(struct conn *c, const struct conn_request *rq,
     int rc = http_once(c, &r, body, len, max, rs, e);
     /* A kept-alive socket closed while we sent: the server never saw the
      * request (no answer byte came), so sending it again is safe. */
-    if (rc == ERR_IO && c->reused) {
+    if (rc == ERR_IO && c->reused && !c->answered) {
         c->reused = 0;
         conn_disconnect(c);
         rc = http_once(c, &r, body, len, max, rs, e);
