@@ -33,7 +33,8 @@ WORK="$ROOT/bench/work/push"
 RESULTS="$ROOT/bench/RESULTS.md"
 RUNS="$ROOT/bench/push/runs.tsv"
 
-say() { echo "push: $*"; }
+T0=$(date +%s)
+say() { echo "push: [$(($(date +%s) - T0)) s] $*"; }
 die() { echo "push: $*" >&2; exit 2; }
 
 if [ -z "${HASHI_PUSH_NETNS:-}" ]; then
@@ -138,6 +139,7 @@ run_one() {
     fi
     kill -0 "$SPID" 2>/dev/null ||
         say "WARNING: hashi-server died during the run"
+    say "client done (status $rc); stopping the server"
     stop_server
     if [ $rc -ge 2 ]; then
         say "the run failed (loadclient status $rc); server log:" \

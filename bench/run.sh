@@ -2,7 +2,8 @@
 # make bench: Hashi's ingest/render benchmark against DCMTK storescp and
 # Orthanc (bench/ingest.py), inside a private network namespace with only
 # loopback, so the peers (which bind every interface) are reachable from
-# nothing but this run.  Figures go to bench/RESULTS.md.
+# nothing but this run.  Figures go to bench/RESULTS.md.  Then the push
+# fan-out benchmark, bench/push.sh (its section of RESULTS.md).
 #
 #   sh bench/run.sh [ingest.py options]   e.g. --rounds 5 --stream-gb 0
 #   BENCH_ROUNDS=N BENCH_STREAM_GB=G      same, by environment
@@ -16,12 +17,18 @@ export TCP_NODELAY=1
     { echo "bench: $HASHI_BUILD/hashi-server not built (make)" >&2; exit 1; }
 mkdir -p "$ROOT/bench/work"
 
+rc=0
 if [ "${HASHI_BENCH_NETNS:-}" = "" ] && unshare --net true 2>/dev/null; then
     export HASHI_BENCH_NETNS="private namespace (unshare --net), loopback only"
-    exec unshare --net sh -c 'ip link set lo up && exec "$0" "$@"' \
-        /usr/bin/python3 "$ROOT/bench/ingest.py" "$@"
+    unshare --net sh -c 'ip link set lo up && exec "$0" "$@"' \
+        /usr/bin/python3 "$ROOT/bench/ingest.py" "$@" || rc=$?
+else
+    echo "bench: cannot unshare the network namespace (not root?);" \
+        "running on the host's loopback" >&2
+    export HASHI_BENCH_NETNS="${HASHI_BENCH_NETNS:-host network (unshare failed)}"
+    /usr/bin/python3 "$ROOT/bench/ingest.py" "$@" || rc=$?
 fi
-echo "bench: cannot unshare the network namespace (not root?);" \
-    "running on the host's loopback" >&2
-export HASHI_BENCH_NETNS="${HASHI_BENCH_NETNS:-host network (unshare failed)}"
-exec /usr/bin/python3 "$ROOT/bench/ingest.py" "$@"
+
+# The push fan-out benchmark (its own namespace and section of RESULTS.md).
+sh "$ROOT/bench/push.sh" || rc=$?
+exit $rc

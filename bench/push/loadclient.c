@@ -3,29 +3,34 @@
  *
  * One process, three threads:
  *   - the lws thread holds N hashi.v1 WebSocket connections (wss://.../ws,
- *     subprotocol hashi.v1), one per specialist session of the tokens
- *     file; each says hello, waits for welcome, then timestamps every
- *     event as its first bytes arrive and acks it;
+ *     subprotocol hashi.v1, one lws client context), one per specialist
+ *     session of the tokens file; each says hello, waits for welcome, then
+ *     timestamps every event as its first bytes arrive and acks it (at
+ *     once, or the highest seq every --ack-ms);
  *   - once all N are welcomed, the creator thread posts cases over one
  *     keep-alive HTTPS connection (POST /api/cases as the requester, a
- *     unique case_id each, specialty S) at RATE per second for DURATION
- *     seconds, and timestamps the moment each reply has fully arrived;
+ *     unique case_id "<run>-<k>" each, specialty S) at RATE per second,
+ *     and timestamps the moment each reply has fully arrived.  It is a
+ *     closed loop: a create slower than 1/RATE delays the next one, and
+ *     nothing more is sent after DURATION s, so a slow server shows as
+ *     fewer cases (reported), never as a longer run;
  *   - the sampler thread reads the server's VmRSS every 0.5 s.
- * The figure is receipt time - create reply time over every (case,
- * client) pair, both on CLOCK_MONOTONIC of this one process.  An event can
- * come in before its create reply (the server pushes once the transaction
- * commits); such pairs count with their negative latency.
  *
- * A receipt is matched by case_id ("<run>-<k>") and counted once; a
- * second case.new for the same pair is a duplicate.  Missing = pairs
- * never received within the grace period after the last create.
+ * Figures, over every (case, client) pair, on this process's
+ * CLOCK_MONOTONIC: receipt - create reply (the issue's figure; negative
+ * when the event beats the reply), receipt - request sent, and receipt -
+ * the event's `at` (server commit time, ms, via CLOCK_REALTIME).  A
+ * receipt is matched by case_id and counted once; another case.new for
+ * the same pair is a duplicate.  Missing = pairs never received within
+ * --grace s after the last create.  Server CPU is utime+stime from
+ * /proc/PID/stat over the create phase.
  *
  * Messages are read with a small scanner of top-level JSON members (no
  * full parse: 1,000 events arrive per case and the client must not be the
- * bottleneck it measures).
+ * bottleneck it measures).  LOADCLIENT_DEBUG=1 prints per-case timings.
  *
  * Output: a human summary, and "RESULT key=value" lines for push.sh.
- * Exit status: 0 all delivered, 1 deliveries missing or failed creates,
+ * Exit status: 0 all delivered; 1 deliveries missing or creates failed;
  * 2 set-up failure (connections, TLS, server).
  */
 #define _GNU_SOURCE             /* strcasestr */
@@ -737,8 +742,14 @@ static void tick(lws_sorted_usec_list_t *sul)
             atomic_store(&g.stop, 1);
         }
     } else if (atomic_load(&g.creator_done)) {
-        if (!g.t_done)
+        if (!g.t_done) {
             g.t_done = now;
+            if (getenv("LOADCLIENT_DEBUG"))
+                fprintf(stderr, "loadclient: creator done at %.2f s: "
+                        "%ld of %ld received\n",
+                        (double)(now - g.t_start) / 1e9, g.nreceived,
+                        expected_pairs());
+        }
         /* wait for the last acks too */
         int acks_out = 0;
         for (int i = 0; i < g.n && !acks_out; i++)
@@ -749,6 +760,8 @@ static void tick(lws_sorted_usec_list_t *sul)
     }
     if (!atomic_load(&g.stop))
         lws_sul_schedule(g.ctx, 0, &g.tick, tick, TICK_US);
+    else    /* else this lws_service() polls on for up to 30 s */
+        lws_cancel_service(g.ctx);
 }
 
 /* ---- results ---------------------------------------------------------------- */
@@ -1076,7 +1089,15 @@ int main(int argc, char **argv)
     if (g.creator_started)
         pthread_join(g.creator_th, NULL);
     pthread_join(g.sampler_th, NULL);
+    int64_t t_end = mono_ns();
     int rc = g.setup_failed ? 2 : report();
+    fflush(stdout);
     lws_context_destroy(g.ctx);
+    if (getenv("LOADCLIENT_DEBUG"))
+        fprintf(stderr, "loadclient: creates ended %.2f s, stop %.2f s, "
+                "exit %.2f s after start\n",
+                (double)(g.create_t1 - g.t_start) / 1e9,
+                (double)(t_end - g.t_start) / 1e9,
+                (double)(mono_ns() - g.t_start) / 1e9);
     return rc;
 }
