@@ -1,0 +1,419 @@
+// case — one case: the question and its context, the actions the user may
+// take (claim; close or reopen for the requesting side), the images
+// (viewer.js), the chat thread, and the answer (its form for the
+// specialist who claimed the case).  Everything updates live from the
+// store's events; text typed into a form is never thrown away by an
+// update.
+
+import { api, h, fill, fmtTime, ago, patientLine, badges, ulid }
+    from './util.js';
+import { createViewer } from './viewer.js';
+
+const OPEN = new Set(['new', 'claimed', 'reopened']);
+
+function section(title, id, ...body) {
+    return h('section', { class: 'card', 'aria-labelledby': id },
+             h('h2', { id }, title), body);
+}
+
+export function mount(main, ctx, caseId) {
+    const { me, store } = ctx;
+    const isRequester = me.role === 'requester' || me.role === 'admin';
+    const isSpecialist = me.role === 'specialist';
+    let kase = null;
+    let viewer = null;
+    const messages = new Map();     // message_id -> Message
+    const readSent = new Set();
+    let dead = false;
+
+    const head = h('header', { class: 'case-head' });
+    const actions = h('div', { class: 'actions' });
+    const actionMsg = h('p', { class: 'error', role: 'alert', hidden: true });
+    const answerView = h('section', { class: 'card answer',
+                                      'aria-labelledby': 'h-answer',
+                                      hidden: true });
+    const history = h('section', { class: 'card', 'aria-labelledby': 'h-hist',
+                                   hidden: true });
+    const imagesBox = h('div', { class: 'images-box' });
+    const thread = h('ol', { class: 'thread', 'aria-live': 'polite',
+                             'aria-relevant': 'additions' });
+    const chatForm = buildChatForm();
+    const answerForm = buildAnswerForm();
+    const body = h('article', { class: 'case' },
+        h('div', { class: 'case-main' },
+          h('a', { href: '#/inbox', class: 'back' }, '‹ Inbox'),
+          head, actions, actionMsg, answerView, history),
+        h('div', { class: 'case-images' },
+          section('Images', 'h-images', imagesBox)),
+        h('div', { class: 'case-talk' },
+          section('Discussion', 'h-chat', thread, chatForm.el),
+          answerForm.el));
+
+    function showError(el, err) {
+        el.textContent = err ? String(err.message || err) : '';
+        el.hidden = !err;
+    }
+
+    // ---- header, actions, answer ------------------------------------------
+    function renderHead() {
+        const c = kase;
+        const meta = [];
+        if (c.specialty)
+            meta.push(`Specialty: ${c.specialty}`);
+        if (c.specialist)
+            meta.push(`Asked: ${c.specialist}`);
+        meta.push(`From ${c.requester} at ${c.clinic}`);
+        const state = [];
+        if (c.claimed_by)
+            state.push(c.claimed_by === me.login ? 'Claimed by you'
+                                                 : `Claimed by ${c.claimed_by}`);
+        if (c.status === 'new' && c.due_at)
+            state.push(`escalates at ${fmtTime(c.due_at)} if unclaimed`);
+        if (c.escalation_level > 0)
+            state.push(`escalated (level ${c.escalation_level})`);
+        fill(head,
+             h('p', { class: 'badges' }, badges(c)),
+             h('h1', { class: 'question' }, c.question),
+             h('p', { class: 'patient' }, 'Patient: ', patientLine(c.patient)),
+             h('p', { class: 'meta' }, meta.join(' · ')),
+             h('p', { class: 'meta' },
+               `Sent ${fmtTime(c.created_at)} (${ago(c.created_at)})`,
+               state.length ? ` · ${state.join(' · ')}` : ''));
+        document.title = `${c.priority === 'stat' ? 'STAT: ' : ''}` +
+            `${c.question.slice(0, 40)} — Hashi`;
+    }
+
+    async function act(verb, payload, button) {
+        showError(actionMsg, null);
+        button.disabled = true;
+        try {
+            const d = await api('POST',
+                                `/api/cases/${encodeURIComponent(caseId)}/${verb}`,
+                                payload || {});
+            update(d.case);
+        } catch (err) {
+            showError(actionMsg, err.code === 'already_claimed'
+                ? `Someone else claimed it first (${err.message}).` : err);
+        } finally {
+            button.disabled = false;
+        }
+    }
+
+    function renderActions() {
+        const c = kase;
+        const out = [];
+        if (isSpecialist && c.status === 'new') {
+            const b = h('button', { type: 'button', class: 'primary big',
+                                    id: 'claim' }, 'Claim this case');
+            b.addEventListener('click', () => act('claim', {}, b));
+            out.push(b);
+        }
+        if (isRequester && c.status !== 'closed') {
+            const b = h('button', { type: 'button', id: 'close' }, 'Close case');
+            b.addEventListener('click', () => act('close', {}, b));
+            out.push(b);
+        }
+        if (isRequester && (c.status === 'answered' || c.status === 'closed')) {
+            const reason = h('input', { type: 'text', id: 'reopen-reason',
+                                        maxlength: '1000',
+                                        placeholder: 'e.g. new symptoms' });
+            const b = h('button', { type: 'button', id: 'reopen' },
+                        'Reopen case');
+            b.addEventListener('click', () => act('reopen',
+                reason.value.trim() ? { reason: reason.value.trim() } : {},
+                b));
+            out.push(h('div', { class: 'reopen' },
+                       h('label', { for: 'reopen-reason' },
+                         'Reason to reopen (optional)'),
+                       reason, b));
+        }
+        fill(actions, out);
+        actions.hidden = !out.length;
+    }
+
+    function renderAnswer() {
+        const a = kase.answer;
+        answerView.hidden = !a;
+        if (!a)
+            return;
+        const part = (title, text) => text
+            ? [h('h3', {}, title), h('p', { class: 'text' }, text)] : null;
+        fill(answerView,
+             h('h2', { id: 'h-answer' }, 'Answer'),
+             part('Impression', a.impression),
+             part('Recommendation', a.recommendation),
+             part('Details', a.text),
+             h('p', { class: 'meta' }, `${a.by}, ${fmtTime(a.at)}`));
+    }
+
+    function renderHistory() {
+        history.hidden = !kase.history;
+        fill(history, h('h2', { id: 'h-hist' }, 'Clinical history'),
+             h('p', { class: 'text' }, kase.history || ''));
+    }
+
+    // A newer version of the case (from a reply, or from the store when
+    // fromStore: then it is not put back).
+    function update(c, fromStore) {
+        if (!c || c.case_id !== caseId)
+            return;
+        if (kase && (kase.updated_at || 0) > (c.updated_at || 0))
+            return;
+        kase = Object.assign({}, kase, c);
+        if (!fromStore)
+            store.put(c);
+        renderHead();
+        renderActions();
+        renderAnswer();
+        renderHistory();
+        answerForm.sync();
+        chatForm.sync();
+    }
+
+    // ---- chat ----------------------------------------------------------------
+    function receiptText(m) {
+        const others = (m.read_by || []).filter((u) => u !== me.login);
+        if (others.length)
+            return `Read by ${others.join(', ')}`;
+        const dl = (m.delivered_to || []).filter((u) => u !== me.login);
+        return dl.length ? `Delivered to ${dl.join(', ')}` : 'Sent';
+    }
+
+    function messageItem(m) {
+        const mine = m.author === me.login;
+        const li = h('li', { class: `msg${mine ? ' mine' : ''}`,
+                             'data-message-id': m.message_id },
+            h('p', { class: 'msg-head' },
+              h('span', { class: 'author' }, mine ? 'You' : m.author), ' · ',
+              h('time', {}, fmtTime(m.created_at))),
+            h('p', { class: 'text' }, m.text));
+        if (m.image && m.image.sop_uid) {
+            const b = h('button', { type: 'button', class: 'link-btn' },
+                        'Show the image this points at');
+            b.addEventListener('click', async () => {
+                if (!viewer || !(await viewer.show(m.image)))
+                    b.textContent = 'That image is not here (yet)';
+            });
+            li.appendChild(b);
+        }
+        if (mine)
+            li.appendChild(h('p', { class: 'receipt' }, receiptText(m)));
+        return li;
+    }
+
+    function addMessage(m) {
+        if (!m || m.case_id !== caseId)
+            return;
+        const old = messages.get(m.message_id);
+        messages.set(m.message_id, Object.assign({}, old, m));
+        const li = messageItem(messages.get(m.message_id));
+        const cur = thread.querySelector(
+            `li[data-message-id="${CSS.escape(m.message_id)}"]`);
+        if (cur)
+            cur.replaceWith(li);
+        else
+            thread.appendChild(li);
+        markRead(m);
+    }
+
+    function markRead(m) {
+        if (m.author === me.login || readSent.has(m.message_id) ||
+            (m.read_by || []).includes(me.login) ||
+            document.visibilityState !== 'visible')
+            return;
+        readSent.add(m.message_id);
+        api('POST', `/api/cases/${encodeURIComponent(caseId)}/messages/` +
+            `${encodeURIComponent(m.message_id)}/read`, {})
+            .catch(() => readSent.delete(m.message_id));
+    }
+
+    function onReceipt(r) {
+        const m = messages.get(r.message_id);
+        if (!m || r.case_id !== caseId)
+            return;
+        const rb = new Set(m.read_by || []);
+        rb.add(r.user);
+        addMessage(Object.assign({}, m, { read_by: [...rb] }));
+    }
+
+    function buildChatForm() {
+        const text = h('textarea', { id: 'chat-text', rows: '2',
+                                     maxlength: '8000', required: true });
+        const attach = h('input', { type: 'checkbox', id: 'chat-attach' });
+        const send = h('button', { type: 'submit', class: 'primary' },
+                       'Send');
+        const err = h('p', { class: 'error', role: 'alert', hidden: true });
+        const closed = h('p', { class: 'muted', hidden: true },
+                         'This case is closed; reopen it to write.');
+        let pending = null;     // {message_id, text}: retried with the same id
+        const form = h('form', { class: 'chat-form',
+                                 'aria-label': 'Write a message' },
+            h('label', { for: 'chat-text' }, 'Message'), text,
+            h('div', { class: 'row' },
+              h('label', { class: 'check' }, attach,
+                ' Point at the image shown'),
+              send),
+            err);
+        form.addEventListener('submit', async (e) => {
+            e.preventDefault();
+            const t = text.value.trim();
+            if (!t)
+                return;
+            if (!pending || pending.text !== t)
+                pending = { message_id: ulid(), text: t };
+            const payload = { message_id: pending.message_id, text: t };
+            const cur = attach.checked && viewer && viewer.current();
+            if (cur)
+                payload.image = cur;
+            showError(err, null);
+            send.disabled = true;
+            try {
+                const d = await api('POST', `/api/cases/` +
+                                    `${encodeURIComponent(caseId)}/messages`,
+                                    payload);
+                pending = null;
+                text.value = '';
+                attach.checked = false;
+                addMessage(d.message);
+            } catch (ex) {
+                showError(err, `Not sent: ${ex.message}`);
+            } finally {
+                send.disabled = false;
+            }
+        });
+        text.addEventListener('keydown', (e) => {
+            if (e.key === 'Enter' && (e.ctrlKey || e.metaKey))
+                form.requestSubmit();
+        });
+        const el = h('div', {}, closed, form);
+        return {
+            el,
+            sync() {
+                const isClosed = kase.status === 'closed';
+                form.hidden = isClosed;
+                closed.hidden = !isClosed;
+            },
+        };
+    }
+
+    // ---- the answer form (the claimer only) ----------------------------------
+    function buildAnswerForm() {
+        const field = (id, label, rows, max, hint) => {
+            const t = h('textarea', { id, rows: String(rows),
+                                      maxlength: String(max) });
+            return [t, h('label', { for: id }, label,
+                         hint ? h('span', { class: 'muted' }, ` ${hint}`)
+                              : null), t];
+        };
+        const [imp, ...impEls] = field('ans-impression', 'Impression', 3,
+                                       4000, '');
+        const [rec, ...recEls] = field('ans-recommendation', 'Recommendation',
+                                       3, 4000, '(optional)');
+        const [txt, ...txtEls] = field('ans-text', 'Details', 4, 16000,
+                                       '(optional)');
+        const send = h('button', { type: 'submit', class: 'primary big' },
+                       'Send answer');
+        const err = h('p', { class: 'error', role: 'alert', hidden: true });
+        const form = h('form', { class: 'card answer-form',
+                                 'aria-labelledby': 'h-ansform', hidden: true },
+            h('h2', { id: 'h-ansform' }, 'Your answer'),
+            impEls, recEls, txtEls, err, send);
+        form.addEventListener('submit', async (e) => {
+            e.preventDefault();
+            const p = {};
+            if (imp.value.trim())
+                p.impression = imp.value.trim();
+            if (rec.value.trim())
+                p.recommendation = rec.value.trim();
+            if (txt.value.trim())
+                p.text = txt.value.trim();
+            if (!p.impression && !p.text) {
+                showError(err, 'Write an impression (or details).');
+                imp.focus();
+                return;
+            }
+            showError(err, null);
+            send.disabled = true;
+            try {
+                const d = await api('POST', `/api/cases/` +
+                                    `${encodeURIComponent(caseId)}/answer`, p);
+                imp.value = rec.value = txt.value = '';
+                update(d.case);
+            } catch (ex) {
+                showError(err, `Not sent: ${ex.message}`);
+            } finally {
+                send.disabled = false;
+            }
+        });
+        return {
+            el: form,
+            sync() {
+                form.hidden = !(kase.claimed_by === me.login &&
+                                (kase.status === 'claimed' ||
+                                 kase.status === 'reopened'));
+            },
+        };
+    }
+
+    // ---- live ---------------------------------------------------------------
+    const onCases = (e) => {
+        if (e.detail && e.detail.case_id === caseId)
+            update(e.detail, true);
+    };
+    const onMessage = (e) => addMessage(e.detail);
+    const onReceiptEv = (e) => onReceipt(e.detail);
+    let arrivedTimer = null;
+    const onArrived = (e) => {
+        if (e.detail.case_id !== caseId || !viewer)
+            return;
+        if (typeof e.detail.received === 'number')
+            kase.images = { received: e.detail.received };
+        clearTimeout(arrivedTimer);
+        arrivedTimer = setTimeout(() => viewer && viewer.refresh(), 500);
+    };
+    const onVisible = () => {
+        for (const m of messages.values())
+            markRead(m);
+    };
+    store.addEventListener('cases', onCases);
+    store.addEventListener('message', onMessage);
+    store.addEventListener('receipt', onReceiptEv);
+    store.addEventListener('arrived', onArrived);
+    document.addEventListener('visibilitychange', onVisible);
+
+    // ---- load -----------------------------------------------------------------
+    fill(main, h('p', { class: 'muted' }, 'Loading case…'));
+    api('GET', `/api/cases/${encodeURIComponent(caseId)}`).then((d) => {
+        if (dead)
+            return;
+        const c = d.case;
+        const msgs = c.messages || [];
+        delete c.messages;
+        update(c);
+        for (const m of msgs)
+            addMessage(m);
+        viewer = createViewer(c.study_uids || []);
+        imagesBox.appendChild(viewer.el);
+        fill(main, body);
+    }).catch((err) => {
+        if (dead)
+            return;
+        fill(main, h('a', { href: '#/inbox', class: 'back' }, '‹ Inbox'),
+             h('p', { class: 'error', role: 'alert' },
+               err.status === 404
+                   ? 'This case does not exist, or you may not see it.'
+                   : `Could not load the case: ${err.message}`));
+    });
+
+    return () => {
+        dead = true;
+        clearTimeout(arrivedTimer);
+        if (viewer)
+            viewer.destroy();
+        store.removeEventListener('cases', onCases);
+        store.removeEventListener('message', onMessage);
+        store.removeEventListener('receipt', onReceiptEv);
+        store.removeEventListener('arrived', onArrived);
+        document.removeEventListener('visibilitychange', onVisible);
+    };
+}

@@ -1,0 +1,117 @@
+// inbox — the live list of the cases the user sees (a requester: the
+// clinic's; a specialist: those routed to them or their specialty).
+// Open cases first, STAT before urgent before routine, then the most
+// recently changed; answered and closed cases below.  New cases arrive
+// through hashi.v1 events (app.js's store) without a reload, are
+// highlighted and announced to screen readers.
+
+import { h, fill, ago, patientLine, badges, PRIORITY_TEXT } from './util.js';
+
+const PRIO = { stat: 0, urgent: 1, routine: 2 };
+const OPEN = new Set(['new', 'claimed', 'reopened']);
+
+function order(a, b) {
+    return (PRIO[a.priority] ?? 3) - (PRIO[b.priority] ?? 3) ||
+        (b.updated_at || 0) - (a.updated_at || 0);
+}
+
+function caseItem(c, me, fresh) {
+    const who = [];
+    if (c.specialty)
+        who.push(c.specialty);
+    if (c.claimed_by)
+        who.push(c.claimed_by === me.login ? 'claimed by you'
+                                           : `claimed by ${c.claimed_by}`);
+    else if (c.specialist)
+        who.push(`for ${c.specialist}`);
+    if (me.role !== 'requester' && c.clinic)
+        who.push(c.clinic);
+    const n = c.images ? c.images.received : 0;
+    return h('li', { class: `case-item prio-${c.priority}` +
+                            (fresh ? ' fresh' : ''),
+                     'data-case-id': c.case_id },
+        h('a', { href: `#/case/${c.case_id}`, class: 'case-link' },
+            h('span', { class: 'badges' }, badges(c),
+              c.escalation_level > 0
+                  ? h('span', { class: 'badge escalated' }, 'Escalated')
+                  : null),
+            h('span', { class: 'question' }, c.question || '(no question)'),
+            h('span', { class: 'meta' },
+              patientLine(c.patient), ' · ',
+              `${n} image${n === 1 ? '' : 's'}`, ' · ',
+              h('time', { datetime: new Date(c.created_at).toISOString(),
+                          'data-ms': c.created_at }, ago(c.created_at))),
+            who.length ? h('span', { class: 'meta' }, who.join(' · '))
+                       : null));
+}
+
+export function mount(main, ctx) {
+    const { store, me } = ctx;
+    const known = new Set(store.cases.keys());
+    const fresh = new Set();
+    const openList = h('ul', { class: 'cases', 'aria-labelledby': 'h-open' });
+    const doneList = h('ul', { class: 'cases', 'aria-labelledby': 'h-done' });
+    const openHead = h('h2', { id: 'h-open' }, 'Open');
+    const doneHead = h('h2', { id: 'h-done' }, 'Answered and closed');
+    const empty = h('p', { class: 'muted empty', hidden: true });
+    const announce = h('p', { class: 'sr-only', 'aria-live': 'polite' });
+    const title = me.role === 'requester'
+        ? `Cases of ${me.clinic}` : 'Your inbox';
+    const top = h('div', { class: 'view-head' },
+        h('h1', {}, title),
+        me.role === 'requester' || me.role === 'admin'
+            ? h('a', { href: '#/new', class: 'button primary' }, 'New case')
+            : null);
+
+    function render() {
+        const all = [...store.cases.values()];
+        const open = all.filter((c) => OPEN.has(c.status)).sort(order);
+        const done = all.filter((c) => !OPEN.has(c.status))
+            .sort((a, b) => (b.updated_at || 0) - (a.updated_at || 0));
+        fill(openList, open.map((c) => caseItem(c, me, fresh.has(c.case_id))));
+        fill(doneList, done.map((c) => caseItem(c, me, false)));
+        openHead.textContent = `Open (${open.length})`;
+        doneHead.textContent = `Answered and closed (${done.length})`;
+        doneHead.hidden = doneList.hidden = !done.length;
+        if (!store.loaded) {
+            empty.textContent = 'Loading cases…';
+            empty.hidden = false;
+        } else {
+            empty.textContent = me.role === 'requester'
+                ? 'No cases yet. Send one with “New case”.'
+                : 'No cases for you right now. New ones appear here at once.';
+            empty.hidden = all.length > 0;
+        }
+        const stat = open.filter((c) => c.priority === 'stat' &&
+                                        c.status === 'new').length;
+        document.title = (stat ? `(${stat} STAT) ` : '') + 'Inbox — Hashi';
+    }
+
+    function onCases(e) {
+        const c = e.detail;
+        if (c && !known.has(c.case_id)) {
+            known.add(c.case_id);
+            if (store.loaded) {
+                fresh.add(c.case_id);
+                announce.textContent =
+                    `New ${PRIORITY_TEXT[c.priority] || ''} case: ${c.question}`;
+            }
+        } else if (!c) {
+            for (const id of store.cases.keys())
+                known.add(id);
+        }
+        render();
+    }
+
+    store.addEventListener('cases', onCases);
+    const tick = setInterval(() => {
+        for (const t of main.querySelectorAll('time[data-ms]'))
+            t.textContent = ago(Number(t.dataset.ms));
+    }, 30000);
+    fill(main, top, announce, empty, openHead, openList, doneHead, doneList);
+    render();
+    return () => {
+        store.removeEventListener('cases', onCases);
+        clearInterval(tick);
+    };
+}

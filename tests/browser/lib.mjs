@@ -1,0 +1,372 @@
+// lib.mjs — what every browser test imports: a private hashi-server
+// (fresh data dir with the demo clinics and users and a neurology on-call
+// list, free ports — as tests/integration/lib.sh does it), REST and STOW
+// helpers over HTTPS with the server's own certificate, a cached
+// generated study, Chromium through playwright-core, and assertions that
+// say what was expected and what came.
+//
+//   import { test, check, eq } from './lib.mjs';
+//   test(async (t) => {
+//       const srv = await t.server();
+//       const tok = await srv.login('demo-requester');
+//       const page = await t.page(await t.context(), srv, 'demo-neuro');
+//       ...
+//   });
+//
+// test() gives the whole test a time limit, stops the server and the
+// browser at the end, removes the scratch directory unless the test failed
+// (then it prints where it is, with the last lines of the server log), and
+// exits 0 on success, 1 on failure (tests/run.sh counts exit 0 as a pass).
+
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import https from 'node:https';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+export const ROOT = process.env.HASHI_ROOT || path.resolve(HERE, '../..');
+const BUILD = process.env.HASHI_BUILD || path.join(ROOT, 'build');
+const TOOLS = process.env.HASHI_TOOLS ||
+    path.join(path.resolve(ROOT, '..'), 'shared/tools');
+const TESTDATA = process.env.HASHI_TESTDATA || path.join(ROOT, 'tests/data');
+const SERVER = path.join(BUILD, 'hashi-server');
+const PY = '/usr/bin/python3';
+export const PASSWORD = 'demo-password';
+const NAME = path.basename(process.argv[1] || 'browser', '.mjs');
+
+export const CHROMIUM_ARGS = [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
+    '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync',
+];
+
+export function log(...a) {
+    console.log(`[${NAME}]`, ...a);
+}
+
+// ---- assertions ------------------------------------------------------------
+
+export class Failure extends Error {}
+
+export function check(cond, what) {
+    if (!cond)
+        throw new Failure(what);
+}
+
+export function eq(want, got, what) {
+    if (JSON.stringify(want) !== JSON.stringify(got))
+        throw new Failure(`${what}: expected ${JSON.stringify(want)}, ` +
+                          `got ${JSON.stringify(got)}`);
+}
+
+// Polls fn until it returns a truthy value; fails with what after ms.
+export async function until(fn, what, ms = 10000) {
+    const end = Date.now() + ms;
+    let last;
+    for (;;) {
+        try {
+            last = await fn();
+            if (last)
+                return last;
+        } catch (err) {
+            last = err.message;
+        }
+        if (Date.now() > end)
+            throw new Failure(`${what} (not within ${ms} ms; last: ` +
+                              `${JSON.stringify(last)})`);
+        await new Promise((r) => setTimeout(r, 100));
+    }
+}
+
+// ---- the server ----------------------------------------------------------
+
+function freePort() {
+    return new Promise((resolve, reject) => {
+        const s = net.createServer();
+        s.listen(0, '127.0.0.1', () => {
+            const p = s.address().port;
+            s.close(() => resolve(p));
+        });
+        s.on('error', reject);
+    });
+}
+
+function admin(tmp, args, input) {
+    try {
+        return execFileSync(SERVER, args, { input, encoding: 'utf8',
+                                           stdio: ['pipe', 'pipe', 'pipe'] });
+    } catch (err) {
+        fs.appendFileSync(path.join(tmp, 'admin.log'),
+                          `${args.join(' ')}\n${err.stderr}\n`);
+        throw new Failure(`hashi-server ${args[0]} failed: ` +
+                          `${String(err.stderr).trim().slice(-300)}`);
+    }
+}
+
+class Server {
+    constructor(tmp) {
+        this.tmp = tmp;
+        this.data = path.join(tmp, 'data');
+        this.proc = null;
+    }
+
+    async start() {
+        check(fs.existsSync(SERVER),
+              `${SERVER} not built (make build/hashi-server)`);
+        admin(this.tmp, ['init', '--data', this.data]);
+        admin(this.tmp, ['demo', '--data', this.data]);
+        admin(this.tmp, ['oncall', 'set', '--data', this.data,
+                         '--specialty', 'neurology', 'demo-neuro',
+                         'demo-neuro2']);
+        this.ca = fs.readFileSync(path.join(this.data, 'tls/cert.pem'));
+        this.port = await freePort();
+        this.dport = await freePort();
+        this.url = `https://127.0.0.1:${this.port}`;
+        const out = fs.openSync(path.join(this.tmp, 'server.log'), 'a');
+        this.proc = spawn(SERVER, ['--data', this.data, '--listen',
+                                   `127.0.0.1:${this.port}`, '--dicom',
+                                   `127.0.0.1:${this.dport}`, '--ae-title',
+                                   'HASHI'],
+                          { stdio: ['ignore', out, out] });
+        this.exited = false;
+        this.proc.on('exit', () => { this.exited = true; });
+        await until(async () => {
+            check(!this.exited, 'hashi-server exited during start-up');
+            return (await this.req('GET', '/healthz')).status === 200;
+        }, 'hashi-server /healthz 200', 20000);
+    }
+
+    async stop() {
+        if (!this.proc || this.exited)
+            return;
+        this.proc.kill('SIGTERM');
+        const t = Date.now();
+        while (!this.exited && Date.now() - t < 10000)
+            await new Promise((r) => setTimeout(r, 100));
+        if (!this.exited)
+            this.proc.kill('SIGKILL');
+    }
+
+    // req(method, path, {token, json, body, headers}) ->
+    //   {status, headers, text, json}
+    req(method, p, o = {}) {
+        const headers = Object.assign({}, o.headers);
+        let body = o.body;
+        if (o.json !== undefined) {
+            body = Buffer.from(JSON.stringify(o.json));
+            headers['Content-Type'] = 'application/json';
+        }
+        if (o.token)
+            headers.Authorization = `Bearer ${o.token}`;
+        if (body)
+            headers['Content-Length'] = String(body.length);
+        return new Promise((resolve, reject) => {
+            const r = https.request(`${this.url}${p}`, {
+                method, headers, ca: this.ca,
+                checkServerIdentity: () => undefined, timeout: 60000,
+            }, (res) => {
+                const chunks = [];
+                res.on('data', (c) => chunks.push(c));
+                res.on('end', () => {
+                    const text = Buffer.concat(chunks).toString('utf8');
+                    let json = null;
+                    try {
+                        json = JSON.parse(text);
+                    } catch (err) {
+                        json = null;
+                    }
+                    resolve({ status: res.statusCode, headers: res.headers,
+                              text, json });
+                });
+            });
+            r.on('error', reject);
+            r.on('timeout', () => r.destroy(new Error('timeout')));
+            if (body)
+                r.write(body);
+            r.end();
+        });
+    }
+
+    async login(login) {
+        const r = await this.req('POST', '/api/login',
+                                 { json: { login, password: PASSWORD } });
+        eq(200, r.status, `login ${login} (${r.text.slice(0, 200)})`);
+        return r.json.token;
+    }
+
+    // STOW-RS of files (as the given user); returns the status.
+    async stow(token, files) {
+        const b = 'HashiBrowserTestBoundary7';
+        const parts = [];
+        for (const f of files) {
+            parts.push(Buffer.from(`--${b}\r\nContent-Type: ` +
+                                   'application/dicom\r\n\r\n'));
+            parts.push(fs.readFileSync(f));
+            parts.push(Buffer.from('\r\n'));
+        }
+        parts.push(Buffer.from(`--${b}--\r\n`));
+        const r = await this.req('POST', '/dicomweb/studies', {
+            token, body: Buffer.concat(parts), headers: {
+                'Content-Type': 'multipart/related; ' +
+                    `type="application/dicom"; boundary=${b}`,
+                Accept: 'application/dicom+json',
+            },
+        });
+        check(r.status === 200 || r.status === 202,
+              `STOW of ${files.length} files: status ${r.status} ` +
+              `${r.text.slice(0, 300)}`);
+        return r.status;
+    }
+
+    // POST /api/cases as token's user; returns the Case.
+    async createCase(token, fields) {
+        const r = await this.req('POST', '/api/cases', { token, json: fields });
+        check(r.status === 201 || r.status === 200,
+              `create case: ${r.status} ${r.text.slice(0, 300)}`);
+        return r.json.case;
+    }
+
+    async post(token, p, json) {
+        const r = await this.req('POST', p, { token, json });
+        check(r.status >= 200 && r.status < 300,
+              `POST ${p}: ${r.status} ${r.text.slice(0, 300)}`);
+        return r.json;
+    }
+}
+
+// ---- studies ----------------------------------------------------------------
+
+// study(name, slices, args): a generated CT study, made once and cached in
+// tests/data/studies/NAME (the cache lib.sh uses); returns its .dcm files
+// (sorted) and its Study Instance UID.
+export function study(name, slices, args = []) {
+    const dir = path.join(TESTDATA, 'studies', name);
+    if (!fs.existsSync(path.join(dir, '.complete'))) {
+        fs.mkdirSync(path.join(TESTDATA, 'studies'), { recursive: true });
+        const gen = fs.mkdtempSync(`${dir}.gen.`);
+        execFileSync(PY, [path.join(TOOLS, 'gen_study.py'), '--slices',
+                          String(slices), ...args, path.join(gen, 's')],
+                     { stdio: ['ignore', 'ignore', 'pipe'],
+                       env: Object.assign({}, process.env,
+                                          { PYTHONWARNINGS: 'ignore' }) });
+        fs.writeFileSync(path.join(gen, 's', '.complete'), '');
+        if (!fs.existsSync(path.join(dir, '.complete')))
+            fs.rmSync(dir, { recursive: true, force: true });
+        try {
+            fs.renameSync(path.join(gen, 's'), dir);
+        } catch (err) {
+            // another test won the race: its copy is as good
+        }
+        fs.rmSync(gen, { recursive: true, force: true });
+        check(fs.existsSync(path.join(dir, '.complete')),
+              `study ${name} not in place`);
+    }
+    const files = fs.readdirSync(dir).filter((f) => f.endsWith('.dcm'))
+        .sort().map((f) => path.join(dir, f));
+    check(files.length === slices, `study ${name}: ${files.length} files`);
+    const uid = execFileSync(PY, ['-c', 'import sys, pydicom\n' +
+        'print(pydicom.dcmread(sys.argv[1], stop_before_pixels=True)' +
+        '.StudyInstanceUID)', files[0]], { encoding: 'utf8' }).trim();
+    return { dir, files, uid };
+}
+
+// ---- the browser ---------------------------------------------------------
+
+export async function browserPage(context, srv, login) {
+    const page = await context.newPage();
+    page.on('pageerror', (e) => log(`page error (${login}):`, e.message));
+    page.on('console', (m) => {
+        if (m.type() === 'error')
+            log(`console (${login}):`, m.text());
+    });
+    await page.goto(`${srv.url}/`);
+    if (login) {
+        await page.fill('#login', login);
+        await page.fill('#password', PASSWORD);
+        await page.click('form.login button[type=submit]');
+        await page.waitForSelector('#nav:not([hidden])', { timeout: 10000 });
+        await until(() => page.evaluate(() =>
+            document.getElementById('conn').textContent === 'Live'),
+                    `${login}: live connection`);
+    }
+    return page;
+}
+
+// test(fn): runs fn(t) with t.server(), t.context(opts), t.page(ctx, srv,
+// login), t.tmp; cleans up; exits 0/1.
+export function test(fn, { timeoutMs = 100000 } = {}) {
+    fs.mkdirSync(TESTDATA, { recursive: true });
+    const tmp = fs.mkdtempSync(path.join(TESTDATA, `run-${NAME}.`));
+    const servers = [];
+    let browser = null;
+    const t0 = Date.now();
+    const t = {
+        tmp,
+        async server() {
+            const s = new Server(tmp);
+            servers.push(s);
+            await s.start();
+            return s;
+        },
+        async browser() {
+            if (!browser) {
+                browser = await chromium.launch({
+                    executablePath: '/usr/bin/chromium',
+                    args: CHROMIUM_ARGS,
+                    headless: true,
+                });
+            }
+            return browser;
+        },
+        async context(opts = {}) {
+            const b = await t.browser();
+            return b.newContext(Object.assign({
+                ignoreHTTPSErrors: true,
+                viewport: { width: 1280, height: 900 },
+            }, opts));
+        },
+        page: browserPage,
+    };
+    const timer = setTimeout(() => {
+        console.error(`[${NAME}] FAIL: the test took over ${timeoutMs} ms`);
+        finish(1);
+    }, timeoutMs);
+
+    let finishing = false;
+    async function finish(rc) {
+        if (finishing)
+            return;
+        finishing = true;
+        clearTimeout(timer);
+        try {
+            if (browser)
+                await browser.close();
+        } catch (err) {
+            // already gone
+        }
+        for (const s of servers)
+            await s.stop();
+        if (rc === 0) {
+            fs.rmSync(tmp, { recursive: true, force: true });
+            log(`ok (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+        } else {
+            console.error(`[${NAME}] kept ${tmp} for inspection`);
+            const sl = path.join(tmp, 'server.log');
+            if (fs.existsSync(sl)) {
+                console.error('---- last lines of server.log');
+                console.error(fs.readFileSync(sl, 'utf8').split('\n')
+                              .slice(-15).join('\n'));
+            }
+        }
+        process.exit(rc);
+    }
+
+    fn(t).then(() => finish(0), (err) => {
+        console.error(`[${NAME}] FAIL: ${err instanceof Failure
+            ? err.message : err.stack || err}`);
+        finish(1);
+    });
+}
