@@ -42,6 +42,7 @@
 #include <cstddef>
 #include <mutex>
 #include <new>
+#include <type_traits>
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -107,12 +108,77 @@ static void shown(char *out, size_t n, const char *s)
 
 enum { SC_OK = 0, SC_BAD = 1, SC_DEEP = 2 };
 
+struct fast_attrs;
+
 struct scanner {
     const uint8_t *p;    /* the dataset bytes (file, or inflated copy) */
     size_t len;
     size_t base;         /* offset of p in the file, for messages */
+    struct fast_attrs *fa;   /* top-level attributes to note, or NULL */
     char msg[200];
 };
+
+/* What the render fast path needs of the top-level dataset, noted by the
+ * pre-scanner as it walks (see render_fast). */
+enum {
+    FA_SPP, FA_PHOTO, FA_FRAMES, FA_ROWS, FA_COLS, FA_BALLOC, FA_BSTORED,
+    FA_HIGHBIT, FA_PIXREP, FA_WC, FA_WW, FA_RI, FA_RS, FA_VOIFN, FA_PIXELS,
+    FA_N
+};
+
+struct fast_el {
+    const uint8_t *v;    /* the value, NULL if absent */
+    uint32_t len;
+    uint8_t vr[2];       /* explicit VR, or 0 0 for implicit */
+    int seen;
+};
+
+struct fast_attrs {
+    struct fast_el el[FA_N];
+    const char *other;   /* an attribute we do not replicate, or NULL */
+};
+
+static const struct {
+    uint16_t g, e;
+} fa_tags[FA_N] = {
+    {0x0028, 0x0002}, {0x0028, 0x0004}, {0x0028, 0x0008}, {0x0028, 0x0010},
+    {0x0028, 0x0011}, {0x0028, 0x0100}, {0x0028, 0x0101}, {0x0028, 0x0102},
+    {0x0028, 0x0103}, {0x0028, 0x1050}, {0x0028, 0x1051}, {0x0028, 0x1052},
+    {0x0028, 0x1053}, {0x0028, 0x1056}, {0x7FE0, 0x0010},
+};
+
+/* Note a top-level element for the fast path.  len is 0xFFFFFFFF for an
+ * undefined length. */
+static void fa_note(struct fast_attrs *fa, uint16_t g, uint16_t el,
+                    const uint8_t *vr, const uint8_t *v, uint32_t len)
+{
+    if (g >= 0x6000 && g <= 0x60FF && !(g & 1)) {
+        fa->other = "overlay";
+        return;
+    }
+    if (g == 0x0028 && el == 0x3000)
+        fa->other = "modality LUT";
+    else if (g == 0x0028 && el == 0x3010)
+        fa->other = "VOI LUT";
+    else if (g == 0x2050 && el == 0x0020)
+        fa->other = "presentation LUT shape";
+    if (g != 0x0028 && g != 0x7FE0)
+        return;
+    for (int i = 0; i < FA_N; i++) {
+        if (fa_tags[i].g != g || fa_tags[i].e != el)
+            continue;
+        struct fast_el *f = &fa->el[i];
+        if (f->seen++) {
+            fa->other = "a repeated attribute";
+            return;
+        }
+        f->v = v;
+        f->len = len;
+        f->vr[0] = vr ? vr[0] : 0;
+        f->vr[1] = vr ? vr[1] : 0;
+        return;
+    }
+}
 
 struct scan_result {
     E_TransferSyntax xfer;   /* what DCMTK must read the dataset as */
@@ -318,6 +384,8 @@ static int scan_elements(struct scanner *sc, size_t *pos, size_t end,
                 p += 8;
             }
         }
+        if (sc->fa && top)
+            fa_note(sc->fa, g, el, vr, sc->p + p, len);
         int r = SC_OK;
         if (len == 0xFFFFFFFFu) {
             int pixels = (g == 0x7FE0 && el == 0x0010);
@@ -413,10 +481,14 @@ static E_TransferSyntax guess_xfer(const uint8_t *p, size_t len)
     return be ? EXS_BigEndianImplicit : EXS_LittleEndianImplicit;
 }
 
-/* The whole pre-scan.  r receives the transfer syntax DCMTK must use. */
+/* The whole pre-scan.  r receives the transfer syntax DCMTK must use.
+ * fa, if not NULL, receives the top-level attributes the render fast path
+ * wants (only for little endian native syntaxes; zeroed otherwise). */
 static int prescan(const uint8_t *p, size_t len, struct scan_result *r,
-                   struct err *e)
+                   struct fast_attrs *fa, struct err *e)
 {
+    if (fa)
+        memset(fa, 0, sizeof *fa);
     memset(r, 0, sizeof *r);
     if (len == 0)
         return fail(e, ERR_INVALID, "empty file");
@@ -517,6 +589,9 @@ static int prescan(const uint8_t *p, size_t len, struct scan_result *r,
     DcmXfer x(xfer);
     int be = x.isBigEndian();
     int implicit = x.isImplicitVR();
+    if (fa && (xfer == EXS_LittleEndianImplicit ||
+               xfer == EXS_LittleEndianExplicit))
+        sc.fa = fa;
     size_t pos = 0;
     int rc = scan_elements(&sc, &pos, sc.len, 0, implicit, be, 0, 1);
     free(inflated);
@@ -528,9 +603,25 @@ static int prescan(const uint8_t *p, size_t len, struct scan_result *r,
     return 0;
 }
 
-/* Map the file and pre-scan it. */
-static int prescan_file(const char *path, struct scan_result *r,
-                        struct err *e)
+/* A read-only mapping of a whole file, unmapped when it goes out of scope
+ * (also when an exception passes). */
+struct mapping {
+    const uint8_t *p = NULL;
+    size_t len = 0;
+    mapping() = default;
+    mapping(const mapping &) = delete;
+    mapping &operator=(const mapping &) = delete;
+    ~mapping()
+    {
+        if (p)
+            munmap((void *)p, len);
+    }
+};
+
+/* populate: map every page now (one call instead of a fault per few
+ * pages), for a reader that will touch the whole file. */
+static int map_file(const char *path, mapping &m, int populate,
+                    struct err *e)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -545,13 +636,23 @@ static int prescan_file(const char *path, struct scan_result *r,
         close(fd);
         return fail(e, ERR_INVALID, "empty file");
     }
-    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *v = mmap(NULL, (size_t)st.st_size, PROT_READ,
+                   MAP_PRIVATE | (populate ? MAP_POPULATE : 0), fd, 0);
     close(fd);
-    if (m == MAP_FAILED)
+    if (v == MAP_FAILED)
         return fail(e, ERR_IO, "mmap %s: %s", path, strerror(errno));
-    int rc = prescan((const uint8_t *)m, (size_t)st.st_size, r, e);
-    munmap(m, (size_t)st.st_size);
-    return rc;
+    m.p = (const uint8_t *)v;
+    m.len = (size_t)st.st_size;
+    return 0;
+}
+
+/* Map the file and pre-scan it. */
+static int prescan_file(const char *path, struct scan_result *r,
+                        struct err *e)
+{
+    mapping m;
+    int rc = map_file(path, m, 0, e);
+    return rc ? rc : prescan(m.p, m.len, r, NULL, e);
 }
 
 /* Pre-scan, then have DCMTK load the file with large values left on disk
@@ -832,7 +933,7 @@ extern "C" int dicom_parse_mem(const void *buf, size_t len,
 {
     try {
         struct scan_result r;
-        int rc = prescan((const uint8_t *)buf, len, &r, e);
+        int rc = prescan((const uint8_t *)buf, len, &r, NULL, e);
         if (rc)
             return rc;
         DcmInputBufferStream is;
@@ -890,7 +991,13 @@ static void jpeg_fail_exit(j_common_ptr c)
 
 /* 8-bit grey (comps 1) or interleaved RGB (comps 3) to a JPEG in a
  * malloc'd buffer.  Plain C inside: libjpeg reports errors by longjmp,
- * and the buffer's address lives in jf, which libjpeg updates. */
+ * and the buffer's address lives in jf, which libjpeg updates.
+ *
+ * Grey images whose width is a multiple of 8 go in as raw data (8 rows of
+ * one component per call): that skips libjpeg's per-sample colour
+ * "conversion" copy and its row buffering, a fifth of the encoding time,
+ * and gives the same bytes (the bottom edge is padded by repeating the
+ * last row, as libjpeg's own preprocessing does). */
 static int encode_jpeg(const unsigned char *pix, unsigned w, unsigned h,
                        int comps, int quality, unsigned char **out,
                        size_t *outlen)
@@ -916,11 +1023,24 @@ static int encode_jpeg(const unsigned char *pix, unsigned w, unsigned h,
     jpeg_set_quality(&c, quality, TRUE);
     for (int i = 0; i < c.num_components; i++)   /* no chroma subsampling */
         c.comp_info[i].h_samp_factor = c.comp_info[i].v_samp_factor = 1;
+    int raw = comps == 1 && w % DCTSIZE == 0;
+    c.raw_data_in = raw ? TRUE : FALSE;
     jpeg_start_compress(&c, TRUE);
     size_t stride = (size_t)w * (size_t)comps;
+    JSAMPROW rows[DCTSIZE];
     while (c.next_scanline < c.image_height) {
-        JSAMPROW row = (JSAMPROW)(pix + stride * c.next_scanline);
-        jpeg_write_scanlines(&c, &row, 1);
+        unsigned y = c.next_scanline, k = 0;
+        if (raw) {
+            JSAMPARRAY planes[1] = {rows};
+            for (; k < DCTSIZE; k++)
+                rows[k] = (JSAMPROW)(pix + stride * (y + k < h ? y + k :
+                                                     h - 1));
+            jpeg_write_raw_data(&c, planes, DCTSIZE);
+        } else {
+            for (; k < DCTSIZE && y + k < h; k++)
+                rows[k] = (JSAMPROW)(pix + stride * (y + k));
+            jpeg_write_scanlines(&c, rows, k);
+        }
     }
     jpeg_finish_compress(&c);
     jpeg_destroy_compress(&c);
@@ -1049,123 +1169,710 @@ static int check_decodable(E_TransferSyntax xfer, struct err *e)
     return 0;
 }
 
+/* Where a rendered frame goes: encoded as JPEG, or copied out as pixels
+ * (dicom_render_pixels).  out is malloc'd and handed to the caller. */
+struct render_sink {
+    int jpeg;
+    int quality;
+    unsigned char *out;
+    size_t len;
+    unsigned w, h;
+    int comps;
+};
+
+static int sink_put(struct render_sink *s, const unsigned char *pix,
+                    unsigned w, unsigned h, int comps)
+{
+    if (s->jpeg) {
+        if (encode_jpeg(pix, w, h, comps, s->quality, &s->out, &s->len))
+            return -1;
+    } else {
+        size_t n = (size_t)w * h * (size_t)comps;
+        s->out = (unsigned char *)malloc(n ? n : 1);
+        if (!s->out)
+            return -1;
+        memcpy(s->out, pix, n);
+        s->len = n;
+    }
+    s->w = w;
+    s->h = h;
+    s->comps = comps;
+    return 0;
+}
+
+/* The output size for an iw x ih image under the options' maximum size:
+ * scaled down (never up) to fit, keeping the aspect.  1 if it must be
+ * scaled. */
+static int fit_size(unsigned long iw, unsigned long ih,
+                    const struct dcm_render_opts *o, unsigned long *sw,
+                    unsigned long *sh)
+{
+    double s = 1.0;
+    *sw = iw;
+    *sh = ih;
+    if (o->max_width > 0 && iw > (unsigned long)o->max_width)
+        s = (double)o->max_width / (double)iw;
+    if (o->max_height > 0 && ih > (unsigned long)o->max_height &&
+        (double)o->max_height / (double)ih < s)
+        s = (double)o->max_height / (double)ih;
+    if (s >= 1.0)
+        return 0;
+    *sw = (unsigned long)(iw * s + 0.5);
+    *sh = (unsigned long)(ih * s + 0.5);
+    if (*sw < 1)
+        *sw = 1;
+    if (*sh < 1)
+        *sh = 1;
+    if (o->max_width > 0 && *sw > (unsigned long)o->max_width)
+        *sw = (unsigned long)o->max_width;
+    if (o->max_height > 0 && *sh > (unsigned long)o->max_height)
+        *sh = (unsigned long)o->max_height;
+    return 1;
+}
+
+/* ---- render: fast path ------------------------------------------------ */
+
+/* Per-thread working memory of the fast path, kept between calls so a
+ * render touches no fresh pages (DCMTK's fresh multi-hundred-kB buffers
+ * per image cost more in page faults than the arithmetic).  Slots larger
+ * than SCRATCH_KEEP are given back after each call. */
+#define SCRATCH_KEEP (8u << 20)
+enum { SCR_FRAME, SCR_LUT, SCR_TMP, SCR_SCALED, SCR_N };
+
+struct scratch {
+    void *buf[SCR_N] = {};
+    size_t cap[SCR_N] = {};
+    ~scratch()
+    {
+        for (int i = 0; i < SCR_N; i++)
+            free(buf[i]);
+    }
+};
+
+static thread_local scratch tls_scratch;
+
+static void *scratch_get(int slot, size_t n)
+{
+    scratch &s = tls_scratch;
+    if (s.cap[slot] < n) {
+        free(s.buf[slot]);
+        s.buf[slot] = malloc(n);
+        s.cap[slot] = s.buf[slot] ? n : 0;
+    }
+    return s.buf[slot];
+}
+
+static void scratch_trim(void)
+{
+    scratch &s = tls_scratch;
+    for (int i = 0; i < SCR_N; i++)
+        if (s.cap[i] > SCRATCH_KEEP) {
+            free(s.buf[i]);
+            s.buf[i] = NULL;
+            s.cap[i] = 0;
+        }
+}
+
+enum { FAST_DECLINED = 1 };
+
+/* US value of VM 1, as DCMTK would read it; 0 if absent or odd. */
+static int fa_us(const struct fast_el *f, unsigned *out)
+{
+    if (!f->v || f->len != 2)
+        return 0;
+    if (f->vr[0] && !vr_is(f->vr, "US"))
+        return 0;
+    *out = (unsigned)f->v[0] | (unsigned)f->v[1] << 8;
+    return 1;
+}
+
+/* The first value of a text attribute (VR vr when explicit), trimmed, in
+ * out: 1; 0 absent or empty; -1 there but unusable. */
+static int fa_str(const struct fast_el *f, const char *vr, char *out,
+                  size_t n)
+{
+    if (!f->v || f->len == 0)
+        return 0;
+    if (f->len == 0xFFFFFFFFu || (f->vr[0] && !vr_is(f->vr, vr)))
+        return -1;
+    size_t b = 0, end = 0;
+    while (end < f->len && f->v[end] != '\\')
+        end++;
+    while (b < end && f->v[b] == ' ')
+        b++;
+    while (end > b && (f->v[end - 1] == ' ' || f->v[end - 1] == 0))
+        end--;
+    if (end == b)
+        return 0;
+    if (end - b >= n)
+        return -1;
+    memcpy(out, f->v + b, end - b);
+    out[end - b] = 0;
+    return 1;
+}
+
+/* The first value of a DS or IS: 1 and *out; 0 absent; -1 unparsable. */
+static int fa_num(const struct fast_el *f, const char *vr, double *out)
+{
+    char s[64];
+    int rc = fa_str(f, vr, s, sizeof s);
+    if (rc <= 0)
+        return rc;
+    char *end;
+    double d = strtod(s, &end);
+    if (*end || end == s || !(d == d) || d > 1e300 || d < -1e300)
+        return -1;
+    *out = d;
+    return 1;
+}
+
+/* One frame's geometry and grey-level transforms, from the attributes. */
+struct fast_img {
+    unsigned rows, cols, balloc, bstored, hibit;
+    int is_signed, mono1, frames;
+    int rescale;
+    double slope, intercept;
+    const uint8_t *pix;      /* the requested frame's first byte */
+};
+
+/* Stored value of a raw sample: the BitsStored bits ending at HighBit,
+ * sign-extended for PixelRepresentation 1 (sign = the top stored bit, or
+ * 0 when unsigned). */
+static inline int32_t stored_value(uint32_t raw, unsigned shift,
+                                   uint32_t mask, uint32_t sign)
+{
+    uint32_t v = (raw >> shift) & mask;
+    return (int32_t)((v ^ sign) - sign);
+}
+
+/* Smallest and largest stored value of n samples.  The common layout
+ * (all allocated bits stored, from bit 0) gets loops the compiler turns
+ * into SIMD; others go sample by sample. */
+template <typename T, typename S>
+static void plain_minmax(const uint8_t *src, size_t n, int32_t *mn,
+                         int32_t *mx)
+{
+    S lo, hi;
+    memcpy(&lo, src, sizeof lo);
+    hi = lo;
+    for (size_t i = 0; i < n; i++) {
+        S v;
+        memcpy(&v, src + i * sizeof(S), sizeof v);
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    *mn = lo;
+    *mx = hi;
+}
+
+template <typename T>
+static void stored_minmax(const uint8_t *src, size_t n, unsigned shift,
+                          uint32_t mask, uint32_t sign, int plain,
+                          int32_t *mn, int32_t *mx)
+{
+    if (plain && sign) {
+        if (sizeof(T) == 1)
+            plain_minmax<T, int8_t>(src, n, mn, mx);
+        else
+            plain_minmax<T, int16_t>(src, n, mn, mx);
+        return;
+    }
+    if (plain) {
+        plain_minmax<T, T>(src, n, mn, mx);
+        return;
+    }
+    int32_t lo = INT32_MAX, hi = INT32_MIN;
+    for (size_t i = 0; i < n; i++) {
+        T raw;
+        memcpy(&raw, src + i * sizeof(T), sizeof(T));
+        int32_t v = stored_value(raw, shift, mask, sign);
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    *mn = lo;
+    *mx = hi;
+}
+
+/* out[i] = lut0[stored value of sample i]; lut0 is indexed by stored
+ * value (it may point before its allocation's start by the smallest). */
+template <typename T>
+static void apply_lut(const uint8_t *__restrict src, size_t n,
+                      unsigned shift, uint32_t mask, uint32_t sign, int plain,
+                      const uint8_t *__restrict lut, int32_t lut_first,
+                      uint8_t *__restrict out)
+{
+    if (plain && sign) {
+        typedef typename std::conditional<sizeof(T) == 1, int8_t,
+                                          int16_t>::type S;
+        for (size_t i = 0; i < n; i++) {
+            S v;
+            memcpy(&v, src + i * sizeof(S), sizeof v);
+            out[i] = lut[(int32_t)v - lut_first];
+        }
+        return;
+    }
+    if (plain) {
+        for (size_t i = 0; i < n; i++) {
+            T v;
+            memcpy(&v, src + i * sizeof(T), sizeof v);
+            out[i] = lut[(int32_t)v - lut_first];
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        T raw;
+        memcpy(&raw, src + i * sizeof(T), sizeof(T));
+        out[i] = lut[stored_value(raw, shift, mask, sign) - lut_first];
+    }
+}
+
+/* The modality value of stored value v: rescaled and truncated to an
+ * integer, in the order of operations DCMTK uses (dimoipxt.h), so both
+ * give the same integers. */
+static double modality(const struct fast_img *im, int32_t v)
+{
+    if (!im->rescale)
+        return (double)v;
+    double d;
+    if (im->slope == 1.0)
+        d = (double)v + im->intercept;
+    else if (im->intercept == 0.0)
+        d = (double)v * im->slope;
+    else
+        d = (double)v * im->slope + im->intercept;
+    return (double)(long long)d;
+}
+
+/* The first v in [lo, hi] where pred(v) holds, or hi + 1 if none; pred
+ * must be false up to some v and true from there on. */
+template <typename P>
+static int32_t first_where(int32_t lo, int32_t hi, P pred)
+{
+    int64_t l = lo, h = (int64_t)hi + 1;
+    while (l < h) {
+        int64_t mid = l + (h - l) / 2;
+        if (pred((int32_t)mid))
+            h = mid;
+        else
+            l = mid + 1;
+    }
+    return (int32_t)l;
+}
+
+/* Area-average downscale of 8-bit grey: every output pixel is the mean of
+ * the source area it covers, partly covered pixels weighted by how much. */
+static void area_scale(const uint8_t *src, unsigned iw, unsigned ih,
+                       uint8_t *dst, unsigned sw, unsigned sh, float *tmp)
+{
+    const double fx = (double)iw / sw, fy = (double)ih / sh;
+    for (unsigned ox = 0; ox < sw; ox++) {
+        double x0 = ox * fx, x1 = (ox + 1) * fx;
+        unsigned a = (unsigned)x0, b = (unsigned)x1;
+        if (b >= iw)
+            b = iw - 1;
+        for (unsigned y = 0; y < ih; y++) {
+            const uint8_t *row = src + (size_t)y * iw;
+            double acc = 0;
+            for (unsigned x = a; x <= b; x++) {
+                double l = x > x0 ? x : x0, r = x + 1.0 < x1 ? x + 1.0 : x1;
+                if (r > l)
+                    acc += (r - l) * row[x];
+            }
+            tmp[(size_t)y * sw + ox] = (float)(acc / fx);
+        }
+    }
+    for (unsigned oy = 0; oy < sh; oy++) {
+        double y0 = oy * fy, y1 = (oy + 1) * fy;
+        unsigned a = (unsigned)y0, b = (unsigned)y1;
+        if (b >= ih)
+            b = ih - 1;
+        for (unsigned ox = 0; ox < sw; ox++) {
+            double acc = 0;
+            for (unsigned y = a; y <= b; y++) {
+                double t = y > y0 ? y : y0, u = y + 1.0 < y1 ? y + 1.0 : y1;
+                if (u > t)
+                    acc += (u - t) * tmp[(size_t)y * sw + ox];
+            }
+            double v = acc / fy + 0.5;
+            dst[(size_t)oy * sw + ox] = v >= 255 ? 255 : v <= 0 ? 0 :
+                                        (uint8_t)v;
+        }
+    }
+}
+
+/* Read what the fast path needs from the attributes; FAST_DECLINED with
+ * *why when the image is not one it renders like DCMTK. */
+static int fast_setup(const struct fast_attrs *fa,
+                      const struct dcm_render_opts *o, struct fast_img *im,
+                      double *center, double *width, int *minmax,
+                      const char **why, struct err *e)
+{
+    char s[32];
+    unsigned spp = 1;
+    double d;
+    memset(im, 0, sizeof *im);
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    *why = "big-endian host";
+    return FAST_DECLINED;
+#endif
+    if (fa->other) {
+        *why = fa->other;
+        return FAST_DECLINED;
+    }
+    const struct fast_el *px = &fa->el[FA_PIXELS];
+    if (!px->v || px->len == 0xFFFFFFFFu ||
+        (px->vr[0] && !vr_is(px->vr, "OW") && !vr_is(px->vr, "OB"))) {
+        *why = "no native pixel data";
+        return FAST_DECLINED;
+    }
+    if (fa->el[FA_SPP].v && (!fa_us(&fa->el[FA_SPP], &spp) || spp != 1)) {
+        *why = "samples per pixel";
+        return FAST_DECLINED;
+    }
+    if (fa_str(&fa->el[FA_PHOTO], "CS", s, sizeof s) != 1 ||
+        (strcmp(s, "MONOCHROME1") && strcmp(s, "MONOCHROME2"))) {
+        *why = "photometric interpretation";
+        return FAST_DECLINED;
+    }
+    im->mono1 = !strcmp(s, "MONOCHROME1");
+    unsigned pixrep;
+    if (!fa_us(&fa->el[FA_ROWS], &im->rows) ||
+        !fa_us(&fa->el[FA_COLS], &im->cols) ||
+        !fa_us(&fa->el[FA_BALLOC], &im->balloc) ||
+        !fa_us(&fa->el[FA_BSTORED], &im->bstored) ||
+        !fa_us(&fa->el[FA_HIGHBIT], &im->hibit) ||
+        !fa_us(&fa->el[FA_PIXREP], &pixrep) || pixrep > 1 ||
+        im->rows == 0 || im->cols == 0 ||
+        (im->balloc != 8 && im->balloc != 16) || im->bstored < 1 ||
+        im->bstored > im->balloc || im->hibit + 1 < im->bstored ||
+        im->hibit >= im->balloc) {
+        *why = "image pixel attributes";
+        return FAST_DECLINED;
+    }
+    im->is_signed = (int)pixrep;
+    im->frames = 1;
+    int rc = fa_num(&fa->el[FA_FRAMES], "IS", &d);
+    if (rc < 0 || (rc == 1 && (d != (double)(long)d || d > 1e9))) {
+        *why = "number of frames";
+        return FAST_DECLINED;
+    }
+    if (rc == 1 && d >= 1)
+        im->frames = (int)d;
+    if (o->frame >= im->frames)
+        return fail(e, ERR_NOTFOUND, "frame %d out of range (%d frames)",
+                    o->frame, im->frames);
+    size_t fbytes = (size_t)im->rows * im->cols * (im->balloc / 8);
+    if (fbytes > FRAME_BYTES_MAX)
+        return fail(e, ERR_TOOBIG, "a %ux%u frame of %u samples and %u bits "
+                    "is too large", im->cols, im->rows, 1u, im->balloc);
+    if ((unsigned long long)fbytes * ((unsigned)o->frame + 1) > px->len) {
+        *why = "pixel data shorter than its frames";
+        return FAST_DECLINED;
+    }
+    im->pix = px->v + fbytes * (size_t)o->frame;
+    if ((rc = fa_str(&fa->el[FA_VOIFN], "CS", s, sizeof s)) != 0 &&
+        (rc < 0 || strcmp(s, "LINEAR"))) {
+        *why = "VOI LUT function";
+        return FAST_DECLINED;
+    }
+    /* DCMTK rescales only when both are there; a zero or negative slope
+     * takes branches of its own */
+    int ri = fa_num(&fa->el[FA_RI], "DS", &im->intercept);
+    int rs = fa_num(&fa->el[FA_RS], "DS", &im->slope);
+    if (ri < 0 || rs < 0 || ri != rs || (rs == 1 && !(im->slope > 0))) {
+        *why = "rescale";
+        return FAST_DECLINED;
+    }
+    im->rescale = rs == 1;
+    *minmax = 0;
+    if (o->window_mode == DCM_WINDOW_EXPLICIT) {
+        *center = o->center;
+        *width = o->width;
+    } else if (o->window_mode == DCM_WINDOW_DEFAULT) {
+        int wc = fa_num(&fa->el[FA_WC], "DS", center);
+        int ww = fa_num(&fa->el[FA_WW], "DS", width);
+        if (wc < 0 || ww < 0 || (wc == 1 && ww == 1 && !(*width >= 1.0))) {
+            *why = "the file's window";
+            return FAST_DECLINED;
+        }
+        *minmax = !(wc == 1 && ww == 1);
+    } else {
+        *minmax = 1;
+    }
+    return 0;
+}
+
+static int render_fast(const struct fast_attrs *fa,
+                       const struct dcm_render_opts *o,
+                       struct render_sink *sink, const char **why,
+                       struct err *e)
+{
+    struct fast_img im;
+    double c = 0, w = 0;
+    int minmax = 0;
+    int rc = fast_setup(fa, o, &im, &c, &w, &minmax, why, e);
+    if (rc)
+        return rc;
+
+    size_t n = (size_t)im.rows * im.cols;
+    unsigned shift = im.hibit + 1 - im.bstored;
+    uint32_t mask = (uint32_t)((1ull << im.bstored) - 1);
+    uint32_t sign = im.is_signed ? 1u << (im.bstored - 1) : 0;
+    int plain = shift == 0 && im.bstored == im.balloc;
+    /* The table covers every stored value the frame may hold, or, for a
+     * min/max window, the ones it does hold. */
+    int32_t first = im.is_signed ? -(int32_t)sign : 0;
+    int32_t last = (int32_t)(mask + first);
+    if (minmax) {
+        if (im.balloc == 8)
+            stored_minmax<uint8_t>(im.pix, n, shift, mask, sign, plain,
+                                   &first, &last);
+        else
+            stored_minmax<uint16_t>(im.pix, n, shift, mask, sign, plain,
+                                    &first, &last);
+    }
+    double mlo = modality(&im, first), mhi = modality(&im, last);
+    if (mlo < -2147483648.0 || mhi > 2147483647.0) {
+        *why = "rescaled values out of range";
+        return FAST_DECLINED;
+    }
+    if (minmax) {
+        /* DCMTK's min/max window (dimopxt.h getMinMaxWindow) */
+        c = (mlo + mhi + 1) / 2;
+        w = mhi - mlo + 1;
+    }
+    /* The linear VOI function (PS3.3 C.11.2.1.2.1) exactly as DCMTK
+     * computes it for an 8-bit output (dimoopxt.h window(), no display or
+     * presentation LUT); MONOCHROME1 maps from white to black. */
+    const double low = im.mono1 ? 255 : 0, high = im.mono1 ? 0 : 255;
+    const double w1 = w - 1;
+    const double left = c - 0.5 - w1 / 2, right = c - 0.5 + w1 / 2;
+    const double outrange = high - low;
+    const double offset = w1 == 0 ? 0 : high - ((c - 0.5) / w1 + 0.5) *
+                                                  outrange;
+    const double gradient = w1 == 0 ? 0 : outrange / w1;
+
+    size_t nlut = (size_t)((int64_t)last - first + 1);
+    uint8_t *lut = (uint8_t *)scratch_get(SCR_LUT, nlut);
+    uint8_t *frame = (uint8_t *)scratch_get(SCR_FRAME, n);
+    if (!lut || !frame)
+        return fail(e, ERR_TOOBIG, "out of memory rendering");
+    /* The modality value grows with the stored value (slope > 0), so the
+     * values below the window, in it and above it are three runs: find
+     * the two borders by bisection and compute only the middle. */
+    int32_t a = first_where(first, last, [&](int32_t v) {
+        return !(modality(&im, v) <= left);
+    });
+    int32_t b = first_where(a, last, [&](int32_t v) {
+        return modality(&im, v) > right;
+    });
+    memset(lut, (int)low, (size_t)((int64_t)a - first));
+    for (int32_t v = a; v < b; v++)
+        lut[v - first] = (uint8_t)(int)(offset + modality(&im, v) *
+                                             gradient);
+    memset(lut + ((int64_t)b - first), (int)high,
+           (size_t)((int64_t)last + 1 - b));
+    if (im.balloc == 8)
+        apply_lut<uint8_t>(im.pix, n, shift, mask, sign, plain, lut, first,
+                           frame);
+    else
+        apply_lut<uint16_t>(im.pix, n, shift, mask, sign, plain, lut, first,
+                            frame);
+
+    unsigned long sw, sh;
+    const uint8_t *out = frame;
+    if (fit_size(im.cols, im.rows, o, &sw, &sh)) {
+        float *tmp = (float *)scratch_get(SCR_TMP, (size_t)im.rows * sw *
+                                                   sizeof(float));
+        uint8_t *dst = (uint8_t *)scratch_get(SCR_SCALED, (size_t)sw * sh);
+        if (!tmp || !dst)
+            return fail(e, ERR_TOOBIG, "out of memory rendering");
+        area_scale(frame, im.cols, im.rows, dst, (unsigned)sw, (unsigned)sh,
+                   tmp);
+        out = dst;
+    }
+    if (sink_put(sink, out, (unsigned)sw, (unsigned)sh, 1))
+        return fail(e, ERR_INTERNAL, "JPEG encoding failed");
+    return 0;
+}
+
+/* ---- render: DCMTK ---------------------------------------------------- */
+
+/* Everything the fast path leaves: DCMTK decodes (any codec registered),
+ * windows, scales and hands over 8-bit grey or RGB.  The file has been
+ * pre-scanned; xfer is what the scan decided. */
+static int render_dcmtk(const char *path, E_TransferSyntax xfer0,
+                        const struct dcm_render_opts *o,
+                        struct render_sink *sink, struct err *e)
+{
+    DcmFileFormat ff;
+    OFCondition cond = ff.loadFile(path, xfer0, EGL_noChange, LAZY_READ_LEN,
+                                   ERM_autoDetect);
+    if (cond.bad())
+        return fail(e, ERR_INVALID, "DICOM parse: %s", cond.text());
+    DcmDataset *ds = ff.getDataset();
+    if (!ds->tagExists(DCM_PixelData))
+        return fail(e, ERR_INVALID, "no pixel data");
+    E_TransferSyntax xfer = ds->getOriginalXfer();
+    int rc;
+    if ((rc = check_decodable(xfer, e)) || (rc = check_size(ds, 0, e)))
+        return rc;
+    Sint32 nf = 1;
+    if (ds->findAndGetSint32(DCM_NumberOfFrames, nf).bad() || nf < 1)
+        nf = 1;
+    if (o->frame >= nf)
+        return fail(e, ERR_NOTFOUND, "frame %d out of range (%d frames)",
+                    o->frame, (int)nf);
+    if (xfer == EXS_RLELossless && (rc = check_rle(ds, o->frame, e)))
+        return rc;
+
+    /* owned here until the end, also when an exception passes */
+    struct owned {
+        DicomImage *img = NULL, *scaled = NULL;
+        ~owned()
+        {
+            delete scaled;
+            delete img;
+        }
+    } own;
+    own.img = new DicomImage(&ff, xfer, CIF_UsePartialAccessToPixelData,
+                             (unsigned long)o->frame, 1);
+    DicomImage *img = own.img;
+    if (img->getStatus() != EIS_Normal) {
+        int code = img->getStatus() == EIS_NotSupportedValue ?
+                   ERR_UNSUPPORTED : ERR_INVALID;
+        return fail(e, code, "cannot decode image: %s",
+                    DicomImage::getString(img->getStatus()));
+    }
+    if (img->isMonochrome()) {
+        int ok;
+        if (o->window_mode == DCM_WINDOW_EXPLICIT)
+            ok = img->setWindow(o->center, o->width);
+        else if (o->window_mode == DCM_WINDOW_DEFAULT &&
+                 img->getWindowCount() > 0)
+            ok = img->setWindow(0);
+        else
+            ok = img->setMinMaxWindow(0);
+        (void)ok;   /* a flat image keeps DCMTK's default mapping */
+    }
+    DicomImage *out = img;
+    unsigned long sw, sh;
+    if (fit_size(img->getWidth(), img->getHeight(), o, &sw, &sh)) {
+        own.scaled = img->createScaledImage(sw, sh, 1, 0);
+        if (!own.scaled || own.scaled->getStatus() != EIS_Normal)
+            return fail(e, ERR_INTERNAL, "cannot scale the image");
+        out = own.scaled;
+    }
+    int comps = out->isMonochrome() ? 1 : 3;
+    const unsigned char *pix =
+        (const unsigned char *)out->getOutputData(8, 0, 0);
+    if (!pix || sink_put(sink, pix, (unsigned)out->getWidth(),
+                         (unsigned)out->getHeight(), comps))
+        return fail(e, ERR_INTERNAL, "JPEG encoding failed");
+    return 0;
+}
+
+/* Check the options, map and pre-scan the file, then the fast path or
+ * DCMTK. */
+static int render_any(const char *path, const struct dcm_render_opts *opt,
+                      struct render_sink *sink, struct err *e)
+{
+    struct dcm_render_opts o = {};
+    if (opt)
+        o = *opt;
+    if (o.frame < 0)
+        return fail(e, ERR_NOTFOUND, "frame %d out of range", o.frame);
+    if (o.window_mode == DCM_WINDOW_EXPLICIT &&
+        (!(o.width >= 1.0) || !(o.width < 1e300) ||
+         !(o.center > -1e300 && o.center < 1e300)))
+        return fail(e, ERR_INVALID, "window width must be at least 1 "
+                    "(and both finite)");
+    if (o.max_width < 0 || o.max_height < 0 || o.quality < 0 ||
+        o.quality > 100 || o.engine < DCM_RENDER_AUTO ||
+        o.engine > DCM_RENDER_DCMTK)
+        return fail(e, ERR_INVALID, "bad render size, quality or engine");
+    sink->quality = o.quality ? o.quality : 90;
+
+    struct scan_result r;
+    struct fast_attrs fa;
+    {
+        mapping m;
+        int rc = map_file(path, m, o.engine != DCM_RENDER_DCMTK, e);
+        if (!rc)
+            rc = prescan(m.p, m.len, &r, &fa, e);
+        if (rc)
+            return rc;
+        if (o.engine != DCM_RENDER_DCMTK) {
+            const char *why = "?";
+            rc = render_fast(&fa, &o, sink, &why, e);
+            scratch_trim();
+            if (rc != FAST_DECLINED)
+                return rc;
+            if (o.engine == DCM_RENDER_FAST)
+                return fail(e, ERR_UNSUPPORTED, "fast render path does not "
+                            "apply: %s", why);
+        }
+    }
+    return render_dcmtk(path, r.xfer, &o, sink, e);
+}
+
 extern "C" int dicom_render_jpeg(const char *path,
                                  const struct dcm_render_opts *opt,
                                  unsigned char **jpeg, size_t *len, int *w,
                                  int *h, struct err *e)
 {
-    DicomImage *img = NULL, *scaled = NULL;
-    unsigned char *buf = NULL;
+    struct render_sink sink = {};
+    sink.jpeg = 1;
+    *jpeg = NULL;
+    *len = 0;
     try {
-        *jpeg = NULL;
-        *len = 0;
-        struct dcm_render_opts o = {};
-        if (opt)
-            o = *opt;
-        if (o.frame < 0)
-            return fail(e, ERR_NOTFOUND, "frame %d out of range", o.frame);
-        if (o.window_mode == DCM_WINDOW_EXPLICIT && !(o.width >= 1.0))
-            return fail(e, ERR_INVALID, "window width must be at least 1");
-        if (o.max_width < 0 || o.max_height < 0 || o.quality < 0 ||
-            o.quality > 100)
-            return fail(e, ERR_INVALID, "bad render size or quality");
-
-        DcmFileFormat ff;
-        int rc = load_file(path, ff, e);
-        if (rc)
-            return rc;
-        DcmDataset *ds = ff.getDataset();
-        if (!ds->tagExists(DCM_PixelData))
-            return fail(e, ERR_INVALID, "no pixel data");
-        E_TransferSyntax xfer = ds->getOriginalXfer();
-        if ((rc = check_decodable(xfer, e)) || (rc = check_size(ds, 0, e)))
-            return rc;
-        Sint32 nf = 1;
-        if (ds->findAndGetSint32(DCM_NumberOfFrames, nf).bad() || nf < 1)
-            nf = 1;
-        if (o.frame >= nf)
-            return fail(e, ERR_NOTFOUND, "frame %d out of range (%d frames)",
-                        o.frame, (int)nf);
-        if (xfer == EXS_RLELossless && (rc = check_rle(ds, o.frame, e)))
-            return rc;
-
-        img = new DicomImage(&ff, xfer, CIF_UsePartialAccessToPixelData,
-                             (unsigned long)o.frame, 1);
-        if (img->getStatus() != EIS_Normal) {
-            int code = img->getStatus() == EIS_NotSupportedValue ?
-                       ERR_UNSUPPORTED : ERR_INVALID;
-            rc = fail(e, code, "cannot decode image: %s",
-                      DicomImage::getString(img->getStatus()));
-            delete img;
+        int rc = render_any(path, opt, &sink, e);
+        if (rc) {
+            free(sink.out);
             return rc;
         }
-        if (img->isMonochrome()) {
-            int ok;
-            if (o.window_mode == DCM_WINDOW_EXPLICIT)
-                ok = img->setWindow(o.center, o.width);
-            else if (o.window_mode == DCM_WINDOW_DEFAULT &&
-                     img->getWindowCount() > 0)
-                ok = img->setWindow(0);
-            else
-                ok = img->setMinMaxWindow(0);
-            (void)ok;   /* a flat image keeps DCMTK's default mapping */
-        }
-        DicomImage *out = img;
-        unsigned long iw = img->getWidth(), ih = img->getHeight();
-        double s = 1.0;
-        if (o.max_width > 0 && iw > (unsigned long)o.max_width)
-            s = (double)o.max_width / (double)iw;
-        if (o.max_height > 0 && ih > (unsigned long)o.max_height &&
-            (double)o.max_height / (double)ih < s)
-            s = (double)o.max_height / (double)ih;
-        if (s < 1.0) {
-            unsigned long sw = (unsigned long)(iw * s + 0.5);
-            unsigned long sh = (unsigned long)(ih * s + 0.5);
-            if (sw < 1)
-                sw = 1;
-            if (sh < 1)
-                sh = 1;
-            if (o.max_width > 0 && sw > (unsigned long)o.max_width)
-                sw = (unsigned long)o.max_width;
-            if (o.max_height > 0 && sh > (unsigned long)o.max_height)
-                sh = (unsigned long)o.max_height;
-            scaled = img->createScaledImage(sw, sh, 1, 0);
-            if (!scaled || scaled->getStatus() != EIS_Normal) {
-                delete scaled;
-                delete img;
-                return fail(e, ERR_INTERNAL, "cannot scale the image");
-            }
-            out = scaled;
-        }
-
-        int comps = out->isMonochrome() ? 1 : 3;
-        unsigned ow = (unsigned)out->getWidth();
-        unsigned oh = (unsigned)out->getHeight();
-        const unsigned char *pix =
-            (const unsigned char *)out->getOutputData(8, 0, 0);
-        size_t sz = 0;
-        int bad = !pix || encode_jpeg(pix, ow, oh, comps,
-                                      o.quality ? o.quality : 90,
-                                      &buf, &sz) != 0;
-        delete scaled;
-        delete img;
-        scaled = img = NULL;
-        if (bad)
-            return fail(e, ERR_INTERNAL, "JPEG encoding failed");
-        *jpeg = buf;
-        *len = sz;
+        *jpeg = sink.out;
+        *len = sink.len;
         if (w)
-            *w = (int)ow;
+            *w = (int)sink.w;
         if (h)
-            *h = (int)oh;
+            *h = (int)sink.h;
         return 0;
     } catch (const std::bad_alloc &) {
-        delete scaled;
-        delete img;
+        free(sink.out);
         return fail(e, ERR_TOOBIG, "out of memory rendering %s", path);
     } catch (...) {
-        delete scaled;
-        delete img;
+        free(sink.out);
+        return fail(e, ERR_INTERNAL, "exception rendering %s", path);
+    }
+}
+
+extern "C" int dicom_render_pixels(const char *path,
+                                   const struct dcm_render_opts *opt,
+                                   unsigned char **pix, int *w, int *h,
+                                   int *comps, struct err *e)
+{
+    struct render_sink sink = {};
+    *pix = NULL;
+    try {
+        int rc = render_any(path, opt, &sink, e);
+        if (rc) {
+            free(sink.out);
+            return rc;
+        }
+        *pix = sink.out;
+        if (w)
+            *w = (int)sink.w;
+        if (h)
+            *h = (int)sink.h;
+        if (comps)
+            *comps = sink.comps;
+        return 0;
+    } catch (const std::bad_alloc &) {
+        free(sink.out);
+        return fail(e, ERR_TOOBIG, "out of memory rendering %s", path);
+    } catch (...) {
+        free(sink.out);
         return fail(e, ERR_INTERNAL, "exception rendering %s", path);
     }
 }

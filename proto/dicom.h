@@ -94,11 +94,26 @@ struct dcm_render_opts {
     int max_width;         /* 0 = no limit; the image is scaled down to fit */
     int max_height;        /*   max_width x max_height keeping its aspect */
     int quality;           /* JPEG quality 1..100; 0 = 90 */
+    int engine;            /* DCM_RENDER_*; 0 = the fast path when it applies */
 };
 enum {
     DCM_WINDOW_DEFAULT = 0,   /* the file's first VOI window, else min/max */
     DCM_WINDOW_EXPLICIT,      /* center/width above */
     DCM_WINDOW_MINMAX,
+};
+/* Which renderer.  The fast path reads native little-endian MONOCHROME1/2
+ * pixels (8 or 16 bits allocated) straight from the mapped file, applies
+ * rescale and the linear VOI window (PS3.3 C.11.2.1.2) through one lookup
+ * table and encodes from a per-thread buffer; it computes the same 8-bit
+ * values as DCMTK (tests/unit/test_dicom.c checks this pixel for pixel).
+ * Anything else — compressed, colour, 1/32-bit, overlays, LUT sequences,
+ * a presentation LUT shape, a non-linear VOI function — goes to DCMTK.
+ * When scaling, the fast path averages areas of the windowed 8-bit image;
+ * DCMTK scales before windowing, so scaled results differ slightly. */
+enum {
+    DCM_RENDER_AUTO = 0,      /* fast path if it applies, else DCMTK */
+    DCM_RENDER_FAST,          /* fast path only: ERR_UNSUPPORTED otherwise */
+    DCM_RENDER_DCMTK,         /* DCMTK only (reference, tests) */
 };
 
 /* Render one frame of the file at path as an 8-bit JPEG.  *jpeg is
@@ -108,6 +123,13 @@ enum {
 int dicom_render_jpeg(const char *path, const struct dcm_render_opts *opt,
                       unsigned char **jpeg, size_t *len, int *w, int *h,
                       struct err *e);
+
+/* The same rendering up to, not including, JPEG encoding: *pix (malloc'd,
+ * caller frees) receives w*h*comps 8-bit samples, row by row, comps 1
+ * (grey) or 3 (RGB).  opt->quality is ignored.  Errors as above. */
+int dicom_render_pixels(const char *path, const struct dcm_render_opts *opt,
+                        unsigned char **pix, int *w, int *h, int *comps,
+                        struct err *e);
 
 /* Transcode in_path to out_path (written fresh, not fsync'd):
  *  - to JPEG-LS lossless (DICOM_TS_JPEGLS_LOSSLESS);
