@@ -2,11 +2,14 @@
  * hashi — the command-line client of Hashi: log in, send a case with its
  * images, follow the inbox, chat, claim, answer, fetch the images.
  *
- * Every command is a short sequential program over client/conn.c: HTTPS
- * for login and DICOMweb (STOW-RS up, WADO-RS down), and a hashi.v1
- * session for the consult operations and for `watch`.  What must survive
- * between runs (server, token, watch's last_seq, unconfirmed creates)
- * lives in client/config.c's directory.
+ * Every command is a short sequential program over client/conn.c.  The
+ * one-shot commands use HTTPS on one kept-alive connection: /api/login,
+ * the REST twin of the consult operations (/api/cases...), DICOMweb
+ * (STOW-RS up, WADO-RS down).  Only `watch` opens a hashi.v1 session: it
+ * replays what the user missed, then follows live, and acknowledges each
+ * event after printing it and saving its seq.  What must survive between
+ * runs (server, token, watch's last_seq, unconfirmed creates) lives in
+ * client/config.c's directory.
  *
  * Exit codes: 0 ok, 1 usage, 2 server or network error (including "not
  * found", "already claimed" and other refusals), 3 authentication (not
@@ -42,7 +45,7 @@ enum { EX_OK = 0, EX_USAGE = 1, EX_SERVER = 2, EX_AUTH = 3 };
 
 #define STOW_BATCH_BYTES (64ull << 20)  /* one STOW request at most */
 #define STOW_BATCH_FILES 500
-#define RPC_ATTEMPTS 4                  /* one try + retries on a cut */
+#define NET_ATTEMPTS 4                  /* one try + retries on a cut */
 #define WATCH_ACK_EVERY 32
 #define WATCH_PING_MS 25000             /* idle: ping the server */
 #define WATCH_DEAD_MS 75000             /* nothing at all: reconnect */
@@ -223,13 +226,18 @@ static int parse_int(const char *s, long long lo, long long hi,
     return 0;
 }
 
-/* ---- session -------------------------------------------------------- */
+/* ---- session ----------------------------------------------------------
+ * The one-shot commands (inbox, show, claim, chat, answer, close, reopen,
+ * get, and send's create) speak the REST twin under /api over one
+ * kept-alive HTTPS connection.  A hashi.v1 session would replay every
+ * event the user has not acknowledged yet on each command, only for it
+ * to be thrown away: traffic a slow link cannot spare.  Only `watch`
+ * opens a hashi.v1 session, and only watch acknowledges events (an ack
+ * is what marks messages delivered to the user). */
 
 struct cli {
     struct cli_config cfg;
     struct conn *c;
-    int v1;                         /* a hashi.v1 session is open */
-    int64_t hello_seq;
 };
 
 /* Loads the saved login and makes the connection (not yet connected). */
@@ -255,41 +263,13 @@ static int cli_open(struct cli *cl, struct err *e)
     if (cl->cfg.insecure)
         fprintf(stderr, "hashi: WARNING: logged in with --insecure: the "
                 "server's certificate is NOT verified\n");
-    struct cli_watch w;
-    struct err ignore;
-    if (!cliconf_watch_load(&cl->cfg, &w, &ignore))
-        cl->hello_seq = w.last_seq;
     return 0;
 }
 
 static void cli_close(struct cli *cl)
 {
-    if (cl->c && cl->v1)
-        conn_ws_close(cl->c, 1000, "bye");
     conn_free(cl->c);
     cl->c = NULL;
-}
-
-static int cli_v1(struct cli *cl, struct err *e)
-{
-    struct msg welcome;
-    if (cl->v1)
-        return 0;
-    struct conn_v1_hello h = {
-        .token = cl->cfg.token, .last_seq = cl->hello_seq,
-        .client_name = CLIENT_NAME, .client_version = HASHI_VERSION,
-        .keep_events = 0,
-    };
-    int rc = conn_v1_open(cl->c, &h, &welcome, e);
-    if (rc == 0 && welcome.welcome.replay_from < cl->hello_seq)
-        cl->hello_seq = 0;          /* the server does not know it */
-    msg_free(&welcome);
-    if (rc == ERR_AUTH)
-        return err_wrap(e, ERR_AUTH, "the server refused the saved login ("
-                        , "); run 'hashi login' again");
-    if (!rc)
-        cl->v1 = 1;
-    return rc;
 }
 
 static void sleep_ms(int ms)
@@ -299,34 +279,90 @@ static void sleep_ms(int ms)
         ;
 }
 
-/* One request, retried with the same id on a new session when the link
- * breaks (the server keeps answers by id, so a retry is safe). */
-static int rpc(struct cli *cl, struct msg *req, json_t **result,
-               enum msg_code *code, struct err *e)
+/* A refused token reads the same wherever it shows up. */
+static int auth_refused(struct err *e)
 {
-    int rc = 0, wait = 500;
-    enum msg_code dummy;
-    if (!code)
-        code = &dummy;
-    if (!req->id[0])
-        conn_random_id(req->id);
-    for (int attempt = 0; attempt < RPC_ATTEMPTS; attempt++) {
+    return err_wrap(e, ERR_AUTH, "the server refused the saved login (",
+                    "); run 'hashi login' again");
+}
+
+/* One request of the REST twin (body borrowed, may be NULL): 0 and *out
+ * (the answer's JSON, the caller's; may be NULL) on a 2xx.  A refusal is
+ * a negative ERR_* with the server's message in e and its error code
+ * ("already_claimed", "not_found", ...) in code (may be NULL).  *status
+ * (may be NULL) is the last HTTP status, 0 when no answer came at all.
+ *
+ * A cut, or a 502/503/504, is retried on a new connection: every call is
+ * idempotent — creates carry their client-made case_id or message_id,
+ * and the same user's claim, answer, close or reopen again is answered
+ * with the case as it is. */
+static int api(struct cli *cl, const char *method, const char *path,
+               json_t *body, json_t **out, char code[32], int *status,
+               struct err *e)
+{
+    int rc = 0, st = 0, wait = 500;
+    json_t *ans = NULL;
+
+    *out = NULL;
+    if (code)
+        code[0] = 0;
+    for (int attempt = 0; attempt < NET_ATTEMPTS; attempt++) {
         if (attempt) {
             sleep_ms(wait);
             wait *= 2;
         }
-        rc = cli_v1(cl, e);
-        if (rc == 0)
-            rc = conn_v1_call(cl->c, req, result, code, e);
-        if (rc == 0 || *code != MSG_E_NONE || rc == ERR_AUTH)
-            return rc;
-        /* the link failed: a new session next time */
-        cl->v1 = 0;
-        conn_disconnect(cl->c);
-        if (rc != ERR_IO)
-            return rc;
+        json_decref(ans);
+        ans = NULL;
+        st = 0;
+        rc = conn_json(cl->c, method, path, cl->cfg.token, body, &st, &ans,
+                       e);
+        if (rc == ERR_IO)
+            continue;               /* no answer: connect again */
+        if (rc)
+            break;
+        if (st == 502 || st == 503 || st == 504) {
+            rc = conn_http_error(st, ans, e);
+            conn_disconnect(cl->c);
+            continue;
+        }
+        break;
     }
-    return rc;
+    if (status)
+        *status = st;
+    if (rc) {
+        json_decref(ans);
+        return rc;
+    }
+    if (st < 200 || st > 299) {
+        const char *c = json_string_value(json_object_get(
+            json_object_get(ans, "error"), "code"));
+        if (code && c)
+            strlcpy_h(code, c, 32);
+        rc = conn_http_error(st, ans, e);
+        json_decref(ans);
+        return rc == ERR_AUTH ? auth_refused(e) : rc;
+    }
+    *out = ans;
+    return 0;
+}
+
+/* The REST body of a request: its hashi.v1 object without the envelope
+ * (type, id) and without case_id (the path names the case).  NULL with
+ * e set when m breaks the codec's rules. */
+static json_t *rest_body(const struct msg *m, int keep_case_id,
+                         struct err *e)
+{
+    struct msg_error me;
+    json_t *j = msg_to_json(m, &me);
+    if (!j) {
+        err_set(e, ERR_INVALID, "%s", me.message);
+        return NULL;
+    }
+    json_object_del(j, "type");
+    json_object_del(j, "id");
+    if (!keep_case_id)
+        json_object_del(j, "case_id");
+    return j;
 }
 
 /* ---- printing ------------------------------------------------------- */
@@ -547,9 +583,9 @@ static int cmd_inbox(int argc, char **argv)
     struct args a;
     struct cli cl;
     struct err e = { 0, "" };
-    struct msg req;
     json_t *res = NULL;
     long long limit = MSG_LIST_DEFAULT;
+    char path[128];
     int rc = parse_opts(argc, argv, opts, &a);
 
     if (rc)
@@ -559,9 +595,7 @@ static int cmd_inbox(int argc, char **argv)
     if (ov(opts, "--limit") &&
         parse_int(ov(opts, "--limit"), 1, MSG_LIST_MAX, &limit))
         return usage_err("--limit must be 1..%d", MSG_LIST_MAX);
-    msg_init(&req, MSG_CASE_LIST);
-    conn_random_id(req.id);
-    req.case_list.limit = limit;
+    int n = snprintf(path, sizeof path, "/api/cases?limit=%lld", limit);
     if (ov(opts, "--status")) {
         int s;
         for (s = 1; s < MSG_ST_COUNT; s++)
@@ -570,9 +604,11 @@ static int cmd_inbox(int argc, char **argv)
         if (s == MSG_ST_COUNT)
             return usage_err("--status must be new, claimed, answered, "
                              "closed or reopened");
-        req.case_list.status = s;
+        snprintf(path + n, sizeof path - (size_t)n, "&status=%s",
+                 msg_status_name(s));
     }
-    if ((rc = cli_open(&cl, &e)) || (rc = rpc(&cl, &req, &res, NULL, &e))) {
+    if ((rc = cli_open(&cl, &e)) ||
+        (rc = api(&cl, "GET", path, NULL, &res, NULL, NULL, &e))) {
         cli_close(&cl);
         return fail(rc, &e);
     }
@@ -669,19 +705,11 @@ static int case_arg(struct args *a, int npos, const char **case_id)
 static int get_case(struct cli *cl, const char *case_id, json_t **cs,
                     struct err *e)
 {
-    struct msg req;
-    struct msg_error me;
+    char path[128];
     json_t *res = NULL;
-    char rid[33];
-    conn_random_id(rid);
-    int rc = msg_build_case_ref(&req, MSG_CASE_GET, rid, case_id, NULL,
-                                &me);
-    if (rc)
-        return err_set(e, ERR_INVALID, "%s", me.message);
-    enum msg_code code = MSG_E_NONE;
-    rc = rpc(cl, &req, &res, &code, e);
-    msg_free(&req);
-    if (rc == ERR_NOTFOUND && code == MSG_E_NOT_FOUND)
+    snprintf(path, sizeof path, "/api/cases/%s", case_id);
+    int rc = api(cl, "GET", path, NULL, &res, NULL, NULL, e);
+    if (rc == ERR_NOTFOUND)
         return err_set(e, rc, "case %s not found", case_id);
     if (rc)
         return rc;
@@ -724,26 +752,31 @@ static int cmd_show(int argc, char **argv)
 
 /* ---- claim / chat / answer / close / reopen -------------------------- */
 
-static int simple_call(struct msg *req, int json, const char *done_fmt,
-                       const char *case_id)
+/* POST path with body (stolen; NULL when building it failed, e says
+ * why), then the answer as JSON or as done_fmt with the case id. */
+static int simple_call(const char *path, json_t *body, struct err *be,
+                       int json, const char *done_fmt, const char *case_id)
 {
     struct cli cl;
     struct err e = { 0, "" };
-    enum msg_code code = MSG_E_NONE;
     json_t *res = NULL;
+    char code[32] = "";
     int rc;
 
-    if ((rc = cli_open(&cl, &e)) || (rc = rpc(&cl, req, &res, &code, &e))) {
+    if (!body)
+        return usage_err("%s", be->msg);
+    if ((rc = cli_open(&cl, &e)) ||
+        (rc = api(&cl, "POST", path, body, &res, code, NULL, &e))) {
         cli_close(&cl);
-        msg_free(req);
-        if (code == MSG_E_ALREADY_CLAIMED && !strstr(e.msg, "already"))
+        json_decref(body);
+        if (!strcmp(code, "already_claimed") && !strstr(e.msg, "already"))
             err_wrap(&e, rc, "already claimed: ", "");
-        if (code == MSG_E_NOT_FOUND)
+        if (rc == ERR_NOTFOUND)
             err_set(&e, rc, "case %s not found", case_id);
         return fail(rc, &e);
     }
     cli_close(&cl);
-    msg_free(req);
+    json_decref(body);
     if (json)
         print_json(res);
     else if (done_fmt)
@@ -758,8 +791,9 @@ static int cmd_case_ref(int argc, char **argv, enum msg_type type)
     struct args a;
     struct msg req;
     struct msg_error me;
-    const char *id;
-    char rid[33];
+    struct err e = { 0, "" };
+    const char *id, *verb;
+    char rid[33], path[128];
     int rc = parse_opts(argc, argv, opts, &a);
 
     if (rc || (rc = case_arg(&a, 1, &id)))
@@ -769,7 +803,12 @@ static int cmd_case_ref(int argc, char **argv, enum msg_type type)
     conn_random_id(rid);
     if (msg_build_case_ref(&req, type, rid, id, ov(opts, "--reason"), &me))
         return usage_err("%s", me.message);
-    return simple_call(&req, oset(opts, "--json"),
+    json_t *body = rest_body(&req, 0, &e);
+    msg_free(&req);
+    verb = type == MSG_CASE_CLAIM ? "claim" : type == MSG_CASE_CLOSE
+           ? "close" : "reopen";
+    snprintf(path, sizeof path, "/api/cases/%s/%s", id, verb);
+    return simple_call(path, body, &e, oset(opts, "--json"),
                        type == MSG_CASE_CLAIM ? "claimed %s\n"
                        : type == MSG_CASE_CLOSE ? "closed %s\n"
                        : "reopened %s\n", id);
@@ -781,7 +820,9 @@ static int cmd_chat(int argc, char **argv)
     struct args a;
     struct msg req;
     struct msg_error me;
+    struct err e = { 0, "" };
     const char *id;
+    char path[128];
     int rc = parse_opts(argc, argv, opts, &a);
 
     if (rc)
@@ -793,13 +834,18 @@ static int cmd_chat(int argc, char **argv)
     msg_init(&req, MSG_MESSAGE_SEND);
     conn_random_id(req.id);
     strlcpy_h(req.message_send.case_id, id, sizeof req.message_send.case_id);
+    /* made here, so a retry after a cut is the same message */
     conn_random_id(req.message_send.message_id);
     if (strlen(a.pos[1]) > MSG_TEXT_MAX)
         return usage_err("the text is longer than %d bytes", MSG_TEXT_MAX);
     strlcpy_h(req.message_send.text, a.pos[1], sizeof req.message_send.text);
     if (msg_validate(&req, &me))
         return usage_err("%s", me.message);
-    return simple_call(&req, oset(opts, "--json"), "sent to %s\n", id);
+    json_t *body = rest_body(&req, 0, &e);
+    msg_free(&req);
+    snprintf(path, sizeof path, "/api/cases/%s/messages", id);
+    return simple_call(path, body, &e, oset(opts, "--json"), "sent to %s\n",
+                       id);
 }
 
 static int cmd_answer(int argc, char **argv)
@@ -811,7 +857,9 @@ static int cmd_answer(int argc, char **argv)
     struct args a;
     struct msg req;
     struct msg_error me;
+    struct err e = { 0, "" };
     const char *id, *imp, *rec;
+    char path[128];
     int rc = parse_opts(argc, argv, opts, &a);
 
     if (rc || (rc = case_arg(&a, 2, &id)))
@@ -838,7 +886,11 @@ static int cmd_answer(int argc, char **argv)
         strlcpy_h(an->text, a.pos[1], sizeof an->text);
     if (msg_validate(&req, &me))
         return usage_err("%s", me.message);
-    return simple_call(&req, oset(opts, "--json"), "answered %s\n", id);
+    json_t *body = rest_body(&req, 0, &e);
+    msg_free(&req);
+    snprintf(path, sizeof path, "/api/cases/%s/answer", id);
+    return simple_call(path, body, &e, oset(opts, "--json"),
+                       "answered %s\n", id);
 }
 
 /* ---- watch ---------------------------------------------------------- */
@@ -963,7 +1015,7 @@ static int watch_session(struct watch *wt, int *fatal, struct err *e)
     if (rc) {
         msg_free(&welcome);
         *fatal = rc == ERR_AUTH;
-        return rc;
+        return rc == ERR_AUTH ? auth_refused(e) : rc;
     }
     wt->acked = 0;
     if (welcome.welcome.replay_from < wt->w.last_seq) {
@@ -1431,7 +1483,7 @@ static int upload(struct cli *cl, struct files *f, json_t *studies,
                             failed ? e : &first);
             /* a cut: send the batch again (the server keeps what it has
              * stored; the same bytes again are a no-op) */
-            if (rc != ERR_IO || ++attempt >= RPC_ATTEMPTS)
+            if (rc != ERR_IO || ++attempt >= NET_ATTEMPTS)
                 break;
             pg.done = done_before;
             fprintf(stderr, "%shashi: send: %s; retrying\n", pg.on ? "\n"
@@ -1486,7 +1538,7 @@ static int cmd_send(int argc, char **argv)
     char fp[65];
     long long age = -1;
     int rc = parse_opts(argc, argv, opts, &a), ex = EX_OK;
-    enum msg_code code = MSG_E_NONE;
+    int status = 0;
 
     memset(&cl, 0, sizeof cl);
     if (rc)
@@ -1616,10 +1668,15 @@ static int cmd_send(int argc, char **argv)
         }
         json_object_set_new(jreq, "case_id", json_string(cc->case_id));
     }
+    /* what is posted, and kept in pending/ until the server answers */
+    json_object_del(jreq, "type");
+    json_object_del(jreq, "id");
     if ((rc = cliconf_pending_put(&cl.cfg, fp, jreq, &e)))
         goto out_fail;
-    rc = rpc(&cl, &req, &res, &code, &e);
-    if (rc && code == MSG_E_NONE && rc != ERR_AUTH) {
+    rc = api(&cl, "POST", "/api/cases", jreq, &res, NULL, &status, &e);
+    /* No answer, or a server failure (its transaction was rolled back):
+     * the same id may go again.  A refusal is final. */
+    if (rc && (status == 0 || status >= 500) && rc != ERR_AUTH) {
         char post[160];
         snprintf(post, sizeof post, "; the case %s is pending: run the same "
                  "command again to send it", cc->case_id);
@@ -1884,9 +1941,7 @@ static int cmd_get(int argc, char **argv)
         return fail(rc, &e);
     if ((rc = cli_open(&cl, &e)) || (rc = get_case(&cl, id, &cs, &e)))
         goto done;
-    /* the session is not needed for the downloads */
-    conn_ws_close(cl.c, 1000, "bye");
-    cl.v1 = 0;
+    /* the downloads follow on the same kept-alive connection */
     json_array_foreach(json_object_get(cs, "study_uids"), i, st) {
         rc = get_study(&cl, json_string_value(st), dir, &nfiles, &nbytes,
                        &e);
