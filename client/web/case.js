@@ -37,16 +37,17 @@ export function mount(main, ctx, caseId) {
     const imagesBox = h('div', { class: 'images-box' });
     const thread = h('ol', { class: 'thread', 'aria-live': 'polite',
                              'aria-relevant': 'additions' });
+    const noMessages = h('p', { class: 'muted' }, 'No messages yet.');
     const chatForm = buildChatForm();
     const answerForm = buildAnswerForm();
     const body = h('article', { class: 'case' },
         h('div', { class: 'case-main' },
           h('a', { href: '#/inbox', class: 'back' }, '‹ Inbox'),
-          head, actions, actionMsg, answerView, history),
+          head, answerView, actions, actionMsg, history),
         h('div', { class: 'case-images' },
           section('Images', 'h-images', imagesBox)),
         h('div', { class: 'case-talk' },
-          section('Discussion', 'h-chat', thread, chatForm.el),
+          section('Discussion', 'h-chat', noMessages, thread, chatForm.el),
           answerForm.el));
 
     function showError(el, err) {
@@ -122,9 +123,10 @@ export function mount(main, ctx, caseId) {
             b.addEventListener('click', () => act('reopen',
                 reason.value.trim() ? { reason: reason.value.trim() } : {},
                 b));
-            out.push(h('div', { class: 'reopen' },
+            out.push(h('details', { class: 'reopen' },
+                       h('summary', {}, 'Reopen…'),
                        h('label', { for: 'reopen-reason' },
-                         'Reason to reopen (optional)'),
+                         'Reason (optional)'),
                        reason, b));
         }
         fill(actions, out);
@@ -213,6 +215,7 @@ export function mount(main, ctx, caseId) {
             cur.replaceWith(li);
         else
             thread.appendChild(li);
+        noMessages.hidden = true;
         markRead(m);
     }
 
@@ -240,6 +243,8 @@ export function mount(main, ctx, caseId) {
         const text = h('textarea', { id: 'chat-text', rows: '2',
                                      maxlength: '8000', required: true });
         const attach = h('input', { type: 'checkbox', id: 'chat-attach' });
+        const attachLabel = h('label', { class: 'check' }, attach,
+                              ' Point at the image shown');
         const send = h('button', { type: 'submit', class: 'primary' },
                        'Send');
         const err = h('p', { class: 'error', role: 'alert', hidden: true });
@@ -250,9 +255,7 @@ export function mount(main, ctx, caseId) {
                                  'aria-label': 'Write a message' },
             h('label', { for: 'chat-text' }, 'Message'), text,
             h('div', { class: 'row' },
-              h('label', { class: 'check' }, attach,
-                ' Point at the image shown'),
-              send),
+              attachLabel, send),
             err);
         form.addEventListener('submit', async (e) => {
             e.preventDefault();
@@ -292,6 +295,7 @@ export function mount(main, ctx, caseId) {
                 const isClosed = kase.status === 'closed';
                 form.hidden = isClosed;
                 closed.hidden = !isClosed;
+                attachLabel.hidden = !(kase.study_uids || []).length;
             },
         };
     }

@@ -104,6 +104,7 @@ export function mount(main, ctx) {
     }
 
     store.addEventListener('cases', onCases);
+    store.addEventListener('arrived', render);
     const tick = setInterval(() => {
         for (const t of main.querySelectorAll('time[data-ms]'))
             t.textContent = ago(Number(t.dataset.ms));
@@ -112,6 +113,7 @@ export function mount(main, ctx) {
     render();
     return () => {
         store.removeEventListener('cases', onCases);
+        store.removeEventListener('arrived', render);
         clearInterval(tick);
     };
 }

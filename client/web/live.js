@@ -53,11 +53,20 @@ export class Live extends EventTarget {
 
     start() {
         this.stopped = false;
+        this.onOnline = () => {
+            // The link is back: do not wait for the backoff.
+            if (!this.stopped && !this.ws) {
+                this.backoff = 1000;
+                this.connect();
+            }
+        };
+        window.addEventListener('online', this.onOnline);
         this.connect();
     }
 
     stop() {
         this.stopped = true;
+        window.removeEventListener('online', this.onOnline);
         clearTimeout(this.timer);
         clearTimeout(this.ackTimer);
         if (this.ws) {

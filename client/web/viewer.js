@@ -244,8 +244,8 @@ export function createViewer(studyUids) {
     // (Re)reads studies and series; keeps the shown series and slice.
     async function refresh() {
         if (!studyUids.length) {
-            say('No images are attached to this case.');
-            stage.hidden = sliceBar.hidden = presets.hidden = true;
+            fill(el, h('p', { class: 'muted' },
+                       'No images are attached to this case.'));
             return;
         }
         const series = [];
