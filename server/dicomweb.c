@@ -46,6 +46,7 @@
 #include "../proto/log.h"
 #include "cases.h"
 #include "multipart.h"
+#include "render.h"
 #include "server.h"
 
 #define FAIL_PROCESSING 0x0110
@@ -815,16 +816,32 @@ static int parse_viewport(struct http_req *r, struct dcm_render_opts *o)
     return 0;
 }
 
+static int etag_matches(const char *if_none_match, const char *etag)
+{
+    const char *p = if_none_match;
+
+    if (!p)
+        return 0;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return !strcmp(p, "*") || strstr(p, etag) != NULL;
+}
+
+/* Rendered images come from the render cache when they have been made
+ * before (render.h: keyed by the blob's SHA-256 and the options, so never
+ * stale), else are rendered and kept.  The strong ETag names the same
+ * key, so a client holding the image gets 304 without any rendering. */
 static void rendered(struct http_req *r, const char *study,
                      const char *series, const char *sop, const char *frame)
 {
     struct dcm_render_opts o;
+    struct render_key k;
     struct store_scope scope;
     struct store_instance in;
     struct err e = { 0 };
     unsigned char *jpeg = NULL;
     size_t len = 0;
-    char key[512], sha[65], etag[40], detail[64];
+    char etag[35], detail[64];
     int n = 1, q = 0, rc;
     double t0;
 
@@ -870,32 +887,43 @@ static void rendered(struct http_req *r, const char *study,
                            in.frames);
         return;
     }
-    snprintf(key, sizeof(key), "%s|%d|%d|%.6g|%.6g|%d|%d|%d", in.sha256,
-             o.frame, o.window_mode, o.center, o.width, o.max_width,
-             o.max_height, o.quality);
-    sha256_hex(key, strlen(key), sha);
-    snprintf(etag, sizeof(etag), "\"%.32s\"", sha);
-    snprintf(detail, sizeof(detail), "frame %d", n);
-    if (r->if_none_match && strstr(r->if_none_match, etag)) {
+    memset(&k, 0, sizeof(k));
+    strlcpy_h(k.sha256, in.sha256, sizeof(k.sha256));
+    k.frame = o.frame;
+    k.window_mode = o.window_mode;
+    k.center = o.center;
+    k.width = o.width;
+    k.max_width = o.max_width;
+    k.max_height = o.max_height;
+    k.quality = q ? q : 90;               /* dicom.h: 0 means 90 */
+    render_etag(&k, etag);
+    if (etag_matches(r->if_none_match, etag)) {
         audit(r, "render", sop, "ok", "not modified");
         http_add_header(r, "ETag", etag);
         http_add_header(r, "Cache-Control", "private, max-age=86400");
         http_respond_bytes(r, 304, "image/jpeg", NULL, 0);
         return;
     }
-    t0 = now_mono();
-    rc = dicom_render_jpeg(in.path, &o, &jpeg, &len, NULL, NULL, &e);
-    metrics_render(&r->srv->metrics, now_mono() - t0);
-    if (rc < 0) {
-        audit(r, "render", sop, "error", e.msg);
-        if (rc == ERR_NOTFOUND)
-            http_respond_error(r, 404, "not_found", "%s", e.msg);
-        else if (rc == ERR_UNSUPPORTED || rc == ERR_INVALID)
-            http_respond_error(r, 422, "unsupported", "cannot render this "
-                               "instance: %s", e.msg);
-        else
-            http_respond_err(r, &e);
-        return;
+    jpeg = render_cache_get(r->srv->render, &k, &len);
+    if (jpeg) {
+        snprintf(detail, sizeof(detail), "frame %d, cached", n);
+    } else {
+        t0 = now_mono();
+        rc = dicom_render_jpeg(in.path, &o, &jpeg, &len, NULL, NULL, &e);
+        metrics_render(&r->srv->metrics, now_mono() - t0);
+        if (rc < 0) {
+            audit(r, "render", sop, "error", e.msg);
+            if (rc == ERR_NOTFOUND)
+                http_respond_error(r, 404, "not_found", "%s", e.msg);
+            else if (rc == ERR_UNSUPPORTED || rc == ERR_INVALID)
+                http_respond_error(r, 422, "unsupported", "cannot render "
+                                   "this instance: %s", e.msg);
+            else
+                http_respond_err(r, &e);
+            return;
+        }
+        render_cache_put(r->srv->render, &k, jpeg, len);
+        snprintf(detail, sizeof(detail), "frame %d", n);
     }
     audit(r, "render", sop, "ok", detail);
     http_add_header(r, "ETag", etag);

@@ -28,6 +28,7 @@
 #include "cases.h"
 #include "config.h"
 #include "outbox.h"
+#include "render.h"
 #include "server.h"
 
 static const char usage_text[] =
@@ -157,6 +158,7 @@ static int serve(struct server *srv, sigset_t *sigs)
         goto out;
     }
     metrics_init(&srv->metrics);
+    srv->render = render_cache_new(0);     /* NULL: serve without a cache */
     /* The consult workflow and its outboxes, then the hashi.v1 hub: both
      * before the listener, which hands them requests. */
     if (cases_init(srv, &e)) {
@@ -215,6 +217,8 @@ out:
     if (srv->audit)
         audit_close(srv->audit);
     store_close(srv->store);
+    render_cache_free(srv->render);
+    srv->render = NULL;
     if (dicom_up)
         dicom_cleanup();
     if (!status)

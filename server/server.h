@@ -21,6 +21,7 @@ struct dicom_scp;
 struct scp_state;
 struct outbox;
 struct ws_hub;
+struct render_cache;
 
 struct server_config {
     char data_dir[4096];
@@ -51,6 +52,7 @@ struct server {
     struct scp_state *scp_state; /* scp.c's own (its thread's store) */
     struct outbox *outbox;      /* over store's db; lws thread only */
     struct ws_hub *ws;          /* connected hashi.v1 sessions (ws.c) */
+    struct render_cache *render; /* rendered JPEGs (render.h); may be NULL */
     volatile sig_atomic_t stopping;
 };
 
