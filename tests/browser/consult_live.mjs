@@ -8,7 +8,7 @@
 // sees the claim, the message and the answer arrive without a reload, and
 // its read receipt and its "close" reach the neurologist the same way.
 
-import { test, check, eq, until, study, log } from './lib.mjs';
+import { test, check, eq, until, seen, study, log } from './lib.mjs';
 
 // A 48x48 grey-level thumbnail of the shown slice (same-origin image, so
 // the canvas is readable), plus what the <img> says it shows.
@@ -61,7 +61,7 @@ test(async (t) => {
     const neuroCtx = await t.context();
     const neuro = await t.page(neuroCtx, srv, 'demo-neuro');
     const item1 = neuro.locator('li[data-case-id="browser-case-1"]');
-    await item1.waitFor({ timeout: 10000 });
+    await seen(item1, 'case 1 in the neurologist inbox');
     const text1 = await item1.textContent();
     check(text1.includes('Bleed? Thrombolysis?'),
           `inbox item shows the question: ${text1}`);
@@ -77,7 +77,7 @@ test(async (t) => {
         priority: 'urgent', specialty: 'neurology',
     });
     const item2 = neuro.locator('li[data-case-id="browser-case-2"]');
-    await item2.waitFor({ timeout: 10000 });
+    await seen(item2, 'case 2 appears live in the inbox');
     check((await item2.textContent()).includes('weakness left arm'),
           'the second case appears with its question');
     eq(1, await neuro.evaluate(() => window.__noReload),
@@ -180,7 +180,7 @@ test(async (t) => {
     await neuro.click('.chat-form button[type=submit]');
     await neuro.waitForSelector('.thread li.msg.mine');
     const rqMsg = rq.locator('.thread li.msg', { hasText: 'Hyperdense MCA' });
-    await rqMsg.waitFor({ timeout: 10000 });
+    await seen(rqMsg, 'the message reaches the requester live');
     check((await rqMsg.textContent()).includes('demo-neuro'),
           'requester sees the author of the message');
     check(await rqMsg.locator('button', { hasText: 'Show the image' })

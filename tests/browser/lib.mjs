@@ -81,6 +81,16 @@ export async function until(fn, what, ms = 10000) {
     }
 }
 
+// Waits until locator (a Playwright locator) is visible; fails with what.
+export async function seen(locator, what, ms = 10000) {
+    try {
+        await locator.first().waitFor({ timeout: ms });
+    } catch (err) {
+        throw new Failure(`${what} (not within ${ms} ms)`);
+    }
+    return locator;
+}
+
 // ---- the server ----------------------------------------------------------
 
 function freePort() {
@@ -125,18 +135,29 @@ class Server {
         this.port = await freePort();
         this.dport = await freePort();
         this.url = `https://127.0.0.1:${this.port}`;
+        await this.spawn();
+    }
+
+    async spawn() {
         const out = fs.openSync(path.join(this.tmp, 'server.log'), 'a');
         this.proc = spawn(SERVER, ['--data', this.data, '--listen',
                                    `127.0.0.1:${this.port}`, '--dicom',
                                    `127.0.0.1:${this.dport}`, '--ae-title',
                                    'HASHI'],
                           { stdio: ['ignore', out, out] });
+        fs.closeSync(out);
         this.exited = false;
         this.proc.on('exit', () => { this.exited = true; });
         await until(async () => {
             check(!this.exited, 'hashi-server exited during start-up');
             return (await this.req('GET', '/healthz')).status === 200;
         }, 'hashi-server /healthz 200', 20000);
+    }
+
+    // Stops and starts again on the same ports and data (URLs stay valid).
+    async restart() {
+        await this.stop();
+        await this.spawn();
     }
 
     async stop() {
@@ -279,7 +300,9 @@ export async function browserPage(context, srv, login) {
     const page = await context.newPage();
     page.on('pageerror', (e) => log(`page error (${login}):`, e.message));
     page.on('console', (m) => {
-        if (m.type() === 'error')
+        // (a failed resource load is often what a test asks for: a 404)
+        if (m.type() === 'error' &&
+            !m.text().startsWith('Failed to load resource'))
             log(`console (${login}):`, m.text());
     });
     await page.goto(`${srv.url}/`);

@@ -7,7 +7,8 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { test, check, eq, until, study, log, ROOT } from './lib.mjs';
+import { test, check, eq, until, seen, study, log, ROOT }
+    from './lib.mjs';
 
 const PHONE = { viewport: { width: 360, height: 740 }, isMobile: true,
                 hasTouch: true, deviceScaleFactor: 2 };
@@ -78,8 +79,10 @@ test(async (t) => {
 
     // The specialist: inbox and case page.
     const neuro = await t.page(ctx, srv, 'demo-neuro');
-    await neuro.locator('li[data-case-id="phone-case-1"]').waitFor();
-    await neuro.locator('li[data-case-id="phone-case-2"]').waitFor();
+    await seen(neuro.locator('li[data-case-id="phone-case-2"]'),
+               'both cases in the inbox');
+    await seen(neuro.locator('li[data-case-id="phone-case-1"]'),
+               'both cases in the inbox');
     await fits(neuro, 'specialist inbox');
     await shot(neuro, 'inbox-360');
     await neuro.click('li[data-case-id="phone-case-1"] a');
@@ -110,7 +113,8 @@ test(async (t) => {
     // The requester: inbox, a case with an answer, the new-case form.
     const ctx2 = await t.context(PHONE);
     const rq = await t.page(ctx2, srv, 'demo-requester');
-    await rq.locator('li[data-case-id="phone-case-2"]').waitFor();
+    await seen(rq.locator('li[data-case-id="phone-case-2"]'),
+               'the answered case in the requester inbox');
     await fits(rq, 'requester inbox');
     await rq.click('li[data-case-id="phone-case-2"] a');
     await rq.waitForSelector('section.answer:not([hidden])');
@@ -118,7 +122,8 @@ test(async (t) => {
     await shot(rq, 'answered-360');
     await rq.click('a.back');
     await rq.click('a.button[href="#/new"]');
-    await rq.locator('#nc-studies input[type=checkbox]').first().waitFor();
+    await seen(rq.locator('#nc-studies input[type=checkbox]'),
+               'a study in the picker');
     await fits(rq, 'new case form');
     await shot(rq, 'newcase-360');
     log(`screenshots in ${SHOTS}`);

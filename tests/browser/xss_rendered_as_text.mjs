@@ -5,7 +5,7 @@
 // browser and received live by the other appear as literal text, and the
 // globals they would set stay undefined.
 
-import { test, check, eq, until, study } from './lib.mjs';
+import { test, check, eq, until, seen, study } from './lib.mjs';
 
 const PN = '<script>window.__x=1</script>';
 const CHAT = '<img src=x onerror=window.__y=1>';
@@ -38,7 +38,7 @@ test(async (t) => {
     const rq = await t.page(rqCtx, srv, 'demo-requester');
     await rq.click('a.button[href="#/new"]');
     const pick = rq.locator('#nc-studies .pt-name');
-    await pick.first().waitFor({ timeout: 10000 });
+    await seen(pick, 'a study in the picker');
     eq(PN, await pick.first().textContent(), 'study picker patient name');
     await noneRan(rq, 'requester, new-case form');
 
@@ -46,7 +46,7 @@ test(async (t) => {
     const nCtx = await t.context();
     const neuro = await t.page(nCtx, srv, 'demo-neuro');
     const item = neuro.locator('li[data-case-id="xss-case"]');
-    await item.waitFor({ timeout: 10000 });
+    await seen(item, 'the case in the inbox');
     eq(QUESTION, await item.locator('.question').textContent(),
        'inbox question as text');
     await item.locator('a').click();
@@ -56,7 +56,7 @@ test(async (t) => {
     check((await neuro.textContent('.case-main')).includes('<i>history</i>'),
           'history as text');
     const name = neuro.locator('.viewer .study-line .pt-name');
-    await name.waitFor({ timeout: 10000 });
+    await seen(name, 'the patient name in the viewer');
     eq(PN, await name.textContent(), 'viewer patient name');
     await until(() => neuro.evaluate(() => {
         const i = document.querySelector('.viewer img.slice');
@@ -70,7 +70,7 @@ test(async (t) => {
     await rq.click('.chat-form button[type=submit]');
     await rq.waitForSelector('.thread li.msg.mine');
     const got = neuro.locator('.thread li.msg .text');
-    await got.first().waitFor({ timeout: 10000 });
+    await seen(got, 'the chat message reaches the specialist');
     eq(CHAT, await got.first().textContent(), 'chat message as text');
     eq(CHAT, await rq.textContent('.thread li.msg.mine .text'),
        'own chat message as text');
