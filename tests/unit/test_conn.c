@@ -1,10 +1,12 @@
 /*
  * test_conn — client/conn.c against a scripted TLS peer in a thread: HTTP
  * bodies (Content-Length, chunked, cut short), keep-alive, streamed
- * uploads, certificate and host-name verification, the WebSocket
- * handshake checks, frames (masking, fragments, ping/pong, close codes)
- * and a hashi.v1 session (welcome, a reply after an event, the event
- * kept for conn_v1_next).  Also client/config.c's state files.
+ * uploads, JSON requests and error answers (the REST twin as the CLI
+ * uses it) with the server closing kept-alive sockets, certificate and
+ * host-name verification, the WebSocket handshake checks, frames
+ * (masking, fragments, ping/pong, close codes) and a hashi.v1 session
+ * (welcome, a reply after an event, the event kept for conn_v1_next).
+ * Also client/config.c's state files.
  *
  * The peer is plain OpenSSL on a blocking socket; each test gives it a
  * script (one function per accepted connection).  Failures on the peer's
@@ -460,6 +462,112 @@ static void test_http_upload_and_cut(void **state)
     assert_int_equal(p.accepts, 2);
 }
 
+/* The REST twin as the CLI's one-shot commands use it: JSON requests on
+ * one kept-alive connection; the server closing an idle kept-alive
+ * socket (the next request connects again), and closing one after it
+ * read a request but before any answer (sent once more, on a new
+ * socket).  Three connections for four requests. */
+static int script_json(struct peer *p, SSL *ssl, int n)
+{
+    char head[4096], body[64];
+    if (!ssl)
+        return 0;
+    if (read_head(ssl, head, sizeof head)) {
+        peer_fail(p, "request missing");
+        return 0;
+    }
+    if (n == 0) {
+        if (!strstr(head, "POST /api/cases/abc/claim HTTP/1.1\r\n") ||
+            !strstr(head, "Content-Type: application/json\r\n") ||
+            !strstr(head, "Accept: application/json\r\n") ||
+            !strstr(head, "Authorization: Bearer tok9\r\n") ||
+            !strstr(head, "Content-Length: 7\r\n") ||
+            read_n(ssl, body, 7) || memcmp(body, "{\"x\":1}", 7))
+            peer_fail(p, "JSON POST not as sent");
+        put(ssl, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            "Content-Length: 26\r\n\r\n{\"case\":{\"case_id\":\"abc\"}}");
+        if (read_head(ssl, head, sizeof head) ||
+            !strstr(head, "GET /api/cases?limit=5 HTTP/1.1\r\n") ||
+            strstr(head, "Content-Length"))
+            peer_fail(p, "second request not on the same connection");
+        put(ssl, "HTTP/1.1 409 Conflict\r\nContent-Type: application/json"
+            "\r\nContent-Length: 79\r\n\r\n{\"error\":{\"code\":"
+            "\"already_claimed\",\"message\":\"already claimed by "
+            "demo-neuro2\"}}");
+        return 1;                   /* then close it while idle */
+    }
+    if (n == 1) {
+        if (!strstr(head, "GET /api/cases/abc HTTP/1.1\r\n"))
+            peer_fail(p, "third request not as sent");
+        put(ssl, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nnot json");
+        /* the fourth: read, then closed without a byte of answer */
+        if (read_head(ssl, head, sizeof head) ||
+            !strstr(head, "POST /api/cases/abc/close HTTP/1.1\r\n") ||
+            read_n(ssl, body, 2))
+            peer_fail(p, "fourth request not as sent");
+        return 1;
+    }
+    if (!strstr(head, "POST /api/cases/abc/close HTTP/1.1\r\n") ||
+        read_n(ssl, body, 2) || memcmp(body, "{}", 2))
+        peer_fail(p, "fourth request not sent again");
+    put(ssl, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+    return 0;
+}
+
+static void test_http_json(void **state)
+{
+    struct peer p;
+    struct err e = { 0, "" };
+    json_t *body = json_pack("{s:i}", "x", 1), *out = NULL;
+    int status = 0;
+    (void)state;
+    peer_start(&p, cert_path, key_path, script_json);
+    struct conn *c = client(&p, "127.0.0.1", cert_path);
+
+    assert_int_equal(conn_json(c, "POST", "/api/cases/abc/claim", "tok9",
+                               body, &status, &out, &e), 0);
+    assert_int_equal(status, 200);
+    assert_string_equal(json_string_value(json_object_get(
+        json_object_get(out, "case"), "case_id")), "abc");
+    json_decref(out);
+
+    assert_int_equal(conn_json(c, "GET", "/api/cases?limit=5", "tok9", NULL,
+                               &status, &out, &e), 0);
+    assert_int_equal(status, 409);
+    assert_int_equal(conn_http_error(status, out, &e), ERR_CONFLICT);
+    assert_string_equal(e.msg, "already claimed by demo-neuro2");
+    json_decref(out);
+
+    usleep(200 * 1000);             /* the peer closes the idle socket */
+    assert_int_equal(conn_json(c, "GET", "/api/cases/abc", "tok9", NULL,
+                               &status, &out, &e), 0);
+    assert_int_equal(status, 200);
+    assert_null(out);               /* an answer that is not JSON */
+
+    json_t *empty = json_object();
+    assert_int_equal(conn_json(c, "POST", "/api/cases/abc/close", "tok9",
+                               empty, &status, &out, &e), 0);
+    assert_int_equal(status, 200);
+    assert_true(json_is_object(out) && json_object_size(out) == 0);
+    json_decref(out);
+    json_decref(empty);
+    json_decref(body);
+    conn_free(c);
+    peer_join(&p);
+    assert_int_equal(p.accepts, 3);
+
+    /* the status of an error answer decides its code */
+    json_t *er = json_pack("{s:{s:s}}", "error", "code", "unauthorized");
+    assert_int_equal(conn_http_error(401, er, &e), ERR_AUTH);
+    assert_string_equal(e.msg, "unauthorized (HTTP 401)");
+    assert_int_equal(conn_http_error(404, NULL, &e), ERR_NOTFOUND);
+    assert_string_equal(e.msg, "HTTP 404");
+    assert_int_equal(conn_http_error(400, er, &e), ERR_INVALID);
+    assert_int_equal(conn_http_error(429, er, &e), ERR_RATELIMIT);
+    assert_int_equal(conn_http_error(503, er, &e), ERR_IO);
+    json_decref(er);
+}
+
 /* ---- TLS verification ------------------------------------------------- */
 
 static int script_hello(struct peer *p, SSL *ssl, int n)
@@ -813,6 +921,7 @@ int main(void)
         cmocka_unit_test(test_url),
         cmocka_unit_test(test_http_keepalive_chunked),
         cmocka_unit_test(test_http_upload_and_cut),
+        cmocka_unit_test(test_http_json),
         cmocka_unit_test(test_tls_verify),
         cmocka_unit_test(test_ws_frames),
         cmocka_unit_test(test_ws_handshake_checks),
