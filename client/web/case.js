@@ -66,8 +66,8 @@ export function mount(main, ctx, caseId) {
         meta.push(`From ${c.requester} at ${c.clinic}`);
         const state = [];
         if (c.claimed_by)
-            state.push(c.claimed_by === me.login ? 'Claimed by you'
-                                                 : `Claimed by ${c.claimed_by}`);
+            state.push(c.claimed_by === me.login
+                ? 'Claimed by you' : `Claimed by ${c.claimed_by}`);
         if (c.status === 'new' && c.due_at)
             state.push(`escalates at ${fmtTime(c.due_at)} if unclaimed`);
         if (c.escalation_level > 0)
@@ -88,8 +88,8 @@ export function mount(main, ctx, caseId) {
         showError(actionMsg, null);
         button.disabled = true;
         try {
-            const d = await api('POST',
-                                `/api/cases/${encodeURIComponent(caseId)}/${verb}`,
+            const d = await api('POST', `/api/cases/` +
+                                `${encodeURIComponent(caseId)}/${verb}`,
                                 payload || {});
             update(d.case);
         } catch (err) {
@@ -110,7 +110,8 @@ export function mount(main, ctx, caseId) {
             out.push(b);
         }
         if (isRequester && c.status !== 'closed') {
-            const b = h('button', { type: 'button', id: 'close' }, 'Close case');
+            const b = h('button', { type: 'button', id: 'close' },
+                        'Close case');
             b.addEventListener('click', () => act('close', {}, b));
             out.push(b);
         }
@@ -172,7 +173,7 @@ export function mount(main, ctx, caseId) {
         chatForm.sync();
     }
 
-    // ---- chat ----------------------------------------------------------------
+    // ---- chat -------------------------------------------------------------
     function receiptText(m) {
         const others = (m.read_by || []).filter((u) => u !== me.login);
         if (others.length)
@@ -300,7 +301,7 @@ export function mount(main, ctx, caseId) {
         };
     }
 
-    // ---- the answer form (the claimer only) ----------------------------------
+    // ---- the answer form (the claimer only) -------------------------------
     function buildAnswerForm() {
         const field = (id, label, rows, max, hint) => {
             const t = h('textarea', { id, rows: String(rows),
@@ -385,7 +386,7 @@ export function mount(main, ctx, caseId) {
     store.addEventListener('arrived', onArrived);
     document.addEventListener('visibilitychange', onVisible);
 
-    // ---- load -----------------------------------------------------------------
+    // ---- load -------------------------------------------------------------
     fill(main, h('p', { class: 'muted' }, 'Loading case…'));
     api('GET', `/api/cases/${encodeURIComponent(caseId)}`).then((d) => {
         if (dead)

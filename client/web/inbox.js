@@ -93,8 +93,8 @@ export function mount(main, ctx) {
             known.add(c.case_id);
             if (store.loaded) {
                 fresh.add(c.case_id);
-                announce.textContent =
-                    `New ${PRIORITY_TEXT[c.priority] || ''} case: ${c.question}`;
+                announce.textContent = `New ` +
+                    `${PRIORITY_TEXT[c.priority] || ''} case: ${c.question}`;
             }
         } else if (!c) {
             for (const id of store.cases.keys())

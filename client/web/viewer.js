@@ -139,10 +139,9 @@ export function createViewer(studyUids) {
         overlay.textContent = n ? `${st.idx + 1}/${n} · ${windowText(st.win)}`
                                 : '';
         range.setAttribute('aria-valuetext', txt);
+        const on = st.win ? st.win.name : 'default';
         for (const b of presetBtns)
-            b.setAttribute('aria-pressed',
-                           String((b.dataset.preset === 'default' && !st.win) ||
-                                  (st.win && b.dataset.preset === st.win.name)));
+            b.setAttribute('aria-pressed', String(b.dataset.preset === on));
     }
 
     function show() {

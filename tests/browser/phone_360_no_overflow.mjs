@@ -126,5 +126,30 @@ test(async (t) => {
                'a study in the picker');
     await fits(rq, 'new case form');
     await shot(rq, 'newcase-360');
+
+    // Send a case from the phone: STAT, the study picked, age and sex
+    // taken from the study (PatientSex O, born 1970-01-01).
+    const q = 'Fall at home, on apixaban, GCS 14. Bleed?';
+    await rq.fill('#nc-question', q);
+    await rq.check('input[name=priority][value=stat]');
+    await rq.check('#nc-studies input[type=checkbox]');
+    eq('O', await rq.inputValue('#nc-sex'), 'sex taken from the study');
+    const age = Number(await rq.inputValue('#nc-age'));
+    check(age >= 55 && age <= 150, `age taken from the study: ${age}`);
+    await rq.click('form.new-case button[type=submit]');
+    await until(async () => (await rq.textContent('.case-head h1')) === q,
+                'the new case page after sending');
+    check((await rq.textContent('.case-head .badges')).includes('STAT'),
+          'the new case is STAT');
+    await fits(rq, 'the new case page');
+    const id = (await rq.evaluate(() => location.hash)).split('/')[2];
+    const got = await srv.req('GET', `/api/cases/${id}`, { token: req });
+    eq(200, got.status, `the server has case ${id}`);
+    eq([st.uid], got.json.case.study_uids, 'the study is attached');
+    eq({ age, sex: 'O' }, got.json.case.patient, 'patient age and sex');
+    eq('stat', got.json.case.priority, 'priority on the server');
+    await neuro.click('a.back');
+    await seen(neuro.locator(`li[data-case-id="${id}"]`),
+               'the phone\'s case in the neurologist inbox');
     log(`screenshots in ${SHOTS}`);
 });
