@@ -92,7 +92,11 @@ int conn_http_end(struct conn *c, struct err *e);
 
 /* One request with an in-memory body (body may be NULL when len is 0 and
  * rq->content_length is -1), the response body buffered up to max bytes
- * (ERR_TOOBIG beyond).  rs->body is the caller's: conn_response_free. */
+ * (ERR_TOOBIG beyond).  rs->body is the caller's: conn_response_free.
+ * When a kept-alive socket turns out closed before any byte of the
+ * answer came, the request is sent once more on a new socket: the server
+ * may have read it, so use this only for requests that are safe to
+ * repeat (all of Hashi's REST and DICOMweb requests are). */
 int conn_http(struct conn *c, const struct conn_request *rq,
               const void *body, size_t len, size_t max,
               struct conn_response *rs, struct err *e);
