@@ -280,7 +280,7 @@ export function createViewer(studyUids) {
             'aria-pressed': 'false', onclick: () => pick(s, false),
         }, `${s.modality || '?'} ${s.desc || 'series ' + (s.number || '')}`
            .trim(), h('span', { class: 'muted' }, ` (${s.count})`))));
-        seriesBox.hidden = st.series.length < 2;
+        seriesBox.hidden = !st.series.length;
         if (!st.series.length) {
             say('Images not received yet. They appear here as they arrive.');
             return;

@@ -105,6 +105,24 @@ test(async (t) => {
           `the image is rendered for a 2x phone screen: ${vp}`);
     await shot(neuro, 'case-360');
 
+    // A sideways swipe with a finger changes the slice (18 px a slice).
+    eq('Slice 7 of 12', await neuro.textContent('.viewer .slice-count'),
+       'the middle slice first');
+    await neuro.locator('.viewer .stage').scrollIntoViewIfNeeded();
+    const sb = await neuro.locator('.viewer .stage').boundingBox();
+    const cdp = await ctx.newCDPSession(neuro);
+    const y = sb.y + sb.height / 2;
+    const x0 = sb.x + sb.width / 2;
+    const touch = (type, x) => cdp.send('Input.dispatchTouchEvent', {
+        type, touchPoints: type === 'touchEnd' ? [] : [{ x, y }] });
+    await touch('touchStart', x0);
+    for (let dx = 10; dx <= 60; dx += 10)
+        await touch('touchMove', x0 - dx);
+    await touch('touchEnd', x0 - 60);
+    await until(async () => (await neuro.textContent('.viewer .slice-count'))
+                === 'Slice 4 of 12', 'a 60 px swipe to the left -> slice 4');
+    await cdp.detach();
+
     await neuro.click('#claim');
     await neuro.waitForSelector('form.answer-form:not([hidden])');
     await fits(neuro, 'case page with the answer form');

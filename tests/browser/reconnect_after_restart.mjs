@@ -35,7 +35,8 @@ test(async (t) => {
 
     const nCtx = await t.context();
     const neuro = await t.page(nCtx, srv, 'demo-neuro');
-    await seen(neuro.locator('li[data-case-id="rc-case-a"]'), 'case A in the inbox');
+    await seen(neuro.locator('li[data-case-id="rc-case-a"]'),
+               'case A in the inbox');
     await neuro.evaluate(() => { window.__noReload = 1; });
 
     await srv.stop();
