@@ -3,18 +3,22 @@
 // by itself when the server is back, and shows what happened meanwhile
 // (a new case, a message) without a reload.  And scoping: a cardiologist
 // sees none of it, and a neurology case's page tells them only that it
-// does not exist for them.
+// does not exist for them.  Images that come after the case appear in the
+// open viewer as they arrive (images.arrived), without a reload.
 
-import { test, check, eq, until, seen } from './lib.mjs';
+import { test, check, eq, until, seen, study } from './lib.mjs';
 
 const connText = (page) => page.textContent('#conn');
 
 test(async (t) => {
     const srv = await t.server();
     const req = await srv.login('demo-requester');
+    const st = study('browser-ct12', 12, ['--seed', '12', '--patient-id',
+                                          'BROWSER-12', '--patient-name',
+                                          'Browser^Twelve']);
     await srv.createCase(req, {
         case_id: 'rc-case-a', question: 'Seizure, first episode: CT needed?',
-        priority: 'urgent', specialty: 'neurology',
+        priority: 'urgent', specialty: 'neurology', study_uids: [st.uid],
     });
 
     // Scoping: the cardiologist sees no neurology case.
@@ -66,6 +70,19 @@ test(async (t) => {
     await seen(msg, 'the message written during the break shows');
     eq('Second seizure at 14:20.', await msg.first().textContent(),
        'the message written during the break');
+    await until(async () => (await neuro.textContent('.viewer'))
+                .includes('Images not received yet'),
+                'the viewer says the images have not come yet');
+
+    // The study arrives (STOW); the open viewer shows it.
+    await srv.stow(req, st.files);
+    await until(() => neuro.evaluate(() => {
+        const i = document.querySelector('.viewer img.slice');
+        return i && i.naturalWidth > 0;
+    }), 'the arriving images show in the open viewer', 15000);
+    await until(async () => / of 12$/.test(
+        await neuro.textContent('.viewer .slice-count')),
+                'all 12 slices are there');
     eq(1, await neuro.evaluate(() => window.__noReload),
        'no reload happened');
 });
