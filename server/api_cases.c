@@ -144,6 +144,7 @@ static void do_ack(struct http_req *r, const struct msg *m)
             http_respond_json(r, 200, json_pack("{s:I}", "acked_seq", 0));
         return;
     }
+    ws_flush_acks(srv);
     if (outbox_ack(srv->outbox, uid, m->ack.seq, &e)) {
         if (e.code == ERR_INVALID)
             http_respond_error(r, 400, "bad_field", "seq: %s", e.msg);
@@ -443,6 +444,7 @@ static void list_events(struct http_req *r)
     }
     json_t *events = NULL;
     struct err e = { 0, "" };
+    ws_flush_acks(srv);     /* acked_seq as the WebSocket sessions have it */
     if (outbox_fetch(srv->outbox, uid, after, (int)limit, &events, &e)) {
         http_respond_err(r, &e);
         return;

@@ -49,6 +49,19 @@ int outbox_append_many(struct outbox *o, const int64_t *users, size_t n,
 int outbox_fetch(struct outbox *o, int64_t user_id, int64_t after, int limit,
                  json_t **events, struct err *e);
 
+/* The same events as ready hashi.v1 frames, for the WebSocket push path
+ * (no JSON parse and re-serialisation per event): calls fn once per event,
+ * oldest first, at most limit, with the frame's compact JSON text (the
+ * members and their order as outbox_fetch's objects, the body as stored);
+ * the text is valid during the call only.  fn returns 0 to go on, non-zero
+ * to stop.  Returns the number of events passed to fn, or a negative
+ * ERR_*. */
+typedef int (*outbox_frame_fn)(void *arg, int64_t seq, const char *frame,
+                               size_t len);
+int outbox_fetch_frames(struct outbox *o, int64_t user_id, int64_t after,
+                        int limit, outbox_frame_fn fn, void *arg,
+                        struct err *e);
+
 /* Highest seq ever assigned to user_id (0 if none). */
 int64_t outbox_last_seq(struct outbox *o, int64_t user_id);
 

@@ -79,6 +79,9 @@ void ws_free(struct server *srv);
  * a second per study — more arrivals within the second are told together
  * when it has passed.  Lws thread only. */
 void ws_images_arrived(struct server *srv, const char *study_uid);
+/* hashi.v1 acks are written to the outbox in batches (every 200 ms);
+ * this writes the pending ones now (before reading the ack cursor). */
+void ws_flush_acks(struct server *srv);
 
 /* scp.c: the DICOM listener feeding the store. */
 int scp_start(struct server *srv, struct err *e);

@@ -55,6 +55,7 @@
 #define WS_HELLO_MS 10000           /* no hello within -> 4408 */
 #define WS_KEEP_REPLIES_MS (25LL * 3600 * 1000)
 #define WS_PRUNE_EVERY_MS (3600LL * 1000)
+#define WS_ACK_DELAY_US (200 * 1000)  /* acks written together */
 #define WS_ARRIVED_SLOTS 64         /* studies throttled at once */
 #define WS_ARRIVED_GAP_MS 1000      /* images.arrived per study at most */
 
@@ -78,6 +79,7 @@ struct ws_sess {
     struct principal who;
     int64_t sent_seq;               /* highest event seq queued */
     int64_t acked_seq;              /* highest ack on this connection */
+    int64_t ack_db;                 /* ... of which written to the outbox */
     int pending;                    /* the outbox may hold more */
     struct ws_frame *qhead, *qtail;
     size_t qbytes;
@@ -100,8 +102,17 @@ struct ws_arrived {
     int waiting;
 };
 
+/* An ack of a session that closed before it was written. */
+struct ws_ack {
+    int64_t user_id, seq;
+};
+
 struct ws_hub {
     struct server *srv;
+    lws_sorted_usec_list_t ackt;    /* writes the acks (ack_flush) */
+    int ackt_on;
+    struct ws_ack *orphans;
+    size_t norphans, caporphans;
     struct ws_arrived arrived[WS_ARRIVED_SLOTS];
     struct ws_sess *all;
     struct ws_sess *bucket[WS_BUCKETS];
@@ -281,9 +292,13 @@ static void frames_free(struct ws_sess *s)
     s->qbytes = 0;
 }
 
+static void ack_orphan(struct ws_hub *h, struct ws_sess *s);
+
 static void hub_remove(struct ws_sess *s)
 {
     struct ws_hub *h = s->hub;
+    if (h)
+        ack_orphan(h, s);
     if (h && s->in_bucket) {
         struct ws_sess **pp = &h->bucket[bucket_of(s->who.user_id)];
         while (*pp && *pp != s)
@@ -306,6 +321,105 @@ static void hub_remove(struct ws_sess *s)
     free(s->rx);
     s->rx = NULL;
     s->rx_len = 0;
+}
+
+/* ---- acks ------------------------------------------------------------- */
+
+/* Acks are written to the outbox in one transaction every
+ * WS_ACK_DELAY_US, not one by one: a thousand clients acking each event
+ * would otherwise cost a thousand commits per event.  An ack not written
+ * yet when the server crashes only means that event is sent again
+ * (at-least-once; clients drop repeats by event_id). */
+static void ack_flush(struct ws_hub *h)
+{
+    struct server *srv = h->srv;
+    sqlite3 *db = store_db(srv->store);
+    struct err e = { 0, "" };
+    int n = 0;
+
+    if (!srv->outbox)
+        return;
+    for (struct ws_sess *s = h->all; s && !n; s = s->next)
+        n = s->acked_seq > s->ack_db && s->who.user_id > 0;
+    if (!n && !h->norphans)
+        return;
+    n = 0;
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL)) {
+        log_warn("ws: writing acks: %s", sqlite3_errmsg(db));
+        return;     /* they stay pending: tried again at the next ack */
+    }
+    for (struct ws_sess *s = h->all; s; s = s->next)
+        if (s->acked_seq > s->ack_db && s->who.user_id > 0) {
+            if (outbox_ack(srv->outbox, s->who.user_id, s->acked_seq, &e))
+                log_warn("ws: ack %lld of %s: %s", (long long)s->acked_seq,
+                         s->who.login, e.msg);
+            s->ack_db = s->acked_seq;
+            n++;
+        }
+    for (size_t i = 0; i < h->norphans; i++) {
+        if (outbox_ack(srv->outbox, h->orphans[i].user_id,
+                       h->orphans[i].seq, &e))
+            log_warn("ws: ack %lld of user %lld: %s",
+                     (long long)h->orphans[i].seq,
+                     (long long)h->orphans[i].user_id, e.msg);
+        n++;
+    }
+    h->norphans = 0;
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL)) {
+        log_warn("ws: writing acks: %s", sqlite3_errmsg(db));
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    log_debug("ws: %d ack(s) written", n);
+}
+
+static void ack_timer(lws_sorted_usec_list_t *sul)
+{
+    struct ws_hub *h = lws_container_of(sul, struct ws_hub, ackt);
+    h->ackt_on = 0;
+    ack_flush(h);
+}
+
+static void ack_later(struct ws_hub *h)
+{
+    if (h->ackt_on || !h->ctx)
+        return;
+    h->ackt_on = 1;
+    lws_sul_schedule(h->ctx, 0, &h->ackt, ack_timer, WS_ACK_DELAY_US);
+}
+
+/* A closing session's unwritten ack: written now (with every other
+ * pending one), or while the server stops, kept for ws_free's last
+ * flush. */
+static void ack_orphan(struct ws_hub *h, struct ws_sess *s)
+{
+    if (s->acked_seq <= s->ack_db || s->who.user_id <= 0)
+        return;
+    if (!h->srv->stopping) {
+        ack_flush(h);
+        if (s->acked_seq <= s->ack_db)
+            return;
+    }
+    if (h->norphans == h->caporphans) {
+        size_t cap = h->caporphans ? h->caporphans * 2 : 16;
+        struct ws_ack *p = realloc(h->orphans, cap * sizeof *p);
+        if (!p) {
+            log_warn("ws: ack of %s lost (out of memory); the events "
+                     "will be sent again", s->who.login);
+            return;
+        }
+        h->orphans = p;
+        h->caporphans = cap;
+    }
+    h->orphans[h->norphans].user_id = s->who.user_id;
+    h->orphans[h->norphans].seq = s->acked_seq;
+    h->norphans++;
+    s->ack_db = s->acked_seq;
+}
+
+void ws_flush_acks(struct server *srv)
+{
+    if (srv->ws)
+        ack_flush(srv->ws);
 }
 
 /* ---- sending ------------------------------------------------------------ */
@@ -393,44 +507,37 @@ static void close_after(struct ws_sess *s, int code, const char *reason)
     want_write(s);
 }
 
+static int fill_one(void *arg, int64_t seq, const char *frame, size_t len)
+{
+    struct ws_sess *s = arg;
+    if (queue_bytes(s, frame, len, 0))
+        return 1;
+    s->sent_seq = seq;
+    return s->qbytes >= WS_QUEUE_LOW;
+}
+
 /* Queue the next events after sent_seq, within the in-flight window and
  * the queue's byte budget. */
 static void fill_events(struct ws_sess *s)
 {
     struct server *srv = s->hub->srv;
     int64_t room = WS_INFLIGHT_MAX - (s->sent_seq - s->acked_seq);
-    if (room <= 0 || !srv->outbox || s->who.user_id <= 0) {
-        if (s->who.user_id <= 0)
-            s->pending = 0;
+    if (!srv->outbox || s->who.user_id <= 0) {
+        s->pending = 0;
         return;
     }
+    if (room <= 0)
+        return;             /* until acks come */
     int lim = room < WS_BATCH ? (int)room : WS_BATCH;
-    json_t *arr = NULL;
     struct err e = { 0, "" };
-    if (outbox_fetch(srv->outbox, s->who.user_id, s->sent_seq, lim, &arr,
-                     &e)) {
+    int n = outbox_fetch_frames(srv->outbox, s->who.user_id, s->sent_seq,
+                                lim, fill_one, s, &e);
+    if (n < 0) {
         log_error("ws: outbox of %s: %s", s->who.login, e.msg);
-        return;     /* pending stays: tried again at the next push/tick */
+        return;     /* pending stays: tried again at the next push/ack */
     }
-    size_t n = json_array_size(arr), i;
-    for (i = 0; i < n; i++) {
-        json_t *ev = json_array_get(arr, i);
-        char *text = json_dumps(ev, JSON_COMPACT);
-        int64_t seq = json_integer_value(json_object_get(ev, "seq"));
-        if (!text || queue_bytes(s, text, strlen(text), 0)) {
-            free(text);
-            break;
-        }
-        free(text);
-        s->sent_seq = seq;
-        if (s->qbytes >= WS_QUEUE_LOW) {
-            i++;
-            break;
-        }
-    }
-    if (i == n && n < (size_t)lim)
+    if (n < lim && s->qbytes < WS_QUEUE_LOW)
         s->pending = 0;
-    json_decref(arr);
 }
 
 static int on_writeable(struct ws_sess *s)
@@ -731,7 +838,7 @@ static void on_hello(struct ws_sess *s, const struct msg *m)
     msg_free(&w);
 
     s->state = WS_LIVE;
-    s->sent_seq = s->acked_seq = from;
+    s->sent_seq = s->acked_seq = s->ack_db = from;
     s->pending = who.user_id > 0;
     bucket_add(s->hub, s);
     log_info("ws: %s (%s) connected from %s, %s %s, replay after %lld of "
@@ -753,17 +860,8 @@ static void on_ack(struct ws_sess *s, int64_t seq)
     }
     if (seq <= s->acked_seq)
         return;
-    struct err e = { 0, "" };
-    if (s->who.user_id > 0 &&
-        outbox_ack(s->hub->srv->outbox, s->who.user_id, seq, &e)) {
-        log_error("ws: ack %lld of %s: %s", (long long)seq, s->who.login,
-                  e.msg);
-        send_error(s, NULL, e.code == ERR_INVALID ? MSG_E_BAD_FIELD
-                                                  : MSG_E_INTERNAL,
-                   e.code == ERR_INVALID ? e.msg : "ack not recorded");
-        return;
-    }
-    s->acked_seq = seq;
+    s->acked_seq = seq;         /* written by ack_flush, soon */
+    ack_later(s->hub);
     if (s->pending)
         want_write(s);
 }
@@ -1092,6 +1190,10 @@ static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason,
             lws_sul_cancel(&h->tick);
             h->tick_on = 0;
         }
+        if (h && h->ackt_on) {
+            lws_sul_cancel(&h->ackt);
+            h->ackt_on = 0;
+        }
         return 0;
     default:
         return 0;
@@ -1172,9 +1274,13 @@ void ws_free(struct server *srv)
         s->wsi = NULL;
         hub_remove(s);
     }
-    /* The timer lives in the lws context: only while it exists. */
+    ack_flush(h);
+    free(h->orphans);
+    /* The timers live in the lws context: only while it exists. */
     if (h->tick_on && srv->lws)
         lws_sul_cancel(&h->tick);
+    if (h->ackt_on && srv->lws)
+        lws_sul_cancel(&h->ackt);
     sqlite3_finalize(h->reply_get);
     sqlite3_finalize(h->reply_put);
     ws_proto.user = NULL;
