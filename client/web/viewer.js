@@ -74,7 +74,8 @@ export function createViewer(studyUids) {
     const overlay = h('div', { class: 'overlay', 'aria-hidden': 'true' });
     const stage = h('div', { class: 'stage', tabindex: '0',
                              'aria-label': 'Image. Arrow keys or swipe ' +
-                             'sideways change the slice.' },
+                             'sideways change the slice; keys 0 to 6 ' +
+                             'the window.' },
                     img, overlay, msg);
     const prev = h('button', { type: 'button', class: 'nav-btn',
                                'aria-label': 'Previous slice' }, '‹ Prev');
@@ -97,10 +98,13 @@ export function createViewer(studyUids) {
     const fullBtn = h('button', { type: 'button', class: 'link-btn',
                                   onclick: () => fullscreen() },
                       'Full screen');
+    const hint = h('p', { class: 'hint muted' },
+                   'Slices: wheel, arrow keys, swipe sideways. ' +
+                   'Windows: keys 0–6.');
     const el = h('section', { class: 'viewer', 'aria-label': 'Images' },
                  info, seriesBox, stage,
                  h('div', { class: 'slice-row' }, count, fullBtn),
-                 sliceBar, presets);
+                 sliceBar, presets, hint);
 
     function say(text) {
         msg.textContent = text;

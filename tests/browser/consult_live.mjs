@@ -188,6 +188,13 @@ test(async (t) => {
     await until(async () => (await neuro.textContent('.thread li.msg.mine'))
                 .includes('Read by demo-requester'),
                 'neurologist sees the read receipt live');
+    // The requester jumps to the image the message points at.
+    await rqMsg.locator('button', { hasText: 'Show the image' }).click();
+    await until(async () => {
+        const p = await slicePixels(rq);
+        return p && p.sop === s8.sop && p.win === 'bone';
+    }, 'the requester sees the key image (slice 8, bone window)');
+    eq('Slice 8 of 12', await sliceCount(rq), 'the key image is slice 8');
 
     // Answer.
     await neuro.fill('#ans-impression', 'No haemorrhage. Early left MCA ' +
