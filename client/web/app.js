@@ -134,7 +134,14 @@ async function start(me) {
         !(me.role === 'requester' || me.role === 'admin');
     nav.hidden = false;
     live.addEventListener('state', (e) => showConn(e.detail));
-    live.addEventListener('event', (e) => store.onEvent(e.detail));
+    live.addEventListener('event', (e) => {
+        store.onEvent(e.detail);
+        // A new STAT case buzzes a phone (where the browser allows it).
+        const c = e.detail.body && e.detail.body.case;
+        if (e.detail.kind === 'case.new' && c && c.priority === 'stat' &&
+            navigator.vibrate)
+            navigator.vibrate([200, 100, 200]);
+    });
     live.addEventListener('welcome', () => {
         store.reload().catch(() => {});
     });
