@@ -124,4 +124,45 @@ assert_eq "claimed $winner" "$(jget "$T_TMP/body" \
     '"%s %s" % (d["case"]["status"], d["case"]["claimed_by"])')" \
     "case after the race"
 audit_has case.claim "case-a1" "claim audited"
+
+# -- the rest of the life of the case, over REST
+if [ $winner = demo-neuro ]; then W=$N1; L=$N2; else W=$N2; L=$N1; fi
+assert_eq 403 "$(api POST /api/cases/case-a1/answer "$L" \
+    '{"impression":"No bleed."}')" "answer by the loser"
+assert_eq 400 "$(api POST /api/cases/case-a1/answer "$W" \
+    '{"recommendation":"Rest."}')" "answer without impression or text"
+assert_eq missing_field "$(jget "$T_TMP/body" 'd["error"]["code"]')" \
+    "answer without impression or text: code"
+assert_eq 200 "$(api POST /api/cases/case-a1/answer "$W" \
+    '{"impression":"No bleed.","recommendation":"CT in 24 h.",
+      "text":"Small contusion, no mass effect."}')" "answer by the claimer"
+assert_eq "answered No bleed. $winner" "$(jget "$T_TMP/body" \
+    '"%s %s %s" % (d["case"]["status"], d["case"]["answer"]["impression"],
+    d["case"]["answer"]["by"])')" "answered case"
+assert_eq 200 "$(api POST /api/cases/case-a1/messages/msg-1/read "$W")" \
+    "read receipt"
+assert_eq "{}" "$(cat "$T_TMP/body")" "read receipt body"
+assert_eq 200 "$(api GET /api/cases/case-a1/messages "$R")" "thread"
+assert_eq "True" "$(jget "$T_TMP/body" \
+    '"'$winner'" in d["messages"][0]["read_by"]')" "read_by in the thread"
+assert_eq 404 "$(api POST /api/cases/case-a1/close "$B")" "close by clinic B"
+assert_eq 200 "$(api POST /api/cases/case-a1/close "$R" '{"reason":"done"}')" \
+    "close by the requester"
+assert_eq closed "$(jget "$T_TMP/body" 'd["case"]["status"]')" "closed"
+assert_eq 200 "$(api POST /api/cases/case-a1/reopen "$R")" "reopen"
+assert_eq "reopened $winner" "$(jget "$T_TMP/body" \
+    '"%s %s" % (d["case"]["status"], d["case"]["claimed_by"])')" "reopened"
+assert_eq 405 "$(api GET /api/cases/case-a1/claim "$W")" "GET on claim"
+assert_eq 404 "$(api POST /api/cases/case-a1/zap "$W")" "unknown verb"
+
+# -- the outbox over REST: the requester's events, acknowledged
+assert_eq 200 "$(api GET '/api/events?after=0&limit=2' "$R")" "events page"
+assert_eq "[1, 2]" "$(jget "$T_TMP/body" '[e["seq"] for e in d["events"]]')" \
+    "first page of events"
+last=$(jget "$T_TMP/body" 'd["last_seq"]')
+assert_eq 200 "$(api POST /api/events/ack "$R" "{\"seq\":$last}")" "ack all"
+assert_eq "$last" "$(jget "$T_TMP/body" 'd["acked_seq"]')" "acked_seq"
+assert_eq 400 "$(api POST /api/events/ack "$R" "{\"seq\":$((last + 1))}")" \
+    "ack beyond the last event"
+assert_eq 400 "$(api GET '/api/events?after=x' "$R")" "after=x"
 pass

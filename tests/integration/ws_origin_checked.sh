@@ -1,6 +1,7 @@
 # ws_origin_checked: a hashi.v1 upgrade with a foreign Origin is refused
 # (HTTP 403, audited) before the WebSocket opens; the server's own origin,
-# a configured one and no Origin at all (CLI, gateway) are accepted.  A bad
+# a configured one and no Origin at all (CLI, gateway) are accepted; a
+# browser's hello may rely on the session cookie of the upgrade.  A bad
 # token in hello is answered unauthorized and closed with 4401; garbage
 # frames get their codec error and, ten in a row, close 4400.
 . "$(dirname "$0")/lib.sh"
@@ -34,6 +35,17 @@ wsc session --origin "$HURL" --token "$N" --idle 1 --timeout 10 \
     >"$T_TMP/own" || fail "session from own origin"
 assert_eq "demo-neuro" "$(jlines "$T_TMP/own" 'W["user"]["login"]')" \
     "welcome from own origin"
+
+# A browser: no token in hello, the session cookie of the upgrade instead.
+wsc session --origin "$HURL" --cookie "hashi_session=$N" --token "" \
+    --idle 1 --timeout 10 >"$T_TMP/cookie" || fail "session with a cookie"
+assert_eq "demo-neuro" "$(jlines "$T_TMP/cookie" 'W["user"]["login"]')" \
+    "welcome through the session cookie"
+wsc session --token "" --idle 2 --timeout 10 >"$T_TMP/nothing" ||
+    fail "session without token or cookie"
+assert_eq "unauthorized 4401" "$(jlines "$T_TMP/nothing" \
+    '"%s %s" % (L[0]["error"]["code"], L[-1]["code"])')" \
+    "hello without token or cookie"
 
 # Bad token: unauthorized, then close 4401.
 wsc session --token "0000$N" --idle 2 --timeout 10 >"$T_TMP/bad" ||

@@ -11,8 +11,10 @@ URL is https://HOST:PORT (the upgrade goes to /ws).  Commands:
       the server answered, or "closed" if it dropped the connection.
   session --token T [--last-seq N] [--origin O] [--count N] [--idle S]
           [--timeout S] [--ack] [--send JSON]... [--raw TEXT]...
-          [--ready FILE]
-      hello, then print every frame received as one JSON line (welcome,
+          [--ready FILE] [--cookie C]
+      hello (with no token when --token is ""; --cookie sends a Cookie
+      header with the upgrade), then print every frame received as one
+      JSON line (welcome,
       events, replies, errors; a close as {"type":"close","code":N}).
       --send frames go after the welcome, --raw ones before hello.
       Stops after --count events, after --idle seconds without a frame,
@@ -46,7 +48,7 @@ class Closed(Exception):
 
 class WS:
     def __init__(self, url, cacert, origin=None, protocol="hashi.v1",
-                 timeout=10.0):
+                 timeout=10.0, cookie=None):
         u = urlparse(url)
         self.host = u.hostname
         self.port = u.port or 443
@@ -65,6 +67,8 @@ class WS:
                  "Sec-WebSocket-Protocol: " + protocol]
         if origin:
             lines.append("Origin: " + origin)
+        if cookie:
+            lines.append("Cookie: " + cookie)
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         head = self._read_head()
         first = head.split(b"\r\n", 1)[0].decode("latin-1")
@@ -165,7 +169,7 @@ def cmd_handshake(a):
 
 def cmd_session(a):
     try:
-        ws = WS(a.url, a.cacert, origin=a.origin)
+        ws = WS(a.url, a.cacert, origin=a.origin, cookie=a.cookie)
     except (Closed, ConnectionError, ssl.SSLError) as e:
         print("handshake failed: %s" % e, file=sys.stderr)
         return 2
@@ -236,6 +240,7 @@ def main():
     s.add_argument("--token")
     s.add_argument("--last-seq", type=int, default=0)
     s.add_argument("--origin")
+    s.add_argument("--cookie")
     s.add_argument("--count", type=int, default=0)
     s.add_argument("--idle", type=float, default=0)
     s.add_argument("--timeout", type=float, default=20)
