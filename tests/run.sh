@@ -16,9 +16,13 @@ export TCP_NODELAY=1
 LOGDIR="$ROOT/build/test-logs"
 mkdir -p "$LOGDIR" "$HASHI_TESTDATA"
 
-only="${1:-all}"
-pattern="${2:-}"
-case "$only" in --*) only=${only#--} ;; *) pattern="$only"; only=all ;; esac
+only=all
+pattern=""
+case "${1:-}" in
+    --*) only=${1#--}; pattern="${2:-}" ;;
+    "") ;;
+    *) pattern="$1" ;;
+esac
 
 passed=0
 failed=0
