@@ -349,8 +349,7 @@ static int api(struct cli *cl, const char *method, const char *path,
 /* The REST body of a request: its hashi.v1 object without the envelope
  * (type, id) and without case_id (the path names the case).  NULL with
  * e set when m breaks the codec's rules. */
-static json_t *rest_body(const struct msg *m, int keep_case_id,
-                         struct err *e)
+static json_t *rest_body(const struct msg *m, struct err *e)
 {
     struct msg_error me;
     json_t *j = msg_to_json(m, &me);
@@ -360,8 +359,7 @@ static json_t *rest_body(const struct msg *m, int keep_case_id,
     }
     json_object_del(j, "type");
     json_object_del(j, "id");
-    if (!keep_case_id)
-        json_object_del(j, "case_id");
+    json_object_del(j, "case_id");
     return j;
 }
 
@@ -803,7 +801,7 @@ static int cmd_case_ref(int argc, char **argv, enum msg_type type)
     conn_random_id(rid);
     if (msg_build_case_ref(&req, type, rid, id, ov(opts, "--reason"), &me))
         return usage_err("%s", me.message);
-    json_t *body = rest_body(&req, 0, &e);
+    json_t *body = rest_body(&req, &e);
     msg_free(&req);
     verb = type == MSG_CASE_CLAIM ? "claim" : type == MSG_CASE_CLOSE
            ? "close" : "reopen";
@@ -841,7 +839,7 @@ static int cmd_chat(int argc, char **argv)
     strlcpy_h(req.message_send.text, a.pos[1], sizeof req.message_send.text);
     if (msg_validate(&req, &me))
         return usage_err("%s", me.message);
-    json_t *body = rest_body(&req, 0, &e);
+    json_t *body = rest_body(&req, &e);
     msg_free(&req);
     snprintf(path, sizeof path, "/api/cases/%s/messages", id);
     return simple_call(path, body, &e, oset(opts, "--json"), "sent to %s\n",
@@ -886,7 +884,7 @@ static int cmd_answer(int argc, char **argv)
         strlcpy_h(an->text, a.pos[1], sizeof an->text);
     if (msg_validate(&req, &me))
         return usage_err("%s", me.message);
-    json_t *body = rest_body(&req, 0, &e);
+    json_t *body = rest_body(&req, &e);
     msg_free(&req);
     snprintf(path, sizeof path, "/api/cases/%s/answer", id);
     return simple_call(path, body, &e, oset(opts, "--json"),
