@@ -16,7 +16,9 @@ URL is https://HOST:PORT (the upgrade goes to /ws).  Commands:
       header with the upgrade), then print every frame received as one
       JSON line (welcome,
       events, replies, errors; a close as {"type":"close","code":N}).
-      --send frames go after the welcome, --raw ones before hello.
+      --send frames go after the welcome (--send-frag ones in three
+      fragments, then --send-big N: one text frame of N bytes), --raw
+      ones before hello.
       Stops after --count events, after --idle seconds without a frame,
       at a close, or fails (exit 3) after --timeout seconds.  --ack
       acknowledges each event as it comes.  --ready touches FILE once the
@@ -218,6 +220,16 @@ def cmd_session(a):
                 open(a.ready, "w").close()
             for s in a.send:
                 ws.send_text(s)
+            for s in a.send_frag:     # in three fragments
+                b = s.encode()
+                k = max(1, len(b) // 3)
+                ws.send_frame(1, b[:k], fin=False)
+                ws.send_frame(0, b[k:2 * k], fin=False)
+                ws.send_frame(0, b[2 * k:], fin=True)
+            if a.send_big:            # one text frame of send_big bytes
+                head = '{"type":"ping","id":"big","pad":"'
+                pad = "x" * max(0, a.send_big - len(head) - 2)
+                ws.send_text(head + pad + '"}')
         elif m.get("type") == "event":
             events += 1
             if a.ack:
@@ -246,6 +258,8 @@ def main():
     s.add_argument("--timeout", type=float, default=20)
     s.add_argument("--ack", action="store_true")
     s.add_argument("--send", action="append", default=[])
+    s.add_argument("--send-frag", action="append", default=[])
+    s.add_argument("--send-big", type=int, default=0)
     s.add_argument("--raw", action="append", default=[])
     s.add_argument("--ready")
     a = p.parse_args()
