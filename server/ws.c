@@ -18,7 +18,15 @@
  *      restarts.
  *   5. ws_push_dirty(), called by cases.c after each COMMIT, marks the
  *      sessions of the users that got events and asks lws for a writeable
- *      callback; each WRITEABLE sends one queued frame.
+ *      callback; each WRITEABLE sends one queued frame.  Events go out as
+ *      the outbox stores them (outbox_fetch_frames: no JSON round trip).
+ *   6. Acks move the session's window at once; they are written to the
+ *      outbox together, every 200 ms, at a close and before REST reads
+ *      the cursor (one commit instead of one per ack per client).
+ *
+ * The hub's one-second tick also closes sessions silent past the hello
+ * timeout (4408), sends the images.arrived held back by the per-study
+ * throttle (ws_images_arrived) and prunes kept replies older than 25 h.
  *
  * Memory: a session is its lws per-session struct (about 1 KB); frames
  * are queued only while they wait for the socket, and a session whose
