@@ -838,6 +838,7 @@ static int fill_info(DcmFileFormat &ff, const char *ts,
 /* ---- init ------------------------------------------------------------- */
 
 static int g_inited;
+static void strips_stop(void);
 
 extern "C" int dicom_init(struct err *e)
 {
@@ -877,6 +878,7 @@ extern "C" void dicom_cleanup(void)
         DJLSDecoderRegistration::cleanup();
         DJLSEncoderRegistration::cleanup();
         DcmRLEDecoderRegistration::cleanup();
+        strips_stop();
         g_inited = 0;
     } catch (...) {
     }
@@ -1049,6 +1051,274 @@ static int encode_jpeg(const unsigned char *pix, unsigned w, unsigned h,
     return 0;
 }
 
+/* ---- JPEG in strips, on two cores ------------------------------------- */
+
+/* Encoding dominates a fast-path render, and one request waits for it
+ * while the other core idles.  So a large grey image is cut into
+ * horizontal strips (a multiple of 8 rows each) that are encoded as
+ * separate JPEGs by the caller and one helper thread, then spliced into
+ * one baseline JPEG with restart markers: a restart interval of exactly
+ * one strip resets the DC predictors and byte-aligns the entropy code,
+ * which is what a fresh encode of the strip gives, so the strips' entropy
+ * segments can follow one another with RSTn markers between them.  The
+ * decoded pixels are the same as from a single encode.
+ *
+ * The caller never depends on the helper: strips are taken from a shared
+ * counter by whoever gets there first, and a caller that finds the helper
+ * busy (another render, say from the DICOM listener's thread) or asleep
+ * simply encodes every strip itself. */
+#define STRIPS 4                /* strips per image */
+#define STRIP_MIN_ROWS 64       /* images of fewer rows per strip: one JPEG */
+
+struct strip_job {
+    /* in */
+    const uint8_t *pix;         /* w x h grey, row by row */
+    unsigned w, h, rows;        /* rows per strip, a multiple of 8 */
+    int n;                      /* strips */
+    int quality;
+    void (*fill)(void *arg, unsigned y0, unsigned y1);  /* rows y0..y1-1 */
+    void *fill_arg;             /*   of pix, before encoding; or NULL */
+    /* out: one complete JPEG per strip, malloc'd */
+    unsigned char *out[STRIPS];
+    size_t len[STRIPS];
+    std::atomic<int> next, done, bad;
+    std::atomic<int> released;  /* the helper has let go of the job */
+};
+
+/* The helper.  Plain pthread objects with static initialisers: they have
+ * no destructors, so a process that exits without dicom_cleanup() does
+ * not wait at exit for the helper asleep on them. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    pthread_t th;
+    int started;                /* 1 running, -1 could not start */
+    int stop;
+    struct strip_job *job;      /* offered to the helper, or NULL */
+    int busy;                   /* the helper is working on job */
+} g_strips = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+              pthread_t(), 0, 0, NULL, 0};
+
+static void strips_work(struct strip_job *j)
+{
+    for (;;) {
+        int i = j->next.fetch_add(1);
+        if (i >= j->n)
+            return;
+        unsigned y0 = (unsigned)i * j->rows;
+        unsigned y1 = y0 + j->rows < j->h ? y0 + j->rows : j->h;
+        if (j->fill)
+            j->fill(j->fill_arg, y0, y1);
+        if (encode_jpeg(j->pix + (size_t)y0 * j->w, j->w, y1 - y0, 1,
+                        j->quality, &j->out[i], &j->len[i]))
+            j->bad.store(1);
+        j->done.fetch_add(1);
+    }
+}
+
+static void *strips_helper(void *)
+{
+    pthread_mutex_lock(&g_strips.mu);
+    for (;;) {
+        while (!g_strips.stop && !(g_strips.job && !g_strips.busy))
+            pthread_cond_wait(&g_strips.wake, &g_strips.mu);
+        if (g_strips.stop)
+            break;
+        struct strip_job *j = g_strips.job;
+        g_strips.busy = 1;
+        pthread_mutex_unlock(&g_strips.mu);
+        strips_work(j);
+        j->released.store(1);   /* the last touch of *j */
+        pthread_mutex_lock(&g_strips.mu);
+        g_strips.busy = 0;
+        g_strips.job = NULL;    /* taken once: the caller does the rest */
+    }
+    pthread_mutex_unlock(&g_strips.mu);
+    return NULL;
+}
+
+/* Start the helper (once); 0 if it runs. */
+static int strips_start(void)
+{
+    pthread_mutex_lock(&g_strips.mu);
+    if (!g_strips.started) {
+        /* the helper must not take the process's signals */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        int rc = pthread_create(&g_strips.th, NULL, strips_helper, NULL);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        g_strips.started = rc ? -1 : 1;
+    }
+    int ok = g_strips.started > 0;
+    pthread_mutex_unlock(&g_strips.mu);
+    return ok ? 0 : -1;
+}
+
+static void strips_stop(void)
+{
+    pthread_mutex_lock(&g_strips.mu);
+    int running = g_strips.started > 0;
+    g_strips.stop = 1;
+    pthread_cond_broadcast(&g_strips.wake);
+    pthread_mutex_unlock(&g_strips.mu);
+    if (running)
+        pthread_join(g_strips.th, NULL);
+    pthread_mutex_lock(&g_strips.mu);
+    g_strips.started = 0;
+    g_strips.stop = 0;
+    pthread_mutex_unlock(&g_strips.mu);
+}
+
+static inline void sched_yield_or_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#else
+    sched_yield();
+#endif
+}
+
+/* Big-endian 16-bit at p. */
+static unsigned be16(const unsigned char *p)
+{
+    return (unsigned)p[0] << 8 | p[1];
+}
+
+/* Where strip JPEG j's entropy-coded data starts (just after its SOS
+ * segment) and where its SOS marker is; 0 if it has no SOS. */
+static int jpeg_scan_at(const unsigned char *j, size_t len, size_t *sos,
+                        size_t *data)
+{
+    size_t p = 2;
+    while (p + 4 <= len && j[p] == 0xFF) {
+        unsigned m = j[p + 1], l = be16(j + p + 2);
+        if (m == 0xDA) {
+            *sos = p;
+            *data = p + 2 + l;
+            return *data <= len - 2;
+        }
+        p += 2 + l;
+    }
+    return 0;
+}
+
+/* One JPEG from the strips: strip 0's headers with the full height in
+ * SOF0 and a DRI of one strip's MCUs, then every strip's entropy-coded
+ * data, RST0..7 in turn between them, then EOI.  Frees the strips. */
+static int strips_splice(struct strip_job *j, unsigned char **out,
+                         size_t *outlen)
+{
+    size_t sos[STRIPS] = {}, data[STRIPS] = {}, total = 16;
+    int ok = 1;
+    for (int i = 0; i < j->n; i++) {
+        ok = ok && j->out[i] && jpeg_scan_at(j->out[i], j->len[i], &sos[i],
+                                             &data[i]);
+        if (ok)
+            total += j->len[i] - data[i] + 2;
+    }
+    unsigned char *b = ok ? (unsigned char *)malloc(total + sos[0] +
+                                                    (data[0] - sos[0]))
+                          : NULL;
+    if (b) {
+        size_t o = 0;
+        memcpy(b, j->out[0], sos[0]);
+        /* SOF0's height: the whole image */
+        for (size_t p = 2; p + 9 <= sos[0] && b[p] == 0xFF;
+             p += 2 + be16(b + p + 2))
+            if (b[p + 1] == 0xC0) {
+                b[p + 5] = (unsigned char)(j->h >> 8);
+                b[p + 6] = (unsigned char)j->h;
+            }
+        o = sos[0];
+        unsigned interval = ((j->w + 7) / 8) * (j->rows / 8);
+        const unsigned char dri[6] = {0xFF, 0xDD, 0, 4,
+                                      (unsigned char)(interval >> 8),
+                                      (unsigned char)interval};
+        memcpy(b + o, dri, sizeof dri);
+        o += sizeof dri;
+        memcpy(b + o, j->out[0] + sos[0], data[0] - sos[0]);
+        o += data[0] - sos[0];
+        for (int i = 0; i < j->n; i++) {
+            size_t n = j->len[i] - 2 - data[i];
+            memcpy(b + o, j->out[i] + data[i], n);
+            o += n;
+            b[o++] = 0xFF;
+            b[o++] = i + 1 < j->n ? (unsigned char)(0xD0 + (i & 7)) : 0xD9;
+        }
+        *out = b;
+        *outlen = o;
+    }
+    for (int i = 0; i < j->n; i++)
+        free(j->out[i]);
+    return b ? 0 : -1;
+}
+
+/* Encode w x h grey at pix (rows filled by fill first, if given) as one
+ * JPEG, in strips on two threads when it is tall enough.  *out is
+ * malloc'd.  0 or -1. */
+static int encode_grey_strips(const uint8_t *pix, unsigned w, unsigned h,
+                              int quality,
+                              void (*fill)(void *, unsigned, unsigned),
+                              void *fill_arg, unsigned char **out,
+                              size_t *outlen)
+{
+    unsigned rows = ((h + STRIPS - 1) / STRIPS + 7) / 8 * 8;
+    unsigned mcus = (w + 7) / 8;
+    while (rows > 8 && mcus * (rows / 8) > 65535)   /* DRI is 16 bits */
+        rows -= 8;
+    if (w % 8 || rows < STRIP_MIN_ROWS || strips_start()) {
+        if (fill)
+            fill(fill_arg, 0, h);
+        return encode_jpeg(pix, w, h, 1, quality, out, outlen);
+    }
+    struct strip_job j;
+    j.pix = pix;
+    j.w = w;
+    j.h = h;
+    j.rows = rows;
+    j.n = (int)((h + rows - 1) / rows);
+    j.quality = quality;
+    j.fill = fill;
+    j.fill_arg = fill_arg;
+    for (int i = 0; i < STRIPS; i++) {
+        j.out[i] = NULL;
+        j.len[i] = 0;
+    }
+    j.next.store(0);
+    j.done.store(0);
+    j.bad.store(0);
+    j.released.store(0);
+    int offered = 0;
+    pthread_mutex_lock(&g_strips.mu);
+    if (!g_strips.job && !g_strips.busy) {
+        g_strips.job = &j;
+        offered = 1;
+        pthread_cond_signal(&g_strips.wake);
+    }
+    pthread_mutex_unlock(&g_strips.mu);
+    strips_work(&j);
+    if (offered) {
+        /* the helper either never got to the job (withdraw it) or took
+         * it: then wait, spinning, until it lets go (it is working on a
+         * strip on the other core, a fraction of a millisecond; sleeping
+         * instead would add a wake-up to every render) */
+        pthread_mutex_lock(&g_strips.mu);
+        int taken = g_strips.job == &j && g_strips.busy;
+        if (g_strips.job == &j && !taken)
+            g_strips.job = NULL;
+        pthread_mutex_unlock(&g_strips.mu);
+        while (taken && !j.released.load())
+            sched_yield_or_pause();
+    }
+    if (j.bad.load()) {
+        for (int i = 0; i < j.n; i++)
+            free(j.out[i]);
+        return -1;
+    }
+    return strips_splice(&j, out, outlen);
+}
+
 /* ERR_TOOBIG if decoding one frame (all_frames: every frame) would need
  * more memory than we allow. */
 static int check_size(DcmDataset *ds, int all_frames, struct err *e)
@@ -1184,7 +1454,11 @@ static int sink_put(struct render_sink *s, const unsigned char *pix,
                     unsigned w, unsigned h, int comps)
 {
     if (s->jpeg) {
-        if (encode_jpeg(pix, w, h, comps, s->quality, &s->out, &s->len))
+        int bad = comps == 1 ?
+            encode_grey_strips(pix, w, h, s->quality, NULL, NULL, &s->out,
+                               &s->len) :
+            encode_jpeg(pix, w, h, comps, s->quality, &s->out, &s->len);
+        if (bad)
             return -1;
     } else {
         size_t n = (size_t)w * h * (size_t)comps;
@@ -1602,6 +1876,31 @@ static int fast_setup(const struct fast_attrs *fa,
     return 0;
 }
 
+/* The table pass over some rows of the frame (a strip_job fill). */
+struct lut_pass {
+    const struct fast_img *im;
+    unsigned shift;
+    uint32_t mask, sign;
+    int plain;
+    const uint8_t *lut;
+    int32_t first;
+    uint8_t *frame;
+};
+
+static void lut_rows(void *arg, unsigned y0, unsigned y1)
+{
+    const struct lut_pass *p = (const struct lut_pass *)arg;
+    size_t at = (size_t)y0 * p->im->cols, n = (size_t)(y1 - y0) *
+                                              p->im->cols;
+    if (p->im->balloc == 8)
+        apply_lut<uint8_t>(p->im->pix + at, n, p->shift, p->mask, p->sign,
+                           p->plain, p->lut, p->first, p->frame + at);
+    else
+        apply_lut<uint16_t>(p->im->pix + 2 * at, n, p->shift, p->mask,
+                            p->sign, p->plain, p->lut, p->first,
+                            p->frame + at);
+}
+
 static int render_fast(const struct fast_attrs *fa,
                        const struct dcm_render_opts *o,
                        struct render_sink *sink, const char **why,
@@ -1672,16 +1971,21 @@ static int render_fast(const struct fast_attrs *fa,
                                              gradient);
     memset(lut + ((int64_t)b - first), (int)high,
            (size_t)((int64_t)last + 1 - b));
-    if (im.balloc == 8)
-        apply_lut<uint8_t>(im.pix, n, shift, mask, sign, plain, lut, first,
-                           frame);
-    else
-        apply_lut<uint16_t>(im.pix, n, shift, mask, sign, plain, lut, first,
-                            frame);
-
+    struct lut_pass lp = {&im, shift, mask, sign, plain, lut, first, frame};
     unsigned long sw, sh;
-    const uint8_t *out = frame;
-    if (fit_size(im.cols, im.rows, o, &sw, &sh)) {
+    if (!fit_size(im.cols, im.rows, o, &sw, &sh) && sink->jpeg) {
+        /* the table is applied strip by strip, on both threads */
+        if (encode_grey_strips(frame, im.cols, im.rows, sink->quality,
+                               lut_rows, &lp, &sink->out, &sink->len))
+            return fail(e, ERR_INTERNAL, "JPEG encoding failed");
+        sink->w = im.cols;
+        sink->h = im.rows;
+        sink->comps = 1;
+        return 0;
+    }
+    lut_rows(&lp, 0, im.rows);
+    uint8_t *out = frame;
+    if (sw != im.cols || sh != im.rows) {
         float *tmp = (float *)scratch_get(SCR_TMP, (size_t)im.rows * sw *
                                                    sizeof(float));
         uint8_t *dst = (uint8_t *)scratch_get(SCR_SCALED, (size_t)sw * sh);
