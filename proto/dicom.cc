@@ -1081,7 +1081,7 @@ struct strip_job {
     /* out: one complete JPEG per strip, malloc'd */
     unsigned char *out[STRIPS];
     size_t len[STRIPS];
-    std::atomic<int> next, done, bad;
+    std::atomic<int> next, bad;
     std::atomic<int> released;  /* the helper has let go of the job */
 };
 
@@ -1112,7 +1112,6 @@ static void strips_work(struct strip_job *j)
         if (encode_jpeg(j->pix + (size_t)y0 * j->w, j->w, y1 - y0, 1,
                         j->quality, &j->out[i], &j->len[i]))
             j->bad.store(1);
-        j->done.fetch_add(1);
     }
 }
 
@@ -1128,10 +1127,10 @@ static void *strips_helper(void *)
         g_strips.busy = 1;
         pthread_mutex_unlock(&g_strips.mu);
         strips_work(j);
-        j->released.store(1);   /* the last touch of *j */
         pthread_mutex_lock(&g_strips.mu);
         g_strips.busy = 0;
         g_strips.job = NULL;    /* taken once: the caller does the rest */
+        j->released.store(1);   /* the last touch of *j */
     }
     pthread_mutex_unlock(&g_strips.mu);
     return NULL;
@@ -1286,7 +1285,6 @@ static int encode_grey_strips(const uint8_t *pix, unsigned w, unsigned h,
         j.len[i] = 0;
     }
     j.next.store(0);
-    j.done.store(0);
     j.bad.store(0);
     j.released.store(0);
     int offered = 0;
@@ -1308,8 +1306,15 @@ static int encode_grey_strips(const uint8_t *pix, unsigned w, unsigned h,
         if (g_strips.job == &j && !taken)
             g_strips.job = NULL;
         pthread_mutex_unlock(&g_strips.mu);
-        while (taken && !j.released.load())
-            sched_yield_or_pause();
+        if (taken) {
+            while (!j.released.load())
+                sched_yield_or_pause();
+            /* the helper set it holding the lock: taking the lock once
+             * orders its writes of the strips before our reads for
+             * tools that do not follow atomics (helgrind) */
+            pthread_mutex_lock(&g_strips.mu);
+            pthread_mutex_unlock(&g_strips.mu);
+        }
     }
     if (j.bad.load()) {
         for (int i = 0; i < j.n; i++)
@@ -1858,6 +1863,18 @@ static int fast_setup(const struct fast_attrs *fa,
         return FAST_DECLINED;
     }
     im->rescale = rs == 1;
+    /* DCMTK's windowing table starts at the rescaled absolute minimum
+     * (dimoopxt.h: value = i + absmin, looked up at i = m - (int)absmin):
+     * when that is not an integer, it windows every value shifted by its
+     * fraction.  Leave those to DCMTK, so both engines agree. */
+    if (im->rescale) {
+        double absmin = pixrep ? -(double)(1u << (im->bstored - 1)) : 0.0;
+        double a = absmin * im->slope + im->intercept;
+        if (a != (double)(long long)a) {
+            *why = "rescale to a non-integer minimum";
+            return FAST_DECLINED;
+        }
+    }
     *minmax = 0;
     if (o->window_mode == DCM_WINDOW_EXPLICIT) {
         *center = o->center;

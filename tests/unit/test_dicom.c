@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jpeglib.h>
 
 #include "../../proto/dicom.h"
 #include "../../proto/util.h"
@@ -959,6 +960,348 @@ static void test_render_errors(void **state)
     assert_null(j);
 }
 
+/* ---- render: fast path against DCMTK ----------------------------------- */
+
+/* The fast path (dicom.h, DCM_RENDER_FAST) must give the 8-bit values
+ * DCMTK gives.  Tolerance: at most 1 grey level per pixel, in at most
+ * 0.1% of the pixels.  Both compute the same double-precision expressions
+ * (rescale truncated to an integer, then the linear VOI function) and
+ * agree exactly today; one level is the most a different rounding of the
+ * same arithmetic could move a value, so a larger difference is a real
+ * disagreement, and more than a few pixels off by one would be a shifted
+ * formula rather than rounding. */
+
+static char rfx[PATH_MAX];      /* render_fixtures.py's output */
+
+static const char *R(const char *name)
+{
+    if (!rfx[0]) {
+        const char *root = getenv("HASHI_ROOT");
+        char script[PATH_MAX];
+        snprintf(rfx, sizeof rfx, "%s/render", fx);
+        keep(script, root ? root : ".", "tests/unit/render_fixtures.py");
+        if (run("/usr/bin/python3 '%s' '%s'", script, rfx) != 0)
+            fail_msg("render_fixtures.py failed");
+    }
+    return P(rfx, name);
+}
+
+struct pix {
+    unsigned char *p;
+    int w, h, c;
+};
+
+static int pixels(const char *path, struct dcm_render_opts o, int engine,
+                  struct pix *px, struct err *e)
+{
+    o.engine = engine;
+    memset(px, 0, sizeof *px);
+    return dicom_render_pixels(path, &o, &px->p, &px->w, &px->h, &px->c, e);
+}
+
+static struct dcm_render_opts ropts(int mode, double c, double w, int frame)
+{
+    struct dcm_render_opts o = {0};
+    o.window_mode = mode;
+    o.center = c;
+    o.width = w;
+    o.frame = frame;
+    return o;
+}
+
+/* Fast and DCMTK renders of path under o agree within the tolerance;
+ * when exactly equal, their JPEGs are byte for byte the same too. */
+static void expect_same_as_dcmtk(const char *path, struct dcm_render_opts o)
+{
+    struct pix a, b;
+    struct err e = {0};
+    if (pixels(path, o, DCM_RENDER_FAST, &a, &e))
+        fail_msg("%s (window %d %g/%g, frame %d): fast path: %s", path,
+                 o.window_mode, o.center, o.width, o.frame, e.msg);
+    if (pixels(path, o, DCM_RENDER_DCMTK, &b, &e))
+        fail_msg("%s: DCMTK: %s", path, e.msg);
+    assert_int_equal(a.w, b.w);
+    assert_int_equal(a.h, b.h);
+    assert_int_equal(a.c, 1);
+    assert_int_equal(b.c, 1);
+    size_t n = (size_t)a.w * a.h, off = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d = abs(a.p[i] - b.p[i]);
+        if (d > 1)
+            fail_msg("%s (window %d %g/%g, frame %d): pixel %zu is %d, "
+                     "DCMTK %d", path, o.window_mode, o.center, o.width,
+                     o.frame, i, a.p[i], b.p[i]);
+        off += d;
+    }
+    if (off * 1000 > n)
+        fail_msg("%s: %zu of %zu pixels off by one", path, off, n);
+    if (off == 0) {
+        unsigned char *ja, *jb;
+        size_t na, nb;
+        o.engine = DCM_RENDER_AUTO;
+        assert_int_equal(dicom_render_jpeg(path, &o, &ja, &na, NULL, NULL,
+                                           &e), 0);
+        o.engine = DCM_RENDER_DCMTK;
+        assert_int_equal(dicom_render_jpeg(path, &o, &jb, &nb, NULL, NULL,
+                                           &e), 0);
+        assert_int_equal(na, nb);
+        assert_memory_equal(ja, jb, na);
+        free(ja);
+        free(jb);
+    }
+    free(a.p);
+    free(b.p);
+}
+
+static void test_render_fast_equals_dcmtk(void **state)
+{
+    (void)state;
+    /* the file's window (or min/max), min/max, presets and odd ones: a
+     * window of width 1, a fractional one, one far from every value */
+    const double win[][3] = {
+        {DCM_WINDOW_DEFAULT, 0, 0}, {DCM_WINDOW_MINMAX, 0, 0},
+        {DCM_WINDOW_EXPLICIT, 40, 80}, {DCM_WINDOW_EXPLICIT, 500, 2000},
+        {DCM_WINDOW_EXPLICIT, -600, 1500}, {DCM_WINDOW_EXPLICIT, 0.5, 1},
+        {DCM_WINDOW_EXPLICIT, 100.3, 7.7}, {DCM_WINDOW_EXPLICIT, 1e6, 10},
+    };
+    const int nwin = (int)(sizeof win / sizeof *win);
+    char files[16][PATH_MAX];
+    int frames[16], nf = 0;
+    for (int i = 1; i <= 3; i++) {
+        frames[nf] = 1;
+        keep(files[nf++], fx, ct(i) + strlen(fx) + 1);
+    }
+    const char *pyd[] = {"CT_small.dcm", "MR_small.dcm",
+                         "MR_small_implicit.dcm", "MR_small_padded.dcm"};
+    for (size_t i = 0; i < sizeof pyd / sizeof *pyd; i++) {
+        frames[nf] = 1;
+        keep(files[nf++], PYDICOM_FILES, pyd[i]);
+    }
+    const struct {
+        const char *name;
+        int frames;
+    } gen[] = {{"mono1_u12.dcm", 1}, {"s12_hb15_impl.dcm", 1},
+               {"u8_odd.dcm", 1}, {"s8_mono1_mf.dcm", 3}, {"u16_mf.dcm", 4},
+               {"flat.dcm", 1}, {"tall.dcm", 1}};
+    for (size_t i = 0; i < sizeof gen / sizeof *gen; i++) {
+        frames[nf] = gen[i].frames;
+        snprintf(files[nf++], PATH_MAX, "%s", R(gen[i].name));
+    }
+    for (int f = 0; f < nf; f++)
+        for (int fr = 0; fr < frames[f]; fr++)
+            for (int k = 0; k < nwin; k++) {
+                /* every window on the first frame, two on the others */
+                if (fr > 0 && k > 1)
+                    break;
+                expect_same_as_dcmtk(files[f], ropts((int)win[k][0],
+                                                     win[k][1], win[k][2],
+                                                     fr));
+            }
+}
+
+/* Images the fast path does not render like DCMTK: it says why, and the
+ * default engine hands them to DCMTK (same pixels as DCMTK alone). */
+static void test_render_fast_declines(void **state)
+{
+    (void)state;
+    const struct {
+        const char *file;
+        const char *why;
+    } cases[] = {
+        {"sigmoid.dcm", "VOI LUT function"}, {"modlut.dcm", "modality LUT"},
+        {"slope_only.dcm", "rescale"}, {"width_half.dcm", "window"},
+        {"overlay.dcm", "overlay"}, {"presshape.dcm", "presentation LUT"},
+        {"frac_rescale.dcm", "non-integer"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const char *path = R(cases[i].file);
+        struct pix a, b;
+        struct err e = {0};
+        struct dcm_render_opts o = ropts(DCM_WINDOW_DEFAULT, 0, 0, 0);
+        assert_int_equal(pixels(path, o, DCM_RENDER_FAST, &a, &e),
+                         ERR_UNSUPPORTED);
+        assert_null(a.p);
+        if (!strstr(e.msg, cases[i].why))
+            fail_msg("%s: \"%s\"", cases[i].file, e.msg);
+        assert_int_equal(pixels(path, o, DCM_RENDER_AUTO, &a, &e), 0);
+        assert_int_equal(pixels(path, o, DCM_RENDER_DCMTK, &b, &e), 0);
+        assert_int_equal(a.w * a.h, b.w * b.h);
+        assert_memory_equal(a.p, b.p, (size_t)a.w * a.h);
+        free(a.p);
+        free(b.p);
+    }
+    /* a width under 1 in the file only matters for the file's window */
+    expect_same_as_dcmtk(R("width_half.dcm"),
+                         ropts(DCM_WINDOW_EXPLICIT, 100, 50, 0));
+    /* compressed, big endian, colour, 1 and 32 bits: DCMTK's */
+    const char *other[] = {"MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm",
+                           "MR_small_bigendian.dcm", "SC_rgb_small_odd.dcm",
+                           "liver_1frame.dcm", "rtdose_1frame.dcm",
+                           "image_dfl.dcm"};
+    for (size_t i = 0; i < sizeof other / sizeof *other; i++) {
+        struct pix a;
+        struct err e = {0};
+        assert_int_equal(pixels(P(PYDICOM_FILES, other[i]),
+                                ropts(DCM_WINDOW_DEFAULT, 0, 0, 0),
+                                DCM_RENDER_FAST, &a, &e), ERR_UNSUPPORTED);
+        assert_int_equal(pixels(P(PYDICOM_FILES, other[i]),
+                                ropts(DCM_WINDOW_DEFAULT, 0, 0, 0),
+                                DCM_RENDER_AUTO, &a, &e), 0);
+        free(a.p);
+    }
+    /* errors are the same whichever engine: frame out of range, a bad
+     * engine */
+    struct pix a;
+    struct err e = {0};
+    assert_int_equal(pixels(R("u16_mf.dcm"), ropts(0, 0, 0, 4),
+                            DCM_RENDER_FAST, &a, &e), ERR_NOTFOUND);
+    assert_int_equal(pixels(R("u16_mf.dcm"), ropts(0, 0, 0, 4),
+                            DCM_RENDER_DCMTK, &a, &e), ERR_NOTFOUND);
+    assert_int_equal(pixels(R("u16_mf.dcm"), ropts(0, 0, 0, 0), 7, &a, &e),
+                     ERR_INVALID);
+    assert_int_equal(pixels(R("u16_mf.dcm"),
+                            ropts(DCM_WINDOW_EXPLICIT, 0.0 / 0.0, 10, 0),
+                            DCM_RENDER_FAST, &a, &e), ERR_INVALID);
+}
+
+/* Scaled down.  The fast path averages areas of the windowed 8-bit image;
+ * DCMTK scales before windowing.  With the min/max window (linear over
+ * every value) the two orders agree within a grey level; with a narrow
+ * window they differ at edges (clamping before or after averaging), so
+ * only the size and a small mean difference are checked there. */
+static void test_render_fast_scaled(void **state)
+{
+    (void)state;
+    const int vp[][2] = {{256, 256}, {100, 50}, {300, 0}, {496, 496}};
+    for (size_t i = 0; i < sizeof vp / sizeof *vp; i++)
+        for (int narrow = 0; narrow < 2; narrow++) {
+            struct dcm_render_opts o = narrow ?
+                ropts(DCM_WINDOW_EXPLICIT, 40, 80, 0) :
+                ropts(DCM_WINDOW_MINMAX, 0, 0, 0);
+            o.max_width = vp[i][0];
+            o.max_height = vp[i][1];
+            struct pix a, b;
+            struct err e = {0};
+            assert_int_equal(pixels(ct(2), o, DCM_RENDER_FAST, &a, &e), 0);
+            assert_int_equal(pixels(ct(2), o, DCM_RENDER_DCMTK, &b, &e), 0);
+            assert_int_equal(a.w, b.w);
+            assert_int_equal(a.h, b.h);
+            size_t n = (size_t)a.w * a.h;
+            double sum = 0;
+            for (size_t k = 0; k < n; k++) {
+                int d = abs(a.p[k] - b.p[k]);
+                if (!narrow && d > 1)
+                    fail_msg("%dx%d: pixel %zu is %d, DCMTK %d", a.w, a.h,
+                             k, a.p[k], b.p[k]);
+                sum += d;
+            }
+            if (sum / n > (narrow ? 8.0 : 0.5))
+                fail_msg("%dx%d: mean difference %.2f", a.w, a.h, sum / n);
+            free(a.p);
+            free(b.p);
+        }
+}
+
+/* Decode a JPEG with libjpeg; fails the test on any libjpeg warning
+ * (a corrupt restart marker is one). */
+static unsigned char *jpeg_decode(const unsigned char *j, size_t n, int *w,
+                                  int *h)
+{
+    struct jpeg_decompress_struct d;
+    struct jpeg_error_mgr em;
+    d.err = jpeg_std_error(&em);
+    jpeg_create_decompress(&d);
+    jpeg_mem_src(&d, j, (unsigned long)n);
+    assert_int_equal(jpeg_read_header(&d, TRUE), JPEG_HEADER_OK);
+    jpeg_start_decompress(&d);
+    assert_int_equal(d.output_components, 1);
+    *w = (int)d.output_width;
+    *h = (int)d.output_height;
+    unsigned char *p = malloc((size_t)*w * *h);
+    assert_non_null(p);
+    while (d.output_scanline < d.output_height) {
+        JSAMPROW r = p + (size_t)d.output_scanline * *w;
+        jpeg_read_scanlines(&d, &r, 1);
+    }
+    jpeg_finish_decompress(&d);
+    assert_int_equal(em.num_warnings, 0);
+    jpeg_destroy_decompress(&d);
+    return p;
+}
+
+/* One plain JPEG of the same pixels, as a reference. */
+static unsigned char *jpeg_plain(const unsigned char *pix, int w, int h,
+                                 size_t *len)
+{
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr em;
+    unsigned char *out = NULL;
+    unsigned long n = 0;
+    c.err = jpeg_std_error(&em);
+    jpeg_create_compress(&c);
+    jpeg_mem_dest(&c, &out, &n);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = 1;
+    c.in_color_space = JCS_GRAYSCALE;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 90, TRUE);
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW r = (JSAMPROW)(pix + (size_t)c.next_scanline * w);
+        jpeg_write_scanlines(&c, &r, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    *len = n;
+    return out;
+}
+
+static int has_marker(const unsigned char *j, size_t n, unsigned m)
+{
+    for (size_t i = 0; i + 1 < n; i++)
+        if (j[i] == 0xFF && j[i + 1] == m)
+            return 1;
+    return 0;
+}
+
+/* Tall grey JPEGs are encoded in strips on two threads and spliced with
+ * restart markers: they decode, without a warning, to exactly what one
+ * plain encode of the same pixels decodes to. */
+static void test_render_strips(void **state)
+{
+    (void)state;
+    const char *files[] = {ct(1), R("tall.dcm"), R("u8_odd.dcm")};
+    const int strips[] = {1, 1, 0};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s", files[i]);
+        struct dcm_render_opts o = ropts(DCM_WINDOW_DEFAULT, 0, 0, 0);
+        struct pix px;
+        struct err e = {0};
+        unsigned char *j, *ref;
+        size_t n, nref;
+        int w, h, rw, rh;
+        assert_int_equal(pixels(path, o, DCM_RENDER_AUTO, &px, &e), 0);
+        assert_int_equal(dicom_render_jpeg(path, &o, &j, &n, &w, &h, &e), 0);
+        assert_int_equal(has_marker(j, n, 0xDD), strips[i]);   /* DRI */
+        assert_int_equal(has_marker(j, n, 0xD0), strips[i]);   /* RST0 */
+        ref = jpeg_plain(px.p, px.w, px.h, &nref);
+        unsigned char *dj = jpeg_decode(j, n, &w, &h);
+        unsigned char *dr = jpeg_decode(ref, nref, &rw, &rh);
+        assert_int_equal(w, px.w);
+        assert_int_equal(h, px.h);
+        assert_int_equal(rw, w);
+        assert_int_equal(rh, h);
+        assert_memory_equal(dj, dr, (size_t)w * h);
+        free(dj);
+        free(dr);
+        free(ref);
+        free(j);
+        free(px.p);
+    }
+}
+
 /* Renders and parses from several threads at once give the same bytes as
  * one thread (each call uses its own DCMTK objects). */
 struct thr {
@@ -1421,6 +1764,10 @@ int main(void)
         cmocka_unit_test(test_presets),
         cmocka_unit_test(test_render_variety),
         cmocka_unit_test(test_render_errors),
+        cmocka_unit_test(test_render_fast_equals_dcmtk),
+        cmocka_unit_test(test_render_fast_declines),
+        cmocka_unit_test(test_render_fast_scaled),
+        cmocka_unit_test(test_render_strips),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_rle_corrupt),
         cmocka_unit_test(test_transcode_roundtrip),
