@@ -1222,10 +1222,10 @@ static int strips_splice(struct strip_job *j, unsigned char **out,
     if (b) {
         size_t o = 0;
         memcpy(b, j->out[0], sos[0]);
-        /* SOF0's height: the whole image */
+        /* the frame header's height: the whole image */
         for (size_t p = 2; p + 9 <= sos[0] && b[p] == 0xFF;
              p += 2 + be16(b + p + 2))
-            if (b[p + 1] == 0xC0) {
+            if (b[p + 1] >= 0xC0 && b[p + 1] <= 0xC2) {   /* SOF0..2 */
                 b[p + 5] = (unsigned char)(j->h >> 8);
                 b[p + 6] = (unsigned char)j->h;
             }
@@ -1266,7 +1266,8 @@ static int encode_grey_strips(const uint8_t *pix, unsigned w, unsigned h,
     unsigned mcus = (w + 7) / 8;
     while (rows > 8 && mcus * (rows / 8) > 65535)   /* DRI is 16 bits */
         rows -= 8;
-    if (w % 8 || rows < STRIP_MIN_ROWS || strips_start()) {
+    if (w % 8 || rows < STRIP_MIN_ROWS || (h + rows - 1) / rows > STRIPS ||
+        strips_start()) {
         if (fill)
             fill(fill_arg, 0, h);
         return encode_jpeg(pix, w, h, 1, quality, out, outlen);

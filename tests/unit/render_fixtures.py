@@ -40,8 +40,9 @@ warnings.filterwarnings("ignore")
 SC = "1.2.840.10008.5.1.4.1.1.7"   # Secondary Capture Image Storage
 
 
-def image(name, pixels, bits_stored, high_bit, signed, photometric="MONOCHROME2",
-          frames=None, implicit=False, extra=None, overlay=None):
+def image(name, pixels, bits_stored, high_bit, signed,
+          photometric="MONOCHROME2", frames=None, implicit=False, extra=None,
+          overlay=None):
     n = sum(map(ord, name))
     ds = Dataset()
     ds.SOPClassUID = SC
@@ -118,8 +119,8 @@ def main():
     image("flat.dcm", np.full((32, 48), 777, np.uint16), 16, 15, False)
 
     ty, tx = np.mgrid[0:300, 0:136]
-    image("tall.dcm", ((tx * 17 + ty * 5) % 3000 + rng.integers(0, 40, tx.shape))
-          .astype(np.uint16), 16, 15, False,
+    tall = (tx * 17 + ty * 5) % 3000 + rng.integers(0, 40, tx.shape)
+    image("tall.dcm", tall.astype(np.uint16), 16, 15, False,
           extra={"WindowCenter": "1500", "WindowWidth": "1000"})
 
     base = (ramp * 8).astype(np.uint16)
