@@ -585,7 +585,13 @@ def main():
     ap.add_argument("--work", default=os.path.join(ROOT, "bench", "work"))
     ap.add_argument("--results", default=os.path.join(ROOT, "bench",
                                                       "RESULTS.md"))
+    ap.add_argument("--paths", default="abcde",
+                    help="which of the runs a-e to time (e.g. bc, de); "
+                    "ratios need both sides")
     args = ap.parse_args()
+    paths = [p for p in PATHS if p[0] in args.paths]
+    if not paths:
+        die("--paths names none of a b c d e")
 
     for tool in ("storescu", "storescp", "echoscu", "Orthanc", "curl"):
         if not shutil.which(tool):
@@ -603,20 +609,22 @@ def main():
     study = Study(args.work, args.slices)
     Hashi.prepare(args.work)
     mb = study.bytes / 1e6
-    say("bench: %d instances, %.1f MB; %d rounds of a b c d e"
-        % (study.n, mb, args.rounds))
+    say("bench: %d instances, %.1f MB; %d rounds of %s"
+        % (study.n, mb, args.rounds, " ".join(p[0] for p in paths)))
 
-    times = {k: [] for k, *_ in PATHS}
+    times = {k: [] for k, *_ in paths}
     for r in range(args.rounds):
-        for key, label, fn, cls in PATHS:
+        for key, label, fn, cls in paths:
             secs = fn(cls, args.work, study)
             times[key].append(secs)
             say("  round %d %s %-36s %6.3f s %7.1f inst/s %6.1f MB/s"
                 % (r + 1, key, label, secs, study.n / secs, mb / secs))
 
-    say("bench: (f) rendered latency, %d passes each, alternating"
-        % args.render_passes)
-    render = run_render(args.work, study, args.render_passes)
+    render = None
+    if args.render_passes > 0:
+        say("bench: (f) rendered latency, %d passes each, alternating"
+            % args.render_passes)
+        render = run_render(args.work, study, args.render_passes)
 
     rss = None
     if args.stream_gb > 0:
@@ -633,7 +641,7 @@ def main():
 
     out("| path | median s | min–max s | inst/s (median) | MB/s (median) |")
     out("|---|---|---|---|---|")
-    for key, label, *_ in PATHS:
+    for key, label, *_ in paths:
         v = times[key]
         out("| (%s) %s | %.3f | %s | %.0f | %.1f |"
             % (key, label, med(v), fmt_range(v), study.n / med(v),
@@ -641,38 +649,42 @@ def main():
     out()
     out("Per round, seconds: " + "; ".join(
         "(%s) %s" % (key, " ".join("%.3f" % t for t in times[key]))
-        for key, *_ in PATHS))
+        for key, *_ in paths))
     out()
     ratios = {}
     out("| ratio (per round: Orthanc s / hashi s = hashi speed-up) "
         "| median | min–max | target |")
     out("|---|---|---|---|")
     for name, h, o in (("C-STORE", "b", "c"), ("STOW-RS", "d", "e")):
+        if h not in times or o not in times:
+            continue
         rr = [oo / hh for hh, oo in zip(times[h], times[o])]
         ratios[name] = med(rr)
         out("| %s hashi vs Orthanc | %.2f× | %s | ≥ 2× %s |"
             % (name, med(rr), fmt_range(rr, "%.2f"),
                "met" if med(rr) >= 2 else "NOT met"))
-    rr = [hh / aa for hh, aa in zip(times["b"], times["a"])]
-    out("| C-STORE hashi vs storescp (files only, no fsync) | %.2f× the time "
-        "| %s | — |" % (med(rr), fmt_range(rr, "%.2f")))
-    out()
-    out("| (f) rendered JPEG, %d slices, one keep-alive connection "
-        "| p50 ms | p95 ms |" % study.n)
-    out("|---|---|---|")
-    for i in range(args.render_passes):
-        for name in ("hashi", "orthanc"):
-            v = render[name][i]
-            out("| %s pass %d%s | %.2f | %.2f |"
-                % (name, i + 1, " (cold)" if i == 0 else "",
-                   pct(v, .5), pct(v, .95)))
-    p50h = pct(render["hashi"][0], .5)
-    p50o = pct(render["orthanc"][0], .5)
-    out()
-    out("Rendered p50, first (cold) pass: hashi %.2f ms / Orthanc %.2f ms = "
-        "%.2f (target ≤ 0.5: %s)" % (p50h, p50o, p50h / p50o,
-                                      "met" if p50h / p50o <= .5 else
-                                      "NOT met"))
+    if "a" in times and "b" in times:
+        rr = [hh / aa for hh, aa in zip(times["b"], times["a"])]
+        out("| C-STORE hashi vs storescp (files only, no fsync) "
+            "| %.2f× the time | %s | — |" % (med(rr), fmt_range(rr, "%.2f")))
+    if render:
+        out()
+        out("| (f) rendered JPEG, %d slices, one keep-alive connection "
+            "| p50 ms | p95 ms |" % study.n)
+        out("|---|---|---|")
+        for i in range(args.render_passes):
+            for name in ("hashi", "orthanc"):
+                v = render[name][i]
+                out("| %s pass %d%s | %.2f | %.2f |"
+                    % (name, i + 1, " (cold)" if i == 0 else "",
+                       pct(v, .5), pct(v, .95)))
+        p50h = pct(render["hashi"][0], .5)
+        p50o = pct(render["orthanc"][0], .5)
+        out()
+        out("Rendered p50, first (cold) pass: hashi %.2f ms / Orthanc %.2f "
+            "ms = %.2f (target ≤ 0.5: %s)"
+            % (p50h, p50o, p50h / p50o,
+               "met" if p50h / p50o <= .5 else "NOT met"))
     if rss:
         grow = (rss["rss_max_kb"] - rss["rss_start_kb"]) / 1024
         out()
@@ -717,7 +729,7 @@ numbers (the machine is shared and its speed drifts).
   (orthanc-dicomweb); curl; Python {py} for the render and RSS clients
 - Network: {netns}
 - Study: {n} slices from gen_study.py (512×512, 16-bit CT), {mb:.1f} MB
-- {rounds} rounds, each in the order a b c d e; total run {elapsed:.0f} s
+- {rounds} rounds, each in the order {order}; total run {elapsed:.0f} s
 
 ## Targets (issue 2)
 
@@ -779,7 +791,8 @@ STOW-RS request streams in.
             dcmtk=version(["storescu", "--version"]).replace("$", "").strip(),
             orthanc=version(["Orthanc", "--version"]).replace("Orthanc ", ""),
             py=platform.python_version(), netns=netns, n=study.n,
-            mb=study.bytes / 1e6, rounds=args.rounds, elapsed=elapsed,
+            mb=study.bytes / 1e6, rounds=args.rounds,
+            order=" ".join(k for k in "abcde" if k in args.paths), elapsed=elapsed,
             figures="\n".join(lines)))
     say("bench: wrote %s" % args.results)
 

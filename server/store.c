@@ -9,13 +9,17 @@
  *   conflicts/<sha256>          a second, different copy of a known UID
  *   tmp/                        files being received (wiped at start)
  *
- * The order of a store is what makes it safe: the file is fsync'd, then
- * renamed into blobs/, the directory fsync'd, and only then is the index
- * row committed.  So an indexed instance always has a complete blob; a
- * crash in between leaves at most a blob nobody points at, which is
- * harmless (content-addressed: the same bytes arriving again reuse it).
- * The budget per new instance is one file sync, one directory sync and
- * one WAL commit.
+ * The order of a store is what makes it safe: the file's data is
+ * flushed, then it is renamed into blobs/, then the directory flush and
+ * the index commit run side by side, and only when both are done may the
+ * instance be acknowledged.  A name under blobs/ always shows complete
+ * bytes; a crash may leave a blob nobody points at (harmless:
+ * content-addressed, the same bytes arriving again reuse it) or an index
+ * row whose name was lost (never acknowledged; store_recover removes
+ * it).  The budget per new instance is one file sync, two directory
+ * syncs and one WAL commit, but only two waits one after the other: the
+ * file's flush runs on a helper thread while the file is parsed and
+ * hashed, the directories' while the index commits (store_put_file).
  *
  * Scoping: every read of the index goes through the scope clause of
  * store_scope_sql()/store_scope_bind(), the only place that decides which
@@ -33,6 +37,7 @@
 #include <unistd.h>
 
 #include "../proto/log.h"
+#include "jobs.h"
 #include "schema.h"
 #include "store_int.h"
 
@@ -275,6 +280,7 @@ void store_close(struct store *s)
     }
     if (s->db)
         sqlite3_close(s->db);
+    jobs_stop(s->io);
     free(s);
 }
 
@@ -331,6 +337,76 @@ int store_blob_path(const struct store *s, const char *sha, char *out)
 
 /* ---- putting a file ----------------------------------------------------- */
 
+/* A flush of one file or directory, run on the store's helper thread
+ * while the caller goes on (see store_put_file), or inline when there is
+ * no helper. */
+struct sync_task {
+    struct job job;
+    int fd;                     /* -1: nothing started */
+    int dir;                    /* fsync (a directory) vs fdatasync */
+    int rc, err;
+    char path[4096];            /* for the error message */
+};
+
+static void sync_work(void *ctx, void *arg)
+{
+    struct sync_task *t = arg;
+
+    (void)ctx;
+    t->rc = t->dir ? fsync(t->fd) : fdatasync(t->fd);
+    t->err = t->rc ? errno : 0;
+}
+
+static struct jobs *io_pool(struct store *s)
+{
+    if (!s->io && !s->io_failed) {
+        struct jobs_cfg cfg = { .threads = 2, .name = "store-io" };
+        struct err e = { 0, "" };
+        s->io = jobs_start(&cfg, &e);
+        if (!s->io) {
+            s->io_failed = 1;
+            log_warn("store: no helper thread (%s); syncing inline", e.msg);
+        }
+    }
+    return s->io;
+}
+
+/* Open path and start flushing it.  On an error nothing is started and
+ * sync_finish() is a no-op. */
+static int sync_start(struct store *s, struct sync_task *t, const char *path,
+                      int dir, struct err *e)
+{
+    t->fd = -1;
+    t->dir = dir;
+    t->rc = t->err = 0;
+    strlcpy_h(t->path, path, sizeof t->path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | (dir ? O_DIRECTORY : 0));
+    if (fd < 0)
+        return err_set(e, ERR_IO, "open %s: %s", path, strerror(errno));
+    t->fd = fd;
+    struct jobs *io = io_pool(s);
+    if (io)
+        jobs_submit(io, &t->job, sync_work, NULL, t);
+    else
+        sync_work(NULL, t);
+    return 0;
+}
+
+/* Wait for the flush started by sync_start; 0 once path is on disk. */
+static int sync_finish(struct store *s, struct sync_task *t, struct err *e)
+{
+    if (t->fd < 0)
+        return 0;
+    if (s->io)
+        jobs_wait(s->io, &t->job);
+    close(t->fd);
+    t->fd = -1;
+    if (t->rc)
+        return err_set(e, ERR_IO, "%s %s: %s", t->dir ? "fsync" :
+                       "fdatasync", t->path, strerror(t->err));
+    return 0;
+}
+
 /* Flush a file's data (and the size that makes it readable) to disk. */
 static int sync_file(const char *path, struct err *e)
 {
@@ -345,37 +421,53 @@ static int sync_file(const char *path, struct err *e)
     return 0;
 }
 
-/* mkdir one fan-out level; if it is new, its parent's entry for it must
- * be made durable too (once, the first time). */
-static int mkdir_synced(const char *dir, const char *parent, struct err *e)
-{
-    if (mkdir(dir, 0700) == 0) {
-        if (fsync_dir(parent))
-            return err_set(e, ERR_IO, "fsync %s: %s", parent,
-                           strerror(errno));
-        return 0;
-    }
-    if (errno == EEXIST)
-        return 0;
-    return err_set(e, ERR_IO, "mkdir %s: %s", dir, strerror(errno));
-}
+/* The two directories that make a blob's name: blobs/ab/cd (its entry)
+ * and blobs/ab (the entry of cd, which may be new).  The first level
+ * (blobs/ab) is made at store_open, durably. */
+struct name_sync {
+    struct sync_task dir[2];
+};
 
-static int make_fanout(struct store *s, const char *sha, struct err *e)
+/* Start flushing both directories of sha's name (see name_sync).  Both
+ * are flushed every time, not only when a directory is new: another
+ * thread may have made blobs/ab/cd a moment ago and still be flushing
+ * its entry, and what this put acknowledges must not depend on that. */
+static int name_sync_start(struct store *s, struct name_sync *ns,
+                           const char *sha, struct err *e)
 {
     char l1[4096], l2[4096];
-    fanout_path(s, sha, 1, l1);
-    fanout_path(s, sha, 2, l2);
-    int rc = mkdir_synced(l1, s->blobs, e);
-    return rc ? rc : mkdir_synced(l2, l1, e);
+
+    ns->dir[0].fd = ns->dir[1].fd = -1;
+    if (fanout_path(s, sha, 1, l1) || fanout_path(s, sha, 2, l2))
+        return err_set(e, ERR_TOOBIG, "blob path too long");
+    int rc = sync_start(s, &ns->dir[0], l2, 1, e);
+    return rc ? rc : sync_start(s, &ns->dir[1], l1, 1, e);
 }
 
-/* Move the temp file to its blob path durably, or drop it if the blob is
- * already there.  The temp file is gone afterwards either way. */
+static int name_sync_finish(struct store *s, struct name_sync *ns,
+                            struct err *e)
+{
+    int rc = sync_finish(s, &ns->dir[0], e);
+    int rc2 = sync_finish(s, &ns->dir[1], rc ? NULL : e);
+    return rc ? rc : rc2;
+}
+
+/* Move the temp file to its blob path, or drop it if the blob is already
+ * there.  `data` is the flush of tmp's data that the caller started; it
+ * is finished here, before the rename, so a blob name never shows
+ * incomplete bytes.  On success the flushes of the blob's name have been
+ * started in `name`: the caller finishes them (name_sync_finish) before
+ * acknowledging.  The temp file is gone afterwards either way. */
 static int blob_place(struct store *s, const char *tmp, const char *sha,
-                      uint64_t size, struct err *e)
+                      uint64_t size, struct sync_task *data,
+                      struct name_sync *name, struct err *e)
 {
     char path[4096], dir[4096];
+    int rc;
+
+    name->dir[0].fd = name->dir[1].fd = -1;
     if (store_blob_path(s, sha, path) || fanout_path(s, sha, 2, dir)) {
+        sync_finish(s, data, NULL);
         unlink(tmp);
         return err_set(e, ERR_TOOBIG, "blob path too long");
     }
@@ -385,29 +477,28 @@ static int blob_place(struct store *s, const char *tmp, const char *sha,
         /* The same bytes are already there (an orphan from a crash, or
          * another thread's store of them): keep that copy, but make sure
          * its name is durable before the index points at it. */
+        sync_finish(s, data, NULL);
         unlink(tmp);
-        if (fsync_dir(dir))
-            return err_set(e, ERR_IO, "fsync %s: %s", dir, strerror(errno));
-        return 0;
+        return name_sync_start(s, name, sha, e);
     }
-    int rc = sync_file(tmp, e);
-    if (rc) {
+    /* A new fan-out directory's own name is flushed with the blob's
+     * (name_sync_start), after the rename. */
+    if (mkdir(dir, 0700) && errno != EEXIST) {
+        rc = err_set(e, ERR_IO, "mkdir %s: %s", dir, strerror(errno));
+        sync_finish(s, data, NULL);
+        unlink(tmp);
+        return rc;
+    }
+    if ((rc = sync_finish(s, data, e))) {
         unlink(tmp);
         return rc;
     }
     if (rename(tmp, path)) {
-        if (errno != ENOENT || (rc = make_fanout(s, sha, e)) ||
-            rename(tmp, path)) {
-            if (!rc)
-                rc = err_set(e, ERR_IO, "rename %s: %s", path,
-                             strerror(errno));
-            unlink(tmp);
-            return rc;
-        }
+        rc = err_set(e, ERR_IO, "rename %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return rc;
     }
-    if (fsync_dir(dir))
-        return err_set(e, ERR_IO, "fsync %s: %s", dir, strerror(errno));
-    return 0;
+    return name_sync_start(s, name, sha, e);
 }
 
 static const char SQL_SOP_SHA[] =
@@ -741,10 +832,79 @@ static int put_lost_race(struct store *s, const struct store_source *src,
     return conflict_keep(s, blob, existing, src, res, e);
 }
 
+/* Parse, check and hash the temp file into res. */
+static int put_check(struct store *s, const char *tmp_path,
+                     struct store_result *res, struct err *e)
+{
+    int rc = dicom_parse_file(tmp_path, &res->info, e);
+    if (rc) {
+        if (rc == ERR_IO || rc == ERR_INTERNAL)
+            return rc;
+        if (e)
+            e->code = ERR_INVALID;
+        return ERR_INVALID;
+    }
+    /* The parser checks these too; the index relies on them. */
+    const struct dcm_info *in = &res->info;
+    if (!dicom_uid_valid(in->study_uid) || !dicom_uid_valid(in->series_uid) ||
+        !dicom_uid_valid(in->sop_uid) || !dicom_uid_valid(in->sop_class_uid))
+        return err_set(e, ERR_INVALID, "missing or malformed UID");
+    if ((rc = sha256_file(tmp_path, res->sha256, &res->size, e)))
+        return rc;
+    /* Checked again on the bytes hashed: the file may have grown. */
+    if (res->size > s->max_instance)
+        return err_set(e, ERR_TOOBIG, "instance above the size limit");
+    return 0;
+}
+
+/* The blob of an instance already indexed: its bytes were flushed before
+ * its rename, and its name is flushed here once more, so that what is
+ * acknowledged as a duplicate is durable even while the first store of it
+ * (on another thread) is still finishing its own directory flushes. */
+static int sync_blob_name(struct store *s, const char *sha, struct err *e)
+{
+    struct name_sync ns;
+    int rc = name_sync_start(s, &ns, sha, e);
+    int rc2 = name_sync_finish(s, &ns, rc ? NULL : e);
+    return rc ? rc : rc2;
+}
+
+/*
+ * The order of a put, and what runs side by side (the helpers are the
+ * store's `io` pool of two threads; the rest is the calling thread):
+ *
+ *   helper: fdatasync(tmp) --------------.
+ *   caller: parse, hash, look up the UID,|
+ *           mkdir blobs/ab/cd if new     |
+ *                      wait for it <-----'
+ *           rename(tmp, blobs/ab/cd/<sha>)
+ *   helpers: fsync(blobs/ab/cd), fsync(blobs/ab) --.
+ *   caller: BEGIN .. COMMIT (the WAL's fsync,      |
+ *           synchronous=FULL)                      |
+ *                      wait for both <-------------'
+ *           return 0: the caller may acknowledge
+ *
+ * Why the directory flushes may run alongside the commit: the blob's
+ * bytes are on disk before its name exists (fdatasync, then rename), so
+ * any name that survives a crash shows a complete file.  If the crash
+ * comes after the commit but before the directory flushes, the index may
+ * have a row whose blob name was lost; store_recover() removes such rows
+ * at the next start.  That loses nothing acknowledged: this function
+ * returns (and only then may the caller acknowledge) after the flushes
+ * and the commit have all finished.  Other connections see the row only
+ * once it is committed, which is after the rename, so a reader never
+ * finds a row without its file.  A second store of the same instance
+ * that finds the row meanwhile flushes the name itself before it answers
+ * "duplicate" (sync_blob_name).
+ */
 int store_put_file(struct store *s, const char *tmp_path,
                    const struct store_source *src, struct store_result *res,
                    struct err *e)
 {
+    struct sync_task data;
+    struct name_sync name;
+    int rc;
+
     memset(res, 0, sizeof *res);
     struct stat st;
     if (stat(tmp_path, &st))
@@ -755,58 +915,54 @@ int store_put_file(struct store *s, const char *tmp_path,
                        "limit of %llu", (unsigned long long)st.st_size,
                        (unsigned long long)s->max_instance);
     }
-    int rc = dicom_parse_file(tmp_path, &res->info, e);
-    if (rc) {
-        unlink(tmp_path);
-        if (rc == ERR_IO || rc == ERR_INTERNAL)
-            return rc;
-        if (e)
-            e->code = ERR_INVALID;
-        return ERR_INVALID;
-    }
-    /* The parser checks these too; the index relies on them. */
-    const struct dcm_info *in = &res->info;
-    if (!dicom_uid_valid(in->study_uid) || !dicom_uid_valid(in->series_uid) ||
-        !dicom_uid_valid(in->sop_uid) || !dicom_uid_valid(in->sop_class_uid)) {
-        unlink(tmp_path);
-        return err_set(e, ERR_INVALID, "missing or malformed UID");
-    }
-    if ((rc = sha256_file(tmp_path, res->sha256, &res->size, e))) {
+    if ((rc = sync_start(s, &data, tmp_path, 0, e))) {
         unlink(tmp_path);
         return rc;
     }
-    /* Checked again on the bytes hashed: the file may have grown. */
-    if (res->size > s->max_instance) {
+    if ((rc = put_check(s, tmp_path, res, e))) {
+        sync_finish(s, &data, NULL);
         unlink(tmp_path);
-        return err_set(e, ERR_TOOBIG, "instance above the size limit");
+        return rc;
     }
 
     char existing[65];
     rc = sop_lookup(s, res->info.sop_uid, existing, e);
-    if (rc < 0) {
-        unlink(tmp_path);
-        return rc;
-    }
-    if (rc == 1) {
-        if (!strcmp(existing, res->sha256)) {
+    if (rc != 0) {
+        sync_finish(s, &data, NULL);
+        if (rc < 0) {
             unlink(tmp_path);
-            res->outcome = STORE_DUPLICATE;
-            return 0;
+            return rc;
         }
-        return conflict_keep(s, tmp_path, existing, src, res, e);
+        if (strcmp(existing, res->sha256))
+            return conflict_keep(s, tmp_path, existing, src, res, e);
+        unlink(tmp_path);
+        if ((rc = sync_blob_name(s, existing, e)))
+            return rc;
+        res->outcome = STORE_DUPLICATE;
+        return 0;
     }
 
-    if ((rc = blob_place(s, tmp_path, res->sha256, res->size, e)))
+    if ((rc = blob_place(s, tmp_path, res->sha256, res->size, &data, &name,
+                         e)))
         return rc;
     rc = index_instance(s, src, res, e);
+    struct err se = { 0, "" };
+    int src_rc = name_sync_finish(s, &name, &se);
     if (rc == ERR_CONFLICT)
-        return put_lost_race(s, src, res, e);
-    if (rc)
-        return rc;
-    res->outcome = STORE_STORED;
-    return 0;
+        rc = put_lost_race(s, src, res, e);
+    else if (!rc)
+        res->outcome = STORE_STORED;
+    if (!rc && src_rc) {
+        /* Committed, but the name may not be durable: not acknowledged.
+         * The row stays (the file is there); a retry finds it and
+         * flushes the name again before answering duplicate. */
+        log_error("store: %s: %s", res->info.sop_uid, se.msg);
+        if (e)
+            *e = se;
+        return src_rc;
+    }
+    return rc;
 }
-
 /* ---- recovery ----------------------------------------------------------- */
 
 /* Remove everything in tmp/: nothing there was ever acknowledged. */

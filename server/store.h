@@ -6,12 +6,14 @@
  * reach the connection through store_db().
  *
  * Durability: store_put_file() fsyncs the blob, renames it into
- * blobs/ab/cd/<sha256>, fsyncs the directory, then commits the index row
- * (WAL, synchronous=FULL).  Only after it returns 0 may a caller
- * acknowledge the instance to a peer.
+ * blobs/ab/cd/<sha256>, then fsyncs its directories while it commits the
+ * index row (WAL, synchronous=FULL).  Only after it returns 0 may a
+ * caller acknowledge the instance to a peer.
  *
  * Threads: one struct store per thread (each has its own SQLite
- * connection); SQLite's WAL + busy_timeout serialize the writers.
+ * connection); SQLite's WAL + busy_timeout serialize the writers.  A
+ * store that puts files starts one private helper thread for its fsyncs
+ * (joined by store_close).
  */
 #ifndef HASHI_STORE_H
 #define HASHI_STORE_H

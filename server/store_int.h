@@ -28,6 +28,12 @@ struct store {
     } cache[STORE_MAX_STMTS];
     int ncache;
     int have_cases;             /* the consult tables exist (see scope) */
+    /* One helper thread that runs store_put_file's fsyncs alongside its
+     * other work (jobs.h); started by the first put, joined by
+     * store_close.  NULL (and io_failed) if it could not start: the
+     * syncs then run inline. */
+    struct jobs *io;
+    int io_failed;
 };
 
 /* The scope clause: an SQL boolean expression over the table `studies`
