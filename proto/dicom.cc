@@ -65,6 +65,7 @@
  * (DiJPEGPlugin) took 4.5 ms for a 512x512 slice, turbo well under 1 ms.
  * Its symbols do not clash with DCMTK's (prefixed jpeg8_ etc.). */
 #include <jpeglib.h>
+#include <jerror.h>
 
 #include "util.h"
 #include "dicom.h"
@@ -618,10 +619,7 @@ struct mapping {
     }
 };
 
-/* populate: map every page now (one call instead of a fault per few
- * pages), for a reader that will touch the whole file. */
-static int map_file(const char *path, mapping &m, int populate,
-                    struct err *e)
+static int map_file(const char *path, mapping &m, struct err *e)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -636,8 +634,7 @@ static int map_file(const char *path, mapping &m, int populate,
         close(fd);
         return fail(e, ERR_INVALID, "empty file");
     }
-    void *v = mmap(NULL, (size_t)st.st_size, PROT_READ,
-                   MAP_PRIVATE | (populate ? MAP_POPULATE : 0), fd, 0);
+    void *v = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (v == MAP_FAILED)
         return fail(e, ERR_IO, "mmap %s: %s", path, strerror(errno));
@@ -651,7 +648,7 @@ static int prescan_file(const char *path, struct scan_result *r,
                         struct err *e)
 {
     mapping m;
-    int rc = map_file(path, m, 0, e);
+    int rc = map_file(path, m, e);
     return rc ? rc : prescan(m.p, m.len, r, NULL, e);
 }
 
@@ -979,21 +976,118 @@ extern "C" int dicom_window_preset(const char *name, double *center,
     return ERR_NOTFOUND;
 }
 
-struct jpeg_fail {
+/* Our libjpeg destination: one malloc'd buffer, sized from the image at
+ * the start and doubled when full, so a typical image needs no regrowth
+ * (libjpeg's memory destination starts at 4 kB and copies at every
+ * doubling).  On error the buffer is still ours to free. */
+struct jpeg_out {
+    struct jpeg_destination_mgr pub;
+    unsigned char *buf;
+    size_t cap;
+};
+
+static void jout_init(j_compress_ptr c)
+{
+    struct jpeg_out *d = (struct jpeg_out *)c->dest;
+    d->pub.next_output_byte = d->buf;
+    d->pub.free_in_buffer = d->cap;
+}
+
+static boolean jout_empty(j_compress_ptr c)
+{
+    struct jpeg_out *d = (struct jpeg_out *)c->dest;
+    unsigned char *nb = (unsigned char *)realloc(d->buf, d->cap * 2);
+    if (!nb) {
+        c->err->msg_code = JERR_OUT_OF_MEMORY;
+        c->err->error_exit((j_common_ptr)c);
+    }
+    d->buf = nb;
+    d->pub.next_output_byte = nb + d->cap;
+    d->pub.free_in_buffer = d->cap;
+    d->cap *= 2;
+    return TRUE;
+}
+
+static void jout_term(j_compress_ptr)
+{
+}
+
+/* One compressor per thread, kept: creating and destroying one per image
+ * (per strip, below) costs more than resetting it. */
+struct jpeg_enc {
+    struct jpeg_compress_struct c;
     struct jpeg_error_mgr mgr;
     jmp_buf jb;
-    unsigned char *out;        /* libjpeg's output buffer, kept current */
-    unsigned long len;
+    struct jpeg_out dest;
+    int ready;
+    ~jpeg_enc()
+    {
+        if (ready)
+            jpeg_destroy_compress(&c);
+    }
 };
+
+static thread_local jpeg_enc tls_jpeg;
 
 static void jpeg_fail_exit(j_common_ptr c)
 {
-    longjmp(((struct jpeg_fail *)c->err)->jb, 1);
+    longjmp(((jpeg_enc *)c->client_data)->jb, 1);
+}
+
+static int jpeg_enc_open(jpeg_enc *j)
+{
+    j_compress_ptr c = &j->c;
+    memset(c, 0, sizeof *c);
+    c->err = jpeg_std_error(&j->mgr);
+    j->mgr.error_exit = jpeg_fail_exit;
+    c->client_data = j;
+    if (setjmp(j->jb))
+        return -1;
+    jpeg_create_compress(c);
+    j->dest.pub.init_destination = jout_init;
+    j->dest.pub.empty_output_buffer = jout_empty;
+    j->dest.pub.term_destination = jout_term;
+    c->dest = &j->dest.pub;
+    j->ready = 1;
+    return 0;
+}
+
+static void encode_rows(j_compress_ptr c, const unsigned char *pix,
+                        unsigned w, unsigned h, int comps, int quality)
+{
+    c->image_width = w;
+    c->image_height = h;
+    c->input_components = comps;
+    c->in_color_space = comps == 3 ? JCS_RGB : JCS_GRAYSCALE;
+    jpeg_set_defaults(c);
+    jpeg_set_quality(c, quality, TRUE);
+    for (int i = 0; i < c->num_components; i++)  /* no chroma subsampling */
+        c->comp_info[i].h_samp_factor = c->comp_info[i].v_samp_factor = 1;
+    int raw = comps == 1 && w % DCTSIZE == 0;
+    c->raw_data_in = raw ? TRUE : FALSE;
+    jpeg_start_compress(c, TRUE);
+    size_t stride = (size_t)w * (size_t)comps;
+    JSAMPROW rows[DCTSIZE];
+    while (c->next_scanline < c->image_height) {
+        unsigned y = c->next_scanline, k = 0;
+        if (raw) {
+            JSAMPARRAY planes[1] = {rows};
+            for (; k < DCTSIZE; k++)
+                rows[k] = (JSAMPROW)(pix + stride * (y + k < h ? y + k :
+                                                     h - 1));
+            jpeg_write_raw_data(c, planes, DCTSIZE);
+        } else {
+            for (; k < DCTSIZE && y + k < h; k++)
+                rows[k] = (JSAMPROW)(pix + stride * (y + k));
+            jpeg_write_scanlines(c, rows, k);
+        }
+    }
+    jpeg_finish_compress(c);
 }
 
 /* 8-bit grey (comps 1) or interleaved RGB (comps 3) to a JPEG in a
- * malloc'd buffer.  Plain C inside: libjpeg reports errors by longjmp,
- * and the buffer's address lives in jf, which libjpeg updates.
+ * malloc'd buffer.  Plain C inside: libjpeg reports errors by longjmp;
+ * the thread's compressor is reset after one (jpeg_abort_compress).
  *
  * Grey images whose width is a multiple of 8 go in as raw data (8 rows of
  * one component per call): that skips libjpeg's per-sample colour
@@ -1004,50 +1098,24 @@ static int encode_jpeg(const unsigned char *pix, unsigned w, unsigned h,
                        int comps, int quality, unsigned char **out,
                        size_t *outlen)
 {
-    struct jpeg_compress_struct c;
-    struct jpeg_fail jf;
-    memset(&c, 0, sizeof c);
-    memset(&jf, 0, sizeof jf);
-    c.err = jpeg_std_error(&jf.mgr);
-    jf.mgr.error_exit = jpeg_fail_exit;
-    if (setjmp(jf.jb)) {
-        jpeg_destroy_compress(&c);
-        free(jf.out);
+    if (!tls_jpeg.ready && jpeg_enc_open(&tls_jpeg))
+        return -1;
+    /* a quarter of the raw size holds a quality 90 image of all but the
+     * noisiest content */
+    tls_jpeg.dest.cap = (size_t)w * h * (size_t)comps / 4 + 1024;
+    tls_jpeg.dest.buf = (unsigned char *)malloc(tls_jpeg.dest.cap);
+    if (!tls_jpeg.dest.buf)
+        return -1;
+    if (setjmp(tls_jpeg.jb)) {
+        jpeg_abort_compress(&tls_jpeg.c);
+        free(tls_jpeg.dest.buf);
+        tls_jpeg.dest.buf = NULL;
         return -1;
     }
-    jpeg_create_compress(&c);
-    jpeg_mem_dest(&c, &jf.out, &jf.len);
-    c.image_width = w;
-    c.image_height = h;
-    c.input_components = comps;
-    c.in_color_space = comps == 3 ? JCS_RGB : JCS_GRAYSCALE;
-    jpeg_set_defaults(&c);
-    jpeg_set_quality(&c, quality, TRUE);
-    for (int i = 0; i < c.num_components; i++)   /* no chroma subsampling */
-        c.comp_info[i].h_samp_factor = c.comp_info[i].v_samp_factor = 1;
-    int raw = comps == 1 && w % DCTSIZE == 0;
-    c.raw_data_in = raw ? TRUE : FALSE;
-    jpeg_start_compress(&c, TRUE);
-    size_t stride = (size_t)w * (size_t)comps;
-    JSAMPROW rows[DCTSIZE];
-    while (c.next_scanline < c.image_height) {
-        unsigned y = c.next_scanline, k = 0;
-        if (raw) {
-            JSAMPARRAY planes[1] = {rows};
-            for (; k < DCTSIZE; k++)
-                rows[k] = (JSAMPROW)(pix + stride * (y + k < h ? y + k :
-                                                     h - 1));
-            jpeg_write_raw_data(&c, planes, DCTSIZE);
-        } else {
-            for (; k < DCTSIZE && y + k < h; k++)
-                rows[k] = (JSAMPROW)(pix + stride * (y + k));
-            jpeg_write_scanlines(&c, rows, k);
-        }
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
-    *out = jf.out;
-    *outlen = jf.len;
+    encode_rows(&tls_jpeg.c, pix, w, h, comps, quality);
+    *out = tls_jpeg.dest.buf;
+    *outlen = tls_jpeg.dest.cap - tls_jpeg.dest.pub.free_in_buffer;
+    tls_jpeg.dest.buf = NULL;
     return 0;
 }
 
@@ -2119,7 +2187,7 @@ static int render_any(const char *path, const struct dcm_render_opts *opt,
     struct fast_attrs fa;
     {
         mapping m;
-        int rc = map_file(path, m, o.engine != DCM_RENDER_DCMTK, e);
+        int rc = map_file(path, m, e);
         if (!rc)
             rc = prescan(m.p, m.len, &r, &fa, e);
         if (rc)
