@@ -577,7 +577,10 @@ def fmt_range(v, f="%.3f"):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int,
-                    default=int(os.environ.get("BENCH_ROUNDS", "5")))
+                    default=int(os.environ.get("BENCH_ROUNDS", "5")),
+                    help="ingest rounds; 0 skips ingest (e.g. only the "
+                    "render part: --rounds 0 --stream-gb 0 --results "
+                    "/tmp/render.md)")
     ap.add_argument("--slices", type=int, default=200)
     ap.add_argument("--render-passes", type=int, default=2)
     ap.add_argument("--stream-gb", type=float,
@@ -639,34 +642,37 @@ def main():
         lines.append(s)
         say(s)
 
-    out("| path | median s | min–max s | inst/s (median) | MB/s (median) |")
-    out("|---|---|---|---|---|")
-    for key, label, *_ in paths:
-        v = times[key]
-        out("| (%s) %s | %.3f | %s | %.0f | %.1f |"
-            % (key, label, med(v), fmt_range(v), study.n / med(v),
-               mb / med(v)))
-    out()
-    out("Per round, seconds: " + "; ".join(
-        "(%s) %s" % (key, " ".join("%.3f" % t for t in times[key]))
-        for key, *_ in paths))
-    out()
-    ratios = {}
-    out("| ratio (per round: Orthanc s / hashi s = hashi speed-up) "
-        "| median | min–max | target |")
-    out("|---|---|---|---|")
-    for name, h, o in (("C-STORE", "b", "c"), ("STOW-RS", "d", "e")):
-        if h not in times or o not in times:
-            continue
-        rr = [oo / hh for hh, oo in zip(times[h], times[o])]
-        ratios[name] = med(rr)
-        out("| %s hashi vs Orthanc | %.2f× | %s | ≥ 2× %s |"
-            % (name, med(rr), fmt_range(rr, "%.2f"),
-               "met" if med(rr) >= 2 else "NOT met"))
-    if "a" in times and "b" in times:
-        rr = [hh / aa for hh, aa in zip(times["b"], times["a"])]
-        out("| C-STORE hashi vs storescp (files only, no fsync) "
-            "| %.2f× the time | %s | — |" % (med(rr), fmt_range(rr, "%.2f")))
+    if args.rounds > 0:       # --rounds 0: render and/or RSS only
+        out("| path | median s | min–max s | inst/s (median) "
+            "| MB/s (median) |")
+        out("|---|---|---|---|---|")
+        for key, label, *_ in paths:
+            v = times[key]
+            out("| (%s) %s | %.3f | %s | %.0f | %.1f |"
+                % (key, label, med(v), fmt_range(v), study.n / med(v),
+                   mb / med(v)))
+        out()
+        out("Per round, seconds: " + "; ".join(
+            "(%s) %s" % (key, " ".join("%.3f" % t for t in times[key]))
+            for key, *_ in paths))
+        out()
+        ratios = {}
+        out("| ratio (per round: Orthanc s / hashi s = hashi speed-up) "
+            "| median | min–max | target |")
+        out("|---|---|---|---|")
+        for name, h, o in (("C-STORE", "b", "c"), ("STOW-RS", "d", "e")):
+            if h not in times or o not in times:
+                continue
+            rr = [oo / hh for hh, oo in zip(times[h], times[o])]
+            ratios[name] = med(rr)
+            out("| %s hashi vs Orthanc | %.2f× | %s | ≥ 2× %s |"
+                % (name, med(rr), fmt_range(rr, "%.2f"),
+                   "met" if med(rr) >= 2 else "NOT met"))
+        if "a" in times and "b" in times:
+            rr = [hh / aa for hh, aa in zip(times["b"], times["a"])]
+            out("| C-STORE hashi vs storescp (files only, no fsync) "
+                "| %.2f× the time | %s | — |"
+                % (med(rr), fmt_range(rr, "%.2f")))
     if render:
         out()
         out("| (f) rendered JPEG, %d slices, one keep-alive connection "
