@@ -8,7 +8,9 @@
  *
  * Thread-safety: call dicom_init() once before starting threads; after that
  * every function may be called from any thread (each call uses its own
- * DCMTK objects).
+ * DCMTK objects).  Rendering keeps some working memory per calling thread
+ * between calls, and starts one helper thread on first use (JPEG strips
+ * encoded on a second core; signals blocked); dicom_cleanup() joins it.
  */
 #ifndef HASHI_DICOM_H
 #define HASHI_DICOM_H
