@@ -4,9 +4,10 @@
  *
  * STOW-RS streams: each part of the multipart/related body goes into a
  * temp file in the store's tmp/ as it arrives (multipart.c), and is handed
- * to store_put_file when the part ends, so memory stays flat whatever the
- * size of the request.  The store work (hash, fsync, SQLite) runs on the
- * lws thread; acceptable for now.
+ * to a worker thread (srv->jobs) that stores it (hash, fsync, SQLite)
+ * while the next part arrives; the body is paused when the workers fall
+ * behind, so memory and disk stay bounded whatever the size of the
+ * request.  The response follows the last part's durable store.
  *
  * STOW-RS response (PS3.18 10.5.3): a DICOM JSON object with
  *   00081190 RetrieveURL          the study (when one study was sent)
@@ -45,6 +46,7 @@
 #include "../proto/dicom.h"
 #include "../proto/log.h"
 #include "cases.h"
+#include "jobs.h"
 #include "multipart.h"
 #include "render.h"
 #include "server.h"
@@ -87,11 +89,58 @@ static json_t *attr_us(unsigned v)
 
 /* ---- STOW-RS ------------------------------------------------------------ */
 
+/*
+ * The lws thread parses the multipart body and writes each part into a
+ * temp file; when a part ends it is handed to the worker pool (srv->jobs,
+ * each worker with its own store handle), which validates, hashes and
+ * stores it durably while the lws thread goes on receiving the next part.
+ * Finished parts come back through jobs_reap (http.c, on the lws thread),
+ * are reported in the order they were sent, and the response is sent
+ * once the body has ended and every part handed over is back — so it is
+ * never sent before what it reports as stored is durable.
+ *
+ * At most STOW_QUEUE parts of a request are between "ended" and
+ * "reported"; beyond that the body is paused (http_body_pause) until the
+ * workers catch up, so the disk and memory a request holds stay bounded
+ * whatever its size.
+ *
+ * If the connection drops meanwhile, http.c frees the request; the stow
+ * state stays, detached, until its last part is back (the part is stored
+ * and audited all the same), and is freed then.
+ */
+#define STOW_QUEUE 8            /* parts in flight before pausing */
+#define STOW_QUEUE_LOW 4        /* resume reading at this many */
+
+struct stow;
+
+/* One part on its way: filled on the lws thread, stored by a worker,
+ * reported on the lws thread. */
+struct stow_part {
+    struct job job;
+    struct stow *st;
+    int index;                  /* 1-based */
+    int queued;                 /* handed to a worker, not yet back */
+    int back;                   /* result known */
+    char tmp[4096];
+    /* result */
+    int rc;                     /* store_put_file's, or 0 */
+    unsigned reason;            /* FailureReason when failed here */
+    char msg[300];
+    struct err e;
+    struct store_result res;
+    struct stow_part *next;
+};
+
 struct stow {
-    struct http_req *r;
+    struct http_req *r;         /* NULL once detached */
+    struct server *srv;
     struct multipart *mp;
     char study[65];             /* from the URL, or "" */
     char base[320];             /* https://host */
+    /* who, copied: the request may go before its parts are back */
+    char login[64];
+    char remote[64];
+    int64_t clinic_id;
     /* the part being received */
     int fd;
     char tmp[4096];
@@ -101,6 +150,14 @@ struct stow {
     int part_failed;
     unsigned part_reason;
     char part_msg[300];
+    /* parts ended, in order, not yet reported */
+    struct stow_part *head, *tail;
+    int nqueue;                 /* parts in that list */
+    int inflight;               /* of them, at a worker */
+    int paused;
+    int ended;                  /* the body is complete */
+    int bad_status;             /* 400 etc. to answer at the end, or 0 */
+    char bad_msg[400];
     /* results */
     json_t *ok;                 /* ReferencedSOPSequence items */
     json_t *failed;             /* FailedSOPSequence items */
@@ -109,6 +166,22 @@ struct stow {
     int nstudies;               /* distinct studies of stored instances */
     int study_mixed;
 };
+
+static void stow_audit(struct stow *st, const char *action,
+                       const char *object, const char *outcome,
+                       const char *detail)
+{
+    struct audit_entry a = {
+        .actor = st->login,
+        .action = action,
+        .object = object,
+        .outcome = outcome,
+        .remote = st->remote,
+        .detail = detail,
+    };
+
+    audit_write(st->srv->audit, &a);
+}
 
 static void part_cleanup(struct stow *st)
 {
@@ -121,16 +194,36 @@ static void part_cleanup(struct stow *st)
     st->wlen = 0;
 }
 
-static void stow_free(void *p)
+static void stow_destroy(struct stow *st)
 {
-    struct stow *st = p;
-
+    while (st->head) {
+        struct stow_part *p = st->head;
+        st->head = p->next;
+        if (p->tmp[0])
+            unlink(p->tmp);
+        free(p);
+    }
     part_cleanup(st);
     multipart_free(st->mp);
     json_decref(st->ok);
     json_decref(st->failed);
     free(st->wbuf);
     free(st);
+}
+
+/* http.c is done with the request (answered, or the connection went). */
+static void stow_free(void *p)
+{
+    struct stow *st = p;
+
+    if (st->inflight) {
+        /* Parts are still at a worker: they finish, are audited, and
+         * the last one back frees the rest (stow_part_done). */
+        st->r = NULL;
+        part_cleanup(st);
+        return;
+    }
+    stow_destroy(st);
 }
 
 static void part_fail(struct stow *st, unsigned reason, const char *fmt, ...)
@@ -169,7 +262,7 @@ static int stow_part_begin(void *arg, const struct multipart_part *p)
             return 0;
         }
     }
-    if (store_tmp_file(st->r->srv->store, st->tmp, &st->fd, &e) < 0) {
+    if (store_tmp_file(st->srv->store, st->tmp, &st->fd, &e) < 0) {
         st->tmp[0] = '\0';
         st->fd = -1;
         part_fail(st, FAIL_OUT_OF_RESOURCES, "cannot store part %d: %s",
@@ -203,7 +296,7 @@ static int flush(struct stow *st)
 static int stow_part_data(void *arg, const unsigned char *d, size_t n)
 {
     struct stow *st = arg;
-    uint64_t max = st->r->srv->cfg.max_instance;
+    uint64_t max = st->srv->cfg.max_instance;
 
     if (st->part_failed)
         return 0;
@@ -270,89 +363,186 @@ static void add_ok(struct stow *st, const struct dcm_info *in)
     note_study(st, in->study_uid);
 }
 
-static int stow_part_end(void *arg)
+/* Worker thread: store one part (ctx is the worker's store handle).
+ * Touches only the part (and st's constant fields). */
+static void stow_part_work(void *ctx, void *arg)
 {
-    struct stow *st = arg;
-    struct http_req *r = st->r;
-    struct server *srv = r->srv;
+    struct stow_part *p = arg;
+    struct stow *st = p->st;
+    struct store *store = ctx;
     struct store_source src = {
         .via = "stow",
         .calling_ae = NULL,
-        .user = r->who.login,
-        .remote = r->remote,
-        .clinic_id = r->who.clinic_id,
+        .user = st->login,
+        .remote = st->remote,
+        .clinic_id = st->clinic_id,
     };
-    struct store_result res;
-    struct err e = { 0 };
-    char label[32];
-    int part = multipart_parts(st->mp);
-    int rc;
 
-    snprintf(label, sizeof(label), "part %d", part);
+    if (!store) {
+        p->rc = err_set(&p->e, ERR_INTERNAL, "the worker has no store");
+        unlink(p->tmp);
+        p->tmp[0] = '\0';
+        return;
+    }
+    if (st->study[0]) {
+        struct dcm_info in;
+        struct err pe = { 0 };
+        if (dicom_parse_file(p->tmp, &in, &pe) == 0 &&
+            strcmp(in.study_uid, st->study)) {
+            unlink(p->tmp);
+            p->tmp[0] = '\0';
+            p->reason = FAIL_MISMATCH;
+            snprintf(p->msg, sizeof(p->msg), "Study Instance UID %s is not "
+                     "the %s of the request URL", in.study_uid, st->study);
+            p->res.info = in;
+            return;
+        }
+        /* A parse failure is reported by store_put_file below. */
+    }
+    p->rc = store_put_file(store, p->tmp, &src, &p->res, &p->e);
+    p->tmp[0] = '\0';           /* the store has taken the file over */
+}
+
+/* Report one part whose result is known: metrics, audit, response. */
+static void part_report(struct stow *st, struct stow_part *p)
+{
+    struct server *srv = st->srv;
+    const struct dcm_info *in = &p->res.info;
+    char label[32], msg[300];
+
+    snprintf(label, sizeof(label), "part %d", p->index);
+    if (p->reason) {                    /* failed before the store */
+        metrics_stored(&srv->metrics, -1, 0);
+        stow_audit(st, "reject", in->sop_uid[0] ? in->sop_uid : label,
+                   "error", p->msg);
+        add_failed(st, in->sop_class_uid, in->sop_uid, p->reason, p->msg);
+        return;
+    }
+    if (p->rc < 0) {
+        int rc = p->rc;
+        unsigned reason = rc == ERR_INVALID ? FAIL_CANNOT_UNDERSTAND :
+                          rc == ERR_TOOBIG ? FAIL_OUT_OF_RESOURCES :
+                          rc == ERR_IO ? FAIL_OUT_OF_RESOURCES :
+                          FAIL_PROCESSING;
+        snprintf(msg, sizeof(msg), "%s: %s",
+                 rc == ERR_INVALID ? "not acceptable DICOM" :
+                 "not stored", p->e.msg);
+        if (rc != ERR_INVALID && rc != ERR_TOOBIG)
+            log_error("stow: %s from %s: %s", label, st->login, p->e.msg);
+        metrics_stored(&srv->metrics, -1, 0);
+        stow_audit(st, "reject", in->sop_uid[0] ? in->sop_uid : label,
+                   "error", msg);
+        add_failed(st, in->sop_class_uid, in->sop_uid, reason, msg);
+        return;
+    }
+    metrics_stored(&srv->metrics, p->res.outcome, p->res.size);
+    if (p->res.outcome == STORE_CONFLICT) {
+        snprintf(msg, sizeof(msg), "conflict: SOP Instance UID %s already "
+                 "exists with different content; the stored original is "
+                 "kept and this copy set aside", in->sop_uid);
+        stow_audit(st, "conflict", in->sop_uid, "conflict", msg);
+        add_failed(st, in->sop_class_uid, in->sop_uid, FAIL_DUPLICATE_SOP,
+                   msg);
+        return;
+    }
+    stow_audit(st, "store", in->sop_uid,
+               p->res.outcome == STORE_DUPLICATE ? "duplicate" : "ok",
+               p->res.outcome == STORE_DUPLICATE ?
+               "same bytes already stored" : NULL);
+    add_ok(st, in);
+}
+
+static void stow_respond(struct stow *st);
+
+/* Report the parts at the head of the list whose results are in (in the
+ * order sent); resume the body below the low mark; answer when all is
+ * back and the body has ended. */
+static void stow_advance(struct stow *st)
+{
+    while (st->head && st->head->back) {
+        struct stow_part *p = st->head;
+        st->head = p->next;
+        if (!st->head)
+            st->tail = NULL;
+        st->nqueue--;
+        part_report(st, p);
+        free(p);
+    }
+    if (!st->r)
+        return;
+    if (st->paused && st->nqueue <= STOW_QUEUE_LOW) {
+        st->paused = 0;
+        http_body_pause(st->r, 0);
+    }
+    if (st->ended && !st->inflight && !st->head &&
+        !http_responded(st->r))
+        stow_respond(st);
+}
+
+/* Lws thread (jobs_reap): a part is back from its worker. */
+static void stow_part_done(void *arg)
+{
+    struct stow_part *p = arg;
+    struct stow *st = p->st;
+
+    p->back = 1;
+    p->queued = 0;
+    st->inflight--;
+    stow_advance(st);
+    if (!st->r && !st->inflight)
+        stow_destroy(st);       /* detached, and this was the last */
+}
+
+/* Append a part to the list; a failed one (reason set) is done already. */
+static struct stow_part *part_new(struct stow *st)
+{
+    struct stow_part *p = calloc(1, sizeof(*p));
+
+    if (!p)
+        return NULL;
+    p->st = st;
+    p->index = multipart_parts(st->mp);
+    if (st->tail)
+        st->tail->next = p;
+    else
+        st->head = p;
+    st->tail = p;
+    st->nqueue++;
+    return p;
+}
+
+static int stow_part_end(void *arg)
+{
+    struct stow *st = arg;
+    struct stow_part *p;
+
     if (!st->part_failed)
         flush(st);
     if (!st->part_failed && close(st->fd) < 0)
         part_fail(st, FAIL_OUT_OF_RESOURCES, "cannot write the instance: "
                   "%s", strerror(errno));
     st->fd = -1;
-    if (!st->part_failed && st->study[0]) {
-        struct dcm_info in;
-        if (dicom_parse_file(st->tmp, &in, &e) == 0 &&
-            strcmp(in.study_uid, st->study)) {
-            char msg[300];
-            snprintf(msg, sizeof(msg), "Study Instance UID %s is not the "
-                     "%s of the request URL", in.study_uid, st->study);
-            part_cleanup(st);
-            metrics_stored(&srv->metrics, -1, 0);
-            audit(r, "reject", in.sop_uid, "error", msg);
-            add_failed(st, in.sop_class_uid, in.sop_uid, FAIL_MISMATCH, msg);
-            return 0;
-        }
-        /* A parse failure is reported by store_put_file below. */
+    p = part_new(st);
+    if (!p) {
+        part_cleanup(st);
+        return ERR_INTERNAL;
     }
     if (st->part_failed) {
-        metrics_stored(&srv->metrics, -1, 0);
-        audit(r, "reject", label, "error", st->part_msg);
-        add_failed(st, NULL, NULL, st->part_reason, st->part_msg);
+        p->reason = st->part_reason;
+        strlcpy_h(p->msg, st->part_msg, sizeof(p->msg));
+        p->back = 1;
+        stow_advance(st);
         return 0;
     }
-    memset(&e, 0, sizeof(e));
-    rc = store_put_file(srv->store, st->tmp, &src, &res, &e);
-    st->tmp[0] = '\0';          /* the store has taken the file over */
-    if (rc < 0) {
-        unsigned reason = rc == ERR_INVALID ? FAIL_CANNOT_UNDERSTAND :
-                          rc == ERR_TOOBIG ? FAIL_OUT_OF_RESOURCES :
-                          rc == ERR_IO ? FAIL_OUT_OF_RESOURCES :
-                          FAIL_PROCESSING;
-        char msg[300];
-        snprintf(msg, sizeof(msg), "%s: %s",
-                 rc == ERR_INVALID ? "not acceptable DICOM" :
-                 "not stored", e.msg);
-        if (rc != ERR_INVALID && rc != ERR_TOOBIG)
-            log_error("stow: %s from %s: %s", label, r->who.login, e.msg);
-        metrics_stored(&srv->metrics, -1, 0);
-        audit(r, "reject", res.info.sop_uid[0] ? res.info.sop_uid : label,
-              "error", msg);
-        add_failed(st, res.info.sop_class_uid, res.info.sop_uid, reason,
-                   msg);
-        return 0;
+    strlcpy_h(p->tmp, st->tmp, sizeof(p->tmp));
+    st->tmp[0] = '\0';          /* the part owns the file now */
+    p->queued = 1;
+    st->inflight++;
+    jobs_submit(st->srv->jobs, &p->job, stow_part_work, stow_part_done, p);
+    if (st->nqueue >= STOW_QUEUE && !st->paused && st->r) {
+        st->paused = 1;
+        http_body_pause(st->r, 1);
     }
-    metrics_stored(&srv->metrics, res.outcome, res.size);
-    if (res.outcome == STORE_CONFLICT) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "conflict: SOP Instance UID %s already "
-                 "exists with different content; the stored original is "
-                 "kept and this copy set aside", res.info.sop_uid);
-        audit(r, "conflict", res.info.sop_uid, "conflict", msg);
-        add_failed(st, res.info.sop_class_uid, res.info.sop_uid,
-                   FAIL_DUPLICATE_SOP, msg);
-        return 0;
-    }
-    audit(r, "store", res.info.sop_uid,
-          res.outcome == STORE_DUPLICATE ? "duplicate" : "ok",
-          res.outcome == STORE_DUPLICATE ? "same bytes already stored" :
-          NULL);
-    add_ok(st, &res.info);
     return 0;
 }
 
@@ -360,40 +550,59 @@ static const struct multipart_cb stow_cb = {
     stow_part_begin, stow_part_data, stow_part_end
 };
 
+/* A malformed body is answered once the parts before the fault are back
+ * (they are stored, and the answer counts them). */
+static void stow_bad(struct stow *st, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void stow_bad(struct stow *st, int status, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (st->bad_status)
+        return;
+    st->bad_status = status;
+    va_start(ap, fmt);
+    vsnprintf(st->bad_msg, sizeof(st->bad_msg), fmt, ap);
+    va_end(ap);
+    part_cleanup(st);
+}
+
 static int stow_chunk(struct http_req *r, const unsigned char *d, size_t n)
 {
     struct stow *st = http_state(r);
     struct err e = { 0 };
-    int rc = multipart_feed(st->mp, d, n, &e);
+    int rc;
 
-    if (rc == ERR_INVALID) {
-        part_cleanup(st);
-        http_respond_error(r, 400, "invalid", "malformed multipart body: %s"
-                           " (%d instance(s) before it were stored)", e.msg,
-                           st->nstored);
-    } else if (rc < 0) {
-        part_cleanup(st);
-        http_respond_err(r, &e);
-    }
+    if (st->bad_status)
+        return 0;               /* the rest of the body is skipped */
+    rc = multipart_feed(st->mp, d, n, &e);
+    if (rc == ERR_INVALID)
+        stow_bad(st, 400, "malformed multipart body: %s", e.msg);
+    else if (rc < 0)
+        stow_bad(st, 500, "failed to take the request body: %s", e.msg);
     return 0;
 }
 
-static void stow_end(struct http_req *r)
+static void stow_respond(struct stow *st)
 {
-    struct stow *st = http_state(r);
-    struct err e = { 0 };
+    struct http_req *r = st->r;
     json_t *out;
     int status;
 
-    if (r->content_length <= 0) {
-        http_respond_error(r, 400, "invalid", "empty request body");
+    if (st->paused) {
+        st->paused = 0;
+        http_body_pause(r, 0);
+    }
+    if (st->bad_status == 500) {
+        log_error("stow: %s", st->bad_msg);
+        http_respond_error(r, 500, "internal", "%s", st->bad_msg);
         return;
     }
-    if (multipart_finish(st->mp, &e) < 0) {
-        part_cleanup(st);
-        http_respond_error(r, 400, "invalid", "malformed multipart body: %s"
-                           " (%d instance(s) before it were stored)", e.msg,
-                           st->nstored);
+    if (st->bad_status) {
+        http_respond_error(r, st->bad_status, "invalid", "%s (%d "
+                           "instance(s) before it were stored)",
+                           st->bad_msg, st->nstored);
         return;
     }
     if (multipart_parts(st->mp) == 0) {
@@ -402,7 +611,7 @@ static void stow_end(struct http_req *r)
         return;
     }
     for (int i = 0; i < st->nstudies; i++)
-        ws_images_arrived(r->srv, st->studies[i]);  /* throttled */
+        ws_images_arrived(st->srv, st->studies[i]);     /* throttled */
     out = json_object();
     if (st->nstudies == 1 && !st->study_mixed) {
         char url[512];
@@ -417,9 +626,28 @@ static void stow_end(struct http_req *r)
                             json_pack("{s:s,s:O}", "vr", "SQ", "Value",
                                       st->failed));
     status = !st->nfailed ? 200 : st->nstored ? 202 : 409;
-    log_info("stow: %s from %s: %d stored, %d failed -> %d", r->who.login,
-             r->remote, st->nstored, st->nfailed, status);
+    log_info("stow: %s from %s: %d stored, %d failed -> %d", st->login,
+             st->remote, st->nstored, st->nfailed, status);
     http_respond_json_type(r, status, "application/dicom+json", out);
+}
+
+static void stow_end(struct http_req *r)
+{
+    struct stow *st = http_state(r);
+    struct err e = { 0 };
+
+    if (r->content_length <= 0) {
+        http_respond_error(r, 400, "invalid", "empty request body");
+        return;
+    }
+    if (!st->bad_status && multipart_finish(st->mp, &e) < 0)
+        stow_bad(st, 400, "malformed multipart body: %s", e.msg);
+    st->ended = 1;
+    if (st->inflight || st->head) {
+        http_defer(r);          /* answered by the last part back */
+        return;
+    }
+    stow_respond(st);
 }
 
 static void stow_begin(struct http_req *r, const char *study)
@@ -461,16 +689,24 @@ static void stow_begin(struct http_req *r, const char *study)
                            "STOW-RS answers application/dicom+json");
         return;
     }
+    if (!r->srv->jobs) {
+        http_respond_error(r, 503, "unavailable", "no worker to store with");
+        return;
+    }
     st = calloc(1, sizeof(*st));
     if (!st) {
         http_respond_error(r, 500, "internal", "out of memory");
         return;
     }
     st->r = r;
+    st->srv = r->srv;
     st->fd = -1;
     st->wbuf = malloc(STOW_WBUF);
     st->ok = json_array();
     st->failed = json_array();
+    strlcpy_h(st->login, r->who.login, sizeof(st->login));
+    strlcpy_h(st->remote, r->remote, sizeof(st->remote));
+    st->clinic_id = r->who.clinic_id;
     if (study)
         strlcpy_h(st->study, study, sizeof(st->study));
     http_base_url(r, st->base, sizeof(st->base));

@@ -20,8 +20,9 @@
  *
  * A 1-second timer (lws_sul) and LWS_CALLBACK_EVENT_WAIT_CANCELLED hand
  * work from elsewhere to this thread: studies that arrived over DIMSE
- * (scp_take_arrived -> cases_images_arrived), and the timer drives the
- * escalations (cases_escalate_due) — the one place that does.
+ * (scp_take_arrived -> cases_images_arrived), finished jobs of the worker
+ * pool (jobs_reap: STOW-RS parts), and the timer drives the escalations
+ * (cases_escalate_due) — the one place that does.
  */
 #include "http.h"
 
@@ -43,6 +44,7 @@
 #include "api_cases.h"
 #include "cases.h"
 #include "dicomweb.h"
+#include "jobs.h"
 #include "server.h"
 
 /* ---- the route table ---------------------------------------------------
@@ -108,6 +110,7 @@ struct http_session {
     http_free_fn fill_free;
     uint64_t stream_len, stream_sent;
     int headers_sent;
+    int deferred;               /* http_defer: responds after the body */
     int close_after;            /* drop the connection after responding */
     double t0;
 };
@@ -581,6 +584,17 @@ void http_respond_stream(struct http_req *r, int status,
     maybe_send(s);
 }
 
+void http_defer(struct http_req *r)
+{
+    session_of(r)->deferred = 1;
+}
+
+void http_body_pause(struct http_req *r, int paused)
+{
+    if (r->wsi)
+        lws_rx_flow_control(r->wsi, paused ? 0 : 1);
+}
+
 /* ---- small helpers ------------------------------------------------------ */
 
 int http_remote_is_loopback(const struct http_req *r)
@@ -831,7 +845,7 @@ static void body_finished(struct http_session *s)
             }
         }
     }
-    if (!s->resp_set) {
+    if (!s->resp_set && !s->deferred) {
         log_error("http: %s %s ended without a response", r->method_name,
                   r->path);
         http_respond_error(r, 500, "internal", "no response");
@@ -1032,6 +1046,7 @@ static void tick(lws_sorted_usec_list_t *sul)
     int64_t next = 0;
 
     drain_arrivals(ctx);
+    jobs_reap(srv->jobs);       /* belt and braces: the wake-up does it */
     /* The same failure every second is logged once a minute. */
     if (cases_escalate_due(srv, now_ms(), &next, &e) < 0 &&
         (strcmp(e.msg, ctx->tick_err) || now_mono() - ctx->tick_err_at > 60)) {
@@ -1080,6 +1095,10 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason,
             session_end(s);
         return 0;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        /* Finished jobs (jobs.h: STOW-RS parts stored by the workers)
+         * get their done callbacks here, on this thread. */
+        if (ctx)
+            jobs_reap(ctx->srv->jobs);
         /* The SCP wakes us per arrival; a study arriving slice by slice
          * is announced at most twice a second (the timer takes the
          * rest). */

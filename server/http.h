@@ -167,6 +167,16 @@ void http_respond_stream(struct http_req *r, int status,
                          http_fill_fn fill, void *arg, http_free_fn free_arg);
 /* Has a response been set? */
 int http_responded(const struct http_req *r);
+/* The handler will respond after the body has ended, later, from a
+ * callback on the lws thread (a job's done, jobs.h): the end of the body
+ * without a response is then not an error.  If it never responds, the
+ * request hangs until the connection closes. */
+void http_defer(struct http_req *r);
+/* Stop (paused = 1) or resume (0) reading the request body: back-pressure
+ * for a streaming handler whose consumer is behind.  A handler that
+ * paused resumes before it responds (keep-alive reads the next request
+ * on the same connection). */
+void http_body_pause(struct http_req *r, int paused);
 
 /* ---- small helpers ---------------------------------------------------- */
 

@@ -27,6 +27,7 @@
 #include "admin.h"
 #include "cases.h"
 #include "config.h"
+#include "jobs.h"
 #include "outbox.h"
 #include "render.h"
 #include "server.h"
@@ -93,6 +94,34 @@ static int file_exists(const char *p)
 
 /* What must be there before we listen: an initialised data dir, the
  * certificate and its key. */
+/* The worker pool's threads each get their own store handle (SQLite: one
+ * connection per thread); finished jobs wake the lws loop, which reaps
+ * them (http.c). */
+#define SERVER_WORKERS 2
+
+static void *worker_init(void *arg)
+{
+    struct server *srv = arg;
+    struct err e = { 0, "" };
+    struct store *s = store_open(srv->cfg.data_dir, &e);
+
+    if (!s)
+        log_error("worker: open store: %s", e.msg);
+    else
+        store_set_max_instance(s, srv->cfg.max_instance);
+    return s;
+}
+
+static void worker_fini(void *ctx)
+{
+    store_close(ctx);
+}
+
+static void worker_wake(void *arg)
+{
+    http_wake(arg);
+}
+
 static int preflight(const struct server_config *c, struct err *e)
 {
     char db[4096];
@@ -174,6 +203,16 @@ static int serve(struct server *srv, sigset_t *sigs)
         goto out;
     }
     dicom_up = 1;
+    struct jobs_cfg jc = {
+        .threads = SERVER_WORKERS, .name = "workers",
+        .thread_init = worker_init, .thread_fini = worker_fini,
+        .init_arg = srv, .wake = worker_wake, .wake_arg = srv,
+    };
+    srv->jobs = jobs_start(&jc, &e);
+    if (!srv->jobs) {
+        log_error("worker pool: %s", e.msg);
+        goto out;
+    }
     if (c->dicom_port) {
         if (scp_start(srv, &e)) {
             log_error("DICOM listener on port %d: %s", c->dicom_port,
@@ -211,6 +250,10 @@ out:
         http_stop(srv);
         log_debug("HTTPS listener stopped in %.3f s", now_mono() - t);
     }
+    /* After http_stop: what was queued is stored, and its done callbacks
+     * (which audit) run here, before the audit log closes. */
+    jobs_stop(srv->jobs);
+    srv->jobs = NULL;
     ws_free(srv);             /* after http_stop closed the sessions */
     outbox_close(srv->outbox);
     srv->outbox = NULL;

@@ -22,6 +22,7 @@ struct scp_state;
 struct outbox;
 struct ws_hub;
 struct render_cache;
+struct jobs;
 
 struct server_config {
     char data_dir[4096];
@@ -53,6 +54,9 @@ struct server {
     struct outbox *outbox;      /* over store's db; lws thread only */
     struct ws_hub *ws;          /* connected hashi.v1 sessions (ws.c) */
     struct render_cache *render; /* rendered JPEGs (render.h); may be NULL */
+    struct jobs *jobs;          /* worker pool (jobs.h), each thread with
+                                   its own store handle; finished jobs are
+                                   reaped on the lws thread */
     volatile sig_atomic_t stopping;
 };
 
