@@ -199,10 +199,13 @@ static void match_string(struct qb *q, const char *col, const char *v)
     }
 }
 
-/* "v1,v2" or "v1\v2" -> col IN (...); a single value -> col = v. */
+/* "v1,v2" or "v1\v2" -> col IN (...); a single value -> col = v; no
+ * value (NULL or empty) matches everything. */
 static int match_list(struct qb *q, const char *col, const char *v,
                       struct err *e)
 {
+    if (!v)
+        return 0;
     const char *parts[QB_MAX_LIST];
     size_t lens[QB_MAX_LIST];
     int n = 0;
@@ -398,21 +401,64 @@ static const char *col(sqlite3_stmt *st, int i)
     return v ? (const char *)v : "";
 }
 
-/* Run st, appending one object per row built by fn. */
-static int collect(struct store *s, sqlite3_stmt *st,
-                   json_t *(*fn)(sqlite3_stmt *), json_t **out,
-                   struct err *e)
+/* Page b, run it and collect one object per row built by fn into *out. */
+static int run_paged(struct store *s, struct qb *b,
+                     const struct store_scope *scope,
+                     const struct store_query *q,
+                     json_t *(*fn)(sqlite3_stmt *), json_t **out,
+                     struct err *e)
 {
+    page(b, q);
+    sqlite3_stmt *st = qb_prepare(s, b, scope, e);
+    if (!st)
+        return e ? e->code : ERR_DB;
     json_t *arr = json_array();
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         json_array_append_new(arr, fn(st));
     if (rc != SQLITE_DONE) {
         json_decref(arr);
-        return err_set(e, ERR_DB, "qido: %s", sqlite3_errmsg(s->db));
+        rc = err_set(e, ERR_DB, "qido: %s", sqlite3_errmsg(s->db));
+    } else {
+        *out = arr;
+        rc = 0;
     }
-    *out = arr;
-    return 0;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Run b, which selects at most one row: 0 with its first column in *id
+ * (if id), ERR_NOTFOUND with "no such <what>", or ERR_DB. */
+static int qb_first(struct store *s, struct qb *b,
+                    const struct store_scope *scope, const char *what,
+                    int64_t *id, struct err *e)
+{
+    sqlite3_stmt *st = qb_prepare(s, b, scope, e);
+    if (!st)
+        return e ? e->code : ERR_DB;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && id)
+        *id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW)
+        return 0;
+    if (rc != SQLITE_DONE)
+        return err_set(e, ERR_DB, "qido: %s", sqlite3_errmsg(s->db));
+    return err_set(e, ERR_NOTFOUND, "no such %s", what);
+}
+
+/* A study that has a series matching v (a UID or value list) in col of
+ * series m. */
+static int match_in_series(struct qb *b, const char *col, const char *v,
+                           struct err *e)
+{
+    if (!v || !*v)
+        return 0;
+    qb_sql(b, " AND EXISTS (SELECT 1 FROM series m"
+              " WHERE m.study_ref = studies.id");
+    int rc = match_list(b, col, v, e);
+    qb_sql(b, ")");
+    return rc;
 }
 
 /* ---- studies ------------------------------------------------------------ */
@@ -462,33 +508,14 @@ int store_qido_studies(struct store *s, const struct store_scope *scope,
     if (q->study_date && *q->study_date &&
         (rc = match_date(&b, "studies.date", q->study_date, e)))
         goto out;
-    if (q->study_uid && *q->study_uid &&
-        (rc = match_list(&b, "studies.study_uid", q->study_uid, e)))
+    if ((rc = match_list(&b, "studies.study_uid", q->study_uid, e)))
         goto out;
-    if (q->modality && *q->modality) {
-        qb_sql(&b, " AND EXISTS (SELECT 1 FROM series m"
-                   " WHERE m.study_ref = studies.id");
-        if ((rc = match_list(&b, "m.modality", q->modality, e)))
-            goto out;
-        qb_sql(&b, ")");
-    }
-    if (q->series_uid && *q->series_uid) {
-        qb_sql(&b, " AND EXISTS (SELECT 1 FROM series m"
-                   " WHERE m.study_ref = studies.id");
-        if ((rc = match_list(&b, "m.series_uid", q->series_uid, e)))
-            goto out;
-        qb_sql(&b, ")");
-    }
+    if ((rc = match_in_series(&b, "m.modality", q->modality, e)) ||
+        (rc = match_in_series(&b, "m.series_uid", q->series_uid, e)))
+        goto out;
     qb_sql(&b, " ORDER BY studies.date DESC, studies.time DESC,"
                " studies.id DESC");
-    page(&b, q);
-    sqlite3_stmt *st = qb_prepare(s, &b, scope, e);
-    if (!st) {
-        rc = e ? e->code : ERR_DB;
-        goto out;
-    }
-    rc = collect(s, st, study_json, out, e);
-    sqlite3_finalize(st);
+    rc = run_paged(s, &b, scope, q, study_json, out, e);
 out:
     qb_free(&b);
     return rc;
@@ -504,19 +531,23 @@ static int visible_study(struct store *s, const struct store_scope *scope,
     qb_sql(&b, "SELECT studies.id FROM studies WHERE studies.study_uid = ");
     qb_text(&b, study_uid);
     int rc = qb_scope(s, &b, scope, e);
-    sqlite3_stmt *st = rc ? NULL : qb_prepare(s, &b, scope, e);
+    if (!rc)
+        rc = qb_first(s, &b, scope, "study", id, e);
     qb_free(&b);
-    if (!st)
-        return rc ? rc : (e ? e->code : ERR_DB);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *id = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    if (rc == SQLITE_ROW)
-        return 0;
-    if (rc != SQLITE_DONE)
-        return err_set(e, ERR_DB, "qido: %s", sqlite3_errmsg(s->db));
-    return err_set(e, ERR_NOTFOUND, "no such study");
+    return rc;
+}
+
+/* What a series or instance query starts with: *out cleared, q checked,
+ * and the id of its study, which the caller must be able to see. */
+static int study_level(struct store *s, const struct store_scope *scope,
+                       const struct store_query *q, int64_t *study_id,
+                       json_t **out, struct err *e)
+{
+    *out = NULL;
+    int rc = check_query(q, e);
+    if (rc)
+        return rc;
+    return visible_study(s, scope, q->study_uid, study_id, e);
 }
 
 /* ---- series ------------------------------------------------------------- */
@@ -537,10 +568,9 @@ int store_qido_series(struct store *s, const struct store_scope *scope,
                       const struct store_query *q, json_t **out,
                       struct err *e)
 {
-    *out = NULL;
     int64_t study_id = 0;
-    int rc = check_query(q, e);
-    if (rc || (rc = visible_study(s, scope, q->study_uid, &study_id, e)))
+    int rc = study_level(s, scope, q, &study_id, out, e);
+    if (rc)
         return rc;
     struct qb b = {0};
     qb_sql(&b,
@@ -549,21 +579,11 @@ int store_qido_series(struct store *s, const struct store_scope *scope,
            " FROM series JOIN studies ON studies.id = series.study_ref"
            " WHERE series.study_ref = ");
     qb_int(&b, study_id);
-    if (q->modality && *q->modality &&
-        (rc = match_list(&b, "series.modality", q->modality, e)))
-        goto out;
-    if (q->series_uid && *q->series_uid &&
+    if ((rc = match_list(&b, "series.modality", q->modality, e)) ||
         (rc = match_list(&b, "series.series_uid", q->series_uid, e)))
         goto out;
     qb_sql(&b, " ORDER BY series.series_number, series.id");
-    page(&b, q);
-    sqlite3_stmt *st = qb_prepare(s, &b, scope, e);
-    if (!st) {
-        rc = e ? e->code : ERR_DB;
-        goto out;
-    }
-    rc = collect(s, st, series_json, out, e);
-    sqlite3_finalize(st);
+    rc = run_paged(s, &b, scope, q, series_json, out, e);
 out:
     qb_free(&b);
     return rc;
@@ -593,10 +613,9 @@ int store_qido_instances(struct store *s, const struct store_scope *scope,
                          const struct store_query *q, json_t **out,
                          struct err *e)
 {
-    *out = NULL;
     int64_t study_id = 0;
-    int rc = check_query(q, e);
-    if (rc || (rc = visible_study(s, scope, q->study_uid, &study_id, e)))
+    int rc = study_level(s, scope, q, &study_id, out, e);
+    if (rc)
         return rc;
     struct qb b = {0};
     if (q->series_uid && *q->series_uid) {
@@ -605,16 +624,10 @@ int store_qido_instances(struct store *s, const struct store_scope *scope,
         qb_int(&b, study_id);
         qb_sql(&b, " AND series_uid = ");
         qb_text(&b, q->series_uid);
-        sqlite3_stmt *st = qb_prepare(s, &b, scope, e);
+        rc = qb_first(s, &b, scope, "series", NULL, e);
         qb_free(&b);
-        if (!st)
-            return e ? e->code : ERR_DB;
-        rc = sqlite3_step(st);
-        sqlite3_finalize(st);
-        if (rc == SQLITE_DONE)
-            return err_set(e, ERR_NOTFOUND, "no such series");
-        if (rc != SQLITE_ROW)
-            return err_set(e, ERR_DB, "qido: %s", sqlite3_errmsg(s->db));
+        if (rc)
+            return rc;
         b = (struct qb){0};
     }
     qb_sql(&b,
@@ -629,22 +642,12 @@ int store_qido_instances(struct store *s, const struct store_scope *scope,
         qb_sql(&b, " AND series.series_uid = ");
         qb_text(&b, q->series_uid);
     }
-    if (q->sop_uid && *q->sop_uid &&
-        (rc = match_list(&b, "i.sop_uid", q->sop_uid, e)))
-        goto out;
-    if (q->modality && *q->modality &&
+    if ((rc = match_list(&b, "i.sop_uid", q->sop_uid, e)) ||
         (rc = match_list(&b, "series.modality", q->modality, e)))
         goto out;
     qb_sql(&b, " ORDER BY series.series_number, series.id,"
                " i.instance_number, i.id");
-    page(&b, q);
-    sqlite3_stmt *st = qb_prepare(s, &b, scope, e);
-    if (!st) {
-        rc = e ? e->code : ERR_DB;
-        goto out;
-    }
-    rc = collect(s, st, instance_json, out, e);
-    sqlite3_finalize(st);
+    rc = run_paged(s, &b, scope, q, instance_json, out, e);
 out:
     qb_free(&b);
     return rc;
