@@ -40,6 +40,7 @@
 #include <atomic>
 #include <cstdarg>
 #include <cstddef>
+#include <cmath>
 #include <mutex>
 #include <new>
 #include <type_traits>
@@ -1788,6 +1789,8 @@ static double modality(const struct fast_img *im, int32_t v)
         d = (double)v * im->slope;
     else
         d = (double)v * im->slope + im->intercept;
+    if (!(d > -9e18 && d < 9e18))
+        return d;       /* out of any integer range: the caller declines */
     return (double)(long long)d;
 }
 
@@ -1939,7 +1942,7 @@ static int fast_setup(const struct fast_attrs *fa,
     if (im->rescale) {
         double absmin = pixrep ? -(double)(1u << (im->bstored - 1)) : 0.0;
         double a = absmin * im->slope + im->intercept;
-        if (a != (double)(long long)a) {
+        if (a != floor(a)) {
             *why = "rescale to a non-integer minimum";
             return FAST_DECLINED;
         }

@@ -25,6 +25,7 @@ and must leave to DCMTK (so both engines still agree):
   presshape.dcm      Presentation LUT Shape INVERSE
   frac_rescale.dcm   512x512 rescale 0.7 / -100: the rescaled minimum is not
                      an integer, which DCMTK's windowing table shifts by
+  huge_slope.dcm     rescale slope 1e200: values beyond any integer
 """
 import os
 import sys
@@ -143,6 +144,8 @@ def main():
         ov, bitorder="little").tobytes())
     image("presshape.dcm", base, 16, 15, False,
           extra={"PresentationLUTShape": "INVERSE"})
+    image("huge_slope.dcm", base, 16, 15, False,
+          extra={"RescaleSlope": "1e200", "RescaleIntercept": "0"})
     big = rng.integers(-3000, 3000, (512, 512)).astype(np.int16)
     image("frac_rescale.dcm", big, 16, 15, True,
           extra={"RescaleSlope": "0.7", "RescaleIntercept": "-100",

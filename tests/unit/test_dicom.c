@@ -1112,6 +1112,7 @@ static void test_render_fast_declines(void **state)
         {"slope_only.dcm", "rescale"}, {"width_half.dcm", "window"},
         {"overlay.dcm", "overlay"}, {"presshape.dcm", "presentation LUT"},
         {"frac_rescale.dcm", "non-integer"},
+        {"huge_slope.dcm", "out of range"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const char *path = R(cases[i].file);
