@@ -207,6 +207,16 @@ static int token_valid(const char *t)
     return 1;
 }
 
+/* A fresh bearer token (AUTH_TOKEN_HEX hex digits) in tok and the hex
+ * SHA-256 we store in its place in sha (65 bytes). */
+static int token_new(char *tok, char *sha, struct err *e)
+{
+    if (random_hex(tok, AUTH_TOKEN_HEX / 2))
+        return err_set(e, ERR_INTERNAL, "no randomness for a token");
+    sha256_hex(tok, AUTH_TOKEN_HEX, sha);
+    return 0;
+}
+
 /* ---- small SQL helpers -------------------------------------------------- */
 
 static int step_done(struct store *s, sqlite3_stmt *st, const char *what,
@@ -229,23 +239,44 @@ static void copy_col(char *dst, size_t n, sqlite3_stmt *st, int col)
     strlcpy_h(dst, v ? (const char *)v : "", n);
 }
 
-static int clinic_id_of(struct store *s, const char *name, int64_t *id,
-                        struct err *e)
+/* After stepping a SELECT of at most one row (step_rc, the row read if
+ * there was one): st reset, and 0 for a row, ERR_NOTFOUND with no message
+ * (the caller says what was missing) for none, or ERR_DB "what: ...". */
+static int row_found(struct store *s, sqlite3_stmt *st, int step_rc,
+                     const char *what, struct err *e)
 {
-    sqlite3_stmt *st =
-        store_stmt(s, "SELECT id FROM clinics WHERE name = ?1", e);
+    sqlite3_reset(st);
+    if (step_rc == SQLITE_ROW)
+        return 0;
+    if (step_rc != SQLITE_DONE)
+        return err_set(e, ERR_DB, "%s: %s", what,
+                       sqlite3_errmsg(store_db(s)));
+    return ERR_NOTFOUND;
+}
+
+/* The clinic id that sql (one text parameter: key) selects; row_found's
+ * returns. */
+static int clinic_lookup(struct store *s, const char *sql, const char *key,
+                         int64_t *id, struct err *e)
+{
+    sqlite3_stmt *st = store_stmt(s, sql, e);
     if (!st)
         return ERR_DB;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         *id = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW)
-        return 0;
-    if (rc != SQLITE_DONE)
-        return err_set(e, ERR_DB, "clinic: %s", sqlite3_errmsg(store_db(s)));
-    return err_set(e, ERR_NOTFOUND, "no clinic named '%s'", name);
+    return row_found(s, st, rc, "clinic", e);
+}
+
+static int clinic_id_of(struct store *s, const char *name, int64_t *id,
+                        struct err *e)
+{
+    int rc = clinic_lookup(s, "SELECT id FROM clinics WHERE name = ?1",
+                           name, id, e);
+    if (rc == ERR_NOTFOUND)
+        return err_set(e, ERR_NOTFOUND, "no clinic named '%s'", name);
+    return rc;
 }
 
 /* ---- clinics, users, gateways ------------------------------------------- */
@@ -336,21 +367,11 @@ int auth_clinic_by_ae(struct store *s, const char *calling_ae,
     char ae[17];
     if (!calling_ae || !ae_normalize(calling_ae, ae))
         return err_set(e, ERR_NOTFOUND, "no clinic for that AE title");
-    sqlite3_stmt *st =
-        store_stmt(s, "SELECT clinic_id FROM clinic_aes"
-                      " WHERE calling_ae = ?1", e);
-    if (!st)
-        return ERR_DB;
-    sqlite3_bind_text(st, 1, ae, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *clinic_id = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW)
-        return 0;
-    if (rc != SQLITE_DONE)
-        return err_set(e, ERR_DB, "clinic: %s", sqlite3_errmsg(store_db(s)));
-    return err_set(e, ERR_NOTFOUND, "no clinic for AE title '%s'", ae);
+    int rc = clinic_lookup(s, "SELECT clinic_id FROM clinic_aes"
+                              " WHERE calling_ae = ?1", ae, clinic_id, e);
+    if (rc == ERR_NOTFOUND)
+        return err_set(e, ERR_NOTFOUND, "no clinic for AE title '%s'", ae);
+    return rc;
 }
 
 /* Split "a, b,c" into validated names; calls fn for each.  Also checks
@@ -506,9 +527,8 @@ int auth_gateway_add(struct store *s, const char *clinic, const char *name,
     if ((rc = clinic_id_of(s, clinic, &clinic_id, e)))
         return rc;
     char tok[AUTH_TOKEN_HEX + 1], sha[65];
-    if (random_hex(tok, AUTH_TOKEN_HEX / 2))
-        return err_set(e, ERR_INTERNAL, "no randomness for a token");
-    sha256_hex(tok, AUTH_TOKEN_HEX, sha);
+    if ((rc = token_new(tok, sha, e)))
+        return rc;
     sqlite3_stmt *st = store_stmt(
         s,
         "INSERT INTO gateways (clinic_id, name, token_sha256, created)"
@@ -555,8 +575,11 @@ static void principal_from_row(sqlite3_stmt *st, int c,
 
 /* ---- login -------------------------------------------------------------- */
 
-static int failures_since(struct store *s, const char *sql, const char *key,
-                          int64_t since, int *n, struct err *e)
+/* 1 if sql (?1 key, ?2 since) counts max or more failures, else 0, or
+ * ERR_DB. */
+static int too_many_failures(struct store *s, const char *sql,
+                             const char *key, int64_t since, int max,
+                             struct err *e)
 {
     sqlite3_stmt *st = store_stmt(s, sql, e);
     if (!st)
@@ -564,40 +587,30 @@ static int failures_since(struct store *s, const char *sql, const char *key,
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, since);
     int rc = sqlite3_step(st);
-    *n = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+    int n = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
     sqlite3_reset(st);
     if (rc != SQLITE_ROW)
         return err_set(e, ERR_DB, "rate limit: %s",
                        sqlite3_errmsg(store_db(s)));
-    return 0;
+    return n >= max;
 }
 
 static int rate_limited(struct store *s, const char *login,
                         const char *remote, int64_t now, struct err *e)
 {
-    int n = 0, rc;
+    int rc = 0;
     int64_t since = now - FAIL_WINDOW_MS;
-    if (login) {
-        rc = failures_since(s,
-                            "SELECT count(*) FROM login_failures"
-                            " WHERE login = ?1 AND at > ?2",
-                            login, since, &n, e);
-        if (rc)
-            return rc;
-        if (n >= FAIL_PER_LOGIN)
-            return 1;
-    }
-    if (remote && *remote) {
-        rc = failures_since(s,
-                            "SELECT count(*) FROM login_failures"
-                            " WHERE remote = ?1 AND at > ?2",
-                            remote, since, &n, e);
-        if (rc)
-            return rc;
-        if (n >= FAIL_PER_REMOTE)
-            return 1;
-    }
-    return 0;
+    if (login)
+        rc = too_many_failures(s,
+                               "SELECT count(*) FROM login_failures"
+                               " WHERE login = ?1 AND at > ?2",
+                               login, since, FAIL_PER_LOGIN, e);
+    if (!rc && remote && *remote)
+        rc = too_many_failures(s,
+                               "SELECT count(*) FROM login_failures"
+                               " WHERE remote = ?1 AND at > ?2",
+                               remote, since, FAIL_PER_REMOTE, e);
+    return rc;
 }
 
 static void failure_record(struct store *s, const char *login,
@@ -631,9 +644,9 @@ int auth_session_create(struct store *s, int64_t user_id,
 {
     char tok[AUTH_TOKEN_HEX + 1], sha[65];
     int64_t now = now_ms(), expires = now + SESSION_MS;
-    if (random_hex(tok, AUTH_TOKEN_HEX / 2))
-        return err_set(e, ERR_INTERNAL, "no randomness for a token");
-    sha256_hex(tok, AUTH_TOKEN_HEX, sha);
+    int rc;
+    if ((rc = token_new(tok, sha, e)))
+        return rc;
     sqlite3_stmt *st = store_stmt(
         s,
         "INSERT INTO sessions (token_sha256, user_id, created, expires,"
@@ -647,7 +660,7 @@ int auth_session_create(struct store *s, int64_t user_id,
     sqlite3_bind_int64(st, 4, expires);
     if (remote)
         sqlite3_bind_text(st, 5, remote, -1, SQLITE_STATIC);
-    int rc = step_done(s, st, "session", e);
+    rc = step_done(s, st, "session", e);
     if (rc) {
         OPENSSL_cleanse(tok, sizeof tok);
         return rc;
@@ -691,10 +704,9 @@ int auth_login(struct store *s, const char *login, const char *password,
             copy_col(hash, sizeof hash, st, 6);
             have = 1;
         }
-        sqlite3_reset(st);
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-            return err_set(e, ERR_DB, "login: %s",
-                           sqlite3_errmsg(store_db(s)));
+        rc = row_found(s, st, rc, "login", e);
+        if (rc && rc != ERR_NOTFOUND)
+            return rc;
     }
     /* Unknown and invalid names pay for one scrypt too. */
     int ok = auth_password_verify(password ? password : "",
@@ -757,11 +769,8 @@ int auth_token_check(struct store *s, const char *token,
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW && who)
         principal_from_row(st, 0, who);
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW)
-        return 0;
-    if (rc != SQLITE_DONE)
-        return err_set(e, ERR_DB, "token: %s", sqlite3_errmsg(store_db(s)));
+    if ((rc = row_found(s, st, rc, "token", e)) != ERR_NOTFOUND)
+        return rc;
 
     st = store_stmt(s,
                     "SELECT g.name, g.clinic_id, c.name FROM gateways g"
@@ -781,11 +790,8 @@ int auth_token_check(struct store *s, const char *token,
         who->clinic_id = sqlite3_column_int64(st, 1);
         copy_col(who->clinic, sizeof who->clinic, st, 2);
     }
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW)
-        return 0;
-    if (rc != SQLITE_DONE)
-        return err_set(e, ERR_DB, "token: %s", sqlite3_errmsg(store_db(s)));
+    if ((rc = row_found(s, st, rc, "token", e)) != ERR_NOTFOUND)
+        return rc;
     return err_set(e, ERR_AUTH, "unknown, expired or revoked token");
 }
 
