@@ -45,6 +45,10 @@
 #include <new>
 #include <type_traits>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <setjmp.h>
@@ -1667,6 +1671,10 @@ static int fa_num(const struct fast_el *f, const char *vr, double *out)
     int rc = fa_str(f, vr, s, sizeof s);
     if (rc <= 0)
         return rc;
+    /* only what a DS or IS may hold: no hex, no inf/nan (strtod would
+     * read them, DCMTK would not) */
+    if (strspn(s, "0123456789+-.eE") != strlen(s))
+        return -1;
     char *end;
     double d = strtod(s, &end);
     if (*end || end == s || !(d == d) || d > 1e300 || d < -1e300)
@@ -1695,16 +1703,41 @@ static inline int32_t stored_value(uint32_t raw, unsigned shift,
 }
 
 /* Smallest and largest stored value of n samples.  The common layout
- * (all allocated bits stored, from bit 0) gets loops the compiler turns
- * into SIMD; others go sample by sample. */
+ * (all allocated bits stored, from bit 0) of 16-bit samples goes eight at
+ * a time with SSE2 (unsigned ones biased by 0x8000 into signed order);
+ * the rest sample by sample. */
 template <typename T, typename S>
 static void plain_minmax(const uint8_t *src, size_t n, int32_t *mn,
                          int32_t *mx)
 {
     S lo, hi;
+    size_t i = 0;
     memcpy(&lo, src, sizeof lo);
     hi = lo;
-    for (size_t i = 0; i < n; i++) {
+#ifdef __SSE2__
+    if (sizeof(S) == 2 && n >= 8) {
+        const __m128i bias = _mm_set1_epi16(
+            (short)(std::is_signed<S>::value ? 0 : 0x8000));
+        __m128i vlo = _mm_set1_epi16(0x7FFF), vhi = _mm_set1_epi16(-0x8000);
+        for (; i + 8 <= n; i += 8) {
+            __m128i v = _mm_xor_si128(
+                _mm_loadu_si128((const __m128i *)(src + 2 * i)), bias);
+            vlo = _mm_min_epi16(vlo, v);
+            vhi = _mm_max_epi16(vhi, v);
+        }
+        int16_t l8[8], h8[8];
+        _mm_storeu_si128((__m128i *)l8, _mm_xor_si128(vlo, bias));
+        _mm_storeu_si128((__m128i *)h8, _mm_xor_si128(vhi, bias));
+        for (int k = 0; k < 8; k++) {
+            S a, b;
+            memcpy(&a, &l8[k], sizeof a);
+            memcpy(&b, &h8[k], sizeof b);
+            lo = a < lo ? a : lo;
+            hi = b > hi ? b : hi;
+        }
+    }
+#endif
+    for (; i < n; i++) {
         S v;
         memcpy(&v, src + i * sizeof(S), sizeof v);
         lo = v < lo ? v : lo;
