@@ -258,6 +258,22 @@ static int tx_commit(struct server *srv, struct err *e)
     return 0;
 }
 
+/* End the transaction of work that returned rc: COMMIT on 0, else
+ * ROLLBACK.  Returns rc or the commit's error; on either, what the work
+ * put in *out (if out) is dropped. */
+static int tx_end(struct server *srv, int rc, json_t **out, struct err *e)
+{
+    if (rc)
+        tx_rollback(srv);
+    else
+        rc = tx_commit(srv, e);
+    if (rc && out) {
+        json_decref(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 /* ---- validation ---------------------------------------------------- */
 
 /* Client-generated ids: 1..64 of [A-Za-z0-9_-]. */
@@ -788,11 +804,7 @@ int cases_oncall_set(struct server *srv, const char *specialty,
             rc = err_set(e, ERR_INVALID, "oncall: %s listed twice",
                          logins[i]);
     }
-    if (rc) {
-        tx_rollback(srv);
-        return rc;
-    }
-    rc = tx_commit(srv, e);
+    rc = tx_end(srv, rc, NULL, e);
     if (!rc)
         log_info("on-call list of %s: %d specialist(s)", specialty, n);
     return rc;
@@ -1039,14 +1051,7 @@ int cases_create(struct server *srv, const struct principal *who,
                      "only a clinic's requesters can create cases");
     if (!rc && !(rc = tx_begin(srv, e))) {
         rc = create_tx(srv, who, &r, out, created, e);
-        if (rc)
-            tx_rollback(srv);
-        else
-            rc = tx_commit(srv, e);
-        if (rc) {
-            json_decref(*out);
-            *out = NULL;
-        }
+        rc = tx_end(srv, rc, out, e);
     }
     audit_case(srv, who, "case.create", r.case_id, rc,
                rc ? emsg(e) : *created ? NULL : "repeated request");
@@ -1254,14 +1259,7 @@ static int case_action(struct server *srv, const struct principal *who,
         rc = load_visible(srv, who, case_id, &row, e);
         if (!rc)
             rc = step(srv, who, &row, arg, out, e);
-        if (rc)
-            tx_rollback(srv);
-        else
-            rc = tx_commit(srv, e);
-        if (rc) {
-            json_decref(*out);
-            *out = NULL;
-        }
+        rc = tx_end(srv, rc, out, e);
     }
     audit_case(srv, who, action, case_id, rc, rc ? emsg(e) : NULL);
     return rc;
@@ -1715,11 +1713,7 @@ int cases_images_arrived(struct server *srv, const char *study_uid,
         n++;
     }
     json_decref(found);
-    if (rc) {
-        tx_rollback(srv);
-        return rc;
-    }
-    rc = tx_commit(srv, e);
+    rc = tx_end(srv, rc, NULL, e);
     if (!rc && n)
         log_debug("images of %s: %d case(s) told", study_uid, n);
     return rc;
@@ -1737,6 +1731,26 @@ static void audit_system(struct server *srv, const char *action,
         .outcome = "ok", .detail = detail,
     };
     audit_write(srv->audit, &a);
+}
+
+/* Tell each specialist that sql (?1 specialty, ?2 case_id) selects as
+ * (user_id, login): each becomes an "escalated" participant of the case
+ * and their login is appended to `to`. */
+static int escalate_to(sqlite3 *db, const char *sql, const char *specialty,
+                       const char *case_id, int64_t now, json_t *to,
+                       struct err *e)
+{
+    sqlite3_stmt *st = prep(db, e, sql, "ss", specialty, case_id);
+    if (!st)
+        return ERR_DB;
+    int rc = 0;
+    while (!rc && sqlite3_step(st) == SQLITE_ROW) {
+        json_array_append_new(to, col_json_text(st, 1));
+        rc = add_participant(db, case_id, sqlite3_column_int64(st, 0),
+                             "escalated", now, NULL, e);
+    }
+    sqlite3_finalize(st);
+    return rc;
 }
 
 /* One escalation step of one case; *stepped = 1 if someone new was
@@ -1764,44 +1778,25 @@ static int escalate_one(struct server *srv, const char *case_id,
     json_t *to = json_array();
     const char *scope = "oncall";
     /* The next of the on-call list not told yet... */
-    st = prep(db, e,
-              "SELECT o.user_id, u.login FROM oncall o"
-              " JOIN users u ON u.id = o.user_id"
-              " WHERE o.specialty = ?1 AND u.role = 'specialist'"
-              " AND o.user_id NOT IN (SELECT user_id FROM case_participants"
-              "  WHERE case_id = ?2)"
-              " ORDER BY o.position LIMIT 1", "ss", r.specialty, case_id);
-    if (!st) {
-        json_decref(to);
-        return ERR_DB;
-    }
-    int rc = 0;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        json_array_append_new(to, col_json_text(st, 1));
-        rc = add_participant(db, case_id, sqlite3_column_int64(st, 0),
-                             "escalated", now, NULL, e);
-    }
-    sqlite3_finalize(st);
+    int rc = escalate_to(db,
+                         "SELECT o.user_id, u.login FROM oncall o"
+                         " JOIN users u ON u.id = o.user_id"
+                         " WHERE o.specialty = ?1 AND u.role = 'specialist'"
+                         " AND o.user_id NOT IN (SELECT user_id"
+                         "  FROM case_participants WHERE case_id = ?2)"
+                         " ORDER BY o.position LIMIT 1",
+                         r.specialty, case_id, now, to, e);
     /* ...and once the list is used up, the whole specialty. */
     if (!rc && !json_array_size(to)) {
         scope = "specialty";
-        st = prep(db, e,
-                  "SELECT us.user_id, u.login FROM user_specialties us"
-                  " JOIN users u ON u.id = us.user_id"
-                  " WHERE us.specialty = ?1 AND u.role = 'specialist'"
-                  " AND us.user_id NOT IN (SELECT user_id"
-                  "  FROM case_participants WHERE case_id = ?2)"
-                  " ORDER BY u.login", "ss", r.specialty, case_id);
-        if (!st) {
-            json_decref(to);
-            return ERR_DB;
-        }
-        while (!rc && sqlite3_step(st) == SQLITE_ROW) {
-            json_array_append_new(to, col_json_text(st, 1));
-            rc = add_participant(db, case_id, sqlite3_column_int64(st, 0),
-                                 "escalated", now, NULL, e);
-        }
-        sqlite3_finalize(st);
+        rc = escalate_to(db,
+                         "SELECT us.user_id, u.login FROM user_specialties us"
+                         " JOIN users u ON u.id = us.user_id"
+                         " WHERE us.specialty = ?1 AND u.role = 'specialist'"
+                         " AND us.user_id NOT IN (SELECT user_id"
+                         "  FROM case_participants WHERE case_id = ?2)"
+                         " ORDER BY u.login",
+                         r.specialty, case_id, now, to, e);
     }
     if (rc) {
         json_decref(to);
