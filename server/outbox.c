@@ -154,24 +154,18 @@ static int append_text(struct outbox *o, int64_t user_id, const char *kind,
     return 0;
 }
 
-int outbox_append_many(struct outbox *o, const int64_t *users, size_t n,
-                       const char *kind, const char *case_id, json_t *body,
-                       struct err *e)
+/* The one event for users[0..n-1] (n > 0, checked by the caller): the body
+ * serialised once, all rows or none under a savepoint, which makes them
+ * one unit both inside the caller's transaction and, should someone call
+ * us outside one, on their own.  *seq (may be NULL): the last row's. */
+static int append_users(struct outbox *o, const int64_t *users, size_t n,
+                        const char *kind, const char *case_id, json_t *body,
+                        int64_t *seq, struct err *e)
 {
-    if (!kind || !*kind)
-        return err_set(e, ERR_INVALID, "outbox: bad kind");
-    for (size_t i = 0; i < n; i++)
-        if (users[i] <= 0)
-            return err_set(e, ERR_INVALID, "outbox: bad user id");
-    if (!n)
-        return 0;
     char *text = json_dumps(body ? body : json_null(),
                             JSON_COMPACT | JSON_ENCODE_ANY);
     if (!text)
         return err_set(e, ERR_INTERNAL, "outbox: cannot serialise body");
-    /* A savepoint makes the rows one unit both inside the caller's
-     * transaction and, should someone call us outside one, on their
-     * own. */
     if (sqlite3_exec(o->db, "SAVEPOINT outbox_append", NULL, NULL, NULL)) {
         free(text);
         return err_set(e, ERR_DB, "outbox: savepoint: %s",
@@ -190,7 +184,7 @@ int outbox_append_many(struct outbox *o, const int64_t *users, size_t n,
     int64_t now = now_ms();
     for (size_t i = 0; !rc && i < n; i++)
         rc = append_text(o, users[i], kind, case_id, text, now, ids + 32 * i,
-                         NULL, e);
+                         i + 1 == n ? seq : NULL, e);
     free(ids);
     if (rc)
         sqlite3_exec(o->db, "ROLLBACK TO outbox_append", NULL, NULL, NULL);
@@ -203,34 +197,27 @@ int outbox_append_many(struct outbox *o, const int64_t *users, size_t n,
     return 0;
 }
 
+int outbox_append_many(struct outbox *o, const int64_t *users, size_t n,
+                       const char *kind, const char *case_id, json_t *body,
+                       struct err *e)
+{
+    if (!kind || !*kind)
+        return err_set(e, ERR_INVALID, "outbox: bad kind");
+    for (size_t i = 0; i < n; i++)
+        if (users[i] <= 0)
+            return err_set(e, ERR_INVALID, "outbox: bad user id");
+    if (!n)
+        return 0;
+    return append_users(o, users, n, kind, case_id, body, NULL, e);
+}
+
 int outbox_append(struct outbox *o, int64_t user_id, const char *kind,
                   const char *case_id, json_t *body, int64_t *seq,
                   struct err *e)
 {
     if (user_id <= 0 || !kind || !*kind)
         return err_set(e, ERR_INVALID, "outbox: bad user or kind");
-    char *text = json_dumps(body ? body : json_null(),
-                            JSON_COMPACT | JSON_ENCODE_ANY);
-    if (!text)
-        return err_set(e, ERR_INTERNAL, "outbox: cannot serialise body");
-    if (sqlite3_exec(o->db, "SAVEPOINT outbox_append", NULL, NULL, NULL)) {
-        free(text);
-        return err_set(e, ERR_DB, "outbox: savepoint: %s",
-                       sqlite3_errmsg(o->db));
-    }
-    char event_id[33];
-    int rc = random_hex(event_id, 16)
-                 ? err_set(e, ERR_INTERNAL, "outbox: no randomness")
-                 : append_text(o, user_id, kind, case_id, text, now_ms(),
-                               event_id, seq, e);
-    if (rc)
-        sqlite3_exec(o->db, "ROLLBACK TO outbox_append", NULL, NULL, NULL);
-    sqlite3_exec(o->db, "RELEASE outbox_append", NULL, NULL, NULL);
-    free(text);
-    if (rc)
-        return rc;
-    mark_dirty(o, user_id);
-    return 0;
+    return append_users(o, &user_id, 1, kind, case_id, body, seq, e);
 }
 
 int outbox_fetch(struct outbox *o, int64_t user_id, int64_t after, int limit,
