@@ -57,6 +57,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1209,10 +1210,12 @@ static void *strips_helper(void *)
     return NULL;
 }
 
-/* Start the helper (once); 0 if it runs. */
+/* Start the helper (once, and only with a second core); 0 if it runs. */
 static int strips_start(void)
 {
     pthread_mutex_lock(&g_strips.mu);
+    if (!g_strips.started && sysconf(_SC_NPROCESSORS_ONLN) < 2)
+        g_strips.started = -1;              /* no second core to use */
     if (!g_strips.started) {
         /* the helper must not take the process's signals */
         sigset_t all, old;
@@ -1242,12 +1245,10 @@ static void strips_stop(void)
     pthread_mutex_unlock(&g_strips.mu);
 }
 
-static inline void sched_yield_or_pause(void)
+static inline void cpu_pause(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
-#else
-    sched_yield();
 #endif
 }
 
@@ -1381,8 +1382,13 @@ static int encode_grey_strips(const uint8_t *pix, unsigned w, unsigned h,
             g_strips.job = NULL;
         pthread_mutex_unlock(&g_strips.mu);
         if (taken) {
-            while (!j.released.load())
-                sched_yield_or_pause();
+            /* spin a little (the helper is most likely running on the
+             * other core), then yield (it may be waiting for ours) */
+            for (int spins = 0; !j.released.load(); spins++)
+                if (spins < 20000)
+                    cpu_pause();
+                else
+                    sched_yield();
             /* the helper set it holding the lock: taking the lock once
              * orders its writes of the strips before our reads for
              * tools that do not follow atomics (helgrind) */
