@@ -172,6 +172,25 @@ class Storescp:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def http_get(conn, path, headers=None):
+    """(status, body) of one GET over conn, which is closed after it."""
+    conn.request("GET", path, headers=headers or {})
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    return r.status, body
+
+
+def stow_curl(body, url, extra=()):
+    """curl argv that POSTs the multipart file body to url in one request
+    and prints only the HTTP status; extra: TLS and auth options."""
+    return (["curl", "-sS"] + list(extra)
+            + ["-H", "Expect:", "-H", "Content-Type: " + MPR_TYPE,
+               "-H", "Accept: application/dicom+json",
+               "-X", "POST", "-T", body, "-o", "/dev/null",
+               "-w", "%{http_code}", url])
+
+
 class Hashi:
     name = "hashi"
     template = None
@@ -212,12 +231,7 @@ class Hashi:
                                            context=self.ctx, timeout=600)
 
     def get(self, path, headers=None):
-        c = self.conn()
-        c.request("GET", path, headers=headers or {})
-        r = c.getresponse()
-        body = r.read()
-        c.close()
-        return r.status, body
+        return http_get(self.conn(), path, headers)
 
     def login(self):
         c = self.conn()
@@ -242,13 +256,10 @@ class Hashi:
         return int(m.group(1))
 
     def stow_cmd(self, body):
-        return ["curl", "-sS", "--cacert", self.cacert, "-H", "Expect:",
-                "-H", "Authorization: Bearer " + self.login(),
-                "-H", "Content-Type: " + MPR_TYPE,
-                "-H", "Accept: application/dicom+json",
-                "-X", "POST", "-T", body, "-o", "/dev/null",
-                "-w", "%{http_code}",
-                "https://127.0.0.1:%d/dicomweb/studies" % self.port]
+        return stow_curl(body, "https://127.0.0.1:%d/dicomweb/studies"
+                         % self.port,
+                         ["--cacert", self.cacert,
+                          "-H", "Authorization: Bearer " + self.login()])
 
     def render_targets(self, study):
         """(path, headers) for each slice's /rendered."""
@@ -316,12 +327,7 @@ class Orthanc:
         if self.proc.poll() is not None:
             die("Orthanc exited with status %d (see bench/work/orthanc.log)"
                 % self.proc.returncode)
-        c = self.conn()
-        c.request("GET", path, headers=headers or {})
-        r = c.getresponse()
-        body = r.read()
-        c.close()
-        return r.status, body
+        return http_get(self.conn(), path, headers)
 
     def count(self):
         status, body = self.get("/statistics")
@@ -330,12 +336,8 @@ class Orthanc:
         return int(json.loads(body)["CountInstances"])
 
     def stow_cmd(self, body):
-        return ["curl", "-sS", "-H", "Expect:",
-                "-H", "Content-Type: " + MPR_TYPE,
-                "-H", "Accept: application/dicom+json",
-                "-X", "POST", "-T", body, "-o", "/dev/null",
-                "-w", "%{http_code}",
-                "http://127.0.0.1:%d/dicom-web/studies" % self.port]
+        return stow_curl(body, "http://127.0.0.1:%d/dicom-web/studies"
+                         % self.port)
 
     def render_targets(self, study):
         status, body = self.get("/instances?expand")
@@ -374,6 +376,12 @@ def uids_of(path):
 
 # ---- the runs ----------------------------------------------------------------
 
+def expect_count(peer, study, what):
+    got = peer.count()
+    if got != study.n:
+        die("%s: %d instances arrived, expected %d" % (what, got, study.n))
+
+
 def run_cstore(peer_cls, work, study):
     peer = peer_cls(work)
     try:
@@ -385,10 +393,7 @@ def run_cstore(peer_cls, work, study):
         if cp.returncode != 0 or re.search(rb"^[EF]:", cp.stderr, re.M):
             die("%s: storescu failed: %s" % (peer.name,
                                               cp.stderr.decode()[-400:]))
-        got = peer.count()
-        if got != study.n:
-            die("%s: %d instances arrived, expected %d" %
-                (peer.name, got, study.n))
+        expect_count(peer, study, peer.name)
         return secs
     finally:
         peer.close()
@@ -403,10 +408,7 @@ def run_stow(peer_cls, work, study):
         if cp.returncode != 0 or code != "200":
             die("%s: STOW-RS gave %s (%s)" % (peer.name, code,
                                                cp.stderr.decode()[-300:]))
-        got = peer.count()
-        if got != study.n:
-            die("%s STOW-RS: %d instances arrived, expected %d" %
-                (peer.name, got, study.n))
+        expect_count(peer, study, peer.name + " STOW-RS")
         return secs
     finally:
         peer.close()
