@@ -21,6 +21,7 @@
 #include "../../server/auth.h"
 #include "../../server/config.h"
 #include "../../server/store.h"
+#include "testutil.h"
 
 static char tmp[256], data[300];
 
@@ -36,9 +37,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    return system(cmd);
+    return tu_rm_rf(tmp);
 }
 
 static void slurp(const char *path, unsigned char **buf, size_t *len)
@@ -49,13 +48,7 @@ static void slurp(const char *path, unsigned char **buf, size_t *len)
 
 static int64_t count(struct store *s, const char *sql)
 {
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(store_db(s), sql, -1, &st, NULL),
-                     SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    int64_t n = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return n;
+    return tu_sql_int(store_db(s), sql);
 }
 
 static void init_makes_private_dir_and_cert(void **state)

@@ -20,6 +20,7 @@
 #include "../../proto/log.h"
 #include "../../proto/util.h"
 #include "../../server/audit.h"
+#include "testutil.h"
 
 struct fx {
     char dir[1024];
@@ -43,9 +44,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *f = *state;
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
+    assert_int_equal(tu_rm_rf(f->dir), 0);
     free(f);
     return 0;
 }

@@ -21,6 +21,7 @@
 #include "../../proto/util.h"
 #include "../../server/auth.h"
 #include "../../server/store.h"
+#include "testutil.h"
 
 static char g_scratch[1024];
 
@@ -47,9 +48,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_scratch);
-    return system(cmd) == 0 ? 0 : -1;
+    return tu_rm_rf(g_scratch) == 0 ? 0 : -1;
 }
 
 static int setup(void **state)
@@ -73,23 +72,14 @@ static int teardown(void **state)
 {
     struct fx *f = *state;
     store_close(f->s);
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
+    assert_int_equal(tu_rm_rf(f->dir), 0);
     free(f);
     return 0;
 }
 
 static int64_t q_int(struct store *s, const char *sql)
 {
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(store_db(s), sql, -1, &st, NULL),
-                     SQLITE_OK);
-    int64_t v = -1;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
+    return tu_sql_int(store_db(s), sql);
 }
 
 /* Is needle anywhere in the bytes of the database files (main + WAL)? */

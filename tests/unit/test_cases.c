@@ -28,6 +28,7 @@
 #include "../../server/outbox.h"
 #include "../../server/server.h"
 #include "../../server/store.h"
+#include "testutil.h"
 
 /* Live push: cases.c calls ws_push_dirty() when ws.c is linked in (the
  * full test build); with srv.ws == NULL it must be a no-op.  Without it,
@@ -91,7 +92,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    sh("rm -rf '%s'%s", tmpl, "");
+    assert_int_equal(tu_rm_rf(tmpl), 0);
     return 0;
 }
 
@@ -163,7 +164,7 @@ static int teardown(void **state)
 {
     (void)state;
     close_server();
-    sh("rm -rf '%s'%s", dir, "");
+    assert_int_equal(tu_rm_rf(dir), 0);
     return 0;
 }
 
@@ -257,13 +258,7 @@ static const char *status_of(const char *case_id)
 
 static int64_t count_rows(const char *sql)
 {
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(store_db(srv.store), sql, -1, &st,
-                                        NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    int64_t n = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return n;
+    return tu_sql_int(store_db(srv.store), sql);
 }
 
 static void exec_sql(const char *sql)

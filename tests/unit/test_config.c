@@ -17,6 +17,7 @@
 
 #include "../../proto/log.h"
 #include "../../server/config.h"
+#include "testutil.h"
 
 static char tmp[256];
 
@@ -31,9 +32,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    return system(cmd);
+    return tu_rm_rf(tmp);
 }
 
 static void write_text(const char *path, const char *text)

@@ -38,6 +38,7 @@
 #include "../../client/config.h"
 #include "../../client/conn.h"
 #include "../../server/devcert.h"
+#include "testutil.h"
 
 static char tmp[256], cert_path[300], key_path[300];
 static char other_cert[300], other_key[300];
@@ -305,10 +306,8 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    char cmd[512];
     (void)state;
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    return system(cmd);
+    return tu_rm_rf(tmp);
 }
 
 static struct conn *client(const struct peer *p, const char *host,

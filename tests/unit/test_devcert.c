@@ -20,6 +20,7 @@
 #include <openssl/x509v3.h>
 
 #include "../../server/devcert.h"
+#include "testutil.h"
 
 static char tmp[256], cert_path[300], key_path[300];
 
@@ -36,9 +37,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    return system(cmd);
+    return tu_rm_rf(tmp);
 }
 
 static X509 *load_cert(void)

@@ -19,6 +19,7 @@
 #include <sqlite3.h>
 
 #include "../../server/outbox.h"
+#include "testutil.h"
 
 static char dir[256];
 static char path[512];
@@ -61,9 +62,7 @@ static int teardown(void **state)
     (void)state;
     if (ob)
         close_db();
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd);
+    return tu_rm_rf(dir);
 }
 
 static int64_t append(int64_t user, const char *kind, const char *case_id,

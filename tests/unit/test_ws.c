@@ -25,6 +25,7 @@
 #include "../../proto/msg.h"
 #include "../../server/outbox.h"
 #include "../../server/server.h"
+#include "testutil.h"
 
 static char dir[256];
 static sqlite3 *db;
@@ -50,9 +51,7 @@ static int teardown(void **state)
     (void)state;
     outbox_close(ob);
     sqlite3_close(db);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd);
+    return tu_rm_rf(dir);
 }
 
 static void append(int64_t user, const char *kind, const char *case_id,
