@@ -347,6 +347,17 @@ static void test_url(void **state)
 
 /* ---- HTTP ------------------------------------------------------------- */
 
+/* A script's next request head into head; -1 (and the peer failed) if the
+ * client sent none. */
+static int expect_head(struct peer *p, SSL *ssl, char *head, size_t n)
+{
+    if (read_head(ssl, head, n)) {
+        peer_fail(p, "request missing");
+        return -1;
+    }
+    return 0;
+}
+
 /* Two requests on one connection: Content-Length, then chunked. */
 static int script_keepalive(struct peer *p, SSL *ssl, int n)
 {
@@ -355,10 +366,8 @@ static int script_keepalive(struct peer *p, SSL *ssl, int n)
     if (!ssl)
         return 0;
     for (int i = 0; i < 2; i++) {
-        if (read_head(ssl, head, sizeof head)) {
-            peer_fail(p, "request missing");
+        if (expect_head(p, ssl, head, sizeof head))
             return 0;
-        }
         if (!strstr(head, "Authorization: Bearer tok123\r\n") ||
             !strstr(head, "Host: 127.0.0.1:"))
             peer_fail(p, "no bearer token or Host");
@@ -403,12 +412,8 @@ static void test_http_keepalive_chunked(void **state)
 static int script_upload(struct peer *p, SSL *ssl, int n)
 {
     char head[4096], body[64];
-    if (!ssl)
+    if (!ssl || expect_head(p, ssl, head, sizeof head))
         return 0;
-    if (read_head(ssl, head, sizeof head)) {
-        peer_fail(p, "request missing");
-        return 0;
-    }
     if (n == 0) {
         if (!strstr(head, "POST /base/up HTTP/1.1\r\n") ||
             !strstr(head, "Content-Length: 11\r\n") ||
@@ -469,12 +474,8 @@ static void test_http_upload_and_cut(void **state)
 static int script_json(struct peer *p, SSL *ssl, int n)
 {
     char head[4096], body[64];
-    if (!ssl)
+    if (!ssl || expect_head(p, ssl, head, sizeof head))
         return 0;
-    if (read_head(ssl, head, sizeof head)) {
-        peer_fail(p, "request missing");
-        return 0;
-    }
     if (n == 0) {
         if (!strstr(head, "POST /api/cases/abc/claim HTTP/1.1\r\n") ||
             !strstr(head, "Content-Type: application/json\r\n") ||
