@@ -34,6 +34,7 @@ struct store {
      * syncs then run inline. */
     struct jobs *io;
     int io_failed;
+    int64_t busy_since;         /* ms: when the current lock wait began */
 };
 
 /* The scope clause: an SQL boolean expression over the table `studies`
