@@ -244,6 +244,17 @@ static void kinds_of(int u, const char *case_id, char *out, size_t n)
     json_decref(ev);
 }
 
+/* Fails the test unless u's events (of case_id, or all if NULL) are
+ * exactly the kinds in want, space-separated, in order. */
+static void expect_kinds(int u, const char *case_id, const char *want)
+{
+    char k[256];
+    kinds_of(u, case_id, k, sizeof k);
+    if (strcmp(k, want))
+        fail_msg("events of %s for %s: \"%s\", expected \"%s\"",
+                 logins[u], case_id ? case_id : "any case", k, want);
+}
+
 static const char *status_of(const char *case_id)
 {
     static char buf[32];
@@ -315,9 +326,7 @@ static void test_create_twice_is_one_case(void **state)
                         "Bleed?");
     json_decref(out);
     assert_int_equal(count_rows("SELECT COUNT(*) FROM cases"), 1);
-    char k[256];
-    kinds_of(N1, "case-1", k, sizeof k);
-    assert_string_equal(k, "case.new");
+    expect_kinds(N1, "case-1", "case.new");
 
     /* The same id from another clinic is someone else's case. */
     assert_int_equal(cases_create(&srv, &who[REQ_B], req, &out, &created,
@@ -406,38 +415,26 @@ static void test_claim_race(void **state)
 static void test_recipients_of_new_case(void **state)
 {
     (void)state;
-    char k[256];
     /* No on-call list: the whole specialty, and the requesting clinic. */
     create_case(REQ_A, "c-all", "urgent", "neurology", NULL);
-    kinds_of(N1, "c-all", k, sizeof k);
-    assert_string_equal(k, "case.new");
-    kinds_of(N2, "c-all", k, sizeof k);
-    assert_string_equal(k, "case.new");
-    kinds_of(N3, "c-all", k, sizeof k);
-    assert_string_equal(k, "case.new");
-    kinds_of(REQ_A, "c-all", k, sizeof k);
-    assert_string_equal(k, "case.new");
-    kinds_of(CARDIO, NULL, k, sizeof k);
-    assert_string_equal(k, "");
-    kinds_of(REQ_B, NULL, k, sizeof k);
-    assert_string_equal(k, "");
+    expect_kinds(N1, "c-all", "case.new");
+    expect_kinds(N2, "c-all", "case.new");
+    expect_kinds(N3, "c-all", "case.new");
+    expect_kinds(REQ_A, "c-all", "case.new");
+    expect_kinds(CARDIO, NULL, "");
+    expect_kinds(REQ_B, NULL, "");
 
     /* With an on-call list: only its first. */
     oncall("neurology", "neuro2", "neuro1");
     create_case(REQ_A, "c-oncall", "stat", "neurology", NULL);
-    kinds_of(N2, "c-oncall", k, sizeof k);
-    assert_string_equal(k, "case.new");
-    kinds_of(N1, "c-oncall", k, sizeof k);
-    assert_string_equal(k, "");
-    kinds_of(N3, "c-oncall", k, sizeof k);
-    assert_string_equal(k, "");
+    expect_kinds(N2, "c-oncall", "case.new");
+    expect_kinds(N1, "c-oncall", "");
+    expect_kinds(N3, "c-oncall", "");
 
     /* A named specialist: only them. */
     create_case(REQ_A, "c-named", "routine", "neurology", "neuro3");
-    kinds_of(N3, "c-named", k, sizeof k);
-    assert_string_equal(k, "case.new");
-    kinds_of(N2, "c-named", k, sizeof k);
-    assert_string_equal(k, "");
+    expect_kinds(N3, "c-named", "case.new");
+    expect_kinds(N2, "c-named", "");
     json_t *c = NULL;
     struct err e = {0};
     assert_int_equal(cases_get(&srv, &who[N3], "c-named", &c, &e), 0);
@@ -557,7 +554,6 @@ static void test_escalation(void **state)
 {
     (void)state;
     struct err e = {0};
-    char k[256];
     int64_t next = -1;
     oncall("neurology", "neuro1", "neuro2");
     srv.cfg.due_stat = 2;
@@ -573,14 +569,10 @@ static void test_escalation(void **state)
     open_server();
     assert_int_equal(cases_escalate_due(&srv, t0 + 2500, &next, &e), 1);
     assert_true(next >= t0 + 4500);
-    kinds_of(N2, "esc", k, sizeof k);
-    assert_string_equal(k, "case.escalated");
-    kinds_of(REQ_A, "esc", k, sizeof k);
-    assert_string_equal(k, "case.new case.escalated");
-    kinds_of(N1, "esc", k, sizeof k);
-    assert_string_equal(k, "case.new case.escalated");
-    kinds_of(N3, "esc", k, sizeof k);
-    assert_string_equal(k, "");
+    expect_kinds(N2, "esc", "case.escalated");
+    expect_kinds(REQ_A, "esc", "case.new case.escalated");
+    expect_kinds(N1, "esc", "case.new case.escalated");
+    expect_kinds(N3, "esc", "");
     json_t *x = last_event(REQ_A, "case.escalated");
     assert_non_null(x);
     json_t *esc = json_object_get(json_object_get(x, "body"), "escalation");
@@ -595,8 +587,7 @@ static void test_escalation(void **state)
     /* The list is used up: the whole specialty (neuro3). */
     assert_int_equal(cases_escalate_due(&srv, next, &next, &e), 1);
     assert_int_equal(next, 0);
-    kinds_of(N3, "esc", k, sizeof k);
-    assert_string_equal(k, "case.escalated");
+    expect_kinds(N3, "esc", "case.escalated");
     x = last_event(REQ_A, "case.escalated");
     esc = json_object_get(json_object_get(x, "body"), "escalation");
     assert_int_equal(json_integer_value(json_object_get(esc, "level")), 2);
@@ -614,8 +605,7 @@ static void test_escalation(void **state)
 
     /* No more steps; the cardiologist never heard. */
     assert_int_equal(cases_escalate_due(&srv, t0 + 3600000, &next, &e), 0);
-    kinds_of(CARDIO, NULL, k, sizeof k);
-    assert_string_equal(k, "");
+    expect_kinds(CARDIO, NULL, "");
 
     /* A claimed case does not escalate. */
     create_case(REQ_A, "esc2", "stat", "neurology", NULL);
@@ -805,11 +795,9 @@ static void test_answer_close_reopen(void **state)
     json_decref(out);
     assert_string_equal(status_of("ans"), "reopened");
 
-    char k[512];
-    kinds_of(REQ_A, "ans", k, sizeof k);
-    assert_string_equal(k, "case.new case.claimed case.answered "
-                           "case.reopened case.answered case.closed "
-                           "case.reopened");
+    expect_kinds(REQ_A, "ans", "case.new case.claimed case.answered "
+                               "case.reopened case.answered case.closed "
+                               "case.reopened");
     json_decref(ans);
     json_decref(ans2);
 }
@@ -840,17 +828,14 @@ static void test_messages_and_receipts(void **state)
                      ERR_CONFLICT);
     json_decref(req);
     assert_int_equal(count_rows("SELECT COUNT(*) FROM messages"), 1);
-    char k[256];
-    kinds_of(N1, "chat", k, sizeof k);
-    assert_string_equal(k, "case.new message.new");
+    expect_kinds(N1, "chat", "case.new message.new");
 
     /* Read by neuro1: a receipt event to everyone; twice = once. */
     assert_int_equal(cases_message_read(&srv, &who[N1], "chat", "q1", &e), 0);
     assert_int_equal(cases_message_read(&srv, &who[N1], "chat", "q1", &e), 0);
     assert_int_equal(cases_message_read(&srv, &who[N1], "chat", "nope", &e),
                      ERR_NOTFOUND);
-    kinds_of(REQ_A, "chat", k, sizeof k);
-    assert_string_equal(k, "case.new message.new message.read");
+    expect_kinds(REQ_A, "chat", "case.new message.new message.read");
     json_t *x = last_event(REQ_A, "message.read");
     json_t *rc = json_object_get(json_object_get(x, "body"), "receipt");
     assert_string_equal(json_string_value(json_object_get(rc, "user")),
@@ -861,8 +846,7 @@ static void test_messages_and_receipts(void **state)
 
     /* A colleague of the specialty (not told) writes: they join. */
     send_msg(N2, "chat", "n2-1", "Agree with the bleed");
-    kinds_of(N2, "chat", k, sizeof k);
-    assert_string_equal(k, "message.new");
+    expect_kinds(N2, "chat", "message.new");
 
     assert_int_equal(cases_get(&srv, &who[REQ_A], "chat", &out, &e), 0);
     json_t *msgs = json_object_get(out, "messages");
