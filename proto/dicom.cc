@@ -1143,6 +1143,7 @@ static int encode_jpeg(const unsigned char *pix, unsigned w, unsigned h,
  * simply encodes every strip itself. */
 #define STRIPS 4                /* strips per image */
 #define STRIP_MIN_ROWS 64       /* images of fewer rows per strip: one JPEG */
+#define STRIPS_SPIN_NS 30000L   /* a caller spins this long for the helper */
 
 struct strip_job {
     /* in */
@@ -1164,14 +1165,15 @@ struct strip_job {
  * not wait at exit for the helper asleep on them. */
 static struct {
     pthread_mutex_t mu;
-    pthread_cond_t wake;
+    pthread_cond_t wake;        /* for the helper: a job, or stop */
+    pthread_cond_t done;        /* for callers: a job was let go of */
     pthread_t th;
     int started;                /* 1 running, -1 could not start */
     int stop;
     struct strip_job *job;      /* offered to the helper, or NULL */
     int busy;                   /* the helper is working on job */
 } g_strips = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-              pthread_t(), 0, 0, NULL, 0};
+              PTHREAD_COND_INITIALIZER, pthread_t(), 0, 0, NULL, 0};
 
 static void strips_work(struct strip_job *j)
 {
@@ -1205,6 +1207,7 @@ static void *strips_helper(void *)
         g_strips.busy = 0;
         g_strips.job = NULL;    /* taken once: the caller does the rest */
         j->released.store(1);   /* the last touch of *j */
+        pthread_cond_broadcast(&g_strips.done);
     }
     pthread_mutex_unlock(&g_strips.mu);
     return NULL;
@@ -1382,17 +1385,26 @@ static int encode_grey_strips(const uint8_t *pix, unsigned w, unsigned h,
             g_strips.job = NULL;
         pthread_mutex_unlock(&g_strips.mu);
         if (taken) {
-            /* spin a little (the helper is most likely running on the
-             * other core), then yield (it may be waiting for ours) */
-            for (int spins = 0; !j.released.load(); spins++)
-                if (spins < 20000)
-                    cpu_pause();
-                else
-                    sched_yield();
-            /* the helper set it holding the lock: taking the lock once
-             * orders its writes of the strips before our reads for
-             * tools that do not follow atomics (helgrind) */
+            /* spin a little: the helper is most likely finishing a strip
+             * on the other core, and sleeping would add a wake-up; then
+             * sleep (it may have been preempted, or share our core).
+             * Taking the lock after the helper set released holding it
+             * also orders its writes of the strips before our reads for
+             * tools that do not follow atomics (helgrind). */
+            struct timespec t0, t;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            for (int k = 0; !j.released.load(); k++) {
+                cpu_pause();
+                if (k % 64 == 63) {
+                    clock_gettime(CLOCK_MONOTONIC, &t);
+                    if ((t.tv_sec - t0.tv_sec) * 1000000000L +
+                        (t.tv_nsec - t0.tv_nsec) > STRIPS_SPIN_NS)
+                        break;
+                }
+            }
             pthread_mutex_lock(&g_strips.mu);
+            while (!j.released.load())
+                pthread_cond_wait(&g_strips.done, &g_strips.mu);
             pthread_mutex_unlock(&g_strips.mu);
         }
     }
