@@ -267,6 +267,15 @@ static int set_path(char *dst, size_t n, const char *key, const char *v,
     return 0;
 }
 
+/* config_parse_hostport, its message prefixed with key. */
+static int set_hostport(char *host, size_t n, int *port, int min_port,
+                        const char *key, const char *v, struct err *e)
+{
+    struct err sub = { 0, "" };
+    int rc = config_parse_hostport(v, host, n, port, min_port, &sub);
+    return rc ? err_set(e, rc, "%s: %s", key, sub.msg) : 0;
+}
+
 int config_set(struct server_config *c, const char *key, const char *v,
                struct err *e)
 {
@@ -278,20 +287,12 @@ int config_set(struct server_config *c, const char *key, const char *v,
         return set_path(c->key, sizeof c->key, key, v, e);
     if (!strcmp(key, "web"))
         return set_path(c->web_root, sizeof c->web_root, key, v, e);
-    if (!strcmp(key, "listen")) {
-        struct err sub = { 0, "" };
-        int rc = config_parse_hostport(v, c->listen_host,
-                                       sizeof c->listen_host,
-                                       &c->listen_port, 1, &sub);
-        return rc ? err_set(e, rc, "listen: %s", sub.msg) : 0;
-    }
-    if (!strcmp(key, "dicom")) {
-        struct err sub = { 0, "" };
-        int rc = config_parse_hostport(v, c->dicom_host,
-                                       sizeof c->dicom_host,
-                                       &c->dicom_port, 0, &sub);
-        return rc ? err_set(e, rc, "dicom: %s", sub.msg) : 0;
-    }
+    if (!strcmp(key, "listen"))
+        return set_hostport(c->listen_host, sizeof c->listen_host,
+                            &c->listen_port, 1, key, v, e);
+    if (!strcmp(key, "dicom"))
+        return set_hostport(c->dicom_host, sizeof c->dicom_host,
+                            &c->dicom_port, 0, key, v, e);
     if (!strcmp(key, "ae-title")) {
         if (!config_ae_valid(v))
             return err_set(e, ERR_INVALID,
