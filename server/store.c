@@ -851,11 +851,29 @@ static int put_lost_race(struct store *s, const struct store_source *src,
     return conflict_keep(s, blob, existing, src, res, e);
 }
 
-/* Parse, check and hash the temp file into res. */
-static int put_check(struct store *s, const char *tmp_path,
-                     struct store_result *res, struct err *e)
+/* The file's SHA-256, computed on a helper thread while the caller
+ * parses it. */
+struct hash_task {
+    struct job job;
+    const char *path;
+    char sha[65];
+    uint64_t size;
+    int rc;
+    struct err e;
+};
+
+static void hash_work(void *ctx, void *arg)
 {
-    int rc = dicom_parse_file(tmp_path, &res->info, e);
+    struct hash_task *t = arg;
+
+    (void)ctx;
+    t->rc = sha256_file(t->path, t->sha, &t->size, &t->e);
+}
+
+static int parse_check(const char *tmp_path, struct dcm_info *info,
+                       struct err *e)
+{
+    int rc = dicom_parse_file(tmp_path, info, e);
     if (rc) {
         if (rc == ERR_IO || rc == ERR_INTERNAL)
             return rc;
@@ -864,12 +882,38 @@ static int put_check(struct store *s, const char *tmp_path,
         return ERR_INVALID;
     }
     /* The parser checks these too; the index relies on them. */
-    const struct dcm_info *in = &res->info;
-    if (!dicom_uid_valid(in->study_uid) || !dicom_uid_valid(in->series_uid) ||
-        !dicom_uid_valid(in->sop_uid) || !dicom_uid_valid(in->sop_class_uid))
+    if (!dicom_uid_valid(info->study_uid) ||
+        !dicom_uid_valid(info->series_uid) ||
+        !dicom_uid_valid(info->sop_uid) ||
+        !dicom_uid_valid(info->sop_class_uid))
         return err_set(e, ERR_INVALID, "missing or malformed UID");
-    if ((rc = sha256_file(tmp_path, res->sha256, &res->size, e)))
+    return 0;
+}
+
+/* Parse, check and hash the temp file into res (hash and parse side by
+ * side when there is a helper thread). */
+static int put_check(struct store *s, const char *tmp_path,
+                     struct store_result *res, struct err *e)
+{
+    struct hash_task h = { .path = tmp_path };
+    struct jobs *io = io_pool(s);
+
+    if (io)
+        jobs_submit(io, &h.job, hash_work, NULL, &h);
+    int rc = parse_check(tmp_path, &res->info, e);
+    if (io)
+        jobs_wait(io, &h.job);
+    else if (!rc)
+        hash_work(NULL, &h);
+    if (rc)
         return rc;
+    if (h.rc) {
+        if (e)
+            *e = h.e;
+        return h.rc;
+    }
+    memcpy(res->sha256, h.sha, sizeof res->sha256);
+    res->size = h.size;
     /* Checked again on the bytes hashed: the file may have grown. */
     if (res->size > s->max_instance)
         return err_set(e, ERR_TOOBIG, "instance above the size limit");
@@ -893,7 +937,9 @@ static int sync_blob_name(struct store *s, const char *sha, struct err *e)
  * store's `io` pool of two threads; the rest is the calling thread):
  *
  *   helper: fdatasync(tmp) --------------.
- *   caller: parse, hash, look up the UID,|
+ *   helper: hash ----------.             |
+ *   caller: parse, wait <--'             |
+ *           look up the UID,             |
  *           mkdir blobs/ab/cd if new     |
  *                      wait for it <-----'
  *           rename(tmp, blobs/ab/cd/<sha>)
