@@ -8,7 +8,7 @@
 // sees the claim, the message and the answer arrive without a reload, and
 // its read receipt and its "close" reach the neurologist the same way.
 
-import { test, check, eq, until, seen, study, log } from './lib.mjs';
+import { test, check, eq, until, seen, ct12, log } from './lib.mjs';
 
 // A 48x48 grey-level thumbnail of the shown slice (same-origin image, so
 // the canvas is readable), plus what the <img> says it shows.
@@ -44,9 +44,7 @@ async function sliceCount(page) {
 test(async (t) => {
     const srv = await t.server();
     const req = await srv.login('demo-requester');
-    const st = study('browser-ct12', 12, ['--seed', '12', '--patient-id',
-                                          'BROWSER-12', '--patient-name',
-                                          'Browser^Twelve']);
+    const st = ct12();
     await srv.stow(req, st.files);
     const case1 = await srv.createCase(req, {
         case_id: 'browser-case-1', question: 'Bleed? Thrombolysis?',

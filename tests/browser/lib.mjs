@@ -294,6 +294,14 @@ export function study(name, slices, args = []) {
     return { dir, files, uid };
 }
 
+// The 12-slice CT the consult pages are tested with: one definition, as
+// the cache is by name and the name must always mean the same study.
+export function ct12() {
+    return study('browser-ct12', 12, ['--seed', '12', '--patient-id',
+                                      'BROWSER-12', '--patient-name',
+                                      'Browser^Twelve']);
+}
+
 // ---- the browser ---------------------------------------------------------
 
 export async function browserPage(context, srv, login) {

@@ -7,7 +7,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { test, check, eq, until, seen, study, log, ROOT }
+import { test, check, eq, until, seen, ct12, log, ROOT }
     from './lib.mjs';
 
 const PHONE = { viewport: { width: 360, height: 740 }, isMobile: true,
@@ -42,9 +42,7 @@ async function shot(page, name) {
 test(async (t) => {
     const srv = await t.server();
     const req = await srv.login('demo-requester');
-    const st = study('browser-ct12', 12, ['--seed', '12', '--patient-id',
-                                          'BROWSER-12', '--patient-name',
-                                          'Browser^Twelve']);
+    const st = ct12();
     await srv.stow(req, st.files);
     await srv.createCase(req, {
         case_id: 'phone-case-1',

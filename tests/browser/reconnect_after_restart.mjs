@@ -6,16 +6,14 @@
 // does not exist for them.  Images that come after the case appear in the
 // open viewer as they arrive (images.arrived), without a reload.
 
-import { test, check, eq, until, seen, study } from './lib.mjs';
+import { test, check, eq, until, seen, ct12 } from './lib.mjs';
 
 const connText = (page) => page.textContent('#conn');
 
 test(async (t) => {
     const srv = await t.server();
     const req = await srv.login('demo-requester');
-    const st = study('browser-ct12', 12, ['--seed', '12', '--patient-id',
-                                          'BROWSER-12', '--patient-name',
-                                          'Browser^Twelve']);
+    const st = ct12();
     await srv.createCase(req, {
         case_id: 'rc-case-a', question: 'Seizure, first episode: CT needed?',
         priority: 'urgent', specialty: 'neurology', study_uids: [st.uid],
