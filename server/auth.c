@@ -613,6 +613,18 @@ static int rate_limited(struct store *s, const char *login,
     return rc;
 }
 
+/* Best effort: sql deletes rows older than ?1 = before; should it fail,
+ * the next call tries again. */
+static void purge(struct store *s, const char *sql, int64_t before)
+{
+    sqlite3_stmt *st = store_stmt(s, sql, NULL);
+    if (st) {
+        sqlite3_bind_int64(st, 1, before);
+        sqlite3_step(st);
+        sqlite3_reset(st);
+    }
+}
+
 static void failure_record(struct store *s, const char *login,
                            const char *remote, int64_t now)
 {
@@ -630,12 +642,8 @@ static void failure_record(struct store *s, const char *login,
                       sqlite3_errmsg(store_db(s)));
         sqlite3_reset(st);
     }
-    st = store_stmt(s, "DELETE FROM login_failures WHERE at <= ?1", NULL);
-    if (st) {
-        sqlite3_bind_int64(st, 1, now - FAIL_WINDOW_MS);
-        sqlite3_step(st);
-        sqlite3_reset(st);
-    }
+    purge(s, "DELETE FROM login_failures WHERE at <= ?1",
+          now - FAIL_WINDOW_MS);
 }
 
 int auth_session_create(struct store *s, int64_t user_id,
@@ -731,12 +739,7 @@ int auth_login(struct store *s, const char *login, const char *password,
         sqlite3_step(st);
         sqlite3_reset(st);
     }
-    st = store_stmt(s, "DELETE FROM sessions WHERE expires < ?1", NULL);
-    if (st) {
-        sqlite3_bind_int64(st, 1, now - SESSION_MS);
-        sqlite3_step(st);
-        sqlite3_reset(st);
-    }
+    purge(s, "DELETE FROM sessions WHERE expires < ?1", now - SESSION_MS);
 
     memcpy(token, tok, sizeof tok);
     OPENSSL_cleanse(tok, sizeof tok);
