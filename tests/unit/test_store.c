@@ -676,6 +676,165 @@ static void test_concurrent_same_uid(void **state)
     }
 }
 
+/* Two store handles (two threads, as the DICOM listener and a STOW-RS
+ * worker) putting the same five instances at once, in opposite orders:
+ * each instance is stored once and reported a duplicate once, whoever
+ * wins; the index counts are right; every file under blobs/ has the
+ * bytes its name says; tmp/ is empty.  Each put runs its fsyncs on its
+ * store's helper threads, so this also exercises those side by side. */
+struct many {
+    char dir[4096];
+    const char *files[5];
+    int reverse;
+    pthread_barrier_t *go;
+    int rc[5];                  /* by file index */
+    int outcome[5];
+    char err[320];
+};
+
+static void *many_put(void *arg)
+{
+    struct many *m = arg;
+    struct err e = {0};
+    struct store *s = store_open(m->dir, &e);
+    char tmp[5][4096];
+
+    for (int i = 0; i < 5; i++)
+        m->rc[i] = -100;
+    if (!s) {
+        snprintf(m->err, sizeof m->err, "open: %s", e.msg);
+        pthread_barrier_wait(m->go);
+        return NULL;
+    }
+    for (int i = 0; i < 5; i++) {       /* no asserts off the test thread */
+        unsigned char *buf;
+        size_t len;
+        int fd;
+        if (store_tmp_file(s, tmp[i], &fd, &e) ||
+            read_file(m->files[i], 1 << 30, &buf, &len, &e)) {
+            snprintf(m->err, sizeof m->err, "tmp: %.256s", e.msg);
+            break;
+        }
+        if (write(fd, buf, len) != (ssize_t)len)
+            snprintf(m->err, sizeof m->err, "write failed");
+        close(fd);
+        free(buf);
+    }
+    pthread_barrier_wait(m->go);
+    for (int k = 0; k < 5 && !m->err[0]; k++) {
+        int i = m->reverse ? 4 - k : k;
+        struct store_source from = {"stow", NULL, "racer", NULL, 1};
+        struct store_result res;
+        m->rc[i] = store_put_file(s, tmp[i], &from, &res, &e);
+        m->outcome[i] = res.outcome;
+        if (m->rc[i])
+            snprintf(m->err, sizeof m->err, "put %d: %.256s", i, e.msg);
+    }
+    store_close(s);
+    return NULL;
+}
+
+/* Every file under dir/blobs/ab/cd/ is named by the SHA-256 of its bytes
+ * and sits in the right fan-out directories; returns how many. */
+static int check_blobs_named_by_content(const char *dir)
+{
+    char blobs[4096];
+    int n = 0;
+    path_join(blobs, sizeof blobs, dir, "blobs");
+    DIR *d1 = opendir(blobs);
+    assert_non_null(d1);
+    struct dirent *a;
+    while ((a = readdir(d1))) {
+        if (a->d_name[0] == '.')
+            continue;
+        char p1[4096];
+        path_join(p1, sizeof p1, blobs, a->d_name);
+        DIR *d2 = opendir(p1);
+        assert_non_null(d2);
+        struct dirent *b;
+        while ((b = readdir(d2))) {
+            if (b->d_name[0] == '.')
+                continue;
+            char p2[4096];
+            path_join(p2, sizeof p2, p1, b->d_name);
+            DIR *d3 = opendir(p2);
+            assert_non_null(d3);
+            struct dirent *c;
+            while ((c = readdir(d3))) {
+                if (c->d_name[0] == '.')
+                    continue;
+                char p3[4096], got[65];
+                path_join(p3, sizeof p3, p2, c->d_name);
+                assert_int_equal(sha256_file(p3, got, NULL, NULL), 0);
+                assert_string_equal(got, c->d_name);
+                assert_memory_equal(got, a->d_name, 2);
+                assert_memory_equal(got + 2, b->d_name, 2);
+                n++;
+            }
+            closedir(d3);
+        }
+        closedir(d2);
+    }
+    closedir(d1);
+    return n;
+}
+
+static void test_concurrent_distinct(void **state)
+{
+    struct fx *f = *state;
+    const char *files[5] = {g_a[0], g_a[1], g_a[2], g_b, g_c};
+
+    for (int round = 0; round < 4; round++) {
+        char dir[4096], name[32];
+        snprintf(name, sizeof name, "many%d", round);
+        sub(f, name, dir);
+        struct err e = {0};
+        struct store *s = store_open(dir, &e);
+        assert_non_null(s);
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, 2);
+        struct many m[2];
+        pthread_t th[2];
+        for (int t = 0; t < 2; t++) {
+            memset(&m[t], 0, sizeof m[t]);
+            strlcpy_h(m[t].dir, dir, sizeof m[t].dir);
+            memcpy(m[t].files, files, sizeof files);
+            m[t].reverse = t;
+            m[t].go = &go;
+            assert_int_equal(pthread_create(&th[t], NULL, many_put, &m[t]),
+                             0);
+        }
+        for (int t = 0; t < 2; t++)
+            pthread_join(th[t], NULL);
+        pthread_barrier_destroy(&go);
+        for (int t = 0; t < 2; t++)
+            if (m[t].err[0])
+                fail_msg("thread %d: %s", t, m[t].err);
+        for (int i = 0; i < 5; i++) {
+            assert_int_equal(m[0].rc[i], 0);
+            assert_int_equal(m[1].rc[i], 0);
+            int stored = (m[0].outcome[i] == STORE_STORED) +
+                         (m[1].outcome[i] == STORE_STORED);
+            int dup = (m[0].outcome[i] == STORE_DUPLICATE) +
+                      (m[1].outcome[i] == STORE_DUPLICATE);
+            assert_int_equal(stored, 1);
+            assert_int_equal(dup, 1);
+        }
+        assert_int_equal(q_int(s, "SELECT count(*) FROM instances"), 5);
+        assert_int_equal(q_int(s, "SELECT count(*) FROM studies"), 3);
+        assert_int_equal(q_int(s, "SELECT sum(num_instances) FROM studies"),
+                         5);
+        assert_int_equal(q_int(s, "SELECT sum(num_instances) FROM series"),
+                         5);
+        assert_int_equal(q_int(s, "SELECT count(*) FROM conflicts"), 0);
+        assert_int_equal(check_blobs_named_by_content(dir), 5);
+        char tmp[4096];
+        path_join(tmp, sizeof tmp, dir, "tmp");
+        assert_int_equal(count_entries(tmp), 0);
+        store_close(s);
+    }
+}
+
 /* ---- tests: recovery ---------------------------------------------------- */
 
 static void test_recover(void **state)
@@ -1126,6 +1285,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_put_reuses_orphan_blob, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_same_uid, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_distinct, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qido_studies_json, setup,
