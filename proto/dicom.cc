@@ -1059,7 +1059,8 @@ static int jpeg_enc_open(jpeg_enc *j)
 }
 
 static void encode_rows(j_compress_ptr c, const unsigned char *pix,
-                        unsigned w, unsigned h, int comps, int quality)
+                        unsigned w, unsigned h, int comps, int quality,
+                        unsigned restart_rows)
 {
     c->image_width = w;
     c->image_height = h;
@@ -1071,6 +1072,9 @@ static void encode_rows(j_compress_ptr c, const unsigned char *pix,
         c->comp_info[i].h_samp_factor = c->comp_info[i].v_samp_factor = 1;
     int raw = comps == 1 && w % DCTSIZE == 0;
     c->raw_data_in = raw ? TRUE : FALSE;
+    /* one MCU is one 8x8 block here (no subsampling) */
+    c->restart_interval = restart_rows / DCTSIZE * ((w + DCTSIZE - 1) /
+                                                   DCTSIZE);
     jpeg_start_compress(c, TRUE);
     size_t stride = (size_t)w * (size_t)comps;
     JSAMPROW rows[DCTSIZE];
@@ -1099,10 +1103,12 @@ static void encode_rows(j_compress_ptr c, const unsigned char *pix,
  * one component per call): that skips libjpeg's per-sample colour
  * "conversion" copy and its row buffering, a fifth of the encoding time,
  * and gives the same bytes (the bottom edge is padded by repeating the
- * last row, as libjpeg's own preprocessing does). */
+ * last row, as libjpeg's own preprocessing does).  restart_rows (a
+ * multiple of 8, or 0 for none) sets a restart interval of that many
+ * rows. */
 static int encode_jpeg(const unsigned char *pix, unsigned w, unsigned h,
-                       int comps, int quality, unsigned char **out,
-                       size_t *outlen)
+                       int comps, int quality, unsigned restart_rows,
+                       unsigned char **out, size_t *outlen)
 {
     if (!tls_jpeg.ready && jpeg_enc_open(&tls_jpeg))
         return -1;
@@ -1118,7 +1124,7 @@ static int encode_jpeg(const unsigned char *pix, unsigned w, unsigned h,
         tls_jpeg.dest.buf = NULL;
         return -1;
     }
-    encode_rows(&tls_jpeg.c, pix, w, h, comps, quality);
+    encode_rows(&tls_jpeg.c, pix, w, h, comps, quality, restart_rows);
     *out = tls_jpeg.dest.buf;
     *outlen = tls_jpeg.dest.cap - tls_jpeg.dest.pub.free_in_buffer;
     tls_jpeg.dest.buf = NULL;
@@ -1143,7 +1149,9 @@ static int encode_jpeg(const unsigned char *pix, unsigned w, unsigned h,
  * simply encodes every strip itself. */
 #define STRIPS 4                /* strips per image */
 #define STRIP_MIN_ROWS 64       /* images of fewer rows per strip: one JPEG */
-#define STRIPS_SPIN_NS 30000L   /* a caller spins this long for the helper */
+#define STRIPS_SPIN_NS 200000LL /* a caller spins this long for the helper */
+#define STRIPS_MISS_NS 1000000LL       /* a wait this long: it was preempted */
+#define STRIPS_BACKOFF_NS 100000000LL  /* then one encode for 0.1 s */
 
 struct strip_job {
     /* in */
@@ -1175,6 +1183,37 @@ static struct {
 } g_strips = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
               PTHREAD_COND_INITIALIZER, pthread_t(), 0, 0, NULL, 0};
 
+/* Until when (CLOCK_MONOTONIC, ns) images are encoded in one go: set when
+ * the helper made a caller wait for a strip it was slow to finish
+ * (preempted: the machine is busy, and the second core is not ours to
+ * count on).  Waiting then costs more than the helper gives, so for a
+ * while a render is one encode (with the same restart intervals, so the
+ * same bytes).  A helper that merely woke too late to take a strip costs
+ * little (the caller encodes them all) and does not count. */
+static std::atomic<long long> g_strips_whole_until(0);
+
+/* HASHI_RENDER_STRIPS (for tests and trouble): "0" no strips, a plain
+ * JPEG; "1" strips encoded apart and spliced even when the helper is not
+ * keeping up; "one" strips as restart intervals of one encode, never the
+ * helper; anything else: apart when the helper keeps up, else in one. */
+enum { STRIPS_NONE, STRIPS_APART, STRIPS_ONE, STRIPS_AUTO };
+
+static int strips_mode(void)
+{
+    const char *v = getenv("HASHI_RENDER_STRIPS");
+    if (!v)
+        return STRIPS_AUTO;
+    return !strcmp(v, "0") ? STRIPS_NONE : !strcmp(v, "1") ? STRIPS_APART :
+           !strcmp(v, "one") ? STRIPS_ONE : STRIPS_AUTO;
+}
+
+static long long mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
 static void strips_work(struct strip_job *j)
 {
     for (;;) {
@@ -1186,7 +1225,7 @@ static void strips_work(struct strip_job *j)
         if (j->fill)
             j->fill(j->fill_arg, y0, y1);
         if (encode_jpeg(j->pix + (size_t)y0 * j->w, j->w, y1 - y0, 1,
-                        j->quality, &j->out[i], &j->len[i]))
+                        j->quality, 0, &j->out[i], &j->len[i]))
             j->bad.store(1);
     }
 }
@@ -1343,11 +1382,22 @@ static int encode_grey_strips(const uint8_t *pix, unsigned w, unsigned h,
     unsigned mcus = (w + 7) / 8;
     while (rows > 8 && mcus * (rows / 8) > 65535)   /* DRI is 16 bits */
         rows -= 8;
+    int mode = strips_mode();
     if (w % 8 || rows < STRIP_MIN_ROWS || (h + rows - 1) / rows > STRIPS ||
+        mode == STRIPS_NONE) {
+        if (fill)
+            fill(fill_arg, 0, h);
+        return encode_jpeg(pix, w, h, 1, quality, 0, out, outlen);
+    }
+    /* The same bytes either way: strips encoded apart and spliced, or
+     * one encode with a restart interval of a strip (the bytes must not
+     * depend on how busy the machine was: the ETag names them). */
+    if (mode == STRIPS_ONE ||
+        (mode == STRIPS_AUTO && mono_ns() < g_strips_whole_until.load()) ||
         strips_start()) {
         if (fill)
             fill(fill_arg, 0, h);
-        return encode_jpeg(pix, w, h, 1, quality, out, outlen);
+        return encode_jpeg(pix, w, h, 1, quality, rows, out, outlen);
     }
     struct strip_job j;
     j.pix = pix;
@@ -1384,29 +1434,29 @@ static int encode_grey_strips(const uint8_t *pix, unsigned w, unsigned h,
         if (g_strips.job == &j && !taken)
             g_strips.job = NULL;
         pthread_mutex_unlock(&g_strips.mu);
+        int missed = 0;
         if (taken) {
-            /* spin a little: the helper is most likely finishing a strip
-             * on the other core, and sleeping would add a wake-up; then
-             * sleep (it may have been preempted, or share our core).
+            /* spin a while: the helper is most likely finishing a strip
+             * on the other core (well under STRIPS_SPIN_NS), and sleeping
+             * would add a wake-up; then sleep (it may have been
+             * preempted, or share our core).
              * Taking the lock after the helper set released holding it
              * also orders its writes of the strips before our reads for
              * tools that do not follow atomics (helgrind). */
-            struct timespec t0, t;
-            clock_gettime(CLOCK_MONOTONIC, &t0);
+            long long t0 = mono_ns();
             for (int k = 0; !j.released.load(); k++) {
                 cpu_pause();
-                if (k % 64 == 63) {
-                    clock_gettime(CLOCK_MONOTONIC, &t);
-                    if ((t.tv_sec - t0.tv_sec) * 1000000000L +
-                        (t.tv_nsec - t0.tv_nsec) > STRIPS_SPIN_NS)
-                        break;
-                }
+                if (k % 64 == 63 && mono_ns() - t0 > STRIPS_SPIN_NS)
+                    break;
             }
             pthread_mutex_lock(&g_strips.mu);
             while (!j.released.load())
                 pthread_cond_wait(&g_strips.done, &g_strips.mu);
             pthread_mutex_unlock(&g_strips.mu);
+            missed = mono_ns() - t0 > STRIPS_MISS_NS;
         }
+        if (missed)
+            g_strips_whole_until.store(mono_ns() + STRIPS_BACKOFF_NS);
     }
     if (j.bad.load()) {
         for (int i = 0; i < j.n; i++)
@@ -1554,7 +1604,7 @@ static int sink_put(struct render_sink *s, const unsigned char *pix,
         int bad = comps == 1 ?
             encode_grey_strips(pix, w, h, s->quality, NULL, NULL, &s->out,
                                &s->len) :
-            encode_jpeg(pix, w, h, comps, s->quality, &s->out, &s->len);
+            encode_jpeg(pix, w, h, comps, s->quality, 0, &s->out, &s->len);
         if (bad)
             return -1;
     } else {

@@ -1267,8 +1267,24 @@ static int has_marker(const unsigned char *j, size_t n, unsigned m)
 }
 
 /* Tall grey JPEGs are encoded in strips on two threads and spliced with
- * restart markers: they decode, without a warning, to exactly what one
- * plain encode of the same pixels decodes to. */
+ * restart markers, or, when the helper thread is not keeping up, in one
+ * encode with the same restart interval: byte for byte the same JPEG
+ * (its ETag names the bytes), which decodes, without a warning, to
+ * exactly what one plain encode of the same pixels decodes to. */
+static unsigned char *jpeg_with(const char *mode, const char *path,
+                                size_t *n)
+{
+    struct dcm_render_opts o = ropts(DCM_WINDOW_DEFAULT, 0, 0, 0);
+    struct err e = {0};
+    unsigned char *j = NULL;
+    int w, h;
+    setenv("HASHI_RENDER_STRIPS", mode, 1);
+    if (dicom_render_jpeg(path, &o, &j, n, &w, &h, &e))
+        fail_msg("%s (strips %s): %s", path, mode, e.msg);
+    unsetenv("HASHI_RENDER_STRIPS");
+    return j;
+}
+
 static void test_render_strips(void **state)
 {
     (void)state;
@@ -1277,27 +1293,43 @@ static void test_render_strips(void **state)
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s", files[i]);
-        struct dcm_render_opts o = ropts(DCM_WINDOW_DEFAULT, 0, 0, 0);
         struct pix px;
         struct err e = {0};
-        unsigned char *j, *ref;
-        size_t n, nref;
+        size_t n, n1, nref, nplain;
         int w, h, rw, rh;
-        assert_int_equal(pixels(path, o, DCM_RENDER_AUTO, &px, &e), 0);
-        assert_int_equal(dicom_render_jpeg(path, &o, &j, &n, &w, &h, &e), 0);
+        /* apart (the helper, or the caller alone, encoding strips) */
+        unsigned char *j = jpeg_with("1", path, &n);
+        /* one encode with restart intervals; the default */
+        unsigned char *j1 = jpeg_with("one", path, &n1);
+        assert_int_equal(n, n1);
+        assert_memory_equal(j, j1, n);
+        free(j1);
+        j1 = jpeg_with("auto", path, &n1);
+        assert_int_equal(n, n1);
+        assert_memory_equal(j, j1, n);
+        free(j1);
         assert_int_equal(has_marker(j, n, 0xDD), strips[i]);   /* DRI */
         assert_int_equal(has_marker(j, n, 0xD0), strips[i]);   /* RST0 */
-        ref = jpeg_plain(px.p, px.w, px.h, &nref);
+        /* no strips at all: a plain JPEG, the same once decoded */
+        unsigned char *plain = jpeg_with("0", path, &nplain);
+        assert_int_equal(has_marker(plain, nplain, 0xDD), 0);
+        assert_int_equal(pixels(path, ropts(DCM_WINDOW_DEFAULT, 0, 0, 0),
+                                DCM_RENDER_AUTO, &px, &e), 0);
+        unsigned char *ref = jpeg_plain(px.p, px.w, px.h, &nref);
         unsigned char *dj = jpeg_decode(j, n, &w, &h);
         unsigned char *dr = jpeg_decode(ref, nref, &rw, &rh);
+        unsigned char *dp = jpeg_decode(plain, nplain, &rw, &rh);
         assert_int_equal(w, px.w);
         assert_int_equal(h, px.h);
         assert_int_equal(rw, w);
         assert_int_equal(rh, h);
         assert_memory_equal(dj, dr, (size_t)w * h);
+        assert_memory_equal(dp, dr, (size_t)w * h);
         free(dj);
         free(dr);
+        free(dp);
         free(ref);
+        free(plain);
         free(j);
         free(px.p);
     }
