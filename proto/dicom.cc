@@ -87,20 +87,6 @@
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static int fail(struct err *e, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(struct err *e, int code, const char *fmt, ...)
-{
-    if (e) {
-        va_list ap;
-        va_start(ap, fmt);
-        e->code = code;
-        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
 
 /* Printable, bounded copy of untrusted text for error messages. */
 static void shown(char *out, size_t n, const char *s)
@@ -439,23 +425,23 @@ static int inflate_all(const uint8_t *p, size_t len, uint8_t **out,
     is.setBuffer(p, (offile_off_t)len);
     is.setEos();
     if (is.installCompressionFilter(ESC_zlib).bad())
-        return fail(e, ERR_UNSUPPORTED, "deflated dataset: no zlib support");
+        return err_set(e, ERR_UNSUPPORTED, "deflated dataset: no zlib support");
     size_t cap = len < DEFLATE_MAX / 4 ? len * 4 + 4096 : DEFLATE_MAX, n = 0;
     uint8_t *buf = (uint8_t *)malloc(cap);
     if (!buf)
-        return fail(e, ERR_INTERNAL, "out of memory");
+        return err_set(e, ERR_INTERNAL, "out of memory");
     for (;;) {
         if (n == cap) {
             if (cap >= DEFLATE_MAX) {
                 free(buf);
-                return fail(e, ERR_INVALID, "deflated dataset inflates to "
+                return err_set(e, ERR_INVALID, "deflated dataset inflates to "
                             "more than %u MiB", DEFLATE_MAX >> 20);
             }
             size_t nc = cap * 2 > DEFLATE_MAX ? DEFLATE_MAX : cap * 2;
             uint8_t *nb = (uint8_t *)realloc(buf, nc);
             if (!nb) {
                 free(buf);
-                return fail(e, ERR_INTERNAL, "out of memory");
+                return err_set(e, ERR_INTERNAL, "out of memory");
             }
             buf = nb;
             cap = nc;
@@ -467,7 +453,7 @@ static int inflate_all(const uint8_t *p, size_t len, uint8_t **out,
     }
     if (!is.good()) {
         free(buf);
-        return fail(e, ERR_INVALID, "deflated dataset: %s",
+        return err_set(e, ERR_INVALID, "deflated dataset: %s",
                     is.status().text());
     }
     *out = buf;
@@ -498,12 +484,12 @@ static int prescan(const uint8_t *p, size_t len, struct scan_result *r,
         memset(fa, 0, sizeof *fa);
     memset(r, 0, sizeof *r);
     if (len == 0)
-        return fail(e, ERR_INVALID, "empty file");
+        return err_set(e, ERR_INVALID, "empty file");
     size_t off = 0;
     if (len >= 132 && memcmp(p + 128, "DICM", 4) == 0)
         off = 132;
     else if (len >= 128 && len < 132 && memcmp(p, "\0\0\0\0", 4) == 0)
-        return fail(e, ERR_INVALID, "truncated: file ends in the preamble");
+        return err_set(e, ERR_INVALID, "truncated: file ends in the preamble");
 
     /* File meta information: explicit VR little endian, group 0002. */
     size_t meta_after_gl = 0;
@@ -513,13 +499,13 @@ static int prescan(const uint8_t *p, size_t len, struct scan_result *r,
         const uint8_t *h = p + off;
         uint16_t el = rd16(h + 2, 0);
         if (!is_upper(h[4]) || !is_upper(h[5]))
-            return fail(e, ERR_INVALID, "file meta information is not "
+            return err_set(e, ERR_INVALID, "file meta information is not "
                         "explicit VR (offset %zu)", off);
         size_t hdr = 8;
         uint32_t vlen;
         if (vr_long(h + 4)) {
             if (len - off < 12)
-                return fail(e, ERR_INVALID, "truncated file meta "
+                return err_set(e, ERR_INVALID, "truncated file meta "
                             "information");
             vlen = rd32(h + 8, 0);
             hdr = 12;
@@ -527,7 +513,7 @@ static int prescan(const uint8_t *p, size_t len, struct scan_result *r,
             vlen = rd16(h + 6, 0);
         }
         if (vlen > len - off - hdr)
-            return fail(e, ERR_INVALID, "file meta element (0002,%04X) "
+            return err_set(e, ERR_INVALID, "file meta element (0002,%04X) "
                         "declares %u bytes, only %zu left", el, vlen,
                         len - off - hdr);
         const uint8_t *v = h + hdr;
@@ -539,7 +525,7 @@ static int prescan(const uint8_t *p, size_t len, struct scan_result *r,
             while (n > 0 && (v[n - 1] == 0 || v[n - 1] == ' '))
                 n--;
             if (n >= sizeof r->ts)
-                return fail(e, ERR_INVALID, "transfer syntax UID longer "
+                return err_set(e, ERR_INVALID, "transfer syntax UID longer "
                             "than 64 characters");
             memcpy(r->ts, v, n);
             r->ts[n] = 0;
@@ -548,10 +534,10 @@ static int prescan(const uint8_t *p, size_t len, struct scan_result *r,
         have_meta = 1;
     }
     if (off == 132 && !have_meta && len == 132)
-        return fail(e, ERR_INVALID, "no data after the DICM marker");
+        return err_set(e, ERR_INVALID, "no data after the DICM marker");
     /* DCMTK trusts the group length; the scan must agree with it. */
     if (group_len >= 0 && (size_t)group_len != off - meta_after_gl)
-        return fail(e, ERR_INVALID, "file meta group length %lld does not "
+        return err_set(e, ERR_INVALID, "file meta group length %lld does not "
                     "match its elements (%zu bytes)", group_len,
                     off - meta_after_gl);
 
@@ -560,14 +546,14 @@ static int prescan(const uint8_t *p, size_t len, struct scan_result *r,
         if (!dicom_uid_valid(r->ts)) {
             char s[80];
             shown(s, sizeof s, r->ts);
-            return fail(e, ERR_INVALID, "malformed transfer syntax UID "
+            return err_set(e, ERR_INVALID, "malformed transfer syntax UID "
                         "\"%s\"", s);
         }
         xfer = DcmXfer(r->ts).getXfer();
         if (xfer == EXS_Unknown) {
             char s[80];
             shown(s, sizeof s, r->ts);
-            return fail(e, ERR_UNSUPPORTED, "unknown transfer syntax %s", s);
+            return err_set(e, ERR_UNSUPPORTED, "unknown transfer syntax %s", s);
         }
     }
     if (xfer == EXS_Unknown)
@@ -591,7 +577,7 @@ static int prescan(const uint8_t *p, size_t len, struct scan_result *r,
     }
     if (sc.len == 0 && !have_meta) {
         free(inflated);
-        return fail(e, ERR_INVALID, "no DICOM data");
+        return err_set(e, ERR_INVALID, "no DICOM data");
     }
     DcmXfer x(xfer);
     int be = x.isBigEndian();
@@ -603,7 +589,7 @@ static int prescan(const uint8_t *p, size_t len, struct scan_result *r,
     int rc = scan_elements(&sc, &pos, sc.len, 0, implicit, be, 0, 1);
     free(inflated);
     if (rc != SC_OK)
-        return fail(e, ERR_INVALID, "%s%s",
+        return err_set(e, ERR_INVALID, "%s%s",
                     xfer == EXS_DeflatedLittleEndianExplicit ?
                     "inflated dataset: " : "", sc.msg);
     r->xfer = xfer;
@@ -629,21 +615,21 @@ static int map_file(const char *path, mapping &m, struct err *e)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fail(e, errno == ENOENT ? ERR_NOTFOUND : ERR_IO,
+        return err_set(e, errno == ENOENT ? ERR_NOTFOUND : ERR_IO,
                     "open %s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(e, ERR_IO, "%s: not a regular file", path);
+        return err_set(e, ERR_IO, "%s: not a regular file", path);
     }
     if (st.st_size == 0) {
         close(fd);
-        return fail(e, ERR_INVALID, "empty file");
+        return err_set(e, ERR_INVALID, "empty file");
     }
     void *v = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (v == MAP_FAILED)
-        return fail(e, ERR_IO, "mmap %s: %s", path, strerror(errno));
+        return err_set(e, ERR_IO, "mmap %s: %s", path, strerror(errno));
     m.p = (const uint8_t *)v;
     m.len = (size_t)st.st_size;
     return 0;
@@ -669,7 +655,7 @@ static int load_file(const char *path, DcmFileFormat &ff, struct err *e)
     OFCondition c = ff.loadFile(path, r.xfer, EGL_noChange, LAZY_READ_LEN,
                                 ERM_autoDetect);
     if (c.bad())
-        return fail(e, ERR_INVALID, "DICOM parse: %s", c.text());
+        return err_set(e, ERR_INVALID, "DICOM parse: %s", c.text());
     return 0;
 }
 
@@ -786,11 +772,11 @@ static int fill_info(DcmFileFormat &ff, const char *ts,
         OFString v;
         if (ds->findAndGetOFString(required_uids[i].tag, v).bad() ||
             v.empty())
-            return fail(e, ERR_INVALID, "missing %s", required_uids[i].name);
+            return err_set(e, ERR_INVALID, "missing %s", required_uids[i].name);
         if (!dicom_uid_valid(v.c_str())) {
             char s[80];
             shown(s, sizeof s, v.c_str());
-            return fail(e, ERR_INVALID, "malformed %s \"%s\"",
+            return err_set(e, ERR_INVALID, "malformed %s \"%s\"",
                         required_uids[i].name, s);
         }
         strlcpy_h((char *)out + required_uids[i].off, v.c_str(), 65);
@@ -850,7 +836,7 @@ extern "C" int dicom_init(struct err *e)
             return 0;
         OFLog::configure(OFLogger::ERROR_LOG_LEVEL);
         if (!dcmDataDict.isDictionaryLoaded())
-            return fail(e, ERR_INTERNAL, "DICOM data dictionary not loaded "
+            return err_set(e, ERR_INTERNAL, "DICOM data dictionary not loaded "
                         "(install libdcmtk17 or set DCMDICTPATH)");
         DJDecoderRegistration::registerCodecs();
         DJLSDecoderRegistration::registerCodecs();
@@ -868,7 +854,7 @@ extern "C" int dicom_init(struct err *e)
         g_inited = 1;
         return 0;
     } catch (...) {
-        return fail(e, ERR_INTERNAL, "dicom_init: exception");
+        return err_set(e, ERR_INTERNAL, "dicom_init: exception");
     }
 }
 
@@ -924,12 +910,12 @@ extern "C" int dicom_parse_file(const char *path, struct dcm_info *out,
         OFCondition c = ff.loadFile(path, r.xfer, EGL_noChange,
                                     LAZY_READ_LEN, ERM_autoDetect);
         if (c.bad())
-            return fail(e, ERR_INVALID, "DICOM parse: %s", c.text());
+            return err_set(e, ERR_INVALID, "DICOM parse: %s", c.text());
         return fill_info(ff, r.ts, out, e);
     } catch (const std::bad_alloc &) {
-        return fail(e, ERR_TOOBIG, "out of memory parsing %s", path);
+        return err_set(e, ERR_TOOBIG, "out of memory parsing %s", path);
     } catch (...) {
-        return fail(e, ERR_INTERNAL, "exception parsing %s", path);
+        return err_set(e, ERR_INTERNAL, "exception parsing %s", path);
     }
 }
 
@@ -950,12 +936,12 @@ extern "C" int dicom_parse_mem(const void *buf, size_t len,
         ff.transferEnd();
         is.releaseBuffer();
         if (c.bad())
-            return fail(e, ERR_INVALID, "DICOM parse: %s", c.text());
+            return err_set(e, ERR_INVALID, "DICOM parse: %s", c.text());
         return fill_info(ff, r.ts, out, e);
     } catch (const std::bad_alloc &) {
-        return fail(e, ERR_TOOBIG, "out of memory parsing a buffer");
+        return err_set(e, ERR_TOOBIG, "out of memory parsing a buffer");
     } catch (...) {
-        return fail(e, ERR_INTERNAL, "exception parsing a buffer");
+        return err_set(e, ERR_INTERNAL, "exception parsing a buffer");
     }
 }
 
@@ -1481,10 +1467,10 @@ static int check_size(DcmDataset *ds, int all_frames, struct err *e)
     unsigned long long frame = (unsigned long long)rows * cols *
                                (spp ? spp : 1) * ((bits + 7u) / 8u);
     if (frame > FRAME_BYTES_MAX)
-        return fail(e, ERR_TOOBIG, "a %ux%u frame of %u samples and %u bits "
+        return err_set(e, ERR_TOOBIG, "a %ux%u frame of %u samples and %u bits "
                     "is too large", cols, rows, spp, bits);
     if (all_frames && frame * (unsigned long long)nf > PIXEL_BYTES_MAX)
-        return fail(e, ERR_TOOBIG, "%d frames of %llu bytes are too large",
+        return err_set(e, ERR_TOOBIG, "%d frames of %llu bytes are too large",
                     (int)nf, frame);
     return 0;
 }
@@ -1524,14 +1510,14 @@ static int check_rle(DcmDataset *ds, long frame, struct err *e)
     DcmElement *el = NULL;
     if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el ||
         el->ident() != EVR_PixelData)
-        return fail(e, ERR_INVALID, "no pixel data");
+        return err_set(e, ERR_INVALID, "no pixel data");
     DcmPixelData *pd = OFstatic_cast(DcmPixelData *, el);
     E_TransferSyntax xfer = EXS_Unknown;
     const DcmRepresentationParameter *rp = NULL;
     DcmPixelSequence *seq = NULL;
     pd->getOriginalRepresentationKey(xfer, rp);
     if (pd->getEncapsulatedRepresentation(xfer, rp, seq).bad() || !seq)
-        return fail(e, ERR_INVALID, "RLE: no pixel sequence");
+        return err_set(e, ERR_INVALID, "RLE: no pixel sequence");
     Uint16 rows = 0, cols = 0, spp = 1, bits = 0;
     Sint32 nf = 1;
     ds->findAndGetUint16(DCM_Rows, rows);
@@ -1543,10 +1529,10 @@ static int check_rle(DcmDataset *ds, long frame, struct err *e)
     unsigned long nseg = (unsigned long)(spp ? spp : 1) * ((bits + 7u) / 8u);
     size_t plane = (size_t)rows * cols;
     if (nseg < 1 || nseg > 15 || plane == 0)
-        return fail(e, ERR_INVALID, "RLE: %lu segments of %zu bytes",
+        return err_set(e, ERR_INVALID, "RLE: %lu segments of %zu bytes",
                     nseg, plane);
     if (seq->card() != (unsigned long)nf + 1)
-        return fail(e, ERR_INVALID, "RLE: %lu fragments for %d frames",
+        return err_set(e, ERR_INVALID, "RLE: %lu fragments for %d frames",
                     seq->card() - 1, (int)nf);
     long first = frame < 0 ? 0 : frame, last = frame < 0 ? nf - 1 : frame;
     for (long f = first; f <= last; f++) {
@@ -1554,21 +1540,21 @@ static int check_rle(DcmDataset *ds, long frame, struct err *e)
         Uint8 *frag = NULL;
         if (seq->getItem(it, (unsigned long)f + 1).bad() || !it ||
             it->getUint8Array(frag).bad())
-            return fail(e, ERR_INVALID, "RLE: frame %ld unreadable", f);
+            return err_set(e, ERR_INVALID, "RLE: frame %ld unreadable", f);
         size_t len = it->getLength();
         if (len < 64 || !frag)
-            return fail(e, ERR_INVALID, "RLE: frame %ld too short", f);
+            return err_set(e, ERR_INVALID, "RLE: frame %ld too short", f);
         Uint32 off[16];
         for (int i = 0; i < 16; i++)
             off[i] = rd32(frag + 4 * i, 0);
         if (off[0] != nseg)
-            return fail(e, ERR_INVALID, "RLE: frame %ld has %u segments, "
+            return err_set(e, ERR_INVALID, "RLE: frame %ld has %u segments, "
                         "expected %lu", f, off[0], nseg);
         for (unsigned long s = 1; s <= nseg; s++) {
             size_t end = s < nseg ? off[s + 1] : len;
             if (off[s] < 64 || off[s] > end || end > len ||
                 !rle_segment_ok(frag + off[s], end - off[s], plane))
-                return fail(e, ERR_INVALID, "RLE: frame %ld segment %lu is "
+                return err_set(e, ERR_INVALID, "RLE: frame %ld segment %lu is "
                             "corrupt", f, s);
         }
     }
@@ -1581,7 +1567,7 @@ static int check_decodable(E_TransferSyntax xfer, struct err *e)
     DcmXfer x(xfer);
     if (x.isEncapsulated() &&
         !DcmCodecList::canChangeCoding(xfer, EXS_LittleEndianExplicit))
-        return fail(e, ERR_UNSUPPORTED, "no decoder for %s (%s)",
+        return err_set(e, ERR_UNSUPPORTED, "no decoder for %s (%s)",
                     x.getXferName(), x.getXferID());
     return 0;
 }
@@ -2011,11 +1997,11 @@ static int fast_setup(const struct fast_attrs *fa,
     if (rc == 1 && d >= 1)
         im->frames = (int)d;
     if (o->frame >= im->frames)
-        return fail(e, ERR_NOTFOUND, "frame %d out of range (%d frames)",
+        return err_set(e, ERR_NOTFOUND, "frame %d out of range (%d frames)",
                     o->frame, im->frames);
     size_t fbytes = (size_t)im->rows * im->cols * (im->balloc / 8);
     if (fbytes > FRAME_BYTES_MAX)
-        return fail(e, ERR_TOOBIG, "a %ux%u frame of %u samples and %u bits "
+        return err_set(e, ERR_TOOBIG, "a %ux%u frame of %u samples and %u bits "
                     "is too large", im->cols, im->rows, 1u, im->balloc);
     if ((unsigned long long)fbytes * ((unsigned)o->frame + 1) > px->len) {
         *why = "pixel data shorter than its frames";
@@ -2145,7 +2131,7 @@ static int render_fast(const struct fast_attrs *fa,
     uint8_t *lut = (uint8_t *)scratch_get(SCR_LUT, nlut);
     uint8_t *frame = (uint8_t *)scratch_get(SCR_FRAME, n);
     if (!lut || !frame)
-        return fail(e, ERR_TOOBIG, "out of memory rendering");
+        return err_set(e, ERR_TOOBIG, "out of memory rendering");
     /* The modality value grows with the stored value (slope > 0), so the
      * values below the window, in it and above it are three runs: find
      * the two borders by bisection and compute only the middle. */
@@ -2167,7 +2153,7 @@ static int render_fast(const struct fast_attrs *fa,
         /* the table is applied strip by strip, on both threads */
         if (encode_grey_strips(frame, im.cols, im.rows, sink->quality,
                                lut_rows, &lp, &sink->out, &sink->len))
-            return fail(e, ERR_INTERNAL, "JPEG encoding failed");
+            return err_set(e, ERR_INTERNAL, "JPEG encoding failed");
         sink->w = im.cols;
         sink->h = im.rows;
         sink->comps = 1;
@@ -2180,13 +2166,13 @@ static int render_fast(const struct fast_attrs *fa,
                                                    sizeof(float));
         uint8_t *dst = (uint8_t *)scratch_get(SCR_SCALED, (size_t)sw * sh);
         if (!tmp || !dst)
-            return fail(e, ERR_TOOBIG, "out of memory rendering");
+            return err_set(e, ERR_TOOBIG, "out of memory rendering");
         area_scale(frame, im.cols, im.rows, dst, (unsigned)sw, (unsigned)sh,
                    tmp);
         out = dst;
     }
     if (sink_put(sink, out, (unsigned)sw, (unsigned)sh, 1))
-        return fail(e, ERR_INTERNAL, "JPEG encoding failed");
+        return err_set(e, ERR_INTERNAL, "JPEG encoding failed");
     return 0;
 }
 
@@ -2203,10 +2189,10 @@ static int render_dcmtk(const char *path, E_TransferSyntax xfer0,
     OFCondition cond = ff.loadFile(path, xfer0, EGL_noChange, LAZY_READ_LEN,
                                    ERM_autoDetect);
     if (cond.bad())
-        return fail(e, ERR_INVALID, "DICOM parse: %s", cond.text());
+        return err_set(e, ERR_INVALID, "DICOM parse: %s", cond.text());
     DcmDataset *ds = ff.getDataset();
     if (!ds->tagExists(DCM_PixelData))
-        return fail(e, ERR_INVALID, "no pixel data");
+        return err_set(e, ERR_INVALID, "no pixel data");
     E_TransferSyntax xfer = ds->getOriginalXfer();
     int rc;
     if ((rc = check_decodable(xfer, e)) || (rc = check_size(ds, 0, e)))
@@ -2215,7 +2201,7 @@ static int render_dcmtk(const char *path, E_TransferSyntax xfer0,
     if (ds->findAndGetSint32(DCM_NumberOfFrames, nf).bad() || nf < 1)
         nf = 1;
     if (o->frame >= nf)
-        return fail(e, ERR_NOTFOUND, "frame %d out of range (%d frames)",
+        return err_set(e, ERR_NOTFOUND, "frame %d out of range (%d frames)",
                     o->frame, (int)nf);
     if (xfer == EXS_RLELossless && (rc = check_rle(ds, o->frame, e)))
         return rc;
@@ -2235,7 +2221,7 @@ static int render_dcmtk(const char *path, E_TransferSyntax xfer0,
     if (img->getStatus() != EIS_Normal) {
         int code = img->getStatus() == EIS_NotSupportedValue ?
                    ERR_UNSUPPORTED : ERR_INVALID;
-        return fail(e, code, "cannot decode image: %s",
+        return err_set(e, code, "cannot decode image: %s",
                     DicomImage::getString(img->getStatus()));
     }
     if (img->isMonochrome()) {
@@ -2254,7 +2240,7 @@ static int render_dcmtk(const char *path, E_TransferSyntax xfer0,
     if (fit_size(img->getWidth(), img->getHeight(), o, &sw, &sh)) {
         own.scaled = img->createScaledImage(sw, sh, 1, 0);
         if (!own.scaled || own.scaled->getStatus() != EIS_Normal)
-            return fail(e, ERR_INTERNAL, "cannot scale the image");
+            return err_set(e, ERR_INTERNAL, "cannot scale the image");
         out = own.scaled;
     }
     int comps = out->isMonochrome() ? 1 : 3;
@@ -2262,7 +2248,7 @@ static int render_dcmtk(const char *path, E_TransferSyntax xfer0,
         (const unsigned char *)out->getOutputData(8, 0, 0);
     if (!pix || sink_put(sink, pix, (unsigned)out->getWidth(),
                          (unsigned)out->getHeight(), comps))
-        return fail(e, ERR_INTERNAL, "JPEG encoding failed");
+        return err_set(e, ERR_INTERNAL, "JPEG encoding failed");
     return 0;
 }
 
@@ -2275,16 +2261,16 @@ static int render_any(const char *path, const struct dcm_render_opts *opt,
     if (opt)
         o = *opt;
     if (o.frame < 0)
-        return fail(e, ERR_NOTFOUND, "frame %d out of range", o.frame);
+        return err_set(e, ERR_NOTFOUND, "frame %d out of range", o.frame);
     if (o.window_mode == DCM_WINDOW_EXPLICIT &&
         (!(o.width >= 1.0) || !(o.width < 1e300) ||
          !(o.center > -1e300 && o.center < 1e300)))
-        return fail(e, ERR_INVALID, "window width must be at least 1 "
+        return err_set(e, ERR_INVALID, "window width must be at least 1 "
                     "(and both finite)");
     if (o.max_width < 0 || o.max_height < 0 || o.quality < 0 ||
         o.quality > 100 || o.engine < DCM_RENDER_AUTO ||
         o.engine > DCM_RENDER_DCMTK)
-        return fail(e, ERR_INVALID, "bad render size, quality or engine");
+        return err_set(e, ERR_INVALID, "bad render size, quality or engine");
     sink->quality = o.quality ? o.quality : 90;
 
     struct scan_result r;
@@ -2303,7 +2289,7 @@ static int render_any(const char *path, const struct dcm_render_opts *opt,
             if (rc != FAST_DECLINED)
                 return rc;
             if (o.engine == DCM_RENDER_FAST)
-                return fail(e, ERR_UNSUPPORTED, "fast render path does not "
+                return err_set(e, ERR_UNSUPPORTED, "fast render path does not "
                             "apply: %s", why);
         }
     }
@@ -2334,10 +2320,10 @@ extern "C" int dicom_render_jpeg(const char *path,
         return 0;
     } catch (const std::bad_alloc &) {
         free(sink.out);
-        return fail(e, ERR_TOOBIG, "out of memory rendering %s", path);
+        return err_set(e, ERR_TOOBIG, "out of memory rendering %s", path);
     } catch (...) {
         free(sink.out);
-        return fail(e, ERR_INTERNAL, "exception rendering %s", path);
+        return err_set(e, ERR_INTERNAL, "exception rendering %s", path);
     }
 }
 
@@ -2364,10 +2350,10 @@ extern "C" int dicom_render_pixels(const char *path,
         return 0;
     } catch (const std::bad_alloc &) {
         free(sink.out);
-        return fail(e, ERR_TOOBIG, "out of memory rendering %s", path);
+        return err_set(e, ERR_TOOBIG, "out of memory rendering %s", path);
     } catch (...) {
         free(sink.out);
-        return fail(e, ERR_INTERNAL, "exception rendering %s", path);
+        return err_set(e, ERR_INTERNAL, "exception rendering %s", path);
     }
 }
 
@@ -2382,7 +2368,7 @@ static int transcode(const char *in_path, const char *out_path,
         return rc;
     DcmDataset *ds = ff.getDataset();
     if (!ds->tagExists(DCM_PixelData))
-        return fail(e, ERR_UNSUPPORTED, "no pixel data to transcode");
+        return err_set(e, ERR_UNSUPPORTED, "no pixel data to transcode");
     E_TransferSyntax from = ds->getOriginalXfer();
     if ((rc = check_decodable(from, e)) || (rc = check_size(ds, 1, e)))
         return rc;
@@ -2390,12 +2376,12 @@ static int transcode(const char *in_path, const char *out_path,
         return rc;
     OFCondition c = ff.loadAllDataIntoMemory();
     if (c.bad())
-        return fail(e, ERR_INVALID, "DICOM parse: %s", c.text());
+        return err_set(e, ERR_INVALID, "DICOM parse: %s", c.text());
     if (to == EXS_JPEGLSLossless) {
         Uint16 bits = 0;
         ds->findAndGetUint16(DCM_BitsAllocated, bits);
         if (bits > 16)
-            return fail(e, ERR_UNSUPPORTED, "JPEG-LS cannot hold %u-bit "
+            return err_set(e, ERR_UNSUPPORTED, "JPEG-LS cannot hold %u-bit "
                         "pixels", bits);
         DJLSRepresentationParameter rp(0, OFTrue);
         c = ds->chooseRepresentation(to, &rp);
@@ -2403,15 +2389,15 @@ static int transcode(const char *in_path, const char *out_path,
         c = ds->chooseRepresentation(to, NULL);
     }
     if (c.bad())
-        return fail(e, ERR_UNSUPPORTED, "cannot transcode to %s: %s",
+        return err_set(e, ERR_UNSUPPORTED, "cannot transcode to %s: %s",
                     DcmXfer(to).getXferName(), c.text());
     if (!ds->canWriteXfer(to))
-        return fail(e, ERR_UNSUPPORTED, "cannot write %s for this object",
+        return err_set(e, ERR_UNSUPPORTED, "cannot write %s for this object",
                     DcmXfer(to).getXferName());
     c = ff.saveFile(out_path, to);
     if (c.bad()) {
         unlink(out_path);
-        return fail(e, ERR_IO, "write %s: %s", out_path, c.text());
+        return err_set(e, ERR_IO, "write %s: %s", out_path, c.text());
     }
     return 0;
 }
@@ -2422,9 +2408,9 @@ extern "C" int dicom_transcode_jpegls(const char *in_path,
     try {
         return transcode(in_path, out_path, EXS_JPEGLSLossless, e);
     } catch (const std::bad_alloc &) {
-        return fail(e, ERR_TOOBIG, "out of memory transcoding %s", in_path);
+        return err_set(e, ERR_TOOBIG, "out of memory transcoding %s", in_path);
     } catch (...) {
-        return fail(e, ERR_INTERNAL, "exception transcoding %s", in_path);
+        return err_set(e, ERR_INTERNAL, "exception transcoding %s", in_path);
     }
 }
 
@@ -2435,9 +2421,9 @@ extern "C" int dicom_transcode_explicit_le(const char *in_path,
     try {
         return transcode(in_path, out_path, EXS_LittleEndianExplicit, e);
     } catch (const std::bad_alloc &) {
-        return fail(e, ERR_TOOBIG, "out of memory transcoding %s", in_path);
+        return err_set(e, ERR_TOOBIG, "out of memory transcoding %s", in_path);
     } catch (...) {
-        return fail(e, ERR_INTERNAL, "exception transcoding %s", in_path);
+        return err_set(e, ERR_INTERNAL, "exception transcoding %s", in_path);
     }
 }
 
@@ -2451,35 +2437,35 @@ extern "C" int dicom_pixel_sha256(const char *path, char out[65],
             return rc;
         DcmDataset *ds = ff.getDataset();
         if (!ds->tagExists(DCM_PixelData))
-            return fail(e, ERR_INVALID, "no pixel data");
+            return err_set(e, ERR_INVALID, "no pixel data");
         E_TransferSyntax xfer = ds->getOriginalXfer();
         if ((rc = check_decodable(xfer, e)) || (rc = check_size(ds, 1, e)))
             return rc;
         if (xfer == EXS_RLELossless && (rc = check_rle(ds, -1, e)))
             return rc;
         if (ff.loadAllDataIntoMemory().bad())
-            return fail(e, ERR_INVALID, "cannot load pixel data");
+            return err_set(e, ERR_INVALID, "cannot load pixel data");
         if (DcmXfer(xfer).isEncapsulated()) {
             OFCondition c = ds->chooseRepresentation(EXS_LittleEndianExplicit,
                                                      NULL);
             if (c.bad())
-                return fail(e, ERR_UNSUPPORTED, "cannot decode pixels: %s",
+                return err_set(e, ERR_UNSUPPORTED, "cannot decode pixels: %s",
                             c.text());
         }
         DcmElement *px = NULL;
         if (ds->findAndGetElement(DCM_PixelData, px).bad() || !px)
-            return fail(e, ERR_INVALID, "no pixel data");
+            return err_set(e, ERR_INVALID, "no pixel data");
         const void *data = NULL;
         size_t n = px->getLength();
         if (px->getVR() == EVR_OW) {
             Uint16 *w16 = NULL;
             if (px->getUint16Array(w16).bad())
-                return fail(e, ERR_INVALID, "cannot read pixel data");
+                return err_set(e, ERR_INVALID, "cannot read pixel data");
             data = w16;   /* host order; Hashi runs on little-endian hosts */
         } else {
             Uint8 *b = NULL;
             if (px->getUint8Array(b).bad())
-                return fail(e, ERR_INVALID, "cannot read pixel data");
+                return err_set(e, ERR_INVALID, "cannot read pixel data");
             data = b;
         }
         /* Hash exactly the pixel bytes, not the pad byte of an odd length,
@@ -2498,13 +2484,13 @@ extern "C" int dicom_pixel_sha256(const char *path, char out[65],
         if (want > 0 && want < n)
             n = (size_t)want;
         if (!data && n)
-            return fail(e, ERR_INVALID, "cannot read pixel data");
+            return err_set(e, ERR_INVALID, "cannot read pixel data");
         sha256_hex(data ? data : "", n, out);
         return 0;
     } catch (const std::bad_alloc &) {
-        return fail(e, ERR_TOOBIG, "out of memory hashing %s", path);
+        return err_set(e, ERR_TOOBIG, "out of memory hashing %s", path);
     } catch (...) {
-        return fail(e, ERR_INTERNAL, "exception hashing %s", path);
+        return err_set(e, ERR_INTERNAL, "exception hashing %s", path);
     }
 }
 
@@ -2754,7 +2740,7 @@ extern "C" struct dicom_scp *dicom_scp_start(const struct dicom_scp_cfg *cfg,
     try {
         if (!cfg || !cfg->store || !cfg->tmp_dir || !cfg->ae_title ||
             cfg->port <= 0 || cfg->port > 65535) {
-            fail(e, ERR_INVALID, "dicom_scp_start: bad configuration");
+            err_set(e, ERR_INVALID, "dicom_scp_start: bad configuration");
             return NULL;
         }
         scp = new HashiSCP();
@@ -2785,20 +2771,20 @@ extern "C" struct dicom_scp *dicom_scp_start(const struct dicom_scp_cfg *cfg,
             c = scp->addPresentationContext(dcmLongSCUStorageSOPClassUIDs[i],
                                             xfers);
         if (c.bad()) {
-            fail(e, ERR_INTERNAL, "presentation contexts: %s", c.text());
+            err_set(e, ERR_INTERNAL, "presentation contexts: %s", c.text());
             delete scp;
             return NULL;
         }
         c = scp->openListenPort();
         if (c.bad()) {
-            fail(e, ERR_IO, "cannot listen on port %d: %s", cfg->port,
+            err_set(e, ERR_IO, "cannot listen on port %d: %s", cfg->port,
                  c.text());
             delete scp;
             return NULL;
         }
         struct dicom_scp *h = (struct dicom_scp *)calloc(1, sizeof *h);
         if (!h) {
-            fail(e, ERR_INTERNAL, "out of memory");
+            err_set(e, ERR_INTERNAL, "out of memory");
             delete scp;
             return NULL;
         }
@@ -2813,7 +2799,7 @@ extern "C" struct dicom_scp *dicom_scp_start(const struct dicom_scp_cfg *cfg,
         int rc = pthread_create(&h->thread, NULL, scp_thread, scp);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (rc != 0) {
-            fail(e, ERR_INTERNAL, "pthread_create: %s", strerror(rc));
+            err_set(e, ERR_INTERNAL, "pthread_create: %s", strerror(rc));
             delete scp;
             free(h);
             return NULL;
@@ -2821,7 +2807,7 @@ extern "C" struct dicom_scp *dicom_scp_start(const struct dicom_scp_cfg *cfg,
         return h;
     } catch (...) {
         delete scp;
-        fail(e, ERR_INTERNAL, "exception starting the DICOM listener");
+        err_set(e, ERR_INTERNAL, "exception starting the DICOM listener");
         return NULL;
     }
 }
