@@ -5,7 +5,7 @@ set -eu
 
 PKGS="build-essential pkg-config g++ libdcmtk-dev dcmtk libwebsockets-dev
 libssl-dev libsqlite3-dev libjansson-dev libcmocka-dev libjpeg-dev openssl curl sqlite3
-python3 python3-pydicom python3-numpy valgrind clang"
+python3 python3-pydicom python3-numpy valgrind clang procps"
 
 # Test-only peers: Orthanc (benchmarks), Chromium + node (browser tests).
 if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--bench" ]; then

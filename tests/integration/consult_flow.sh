@@ -18,11 +18,11 @@ cli_login req demo-requester
 cli_login neuro demo-neuro
 
 # Both sides listen before anything happens.
-cli neuro watch --json --count 1 >"$T_TMP/neuro.jsonl" \
-    2>"$T_TMP/neuro.err" &
-NW=$!
-cli req watch --json >"$T_TMP/req.jsonl" 2>"$T_TMP/req.err" &
-RW=$!
+cli_bg neuro watch --json --count 1 >"$T_TMP/neuro.jsonl" \
+    2>"$T_TMP/neuro.err"
+NW=$BG
+cli_bg req watch --json >"$T_TMP/req.jsonl" 2>"$T_TMP/req.err"
+RW=$BG
 at_exit "kill $NW $RW"
 sleep 0.5
 

@@ -40,10 +40,23 @@ $*"; }    # run a command at exit, before the data is removed
 
 log() { echo "[$T_NAME] $*"; }
 
+# Every process this test started, deepest first: a backgrounded shell
+# function (`cli NAME watch ... &`) is a subshell whose child is the real
+# program, so killing $! alone would leave the program running.
+descendants() {
+    for _c in $(pgrep -P "$1" 2>/dev/null); do
+        descendants "$_c"
+        echo "$_c"
+    done
+}
+
 cleanup() {
     rc=$?
+    # Listed first: the at_exit kills may orphan a grandchild.
+    _left=$(descendants $$)
     eval "$T_ATEXIT" 2>/dev/null
     hashi_stop 2>/dev/null
+    [ -n "$_left" ] && kill $_left 2>/dev/null
     if [ "$rc" -ne 0 ] || [ "$T_FAILED" -ne 0 ]; then
         echo "[$T_NAME] kept $T_TMP for inspection"
         if [ -f "$T_TMP/server.log" ]; then
@@ -375,6 +388,15 @@ HASHI="$HASHI_BUILD/hashi"
 cli() {
     _n=$1; shift
     HASHI_CONFIG_DIR="$T_TMP/cli-$_n" "$HASHI" "$@"
+}
+
+# cli_bg NAME ARGS...: NAME's hashi in the background, its own pid in $BG
+# (`cli ... &` would give the pid of a subshell, and killing that would
+# leave hashi running).
+cli_bg() {
+    _n=$1; shift
+    HASHI_CONFIG_DIR="$T_TMP/cli-$_n" "$HASHI" "$@" &
+    BG=$!
 }
 
 # cli_login NAME LOGIN: log NAME's CLI in as LOGIN ($DEMO_PASSWORD).

@@ -85,8 +85,8 @@ assert_eq "$EXPECT" "$(jlines "$T_TMP/d.jsonl" \
     "both runs together, in order"
 
 # A live event still arrives after all this.
-cli neuro watch --json --count 1 >"$T_TMP/live.jsonl" 2>"$T_TMP/live.err" &
-LW=$!
+cli_bg neuro watch --json --count 1 >"$T_TMP/live.jsonl" 2>"$T_TMP/live.err"
+LW=$BG
 at_exit "kill $LW"
 sleep 0.3
 chat "$C2" "live one"
@@ -98,8 +98,8 @@ assert_eq "message.new:$C2:live one" "$(jlines "$T_TMP/live.jsonl" \
 
 # A watch that is connected when the server restarts reconnects by itself
 # and gets what came meanwhile.
-cli neuro watch --json --count 1 >"$T_TMP/re.jsonl" 2>"$T_TMP/re.err" &
-RW=$!
+cli_bg neuro watch --json --count 1 >"$T_TMP/re.jsonl" 2>"$T_TMP/re.err"
+RW=$BG
 at_exit "kill $RW"
 sleep 0.3
 hashi_stop
