@@ -369,6 +369,20 @@ user_add() {
         fail "user add $_l: $(tail -2 "$T_TMP/admin.log")"
 }
 
+# two_clinics: a started server with the demo data plus req-b, a requester
+# of "Clinic B"; session tokens in $R (demo-requester, clinic A), $B
+# (req-b), $N1 and $N2 (demo-neuro, demo-neuro2) and $CARDIO (demo-cardio).
+two_clinics() {
+    hashi_init
+    user_add req-b "Clinic B" requester
+    hashi_start
+    R=$(login demo-requester)
+    B=$(login req-b)
+    N1=$(login demo-neuro)
+    N2=$(login demo-neuro2)
+    CARDIO=$(login demo-cardio)
+}
+
 # wait_file FILE [SECONDS]: until FILE exists.
 wait_file() {
     _i=0

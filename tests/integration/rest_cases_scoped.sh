@@ -6,14 +6,7 @@
 # already_claimed; bodies go through the hashi.v1 codec (same codes).
 . "$(dirname "$0")/lib.sh"
 
-hashi_init
-user_add req-b "Clinic B" requester
-hashi_start
-R=$(login demo-requester)
-B=$(login req-b)
-N1=$(login demo-neuro)
-N2=$(login demo-neuro2)
-CARDIO=$(login demo-cardio)
+two_clinics
 
 body='{"case_id":"case-a1","question":"Bleed?","history":"Fell at 9.",
 "priority":"urgent","specialty":"neurology","patient":{"age":81,"sex":"F"}}'
