@@ -219,7 +219,12 @@ def cmd_session(a):
             if a.ready:
                 open(a.ready, "w").close()
             for s in a.send:
-                ws.send_text(s)
+                try:
+                    ws.send_text(s)
+                except (ssl.SSLError, OSError):
+                    # The server may close mid-way (e.g. 4400 after ten
+                    # bad frames): stop sending, read what it said.
+                    break
             for s in a.send_frag:     # in three fragments
                 b = s.encode()
                 k = max(1, len(b) // 3)
