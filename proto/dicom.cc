@@ -2296,6 +2296,26 @@ static int render_any(const char *path, const struct dcm_render_opts *opt,
     return render_dcmtk(path, r.xfer, &o, sink, e);
 }
 
+/* render_any behind the C boundary: no exception escapes, and on failure
+ * the sink's buffer is freed and sink->out left NULL. */
+static int render_guarded(const char *path, const struct dcm_render_opts *opt,
+                          struct render_sink *sink, struct err *e)
+{
+    int rc;
+    try {
+        rc = render_any(path, opt, sink, e);
+    } catch (const std::bad_alloc &) {
+        rc = err_set(e, ERR_TOOBIG, "out of memory rendering %s", path);
+    } catch (...) {
+        rc = err_set(e, ERR_INTERNAL, "exception rendering %s", path);
+    }
+    if (rc) {
+        free(sink->out);
+        sink->out = NULL;
+    }
+    return rc;
+}
+
 extern "C" int dicom_render_jpeg(const char *path,
                                  const struct dcm_render_opts *opt,
                                  unsigned char **jpeg, size_t *len, int *w,
@@ -2305,26 +2325,16 @@ extern "C" int dicom_render_jpeg(const char *path,
     sink.jpeg = 1;
     *jpeg = NULL;
     *len = 0;
-    try {
-        int rc = render_any(path, opt, &sink, e);
-        if (rc) {
-            free(sink.out);
-            return rc;
-        }
-        *jpeg = sink.out;
-        *len = sink.len;
-        if (w)
-            *w = (int)sink.w;
-        if (h)
-            *h = (int)sink.h;
-        return 0;
-    } catch (const std::bad_alloc &) {
-        free(sink.out);
-        return err_set(e, ERR_TOOBIG, "out of memory rendering %s", path);
-    } catch (...) {
-        free(sink.out);
-        return err_set(e, ERR_INTERNAL, "exception rendering %s", path);
-    }
+    int rc = render_guarded(path, opt, &sink, e);
+    if (rc)
+        return rc;
+    *jpeg = sink.out;
+    *len = sink.len;
+    if (w)
+        *w = (int)sink.w;
+    if (h)
+        *h = (int)sink.h;
+    return 0;
 }
 
 extern "C" int dicom_render_pixels(const char *path,
@@ -2334,27 +2344,17 @@ extern "C" int dicom_render_pixels(const char *path,
 {
     struct render_sink sink = {};
     *pix = NULL;
-    try {
-        int rc = render_any(path, opt, &sink, e);
-        if (rc) {
-            free(sink.out);
-            return rc;
-        }
-        *pix = sink.out;
-        if (w)
-            *w = (int)sink.w;
-        if (h)
-            *h = (int)sink.h;
-        if (comps)
-            *comps = sink.comps;
-        return 0;
-    } catch (const std::bad_alloc &) {
-        free(sink.out);
-        return err_set(e, ERR_TOOBIG, "out of memory rendering %s", path);
-    } catch (...) {
-        free(sink.out);
-        return err_set(e, ERR_INTERNAL, "exception rendering %s", path);
-    }
+    int rc = render_guarded(path, opt, &sink, e);
+    if (rc)
+        return rc;
+    *pix = sink.out;
+    if (w)
+        *w = (int)sink.w;
+    if (h)
+        *h = (int)sink.h;
+    if (comps)
+        *comps = sink.comps;
+    return 0;
 }
 
 /* ---- transcode -------------------------------------------------------- */
