@@ -31,6 +31,7 @@
 #include "../../proto/util.h"
 #include "../../server/schema.h"
 #include "../../server/store.h"
+#include "testutil.h"
 
 /* Generated once: study A (2 CT slices + 1 MR instance in a second
  * series, clinic 1), study B (1 CT, clinic 1), study C (1 CT, clinic 2). */
@@ -149,14 +150,7 @@ static void put_ok(struct store *s, const char *src, int64_t clinic)
 
 static int64_t q_int(struct store *s, const char *sql)
 {
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(store_db(s), sql, -1, &st, NULL),
-                     SQLITE_OK);
-    int64_t v = -1;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
+    return tu_sql_int(store_db(s), sql);
 }
 
 static void q_text(struct store *s, const char *sql, char *out, size_t n)
@@ -285,9 +279,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_scratch);
-    run(cmd);
+    tu_rm_rf(g_scratch);
     dicom_cleanup();
     return 0;
 }
@@ -309,9 +301,7 @@ static int teardown(void **state)
 {
     struct fx *f = *state;
     store_close(f->s);
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    run(cmd);
+    tu_rm_rf(f->dir);
     free(f);
     return 0;
 }
