@@ -540,15 +540,12 @@ static int read_exact(struct conn *c, void *buf, size_t n, struct err *e)
 static int read_line(struct conn *c, char *out, size_t n, struct err *e)
 {
     for (;;) {
-        unsigned char *nl = memchr(c->in + c->in_off, '\n', avail(c));
-        if (nl) {
-            size_t k = (size_t)(nl - (c->in + c->in_off));
-            size_t len = k && nl[-1] == '\r' ? k - 1 : k;
-            if (len >= n)
-                return err_set(e, ERR_INVALID, "header line too long");
-            memcpy(out, c->in + c->in_off, len);
-            out[len] = 0;
-            c->in_off += k + 1;
+        size_t used;
+        int got = line_take(c->in + c->in_off, avail(c), out, n, &used);
+        if (got < 0)
+            return err_set(e, ERR_INVALID, "header line too long");
+        if (got) {
+            c->in_off += used;
             return 0;
         }
         if (avail(c) >= LINE_MAX_LEN)

@@ -1743,15 +1743,12 @@ static int rd_fill(struct rd *r, struct err *e)
 static int rd_line(struct rd *r, char *out, size_t n, struct err *e)
 {
     for (;;) {
-        unsigned char *nl = memchr(r->buf + r->off, '\n', r->len - r->off);
-        if (nl) {
-            size_t k = (size_t)(nl - (r->buf + r->off));
-            size_t l = k && nl[-1] == '\r' ? k - 1 : k;
-            if (l >= n)
-                return err_set(e, ERR_INVALID, "multipart line too long");
-            memcpy(out, r->buf + r->off, l);
-            out[l] = 0;
-            r->off += k + 1;
+        size_t used;
+        int got = line_take(r->buf + r->off, r->len - r->off, out, n, &used);
+        if (got < 0)
+            return err_set(e, ERR_INVALID, "multipart line too long");
+        if (got) {
+            r->off += used;
             return 0;
         }
         if (r->eof)

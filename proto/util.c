@@ -256,6 +256,22 @@ void iso8601_ms(int64_t ms, char out[32])
     snprintf(out, 32, "%s.%03dZ", base, (int)(ms % 1000));
 }
 
+int line_take(const unsigned char *p, size_t avail, char *out, size_t n,
+              size_t *used)
+{
+    const unsigned char *nl = memchr(p, '\n', avail);
+    if (!nl)
+        return 0;
+    size_t k = (size_t)(nl - p);
+    size_t len = k && nl[-1] == '\r' ? k - 1 : k;
+    if (len >= n)
+        return ERR_TOOBIG;
+    memcpy(out, p, len);
+    out[len] = 0;
+    *used = k + 1;
+    return 1;
+}
+
 size_t strlcpy_h(char *dst, const char *src, size_t n)
 {
     size_t len = strlen(src);

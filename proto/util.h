@@ -71,6 +71,13 @@ double now_mono(void);
 int64_t now_ms(void);
 void iso8601_ms(int64_t ms, char out[32]);
 
+/* Take one line (ended by LF, an optional CR before it dropped) from the
+ * avail bytes at p into out (n bytes, NUL-terminated).  Returns 1 and sets
+ * *used to the bytes consumed (LF included), 0 when p holds no complete
+ * line yet, ERR_TOOBIG when the line does not fit in out. */
+int line_take(const unsigned char *p, size_t avail, char *out, size_t n,
+              size_t *used);
+
 /* Copies at most n-1 bytes and always terminates; returns strlen(src). */
 size_t strlcpy_h(char *dst, const char *src, size_t n);
 
