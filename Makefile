@@ -63,8 +63,10 @@ $(BUILD)/hashi-gateway: $(BUILD)/client/gateway_main.o $(CLIENT_O) $(PROTO_O)
 	$(CC) -o $@ $^ $(LIBS)
 
 # Each unit test links everything but the mains: one cmocka binary a suite.
-# Suites of proto/ alone (test_dicom, test_msg, test_util) link only it.
-PROTO_TESTS := $(BUILD)/tests/test_dicom $(BUILD)/tests/test_msg \
+# Suites of proto/ alone (test_dicom, test_deid, test_msg, test_util) link
+# only it.
+PROTO_TESTS := $(BUILD)/tests/test_dicom $(BUILD)/tests/test_deid \
+               $(BUILD)/tests/test_msg \
                $(BUILD)/tests/test_util
 $(PROTO_TESTS): $(BUILD)/tests/%: tests/unit/%.c $(PROTO_O)
 	@mkdir -p $(dir $@)

@@ -2825,3 +2825,852 @@ extern "C" void dicom_scp_stop(struct dicom_scp *h)
     }
     free(h);
 }
+
+/* ---- de-identification (PS3.15 Annex E) ------------------------------- */
+
+/* The Basic Application Level Confidentiality Profile as data: PS3.15
+ * Table E.1-1 (2023), basic-profile column, one row per attribute (or
+ * repeating group / element range), with the standard's action code.
+ * How a combined code resolves is decided in one place, deid_resolve().
+ * Attributes not listed are kept (K); their sequences are still walked.
+ * Rows for second-generation RT (3010,xxxx), hanging protocol selector
+ * values (0072,xxxx) and a few other rare objects are not here yet. */
+enum {
+    DA_D,       /* dummy value */
+    DA_Z,       /* zero length */
+    DA_X,       /* remove */
+    DA_U,       /* replace UID, consistently */
+    DA_ZD, DA_XZ, DA_XD, DA_XZD,
+    DA_XZU,     /* X/Z/U*: a sequence of references */
+    DA_AGE,     /* X in the profile; kept, see deid_age() */
+    DA_SEX,     /* Z in the profile; kept if M, F or O */
+};
+
+struct deid_row {
+    uint16_t g, g_last;     /* g_last > g: a repeating group gg00-ggFF */
+    uint16_t e, e_last;
+    uint8_t act;
+};
+
+#define R(g, e, a) {g, g, e, e, DA_##a}
+#define RE(g, e, e2, a) {g, g, e, e2, DA_##a}
+
+static const struct deid_row deid_table[] = {
+    R(0x0008, 0x0012, XD),   /* Instance Creation Date */
+    R(0x0008, 0x0013, XZD),  /* Instance Creation Time */
+    R(0x0008, 0x0014, U),    /* Instance Creator UID */
+    R(0x0008, 0x0015, X),    /* Instance Coercion DateTime */
+    R(0x0008, 0x0017, U),    /* Acquisition UID */
+    R(0x0008, 0x0018, U),    /* SOP Instance UID */
+    R(0x0008, 0x0019, U),    /* Pyramid UID */
+    R(0x0008, 0x0020, Z),    /* Study Date */
+    R(0x0008, 0x0021, XD),   /* Series Date */
+    R(0x0008, 0x0022, XZ),   /* Acquisition Date */
+    R(0x0008, 0x0023, ZD),   /* Content Date */
+    R(0x0008, 0x0024, X),    /* Overlay Date */
+    R(0x0008, 0x0025, X),    /* Curve Date */
+    R(0x0008, 0x002A, XZD),  /* Acquisition DateTime */
+    R(0x0008, 0x0030, Z),    /* Study Time */
+    R(0x0008, 0x0031, XD),   /* Series Time */
+    R(0x0008, 0x0032, XZ),   /* Acquisition Time */
+    R(0x0008, 0x0033, ZD),   /* Content Time */
+    R(0x0008, 0x0034, X),    /* Overlay Time */
+    R(0x0008, 0x0035, X),    /* Curve Time */
+    R(0x0008, 0x0050, Z),    /* Accession Number */
+    R(0x0008, 0x0054, X),    /* Retrieve AE Title */
+    R(0x0008, 0x0055, X),    /* Station AE Title */
+    R(0x0008, 0x0058, U),    /* Failed SOP Instance UID List */
+    R(0x0008, 0x0080, XZD),  /* Institution Name */
+    R(0x0008, 0x0081, X),    /* Institution Address */
+    R(0x0008, 0x0082, XZD),  /* Institution Code Sequence */
+    R(0x0008, 0x0090, Z),    /* Referring Physician's Name */
+    R(0x0008, 0x0092, X),    /* Referring Physician's Address */
+    R(0x0008, 0x0094, X),    /* Referring Physician's Telephone Numbers */
+    R(0x0008, 0x0096, X),    /* Referring Physician Identification Seq */
+    R(0x0008, 0x009C, Z),    /* Consulting Physician's Name */
+    R(0x0008, 0x009D, X),    /* Consulting Physician Identification Seq */
+    R(0x0008, 0x0201, X),    /* Timezone Offset From UTC */
+    R(0x0008, 0x1000, X),    /* Network ID */
+    R(0x0008, 0x1010, XZD),  /* Station Name */
+    R(0x0008, 0x1030, X),    /* Study Description */
+    R(0x0008, 0x103E, X),    /* Series Description */
+    R(0x0008, 0x1040, X),    /* Institutional Department Name */
+    R(0x0008, 0x1041, X),    /* Institutional Department Type Code Seq */
+    R(0x0008, 0x1048, X),    /* Physician(s) of Record */
+    R(0x0008, 0x1049, X),    /* Physician(s) of Record Identification Seq */
+    R(0x0008, 0x1050, X),    /* Performing Physician's Name */
+    R(0x0008, 0x1052, X),    /* Performing Physician Identification Seq */
+    R(0x0008, 0x1060, X),    /* Name of Physician(s) Reading Study */
+    R(0x0008, 0x1062, X),    /* Physician(s) Reading Study Ident. Seq */
+    R(0x0008, 0x1070, XZD),  /* Operators' Name */
+    R(0x0008, 0x1072, XD),   /* Operator Identification Sequence */
+    R(0x0008, 0x1080, X),    /* Admitting Diagnoses Description */
+    R(0x0008, 0x1084, X),    /* Admitting Diagnoses Code Sequence */
+    R(0x0008, 0x1088, X),    /* Pyramid Description */
+    R(0x0008, 0x1110, XZ),   /* Referenced Study Sequence */
+    R(0x0008, 0x1111, XZD),  /* Referenced Performed Procedure Step Seq */
+    R(0x0008, 0x1120, X),    /* Referenced Patient Sequence */
+    R(0x0008, 0x1140, XZU),  /* Referenced Image Sequence */
+    R(0x0008, 0x1155, U),    /* Referenced SOP Instance UID */
+    R(0x0008, 0x1195, U),    /* Transaction UID */
+    R(0x0008, 0x2111, X),    /* Derivation Description */
+    R(0x0008, 0x2112, XZU),  /* Source Image Sequence */
+    R(0x0008, 0x3010, U),    /* Irradiation Event UID */
+    R(0x0008, 0x4000, X),    /* Identifying Comments */
+    R(0x0010, 0x0010, Z),    /* Patient's Name */
+    R(0x0010, 0x0020, Z),    /* Patient ID */
+    R(0x0010, 0x0021, X),    /* Issuer of Patient ID */
+    R(0x0010, 0x0030, Z),    /* Patient's Birth Date */
+    R(0x0010, 0x0032, X),    /* Patient's Birth Time */
+    R(0x0010, 0x0040, SEX),  /* Patient's Sex (Z) */
+    R(0x0010, 0x0050, X),    /* Patient's Insurance Plan Code Sequence */
+    R(0x0010, 0x0101, X),    /* Patient's Primary Language Code Seq */
+    R(0x0010, 0x0102, X),    /* ... Language Modifier Code Seq */
+    R(0x0010, 0x1000, X),    /* Other Patient IDs */
+    R(0x0010, 0x1001, X),    /* Other Patient Names */
+    R(0x0010, 0x1002, X),    /* Other Patient IDs Sequence */
+    R(0x0010, 0x1005, X),    /* Patient's Birth Name */
+    R(0x0010, 0x1010, AGE),  /* Patient's Age (X) */
+    R(0x0010, 0x1020, X),    /* Patient's Size */
+    R(0x0010, 0x1030, X),    /* Patient's Weight */
+    R(0x0010, 0x1040, X),    /* Patient's Address */
+    R(0x0010, 0x1050, X),    /* Insurance Plan Identification */
+    R(0x0010, 0x1060, X),    /* Patient's Mother's Birth Name */
+    R(0x0010, 0x1080, X),    /* Military Rank */
+    R(0x0010, 0x1081, X),    /* Branch of Service */
+    R(0x0010, 0x1090, X),    /* Medical Record Locator */
+    R(0x0010, 0x1100, X),    /* Referenced Patient Photo Sequence */
+    R(0x0010, 0x2000, X),    /* Medical Alerts */
+    R(0x0010, 0x2110, X),    /* Allergies */
+    R(0x0010, 0x2150, X),    /* Country of Residence */
+    R(0x0010, 0x2152, X),    /* Region of Residence */
+    R(0x0010, 0x2154, X),    /* Patient's Telephone Numbers */
+    R(0x0010, 0x2155, X),    /* Patient's Telecom Information */
+    R(0x0010, 0x2160, X),    /* Ethnic Group */
+    R(0x0010, 0x2180, X),    /* Occupation */
+    R(0x0010, 0x21A0, X),    /* Smoking Status */
+    R(0x0010, 0x21B0, X),    /* Additional Patient History */
+    R(0x0010, 0x21C0, X),    /* Pregnancy Status */
+    R(0x0010, 0x21D0, X),    /* Last Menstrual Date */
+    R(0x0010, 0x21F0, X),    /* Patient's Religious Preference */
+    R(0x0010, 0x2203, XZ),   /* Patient's Sex Neutered */
+    R(0x0010, 0x2297, X),    /* Responsible Person */
+    R(0x0010, 0x2299, X),    /* Responsible Organization */
+    R(0x0010, 0x4000, X),    /* Patient Comments */
+    R(0x0012, 0x0010, D),    /* Clinical Trial Sponsor Name */
+    R(0x0012, 0x0020, D),    /* Clinical Trial Protocol ID */
+    R(0x0012, 0x0021, Z),    /* Clinical Trial Protocol Name */
+    R(0x0012, 0x0030, Z),    /* Clinical Trial Site ID */
+    R(0x0012, 0x0031, Z),    /* Clinical Trial Site Name */
+    R(0x0012, 0x0040, D),    /* Clinical Trial Subject ID */
+    R(0x0012, 0x0042, D),    /* Clinical Trial Subject Reading ID */
+    R(0x0012, 0x0050, Z),    /* Clinical Trial Time Point ID */
+    R(0x0012, 0x0051, X),    /* Clinical Trial Time Point Description */
+    R(0x0012, 0x0060, Z),    /* Clinical Trial Coordinating Center Name */
+    R(0x0012, 0x0071, X),    /* Clinical Trial Series ID */
+    R(0x0012, 0x0072, X),    /* Clinical Trial Series Description */
+    R(0x0012, 0x0081, D),    /* ... Ethics Committee Name */
+    R(0x0012, 0x0082, X),    /* ... Ethics Committee Approval Number */
+    R(0x0012, 0x0086, X),    /* Ethics Committee Approval Start Date */
+    R(0x0012, 0x0087, X),    /* Ethics Committee Approval End Date */
+    R(0x0014, 0x407C, X),    /* Calibration Time */
+    R(0x0014, 0x407E, X),    /* Calibration Date */
+    R(0x0016, 0x002B, X),    /* Maker Note */
+    R(0x0016, 0x004B, X),    /* Device Setting Description */
+    R(0x0016, 0x004D, X),    /* Camera Owner Name */
+    RE(0x0016, 0x004E, 0x0051, X),   /* Lens Specification .. Serial */
+    RE(0x0016, 0x0070, 0x008E, X),   /* GPS Version ID .. GPS Differential */
+    R(0x0018, 0x0010, ZD),   /* Contrast/Bolus Agent */
+    R(0x0018, 0x0027, X),    /* Intervention Drug Stop Time */
+    R(0x0018, 0x0035, X),    /* Intervention Drug Start Time */
+    R(0x0018, 0x1000, XZD),  /* Device Serial Number */
+    R(0x0018, 0x1002, U),    /* Device UID */
+    R(0x0018, 0x1004, X),    /* Plate ID */
+    R(0x0018, 0x1005, X),    /* Generator ID */
+    R(0x0018, 0x1007, X),    /* Cassette ID */
+    R(0x0018, 0x1008, X),    /* Gantry ID */
+    R(0x0018, 0x1009, X),    /* Unique Device Identifier */
+    R(0x0018, 0x100A, X),    /* UDI Sequence */
+    R(0x0018, 0x100B, U),    /* Manufacturer's Device Class UID */
+    R(0x0018, 0x1012, X),    /* Date of Secondary Capture */
+    R(0x0018, 0x1014, X),    /* Time of Secondary Capture */
+    R(0x0018, 0x1030, XD),   /* Protocol Name */
+    R(0x0018, 0x1042, X),    /* Contrast/Bolus Start Time */
+    R(0x0018, 0x1043, X),    /* Contrast/Bolus Stop Time */
+    R(0x0018, 0x1072, X),    /* Radiopharmaceutical Start Time */
+    R(0x0018, 0x1073, X),    /* Radiopharmaceutical Stop Time */
+    R(0x0018, 0x1078, X),    /* Radiopharmaceutical Start DateTime */
+    R(0x0018, 0x1079, X),    /* Radiopharmaceutical Stop DateTime */
+    R(0x0018, 0x11BB, D),    /* Acquisition Field Of View Label */
+    R(0x0018, 0x1200, X),    /* Date of Last Calibration */
+    R(0x0018, 0x1201, X),    /* Time of Last Calibration */
+    R(0x0018, 0x1202, X),    /* DateTime of Last Calibration */
+    R(0x0018, 0x1203, Z),    /* Calibration DateTime */
+    R(0x0018, 0x1204, X),    /* Date of Manufacture */
+    R(0x0018, 0x1205, X),    /* Date of Installation */
+    R(0x0018, 0x1400, XD),   /* Acquisition Device Processing Descr. */
+    R(0x0018, 0x2042, U),    /* Target UID */
+    R(0x0018, 0x4000, X),    /* Acquisition Comments */
+    R(0x0018, 0x5011, X),    /* Transducer Identification Sequence */
+    R(0x0018, 0x700A, XD),   /* Detector ID */
+    R(0x0018, 0x700C, XD),   /* Date of Last Detector Calibration */
+    R(0x0018, 0x700E, XD),   /* Time of Last Detector Calibration */
+    R(0x0018, 0x9074, D),    /* Frame Acquisition DateTime */
+    R(0x0018, 0x9151, D),    /* Frame Reference DateTime */
+    R(0x0018, 0x9185, X),    /* Respiratory Motion Comp. Technique Descr. */
+    R(0x0018, 0x9367, D),    /* X-Ray Source ID */
+    R(0x0018, 0x9369, D),    /* Source Start DateTime */
+    R(0x0018, 0x936A, D),    /* Source End DateTime */
+    R(0x0018, 0x9371, D),    /* X-Ray Detector ID */
+    R(0x0018, 0x9373, X),    /* X-Ray Detector Label */
+    R(0x0018, 0x937B, X),    /* Multi-energy Acquisition Description */
+    R(0x0018, 0x937F, X),    /* Decomposition Description */
+    R(0x0018, 0x9424, X),    /* Acquisition Protocol Description */
+    R(0x0018, 0x9516, XD),   /* Start Acquisition DateTime */
+    R(0x0018, 0x9517, XD),   /* End Acquisition DateTime */
+    R(0x0018, 0x9623, D),    /* Functional Sync Pulse */
+    R(0x0018, 0x9701, D),    /* Decay Correction DateTime */
+    R(0x0018, 0x9804, D),    /* Exclusion Start DateTime */
+    R(0x0018, 0x9919, ZD),   /* Instruction Performed DateTime */
+    R(0x0018, 0x9937, X),    /* Requested Series Description */
+    R(0x0018, 0xA002, X),    /* Contribution DateTime */
+    R(0x0018, 0xA003, X),    /* Contribution Description */
+    R(0x0020, 0x000D, U),    /* Study Instance UID */
+    R(0x0020, 0x000E, U),    /* Series Instance UID */
+    R(0x0020, 0x0010, Z),    /* Study ID */
+    R(0x0020, 0x0027, X),    /* Pyramid Label */
+    R(0x0020, 0x0052, U),    /* Frame of Reference UID */
+    R(0x0020, 0x0200, U),    /* Synchronization Frame of Reference UID */
+    R(0x0020, 0x3401, X),    /* Modifying Device ID */
+    R(0x0020, 0x3403, X),    /* Modified Image Date */
+    R(0x0020, 0x3405, X),    /* Modified Image Time */
+    R(0x0020, 0x3406, X),    /* Modified Image Description */
+    R(0x0020, 0x4000, X),    /* Image Comments */
+    R(0x0020, 0x9158, X),    /* Frame Comments */
+    R(0x0020, 0x9161, U),    /* Concatenation UID */
+    R(0x0020, 0x9164, U),    /* Dimension Organization UID */
+    R(0x0028, 0x1199, U),    /* Palette Color Lookup Table UID */
+    R(0x0028, 0x1214, U),    /* Large Palette Color Lookup Table UID */
+    R(0x0028, 0x4000, X),    /* Image Presentation Comments */
+    R(0x0032, 0x0012, X),    /* Study ID Issuer */
+    R(0x0032, 0x0032, X),    /* Study Verified Date */
+    R(0x0032, 0x0033, X),    /* Study Verified Time */
+    R(0x0032, 0x0034, X),    /* Study Read Date */
+    R(0x0032, 0x0035, X),    /* Study Read Time */
+    R(0x0032, 0x1000, X),    /* Scheduled Study Start Date */
+    R(0x0032, 0x1001, X),    /* Scheduled Study Start Time */
+    R(0x0032, 0x1010, X),    /* Scheduled Study Stop Date */
+    R(0x0032, 0x1011, X),    /* Scheduled Study Stop Time */
+    R(0x0032, 0x1020, X),    /* Scheduled Study Location */
+    R(0x0032, 0x1021, X),    /* Scheduled Study Location AE Title */
+    R(0x0032, 0x1030, X),    /* Reason for Study */
+    R(0x0032, 0x1032, X),    /* Requesting Physician */
+    R(0x0032, 0x1033, X),    /* Requesting Service */
+    R(0x0032, 0x1040, X),    /* Study Arrival Date */
+    R(0x0032, 0x1041, X),    /* Study Arrival Time */
+    R(0x0032, 0x1050, X),    /* Study Completion Date */
+    R(0x0032, 0x1051, X),    /* Study Completion Time */
+    R(0x0032, 0x1060, XZ),   /* Requested Procedure Description */
+    R(0x0032, 0x1066, X),    /* Reason for Visit */
+    R(0x0032, 0x1067, X),    /* Reason for Visit Code Sequence */
+    R(0x0032, 0x1070, X),    /* Requested Contrast Agent */
+    R(0x0032, 0x4000, X),    /* Study Comments */
+    R(0x0038, 0x0004, X),    /* Referenced Patient Alias Sequence */
+    R(0x0038, 0x0010, X),    /* Admission ID */
+    R(0x0038, 0x0011, X),    /* Issuer of Admission ID */
+    R(0x0038, 0x0014, X),    /* Issuer of Admission ID Sequence */
+    RE(0x0038, 0x001A, 0x001E, X),   /* Scheduled Admission/Discharge ... */
+    R(0x0038, 0x0020, X),    /* Admitting Date */
+    R(0x0038, 0x0021, X),    /* Admitting Time */
+    R(0x0038, 0x0030, X),    /* Discharge Date */
+    R(0x0038, 0x0032, X),    /* Discharge Time */
+    R(0x0038, 0x0040, X),    /* Discharge Diagnosis Description */
+    R(0x0038, 0x0050, X),    /* Special Needs */
+    R(0x0038, 0x0060, X),    /* Service Episode ID */
+    R(0x0038, 0x0061, X),    /* Issuer of Service Episode ID */
+    R(0x0038, 0x0062, X),    /* Service Episode Description */
+    R(0x0038, 0x0064, X),    /* Issuer of Service Episode ID Sequence */
+    R(0x0038, 0x0300, X),    /* Current Patient Location */
+    R(0x0038, 0x0400, X),    /* Patient's Institution Residence */
+    R(0x0038, 0x0500, X),    /* Patient State */
+    R(0x0038, 0x4000, X),    /* Visit Comments */
+    R(0x003A, 0x0310, U),    /* Multiplex Group UID */
+    R(0x003A, 0x0314, D),    /* Impedance Measurement DateTime */
+    R(0x003A, 0x0329, X),    /* Waveform Filter Description */
+    R(0x003A, 0x032B, X),    /* Filter Lookup Table Description */
+    RE(0x0040, 0x0001, 0x0007, X),   /* Scheduled Station AE .. SPS Descr. */
+    R(0x0040, 0x0009, X),    /* Scheduled Procedure Step ID */
+    RE(0x0040, 0x000B, 0x0012, X),   /* Sched. Perf. Physician Id .. Pre-Med */
+    RE(0x0040, 0x0241, 0x0245, X),   /* Performed Station AE .. PPS Start */
+    R(0x0040, 0x0250, X),    /* Performed Procedure Step End Date */
+    R(0x0040, 0x0251, X),    /* Performed Procedure Step End Time */
+    R(0x0040, 0x0253, X),    /* Performed Procedure Step ID */
+    R(0x0040, 0x0254, X),    /* Performed Procedure Step Description */
+    R(0x0040, 0x0275, X),    /* Request Attributes Sequence */
+    R(0x0040, 0x0280, X),    /* Comments on the Performed Procedure Step */
+    R(0x0040, 0x0310, X),    /* Comments on Radiation Dose */
+    R(0x0040, 0x050A, X),    /* Specimen Accession Number */
+    R(0x0040, 0x0512, D),    /* Container Identifier */
+    R(0x0040, 0x0513, Z),    /* Issuer of the Container Identifier Seq */
+    R(0x0040, 0x051A, X),    /* Container Description */
+    R(0x0040, 0x0551, D),    /* Specimen Identifier */
+    R(0x0040, 0x0554, U),    /* Specimen UID */
+    R(0x0040, 0x0555, XZ),   /* Acquisition Context Sequence */
+    R(0x0040, 0x0562, Z),    /* Issuer of the Specimen Identifier Seq */
+    R(0x0040, 0x0600, X),    /* Specimen Short Description */
+    R(0x0040, 0x0602, X),    /* Specimen Detailed Description */
+    R(0x0040, 0x0610, Z),    /* Specimen Preparation Sequence */
+    R(0x0040, 0x06FA, X),    /* Slide Identifier */
+    R(0x0040, 0x1001, X),    /* Requested Procedure ID */
+    R(0x0040, 0x1002, X),    /* Reason for the Requested Procedure */
+    R(0x0040, 0x1004, X),    /* Patient Transport Arrangements */
+    R(0x0040, 0x1005, X),    /* Requested Procedure Location */
+    R(0x0040, 0x100A, X),    /* Reason for Requested Procedure Code Seq */
+    R(0x0040, 0x1010, X),    /* Names of Intended Recipients of Results */
+    R(0x0040, 0x1011, X),    /* Intended Recipients ... Ident. Sequence */
+    R(0x0040, 0x1101, D),    /* Person Identification Code Sequence */
+    R(0x0040, 0x1102, X),    /* Person's Address */
+    R(0x0040, 0x1103, X),    /* Person's Telephone Numbers */
+    R(0x0040, 0x1104, X),    /* Person's Telecom Information */
+    R(0x0040, 0x1400, X),    /* Requested Procedure Comments */
+    R(0x0040, 0x2001, X),    /* Reason for the Imaging Service Request */
+    R(0x0040, 0x2004, X),    /* Issue Date of Imaging Service Request */
+    R(0x0040, 0x2005, X),    /* Issue Time of Imaging Service Request */
+    RE(0x0040, 0x2008, 0x2011, X),   /* Order Entered By .. Callback Telecom */
+    R(0x0040, 0x2016, Z),    /* Placer Order Number / Imaging Serv. Req. */
+    R(0x0040, 0x2017, Z),    /* Filler Order Number / Imaging Serv. Req. */
+    R(0x0040, 0x2400, X),    /* Imaging Service Request Comments */
+    R(0x0040, 0x3001, X),    /* Confidentiality Constraint ... Descr. */
+    R(0x0040, 0x4005, X),    /* Scheduled Procedure Step Start DateTime */
+    R(0x0040, 0x4008, X),    /* SPS Expiration DateTime */
+    R(0x0040, 0x4010, X),    /* SPS Modification DateTime */
+    R(0x0040, 0x4011, X),    /* Expected Completion DateTime */
+    R(0x0040, 0x4023, U),    /* Ref. GP Scheduled Proc. Step Trans. UID */
+    R(0x0040, 0x4025, X),    /* Scheduled Station Name Code Sequence */
+    R(0x0040, 0x4027, X),    /* Sched. Station Geographic Location Seq */
+    R(0x0040, 0x4028, X),    /* Performed Station Name Code Sequence */
+    R(0x0040, 0x4030, X),    /* Perf. Station Geographic Location Seq */
+    RE(0x0040, 0x4034, 0x4037, X),   /* Human Performers .. Performer Name */
+    RE(0x0040, 0x4050, 0x4052, X),   /* PPS Start/End, Cancellation DateTime */
+    R(0x0040, 0xA027, D),    /* Verifying Organization */
+    R(0x0040, 0xA030, D),    /* Verification DateTime */
+    R(0x0040, 0xA032, XD),   /* Observation DateTime */
+    R(0x0040, 0xA033, X),    /* Observation Start DateTime */
+    R(0x0040, 0xA073, D),    /* Verifying Observer Sequence */
+    R(0x0040, 0xA075, D),    /* Verifying Observer Name */
+    R(0x0040, 0xA078, X),    /* Author Observer Sequence */
+    R(0x0040, 0xA07A, X),    /* Participant Sequence */
+    R(0x0040, 0xA07C, X),    /* Custodial Organization Sequence */
+    R(0x0040, 0xA082, Z),    /* Participation DateTime */
+    R(0x0040, 0xA088, Z),    /* Verifying Observer Ident. Code Sequence */
+    R(0x0040, 0xA110, X),    /* Date of Document ... (Trial) */
+    R(0x0040, 0xA112, X),    /* Time of Document ... (Trial) */
+    R(0x0040, 0xA120, D),    /* DateTime */
+    R(0x0040, 0xA121, D),    /* Date */
+    R(0x0040, 0xA122, D),    /* Time */
+    R(0x0040, 0xA123, D),    /* Person Name */
+    R(0x0040, 0xA124, U),    /* UID */
+    R(0x0040, 0xA13A, D),    /* Referenced DateTime */
+    R(0x0040, 0xA171, U),    /* Observation UID */
+    R(0x0040, 0xA172, U),    /* Referenced Observation UID (Trial) */
+    R(0x0040, 0xA192, X),    /* Observation Date (Trial) */
+    R(0x0040, 0xA193, X),    /* Observation Time (Trial) */
+    R(0x0040, 0xA307, X),    /* Current Observer (Trial) */
+    R(0x0040, 0xA352, X),    /* Verbal Source (Trial) */
+    R(0x0040, 0xA353, X),    /* Address (Trial) */
+    R(0x0040, 0xA354, X),    /* Telephone Number (Trial) */
+    R(0x0040, 0xA358, X),    /* Verbal Source Identifier Code Seq (Trial) */
+    R(0x0040, 0xA402, U),    /* Observation Subject UID (Trial) */
+    R(0x0040, 0xA730, D),    /* Content Sequence */
+    R(0x0040, 0xDB06, X),    /* Template Version */
+    R(0x0040, 0xDB07, X),    /* Template Local Version */
+    R(0x0040, 0xDB0C, U),    /* Template Extension Organization UID */
+    R(0x0040, 0xDB0D, U),    /* Template Extension Creator UID */
+    R(0x0040, 0xE004, X),    /* HL7 Document Effective Time */
+    R(0x0042, 0x0011, D),    /* Encapsulated Document */
+    R(0x0044, 0x0004, X),    /* Approval Status DateTime */
+    R(0x0044, 0x000B, X),    /* Product Expiration DateTime */
+    R(0x0044, 0x0010, X),    /* Substance Administration DateTime */
+    R(0x0044, 0x0104, D),    /* Assertion DateTime */
+    R(0x0044, 0x0105, X),    /* Assertion Expiration DateTime */
+    R(0x0050, 0x001B, X),    /* Container Component ID */
+    R(0x0050, 0x0020, X),    /* Device Description */
+    R(0x0050, 0x0021, X),    /* Long Device Description */
+    R(0x0062, 0x0021, U),    /* Tracking UID */
+    R(0x0064, 0x0003, U),    /* Source Frame of Reference UID */
+    R(0x0070, 0x0001, D),    /* Graphic Annotation Sequence */
+    R(0x0070, 0x0082, X),    /* Presentation Creation Date */
+    R(0x0070, 0x0083, X),    /* Presentation Creation Time */
+    R(0x0070, 0x0084, ZD),   /* Content Creator's Name */
+    R(0x0070, 0x0086, X),    /* Content Creator's Ident. Code Sequence */
+    R(0x0070, 0x031A, U),    /* Fiducial UID */
+    R(0x0070, 0x1101, U),    /* Presentation Display Collection UID */
+    R(0x0070, 0x1102, U),    /* Presentation Sequence Collection UID */
+    R(0x0088, 0x0140, U),    /* Storage Media File-set UID */
+    R(0x0088, 0x0200, X),    /* Icon Image Sequence */
+    R(0x0088, 0x0904, X),    /* Topic Title */
+    R(0x0088, 0x0906, X),    /* Topic Subject */
+    R(0x0088, 0x0910, X),    /* Topic Author */
+    R(0x0088, 0x0912, X),    /* Topic Keywords */
+    R(0x0100, 0x0420, X),    /* SOP Authorization DateTime */
+    R(0x0400, 0x0100, U),    /* Digital Signature UID */
+    R(0x0400, 0x0105, D),    /* Digital Signature DateTime */
+    R(0x0400, 0x0115, D),    /* Certificate of Signer */
+    R(0x0400, 0x0310, X),    /* Certified Timestamp */
+    R(0x0400, 0x0402, X),    /* Referenced Digital Signature Sequence */
+    R(0x0400, 0x0403, X),    /* Referenced SOP Instance MAC Sequence */
+    R(0x0400, 0x0404, X),    /* MAC */
+    R(0x0400, 0x0550, X),    /* Modified Attributes Sequence */
+    R(0x0400, 0x0551, X),    /* Nonconforming Modified Attributes Seq */
+    R(0x0400, 0x0552, X),    /* Nonconforming Data Element Value */
+    R(0x0400, 0x0561, X),    /* Original Attributes Sequence */
+    R(0x0400, 0x0562, D),    /* Attribute Modification DateTime */
+    R(0x0400, 0x0563, D),    /* Modifying System */
+    R(0x0400, 0x0564, Z),    /* Source of Previous Values */
+    R(0x0400, 0x0565, D),    /* Reason for the Attribute Modification */
+    R(0x0400, 0x0600, X),    /* Instance Origin Status */
+    R(0x2030, 0x0020, X),    /* Text String */
+    R(0x2100, 0x0040, X),    /* Creation Date */
+    R(0x2100, 0x0050, X),    /* Creation Time */
+    R(0x2100, 0x0070, X),    /* Originator */
+    R(0x2100, 0x0140, D),    /* Destination AE */
+    R(0x2200, 0x0002, XZ),   /* Label Text */
+    R(0x2200, 0x0005, XZ),   /* Barcode Value */
+    R(0x3006, 0x0002, D),    /* Structure Set Label */
+    R(0x3006, 0x0004, X),    /* Structure Set Name */
+    R(0x3006, 0x0006, X),    /* Structure Set Description */
+    R(0x3006, 0x0008, Z),    /* Structure Set Date */
+    R(0x3006, 0x0009, Z),    /* Structure Set Time */
+    R(0x3006, 0x0024, U),    /* Referenced Frame of Reference UID */
+    R(0x3006, 0x0026, Z),    /* ROI Name */
+    R(0x3006, 0x0028, X),    /* ROI Description */
+    R(0x3006, 0x0038, X),    /* ROI Generation Description */
+    R(0x3006, 0x0085, X),    /* ROI Observation Label */
+    R(0x3006, 0x0088, X),    /* ROI Observation Description */
+    R(0x3006, 0x00A6, Z),    /* ROI Interpreter */
+    R(0x3006, 0x00C2, U),    /* Related Frame of Reference UID */
+    R(0x3008, 0x0024, D),    /* Treatment Control Point Date */
+    R(0x3008, 0x0025, D),    /* Treatment Control Point Time */
+    R(0x3008, 0x0054, XD),   /* First Treatment Date */
+    R(0x3008, 0x0056, XD),   /* Most Recent Treatment Date */
+    R(0x3008, 0x0105, XZ),   /* Source Serial Number */
+    R(0x3008, 0x0162, D),    /* Safe Position Exit Date */
+    R(0x3008, 0x0164, D),    /* Safe Position Exit Time */
+    R(0x3008, 0x0166, D),    /* Safe Position Return Date */
+    R(0x3008, 0x0168, D),    /* Safe Position Return Time */
+    R(0x3008, 0x0250, XD),   /* Treatment Date */
+    R(0x3008, 0x0251, XD),   /* Treatment Time */
+    R(0x300A, 0x0002, D),    /* RT Plan Label */
+    R(0x300A, 0x0003, X),    /* RT Plan Name */
+    R(0x300A, 0x0004, X),    /* RT Plan Description */
+    R(0x300A, 0x0006, XD),   /* RT Plan Date */
+    R(0x300A, 0x0007, XD),   /* RT Plan Time */
+    R(0x300A, 0x000B, X),    /* Treatment Sites */
+    R(0x300A, 0x000E, X),    /* Prescription Description */
+    R(0x300A, 0x0013, U),    /* Dose Reference UID */
+    R(0x300A, 0x0016, X),    /* Dose Reference Description */
+    R(0x300A, 0x0072, X),    /* Fraction Group Description */
+    R(0x300A, 0x0083, U),    /* Referenced Dose Reference UID */
+    R(0x300A, 0x00B2, XZ),   /* Treatment Machine Name */
+    R(0x300A, 0x00C3, X),    /* Beam Description */
+    R(0x300A, 0x00DD, X),    /* Bolus Description */
+    R(0x300A, 0x0196, X),    /* Fixation Device Description */
+    R(0x300A, 0x01A6, X),    /* Shielding Device Description */
+    R(0x300A, 0x01B2, X),    /* Setup Technique Description */
+    R(0x300A, 0x0216, X),    /* Source Manufacturer */
+    R(0x300A, 0x022C, D),    /* Source Strength Reference Date */
+    R(0x300A, 0x022E, D),    /* Source Strength Reference Time */
+    R(0x300A, 0x02EB, X),    /* Compensator Description */
+    R(0x300A, 0x0650, U),    /* Patient Setup UID */
+    R(0x300A, 0x0700, U),    /* Treatment Session UID */
+    R(0x300E, 0x0004, Z),    /* Review Date */
+    R(0x300E, 0x0005, Z),    /* Review Time */
+    R(0x300E, 0x0008, XZ),   /* Reviewer Name */
+    R(0x4000, 0x0010, X),    /* Arbitrary */
+    R(0x4000, 0x4000, X),    /* Text Comments */
+    R(0x4008, 0x0040, X),    /* Results ID */
+    R(0x4008, 0x0042, X),    /* Results ID Issuer */
+    RE(0x4008, 0x0100, 0x0102, X),   /* Interpretation Recorded .. Recorder */
+    RE(0x4008, 0x0108, 0x010C, X),   /* Interpretation Transcription .. Author */
+    RE(0x4008, 0x0111, 0x0115, X),   /* Interpretation Approver .. Diagnosis */
+    RE(0x4008, 0x0118, 0x011A, X),   /* Results Distribution List .. Address */
+    R(0x4008, 0x0200, X),    /* Interpretation ID */
+    R(0x4008, 0x0202, X),    /* Interpretation ID Issuer */
+    R(0x4008, 0x0300, X),    /* Impressions */
+    R(0x4008, 0x4000, X),    /* Results Comments */
+    {0x5000, 0x50FF, 0x0000, 0xFFFF, DA_X},   /* Curve Data (50xx,xxxx) */
+    {0x6000, 0x60FF, 0x3000, 0x3000, DA_X},   /* Overlay Data */
+    {0x6000, 0x60FF, 0x4000, 0x4000, DA_X},   /* Overlay Comments */
+    R(0xFFFA, 0xFFFA, X),    /* Digital Signatures Sequence */
+    R(0xFFFC, 0xFFFC, X),    /* Data Set Trailing Padding */
+};
+
+#undef R
+#undef RE
+
+static int deid_action(const DcmTagKey &t)
+{
+    uint16_t g = t.getGroup(), el = t.getElement();
+    for (size_t i = 0; i < sizeof deid_table / sizeof *deid_table; i++) {
+        const struct deid_row *r = &deid_table[i];
+        if (g >= r->g && g <= r->g_last && el >= r->e && el <= r->e_last)
+            return r->act;
+    }
+    return -1;
+}
+
+/* What we do for a combined code.  Z/D keeps the attribute, empty; X/Z,
+ * X/D and X/Z/D remove it (the profile allows X where the IOD does not
+ * require the attribute; we cannot know every IOD's types, and removal
+ * leaks nothing); X/Z/U* keeps the sequence of references, whose UIDs
+ * their own rows replace. */
+static int deid_resolve(int act)
+{
+    switch (act) {
+    case DA_ZD: return DA_Z;
+    case DA_XZ: case DA_XD: case DA_XZD: return DA_X;
+    default: return act;
+    }
+}
+
+struct deid_ctx {
+    const struct dcm_deid_opts *o;
+    struct err *e;
+};
+
+/* Replace every value of a UI element through the caller's mapping. */
+static int deid_uids(struct deid_ctx *c, DcmElement *el)
+{
+    OFString v, out;
+    if (el->getOFStringArray(v).bad() || v.empty())
+        return 0;
+    size_t at = 0;
+    for (;;) {
+        size_t bs = v.find('\\', at);
+        OFString one = v.substr(at, bs == OFString_npos ? OFString_npos
+                                                          : bs - at);
+        while (!one.empty() && (one[one.length() - 1] == ' ' ||
+                                one[one.length() - 1] == 0))
+            one.erase(one.length() - 1);
+        if (!one.empty()) {
+            char repl[65] = "";
+            int rc = c->o->map_uid(c->o->map_arg, one.c_str(), repl, c->e);
+            if (rc)
+                return rc < 0 ? rc : err_set(c->e, ERR_INTERNAL,
+                                             "UID mapping failed");
+            if (!dicom_uid_valid(repl))
+                return err_set(c->e, ERR_INVALID, "UID mapping gave a "
+                               "malformed UID for (%04X,%04X)",
+                               el->getGTag(), el->getETag());
+            one = repl;
+        }
+        out += one;
+        if (bs == OFString_npos)
+            break;
+        out += '\\';
+        at = bs + 1;
+    }
+    if (el->putOFStringArray(out).bad())
+        return err_set(c->e, ERR_INTERNAL, "cannot replace UID in "
+                       "(%04X,%04X)", el->getGTag(), el->getETag());
+    return 0;
+}
+
+/* A dummy of the element's VR (D); binary and numeric VRs become empty,
+ * which no reader can take for a real value either. */
+static const char *deid_dummy(DcmEVR vr)
+{
+    switch (vr) {
+    case EVR_DA: return "19000101";
+    case EVR_TM: return "000000";
+    case EVR_DT: return "19000101000000";
+    case EVR_IS: case EVR_DS: return "0";
+    case EVR_AE: case EVR_CS: case EVR_LO: case EVR_LT: case EVR_PN:
+    case EVR_SH: case EVR_ST: case EVR_UC: case EVR_UT:
+        return "ANONYMIZED";
+    default: return NULL;
+    }
+}
+
+static int deid_item(struct deid_ctx *c, DcmItem *item, int depth);
+
+/* Apply one resolved action to el; *drop is set when it must go. */
+static int deid_element(struct deid_ctx *c, DcmElement *el, int act,
+                        int depth, int *drop)
+{
+    DcmEVR vr = el->ident();
+    *drop = 0;
+    if (act == DA_X) {
+        *drop = 1;
+        return 0;
+    }
+    if (vr == EVR_SQ) {
+        DcmSequenceOfItems *sq = (DcmSequenceOfItems *)el;
+        if (act == DA_Z || act == DA_D) {
+            /* an emptied sequence: its items hold what D/Z protect */
+            sq->clear();
+            return 0;
+        }
+        if (act == DA_U) {
+            *drop = 1;
+            return 0;
+        }
+        if (depth >= DICOM_MAX_DEPTH)
+            return err_set(c->e, ERR_INVALID, "sequences nested too deep");
+        for (unsigned long i = 0; i < sq->card(); i++) {
+            int rc = deid_item(c, sq->getItem(i), depth + 1);
+            if (rc)
+                return rc;
+        }
+        return 0;
+    }
+    switch (act) {
+    case DA_U:
+    case DA_D:
+        if (vr == EVR_UI)
+            return deid_uids(c, el);
+        if (act == DA_U) {     /* a UID we cannot read (VR UN): remove */
+            *drop = 1;
+            return 0;
+        }
+        if (deid_dummy(vr)) {
+            if (el->putString(deid_dummy(vr)).bad())
+                *drop = 1;
+            return 0;
+        }
+        [[fallthrough]];      /* no dummy for this VR: empty it */
+    case DA_Z:
+        if (el->clear().bad())
+            *drop = 1;
+        return 0;
+    case DA_SEX: {
+        OFString v;
+        el->getOFString(v, 0);
+        if (v != "M" && v != "F" && v != "O" && el->clear().bad())
+            *drop = 1;
+        return 0;
+    }
+    default:
+        return 0;     /* kept; DA_AGE was settled by deid_age() */
+    }
+}
+
+static int deid_item(struct deid_ctx *c, DcmItem *item, int depth)
+{
+    for (unsigned long i = 0; i < item->card();) {
+        DcmElement *el = item->getElement(i);
+        DcmTagKey t = el->getTag();
+        int drop = 0;
+        if (t.getGroup() & 1) {
+            drop = 1;                      /* private: all of it goes */
+        } else {
+            int act = deid_action(t);
+            int rc = deid_element(c, el, act < 0 ? -1 : deid_resolve(act),
+                                  depth, &drop);
+            if (rc)
+                return rc;
+        }
+        if (drop)
+            delete item->remove(i);
+        else
+            i++;
+    }
+    return 0;
+}
+
+/* YYYYMMDD into y, m, d; 0 if it is not a plausible date. */
+static int deid_date(const char *s, int *y, int *m, int *d)
+{
+    if (strlen(s) != 8 || strspn(s, "0123456789") != 8)
+        return 0;
+    *y = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 +
+         (s[3] - '0');
+    *m = (s[4] - '0') * 10 + (s[5] - '0');
+    *d = (s[6] - '0') * 10 + (s[7] - '0');
+    return *m >= 1 && *m <= 12 && *d >= 1 && *d <= 31;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant). */
+static long deid_days(int y, int m, int d)
+{
+    y -= m <= 2;
+    long era = (y >= 0 ? y : y - 399) / 400;
+    long yoe = y - era * 400;
+    long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* PatientAge (AS, "nnnY", "nnnM" or "nnnD") at date ref of someone born
+ * on birth; 0 if either date is unusable or ref comes first. */
+static int deid_age_between(const char *birth, const char *ref,
+                            char out[8])
+{
+    int by, bm, bd, ry, rm, rd;
+    if (!deid_date(birth, &by, &bm, &bd) || !deid_date(ref, &ry, &rm, &rd))
+        return 0;
+    long days = deid_days(ry, rm, rd) - deid_days(by, bm, bd);
+    if (days < 0)
+        return 0;
+    int months = (ry - by) * 12 + (rm - bm) - (rd < bd);
+    if (months >= 12)
+        snprintf(out, 8, "%03dY", months / 12 > 999 ? 999 : months / 12);
+    else if (months >= 1)
+        snprintf(out, 8, "%03dM", months);
+    else
+        snprintf(out, 8, "%03dD", (int)(days < 31 ? days : 31));
+    return 1;
+}
+
+/* Keep a well-formed PatientAge; otherwise compute it from the birth date
+ * and the first date of the study, series, acquisition or content, while
+ * they are still there. */
+static void deid_age(DcmDataset *ds)
+{
+    OFString v;
+    if (ds->findAndGetOFString(DCM_PatientAge, v).good() &&
+        v.length() == 4 && isdigit((unsigned char)v[0]) &&
+        isdigit((unsigned char)v[1]) && isdigit((unsigned char)v[2]) &&
+        strchr("DWMY", v[3]))
+        return;
+    ds->findAndDeleteElement(DCM_PatientAge);
+    OFString birth;
+    ds->findAndGetOFString(DCM_PatientBirthDate, birth);
+    static const DcmTagKey refs[] = {DCM_StudyDate, DCM_SeriesDate,
+                                     DCM_AcquisitionDate, DCM_ContentDate};
+    for (size_t i = 0; i < sizeof refs / sizeof *refs; i++) {
+        OFString ref;
+        char age[8];
+        if (ds->findAndGetOFString(refs[i], ref).good() &&
+            deid_age_between(birth.c_str(), ref.c_str(), age)) {
+            ds->putAndInsertString(DCM_PatientAge, age);
+            return;
+        }
+    }
+}
+
+/* PatientIdentityRemoved, DeidentificationMethod and its codes (CID 7050). */
+static int deid_mark(DcmDataset *ds, struct err *e)
+{
+    static const char *const codes[][2] = {
+        {"113100", "Basic Application Confidentiality Profile"},
+        {"113108", "Retain Patient Characteristics Option"},
+    };
+    OFCondition c = ds->putAndInsertString(DCM_PatientIdentityRemoved, "YES");
+    if (c.good())
+        c = ds->putAndInsertString(DCM_DeidentificationMethod,
+                                   "PS3.15 E.1 Basic Profile\\"
+                                   "PatientAge and PatientSex retained");
+    ds->findAndDeleteElement(DCM_DeidentificationMethodCodeSequence);
+    for (size_t i = 0; c.good() && i < sizeof codes / sizeof *codes; i++) {
+        DcmItem *it = NULL;
+        c = ds->findOrCreateSequenceItem(
+            DCM_DeidentificationMethodCodeSequence, it, -2);
+        if (c.good())
+            c = it->putAndInsertString(DCM_CodeValue, codes[i][0]);
+        if (c.good())
+            c = it->putAndInsertString(DCM_CodingSchemeDesignator, "DCM");
+        if (c.good())
+            c = it->putAndInsertString(DCM_CodeMeaning, codes[i][1]);
+    }
+    if (c.bad())
+        return err_set(e, ERR_INTERNAL, "cannot mark as de-identified: %s",
+                       c.text());
+    return 0;
+}
+
+/* A temporary file beside path, removed unless kept. */
+struct tmp_beside {
+    char path[PATH_MAX] = "";
+    bool keep = false;
+    ~tmp_beside()
+    {
+        if (path[0] && !keep)
+            unlink(path);
+    }
+};
+
+static int deidentify(const char *in_path, const char *out_path,
+                      const struct dcm_deid_opts *o, struct err *e)
+{
+    if (!o || !o->map_uid)
+        return err_set(e, ERR_INVALID, "de-identify: no UID mapping given");
+    DcmFileFormat ff;
+    int rc = load_file(in_path, ff, e);
+    if (rc)
+        return rc;
+    struct dcm_info info;
+    if ((rc = fill_info(ff, NULL, &info, e)))
+        return rc;
+    DcmDataset *ds = ff.getDataset();
+    deid_age(ds);
+    struct deid_ctx c = {o, e};
+    if ((rc = deid_item(&c, ds, 0)))
+        return rc;
+    if (o->patient_name && o->patient_name[0] &&
+        ds->putAndInsertString(DCM_PatientName, o->patient_name).bad())
+        return err_set(e, ERR_INVALID, "bad replacement patient name");
+    if (o->patient_id && o->patient_id[0] &&
+        ds->putAndInsertString(DCM_PatientID, o->patient_id).bad())
+        return err_set(e, ERR_INVALID, "bad replacement patient ID");
+    if ((rc = deid_mark(ds, e)))
+        return rc;
+
+    tmp_beside t;
+    if (snprintf(t.path, sizeof t.path, "%s.deid-XXXXXX", out_path) >=
+        (int)sizeof t.path)
+        return err_set(e, ERR_TOOBIG, "output path too long");
+    int fd = mkstemp(t.path);
+    if (fd < 0) {
+        t.path[0] = 0;
+        return err_set(e, ERR_IO, "create %s: %s", out_path, strerror(errno));
+    }
+    close(fd);
+    /* A new meta header (the default write mode): it takes the new SOP
+     * Instance UID, and drops the sender's Source AE Title. */
+    OFCondition wc = ff.saveFile(t.path, ds->getOriginalXfer());
+    if (wc.bad())
+        return err_set(e, ERR_IO, "write %s: %s", out_path, wc.text());
+    if (rename(t.path, out_path) != 0)
+        return err_set(e, ERR_IO, "rename to %s: %s", out_path,
+                       strerror(errno));
+    t.keep = true;
+    return 0;
+}
+
+extern "C" int dicom_deidentify(const char *in_path, const char *out_path,
+                                const struct dcm_deid_opts *opts,
+                                struct err *e)
+{
+    try {
+        return deidentify(in_path, out_path, opts, e);
+    } catch (const std::bad_alloc &) {
+        return err_set(e, ERR_TOOBIG, "out of memory de-identifying %s",
+                       in_path);
+    } catch (...) {
+        return err_set(e, ERR_INTERNAL, "exception de-identifying %s",
+                       in_path);
+    }
+}
+
+extern "C" int dicom_uid_new(char out[65], struct err *e)
+{
+    char hex[33];
+    if (random_hex(hex, 16) != 0)
+        return err_set(e, ERR_INTERNAL, "no random bytes for a UID");
+    unsigned __int128 v = 0;
+    for (int i = 0; i < 32; i++)
+        v = v << 4 | (unsigned)(hex[i] <= '9' ? hex[i] - '0'
+                                              : hex[i] - 'a' + 10);
+    char dig[40];
+    int n = 0;
+    do {
+        dig[n++] = (char)('0' + (int)(v % 10));
+        v /= 10;
+    } while (v);
+    memcpy(out, "2.25.", 5);
+    for (int i = 0; i < n; i++)
+        out[5 + i] = dig[n - 1 - i];
+    out[5 + n] = 0;
+    return 0;
+}

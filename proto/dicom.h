@@ -189,6 +189,47 @@ struct dicom_scp *dicom_scp_start(const struct dicom_scp_cfg *cfg,
 /* Stop within about a second (aborting any association), join, free. */
 void dicom_scp_stop(struct dicom_scp *scp);
 
+/* ---- de-identification (PS3.15 Annex E) ------------------------------- */
+
+/* Give the replacement for an original instance-identifying UID (Study,
+ * Series, SOP Instance, Frame of Reference, referenced ones...): the one
+ * given before for orig, or a fresh dicom_uid_new() that it then keeps.
+ * Returning the same repl for the same orig is what keeps a study's
+ * instances (and their references to each other) consistent; the caller
+ * decides where the mapping lives (the gateway: its spool database).
+ * Returns 0, or a negative ERR_* with a reason in e (the file is then not
+ * written). */
+typedef int (*dicom_uid_map_fn)(void *arg, const char *orig, char repl[65],
+                                struct err *e);
+
+struct dcm_deid_opts {
+    dicom_uid_map_fn map_uid;    /* required */
+    void *map_arg;
+    const char *patient_name;    /* replacements; NULL or "" = empty, as */
+    const char *patient_id;      /*   the Basic Profile says (Z) */
+};
+
+/* A fresh UID "2.25.<128 random bits in decimal>" (PS3.5 B.2). */
+int dicom_uid_new(char out[65], struct err *e);
+
+/* Write a de-identified copy of in_path to out_path (through a temporary
+ * file beside it and a rename, so out_path is never half written; not
+ * fsync'd).  The Basic Application Level Confidentiality Profile (PS3.15
+ * Table E.1-1, basic column), at every level of nesting:
+ *  - listed attributes removed, emptied or given dummy values; UIDs
+ *    replaced through opts->map_uid (also MediaStorageSOPInstanceUID);
+ *  - all private attributes removed;
+ *  - PatientAge and PatientSex kept (PatientAge computed from the birth
+ *    date and the study date when absent) — the Retain Patient
+ *    Characteristics Option, for those two only;
+ *  - PatientIdentityRemoved YES, DeidentificationMethod and its code
+ *    sequence (113100, 113108) added.
+ * Pixel data is copied byte for byte, in the same transfer syntax: text
+ * burned into the pixels is NOT removed.  Errors: what dicom_parse_file
+ * reports for bad input, the callback's, ERR_IO for out_path. */
+int dicom_deidentify(const char *in_path, const char *out_path,
+                     const struct dcm_deid_opts *opts, struct err *e);
+
 #ifdef __cplusplus
 }
 #endif
