@@ -1,8 +1,8 @@
 #!/bin/sh
 # The DICOM adapter and the hashi.v1 codec run valgrind-clean on hostile
 # input: parse (incl. truncated, random, huge lengths, 50,000-deep nesting,
-# pydicom's odd files), render and transcode; every frame of the codec's
-# malformed variants.  ASan cannot see inside Debian's uninstrumented DCMTK
+# pydicom's odd files), render, transcode and de-identify; every frame of
+# the codec's malformed variants.  ASan cannot see inside Debian's uninstrumented DCMTK
 # (API-NOTES pitfall 1 hid there), so this job uses valgrind.
 #
 # test_charsets is left out: glibc's dynamic loader, when iconv loads its
@@ -27,6 +27,13 @@ for filter in 'test_uid*' 'test_parse*' 'test_nesting*' 'test_bad*' \
         exit 1
     }
 done
+
+echo "== test_deid"
+out=$($VG "$HASHI_BUILD/tests/test_deid" 2>&1) || {
+    echo "$out" | tail -40
+    echo "FAIL: valgrind or test failure in test_deid"
+    exit 1
+}
 
 echo "== test_msg"
 $VG "$HASHI_BUILD/tests/test_msg" >/dev/null 2>"${TMPDIR:-/tmp}/vg_msg.$$" || {

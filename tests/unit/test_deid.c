@@ -9,7 +9,6 @@
  * The same script dumps an output (pydicom) for the attribute-by-attribute
  * checks.  The UID mapping is a small table here, as the gateway's would
  * be one in its spool database.
- * DEID_TEST_FILTER=pattern runs only the matching tests (for valgrind).
  */
 #define _GNU_SOURCE             /* memmem */
 #include <dirent.h>
@@ -506,8 +505,5 @@ int main(void)
         cmocka_unit_test(test_deid_replacement_ids),
         cmocka_unit_test(test_deid_uid_new),
     };
-    const char *filter = getenv("DEID_TEST_FILTER");
-    if (filter)
-        cmocka_set_test_filter(filter);
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
