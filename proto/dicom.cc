@@ -3291,7 +3291,7 @@ static const struct deid_row deid_table[] = {
     R(0x4008, 0x0040, X),    /* Results ID */
     R(0x4008, 0x0042, X),    /* Results ID Issuer */
     RE(0x4008, 0x0100, 0x0102, X),   /* Interpretation Recorded .. Recorder */
-    RE(0x4008, 0x0108, 0x010C, X),   /* Interpretation Transcription .. Author */
+    RE(0x4008, 0x0108, 0x010C, X),   /* Interp. Transcription .. Author */
     RE(0x4008, 0x0111, 0x0115, X),   /* Interpretation Approver .. Diagnosis */
     RE(0x4008, 0x0118, 0x011A, X),   /* Results Distribution List .. Address */
     R(0x4008, 0x0200, X),    /* Interpretation ID */

@@ -37,27 +37,6 @@ static char script[PATH_MAX];    /* deid_fixtures.py */
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static const char *P(const char *dir, const char *name)
-{
-    static char ring[8][PATH_MAX];
-    static int i;
-    char *s = ring[i++ % 8];
-    if (snprintf(s, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX)
-        fail_msg("path too long");
-    return s;
-}
-
-static int run(const char *fmt, ...)
-{
-    char cmd[3 * PATH_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* The UID mapping the gateway would keep in its spool, as a table. */
 struct uid_map {
     int n;
@@ -138,9 +117,9 @@ struct dump {
 
 static void dump_of(const char *path, struct dump *d)
 {
-    const char *txt = P(tmp, "dump.txt");
-    assert_int_equal(run("/usr/bin/python3 '%s' dump '%s' > '%s'", script,
-                         path, txt), 0);
+    const char *txt = tu_path(tmp, "dump.txt");
+    assert_int_equal(tu_run("/usr/bin/python3 '%s' dump '%s' > '%s'",
+                            script, path, txt), 0);
     FILE *f = fopen(txt, "r");
     assert_non_null(f);
     char line[256];
@@ -223,7 +202,7 @@ static int group_setup(void **state)
         snprintf(script, sizeof script, "%s/tests/unit/deid_fixtures.py",
                  root) >= (int)sizeof script)
         return -1;
-    if (run("/usr/bin/python3 '%s' '%s'", script, fx) != 0) {
+    if (tu_run("/usr/bin/python3 '%s' '%s'", script, fx) != 0) {
         fprintf(stderr, "deid_fixtures.py failed\n");
         return -1;
     }
@@ -250,8 +229,8 @@ static void test_deid_removes_identity(void **state)
 {
     (void)state;
     struct uid_map m = {0};
-    const char *out = P(tmp, "im1-deid.dcm");
-    deid_ok(P(fx, "im1.dcm"), out, &m);
+    const char *out = tu_path(tmp, "im1-deid.dcm");
+    deid_ok(tu_path(fx, "im1.dcm"), out, &m);
 
     assert_absent(out, "SECRET");
     assert_absent(out, ROOT);
@@ -330,12 +309,12 @@ static void test_deid_uids_consistent_in_study(void **state)
     (void)state;
     struct uid_map m = {0};
     struct dcm_info in1, in2, o1, o2, again, inf;
-    parse_ok(P(fx, "im1.dcm"), &in1);
-    parse_ok(P(fx, "im2.dcm"), &in2);
-    deid_ok(P(fx, "im1.dcm"), P(tmp, "u1.dcm"), &m);
-    deid_ok(P(fx, "im2.dcm"), P(tmp, "u2.dcm"), &m);
-    parse_ok(P(tmp, "u1.dcm"), &o1);
-    parse_ok(P(tmp, "u2.dcm"), &o2);
+    parse_ok(tu_path(fx, "im1.dcm"), &in1);
+    parse_ok(tu_path(fx, "im2.dcm"), &in2);
+    deid_ok(tu_path(fx, "im1.dcm"), tu_path(tmp, "u1.dcm"), &m);
+    deid_ok(tu_path(fx, "im2.dcm"), tu_path(tmp, "u2.dcm"), &m);
+    parse_ok(tu_path(tmp, "u1.dcm"), &o1);
+    parse_ok(tu_path(tmp, "u2.dcm"), &o2);
 
     assert_string_equal(o1.study_uid, o2.study_uid);
     assert_string_equal(o1.series_uid, o2.series_uid);
@@ -353,7 +332,7 @@ static void test_deid_uids_consistent_in_study(void **state)
     assert_string_equal(map_back(&m, o2.sop_uid), in2.sop_uid);
 
     struct dump d;
-    dump_of(P(tmp, "u2.dcm"), &d);
+    dump_of(tu_path(tmp, "u2.dcm"), &d);
     assert_string_equal(dumped(&d, "ref.ReferencedSOPInstanceUID"),
                         o1.sop_uid);
     assert_string_equal(dumped(&d, "ref.ReferencedSOPClassUID"),
@@ -361,15 +340,15 @@ static void test_deid_uids_consistent_in_study(void **state)
     assert_string_equal(dumped(&d, "ref.OperatorsName"), "<absent>");
     assert_string_equal(dumped(&d, "PatientAge"), "054Y");    /* kept */
 
-    deid_ok(P(fx, "im1.dcm"), P(tmp, "u1b.dcm"), &m);
-    parse_ok(P(tmp, "u1b.dcm"), &again);
+    deid_ok(tu_path(fx, "im1.dcm"), tu_path(tmp, "u1b.dcm"), &m);
+    parse_ok(tu_path(tmp, "u1b.dcm"), &again);
     assert_string_equal(again.study_uid, o1.study_uid);
     assert_string_equal(again.sop_uid, o1.sop_uid);
 
-    deid_ok(P(fx, "infant.dcm"), P(tmp, "u3.dcm"), &m);
-    parse_ok(P(tmp, "u3.dcm"), &inf);
+    deid_ok(tu_path(fx, "infant.dcm"), tu_path(tmp, "u3.dcm"), &m);
+    parse_ok(tu_path(tmp, "u3.dcm"), &inf);
     assert_string_not_equal(inf.study_uid, o1.study_uid);
-    dump_of(P(tmp, "u3.dcm"), &d);
+    dump_of(tu_path(tmp, "u3.dcm"), &d);
     assert_string_equal(dumped(&d, "PatientAge"), "001M");
 }
 
@@ -381,19 +360,20 @@ static void test_deid_pixels_unchanged(void **state)
     struct uid_map m = {0};
     struct err e = {0};
     char want[65], got[65];
-    pixel_sha(P(fx, "im1.dcm"), want);
-    deid_ok(P(fx, "im1.dcm"), P(tmp, "p1.dcm"), &m);
-    pixel_sha(P(tmp, "p1.dcm"), got);
+    pixel_sha(tu_path(fx, "im1.dcm"), want);
+    deid_ok(tu_path(fx, "im1.dcm"), tu_path(tmp, "p1.dcm"), &m);
+    pixel_sha(tu_path(tmp, "p1.dcm"), got);
     assert_string_equal(got, want);
 
     char ls[PATH_MAX];
     assert_int_equal(path_join(ls, sizeof ls, tmp, "ls.dcm"), 0);
-    assert_int_equal(dicom_transcode_jpegls(P(fx, "im1.dcm"), ls, &e), 0);
-    deid_ok(ls, P(tmp, "ls-deid.dcm"), &m);
+    assert_int_equal(dicom_transcode_jpegls(tu_path(fx, "im1.dcm"), ls, &e),
+                     0);
+    deid_ok(ls, tu_path(tmp, "ls-deid.dcm"), &m);
     struct dcm_info info;
-    parse_ok(P(tmp, "ls-deid.dcm"), &info);
+    parse_ok(tu_path(tmp, "ls-deid.dcm"), &info);
     assert_string_equal(info.transfer_syntax, DICOM_TS_JPEGLS_LOSSLESS);
-    pixel_sha(P(tmp, "ls-deid.dcm"), got);
+    pixel_sha(tu_path(tmp, "ls-deid.dcm"), got);
     assert_string_equal(got, want);
 
     deid_ok(ls, ls, &m);                  /* in place */
@@ -410,16 +390,17 @@ static void test_deid_bad_input(void **state)
     char dir[PATH_MAX], out[PATH_MAX];
     assert_int_equal(path_join(dir, sizeof dir, tmp, "bad"), 0);
     assert_int_equal(path_join(out, sizeof out, dir, "out.dcm"), 0);
-    assert_int_equal(run("mkdir -p '%s'", dir), 0);
+    assert_int_equal(tu_run("mkdir -p '%s'", dir), 0);
     unsigned char *b = NULL;
     size_t n = 0;
     struct err e = {0};
-    assert_int_equal(read_file(P(fx, "im1.dcm"), 1 << 26, &b, &n, &e), 0);
-    FILE *f = fopen(P(dir, "truncated.dcm"), "wb");
+    assert_int_equal(read_file(tu_path(fx, "im1.dcm"), 1 << 26, &b, &n, &e),
+                     0);
+    FILE *f = fopen(tu_path(dir, "truncated.dcm"), "wb");
     assert_non_null(f);
     assert_int_equal(fwrite(b, 1, n / 2, f), n / 2);
     fclose(f);
-    f = fopen(P(dir, "text.dcm"), "wb");
+    f = fopen(tu_path(dir, "text.dcm"), "wb");
     assert_non_null(f);
     fputs("{\"not\": \"dicom\"}\n", f);
     fclose(f);
@@ -436,27 +417,27 @@ static void test_deid_bad_input(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         memset(&e, 0, sizeof e);
-        assert_int_equal(deid(P(dir, cases[i].name), out, &m, &e),
+        assert_int_equal(deid(tu_path(dir, cases[i].name), out, &m, &e),
                          cases[i].code);
         assert_true(e.msg[0] != 0);
     }
 
     m.fail = 1;                           /* the spool cannot answer */
     memset(&e, 0, sizeof e);
-    assert_int_equal(deid(P(fx, "im1.dcm"), out, &m, &e), ERR_DB);
+    assert_int_equal(deid(tu_path(fx, "im1.dcm"), out, &m, &e), ERR_DB);
     assert_non_null(strstr(e.msg, "locked"));
     m.fail = 2;                           /* it answers nonsense */
-    assert_int_equal(deid(P(fx, "im1.dcm"), out, &m, &e), ERR_INVALID);
+    assert_int_equal(deid(tu_path(fx, "im1.dcm"), out, &m, &e), ERR_INVALID);
     assert_non_null(strstr(e.msg, "malformed"));
     m.fail = 0;
 
     struct dcm_deid_opts none = {0};
-    assert_int_equal(dicom_deidentify(P(fx, "im1.dcm"), out, &none, &e),
+    assert_int_equal(dicom_deidentify(tu_path(fx, "im1.dcm"), out, &none, &e),
                      ERR_INVALID);
-    assert_int_equal(dicom_deidentify(P(fx, "im1.dcm"), out, NULL, &e),
+    assert_int_equal(dicom_deidentify(tu_path(fx, "im1.dcm"), out, NULL, &e),
                      ERR_INVALID);
-    assert_int_equal(deid(P(fx, "im1.dcm"), P(tmp, "no/such/dir.dcm"), &m,
-                          &e), ERR_IO);
+    assert_int_equal(deid(tu_path(fx, "im1.dcm"),
+                          tu_path(tmp, "no/such/dir.dcm"), &m, &e), ERR_IO);
 
     static const char *const left[] = {"truncated.dcm", "text.dcm", NULL};
     assert_dir_holds_only(dir, left);
@@ -471,8 +452,8 @@ static void test_deid_replacement_ids(void **state)
                               .patient_name = "CASE^42",
                               .patient_id = "HASHI-42"};
     struct err e = {0};
-    const char *out = P(tmp, "named.dcm");
-    assert_int_equal(dicom_deidentify(P(fx, "im1.dcm"), out, &o, &e), 0);
+    const char *out = tu_path(tmp, "named.dcm");
+    assert_int_equal(dicom_deidentify(tu_path(fx, "im1.dcm"), out, &o, &e), 0);
     struct dcm_info info;
     parse_ok(out, &info);
     assert_string_equal(info.patient_name, "CASE^42");

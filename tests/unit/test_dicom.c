@@ -31,6 +31,7 @@
 
 #include "../../proto/dicom.h"
 #include "../../proto/util.h"
+#include "testutil.h"
 
 #define PYDICOM_DATA "/usr/lib/python3/dist-packages/pydicom/data"
 #define PYDICOM_FILES PYDICOM_DATA "/test_files"
@@ -42,15 +43,8 @@ static char expected[16][2][128];
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static const char *P(const char *dir, const char *name)
-{
-    static char ring[8][PATH_MAX];
-    static int i;
-    char *s = ring[i++ % 8];
-    if (snprintf(s, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX)
-        fail_msg("path too long");
-    return s;
-}
+#define P(dir, name) tu_path(dir, name)
+#define run(...) tu_run(__VA_ARGS__)
 
 /* P() into a caller's buffer, for paths that must outlive 8 more P()s */
 static char *keep(char *out, const char *dir, const char *name)
@@ -135,17 +129,6 @@ static void jpeg_size(const unsigned char *j, size_t n, int *w, int *h)
         p += 2 + seg;
     }
     fail_msg("no SOF marker");
-}
-
-static int run(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static void sha_of(const char *path, char out[65]);

@@ -1,6 +1,7 @@
 /*
  * testutil — the few helpers several unit suites share: removing a
- * scratch directory and reading one number out of a database.
+ * scratch directory, reading one number out of a database, paths in a
+ * scratch directory, running a shell command.
  *
  * Header only, on purpose: the Makefile builds each tests/unit/test_*.c
  * into its own binary and links no other test source.  Include it after
@@ -9,10 +10,13 @@
 #ifndef HASHI_TESTUTIL_H
 #define HASHI_TESTUTIL_H
 
+#include <limits.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
 /* rm -rf dir; system()'s status: 0 on success. */
 static inline int tu_rm_rf(const char *dir)
@@ -34,6 +38,35 @@ static inline int64_t tu_sql_int(sqlite3 *db, const char *sql)
     int64_t v = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     return v;
+}
+
+/* "dir/name" in one of 8 rotating buffers: valid until 8 more calls
+ * (copy a path that must live longer). */
+static inline const char *tu_path(const char *dir, const char *name)
+{
+    static char ring[8][PATH_MAX];
+    static int i;
+    char *s = ring[i++ % 8];
+    if (snprintf(s, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX)
+        fail_msg("path too long");
+    return s;
+}
+
+/* system() of a printf-formatted command: its exit status, -1 if it did
+ * not exit or did not fit. */
+static inline int tu_run(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+static inline int tu_run(const char *fmt, ...)
+{
+    char cmd[3 * PATH_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof cmd)
+        return -1;
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 #endif
