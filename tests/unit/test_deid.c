@@ -185,23 +185,18 @@ static int group_setup(void **state)
 {
     (void)state;
     struct err e = {0};
+    const char *root = getenv("HASHI_ROOT") ? getenv("HASHI_ROOT") : ".";
+    const char *data = getenv("HASHI_TESTDATA");
+    int n = data ? snprintf(fx, sizeof fx, "%s/deid-unit", data)
+                 : snprintf(fx, sizeof fx, "%s/tests/data/deid-unit", root);
+    if (n >= (int)sizeof fx ||
+        snprintf(script, sizeof script, "%s/tests/unit/deid_fixtures.py",
+                 root) >= (int)sizeof script)
+        return -1;
     if (dicom_init(&e) != 0) {
         fprintf(stderr, "dicom_init: %s\n", e.msg);
         return -1;
     }
-    const char *root = getenv("HASHI_ROOT");
-    const char *data = getenv("HASHI_TESTDATA");
-    char dbuf[PATH_MAX];
-    if (!root)
-        root = ".";
-    if (!data) {
-        snprintf(dbuf, sizeof dbuf, "%s/tests/data", root);
-        data = dbuf;
-    }
-    if (snprintf(fx, sizeof fx, "%s/deid-unit", data) >= (int)sizeof fx ||
-        snprintf(script, sizeof script, "%s/tests/unit/deid_fixtures.py",
-                 root) >= (int)sizeof script)
-        return -1;
     if (tu_run("/usr/bin/python3 '%s' '%s'", script, fx) != 0) {
         fprintf(stderr, "deid_fixtures.py failed\n");
         return -1;
