@@ -456,3 +456,45 @@ wait_pid() {
     wait "$1"
     WRC=$?
 }
+
+# ---- a poor link (tests/tools/linkemu.py) --------------------------------
+
+LINKEMU="$HASHI_ROOT/tests/tools/linkemu.py"
+
+# linkemu_start NAME TARGET-PORT [linkemu args]: a link emulator named NAME
+# on a free loopback port ($LINK_PORT) in front of 127.0.0.1:TARGET-PORT,
+# e.g. `linkemu_start wan "$HPORT" --rate 2mbit --delay 150ms`; stopped at
+# exit.  Its log is $T_TMP/linkemu-NAME.log.
+linkemu_start() {
+    _ln=$1; _lt=$2; shift 2
+    _llog="$T_TMP/linkemu-$_ln.log"
+    rm -f "$T_TMP/linkemu-$_ln.json"
+    : >"$_llog"
+    $PY "$LINKEMU" --listen 127.0.0.1:0 \
+        --target "127.0.0.1:$_lt" --stats "$T_TMP/linkemu-$_ln.json" "$@" \
+        2>"$_llog" &
+    echo $! >"$T_TMP/linkemu-$_ln.pid"
+    at_exit "kill $! 2>/dev/null"
+    _i=0
+    until grep -q 'listening on' "$_llog"; do
+        kill -0 "$(cat "$T_TMP/linkemu-$_ln.pid")" 2>/dev/null ||
+            fail "linkemu $_ln did not start: $(tail -3 "$_llog")"
+        _i=$((_i + 1))
+        [ $_i -lt 200 ] || fail "linkemu $_ln not listening within 10 s"
+        sleep 0.05
+    done
+    LINK_PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\) .*/\1/p' \
+        "$_llog")
+}
+
+# linkemu_stop NAME: stop it (SIGTERM) and keep its final statistics.
+linkemu_stop() {
+    kill -TERM "$(cat "$T_TMP/linkemu-$1.pid")" 2>/dev/null
+    wait_pid "$(cat "$T_TMP/linkemu-$1.pid")" 10
+    [ -s "$T_TMP/linkemu-$1.json" ] ||
+        fail "linkemu $1 left no statistics: $(tail -3 "$T_TMP/linkemu-$1.log")"
+}
+
+# linkemu_stat NAME KEY: one figure of a stopped emulator (up_bytes,
+# down_bytes, connections, refused_while_down, cuts, target_errors).
+linkemu_stat() { jget "$T_TMP/linkemu-$1.json" "d['$2']"; }
