@@ -3,7 +3,7 @@
 with its peers, in one run (see bench/run.sh, which starts this inside a
 private network namespace that has only loopback).
 
-The same 200-slice CT (../shared/tools/gen_study.py) goes, round after
+The same 200-slice CT (tests/tools/gen_study.py) goes, round after
 round, in the order a b c d e:
 
   (a) storescu -> DCMTK storescp            (files only: the disk limit)
@@ -48,8 +48,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("HASHI_BUILD", os.path.join(ROOT, "build"))
 SERVER = os.path.join(BUILD, "hashi-server")
-TOOLS = os.environ.get("HASHI_TOOLS",
-                       os.path.join(os.path.dirname(ROOT), "shared", "tools"))
+TOOLS = os.environ.get("HASHI_TOOLS", os.path.join(ROOT, "tests", "tools"))
 ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 BOUNDARY = "HashiBenchBoundary7f3a"
 MPR_TYPE = ('multipart/related; type="application/dicom"; boundary='

@@ -10,7 +10,7 @@
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export HASHI_BUILD="${HASHI_BUILD:-$ROOT/build}"
-export HASHI_TOOLS="${HASHI_TOOLS:-$(cd "$ROOT/.." && pwd)/shared/tools}"
+export HASHI_TOOLS="$ROOT/tests/tools"
 export TCP_NODELAY=1
 
 [ -x "$HASHI_BUILD/hashi-server" ] ||

@@ -9,8 +9,7 @@ set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export HASHI_ROOT="$ROOT"
 export HASHI_BUILD="$ROOT/build"
-export HASHI_SHARED="${HASHI_SHARED:-$(cd "$ROOT/.." && pwd)/shared}"
-export HASHI_TOOLS="$HASHI_SHARED/tools"
+export HASHI_TOOLS="$ROOT/tests/tools"    # gen_study.py, linkemu.py, ...
 export HASHI_TESTDATA="$ROOT/tests/data"
 export TCP_NODELAY=1
 LOGDIR="$ROOT/build/test-logs"

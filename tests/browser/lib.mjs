@@ -29,8 +29,7 @@ import { chromium } from 'playwright-core';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = process.env.HASHI_ROOT || path.resolve(HERE, '../..');
 const BUILD = process.env.HASHI_BUILD || path.join(ROOT, 'build');
-const TOOLS = process.env.HASHI_TOOLS ||
-    path.join(path.resolve(ROOT, '..'), 'shared/tools');
+const TOOLS = process.env.HASHI_TOOLS || path.join(ROOT, 'tests/tools');
 const TESTDATA = process.env.HASHI_TESTDATA || path.join(ROOT, 'tests/data');
 const SERVER = path.join(BUILD, 'hashi-server');
 const PY = '/usr/bin/python3';

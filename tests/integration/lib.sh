@@ -18,7 +18,7 @@ set -u
 
 : "${HASHI_ROOT:=$(cd "$(dirname "$0")/../.." && pwd)}"
 : "${HASHI_BUILD:=$HASHI_ROOT/build}"
-: "${HASHI_TOOLS:=$(cd "$HASHI_ROOT/.." && pwd)/shared/tools}"
+: "${HASHI_TOOLS:=$HASHI_ROOT/tests/tools}"
 : "${HASHI_TESTDATA:=$HASHI_ROOT/tests/data}"
 export TCP_NODELAY=1      # DCMTK's tools turn Nagle off only when asked
 
@@ -459,7 +459,7 @@ wait_pid() {
 
 # ---- a poor link (tests/tools/linkemu.py) --------------------------------
 
-LINKEMU="$HASHI_ROOT/tests/tools/linkemu.py"
+LINKEMU="$HASHI_TOOLS/linkemu.py"
 
 # linkemu_start NAME TARGET-PORT [linkemu args]: a link emulator named NAME
 # on a free loopback port ($LINK_PORT) in front of 127.0.0.1:TARGET-PORT,

@@ -9,7 +9,7 @@
 # and the client.
 . "$(dirname "$0")/lib.sh"
 
-PROBE="$HASHI_ROOT/tests/tools/netprobe.py"
+PROBE="$HASHI_TOOLS/netprobe.py"
 
 # probe_server MODE: a netprobe server; its port in $SPORT.
 probe_server() {

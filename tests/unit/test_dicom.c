@@ -150,9 +150,8 @@ static int group_setup(void **state)
     const char *data = getenv("HASHI_TESTDATA");
     char tbuf[PATH_MAX], dbuf[PATH_MAX];
     if (!tools) {
-        snprintf(tbuf, sizeof tbuf, "%s/../shared/tools", root ? root : ".");
-        tools = access(P(tbuf, "gen_study.py"), R_OK) == 0 ?
-                tbuf : "/work/shared/tools";
+        snprintf(tbuf, sizeof tbuf, "%s/tests/tools", root ? root : ".");
+        tools = tbuf;
     }
     if (!data) {
         snprintf(dbuf, sizeof dbuf, "%s/tests/data", root ? root : ".");

@@ -3,7 +3,7 @@
  * invalid, too big), the blob layout, recovery after a crash, QIDO-RS
  * filters and paging as DICOM JSON, and clinic scoping.
  *
- * Test files come from ../shared/tools/gen_study.py (HASHI_TOOLS), made
+ * Test files come from tests/tools/gen_study.py (HASHI_TOOLS), made
  * once per run in a scratch dir under HASHI_TESTDATA (or /tmp); each test
  * gets a fresh data dir.
  */
@@ -217,7 +217,7 @@ static int group_setup(void **state)
     }
     const char *tools = getenv("HASHI_TOOLS");
     if (!tools || !*tools)
-        tools = "/work/shared/tools";
+        tools = "tests/tools";
     const char *base = getenv("HASHI_TESTDATA");
     if (!base || !*base)
         base = "/tmp";
