@@ -1,5 +1,5 @@
 #!/bin/sh
-# A checkout is self-contained: no tracked file refers to a ../shared
+# A checkout is self-contained: no tracked file refers to the shared/
 # directory beside it (the team's tools and docs live there on the
 # development machines, not in a user's clone), so the tests and the
 # benchmarks find everything they run inside the project.  .ci/run proves
