@@ -9,7 +9,8 @@
 . "$(dirname "$0")/lib.sh"
 
 s=shared
-pat="\.\./$s([/\"' ]|\$)|/work/$s|$s/(tools|docs|hooks)|HASHI_${s}|\"$s\", *\"tools\""
+pat="\.\./$s([/\"' ]|\$)|/work/$s|$s/(tools|docs|hooks)"
+pat="$pat|HASHI_${s}|\"$s\", *\"tools\""
 cd "$HASHI_ROOT" || fail "no $HASHI_ROOT"
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     git ls-files -z -- ':!tests/browser/node_modules' |

@@ -2,7 +2,8 @@
 # The link emulator (tests/tools/linkemu.py) does what the edge tests rely
 # on: 2 MB each way through a paced, delayed link arrive unchanged (sha256)
 # and its statistics count them; --cut-after resets an open connection
-# after exactly that many bytes and --outage then refuses the next one;
+# after exactly that many bytes, once (the link is whole again after),
+# and --outage then refuses the next one;
 # --down-file refuses connections while it exists, and its appearance cuts
 # an open one; a sender to a peer that does not read is held back instead
 # of being buffered without bound.  netprobe.py is the echo / stalled peer
@@ -57,6 +58,17 @@ assert_eq 1 "$(linkemu_stat cut connections)" "connections relayed"
 assert_eq 1 "$(linkemu_stat cut refused_while_down)" "refused in the outage"
 assert_eq 300000 "$(jget "$T_TMP/linkemu-cut.json" \
     "d['up_bytes'] + d['down_bytes']")" "bytes that crossed before the cut"
+
+log "--cut-after 300000 without an outage: cut once, then whole again"
+linkemu_start once "$ECHO" --cut-after 300000
+probe send "127.0.0.1:$LINK_PORT" "$T_TMP/payload" "$T_TMP/back"
+assert_eq reset "$(pget end)" "end of the connection that was cut"
+probe send "127.0.0.1:$LINK_PORT" "$T_TMP/payload" "$T_TMP/back"
+assert_same_file "$T_TMP/payload" "$T_TMP/back" "echo after the one cut"
+linkemu_stop once
+assert_eq 1 "$(linkemu_stat once cuts)" "cuts"
+assert_eq 4300000 "$(jget "$T_TMP/linkemu-once.json" \
+    "d['up_bytes'] + d['down_bytes']")" "bytes: 300000, then 2 MB each way"
 
 log "--down-file"
 DOWN="$T_TMP/link.down"

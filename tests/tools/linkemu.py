@@ -183,6 +183,7 @@ class Direction:
             if self.inflight < self.link.budget:
                 self.room.set()
             if last:
+                self.link.cut_done = True
                 self.link.cut_all("after %d bytes" % self.link.cut_after)
                 return
 
@@ -248,7 +249,8 @@ class Link:
         else:
             self.budget = 4 * 1024 * 1024
         self.taken = 0              # bytes admitted, for --cut-after
-        self.cut_pending = False
+        self.cut_pending = False    # the Nth byte is on its way
+        self.cut_done = False       # --cut-after has cut; the link is whole
         self.down_until = 0.0
         self.conns = set()
         self.stats = {"up_bytes": 0, "down_bytes": 0, "connections": 0,
@@ -258,10 +260,10 @@ class Link:
     def take(self, data):
         """Admit data; with --cut-after, trim it at the Nth byte and say
         whether it carries that byte (the cut comes once it is delivered)."""
-        if self.cut_after is None:
+        if self.cut_after is None or self.cut_done:
             return data, False
         if self.cut_pending:
-            return b"", False
+            return b"", False       # lost: the link is about to break
         left = self.cut_after - self.taken
         if len(data) < left:
             self.taken += len(data)
