@@ -2,12 +2,12 @@
 # The link emulator (tests/tools/linkemu.py) does what the edge tests rely
 # on: 2 MB each way through a paced, delayed link arrive unchanged (sha256)
 # and its statistics count them; --cut-after resets an open connection
-# after exactly that many bytes, once (the link is whole again after),
-# and --outage then refuses the next one;
-# --down-file refuses connections while it exists, and its appearance cuts
-# an open one; a sender to a peer that does not read is held back instead
-# of being buffered without bound.  netprobe.py is the echo / stalled peer
-# and the client.
+# after exactly that many bytes, once (the link is whole again after), and
+# --outage then refuses the next one; --cut-every resets an open
+# connection; --down-file refuses connections while it exists, and its
+# appearance cuts an open one; a sender to a peer that does not read is
+# held back instead of being buffered without bound; bad arguments are
+# refused.  netprobe.py is the echo / stalled peer and the client.
 . "$(dirname "$0")/lib.sh"
 
 PROBE="$HASHI_TOOLS/netprobe.py"
@@ -90,6 +90,13 @@ linkemu_stop flaky
 assert_eq 1 "$(linkemu_stat flaky refused_while_down)" "refused while down"
 assert_eq 2 "$(linkemu_stat flaky connections)" "connections relayed"
 assert_eq 1 "$(linkemu_stat flaky cuts)" "cuts (the file appearing)"
+
+log "--cut-every 1s cuts an open connection"
+linkemu_start ticking "$ECHO" --cut-every 1s
+probe hold "127.0.0.1:$LINK_PORT" "$T_TMP/held-tick"
+assert_eq reset "$(pget end)" "a connection held across a --cut-every tick"
+linkemu_stop ticking
+assert_ge 1 "$(linkemu_stat ticking cuts)" "cuts"
 
 log "a peer that never reads holds the sender back"
 probe_server stall
