@@ -126,8 +126,8 @@ class Direction:
     buffer fills and it blocks.
     """
 
-    def __init__(self, link, conn, src, dst, key):
-        self.link, self.conn = link, conn
+    def __init__(self, link, src, dst, key):
+        self.link = link
         self.src, self.dst, self.key = src, dst, key
         self.queue = asyncio.Queue()
         self.inflight = 0
@@ -152,6 +152,8 @@ class Direction:
                 self.room.clear()
 
     def schedule(self, data, last):
+        if not data:
+            return
         link = self.link
         now = time.monotonic()
         step = link.piece if link.rate else len(data)
@@ -193,8 +195,8 @@ class Conn:
 
     def __init__(self, link, client, upstream):
         self.link, self.socks = link, (client, upstream)
-        up = Direction(link, self, client, upstream, "up_bytes")
-        down = Direction(link, self, upstream, client, "down_bytes")
+        up = Direction(link, client, upstream, "up_bytes")
+        down = Direction(link, upstream, client, "down_bytes")
         self.tasks = [asyncio.ensure_future(c) for c in (
             up.read_loop(), up.write_loop(),
             down.read_loop(), down.write_loop())]
