@@ -59,7 +59,8 @@ struct store_source {
     const char *calling_ae;   /* DIMSE peer, or NULL */
     const char *user;         /* login, or NULL */
     const char *remote;       /* peer address */
-    int64_t clinic_id;        /* owning clinic (0 = none) */
+    int64_t clinic_id;        /* the writer's clinic (0 = none: an
+                                 unmapped AE, --accept-unknown-ae) */
 };
 
 enum store_outcome {
@@ -80,7 +81,16 @@ struct store_result {
  * which must be in store_tmp_dir().  The store takes the file over: on
  * return it has been moved into place or removed, success or not.
  * ERR_INVALID (with reason) for a file that is not acceptable DICOM;
- * ERR_TOOBIG above the configured size limit; ERR_IO / ERR_DB otherwise. */
+ * ERR_TOOBIG above the configured size limit; ERR_IO / ERR_DB otherwise.
+ *
+ * A study belongs to the clinic that sent its first instance (src's
+ * clinic_id; 0 is a clinic of its own, "none").  An instance whose study,
+ * series or SOP Instance UID is already another clinic's is ERR_FORBIDDEN
+ * and changes nothing: decided inside the index transaction, so no other
+ * writer can slip in between.  Its e->msg ("refused: study <the sender's
+ * Study UID>") is for the audit log; the peer is told only "refused".
+ * A patient is one clinic's: the same PatientID from two clinics is two
+ * patients, never a join. */
 int store_put_file(struct store *s, const char *tmp_path,
                    const struct store_source *src, struct store_result *res,
                    struct err *e);

@@ -563,6 +563,7 @@ static void test_put_reuses_orphan_blob(void **state)
 struct racer {
     char dir[4096];
     const char *file;
+    int64_t clinic;             /* the writer's */
     pthread_barrier_t *go;
     int rc;
     struct store_result res;
@@ -580,7 +581,7 @@ static void *race_put(void *arg)
     char tmp[4096];
     to_tmp(s, r->file, tmp);
     pthread_barrier_wait(r->go);
-    struct store_source from = {"dimse", "RACE", NULL, NULL, 1};
+    struct store_source from = {"dimse", "RACE", NULL, NULL, r->clinic};
     r->rc = store_put_file(s, tmp, &from, &r->res, &e);
     store_close(s);
     return NULL;
@@ -614,6 +615,7 @@ static void test_concurrent_same_uid(void **state)
             memset(&r[i], 0, sizeof r[i]);
             strlcpy_h(r[i].dir, dir, sizeof r[i].dir);
             r[i].file = (i == 1 && !same) ? changed : g_b;
+            r[i].clinic = 1;
             r[i].go = &go;
         }
         /* both open (and so create) the store before racing */
@@ -662,6 +664,103 @@ static void test_concurrent_same_uid(void **state)
             assert_int_equal(sha256_file(path, got, NULL, NULL), 0);
             assert_string_equal(got, lose->sha256);
         }
+        store_close(s);
+    }
+}
+
+/* An instance whose study, series or SOP Instance UID is another
+ * clinic's is refused (ERR_FORBIDDEN, "refused..."), whatever the bytes,
+ * and changes nothing: no row, no count, no blob, no conflict.  Clinic 0
+ * ("none", unmapped AEs) is a clinic of its own either way.  The owner
+ * still adds to its study. */
+static void test_put_other_clinic_refused(void **state)
+{
+    struct fx *f = *state;
+    struct store_result r;
+    struct err e = {0};
+    char blobs[4096], tmp[4096];
+    sub(f, "blobs", blobs);
+    sub(f, "tmp", tmp);
+
+    put_ok(f->s, g_a[0], 1);
+    int nblobs = count_files(blobs);
+    struct {
+        const char *file;       /* what clinic `clinic` sends */
+        int64_t clinic;
+    } tries[] = {
+        { g_a[1], 2 },          /* A's study and series */
+        { g_a[2], 2 },          /* a new series in A's study */
+        { g_a[0], 2 },          /* A's very file (its SOP UID) */
+        { g_a[1], 0 },          /* an unmapped AE */
+    };
+    for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
+        e = (struct err){0};
+        assert_int_equal(put(f->s, tries[i].file, tries[i].clinic, &r, &e),
+                         ERR_FORBIDDEN);
+        assert_true(!strncmp(e.msg, "refused", 7));
+        assert_string_equal(r.info.study_uid, g_a_uid);
+    }
+    assert_int_equal(q_int(f->s, "SELECT count(*) FROM instances"), 1);
+    assert_int_equal(q_int(f->s, "SELECT count(*) FROM series"), 1);
+    assert_int_equal(q_int(f->s, "SELECT num_instances FROM studies"), 1);
+    assert_int_equal(q_int(f->s, "SELECT clinic_id FROM studies"), 1);
+    assert_int_equal(q_int(f->s, "SELECT count(*) FROM conflicts"), 0);
+    assert_int_equal(count_files(blobs), nblobs);
+    assert_int_equal(count_entries(tmp), 0);
+
+    /* clinic 0's study is no clinic's to add to, and 0 adds to it */
+    put_ok(f->s, g_c, 0);
+    assert_int_equal(put(f->s, g_c, 2, &r, &e), ERR_FORBIDDEN);
+    assert_int_equal(put(f->s, g_c, 0, &r, &e), 0);
+    assert_int_equal(r.outcome, STORE_DUPLICATE);
+
+    /* the owner goes on */
+    put_ok(f->s, g_a[1], 1);
+    put_ok(f->s, g_a[2], 1);
+    assert_int_equal(q_int(f->s, "SELECT num_instances FROM studies"
+                                 " WHERE clinic_id = 1"), 3);
+}
+
+/* Two clinics start the same new study at the same moment, from two
+ * store handles: the check and the insert are one transaction, so exactly
+ * one clinic owns the study and only its instance is in it. */
+static void test_concurrent_other_clinic(void **state)
+{
+    struct fx *f = *state;
+    for (int round = 0; round < 8; round++) {
+        char dir[4096], name[32];
+        snprintf(name, sizeof name, "xrace%d", round);
+        sub(f, name, dir);
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, 2);
+        struct racer r[2];
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++) {
+            memset(&r[i], 0, sizeof r[i]);
+            strlcpy_h(r[i].dir, dir, sizeof r[i].dir);
+            r[i].file = g_a[i];         /* same study and series */
+            r[i].clinic = i + 1;
+            r[i].go = &go;
+        }
+        struct err e = {0};
+        struct store *s = store_open(dir, &e);
+        assert_non_null(s);
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_create(&th[i], NULL, race_put, &r[i]),
+                             0);
+        for (int i = 0; i < 2; i++)
+            pthread_join(th[i], NULL);
+        pthread_barrier_destroy(&go);
+        int win = r[0].rc == 0 ? 0 : 1;
+        assert_int_equal(r[win].rc, 0);
+        assert_int_equal(r[win].res.outcome, STORE_STORED);
+        assert_int_equal(r[!win].rc, ERR_FORBIDDEN);
+        assert_int_equal(q_int(s, "SELECT count(*) FROM instances"), 1);
+        assert_int_equal(q_int(s, "SELECT num_instances FROM studies"), 1);
+        assert_int_equal(q_int(s, "SELECT clinic_id FROM studies"),
+                         r[win].clinic);
+        assert_int_equal(q_int(s, "SELECT clinic_id FROM instances"),
+                         r[win].clinic);
         store_close(s);
     }
 }
@@ -1287,6 +1386,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qido_series_and_instances,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_scope, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_other_clinic_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_other_clinic, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_find_and_list, setup,
                                         teardown),
     };
