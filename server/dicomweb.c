@@ -47,6 +47,7 @@
 
 #include "../proto/dicom.h"
 #include "../proto/log.h"
+#include "access.h"
 #include "cases.h"
 #include "jobs.h"
 #include "multipart.h"
@@ -797,7 +798,7 @@ static void qido(struct http_req *r, enum qido_level level,
     if (int_param(r, "limit", &q.limit) < 0 ||
         int_param(r, "offset", &q.offset) < 0)
         return;
-    auth_scope(&r->who, &scope);
+    access_scope(&r->who, &scope);
     switch (level) {
     case Q_STUDIES:
         rc = store_qido_studies(r->srv->store, &scope, &q, &out, &e);
@@ -952,7 +953,7 @@ static void wado(struct http_req *r, const char *study, const char *series,
         return;
     }
     w->fd = -1;
-    auth_scope(&r->who, &scope);
+    access_scope(&r->who, &scope);
     snprintf(object, sizeof(object), "%s%s%s%s%s", study,
              series ? "/" : "", series ? series : "", sop ? "/" : "",
              sop ? sop : "");
@@ -1116,7 +1117,7 @@ static void rendered(struct http_req *r, const char *study,
     }
     o.quality = q;
     o.frame = n - 1;
-    auth_scope(&r->who, &scope);
+    access_scope(&r->who, &scope);
     rc = store_find_instance(r->srv->store, &scope, study, series, sop, &in,
                              &e);
     if (rc < 0) {

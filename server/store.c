@@ -21,9 +21,9 @@
  * file's flush runs on a helper thread while the file is parsed and
  * hashed, the directories' while the index commits (store_put_file).
  *
- * Scoping: every read of the index goes through the scope clause of
- * store_scope_sql()/store_scope_bind(), the only place that decides which
- * studies a caller may see.
+ * Scoping: every read of the index goes through the caller's scope
+ * (store.h), applied by store_scope_sql()/store_scope_bind(); the rule
+ * itself is access.c's.
  */
 #include "store.h"
 
@@ -43,10 +43,6 @@
 
 #define STORE_DEFAULT_MAX (2ULL << 30)
 #define STORE_BUSY_MS 10000
-
-/* Present once the consult workflow (cases.c) is linked in: widens the
- * scope to studies attached to cases the user may see. */
-const char *cases_study_visible_sql(void) __attribute__((weak));
 
 /* ---- statements --------------------------------------------------------- */
 
@@ -116,65 +112,22 @@ static void copy_col(char *dst, size_t n, sqlite3_stmt *st, int col)
 
 /* ---- scope -------------------------------------------------------------- */
 
-/* Whether the consult workflow's tables exist in this database: its
- * clause names them, and without them no case can widen anything.  Once
- * seen they stay (tables are never dropped). */
-static int cases_ready(struct store *s)
+int store_scope_sql(const struct store_scope *sc, char *out, size_t n)
 {
-    if (s->have_cases || !cases_study_visible_sql)
-        return s->have_cases;
-    sqlite3_stmt *st = store_stmt(
-        s,
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-        " AND name IN ('cases', 'case_studies')",
-        NULL);
-    if (st && sqlite3_step(st) == SQLITE_ROW &&
-        sqlite3_column_int(st, 0) == 2)
-        s->have_cases = 1;
-    if (st)
-        sqlite3_reset(st);
-    return s->have_cases;
-}
-
-int store_scope_sql(struct store *s, const struct store_scope *sc,
-                    char *out, size_t n)
-{
-    int w;
-    if (sc->all)
-        w = snprintf(out, n, "1");
-    else if (sc->user_id > 0 && cases_ready(s) && cases_study_visible_sql())
-        w = snprintf(out, n,
-                     "((studies.clinic_id = :scope_clinic"
-                     " AND studies.clinic_id <> 0) OR (%s))",
-                     cases_study_visible_sql());
-    else
-        w = snprintf(out, n,
-                     "(studies.clinic_id = :scope_clinic"
-                     " AND studies.clinic_id <> 0)");
+    int w = snprintf(out, n, "(%s)", sc->sql ? sc->sql : "0");
     return (w < 0 || (size_t)w >= n) ? ERR_TOOBIG : 0;
 }
 
-int store_scope_bind(sqlite3_stmt *st, const struct store_scope *sc)
+int store_scope_bind(sqlite3_stmt *st, const struct store_scope *sc,
+                     struct err *e)
 {
-    static const char *const user_names[] = {
-        ":uid", ":user_id", "@uid", "$uid", ":scope_user",
-    };
-    if (sc->all)
-        return 0;
-    int i = sqlite3_bind_parameter_index(st, ":scope_clinic");
-    if (i > 0)
-        sqlite3_bind_int64(st, i, sc->clinic_id);
-    for (size_t k = 0; k < sizeof user_names / sizeof user_names[0]; k++) {
-        i = sqlite3_bind_parameter_index(st, user_names[k]);
-        if (i > 0)
-            sqlite3_bind_int64(st, i, sc->user_id);
+    for (int k = 0; k < sc->nparams; k++) {
+        int i = sqlite3_bind_parameter_index(st, sc->params[k].name);
+        if (i <= 0)
+            return err_set(e, ERR_INTERNAL, "scope: no %s in its clause",
+                           sc->params[k].name);
+        sqlite3_bind_int64(st, i, sc->params[k].value);
     }
-    /* Every parameter of the store's own SQL is named, so a nameless one
-     * can only come from the consult workflow's clause: the user id. */
-    int np = sqlite3_bind_parameter_count(st);
-    for (i = 1; i <= np; i++)
-        if (!sqlite3_bind_parameter_name(st, i))
-            sqlite3_bind_int64(st, i, sc->user_id);
     return 0;
 }
 
@@ -1255,15 +1208,15 @@ static sqlite3_stmt *scoped_stmt(struct store *s,
         err_set(e, ERR_INTERNAL, "no scope given");
         return NULL;
     }
-    if (store_scope_sql(s, scope, scope_sql, sizeof scope_sql) ||
+    if (store_scope_sql(scope, scope_sql, sizeof scope_sql) ||
         snprintf(sql, sizeof sql, "%s WHERE %s AND %s%s", INSTANCE_COLS,
                  where, scope_sql, tail) >= (int)sizeof sql) {
         err_set(e, ERR_INTERNAL, "scope clause too long");
         return NULL;
     }
     sqlite3_stmt *st = store_stmt(s, sql, e);
-    if (st)
-        store_scope_bind(st, scope);
+    if (st && store_scope_bind(st, scope, e))
+        return NULL;
     return st;
 }
 

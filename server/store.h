@@ -95,14 +95,21 @@ int store_put_file(struct store *s, const char *tmp_path,
                    const struct store_source *src, struct store_result *res,
                    struct err *e);
 
-/* Who is asking: every query and lookup is limited to what they may see.
- * Admins see everything; others see their clinic's studies (and, with the
- * consult workflow, studies attached to cases visible to them).  A study
- * outside the scope is ERR_NOTFOUND, never "forbidden". */
+/* Which studies the caller may see: every query and lookup below is
+ * limited to them, and a study outside is ERR_NOTFOUND, never
+ * "forbidden".  Built by access_scope() (access.h), the one owner of the
+ * rule; the store applies it as given.  sql is an SQL boolean expression
+ * over the table `studies` (static text: statements are cached by it),
+ * NULL for "nothing"; its only parameters are the named ones in
+ * params[], bound by name (a name the clause lacks is ERR_INTERNAL). */
+#define STORE_SCOPE_PARAMS 2
 struct store_scope {
-    int all;                  /* admin: no limit */
-    int64_t clinic_id;
-    int64_t user_id;
+    const char *sql;
+    int nparams;
+    struct {
+        const char *name;     /* ":scope_clinic", ... */
+        int64_t value;
+    } params[STORE_SCOPE_PARAMS];
 };
 
 /* QIDO-RS filters; NULL/0 fields are not applied. */

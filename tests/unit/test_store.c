@@ -29,6 +29,7 @@
 #include "../../proto/dicom.h"
 #include "../../proto/log.h"
 #include "../../proto/util.h"
+#include "../../server/access.h"
 #include "../../server/schema.h"
 #include "../../server/store.h"
 #include "testutil.h"
@@ -194,6 +195,20 @@ static const char *jv(json_t *o, const char *tag, char *buf)
     return buf;
 }
 
+/* The scope access.c gives a caller of this role and clinic. */
+static struct store_scope scope_of(const char *role, int64_t clinic)
+{
+    struct principal p = {0};
+    struct store_scope sc;
+    strlcpy_h(p.role, role, sizeof p.role);
+    p.clinic_id = clinic;
+    p.user_id = 5;
+    access_scope(&p, &sc);
+    return sc;
+}
+
+static struct store_scope ADMIN;    /* scope_of("admin", 0), at setup */
+
 /* ---- group setup: generate the studies ---------------------------------- */
 
 static int gen(const char *tools, const char *out, const char *args)
@@ -273,6 +288,7 @@ static int group_setup(void **state)
     uid_of(g_a[2], NULL, g_a_mr_series);
     uid_of(g_b, g_b_uid, NULL);
     uid_of(g_c, g_c_uid, NULL);
+    ADMIN = scope_of("admin", 0);
     return 0;
 }
 
@@ -993,7 +1009,6 @@ static void load_all(struct store *s)
     put_ok(s, g_c, 2);
 }
 
-static const struct store_scope ADMIN = {1, 0, 0};
 
 /* QIDO studies with q; returns the number of results and the study UIDs
  * joined by spaces in uids (may be NULL). */
@@ -1261,8 +1276,12 @@ static void test_scope(void **state)
 {
     struct fx *f = *state;
     load_all(f->s);
-    struct store_scope c1 = {0, 1, 0}, c2 = {0, 2, 0}, c3 = {0, 3, 0};
-    struct store_scope none = {0, 0, 0};
+    struct store_scope c1 = scope_of("requester", 1);
+    struct store_scope c2 = scope_of("requester", 2);
+    struct store_scope c3 = scope_of("requester", 3);
+    struct store_scope none = scope_of("gateway", 1);
+    struct store_scope nobody;
+    access_scope(NULL, &nobody);
     char uids[1024], want[1024];
     struct store_query q = {0};
     assert_int_equal(studies(f->s, &c1, &q, uids), 2);
@@ -1272,9 +1291,8 @@ static void test_scope(void **state)
     assert_string_equal(uids, g_c_uid);
     assert_int_equal(studies(f->s, &c3, &q, NULL), 0);
     assert_int_equal(studies(f->s, &none, &q, NULL), 0);
-    /* a user id works whether or not the consult tables exist yet */
-    struct store_scope c1u = {0, 1, 5};
-    assert_int_equal(studies(f->s, &c1u, &q, NULL), 2);
+    assert_int_equal(studies(f->s, &nobody, &q, NULL), 0);
+    assert_int_equal(studies(f->s, &ADMIN, &q, NULL), 3);
     /* naming another clinic's study does not reveal it */
     q.study_uid = g_a_uid;
     assert_int_equal(studies(f->s, &c2, &q, NULL), 0);
