@@ -603,6 +603,34 @@ static void *race_put(void *arg)
     return NULL;
 }
 
+/* Put files[i] as clinics[i] from two threads (a store handle each) at
+ * the same moment into the store in dir; results in r.  Returns a third
+ * handle on that store, opened (and so created) before the race, for the
+ * caller's checks; the caller closes it. */
+static struct store *race_two(const char *dir, const char *files[2],
+                              const int64_t clinics[2], struct racer r[2])
+{
+    pthread_barrier_t go;
+    pthread_t th[2];
+    pthread_barrier_init(&go, NULL, 2);
+    for (int i = 0; i < 2; i++) {
+        memset(&r[i], 0, sizeof r[i]);
+        strlcpy_h(r[i].dir, dir, sizeof r[i].dir);
+        r[i].file = files[i];
+        r[i].clinic = clinics[i];
+        r[i].go = &go;
+    }
+    struct err e = {0};
+    struct store *s = store_open(dir, &e);
+    assert_non_null(s);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, race_put, &r[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
+    return s;
+}
+
 /* The same SOP Instance UID from two threads at the same moment, with the
  * same bytes and with different bytes: exactly one copy is indexed, the
  * other is a duplicate or a recorded conflict, whoever wins. */
@@ -623,27 +651,10 @@ static void test_concurrent_same_uid(void **state)
         char dir[4096], name[32];
         snprintf(name, sizeof name, "race%d", round);
         sub(f, name, dir);
-        pthread_barrier_t go;
-        pthread_barrier_init(&go, NULL, 2);
         struct racer r[2];
-        pthread_t th[2];
-        for (int i = 0; i < 2; i++) {
-            memset(&r[i], 0, sizeof r[i]);
-            strlcpy_h(r[i].dir, dir, sizeof r[i].dir);
-            r[i].file = (i == 1 && !same) ? changed : g_b;
-            r[i].clinic = 1;
-            r[i].go = &go;
-        }
-        /* both open (and so create) the store before racing */
-        struct err e = {0};
-        struct store *s = store_open(dir, &e);
-        assert_non_null(s);
-        for (int i = 0; i < 2; i++)
-            assert_int_equal(pthread_create(&th[i], NULL, race_put, &r[i]),
-                             0);
-        for (int i = 0; i < 2; i++)
-            pthread_join(th[i], NULL);
-        pthread_barrier_destroy(&go);
+        const char *files[2] = { g_b, same ? g_b : changed };
+        const int64_t clinics[2] = { 1, 1 };
+        struct store *s = race_two(dir, files, clinics, r);
         assert_int_equal(r[0].rc, 0);
         assert_int_equal(r[1].rc, 0);
         int stored = (r[0].res.outcome == STORE_STORED) +
@@ -747,26 +758,10 @@ static void test_concurrent_other_clinic(void **state)
         char dir[4096], name[32];
         snprintf(name, sizeof name, "xrace%d", round);
         sub(f, name, dir);
-        pthread_barrier_t go;
-        pthread_barrier_init(&go, NULL, 2);
         struct racer r[2];
-        pthread_t th[2];
-        for (int i = 0; i < 2; i++) {
-            memset(&r[i], 0, sizeof r[i]);
-            strlcpy_h(r[i].dir, dir, sizeof r[i].dir);
-            r[i].file = g_a[i];         /* same study and series */
-            r[i].clinic = i + 1;
-            r[i].go = &go;
-        }
-        struct err e = {0};
-        struct store *s = store_open(dir, &e);
-        assert_non_null(s);
-        for (int i = 0; i < 2; i++)
-            assert_int_equal(pthread_create(&th[i], NULL, race_put, &r[i]),
-                             0);
-        for (int i = 0; i < 2; i++)
-            pthread_join(th[i], NULL);
-        pthread_barrier_destroy(&go);
+        const char *files[2] = { g_a[0], g_a[1] };  /* same study, series */
+        const int64_t clinics[2] = { 1, 2 };
+        struct store *s = race_two(dir, files, clinics, r);
         int win = r[0].rc == 0 ? 0 : 1;
         assert_int_equal(r[win].rc, 0);
         assert_int_equal(r[win].res.outcome, STORE_STORED);
