@@ -153,6 +153,7 @@ int dicom_pixel_sha256(const char *path, char out[65], struct err *e);
 #define DICOM_STATUS_SUCCESS 0x0000
 #define DICOM_STATUS_WARNING 0xB000          /* stored, with a comment */
 #define DICOM_STATUS_OUT_OF_RESOURCES 0xA700
+#define DICOM_STATUS_NOT_AUTHORIZED 0x0124    /* Refused: Not Authorized */
 #define DICOM_STATUS_DATASET_MISMATCH 0xA900  /* invalid / rejected */
 #define DICOM_STATUS_CANNOT_UNDERSTAND 0xC000
 

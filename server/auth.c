@@ -776,7 +776,8 @@ int auth_token_check(struct store *s, const char *token,
         return rc;
 
     st = store_stmt(s,
-                    "SELECT g.name, g.clinic_id, c.name FROM gateways g"
+                    "SELECT g.name, g.clinic_id, c.name, g.id"
+                    " FROM gateways g"
                     " JOIN clinics c ON c.id = g.clinic_id"
                     " WHERE g.token_sha256 = ?1 AND g.revoked = 0",
                     e);
@@ -792,6 +793,7 @@ int auth_token_check(struct store *s, const char *token,
         strlcpy_h(who->role, "gateway", sizeof who->role);
         who->clinic_id = sqlite3_column_int64(st, 1);
         copy_col(who->clinic, sizeof who->clinic, st, 2);
+        who->gateway_id = sqlite3_column_int64(st, 3);
     }
     if ((rc = row_found(s, st, rc, "token", e)) != ERR_NOTFOUND)
         return rc;
@@ -815,14 +817,4 @@ int auth_logout(struct store *s, const char *token, struct err *e)
     if (sqlite3_changes(store_db(s)) == 0)
         return err_set(e, ERR_AUTH, "unknown session token");
     return 0;
-}
-
-void auth_scope(const struct principal *who, struct store_scope *scope)
-{
-    memset(scope, 0, sizeof *scope);
-    if (!who)
-        return;                 /* sees nothing: clinic 0 matches none */
-    scope->all = !strcmp(who->role, "admin");
-    scope->clinic_id = who->clinic_id;
-    scope->user_id = who->user_id;
 }

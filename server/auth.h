@@ -22,6 +22,7 @@
 /* The authenticated caller of a request. */
 struct principal {
     int64_t user_id;          /* 0 for a gateway */
+    int64_t gateway_id;       /* a gateway's id, 0 for a user */
     char login[64];           /* user login, or "gateway:<name>" */
     char role[16];            /* "requester", "specialist", "admin",
                                  "gateway" */
@@ -79,8 +80,5 @@ int auth_token_check(struct store *s, const char *token,
                      struct principal *who, struct err *e);
 /* Revoke a session token (logout). */
 int auth_logout(struct store *s, const char *token, struct err *e);
-
-/* The query scope for a principal (admins see all). */
-void auth_scope(const struct principal *who, struct store_scope *scope);
 
 #endif

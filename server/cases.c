@@ -2,9 +2,9 @@
  * cases — the consult workflow (see cases.h for the contract).
  *
  * Every operation follows one pattern: BEGIN IMMEDIATE; find the case
- * through the one visibility predicate (VISIBLE below — a case the caller
- * may not see is ERR_NOTFOUND); check the role and the status; change the
- * rows; append the events to the outboxes of the case's participants;
+ * through the one visibility predicate (ACCESS_CASE_VISIBLE, access.h — a
+ * case the caller may not see is ERR_NOTFOUND); check the role and the
+ * status; change the rows; append the events to the outboxes of the case's participants;
  * COMMIT; then ws_push_dirty() for live delivery and one audit line.
  *
  * Participants (case_participants) are the people who hear about a case:
@@ -25,6 +25,7 @@
 #include <sqlite3.h>
 
 #include "../proto/log.h"
+#include "access.h"
 #include "outbox.h"
 #include "server.h"
 
@@ -104,37 +105,10 @@ static const char schema_sql[] =
     "  PRIMARY KEY (specialty, position),"
     "  UNIQUE (specialty, user_id));";
 
-/*
- * The one visibility rule, over a case row `c` and a caller `u` (columns
- * id, role, clinic_id).  Used by every query here (u built from the
- * principal by WHO_FROM) and by store.c through cases_study_visible_sql()
- * (u read from users).
- */
-#define VISIBLE                                                            \
-    "(u.role = 'admin'"                                                    \
-    " OR (u.role IN ('requester', 'gateway') AND c.clinic_id = u.clinic_id)" \
-    " OR (u.role = 'specialist' AND (c.specialist_id = u.id"               \
-    "   OR c.claimed_by = u.id"                                            \
-    "   OR EXISTS (SELECT 1 FROM user_specialties us"                      \
-    "              WHERE us.user_id = u.id AND us.specialty = c.specialty)" \
-    "   OR EXISTS (SELECT 1 FROM case_participants p"                      \
-    "              WHERE p.case_id = c.case_id AND p.user_id = u.id))))"
-
-/* The caller as a one-row table: binds ?1 id, ?2 role, ?3 clinic_id; any
- * further plain '?' in the statement is numbered from 4. */
+/* The caller as a one-row table for ACCESS_CASE_VISIBLE (access.h, the
+ * one visibility rule): binds ?1 access_who_id, ?2 role, ?3 clinic_id;
+ * any further plain '?' in the statement is numbered from 4. */
 #define WHO_FROM "(SELECT ?1 AS id, ?2 AS role, ?3 AS clinic_id) u"
-
-const char *cases_study_visible_sql(void)
-{
-    /* A study is reachable through a case only if it belongs to the
-     * case's clinic: a requester cannot open another clinic's study by
-     * naming its UID in a case of their own. */
-    return "EXISTS (SELECT 1 FROM case_studies cs"
-           " JOIN cases c ON c.case_id = cs.case_id"
-           " JOIN users u ON u.id = :uid"
-           " WHERE cs.study_uid = studies.study_uid"
-           " AND c.clinic_id = studies.clinic_id AND " VISIBLE ")";
-}
 
 /* ---- small SQLite helpers ------------------------------------------ */
 
@@ -408,8 +382,8 @@ static int load_visible(struct server *srv, const struct principal *who,
     sqlite3 *db = dbof(srv);
     sqlite3_stmt *st = prep(db, e,
                             "SELECT " ROW_COLS " FROM cases c, " WHO_FROM
-                            " WHERE c.case_id = ? AND " VISIBLE,
-                            "isis", who->user_id, who->role,
+                            " WHERE c.case_id = ? AND " ACCESS_CASE_VISIBLE,
+                            "isis", access_who_id(who), who->role,
                             who->clinic_id, case_id);
     if (!st)
         return ERR_DB;
@@ -936,7 +910,11 @@ static int create_tx(struct server *srv, const struct principal *who,
     if (step != SQLITE_ROW && step != SQLITE_DONE)
         return db_fail(e, db, "lookup");
     if (owner >= 0) {
-        if (owner != who->clinic_id)
+        /* Only to a caller of its clinic who may see it (a gateway: the
+         * one that created it). */
+        struct case_row row;
+        if (owner != who->clinic_id ||
+            load_visible(srv, who, r->case_id, &row, NULL))
             return err_set(e, ERR_CONFLICT,
                            "case_id %s is taken; choose another",
                            r->case_id);
@@ -996,6 +974,13 @@ static int create_tx(struct server *srv, const struct principal *who,
         return db_fail(e, db, "insert case");
     int rc;
 
+    if (who->gateway_id) {
+        rc = run(db, e, NULL,
+                 "INSERT INTO case_gateways (case_id, gateway_id)"
+                 " VALUES (?1, ?2)", "si", r->case_id, who->gateway_id);
+        if (rc)
+            return rc;
+    }
     if (r->study_uids) {
         size_t i;
         json_t *v;
@@ -1143,10 +1128,10 @@ int cases_list_page(struct server *srv, const struct principal *who,
                             " WHERE (?4 IS NULL OR c.status = ?4)"
                             " AND (?6 IS NULL OR c.updated_at < ?7 OR"
                             "  (c.updated_at = ?7 AND c.case_id > ?6))"
-                            " AND " VISIBLE
+                            " AND " ACCESS_CASE_VISIBLE
                             " ORDER BY c.updated_at DESC, c.case_id"
                             " LIMIT ?5",
-                            "isisisi", who->user_id, who->role,
+                            "isisisi", access_who_id(who), who->role,
                             who->clinic_id, status, (int64_t)limit + 1,
                             b_id, b_at);
     if (!st) {
@@ -1206,15 +1191,14 @@ int cases_list(struct server *srv, const struct principal *who,
 
 /* ---- roles on a case ---------------------------------------------------- */
 
-/* The requesting side: the clinic's requesters (and its gateway), or an
- * admin. */
+/* The requesting side: the clinic's requesters, or an admin.  Not a
+ * gateway: it creates cases and reads them, nothing more. */
 static int requester_side(const struct principal *who,
                           const struct case_row *r)
 {
     if (!strcmp(who->role, "admin"))
         return 1;
-    return (!strcmp(who->role, "requester") ||
-            !strcmp(who->role, "gateway")) &&
+    return !strcmp(who->role, "requester") &&
            who->clinic_id == r->clinic_id;
 }
 

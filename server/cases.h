@@ -10,10 +10,10 @@
  * JSON objects shared by the REST twin, hashi.v1 and the CLI (shapes in
  * proto/PROTOCOL.md).
  *
- * Visibility: admin — everything; requester — cases of their clinic;
- * specialist — cases for one of their specialties, named to them, claimed
- * by them, or escalated to them.  Studies attached to a visible case are
- * visible (store.c's scope clause asks cases_study_visible_sql()).
+ * Visibility is access.h's rule: admin — everything; requester — cases
+ * of their clinic; specialist — cases for one of their specialties, named
+ * to them, claimed by them, or escalated to them; gateway — the cases it
+ * created (read only: no claim, answer, close, reopen or message).
  *
  * Status: new -> claimed -> answered -> closed; the requester may reopen
  * (answered|closed -> reopened, which behaves as claimed by the same
@@ -101,10 +101,5 @@ int cases_escalate_due(struct server *srv, int64_t now_ms,
 /* On-call list of a specialty, in order (admin subcommand). */
 int cases_oncall_set(struct server *srv, const char *specialty,
                      const char **logins, int n, struct err *e);
-
-/* SQL boolean expression over `studies.study_uid` that is true when the
- * study is attached to a case visible to user ?uid (bound by the caller).
- * For store.c's scope clause. */
-const char *cases_study_visible_sql(void);
 
 #endif

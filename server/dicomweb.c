@@ -16,6 +16,8 @@
  *   00081198 FailedSOPSequence    00081150, 00081155 (when known),
  *            00081197 FailureReason: 0xC000 (49152) not valid DICOM,
  *            0x0111 (273) same SOP Instance UID with other bytes,
+ *            0x0124 (292) refused: the study, series or instance is
+ *            another clinic's (ErrorComment "refused", nothing more),
  *            0xA900 (43264) Study Instance UID not the one in the URL or
  *            part not application/dicom, 0xA700 (42752) out of resources
  *            (over the size limit, disk), 0x0110 (272) processing failure;
@@ -45,6 +47,7 @@
 
 #include "../proto/dicom.h"
 #include "../proto/log.h"
+#include "access.h"
 #include "cases.h"
 #include "jobs.h"
 #include "multipart.h"
@@ -52,6 +55,7 @@
 #include "server.h"
 
 #define FAIL_PROCESSING 0x0110
+#define FAIL_REFUSED 0x0124     /* Refused: Not Authorized */
 #define FAIL_DUPLICATE_SOP 0x0111
 #define FAIL_OUT_OF_RESOURCES 0xA700
 #define FAIL_MISMATCH 0xA900
@@ -416,6 +420,13 @@ static void part_report(struct stow *st, struct stow_part *p)
         stow_audit(st, "reject", in->sop_uid[0] ? in->sop_uid : label,
                    "error", p->msg);
         add_failed(st, in->sop_class_uid, in->sop_uid, p->reason, p->msg);
+        return;
+    }
+    if (p->rc == ERR_FORBIDDEN) {       /* another clinic's study */
+        metrics_stored(&srv->metrics, -1, 0);
+        stow_audit(st, "reject", in->study_uid, "denied", p->e.msg);
+        add_failed(st, in->sop_class_uid, in->sop_uid, FAIL_REFUSED,
+                   "refused");
         return;
     }
     if (p->rc < 0) {
@@ -787,7 +798,7 @@ static void qido(struct http_req *r, enum qido_level level,
     if (int_param(r, "limit", &q.limit) < 0 ||
         int_param(r, "offset", &q.offset) < 0)
         return;
-    auth_scope(&r->who, &scope);
+    access_scope(&r->who, &scope);
     switch (level) {
     case Q_STUDIES:
         rc = store_qido_studies(r->srv->store, &scope, &q, &out, &e);
@@ -942,7 +953,7 @@ static void wado(struct http_req *r, const char *study, const char *series,
         return;
     }
     w->fd = -1;
-    auth_scope(&r->who, &scope);
+    access_scope(&r->who, &scope);
     snprintf(object, sizeof(object), "%s%s%s%s%s", study,
              series ? "/" : "", series ? series : "", sop ? "/" : "",
              sop ? sop : "");
@@ -1106,7 +1117,7 @@ static void rendered(struct http_req *r, const char *study,
     }
     o.quality = q;
     o.frame = n - 1;
-    auth_scope(&r->who, &scope);
+    access_scope(&r->who, &scope);
     rc = store_find_instance(r->srv->store, &scope, study, series, sop, &in,
                              &e);
     if (rc < 0) {

@@ -1,7 +1,7 @@
 /*
  * dicomweb — DICOMweb (PS3.18) under /dicomweb: STOW-RS, QIDO-RS, WADO-RS
  * and rendered images, every lookup limited to what the caller may see
- * (store_scope of the principal; out of scope is 404).
+ * (access_scope of the principal; out of scope is 404).
  *
  *   POST /dicomweb/studies[/{study}]                       STOW-RS
  *   GET  /dicomweb/studies                                  QIDO-RS studies

@@ -28,6 +28,7 @@ struct qb {
     char sql[8192];
     size_t len;
     int bad;                    /* overflow */
+    const struct store_scope *scope;    /* its clause is in sql */
     int n;
     struct {
         int is_int;
@@ -95,9 +96,9 @@ static void qb_free(struct qb *q)
     q->n = 0;
 }
 
-/* Prepare q's SQL, bind its parameters and the scope's. */
+/* Prepare q's SQL, bind its parameters and, if it has the scope's
+ * clause (qb_scope), the scope's. */
 static sqlite3_stmt *qb_prepare(struct store *s, struct qb *q,
-                                const struct store_scope *scope,
                                 struct err *e)
 {
     if (q->bad) {
@@ -120,19 +121,23 @@ static sqlite3_stmt *qb_prepare(struct store *s, struct qb *q,
         else
             sqlite3_bind_text(st, idx, q->b[i].s, -1, SQLITE_TRANSIENT);
     }
-    store_scope_bind(st, scope);
+    if (q->scope && store_scope_bind(st, q->scope, e)) {
+        sqlite3_finalize(st);
+        return NULL;
+    }
     return st;
 }
 
-static int qb_scope(struct store *s, struct qb *q,
-                    const struct store_scope *scope, struct err *e)
+static int qb_scope(struct qb *q, const struct store_scope *scope,
+                    struct err *e)
 {
     char sql[2048];
     if (!scope)
         return err_set(e, ERR_INTERNAL, "no scope given");
-    if (store_scope_sql(s, scope, sql, sizeof sql))
+    if (store_scope_sql(scope, sql, sizeof sql))
         return err_set(e, ERR_INTERNAL, "scope clause too long");
     qb_sql(q, " AND %s", sql);
+    q->scope = scope;
     return 0;
 }
 
@@ -403,13 +408,12 @@ static const char *col(sqlite3_stmt *st, int i)
 
 /* Page b, run it and collect one object per row built by fn into *out. */
 static int run_paged(struct store *s, struct qb *b,
-                     const struct store_scope *scope,
                      const struct store_query *q,
                      json_t *(*fn)(sqlite3_stmt *), json_t **out,
                      struct err *e)
 {
     page(b, q);
-    sqlite3_stmt *st = qb_prepare(s, b, scope, e);
+    sqlite3_stmt *st = qb_prepare(s, b, e);
     if (!st)
         return e ? e->code : ERR_DB;
     json_t *arr = json_array();
@@ -429,11 +433,10 @@ static int run_paged(struct store *s, struct qb *b,
 
 /* Run b, which selects at most one row: 0 with its first column in *id
  * (if id), ERR_NOTFOUND with "no such <what>", or ERR_DB. */
-static int qb_first(struct store *s, struct qb *b,
-                    const struct store_scope *scope, const char *what,
+static int qb_first(struct store *s, struct qb *b, const char *what,
                     int64_t *id, struct err *e)
 {
-    sqlite3_stmt *st = qb_prepare(s, b, scope, e);
+    sqlite3_stmt *st = qb_prepare(s, b, e);
     if (!st)
         return e ? e->code : ERR_DB;
     int rc = sqlite3_step(st);
@@ -497,7 +500,7 @@ int store_qido_studies(struct store *s, const struct store_scope *scope,
            " studies.num_instances"
            " FROM studies JOIN patients p ON p.id = studies.patient_ref"
            " WHERE 1");
-    if ((rc = qb_scope(s, &b, scope, e)))
+    if ((rc = qb_scope(&b, scope, e)))
         goto out;
     if (q->patient_id && *q->patient_id)
         match_string(&b, "p.patient_id", q->patient_id);
@@ -515,7 +518,7 @@ int store_qido_studies(struct store *s, const struct store_scope *scope,
         goto out;
     qb_sql(&b, " ORDER BY studies.date DESC, studies.time DESC,"
                " studies.id DESC");
-    rc = run_paged(s, &b, scope, q, study_json, out, e);
+    rc = run_paged(s, &b, q, study_json, out, e);
 out:
     qb_free(&b);
     return rc;
@@ -530,9 +533,9 @@ static int visible_study(struct store *s, const struct store_scope *scope,
     struct qb b = {0};
     qb_sql(&b, "SELECT studies.id FROM studies WHERE studies.study_uid = ");
     qb_text(&b, study_uid);
-    int rc = qb_scope(s, &b, scope, e);
+    int rc = qb_scope(&b, scope, e);
     if (!rc)
-        rc = qb_first(s, &b, scope, "study", id, e);
+        rc = qb_first(s, &b, "study", id, e);
     qb_free(&b);
     return rc;
 }
@@ -583,7 +586,7 @@ int store_qido_series(struct store *s, const struct store_scope *scope,
         (rc = match_list(&b, "series.series_uid", q->series_uid, e)))
         goto out;
     qb_sql(&b, " ORDER BY series.series_number, series.id");
-    rc = run_paged(s, &b, scope, q, series_json, out, e);
+    rc = run_paged(s, &b, q, series_json, out, e);
 out:
     qb_free(&b);
     return rc;
@@ -624,7 +627,7 @@ int store_qido_instances(struct store *s, const struct store_scope *scope,
         qb_int(&b, study_id);
         qb_sql(&b, " AND series_uid = ");
         qb_text(&b, q->series_uid);
-        rc = qb_first(s, &b, scope, "series", NULL, e);
+        rc = qb_first(s, &b, "series", NULL, e);
         qb_free(&b);
         if (rc)
             return rc;
@@ -647,7 +650,7 @@ int store_qido_instances(struct store *s, const struct store_scope *scope,
         goto out;
     qb_sql(&b, " ORDER BY series.series_number, series.id,"
                " i.instance_number, i.id");
-    rc = run_paged(s, &b, scope, q, instance_json, out, e);
+    rc = run_paged(s, &b, q, instance_json, out, e);
 out:
     qb_free(&b);
     return rc;

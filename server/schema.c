@@ -146,6 +146,17 @@ static const char *const migrations[] = {
     "INSERT INTO clinic_aes (calling_ae, clinic_id, created)"
     "  SELECT calling_ae, id, created FROM clinics"
     "  WHERE calling_ae IS NOT NULL;",
+
+    /* 3: the cases a gateway created (access.h: a gateway sees those
+     *    and no others); a study's patient is the study's clinic's. */
+    "CREATE TABLE case_gateways ("
+    "  case_id TEXT PRIMARY KEY,"
+    "  gateway_id INTEGER NOT NULL REFERENCES gateways(id));"
+    "CREATE INDEX case_gateways_by_gateway ON case_gateways(gateway_id);"
+    "CREATE TRIGGER studies_patient_of_clinic BEFORE INSERT ON studies"
+    "  WHEN (SELECT clinic_id FROM patients WHERE id = NEW.patient_ref)"
+    "   IS NOT NEW.clinic_id"
+    "  BEGIN SELECT RAISE(ABORT, 'patient of another clinic'); END;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -158,6 +158,9 @@ static unsigned on_store(void *arg, const char *path, const char *calling_ae,
         if (rc == ERR_INVALID) {
             status = DICOM_STATUS_DATASET_MISMATCH;
             snprintf(comment, 64, "%.63s", e.msg);
+        } else if (rc == ERR_FORBIDDEN) {
+            status = DICOM_STATUS_NOT_AUTHORIZED;  /* another clinic's */
+            snprintf(comment, 64, "refused");
         } else {
             status = DICOM_STATUS_OUT_OF_RESOURCES;
             snprintf(comment, 64, "%s",

@@ -21,9 +21,9 @@
  * file's flush runs on a helper thread while the file is parsed and
  * hashed, the directories' while the index commits (store_put_file).
  *
- * Scoping: every read of the index goes through the scope clause of
- * store_scope_sql()/store_scope_bind(), the only place that decides which
- * studies a caller may see.
+ * Scoping: every read of the index goes through the caller's scope
+ * (store.h), applied by store_scope_sql()/store_scope_bind(); the rule
+ * itself is access.c's.
  */
 #include "store.h"
 
@@ -43,10 +43,6 @@
 
 #define STORE_DEFAULT_MAX (2ULL << 30)
 #define STORE_BUSY_MS 10000
-
-/* Present once the consult workflow (cases.c) is linked in: widens the
- * scope to studies attached to cases the user may see. */
-const char *cases_study_visible_sql(void) __attribute__((weak));
 
 /* ---- statements --------------------------------------------------------- */
 
@@ -116,65 +112,22 @@ static void copy_col(char *dst, size_t n, sqlite3_stmt *st, int col)
 
 /* ---- scope -------------------------------------------------------------- */
 
-/* Whether the consult workflow's tables exist in this database: its
- * clause names them, and without them no case can widen anything.  Once
- * seen they stay (tables are never dropped). */
-static int cases_ready(struct store *s)
+int store_scope_sql(const struct store_scope *sc, char *out, size_t n)
 {
-    if (s->have_cases || !cases_study_visible_sql)
-        return s->have_cases;
-    sqlite3_stmt *st = store_stmt(
-        s,
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-        " AND name IN ('cases', 'case_studies')",
-        NULL);
-    if (st && sqlite3_step(st) == SQLITE_ROW &&
-        sqlite3_column_int(st, 0) == 2)
-        s->have_cases = 1;
-    if (st)
-        sqlite3_reset(st);
-    return s->have_cases;
-}
-
-int store_scope_sql(struct store *s, const struct store_scope *sc,
-                    char *out, size_t n)
-{
-    int w;
-    if (sc->all)
-        w = snprintf(out, n, "1");
-    else if (sc->user_id > 0 && cases_ready(s) && cases_study_visible_sql())
-        w = snprintf(out, n,
-                     "((studies.clinic_id = :scope_clinic"
-                     " AND studies.clinic_id <> 0) OR (%s))",
-                     cases_study_visible_sql());
-    else
-        w = snprintf(out, n,
-                     "(studies.clinic_id = :scope_clinic"
-                     " AND studies.clinic_id <> 0)");
+    int w = snprintf(out, n, "(%s)", sc->sql ? sc->sql : "0");
     return (w < 0 || (size_t)w >= n) ? ERR_TOOBIG : 0;
 }
 
-int store_scope_bind(sqlite3_stmt *st, const struct store_scope *sc)
+int store_scope_bind(sqlite3_stmt *st, const struct store_scope *sc,
+                     struct err *e)
 {
-    static const char *const user_names[] = {
-        ":uid", ":user_id", "@uid", "$uid", ":scope_user",
-    };
-    if (sc->all)
-        return 0;
-    int i = sqlite3_bind_parameter_index(st, ":scope_clinic");
-    if (i > 0)
-        sqlite3_bind_int64(st, i, sc->clinic_id);
-    for (size_t k = 0; k < sizeof user_names / sizeof user_names[0]; k++) {
-        i = sqlite3_bind_parameter_index(st, user_names[k]);
-        if (i > 0)
-            sqlite3_bind_int64(st, i, sc->user_id);
+    for (int k = 0; k < sc->nparams; k++) {
+        int i = sqlite3_bind_parameter_index(st, sc->params[k].name);
+        if (i <= 0)
+            return err_set(e, ERR_INTERNAL, "scope: no %s in its clause",
+                           sc->params[k].name);
+        sqlite3_bind_int64(st, i, sc->params[k].value);
     }
-    /* Every parameter of the store's own SQL is named, so a nameless one
-     * can only come from the consult workflow's clause: the user id. */
-    int np = sqlite3_bind_parameter_count(st);
-    for (i = 1; i <= np; i++)
-        if (!sqlite3_bind_parameter_name(st, i))
-            sqlite3_bind_int64(st, i, sc->user_id);
     return 0;
 }
 
@@ -520,13 +473,16 @@ static int blob_place(struct store *s, const char *tmp, const char *sha,
     return name_sync_start(s, name, sha, e);
 }
 
+/* An instance's blob and the clinic that owns its study. */
 static const char SQL_SOP_SHA[] =
-    "SELECT sha256 FROM instances WHERE sop_uid = ?1";
+    "SELECT i.sha256, st.clinic_id FROM instances i"
+    " JOIN series se ON se.id = i.series_ref"
+    " JOIN studies st ON st.id = se.study_ref WHERE i.sop_uid = ?1";
 
-/* The sha256 of the indexed instance sop_uid into sha: 1 if found, 0 if
- * not, or an error. */
+/* The sha256 of the indexed instance sop_uid into sha, and the clinic
+ * owning its study into *owner: 1 if found, 0 if not, or an error. */
 static int sop_lookup(struct store *s, const char *sop_uid, char sha[65],
-                      struct err *e)
+                      int64_t *owner, struct err *e)
 {
     sqlite3_stmt *st = store_stmt(s, SQL_SOP_SHA, e);
     if (!st)
@@ -535,6 +491,7 @@ static int sop_lookup(struct store *s, const char *sop_uid, char sha[65],
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         copy_col(sha, 65, st, 0);
+        *owner = sqlite3_column_int64(st, 1);
         sqlite3_reset(st);
         return 1;
     }
@@ -543,6 +500,46 @@ static int sop_lookup(struct store *s, const char *sop_uid, char sha[65],
         return err_set(e, ERR_DB, "lookup %s: %s", sop_uid,
                        sqlite3_errmsg(s->db));
     return 0;
+}
+
+/* The refusal of an instance that would write into another clinic's
+ * study (see store_put_file).  The message names only the sender's own
+ * study UID: callers audit it, and answer the peer no more than
+ * "refused". */
+static int refuse(const struct dcm_info *in, struct err *e)
+{
+    return err_set(e, ERR_FORBIDDEN, "refused: study %s", in->study_uid);
+}
+
+/* The clinics owning the study and the series the instance names (NULL
+ * when new). */
+static const char SQL_OWNERS[] =
+    "SELECT (SELECT clinic_id FROM studies WHERE study_uid = ?1),"
+    " (SELECT st.clinic_id FROM series se"
+    "  JOIN studies st ON st.id = se.study_ref WHERE se.series_uid = ?2)";
+
+/* 0 if the writer's clinic may add `in` to the index: its study and its
+ * series are new or the clinic's own (clinic 0, "none", owns the studies
+ * of unmapped AEs).  ERR_FORBIDDEN otherwise. */
+static int owner_check(struct store *s, const struct dcm_info *in,
+                       int64_t clinic, struct err *e)
+{
+    sqlite3_stmt *st = store_stmt(s, SQL_OWNERS, e);
+    if (!st)
+        return ERR_DB;
+    sqlite3_bind_text(st, 1, in->study_uid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, in->series_uid, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    int foreign = 0;
+    for (int col = 0; rc == SQLITE_ROW && col < 2; col++)
+        if (sqlite3_column_type(st, col) != SQLITE_NULL &&
+            sqlite3_column_int64(st, col) != clinic)
+            foreign = 1;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW)
+        return err_set(e, ERR_DB, "owner of %s: %s", in->study_uid,
+                       sqlite3_errmsg(s->db));
+    return foreign ? refuse(in, e) : 0;
 }
 
 static const char SQL_CONFLICT_INSERT[] =
@@ -610,7 +607,7 @@ static int conflict_keep(struct store *s, const char *from,
 }
 
 static const char SQL_STUDY_GET[] =
-    "SELECT id, modalities, clinic_id FROM studies WHERE study_uid = ?1";
+    "SELECT id, modalities FROM studies WHERE study_uid = ?1";
 static const char SQL_PATIENT_UPSERT[] =
     "INSERT INTO patients (clinic_id, patient_id, name, birth_date, sex)"
     " VALUES (?1, ?2, ?3, ?4, ?5)"
@@ -692,13 +689,17 @@ static int index_instance(struct store *s, const struct store_source *src,
 {
     const struct dcm_info *in = &res->info;
     int64_t now = now_ms(), clinic = src ? src->clinic_id : 0;
-    int64_t study_id = 0, series_id = 0, patient_id = 0, study_clinic = 0;
+    int64_t study_id = 0, series_id = 0, patient_id = 0;
     char mods[256] = "", newmods[256];
     int rc, new_series = 0;
     sqlite3_stmt *st;
 
     if ((rc = exec(s, "BEGIN IMMEDIATE", e)))
         return rc;
+    /* Checked again under the write lock: nobody can make the study
+     * another clinic's between this check and the insert. */
+    if ((rc = owner_check(s, in, clinic, e)))
+        goto fail_rc;
 
     /* study */
     if (!(st = store_stmt(s, SQL_STUDY_GET, e)))
@@ -707,7 +708,6 @@ static int index_instance(struct store *s, const struct store_source *src,
     if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         study_id = sqlite3_column_int64(st, 0);
         copy_col(mods, sizeof mods, st, 1);
-        study_clinic = sqlite3_column_int64(st, 2);
     }
     sqlite3_reset(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
@@ -736,13 +736,6 @@ static int index_instance(struct store *s, const struct store_source *src,
         sqlite3_bind_int64(st, 8, now);
         if ((rc = step_id(s, st, &study_id, e)))
             goto fail_rc;
-        study_clinic = clinic;
-    } else if (study_clinic != clinic) {
-        /* The study stays its first owner's; the instance row records
-         * who sent this part of it. */
-        log_warn("store: %s of study %s (clinic %lld) sent by clinic %lld",
-                 in->sop_uid, in->study_uid, (long long)study_clinic,
-                 (long long)clinic);
     }
 
     /* series */
@@ -834,14 +827,17 @@ static int put_lost_race(struct store *s, const struct store_source *src,
                          struct store_result *res, struct err *e)
 {
     char existing[65];
+    int64_t owner = 0;
     log_info("store: %s was indexed by another writer meanwhile",
              res->info.sop_uid);
-    int rc = sop_lookup(s, res->info.sop_uid, existing, e);
+    int rc = sop_lookup(s, res->info.sop_uid, existing, &owner, e);
     if (rc < 0)
         return rc;
     if (rc == 0)
         return err_set(e, ERR_DB, "index: %s vanished after a conflict",
                        res->info.sop_uid);
+    if (owner != (src ? src->clinic_id : 0))
+        return refuse(&res->info, e);
     if (!strcmp(existing, res->sha256)) {
         res->outcome = STORE_DUPLICATE;
         return 0;
@@ -990,8 +986,16 @@ int store_put_file(struct store *s, const char *tmp_path,
         return rc;
     }
 
+    /* Another clinic's instance, study or series is refused before its
+     * bytes reach blobs/ (and again in the index transaction, which is
+     * what decides). */
     char existing[65];
-    rc = sop_lookup(s, res->info.sop_uid, existing, e);
+    int64_t owner = 0, clinic = src ? src->clinic_id : 0;
+    rc = sop_lookup(s, res->info.sop_uid, existing, &owner, e);
+    if (rc == 1 && owner != clinic)
+        rc = refuse(&res->info, e);
+    else if (rc == 0)
+        rc = owner_check(s, &res->info, clinic, e);
     if (rc != 0) {
         sync_finish(s, &data, NULL);
         if (rc < 0) {
@@ -1204,15 +1208,15 @@ static sqlite3_stmt *scoped_stmt(struct store *s,
         err_set(e, ERR_INTERNAL, "no scope given");
         return NULL;
     }
-    if (store_scope_sql(s, scope, scope_sql, sizeof scope_sql) ||
+    if (store_scope_sql(scope, scope_sql, sizeof scope_sql) ||
         snprintf(sql, sizeof sql, "%s WHERE %s AND %s%s", INSTANCE_COLS,
                  where, scope_sql, tail) >= (int)sizeof sql) {
         err_set(e, ERR_INTERNAL, "scope clause too long");
         return NULL;
     }
     sqlite3_stmt *st = store_stmt(s, sql, e);
-    if (st)
-        store_scope_bind(st, scope);
+    if (st && store_scope_bind(st, scope, e))
+        return NULL;
     return st;
 }
 

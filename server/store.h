@@ -59,7 +59,8 @@ struct store_source {
     const char *calling_ae;   /* DIMSE peer, or NULL */
     const char *user;         /* login, or NULL */
     const char *remote;       /* peer address */
-    int64_t clinic_id;        /* owning clinic (0 = none) */
+    int64_t clinic_id;        /* the writer's clinic (0 = none: an
+                                 unmapped AE, --accept-unknown-ae) */
 };
 
 enum store_outcome {
@@ -80,19 +81,35 @@ struct store_result {
  * which must be in store_tmp_dir().  The store takes the file over: on
  * return it has been moved into place or removed, success or not.
  * ERR_INVALID (with reason) for a file that is not acceptable DICOM;
- * ERR_TOOBIG above the configured size limit; ERR_IO / ERR_DB otherwise. */
+ * ERR_TOOBIG above the configured size limit; ERR_IO / ERR_DB otherwise.
+ *
+ * A study belongs to the clinic that sent its first instance (src's
+ * clinic_id; 0 is a clinic of its own, "none").  An instance whose study,
+ * series or SOP Instance UID is already another clinic's is ERR_FORBIDDEN
+ * and changes nothing: decided inside the index transaction, so no other
+ * writer can slip in between.  Its e->msg ("refused: study <the sender's
+ * Study UID>") is for the audit log; the peer is told only "refused".
+ * A patient is one clinic's: the same PatientID from two clinics is two
+ * patients, never a join. */
 int store_put_file(struct store *s, const char *tmp_path,
                    const struct store_source *src, struct store_result *res,
                    struct err *e);
 
-/* Who is asking: every query and lookup is limited to what they may see.
- * Admins see everything; others see their clinic's studies (and, with the
- * consult workflow, studies attached to cases visible to them).  A study
- * outside the scope is ERR_NOTFOUND, never "forbidden". */
+/* Which studies the caller may see: every query and lookup below is
+ * limited to them, and a study outside is ERR_NOTFOUND, never
+ * "forbidden".  Built by access_scope() (access.h), the one owner of the
+ * rule; the store applies it as given.  sql is an SQL boolean expression
+ * over the table `studies` (static text: statements are cached by it),
+ * NULL for "nothing"; its only parameters are the named ones in
+ * params[], bound by name (a name the clause lacks is ERR_INTERNAL). */
+#define STORE_SCOPE_PARAMS 2
 struct store_scope {
-    int all;                  /* admin: no limit */
-    int64_t clinic_id;
-    int64_t user_id;
+    const char *sql;
+    int nparams;
+    struct {
+        const char *name;     /* ":scope_clinic", ... */
+        int64_t value;
+    } params[STORE_SCOPE_PARAMS];
 };
 
 /* QIDO-RS filters; NULL/0 fields are not applied. */

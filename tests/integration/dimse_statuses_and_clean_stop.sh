@@ -4,7 +4,8 @@
 # same SOP Instance UID with other bytes -> Warning 0xB000 with a
 # "conflict" Error Comment (original kept), a malformed UID -> 0xA900
 # with the reason; an unmapped calling AE is refused at association (and
-# audited), unless --accept-unknown-ae.  The server stops cleanly on
+# audited), unless --accept-unknown-ae (and then it may not add to a
+# clinic's study: 0x0124).  The server stops cleanly on
 # SIGTERM and SIGINT (exit 0), and refuses bad settings with exit 1 and a
 # missing data dir with exit 2, before listening.
 . "$(dirname "$0")/lib.sh"
@@ -79,8 +80,12 @@ assert_file_has "$T_TMP/server.log" 'info +stopped' "'stopped' in the log"
 
 log "--accept-unknown-ae, then SIGINT"
 hashi_start --accept-unknown-ae
-assert_eq 0x0000 "$(send NOBODY_KNOWS "$ST/$(basename "$2")")" \
+$PY "$DW" rewrite "$2" "$T_TMP/own.dcm" StudyInstanceUID=2.25.3300001 \
+    SeriesInstanceUID=2.25.3300002 SOPInstanceUID=2.25.3300003
+assert_eq 0x0000 "$(send NOBODY_KNOWS "$T_TMP/own.dcm")" \
     "status from an unknown AE when accepted"
+assert_eq 0x0124 "$(send NOBODY_KNOWS "$2")" \
+    "an unknown AE adding to a clinic's study: refused"
 kill -INT "$HPID"
 wait "$HPID"
 rc=$?

@@ -379,10 +379,9 @@ static void test_gateway_token(void **state)
     assert_string_equal(who.clinic, "Rural One");
     assert_int_equal(db_contains(f, token), 0);
 
-    struct store_scope sc;
-    auth_scope(&who, &sc);
-    assert_int_equal(sc.all, 0);
-    assert_int_equal(sc.clinic_id, f->rural);
+    assert_int_equal(who.gateway_id,
+                     q_int(f->s, "SELECT id FROM gateways"
+                                 " WHERE name = 'edge-1'"));
 
     /* a revoked gateway is locked out */
     assert_int_equal(sqlite3_exec(store_db(f->s),
@@ -444,29 +443,6 @@ static void test_rate_limit(void **state)
                                 NULL, NULL, &e), 0);               /* #4 */
 }
 
-static void test_scope_of_roles(void **state)
-{
-    (void)state;
-    struct principal p = {0};
-    struct store_scope sc;
-    p.user_id = 7;
-    p.clinic_id = 3;
-    strcpy(p.role, "admin");
-    auth_scope(&p, &sc);
-    assert_int_equal(sc.all, 1);
-    strcpy(p.role, "requester");
-    auth_scope(&p, &sc);
-    assert_int_equal(sc.all, 0);
-    assert_int_equal(sc.clinic_id, 3);
-    assert_int_equal(sc.user_id, 7);
-    strcpy(p.role, "specialist");
-    auth_scope(&p, &sc);
-    assert_int_equal(sc.all, 0);
-    auth_scope(NULL, &sc);
-    assert_int_equal(sc.all, 0);
-    assert_int_equal(sc.clinic_id, 0);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -482,7 +458,6 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_gateway_token, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rate_limit, setup, teardown),
-        cmocka_unit_test(test_scope_of_roles),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

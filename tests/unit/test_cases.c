@@ -23,6 +23,7 @@
 
 #include "../../proto/log.h"
 #include "../../proto/msg.h"
+#include "../../server/access.h"
 #include "../../server/auth.h"
 #include "../../server/cases.h"
 #include "../../server/outbox.h"
@@ -700,7 +701,7 @@ static void test_visibility(void **state)
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         struct store_scope sc;
-        auth_scope(&who[want[i].user], &sc);
+        access_scope(&who[want[i].user], &sc);
         struct store_query q = {0};
         json_t *res = NULL;
         if (store_qido_studies(srv.store, &sc, &q, &res, &e))

@@ -29,6 +29,7 @@
 #include "../../proto/dicom.h"
 #include "../../proto/log.h"
 #include "../../proto/util.h"
+#include "../../server/access.h"
 #include "../../server/schema.h"
 #include "../../server/store.h"
 #include "testutil.h"
@@ -194,6 +195,20 @@ static const char *jv(json_t *o, const char *tag, char *buf)
     return buf;
 }
 
+/* The scope access.c gives a caller of this role and clinic. */
+static struct store_scope scope_of(const char *role, int64_t clinic)
+{
+    struct principal p = {0};
+    struct store_scope sc;
+    strlcpy_h(p.role, role, sizeof p.role);
+    p.clinic_id = clinic;
+    p.user_id = 5;
+    access_scope(&p, &sc);
+    return sc;
+}
+
+static struct store_scope ADMIN;    /* scope_of("admin", 0), at setup */
+
 /* ---- group setup: generate the studies ---------------------------------- */
 
 static int gen(const char *tools, const char *out, const char *args)
@@ -273,6 +288,7 @@ static int group_setup(void **state)
     uid_of(g_a[2], NULL, g_a_mr_series);
     uid_of(g_b, g_b_uid, NULL);
     uid_of(g_c, g_c_uid, NULL);
+    ADMIN = scope_of("admin", 0);
     return 0;
 }
 
@@ -563,6 +579,7 @@ static void test_put_reuses_orphan_blob(void **state)
 struct racer {
     char dir[4096];
     const char *file;
+    int64_t clinic;             /* the writer's */
     pthread_barrier_t *go;
     int rc;
     struct store_result res;
@@ -580,10 +597,38 @@ static void *race_put(void *arg)
     char tmp[4096];
     to_tmp(s, r->file, tmp);
     pthread_barrier_wait(r->go);
-    struct store_source from = {"dimse", "RACE", NULL, NULL, 1};
+    struct store_source from = {"dimse", "RACE", NULL, NULL, r->clinic};
     r->rc = store_put_file(s, tmp, &from, &r->res, &e);
     store_close(s);
     return NULL;
+}
+
+/* Put files[i] as clinics[i] from two threads (a store handle each) at
+ * the same moment into the store in dir; results in r.  Returns a third
+ * handle on that store, opened (and so created) before the race, for the
+ * caller's checks; the caller closes it. */
+static struct store *race_two(const char *dir, const char *files[2],
+                              const int64_t clinics[2], struct racer r[2])
+{
+    pthread_barrier_t go;
+    pthread_t th[2];
+    pthread_barrier_init(&go, NULL, 2);
+    for (int i = 0; i < 2; i++) {
+        memset(&r[i], 0, sizeof r[i]);
+        strlcpy_h(r[i].dir, dir, sizeof r[i].dir);
+        r[i].file = files[i];
+        r[i].clinic = clinics[i];
+        r[i].go = &go;
+    }
+    struct err e = {0};
+    struct store *s = store_open(dir, &e);
+    assert_non_null(s);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, race_put, &r[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
+    return s;
 }
 
 /* The same SOP Instance UID from two threads at the same moment, with the
@@ -606,26 +651,10 @@ static void test_concurrent_same_uid(void **state)
         char dir[4096], name[32];
         snprintf(name, sizeof name, "race%d", round);
         sub(f, name, dir);
-        pthread_barrier_t go;
-        pthread_barrier_init(&go, NULL, 2);
         struct racer r[2];
-        pthread_t th[2];
-        for (int i = 0; i < 2; i++) {
-            memset(&r[i], 0, sizeof r[i]);
-            strlcpy_h(r[i].dir, dir, sizeof r[i].dir);
-            r[i].file = (i == 1 && !same) ? changed : g_b;
-            r[i].go = &go;
-        }
-        /* both open (and so create) the store before racing */
-        struct err e = {0};
-        struct store *s = store_open(dir, &e);
-        assert_non_null(s);
-        for (int i = 0; i < 2; i++)
-            assert_int_equal(pthread_create(&th[i], NULL, race_put, &r[i]),
-                             0);
-        for (int i = 0; i < 2; i++)
-            pthread_join(th[i], NULL);
-        pthread_barrier_destroy(&go);
+        const char *files[2] = { g_b, same ? g_b : changed };
+        const int64_t clinics[2] = { 1, 1 };
+        struct store *s = race_two(dir, files, clinics, r);
         assert_int_equal(r[0].rc, 0);
         assert_int_equal(r[1].rc, 0);
         int stored = (r[0].res.outcome == STORE_STORED) +
@@ -662,6 +691,87 @@ static void test_concurrent_same_uid(void **state)
             assert_int_equal(sha256_file(path, got, NULL, NULL), 0);
             assert_string_equal(got, lose->sha256);
         }
+        store_close(s);
+    }
+}
+
+/* An instance whose study, series or SOP Instance UID is another
+ * clinic's is refused (ERR_FORBIDDEN, "refused..."), whatever the bytes,
+ * and changes nothing: no row, no count, no blob, no conflict.  Clinic 0
+ * ("none", unmapped AEs) is a clinic of its own either way.  The owner
+ * still adds to its study. */
+static void test_put_other_clinic_refused(void **state)
+{
+    struct fx *f = *state;
+    struct store_result r;
+    struct err e = {0};
+    char blobs[4096], tmp[4096];
+    sub(f, "blobs", blobs);
+    sub(f, "tmp", tmp);
+
+    put_ok(f->s, g_a[0], 1);
+    int nblobs = count_files(blobs);
+    struct {
+        const char *file;       /* what clinic `clinic` sends */
+        int64_t clinic;
+    } tries[] = {
+        { g_a[1], 2 },          /* A's study and series */
+        { g_a[2], 2 },          /* a new series in A's study */
+        { g_a[0], 2 },          /* A's very file (its SOP UID) */
+        { g_a[1], 0 },          /* an unmapped AE */
+    };
+    for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
+        e = (struct err){0};
+        assert_int_equal(put(f->s, tries[i].file, tries[i].clinic, &r, &e),
+                         ERR_FORBIDDEN);
+        assert_true(!strncmp(e.msg, "refused", 7));
+        assert_string_equal(r.info.study_uid, g_a_uid);
+    }
+    assert_int_equal(q_int(f->s, "SELECT count(*) FROM instances"), 1);
+    assert_int_equal(q_int(f->s, "SELECT count(*) FROM series"), 1);
+    assert_int_equal(q_int(f->s, "SELECT num_instances FROM studies"), 1);
+    assert_int_equal(q_int(f->s, "SELECT clinic_id FROM studies"), 1);
+    assert_int_equal(q_int(f->s, "SELECT count(*) FROM conflicts"), 0);
+    assert_int_equal(count_files(blobs), nblobs);
+    assert_int_equal(count_entries(tmp), 0);
+
+    /* clinic 0's study is no clinic's to add to, and 0 adds to it */
+    put_ok(f->s, g_c, 0);
+    assert_int_equal(put(f->s, g_c, 2, &r, &e), ERR_FORBIDDEN);
+    assert_int_equal(put(f->s, g_c, 0, &r, &e), 0);
+    assert_int_equal(r.outcome, STORE_DUPLICATE);
+
+    /* the owner goes on */
+    put_ok(f->s, g_a[1], 1);
+    put_ok(f->s, g_a[2], 1);
+    assert_int_equal(q_int(f->s, "SELECT num_instances FROM studies"
+                                 " WHERE clinic_id = 1"), 3);
+}
+
+/* Two clinics start the same new study at the same moment, from two
+ * store handles: the check and the insert are one transaction, so exactly
+ * one clinic owns the study and only its instance is in it. */
+static void test_concurrent_other_clinic(void **state)
+{
+    struct fx *f = *state;
+    for (int round = 0; round < 8; round++) {
+        char dir[4096], name[32];
+        snprintf(name, sizeof name, "xrace%d", round);
+        sub(f, name, dir);
+        struct racer r[2];
+        const char *files[2] = { g_a[0], g_a[1] };  /* same study, series */
+        const int64_t clinics[2] = { 1, 2 };
+        struct store *s = race_two(dir, files, clinics, r);
+        int win = r[0].rc == 0 ? 0 : 1;
+        assert_int_equal(r[win].rc, 0);
+        assert_int_equal(r[win].res.outcome, STORE_STORED);
+        assert_int_equal(r[!win].rc, ERR_FORBIDDEN);
+        assert_int_equal(q_int(s, "SELECT count(*) FROM instances"), 1);
+        assert_int_equal(q_int(s, "SELECT num_instances FROM studies"), 1);
+        assert_int_equal(q_int(s, "SELECT clinic_id FROM studies"),
+                         r[win].clinic);
+        assert_int_equal(q_int(s, "SELECT clinic_id FROM instances"),
+                         r[win].clinic);
         store_close(s);
     }
 }
@@ -894,7 +1004,6 @@ static void load_all(struct store *s)
     put_ok(s, g_c, 2);
 }
 
-static const struct store_scope ADMIN = {1, 0, 0};
 
 /* QIDO studies with q; returns the number of results and the study UIDs
  * joined by spaces in uids (may be NULL). */
@@ -1162,8 +1271,12 @@ static void test_scope(void **state)
 {
     struct fx *f = *state;
     load_all(f->s);
-    struct store_scope c1 = {0, 1, 0}, c2 = {0, 2, 0}, c3 = {0, 3, 0};
-    struct store_scope none = {0, 0, 0};
+    struct store_scope c1 = scope_of("requester", 1);
+    struct store_scope c2 = scope_of("requester", 2);
+    struct store_scope c3 = scope_of("requester", 3);
+    struct store_scope none = scope_of("gateway", 1);
+    struct store_scope nobody;
+    access_scope(NULL, &nobody);
     char uids[1024], want[1024];
     struct store_query q = {0};
     assert_int_equal(studies(f->s, &c1, &q, uids), 2);
@@ -1173,9 +1286,8 @@ static void test_scope(void **state)
     assert_string_equal(uids, g_c_uid);
     assert_int_equal(studies(f->s, &c3, &q, NULL), 0);
     assert_int_equal(studies(f->s, &none, &q, NULL), 0);
-    /* a user id works whether or not the consult tables exist yet */
-    struct store_scope c1u = {0, 1, 5};
-    assert_int_equal(studies(f->s, &c1u, &q, NULL), 2);
+    assert_int_equal(studies(f->s, &nobody, &q, NULL), 0);
+    assert_int_equal(studies(f->s, &ADMIN, &q, NULL), 3);
     /* naming another clinic's study does not reveal it */
     q.study_uid = g_a_uid;
     assert_int_equal(studies(f->s, &c2, &q, NULL), 0);
@@ -1287,6 +1399,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qido_series_and_instances,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_scope, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_other_clinic_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_other_clinic, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_find_and_list, setup,
                                         teardown),
     };
