@@ -38,6 +38,9 @@ static const char *const type_names[MSG_TYPE_COUNT] = {
     [MSG_UPLOAD_BEGIN] = "upload.begin", [MSG_UPLOAD_END] = "upload.end",
     [MSG_REPLY] = "reply",              [MSG_UPLOAD_AT] = "upload.at",
     [MSG_UPLOAD_DONE] = "upload.done",
+    [MSG_STUDY_EXPECT] = "study.expect",
+    [MSG_GATEWAY_STATUS] = "gateway.status",
+    [MSG_PRIORITIES] = "priorities",
 };
 
 static const char *const code_names[MSG_CODE_COUNT] = {
@@ -63,6 +66,9 @@ static const char *const role_names[MSG_ROLE_COUNT] = {
 };
 static const char *const upstatus_names[MSG_UP_COUNT] = {
     NULL, "stored", "duplicate", "conflict",
+};
+static const char *const upkind_names[MSG_UK_COUNT] = {
+    NULL, "instance", "preview",
 };
 
 static const char *name_of(const char *const *names, int n, int v)
@@ -296,7 +302,8 @@ static bool syntax_ok(enum syn sy, const char *s, size_t n)
 
 /* ---- field tables ----------------------------------------------------- */
 
-enum fkind { F_STR, F_INT, F_NUM, F_BOOL, F_ENUM, F_OBJ, F_JSON, F_STRARR };
+enum fkind { F_STR, F_INT, F_NUM, F_BOOL, F_ENUM, F_OBJ, F_JSON, F_STRARR,
+             F_OBJARR };
 
 #define NO_HAS ((size_t)-1)
 
@@ -316,8 +323,8 @@ struct fdesc {
     double dmax;                /* F_NUM: |v| <= dmax */
     const char *const *names;   /* F_ENUM; index 0 unused */
     int n_names;
-    const struct fdesc *sub;    /* F_OBJ */
-    size_t cnt;                 /* F_STRARR: int count */
+    const struct fdesc *sub;    /* F_OBJ, F_OBJARR elements */
+    size_t cnt;                 /* F_STRARR, F_OBJARR: int count */
 };
 
 #define MEMBER_SIZE(T, f) sizeof(((T *)0)->f)
@@ -357,6 +364,11 @@ struct fdesc {
     { .name = #f, .kind = F_STRARR, .syn = sy, .off = offsetof(T, f), \
       .size = MEMBER_SIZE(T, f[0]), .has = NO_HAS, .hi = maxn, \
       .cnt = offsetof(T, n_##f) }
+/* A required array of objects, which may be empty. */
+#define FOBJARR(T, f, tbl, maxn) \
+    { .name = #f, .kind = F_OBJARR, .req = true, .off = offsetof(T, f), \
+      .size = MEMBER_SIZE(T, f[0]), .has = NO_HAS, .hi = maxn, \
+      .sub = tbl, .cnt = offsetof(T, n_##f) }
 #define FEND { .name = NULL }
 
 static const struct fdesc client_f[] = {
@@ -479,6 +491,8 @@ static const struct fdesc ubegin_f[] = {
     FSTR(struct msg_upload_begin, sha256, SY_SHA256, true, true),
     FINT(struct msg_upload_begin, size, 1, MSG_UPLOAD_MAX),
     FSTR(struct msg_upload_begin, case_id, SY_ID, false, true),
+    FENUM(struct msg_upload_begin, kind, false, upkind_names, MSG_UK_COUNT),
+    FSTR(struct msg_upload_begin, study_uid, SY_UID, false, true),
     FEND
 };
 static const struct fdesc uend_f[] = {
@@ -492,9 +506,40 @@ static const struct fdesc uat_f[] = {
 };
 static const struct fdesc udone_f[] = {
     FSTR(struct msg_upload_done, upload_id, SY_ID, true, true),
-    FSTR(struct msg_upload_done, sop_instance_uid, SY_UID, true, true),
+    FSTR(struct msg_upload_done, sop_instance_uid, SY_UID, false, true),
+    FSTR(struct msg_upload_done, study_uid, SY_UID, false, true),
     FENUM(struct msg_upload_done, status, true, upstatus_names,
           MSG_UP_COUNT),
+    FEND
+};
+static const struct fdesc expect_f[] = {
+    FSTR(struct msg_study_expect, study_uid, SY_UID, true, true),
+    FINT(struct msg_study_expect, instances, 1, MSG_EXPECT_MAX),
+    FENUM(struct msg_study_expect, priority, false, prio_names,
+          MSG_PRIO_COUNT),
+    FEND
+};
+static const struct fdesc gwstatus_f[] = {
+    FINT(struct msg_gateway_status, waiting, 0, MSG_SEQ_MAX),
+    FINT(struct msg_gateway_status, in_flight, 0, MSG_SEQ_MAX),
+    FINT(struct msg_gateway_status, done, 0, MSG_SEQ_MAX),
+    FINT(struct msg_gateway_status, failed, 0, MSG_SEQ_MAX),
+    FINT(struct msg_gateway_status, bytes_waiting, 0, MSG_SEQ_MAX),
+    FINT(struct msg_gateway_status, rate_bps, 0, MSG_SEQ_MAX),
+    FINT_OPT(struct msg_gateway_status, eta_s, 0, MSG_SEQ_MAX),
+    FSTR(struct msg_gateway_status, last_error, SY_TEXT, false, false),
+    FEND
+};
+static const struct fdesc prio_entry_f[] = {
+    FSTR(struct msg_priority_entry, study_uid, SY_UID, true, true),
+    FENUM(struct msg_priority_entry, priority, true, prio_names,
+          MSG_PRIO_COUNT),
+    FSTR(struct msg_priority_entry, case_id, SY_ID, true, true),
+    FEND
+};
+static const struct fdesc priorities_f[] = {
+    FOBJARR(struct msg_priorities, studies, prio_entry_f,
+            MSG_PRIORITIES_MAX),
     FEND
 };
 
@@ -515,6 +560,28 @@ static int check_answer(const struct msg *m, struct msg_error *err)
     if (!m->case_answer.impression[0] && !m->case_answer.text[0])
         return fail(err, MSG_E_MISSING_FIELD, "impression",
                     "an impression or a text is required");
+    return 0;
+}
+
+/* A preview names its study (an instance may, to have it checked). */
+static int check_ubegin(const struct msg *m, struct msg_error *err)
+{
+    const struct msg_upload_begin *u = &m->upload_begin;
+    if (u->kind == MSG_UK_PREVIEW && !u->study_uid[0])
+        return fail(err, MSG_E_MISSING_FIELD, "study_uid",
+                    "is required with kind preview");
+    return 0;
+}
+
+static int check_udone(const struct msg *m, struct msg_error *err)
+{
+    const struct msg_upload_done *u = &m->upload_done;
+    if (!u->sop_instance_uid[0] && !u->study_uid[0])
+        return fail(err, MSG_E_MISSING_FIELD, "sop_instance_uid",
+                    "a sop_instance_uid or a study_uid is required");
+    if (u->sop_instance_uid[0] && u->study_uid[0])
+        return fail(err, MSG_E_BAD_FIELD, "study_uid",
+                    "not allowed with sop_instance_uid");
     return 0;
 }
 
@@ -553,11 +620,14 @@ static const struct tdesc types[MSG_TYPE_COUNT] = {
     [MSG_CASE_GET] = { DIR_C, ID_REQ, caseref_f, NULL },
     [MSG_MESSAGE_SEND] = { DIR_C, ID_REQ, send_f, NULL },
     [MSG_MESSAGE_READ] = { DIR_C, ID_REQ, read_f, NULL },
-    [MSG_UPLOAD_BEGIN] = { DIR_C, ID_REQ, ubegin_f, NULL },
+    [MSG_UPLOAD_BEGIN] = { DIR_C, ID_REQ, ubegin_f, check_ubegin },
     [MSG_UPLOAD_END] = { DIR_C, ID_REQ, uend_f, NULL },
+    [MSG_STUDY_EXPECT] = { DIR_C, ID_REQ, expect_f, NULL },
+    [MSG_GATEWAY_STATUS] = { DIR_C, ID_REQ, gwstatus_f, NULL },
     [MSG_REPLY] = { DIR_S, ID_REQ, reply_f, NULL },
     [MSG_UPLOAD_AT] = { DIR_S, ID_OPT, uat_f, NULL },
-    [MSG_UPLOAD_DONE] = { DIR_S, ID_OPT, udone_f, NULL },
+    [MSG_UPLOAD_DONE] = { DIR_S, ID_OPT, udone_f, check_udone },
+    [MSG_PRIORITIES] = { DIR_S, ID_NONE, priorities_f, NULL },
 };
 
 static bool type_ok(enum msg_type t)
@@ -610,6 +680,8 @@ static bool present(const struct fdesc *f, const char *base)
         return *(json_t *const *)(base + f->off) != NULL;
     case F_STRARR:
         return *(const int *)(base + f->cnt) != 0;
+    case F_OBJARR:
+        return f->req || *(const int *)(base + f->cnt) != 0;
     default:
         return true;
     }
@@ -676,6 +748,20 @@ static int check_one(const struct fdesc *f, const char *base,
             snprintf(ep, sizeof ep, "%s[%d]", path, i);
             int rc = check_str(f, f->syn, p + (size_t)i * f->size, f->size,
                                ep, err);
+            if (rc)
+                return rc;
+        }
+        return 0;
+    }
+    case F_OBJARR: {
+        int n = *(const int *)(base + f->cnt);
+        if (n < 0 || n > f->hi)
+            return fail(err, MSG_E_TOO_LONG, path,
+                        "more than %lld elements", (long long)f->hi);
+        for (int i = 0; i < n; i++) {
+            char ep[96];
+            snprintf(ep, sizeof ep, "%s[%d]", path, i);
+            int rc = check_fields(f->sub, p + (size_t)i * f->size, ep, err);
             if (rc)
                 return rc;
         }
@@ -814,6 +900,26 @@ static int parse_one(const struct fdesc *f, json_t *v, char *base,
         *(int *)(base + f->cnt) = (int)n;
         rc = 0;
         break;
+    }
+    case F_OBJARR: {
+        if (!json_is_array(v))
+            return want(err, path, "an array", v);
+        size_t n = json_array_size(v);
+        if (n > (size_t)f->hi)
+            return fail(err, MSG_E_TOO_LONG, path,
+                        "more than %lld elements", (long long)f->hi);
+        for (size_t i = 0; i < n; i++) {
+            char ep[96];
+            json_t *el = json_array_get(v, i);
+            snprintf(ep, sizeof ep, "%s[%zu]", path, i);
+            if (!json_is_object(el))
+                return want(err, ep, "an object", el);
+            rc = parse_fields(el, f->sub, p + i * f->size, ep, err);
+            if (rc)
+                return rc;
+        }
+        *(int *)(base + f->cnt) = (int)n;
+        return 0;
     }
     default:
         return fail(err, MSG_E_INTERNAL, path, "bad field table");
@@ -1119,6 +1225,18 @@ static json_t *build_one(const struct fdesc *f, const char *base)
         }
         return a;
     }
+    case F_OBJARR: {
+        json_t *a = json_array();
+        int n = *(const int *)(base + f->cnt);
+        for (int i = 0; a && i < n; i++) {
+            if (json_array_append_new(a, build_obj(f->sub, p + (size_t)i *
+                                                            f->size))) {
+                json_decref(a);
+                return NULL;
+            }
+        }
+        return a;
+    }
     }
     return NULL;
 }
@@ -1360,6 +1478,33 @@ int msg_build_upload_begin(struct msg *m, const char *id,
     return done(m, err);
 }
 
+int msg_build_upload_begin_preview(struct msg *m, const char *id,
+                                   const char *upload_id, const char *sha256,
+                                   int64_t size, const char *study_uid,
+                                   struct msg_error *err)
+{
+    msg_init(m, MSG_UPLOAD_BEGIN);
+    SET(m->id, id, "id");
+    SET(m->upload_begin.upload_id, upload_id, "upload_id");
+    SET(m->upload_begin.sha256, sha256, "sha256");
+    m->upload_begin.size = size;
+    m->upload_begin.kind = MSG_UK_PREVIEW;
+    SET(m->upload_begin.study_uid, study_uid, "study_uid");
+    return done(m, err);
+}
+
+int msg_build_study_expect(struct msg *m, const char *id,
+                           const char *study_uid, int64_t instances,
+                           int priority, struct msg_error *err)
+{
+    msg_init(m, MSG_STUDY_EXPECT);
+    SET(m->id, id, "id");
+    SET(m->study_expect.study_uid, study_uid, "study_uid");
+    m->study_expect.instances = instances;
+    m->study_expect.priority = priority;
+    return done(m, err);
+}
+
 int msg_build_upload_end(struct msg *m, const char *id,
                          const char *upload_id, struct msg_error *err)
 {
@@ -1387,6 +1532,19 @@ int msg_build_upload_done(struct msg *m, const char *id,
     SET(m->id, id, "id");
     SET(m->upload_done.upload_id, upload_id, "upload_id");
     SET(m->upload_done.sop_instance_uid, sop_uid, "sop_instance_uid");
+    m->upload_done.status = status;
+    return done(m, err);
+}
+
+int msg_build_upload_done_preview(struct msg *m, const char *id,
+                                  const char *upload_id,
+                                  const char *study_uid, int status,
+                                  struct msg_error *err)
+{
+    msg_init(m, MSG_UPLOAD_DONE);
+    SET(m->id, id, "id");
+    SET(m->upload_done.upload_id, upload_id, "upload_id");
+    SET(m->upload_done.study_uid, study_uid, "study_uid");
     m->upload_done.status = status;
     return done(m, err);
 }

@@ -61,6 +61,9 @@
 #define MSG_SEQ_MAX         9007199254740991LL  /* 2^53 - 1 */
 #define MSG_UPLOAD_MAX      1099511627776LL     /* 2^40 bytes */
 #define MSG_TIME_MAX        253402300799999LL   /* ms, 9999-12-31 */
+#define MSG_PRIORITIES_MAX  128             /* priorities.studies */
+#define MSG_EXPECT_MAX      1000000         /* study.expect instances */
+#define MSG_PREVIEW_MAX     1048576         /* preview upload, bytes */
 
 enum msg_type {
     MSG_NONE = 0,
@@ -84,10 +87,14 @@ enum msg_type {
     MSG_MESSAGE_READ,
     MSG_UPLOAD_BEGIN,
     MSG_UPLOAD_END,
+    MSG_STUDY_EXPECT,
+    MSG_GATEWAY_STATUS,
     /* answers, s->c */
     MSG_REPLY,
     MSG_UPLOAD_AT,
     MSG_UPLOAD_DONE,
+    /* s->c, not an answer nor an event */
+    MSG_PRIORITIES,
     MSG_TYPE_COUNT
 };
 
@@ -131,6 +138,8 @@ enum msg_role { MSG_ROLE_NONE = 0, MSG_ROLE_REQUESTER, MSG_ROLE_SPECIALIST,
                 MSG_ROLE_ADMIN, MSG_ROLE_GATEWAY, MSG_ROLE_COUNT };
 enum msg_upload_status { MSG_UP_NONE = 0, MSG_UP_STORED, MSG_UP_DUPLICATE,
                          MSG_UP_CONFLICT, MSG_UP_COUNT };
+enum msg_upload_kind { MSG_UK_NONE = 0, MSG_UK_INSTANCE, MSG_UK_PREVIEW,
+                       MSG_UK_COUNT };     /* NONE means instance */
 
 /* Which end may send a type (msg_parse_dir). */
 enum msg_dir { MSG_DIR_ANY = 0, MSG_FROM_CLIENT = 1, MSG_FROM_SERVER = 2 };
@@ -229,6 +238,8 @@ struct msg_upload_begin {
     char sha256[65];
     int64_t size;
     char case_id[MSG_ID_MAX + 1];   /* optional */
+    int kind;                       /* enum msg_upload_kind; 0 = instance */
+    char study_uid[MSG_UID_MAX + 1];    /* required with a preview only */
 };
 struct msg_upload_end { char upload_id[MSG_ID_MAX + 1]; };
 struct msg_upload_at {
@@ -237,8 +248,30 @@ struct msg_upload_at {
 };
 struct msg_upload_done {
     char upload_id[MSG_ID_MAX + 1];
-    char sop_instance_uid[MSG_UID_MAX + 1];
+    char sop_instance_uid[MSG_UID_MAX + 1];     /* instance, or */
+    char study_uid[MSG_UID_MAX + 1];            /* preview: one of two */
     int status;                     /* enum msg_upload_status */
+};
+struct msg_study_expect {
+    char study_uid[MSG_UID_MAX + 1];
+    int64_t instances;              /* 1..MSG_EXPECT_MAX */
+    int priority;                   /* enum msg_priority; 0 = absent */
+};
+struct msg_gateway_status {
+    int64_t waiting, in_flight, done, failed;   /* files */
+    int64_t bytes_waiting, rate_bps;
+    bool has_eta_s;
+    int64_t eta_s;                  /* seconds; only when has_eta_s */
+    char last_error[MSG_ERRMSG_MAX + 1];        /* "" = absent */
+};
+struct msg_priority_entry {
+    char study_uid[MSG_UID_MAX + 1];
+    int priority;                   /* enum msg_priority */
+    char case_id[MSG_ID_MAX + 1];
+};
+struct msg_priorities {             /* most urgent first; may be empty */
+    struct msg_priority_entry studies[MSG_PRIORITIES_MAX];
+    int n_studies;
 };
 
 struct msg {
@@ -261,6 +294,9 @@ struct msg {
         struct msg_upload_end upload_end;
         struct msg_upload_at upload_at;
         struct msg_upload_done upload_done;
+        struct msg_study_expect study_expect;
+        struct msg_gateway_status gateway_status;
+        struct msg_priorities priorities;
     };
 };
 
@@ -352,13 +388,27 @@ int msg_build_upload_begin(struct msg *m, const char *id,
                            const char *upload_id, const char *sha256,
                            int64_t size, const char *case_id,
                            struct msg_error *err);
+int msg_build_upload_begin_preview(struct msg *m, const char *id,
+                                   const char *upload_id, const char *sha256,
+                                   int64_t size, const char *study_uid,
+                                   struct msg_error *err);
+int msg_build_study_expect(struct msg *m, const char *id,
+                           const char *study_uid, int64_t instances,
+                           int priority, struct msg_error *err);
 int msg_build_upload_end(struct msg *m, const char *id,
                          const char *upload_id, struct msg_error *err);
 int msg_build_upload_at(struct msg *m, const char *id, const char *upload_id,
                         int64_t offset, struct msg_error *err);
+/* An instance's upload.done; the _preview builders are for kind
+ * "preview" (section 7).  gateway.status and priorities have no builder:
+ * msg_init, fill the struct, msg_serialize (which validates). */
 int msg_build_upload_done(struct msg *m, const char *id,
                           const char *upload_id, const char *sop_uid,
                           int status, struct msg_error *err);
+int msg_build_upload_done_preview(struct msg *m, const char *id,
+                                  const char *upload_id,
+                                  const char *study_uid, int status,
+                                  struct msg_error *err);
 /* A reply answering a failed parse: uses err->id and err's code and
  * message; builds an "error" message instead when err->id is "". */
 int msg_build_failure(struct msg *m, const struct msg_error *failed,

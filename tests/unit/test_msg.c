@@ -99,6 +99,24 @@ static const struct sample samples[] = {
     { "{\"type\":\"upload.done\",\"id\":\"r11\",\"upload_id\":\"u-1\","
       "\"sop_instance_uid\":\"1.2.3.4.12\",\"status\":\"stored\"}",
       "type upload_id sop_instance_uid status" },
+    { "{\"type\":\"upload.begin\",\"id\":\"r12\",\"upload_id\":\"p-1\","
+      "\"sha256\":\"5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddf"
+      "af10ace3c6ef\",\"size\":48211,\"kind\":\"preview\","
+      "\"study_uid\":\"1.2.826.0.1.3680043.8.498.1\"}",
+      "type id upload_id sha256 size study_uid" },
+    { "{\"type\":\"study.expect\",\"id\":\"r14\","
+      "\"study_uid\":\"1.2.826.0.1.3680043.8.498.1\",\"instances\":120,"
+      "\"priority\":\"stat\"}",
+      "type id study_uid instances" },
+    { "{\"type\":\"gateway.status\",\"id\":\"r15\",\"waiting\":12,"
+      "\"in_flight\":1,\"done\":340,\"failed\":0,"
+      "\"bytes_waiting\":6291456,\"rate_bps\":262144,\"eta_s\":24,"
+      "\"last_error\":\"link down 09:12\"}",
+      "type id waiting in_flight done failed bytes_waiting rate_bps" },
+    { "{\"type\":\"priorities\",\"studies\":[{\"study_uid\":"
+      "\"1.2.826.0.1.3680043.8.498.1\",\"priority\":\"stat\","
+      "\"case_id\":\"c-01\"}]}",
+      "type studies" },
 };
 #define N_SAMPLES (sizeof samples / sizeof samples[0])
 
@@ -818,6 +836,160 @@ static void test_direction(void **state)
     assert_null(msg_kind_name(MSG_EV_COUNT));
 }
 
+/* ---- gateway additions: previews, study.expect, gateway.status,
+ * priorities (the rules the mechanical variants above do not reach) ---- */
+
+static void roundtrip(const struct msg *m, const char *expect);
+
+static void expect_fail(const char *frame, enum msg_code code,
+                        const char *field)
+{
+    static struct msg m;
+    struct msg_error e;
+    int rc = parse_str(frame, &m, &e);
+    if (rc == 0 || e.code != code || strcmp(e.field, field))
+        print_error("%s: %s (%s)\n", frame, msg_code_name(e.code),
+                    e.message);
+    assert_int_not_equal(rc, 0);
+    assert_int_equal(e.code, code);
+    assert_string_equal(e.field, field);
+}
+
+static void test_gateway_messages(void **state)
+{
+    (void)state;
+    static struct msg m;
+    struct msg_error e;
+    const char *sha = "5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddf"
+                      "af10ace3c6ef";
+
+    /* preview upload.begin: kind and study_uid parsed */
+    assert_int_equal(parse_str(samples[22].json, &m, &e), 0);
+    assert_int_equal(m.upload_begin.kind, MSG_UK_PREVIEW);
+    assert_string_equal(m.upload_begin.study_uid,
+                        "1.2.826.0.1.3680043.8.498.1");
+    msg_free(&m);
+    expect_fail("{\"type\":\"upload.begin\",\"id\":\"r\",\"upload_id\":"
+                "\"u\",\"sha256\":\"5f70bf18a086007016e948b04aed3b82103a36"
+                "bea41755b6cddfaf10ace3c6ef\",\"size\":1,\"kind\":\"video\"}",
+                MSG_E_BAD_FIELD, "kind");
+    /* an instance may name its study */
+    assert_int_equal(parse_str("{\"type\":\"upload.begin\",\"id\":\"r\","
+                               "\"upload_id\":\"u\",\"sha256\":\"5f70bf18a0"
+                               "86007016e948b04aed3b82103a36bea41755b6cddfaf"
+                               "10ace3c6ef\",\"size\":1,\"kind\":"
+                               "\"instance\",\"study_uid\":\"1.2\"}", &m, &e),
+                     0);
+    assert_int_equal(m.upload_begin.kind, MSG_UK_INSTANCE);
+    msg_free(&m);
+    assert_int_equal(msg_build_upload_begin_preview(&m, "r12", "p-1", sha,
+                                                    48211,
+                                                    "1.2.826.0.1.3680043."
+                                                    "8.498.1", &e), 0);
+    roundtrip(&m, samples[22].json);
+    assert_int_equal(msg_build_upload_begin_preview(&m, "r", "p", sha, 1,
+                                                    NULL, &e), ERR_INVALID);
+    assert_int_equal(e.code, MSG_E_MISSING_FIELD);
+    assert_string_equal(e.field, "study_uid");
+
+    /* upload.done: exactly one of sop_instance_uid and study_uid */
+    assert_int_equal(msg_build_upload_done_preview(&m, "r13", "p-1", "1.2.3",
+                                                   MSG_UP_STORED, &e), 0);
+    roundtrip(&m, "{\"type\":\"upload.done\",\"id\":\"r13\",\"upload_id\":"
+                  "\"p-1\",\"study_uid\":\"1.2.3\",\"status\":\"stored\"}");
+    expect_fail("{\"type\":\"upload.done\",\"upload_id\":\"p\","
+                "\"status\":\"stored\"}", MSG_E_MISSING_FIELD,
+                "sop_instance_uid");
+    expect_fail("{\"type\":\"upload.done\",\"upload_id\":\"p\","
+                "\"sop_instance_uid\":\"1.2\",\"study_uid\":\"1.2\","
+                "\"status\":\"stored\"}", MSG_E_BAD_FIELD, "study_uid");
+
+    /* study.expect */
+    assert_int_equal(msg_build_study_expect(&m, "r14", "1.2.826.0.1.3680043."
+                                            "8.498.1", 120, MSG_PRIO_STAT,
+                                            &e), 0);
+    roundtrip(&m, samples[23].json);
+    assert_int_equal(msg_build_study_expect(&m, "r", "1.2", 7, 0, &e), 0);
+    roundtrip(&m, "{\"type\":\"study.expect\",\"id\":\"r\","
+                  "\"study_uid\":\"1.2\",\"instances\":7}");
+    expect_fail("{\"type\":\"study.expect\",\"id\":\"r\",\"study_uid\":"
+                "\"1.2\",\"instances\":0}", MSG_E_BAD_FIELD, "instances");
+    expect_fail("{\"type\":\"study.expect\",\"id\":\"r\",\"study_uid\":"
+                "\"1.2\",\"instances\":1000001}", MSG_E_BAD_FIELD,
+                "instances");
+    expect_fail("{\"type\":\"study.expect\",\"id\":\"r\",\"study_uid\":"
+                "\"1.02\",\"instances\":1}", MSG_E_BAD_FIELD, "study_uid");
+    expect_fail("{\"type\":\"study.expect\",\"id\":\"r\",\"study_uid\":"
+                "\"1.2\",\"instances\":1,\"priority\":\"now\"}",
+                MSG_E_BAD_FIELD, "priority");
+
+    /* gateway.status: values, the optional eta_s, ranges */
+    assert_int_equal(parse_str(samples[24].json, &m, &e), 0);
+    assert_int_equal(m.gateway_status.waiting, 12);
+    assert_int_equal(m.gateway_status.bytes_waiting, 6291456);
+    assert_true(m.gateway_status.has_eta_s);
+    assert_int_equal(m.gateway_status.eta_s, 24);
+    assert_string_equal(m.gateway_status.last_error, "link down 09:12");
+    msg_free(&m);
+    msg_init(&m, MSG_GATEWAY_STATUS);
+    strcpy(m.id, "g1");
+    m.gateway_status.rate_bps = MSG_SEQ_MAX;
+    roundtrip(&m, "{\"type\":\"gateway.status\",\"id\":\"g1\",\"waiting\":0,"
+                  "\"in_flight\":0,\"done\":0,\"failed\":0,"
+                  "\"bytes_waiting\":0,\"rate_bps\":9007199254740991}");
+    expect_fail("{\"type\":\"gateway.status\",\"id\":\"g\",\"waiting\":-1,"
+                "\"in_flight\":0,\"done\":0,\"failed\":0,"
+                "\"bytes_waiting\":0,\"rate_bps\":0}", MSG_E_BAD_FIELD,
+                "waiting");
+
+    /* priorities: elements checked one by one, at most 128, may be empty */
+    assert_int_equal(parse_str(samples[25].json, &m, &e), 0);
+    assert_int_equal(m.priorities.n_studies, 1);
+    assert_int_equal(m.priorities.studies[0].priority, MSG_PRIO_STAT);
+    assert_string_equal(m.priorities.studies[0].case_id, "c-01");
+    msg_free(&m);
+    msg_init(&m, MSG_PRIORITIES);
+    roundtrip(&m, "{\"type\":\"priorities\",\"studies\":[]}");
+    for (int i = 0; i < MSG_PRIORITIES_MAX; i++) {
+        struct msg_priority_entry *p = &m.priorities.studies[i];
+        snprintf(p->study_uid, sizeof p->study_uid, "1.2.%d", i + 1);
+        snprintf(p->case_id, sizeof p->case_id, "c-%d", i);
+        p->priority = MSG_PRIO_ROUTINE;
+    }
+    m.priorities.n_studies = MSG_PRIORITIES_MAX;
+    roundtrip(&m, NULL);
+    m.priorities.n_studies = MSG_PRIORITIES_MAX + 1;
+    assert_int_equal(msg_validate(&m, &e), ERR_INVALID);
+    assert_int_equal(e.code, MSG_E_TOO_LONG);
+    m.priorities.n_studies = 2;
+    m.priorities.studies[1].priority = 0;
+    assert_int_equal(msg_validate(&m, &e), ERR_INVALID);
+    assert_int_equal(e.code, MSG_E_MISSING_FIELD);
+    assert_string_equal(e.field, "studies[1].priority");
+    expect_fail("{\"type\":\"priorities\",\"studies\":[{\"study_uid\":"
+                "\"1.2\",\"priority\":\"stat\"}]}", MSG_E_MISSING_FIELD,
+                "studies[0].case_id");
+    expect_fail("{\"type\":\"priorities\",\"studies\":[{\"study_uid\":"
+                "\"1.2\",\"priority\":\"stat\",\"case_id\":\"c\"},7]}",
+                MSG_E_BAD_TYPE, "studies[1]");
+    expect_fail("{\"type\":\"priorities\",\"studies\":[{\"study_uid\":"
+                "\"1.2\",\"priority\":\"soon\",\"case_id\":\"c\"}]}",
+                MSG_E_BAD_FIELD, "studies[0].priority");
+
+    /* directions: gateway.status and study.expect are the client's,
+     * priorities the server's */
+    const char *gs = samples[24].json, *pr = samples[25].json;
+    assert_int_equal(msg_parse_dir(gs, strlen(gs), MSG_FROM_SERVER, &m, &e),
+                     ERR_INVALID);
+    assert_int_equal(e.code, MSG_E_UNKNOWN_TYPE);
+    assert_int_equal(msg_parse_dir(pr, strlen(pr), MSG_FROM_CLIENT, &m, &e),
+                     ERR_INVALID);
+    assert_int_equal(e.code, MSG_E_UNKNOWN_TYPE);
+    assert_true(msg_is_request(MSG_STUDY_EXPECT));
+    assert_true(msg_is_request(MSG_GATEWAY_STATUS));
+    assert_false(msg_is_request(MSG_PRIORITIES));
+}
+
 /* ---- building --------------------------------------------------------- */
 
 static void roundtrip(const struct msg *m, const char *expect)
@@ -1344,6 +1516,7 @@ int main(void)
         cmocka_unit_test(test_frame_size),
         cmocka_unit_test(test_unknown_fields_and_id_recovery),
         cmocka_unit_test(test_direction),
+        cmocka_unit_test(test_gateway_messages),
         cmocka_unit_test(test_build_every_type),
         cmocka_unit_test(test_build_rejects),
         cmocka_unit_test(test_error_text_sanitized),
