@@ -67,6 +67,9 @@ static const char *const role_names[MSG_ROLE_COUNT] = {
 static const char *const upstatus_names[MSG_UP_COUNT] = {
     NULL, "stored", "duplicate", "conflict",
 };
+static const char *const uareason_names[MSG_UA_COUNT] = {
+    NULL, "progress", "resend",
+};
 static const char *const upkind_names[MSG_UK_COUNT] = {
     NULL, "instance", "preview",
 };
@@ -502,6 +505,7 @@ static const struct fdesc uend_f[] = {
 static const struct fdesc uat_f[] = {
     FSTR(struct msg_upload_at, upload_id, SY_ID, true, true),
     FINT(struct msg_upload_at, offset, 0, MSG_UPLOAD_MAX),
+    FENUM(struct msg_upload_at, reason, false, uareason_names, MSG_UA_COUNT),
     FEND
 };
 static const struct fdesc udone_f[] = {

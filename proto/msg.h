@@ -138,6 +138,8 @@ enum msg_role { MSG_ROLE_NONE = 0, MSG_ROLE_REQUESTER, MSG_ROLE_SPECIALIST,
                 MSG_ROLE_ADMIN, MSG_ROLE_GATEWAY, MSG_ROLE_COUNT };
 enum msg_upload_status { MSG_UP_NONE = 0, MSG_UP_STORED, MSG_UP_DUPLICATE,
                          MSG_UP_CONFLICT, MSG_UP_COUNT };
+enum msg_ua_reason { MSG_UA_NONE = 0, MSG_UA_PROGRESS, MSG_UA_RESEND,
+                     MSG_UA_COUNT };       /* upload.at without id */
 enum msg_upload_kind { MSG_UK_NONE = 0, MSG_UK_INSTANCE, MSG_UK_PREVIEW,
                        MSG_UK_COUNT };     /* NONE means instance */
 
@@ -245,6 +247,7 @@ struct msg_upload_end { char upload_id[MSG_ID_MAX + 1]; };
 struct msg_upload_at {
     char upload_id[MSG_ID_MAX + 1];
     int64_t offset;
+    int reason;                     /* enum msg_ua_reason; 0 = absent */
 };
 struct msg_upload_done {
     char upload_id[MSG_ID_MAX + 1];

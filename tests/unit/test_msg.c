@@ -904,6 +904,15 @@ static void test_gateway_messages(void **state)
                 "\"sop_instance_uid\":\"1.2\",\"study_uid\":\"1.2\","
                 "\"status\":\"stored\"}", MSG_E_BAD_FIELD, "study_uid");
 
+    /* upload.at: reason only on the unsolicited ones */
+    assert_int_equal(parse_str("{\"type\":\"upload.at\",\"upload_id\":"
+                               "\"u-1\",\"offset\":3145728,\"reason\":"
+                               "\"progress\"}", &m, &e), 0);
+    assert_int_equal(m.upload_at.reason, MSG_UA_PROGRESS);
+    msg_free(&m);
+    expect_fail("{\"type\":\"upload.at\",\"upload_id\":\"u\",\"offset\":0,"
+                "\"reason\":\"later\"}", MSG_E_BAD_FIELD, "reason");
+
     /* study.expect */
     assert_int_equal(msg_build_study_expect(&m, "r14", "1.2.826.0.1.3680043."
                                             "8.498.1", 120, MSG_PRIO_STAT,
