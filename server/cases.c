@@ -216,6 +216,7 @@ static void tx_rollback(struct server *srv)
 /* The WebSocket layer may be absent (admin subcommands, a build without
  * ws.c): then the events wait in the outboxes for the next hello. */
 #pragma weak ws_push_dirty
+#pragma weak ws_case_created
 
 /* COMMIT, then hand the new events to the WebSocket layer. */
 static int tx_commit(struct server *srv, struct err *e)
@@ -443,6 +444,32 @@ static int64_t images_received(sqlite3 *db, const char *case_id,
     return n;
 }
 
+/* The instances announced (study.expect) for a case's studies, or one of
+ * them: JSON null when none is announced. */
+static json_t *images_expected(sqlite3 *db, const char *case_id,
+                               int64_t clinic_id, const char *study_uid)
+{
+    sqlite3_stmt *st;
+    json_t *n = json_null();
+    if (sqlite3_prepare_v2(
+            db,
+            "SELECT SUM(x.instances) FROM study_expectations x"
+            " JOIN case_studies cs ON cs.study_uid = x.study_uid"
+            " WHERE cs.case_id = ?1 AND x.clinic_id = ?2"
+            " AND (?3 IS NULL OR x.study_uid = ?3)",
+            -1, &st, NULL) != SQLITE_OK)
+        return n;
+    sqlite3_bind_text(st, 1, case_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, clinic_id);
+    if (study_uid)
+        sqlite3_bind_text(st, 3, study_uid, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW &&
+        sqlite3_column_type(st, 0) != SQLITE_NULL)
+        n = json_integer(sqlite3_column_int64(st, 0));
+    sqlite3_finalize(st);
+    return n;
+}
+
 /* The case summary JSON (no access check: callers have done it). */
 static int case_json(sqlite3 *db, const char *case_id, json_t **out,
                      struct err *e)
@@ -504,8 +531,10 @@ static int case_json(sqlite3 *db, const char *case_id, json_t **out,
     sqlite3_finalize(st);
     json_object_set_new(c, "study_uids", uids);
     json_object_set_new(c, "images",
-                        json_pack("{s:I}", "received",
+                        json_pack("{s:I, s:o}", "received",
                                   (json_int_t)images_received(
+                                      db, case_id, clinic_id, NULL),
+                                  "expected", images_expected(
                                       db, case_id, clinic_id, NULL)));
 
     st = prep(db, e,
@@ -1040,6 +1069,8 @@ int cases_create(struct server *srv, const struct principal *who,
     }
     audit_case(srv, who, "case.create", r.case_id, rc,
                rc ? emsg(e) : *created ? NULL : "repeated request");
+    if (!rc && *created && ws_case_created)     /* gateways' priorities */
+        ws_case_created(srv, r.case_id);
     return rc;
 }
 
@@ -1685,9 +1716,11 @@ int cases_images_arrived(struct server *srv, const char *study_uid,
         if (!got)   /* a study of another clinic under the same UID */
             continue;
         json_t *body = json_pack(
-            "{s:s, s:I, s:{s:I}}", "study_uid", study_uid, "received",
-            (json_int_t)got, "images", "received",
-            (json_int_t)images_received(db, cid, clinic, NULL));
+            "{s:s, s:I, s:o, s:{s:I, s:o}}", "study_uid", study_uid,
+            "received", (json_int_t)got, "expected",
+            images_expected(db, cid, clinic, study_uid), "images",
+            "received", (json_int_t)images_received(db, cid, clinic, NULL),
+            "expected", images_expected(db, cid, clinic, NULL));
         rc = touch(db, cid, now_ms(), e);
         if (!rc)
             rc = notify(srv, cid, "images.arrived", body, e);

@@ -39,6 +39,7 @@ static const struct {
     { "due-stat", K_STR },
     { "due-urgent", K_STR },
     { "due-routine", K_STR },
+    { "upload-max-age", K_STR },
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -65,6 +66,7 @@ void config_defaults(struct server_config *c)
     c->due_stat = CASES_DUE_STAT;
     c->due_urgent = CASES_DUE_URGENT;
     c->due_routine = CASES_DUE_ROUTINE;
+    c->upload_max_age = CONFIG_DEFAULT_UPLOAD_MAX_AGE;
 }
 
 /* A DNS name: labels of letters, digits and '-', not all-numeric (so a
@@ -346,6 +348,15 @@ int config_set(struct server_config *c, const char *key, const char *v,
                            "%s: '%.64s' is not a number of seconds "
                            "(1..2592000)", key, v);
         *due = (int)secs;
+        return 0;
+    }
+    if (!strcmp(key, "upload-max-age")) {
+        long secs;
+        if (parse_uint(v, 1, 365L * 86400, &secs))
+            return err_set(e, ERR_INVALID,
+                           "upload-max-age: '%.64s' is not a number of "
+                           "seconds (1..31536000)", v);
+        c->upload_max_age = (int)secs;
         return 0;
     }
     if (!strcmp(key, "config"))

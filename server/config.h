@@ -26,6 +26,7 @@
 #define CONFIG_DEFAULT_DICOM_PORT 11112
 #define CONFIG_DEFAULT_AE "HASHI"
 #define CONFIG_DEFAULT_MAX_INSTANCE (2ULL << 30)
+#define CONFIG_DEFAULT_UPLOAD_MAX_AGE (7 * 86400)     /* seconds */
 #define CONFIG_INSTALLED_WEB "/usr/local/share/hashi/web"
 
 /* Built-in defaults (cert, key and web root stay "" until config_finish). */

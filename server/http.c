@@ -44,8 +44,10 @@
 #include "api_cases.h"
 #include "cases.h"
 #include "dicomweb.h"
+#include "gateway.h"
 #include "jobs.h"
 #include "server.h"
+#include "upload.h"
 
 /* ---- the route table ---------------------------------------------------
  * A route matches its path exactly, or (prefix) also everything below
@@ -70,6 +72,8 @@ static const struct http_route routes[] = {
       api_events },
     { "/dicomweb", 1, HTTP_GET | HTTP_POST, HTTP_AUTH_REQUIRED,
       dicomweb_handle },
+    { "/api/studies", 1, HTTP_GET, HTTP_AUTH_REQUIRED, upload_api_studies },
+    { "/api/gateways", 0, HTTP_GET, HTTP_AUTH_REQUIRED, gateway_api_list },
 };
 
 #define MAX_HEADERS 16          /* extra response headers */

@@ -157,6 +157,44 @@ static const char *const migrations[] = {
     "  WHEN (SELECT clinic_id FROM patients WHERE id = NEW.patient_ref)"
     "   IS NOT NEW.clinic_id"
     "  BEGIN SELECT RAISE(ABORT, 'patient of another clinic'); END;",
+
+    /* 4: resumable uploads (upload.c: `durable` is the byte count
+     *    fdatasync'd into DATA/uploads/<id>.part; done_* once ingested),
+     *    study previews (DATA/previews/<study_uid>.jpg), announced
+     *    instance counts and the gateways' last status (gateway.c). */
+    "CREATE TABLE uploads ("
+    "  id INTEGER PRIMARY KEY,"
+    "  principal TEXT NOT NULL,"          /* login, or gateway:<name> */
+    "  upload_id TEXT NOT NULL,"
+    "  clinic_id INTEGER NOT NULL,"
+    "  kind TEXT NOT NULL CHECK (kind IN ('instance', 'preview')),"
+    "  study_uid TEXT,"
+    "  case_id TEXT,"
+    "  sha256 TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  durable INTEGER NOT NULL DEFAULT 0,"
+    "  created INTEGER NOT NULL,"
+    "  touched INTEGER NOT NULL,"
+    "  done_status TEXT,"                 /* stored, duplicate, conflict */
+    "  done_uid TEXT,"                    /* SOP UID, or a preview's study */
+    "  UNIQUE (principal, upload_id));"
+    "CREATE INDEX uploads_by_touched ON uploads(touched);"
+    "CREATE TABLE study_previews ("
+    "  study_uid TEXT PRIMARY KEY,"
+    "  clinic_id INTEGER NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  at INTEGER NOT NULL);"
+    "CREATE TABLE study_expectations ("
+    "  study_uid TEXT PRIMARY KEY,"
+    "  clinic_id INTEGER NOT NULL,"
+    "  instances INTEGER NOT NULL,"
+    "  priority TEXT,"
+    "  at INTEGER NOT NULL);"
+    "CREATE TABLE gateway_status ("
+    "  gateway_id INTEGER PRIMARY KEY REFERENCES gateways(id),"
+    "  status TEXT NOT NULL,"             /* gateway.status's fields, JSON */
+    "  last_seen INTEGER NOT NULL);",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

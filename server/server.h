@@ -23,6 +23,7 @@ struct outbox;
 struct ws_hub;
 struct render_cache;
 struct jobs;
+struct upload_hub;
 
 struct server_config {
     char data_dir[4096];
@@ -41,6 +42,7 @@ struct server_config {
     int due_stat;               /* escalation deadlines, seconds */
     int due_urgent;
     int due_routine;
+    int upload_max_age;         /* seconds: partial uploads removed after */
 };
 
 struct server {
@@ -57,6 +59,7 @@ struct server {
     struct jobs *jobs;          /* worker pool (jobs.h), each thread with
                                    its own store handle; finished jobs are
                                    reaped on the lws thread */
+    struct upload_hub *uploads; /* resumable uploads (upload.h) */
     volatile sig_atomic_t stopping;
 };
 
@@ -83,6 +86,9 @@ void ws_free(struct server *srv);
  * a second per study — more arrivals within the second are told together
  * when it has passed.  Lws thread only. */
 void ws_images_arrived(struct server *srv, const char *study_uid);
+/* A case was created: gateway sessions of its clinic get its studies in
+ * a priorities message (when it names any).  Lws thread only. */
+void ws_case_created(struct server *srv, const char *case_id);
 /* hashi.v1 acks are written to the outbox in batches (every 200 ms);
  * this writes the pending ones now (before reading the ack cursor). */
 void ws_flush_acks(struct server *srv);

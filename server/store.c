@@ -131,6 +131,28 @@ int store_scope_bind(sqlite3_stmt *st, const struct store_scope *sc,
     return 0;
 }
 
+int store_study_visible(struct store *s, const struct store_scope *sc,
+                        const char *study_uid, int64_t clinic_id)
+{
+    char where[2048], sql[3072];
+    sqlite3_stmt *st;
+
+    if (store_scope_sql(s, sc, where, sizeof where) ||
+        snprintf(sql, sizeof sql, "SELECT 1 FROM (SELECT :study AS"
+                 " study_uid, :owner AS clinic_id) AS studies WHERE %s",
+                 where) >= (int)sizeof sql ||
+        sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":study"),
+                      study_uid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":owner"),
+                       clinic_id);
+    store_scope_bind(st, sc);
+    int ok = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return ok;
+}
+
 /* ---- open / close ------------------------------------------------------- */
 
 /* SQLite's own busy handler (sqlite3_busy_timeout) sleeps 1, 2, 5, 10 ...

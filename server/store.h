@@ -165,6 +165,12 @@ int store_list_instances(struct store *s, const struct store_scope *scope,
                          struct store_instance **out, size_t *n,
                          struct err *e);
 
+/* May scope see a study study_uid owned by clinic_id, whether or not its
+ * instances have arrived (a preview of it, say)?  The scope clause's
+ * answer over that one study: 1 yes, 0 no (or on error). */
+int store_study_visible(struct store *s, const struct store_scope *scope,
+                        const char *study_uid, int64_t clinic_id);
+
 /* Maximum size of one instance accepted by store_put_file (default 2 GiB). */
 void store_set_max_instance(struct store *s, uint64_t bytes);
 

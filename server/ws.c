@@ -50,9 +50,11 @@
 #include "../proto/msg.h"
 #include "auth.h"
 #include "cases.h"
+#include "gateway.h"
 #include "http.h"
 #include "outbox.h"
 #include "server.h"
+#include "upload.h"
 
 #define WS_BUCKETS 256              /* sessions filed by user id */
 #define WS_BATCH 32                 /* events fetched at once */
@@ -305,8 +307,10 @@ static void ack_orphan(struct ws_hub *h, struct ws_sess *s);
 static void hub_remove(struct ws_sess *s)
 {
     struct ws_hub *h = s->hub;
-    if (h)
+    if (h) {
         ack_orphan(h, s);
+        upload_detach(h->srv, s);
+    }
     if (h && s->in_bucket) {
         struct ws_sess **pp = &h->bucket[bucket_of(s->who.user_id)];
         while (*pp && *pp != s)
@@ -501,6 +505,27 @@ static void send_error(struct ws_sess *s, const char *id, enum msg_code code,
     else
         log_error("ws: cannot build an error (%s): %s",
                   msg_code_name(code), me.message);
+    msg_free(&m);
+}
+
+/* upload.c's answers (upload_init). */
+static void upload_send(void *sess, const struct msg *m)
+{
+    queue_msg(sess, m, NULL);
+}
+
+/* A gateway session's priorities: all its clinic's open cases naming
+ * studies (after welcome), or those of case_id (a new case). */
+static void send_priorities(struct ws_sess *s, const char *case_id)
+{
+    static struct msg m;        /* 17 KB: not on the stack; lws thread */
+    struct err e = { 0, "" };
+    int n = gateway_priorities(s->hub->srv, s->who.clinic_id, case_id, &m,
+                               &e);
+    if (n < 0)
+        log_error("ws: priorities for %s: %s", s->who.login, e.msg);
+    else if (n > 0 || !case_id)
+        queue_msg(s, &m, NULL);
     msg_free(&m);
 }
 
@@ -719,6 +744,7 @@ static void tick(lws_sorted_usec_list_t *sul)
             close_after(s, 4408, "hello timeout");
         }
     arrived_flush(h, now);
+    upload_tick(h->srv);
     if (now - h->pruned_at > WS_PRUNE_EVERY_MS)
         replies_prune(h);
     lws_sul_schedule(h->ctx, 0, &h->tick, tick, LWS_US_PER_SEC);
@@ -844,6 +870,8 @@ static void on_hello(struct ws_sess *s, const struct msg *m)
     }
     queue_msg(s, &w, NULL);
     msg_free(&w);
+    if (!strcmp(who.role, "gateway"))
+        send_priorities(s, NULL);
 
     s->state = WS_LIVE;
     s->sent_seq = s->acked_seq = s->ack_db = from;
@@ -970,9 +998,13 @@ static int run_request(struct server *srv, const struct principal *who,
         if (!rc)
             *result = json_object();
         return rc;
-    case MSG_UPLOAD_BEGIN:
-    case MSG_UPLOAD_END:
-        return err_set(e, ERR_UNSUPPORTED, "uploads are not available yet");
+    case MSG_STUDY_EXPECT:
+        return gateway_expect(srv, who, &m->study_expect, result, e);
+    case MSG_GATEWAY_STATUS:
+        rc = gateway_status(srv, who, &m->gateway_status, e);
+        if (!rc)
+            *result = json_object();
+        return rc;
     default:
         return err_set(e, ERR_INVALID, "not a request");
     }
@@ -985,6 +1017,10 @@ static int run_request(struct server *srv, const struct principal *who,
 static void on_request(struct ws_sess *s, const struct msg *m)
 {
     struct server *srv = s->hub->srv;
+    if (m->type == MSG_UPLOAD_BEGIN || m->type == MSG_UPLOAD_END) {
+        upload_request(srv, s, &s->who, s->remote, m);  /* not kept */
+        return;
+    }
     char *kept = reply_lookup(s->hub, s->who.login, m->id);
     if (kept) {
         queue_bytes(s, kept, strlen(kept), 0);
@@ -998,9 +1034,7 @@ static void on_request(struct ws_sess *s, const struct msg *m)
     struct msg_error me;
     enum msg_code code = MSG_E_NONE;
     int rc = run_request(srv, &s->who, m, &result, &e);
-    if (m->type == MSG_UPLOAD_BEGIN || m->type == MSG_UPLOAD_END)
-        code = MSG_E_NOT_READY;
-    else if (rc)
+    if (rc)
         code = code_of(m->type, &e);
 
     if (!rc) {
@@ -1091,8 +1125,7 @@ static void on_binary(struct ws_sess *s, const unsigned char *buf,
         return;
     }
     s->bad = 0;
-    send_error(s, NULL, MSG_E_NOT_FOUND,
-               "no upload of that id was begun on this connection");
+    upload_chunk(s->hub->srv, s, &s->who, &c);
 }
 
 static void on_receive(struct ws_sess *s, const void *in, size_t len)
@@ -1241,9 +1274,23 @@ int ws_init(struct server *srv, struct err *e)
         return ERR_DB;
     }
     replies_prune(h);
+    if (upload_init(srv, upload_send, e)) {
+        sqlite3_finalize(h->reply_get);
+        sqlite3_finalize(h->reply_put);
+        free(h);
+        return e->code;
+    }
     srv->ws = h;
     ws_proto.user = h;
     return 0;
+}
+
+void ws_case_created(struct server *srv, const char *case_id)
+{
+    struct ws_hub *h = srv->ws;
+    for (struct ws_sess *s = h ? h->all : NULL; s; s = s->next)
+        if (s->state == WS_LIVE && !strcmp(s->who.role, "gateway"))
+            send_priorities(s, case_id);
 }
 
 void ws_push_dirty(struct server *srv)
@@ -1283,6 +1330,7 @@ void ws_free(struct server *srv)
         hub_remove(s);
     }
     ack_flush(h);
+    upload_free(srv);
     free(h->orphans);
     /* The timers live in the lws context: only while it exists. */
     if (h->tick_on && srv->lws)
