@@ -12,10 +12,13 @@ Assertion helpers raise AssertionError with what was expected and what
 came; a test script turns that into a failure (exit 1).
 """
 import hashlib
+import http.client as httpc
 import json
+import ssl
 import struct
 import sys
 import time
+from urllib.parse import urlparse
 
 from wsclient import WS, Closed
 
@@ -127,6 +130,25 @@ def upload(s, upload_id, data, **extra):
         return at
     s.send_from(upload_id, data, at["offset"])
     return s.req({"type": "upload.end", "upload_id": upload_id})
+
+
+def http(url, ca, method, path, token, body=None):
+    """One HTTPS request: (status, body bytes); body is sent as JSON."""
+    u = urlparse(url)
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.check_hostname = False
+    c = httpc.HTTPSConnection(u.hostname, u.port, context=ctx,
+                                    timeout=20)
+    h = {"Authorization": "Bearer " + token}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        h["Content-Type"] = "application/json"
+    c.request(method, path, data, h)
+    r = c.getresponse()
+    out = (r.status, r.read())
+    c.close()
+    return out
 
 
 def expect(cond, what, got):
