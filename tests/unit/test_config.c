@@ -87,6 +87,7 @@ static void defaults(void **state)
     assert_int_equal(c.due_stat, 600);
     assert_int_equal(c.due_urgent, 3600);
     assert_int_equal(c.due_routine, 86400);
+    assert_int_equal(c.upload_max_age, 7 * 86400);
 }
 
 static void all_flags(void **state)
@@ -100,7 +101,8 @@ static void all_flags(void **state)
                       "--web", "/srv/web", "--origin", "https://a.example",
                       "--origin", "http://b.example:8080",
                       "--accept-unknown-ae", "--max-instance", "10M",
-                      "--log-level", "debug", "--due-stat", "2", NULL);
+                      "--log-level", "debug", "--due-stat", "2",
+                      "--upload-max-age", "90", NULL);
     assert_int_equal(rc, 0);
     assert_string_equal(c.data_dir, tmp);
     assert_string_equal(c.listen_host, "0.0.0.0");
@@ -116,6 +118,7 @@ static void all_flags(void **state)
     assert_true(c.max_instance == 10ULL * 1024 * 1024);
     assert_int_equal(c.log_level, LOG_DEBUG);
     assert_int_equal(c.due_stat, 2);
+    assert_int_equal(c.upload_max_age, 90);
 }
 
 static void cert_defaults_follow_data(void **state)
@@ -236,6 +239,8 @@ static void bad_flags(void **state)
         { "--accept-unknown-ae=maybe", NULL, "accept-unknown-ae" },
         { "--due-stat", "0", "due-stat" },
         { "--due-stat", "ten", "due-stat" },
+        { "--upload-max-age", "0", "upload-max-age" },
+        { "--upload-max-age", "1w", "upload-max-age" },
         { "--bogus", "1", "--bogus" },
         { "--log-level", NULL, "needs a value" },
         { "positional", NULL, "positional" },
