@@ -742,21 +742,7 @@ static int check_one(const struct fdesc *f, const char *base,
         if (!json_is_object(*(json_t *const *)p))
             return fail(err, MSG_E_BAD_TYPE, path, "must be an object");
         return 0;
-    case F_STRARR: {
-        int n = *(const int *)(base + f->cnt);
-        if (n < 0 || n > f->hi)
-            return fail(err, MSG_E_TOO_LONG, path,
-                        "more than %lld elements", (long long)f->hi);
-        for (int i = 0; i < n; i++) {
-            char ep[96];
-            snprintf(ep, sizeof ep, "%s[%d]", path, i);
-            int rc = check_str(f, f->syn, p + (size_t)i * f->size, f->size,
-                               ep, err);
-            if (rc)
-                return rc;
-        }
-        return 0;
-    }
+    case F_STRARR:
     case F_OBJARR: {
         int n = *(const int *)(base + f->cnt);
         if (n < 0 || n > f->hi)
@@ -764,8 +750,11 @@ static int check_one(const struct fdesc *f, const char *base,
                         "more than %lld elements", (long long)f->hi);
         for (int i = 0; i < n; i++) {
             char ep[96];
+            const char *el = p + (size_t)i * f->size;
             snprintf(ep, sizeof ep, "%s[%d]", path, i);
-            int rc = check_fields(f->sub, p + (size_t)i * f->size, ep, err);
+            int rc = f->kind == F_STRARR
+                     ? check_str(f, f->syn, el, f->size, ep, err)
+                     : check_fields(f->sub, el, ep, err);
             if (rc)
                 return rc;
         }
@@ -886,25 +875,7 @@ static int parse_one(const struct fdesc *f, json_t *v, char *base,
             return want(err, path, "an object", v);
         *(json_t **)p = json_incref(v);
         return 0;
-    case F_STRARR: {
-        if (!json_is_array(v))
-            return want(err, path, "an array", v);
-        size_t n = json_array_size(v);
-        if (n > (size_t)f->hi)
-            return fail(err, MSG_E_TOO_LONG, path,
-                        "more than %lld elements", (long long)f->hi);
-        for (size_t i = 0; i < n; i++) {
-            char ep[96];
-            snprintf(ep, sizeof ep, "%s[%zu]", path, i);
-            rc = take_str(json_array_get(v, i), p + i * f->size, f->size,
-                          true, ep, err);
-            if (rc)
-                return rc;
-        }
-        *(int *)(base + f->cnt) = (int)n;
-        rc = 0;
-        break;
-    }
+    case F_STRARR:
     case F_OBJARR: {
         if (!json_is_array(v))
             return want(err, path, "an array", v);
@@ -916,14 +887,20 @@ static int parse_one(const struct fdesc *f, json_t *v, char *base,
             char ep[96];
             json_t *el = json_array_get(v, i);
             snprintf(ep, sizeof ep, "%s[%zu]", path, i);
-            if (!json_is_object(el))
-                return want(err, ep, "an object", el);
-            rc = parse_fields(el, f->sub, p + i * f->size, ep, err);
+            if (f->kind == F_STRARR)
+                rc = take_str(el, p + i * f->size, f->size, true, ep, err);
+            else if (!json_is_object(el))
+                rc = want(err, ep, "an object", el);
+            else
+                rc = parse_fields(el, f->sub, p + i * f->size, ep, err);
             if (rc)
                 return rc;
         }
         *(int *)(base + f->cnt) = (int)n;
-        return 0;
+        if (f->kind == F_OBJARR)
+            return 0;       /* each element checked by parse_fields */
+        rc = 0;
+        break;
     }
     default:
         return fail(err, MSG_E_INTERNAL, path, "bad field table");
@@ -1217,24 +1194,15 @@ static json_t *build_one(const struct fdesc *f, const char *base)
         return build_obj(f->sub, p);
     case F_JSON:
         return json_incref(*(json_t *const *)p);
-    case F_STRARR: {
-        json_t *a = json_array();
-        int n = *(const int *)(base + f->cnt);
-        for (int i = 0; a && i < n; i++) {
-            if (json_array_append_new(a, json_string(p + (size_t)i *
-                                                      f->size))) {
-                json_decref(a);
-                return NULL;
-            }
-        }
-        return a;
-    }
+    case F_STRARR:
     case F_OBJARR: {
         json_t *a = json_array();
         int n = *(const int *)(base + f->cnt);
         for (int i = 0; a && i < n; i++) {
-            if (json_array_append_new(a, build_obj(f->sub, p + (size_t)i *
-                                                            f->size))) {
+            const char *el = p + (size_t)i * f->size;
+            if (json_array_append_new(a, f->kind == F_STRARR
+                                         ? json_string(el)
+                                         : build_obj(f->sub, el))) {
                 json_decref(a);
                 return NULL;
             }
@@ -1487,11 +1455,10 @@ int msg_build_upload_begin_preview(struct msg *m, const char *id,
                                    int64_t size, const char *study_uid,
                                    struct msg_error *err)
 {
-    msg_init(m, MSG_UPLOAD_BEGIN);
-    SET(m->id, id, "id");
-    SET(m->upload_begin.upload_id, upload_id, "upload_id");
-    SET(m->upload_begin.sha256, sha256, "sha256");
-    m->upload_begin.size = size;
+    int rc = msg_build_upload_begin(m, id, upload_id, sha256, size, NULL,
+                                    err);
+    if (rc)
+        return rc;
     m->upload_begin.kind = MSG_UK_PREVIEW;
     SET(m->upload_begin.study_uid, study_uid, "study_uid");
     return done(m, err);
@@ -1528,16 +1495,25 @@ int msg_build_upload_at(struct msg *m, const char *id, const char *upload_id,
     return done(m, err);
 }
 
-int msg_build_upload_done(struct msg *m, const char *id,
-                          const char *upload_id, const char *sop_uid,
-                          int status, struct msg_error *err)
+/* upload.done of an instance (sop_uid) or of a preview (study_uid). */
+static int build_done(struct msg *m, const char *id, const char *upload_id,
+                      const char *sop_uid, const char *study_uid, int status,
+                      struct msg_error *err)
 {
     msg_init(m, MSG_UPLOAD_DONE);
     SET(m->id, id, "id");
     SET(m->upload_done.upload_id, upload_id, "upload_id");
     SET(m->upload_done.sop_instance_uid, sop_uid, "sop_instance_uid");
+    SET(m->upload_done.study_uid, study_uid, "study_uid");
     m->upload_done.status = status;
     return done(m, err);
+}
+
+int msg_build_upload_done(struct msg *m, const char *id,
+                          const char *upload_id, const char *sop_uid,
+                          int status, struct msg_error *err)
+{
+    return build_done(m, id, upload_id, sop_uid, NULL, status, err);
 }
 
 int msg_build_upload_done_preview(struct msg *m, const char *id,
@@ -1545,12 +1521,7 @@ int msg_build_upload_done_preview(struct msg *m, const char *id,
                                   const char *study_uid, int status,
                                   struct msg_error *err)
 {
-    msg_init(m, MSG_UPLOAD_DONE);
-    SET(m->id, id, "id");
-    SET(m->upload_done.upload_id, upload_id, "upload_id");
-    SET(m->upload_done.study_uid, study_uid, "study_uid");
-    m->upload_done.status = status;
-    return done(m, err);
+    return build_done(m, id, upload_id, NULL, study_uid, status, err);
 }
 
 /* ---- upload chunks ---------------------------------------------------- */

@@ -498,6 +498,7 @@ static void job_done(void *arg)
             if (!u->begin_id[0] && !u->resend)
                 send_at(u, NULL, MSG_UA_PROGRESS);
         }
+        u->jlen = 0;
         settle(u);
         return;
     }
@@ -525,6 +526,9 @@ static void job_done(void *arg)
         }
         send_done(u->hub, u->sess, id, u->upload_id, u->kind, u->done_uid,
                   u->status);
+        if (u->begin_id[0])     /* a begin that came during the ingest */
+            send_done(u->hub, u->sess, u->begin_id, u->upload_id, u->kind,
+                      u->done_uid, u->status);
     } else {
         code = u->rc == ERR_CONFLICT ? MSG_E_CONFLICT
                : u->rc == ERR_INVALID ? MSG_E_BAD_FIELD
@@ -539,10 +543,13 @@ static void job_done(void *arg)
             log_error("upload %s/%s: %s", u->principal, u->upload_id,
                       u->e.msg);
         /* the store's refusal names a study: the peer learns no more */
-        send_reply_err(u->hub, u->sess, id, code,
-                       code == MSG_E_FORBIDDEN ? "refused: not your "
-                       "clinic's study" : code == MSG_E_INTERNAL
-                       ? "internal error; begin again" : u->e.msg);
+        const char *text = code == MSG_E_FORBIDDEN
+                           ? "refused: not your clinic's study"
+                           : code == MSG_E_INTERNAL
+                           ? "internal error; begin again" : u->e.msg;
+        send_reply_err(u->hub, u->sess, id, code, text);
+        if (u->begin_id[0])
+            send_reply_err(u->hub, u->sess, u->begin_id, code, text);
     }
     forget(u);      /* done, or discarded: the row says which */
 }
@@ -552,6 +559,11 @@ static void settle(struct upload *u)
 {
     if (busy(u))
         return;
+    if (!u->hub->srv->jobs) {   /* the pool has stopped: nothing to flush */
+        if (!u->sess)
+            forget(u);
+        return;
+    }
     int want_flush = u->blen && (u->blen >= UP_FLUSH_AT || u->begin_id[0] ||
                                  u->end_id[0] || u->resend || !u->sess ||
                                  u->recv == u->size);
@@ -783,6 +795,8 @@ static void begin(struct upload_hub *h, void *sess,
         u->sess = sess;
         strlcpy_h(u->remote, remote ? remote : "", sizeof u->remote);
         strlcpy_h(u->begin_id, m->id, sizeof u->begin_id);
+        if (u->job_kind == JOB_INGEST)
+            return;             /* answered with the upload.end */
         u->end_id[0] = 0;
         u->resend = 0;
         settle(u);
@@ -858,7 +872,9 @@ void upload_request(struct server *srv, void *sess,
                     const struct msg *m)
 {
     struct upload_hub *h = srv->uploads;
-    if (!h || !srv->jobs) {
+    if (!h)
+        return;                 /* no ws layer: nobody to answer */
+    if (!srv->jobs) {
         send_reply_err(h, sess, m->id, MSG_E_NOT_READY,
                        "uploads are not available");
         return;

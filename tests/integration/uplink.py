@@ -45,22 +45,6 @@ class Session(WS):
                         "client": {"name": name, "version": "1"}})
         self.welcome = self.wait(lambda m: m.get("type") == "welcome")
 
-    def send_frame(self, opcode, payload, fin=True):
-        # wsclient masks byte by byte; chunks are large
-        mask = b"\x11\x22\x33\x44"
-        n = len(payload)
-        hdr = bytes([(0x80 if fin else 0) | opcode])
-        if n < 126:
-            hdr += bytes([0x80 | n])
-        elif n < 65536:
-            hdr += bytes([0x80 | 126]) + struct.pack("!H", n)
-        else:
-            hdr += bytes([0x80 | 127]) + struct.pack("!Q", n)
-        k = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-        masked = (int.from_bytes(payload, "big") ^ k).to_bytes(n, "big") \
-            if n else b""
-        self.sock.sendall(hdr + mask + masked)
-
     def next(self):
         kind, data = self.recv()
         assert kind == "text", "a binary frame from the server"

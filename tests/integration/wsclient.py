@@ -119,7 +119,10 @@ class WS:
             hdr += bytes([0x80 | 126]) + struct.pack("!H", n)
         else:
             hdr += bytes([0x80 | 127]) + struct.pack("!Q", n)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        # one big-integer XOR: upload chunks are up to 1 MiB
+        k = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+        masked = ((int.from_bytes(payload, "big") ^ k).to_bytes(n, "big")
+                  if n else b"")
         self.sock.sendall(hdr + mask + masked)
 
     def send_text(self, text):
