@@ -137,7 +137,7 @@ int store_study_visible(struct store *s, const struct store_scope *sc,
     char where[2048], sql[3072];
     sqlite3_stmt *st;
 
-    if (store_scope_sql(s, sc, where, sizeof where) ||
+    if (store_scope_sql(sc, where, sizeof where) ||
         snprintf(sql, sizeof sql, "SELECT 1 FROM (SELECT :study AS"
                  " study_uid, :owner AS clinic_id) AS studies WHERE %s",
                  where) >= (int)sizeof sql ||
@@ -147,8 +147,8 @@ int store_study_visible(struct store *s, const struct store_scope *sc,
                       study_uid, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":owner"),
                        clinic_id);
-    store_scope_bind(st, sc);
-    int ok = sqlite3_step(st) == SQLITE_ROW;
+    struct err e = { 0, "" };
+    int ok = !store_scope_bind(st, sc, &e) && sqlite3_step(st) == SQLITE_ROW;
     sqlite3_finalize(st);
     return ok;
 }
