@@ -20,7 +20,6 @@
 #include "cases.h"
 #include "config.h"
 #include "devcert.h"
-#include "outbox.h"
 #include "server.h"
 #include "store.h"
 
@@ -508,7 +507,7 @@ static int cmd_oncall(int argc, char **argv)
     rc = cases_init(srv, &e);
     if (!rc)
         rc = cases_oncall_set(srv, specialty, logins, n, &e);
-    outbox_close(srv->outbox);
+    cases_free(srv);
     store_close(srv->store);
     free(srv);
     free(logins);

@@ -13,7 +13,7 @@
  * Visibility is wider than that: a specialist also sees every case of
  * their specialties, so that a colleague can pick one up.
  *
- * Tables live in the store's database and are created here if missing.
+ * Tables live in the store's database (created by schema.c's migrations).
  */
 #include "cases.h"
 
@@ -32,78 +32,6 @@
 #define ID_MAX 64
 #define LIST_DEFAULT 50
 #define LIST_MAX 500
-
-static const char schema_sql[] =
-    "CREATE TABLE IF NOT EXISTS cases ("
-    "  case_id TEXT PRIMARY KEY,"
-    "  clinic_id INTEGER NOT NULL,"
-    "  requester_id INTEGER,"             /* NULL when a gateway sent it */
-    "  patient_age INTEGER,"
-    "  patient_sex TEXT,"
-    "  history TEXT NOT NULL DEFAULT '',"
-    "  question TEXT NOT NULL,"
-    "  priority TEXT NOT NULL"
-    "    CHECK (priority IN ('stat', 'urgent', 'routine')),"
-    "  specialty TEXT,"
-    "  specialist_id INTEGER,"
-    "  status TEXT NOT NULL CHECK (status IN"
-    "    ('new', 'claimed', 'answered', 'closed', 'reopened')),"
-    "  claimed_by INTEGER,"
-    "  created_at INTEGER NOT NULL,"
-    "  updated_at INTEGER NOT NULL,"
-    "  due_at INTEGER NOT NULL DEFAULT 0,"
-    "  escalation_level INTEGER NOT NULL DEFAULT 0);"
-    "CREATE INDEX IF NOT EXISTS cases_by_clinic"
-    "  ON cases(clinic_id, created_at);"
-    "CREATE INDEX IF NOT EXISTS cases_by_specialty"
-    "  ON cases(specialty, created_at);"
-    "CREATE INDEX IF NOT EXISTS cases_by_due ON cases(status, due_at);"
-    "CREATE TABLE IF NOT EXISTS case_studies ("
-    "  case_id TEXT NOT NULL,"
-    "  study_uid TEXT NOT NULL,"
-    "  pos INTEGER NOT NULL,"
-    "  PRIMARY KEY (case_id, study_uid));"
-    "CREATE INDEX IF NOT EXISTS case_studies_by_study"
-    "  ON case_studies(study_uid);"
-    "CREATE TABLE IF NOT EXISTS case_participants ("
-    "  case_id TEXT NOT NULL,"
-    "  user_id INTEGER NOT NULL,"
-    "  why TEXT NOT NULL,"     /* requester clinic notified escalated
-                                  claimer author */
-    "  since INTEGER NOT NULL,"
-    "  PRIMARY KEY (case_id, user_id));"
-    "CREATE INDEX IF NOT EXISTS case_participants_by_user"
-    "  ON case_participants(user_id);"
-    "CREATE TABLE IF NOT EXISTS messages ("
-    "  message_id TEXT PRIMARY KEY,"
-    "  case_id TEXT NOT NULL,"
-    "  author_id INTEGER NOT NULL,"
-    "  text TEXT NOT NULL,"
-    "  image_sop TEXT,"
-    "  image_frame INTEGER,"
-    "  image_window TEXT,"
-    "  created_at INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS messages_by_case"
-    "  ON messages(case_id, created_at);"
-    "CREATE TABLE IF NOT EXISTS message_receipts ("
-    "  message_id TEXT NOT NULL,"
-    "  user_id INTEGER NOT NULL,"
-    "  delivered_at INTEGER,"
-    "  read_at INTEGER,"
-    "  PRIMARY KEY (message_id, user_id));"
-    "CREATE TABLE IF NOT EXISTS answers ("
-    "  case_id TEXT PRIMARY KEY,"
-    "  impression TEXT NOT NULL,"
-    "  recommendation TEXT NOT NULL,"
-    "  text TEXT NOT NULL,"
-    "  author_id INTEGER NOT NULL,"
-    "  at INTEGER NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS oncall ("
-    "  specialty TEXT NOT NULL,"
-    "  position INTEGER NOT NULL,"
-    "  user_id INTEGER NOT NULL,"
-    "  PRIMARY KEY (specialty, position),"
-    "  UNIQUE (specialty, user_id));";
 
 /* The caller as a one-row table for ACCESS_CASE_VISIBLE (access.h, the
  * one visibility rule): binds ?1 access_who_id, ?2 role, ?3 clinic_id;
@@ -747,19 +675,18 @@ int cases_init(struct server *srv, struct err *e)
 {
     if (!srv->store)
         return err_set(e, ERR_INVALID, "cases: no store");
-    char *msg = NULL;
-    if (sqlite3_exec(dbof(srv), schema_sql, NULL, NULL, &msg) != SQLITE_OK) {
-        err_set(e, ERR_DB, "cases: schema: %s",
-                msg ? msg : sqlite3_errmsg(dbof(srv)));
-        sqlite3_free(msg);
-        return ERR_DB;
-    }
     if (!srv->outbox) {
         srv->outbox = outbox_open(dbof(srv), e);
         if (!srv->outbox)
             return e ? e->code : ERR_DB;
     }
     return 0;
+}
+
+void cases_free(struct server *srv)
+{
+    outbox_close(srv->outbox);
+    srv->outbox = NULL;
 }
 
 int cases_oncall_set(struct server *srv, const char *specialty,

@@ -43,8 +43,10 @@ struct server;
 #define CASES_DUE_URGENT 3600
 #define CASES_DUE_ROUTINE 86400
 
-/* Create the tables if missing. */
+/* Opens the outboxes (srv->outbox) over the store's database, whose
+ * tables schema.c's migrations made; cases_free closes them. */
 int cases_init(struct server *srv, struct err *e);
+void cases_free(struct server *srv);
 
 /* case.create: `req` is the validated request object (fields as in
  * PROTOCOL.md: case_id, patient{age,sex}, history, question, priority,

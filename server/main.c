@@ -28,7 +28,6 @@
 #include "cases.h"
 #include "config.h"
 #include "jobs.h"
-#include "outbox.h"
 #include "render.h"
 #include "server.h"
 
@@ -255,8 +254,7 @@ out:
     jobs_stop(srv->jobs);
     srv->jobs = NULL;
     ws_free(srv);             /* after http_stop closed the sessions */
-    outbox_close(srv->outbox);
-    srv->outbox = NULL;
+    cases_free(srv);
     if (srv->audit)
         audit_close(srv->audit);
     store_close(srv->store);

@@ -2,7 +2,7 @@
  * outbox — per-user, ordered, durable event queues in the store's SQLite
  * database (see outbox.h for the contract).
  *
- * Two tables: outbox holds the events, keyed (user_id, seq); outbox_cursor
+ * Two tables (schema.c makes them): outbox holds the events, keyed (user_id, seq); outbox_cursor
  * holds, per user, the last seq handed out and the highest cumulative ack.
  * The seq comes from the cursor row, bumped by an UPSERT inside the
  * caller's transaction, so a rolled-back change leaves no gap and two
@@ -32,21 +32,6 @@ struct outbox {
     size_t ndirty, capdirty;
 };
 
-static const char schema_sql[] =
-    "CREATE TABLE IF NOT EXISTS outbox ("
-    "  user_id INTEGER NOT NULL,"
-    "  seq INTEGER NOT NULL,"
-    "  event_id TEXT NOT NULL UNIQUE,"
-    "  kind TEXT NOT NULL,"
-    "  case_id TEXT,"
-    "  at INTEGER NOT NULL,"
-    "  body TEXT NOT NULL,"
-    "  PRIMARY KEY (user_id, seq));"
-    "CREATE TABLE IF NOT EXISTS outbox_cursor ("
-    "  user_id INTEGER PRIMARY KEY,"
-    "  last_seq INTEGER NOT NULL DEFAULT 0,"
-    "  acked_seq INTEGER NOT NULL DEFAULT 0);";
-
 static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st,
                    struct err *e)
 {
@@ -57,13 +42,6 @@ static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st,
 
 struct outbox *outbox_open(sqlite3 *db, struct err *e)
 {
-    char *msg = NULL;
-    if (sqlite3_exec(db, schema_sql, NULL, NULL, &msg) != SQLITE_OK) {
-        err_set(e, ERR_DB, "outbox: schema: %s",
-                msg ? msg : sqlite3_errmsg(db));
-        sqlite3_free(msg);
-        return NULL;
-    }
     struct outbox *o = calloc(1, sizeof *o);
     if (!o) {
         err_set(e, ERR_INTERNAL, "outbox: out of memory");

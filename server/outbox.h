@@ -27,7 +27,8 @@
 
 struct outbox;
 
-/* Creates its tables if missing. */
+/* Over db, whose tables (outbox, outbox_cursor) schema.c's migrations
+ * made.  The caller keeps db open until outbox_close. */
 struct outbox *outbox_open(sqlite3 *db, struct err *e);
 void outbox_close(struct outbox *o);
 

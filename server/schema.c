@@ -195,6 +195,102 @@ static const char *const migrations[] = {
     "  gateway_id INTEGER PRIMARY KEY REFERENCES gateways(id),"
     "  status TEXT NOT NULL,"             /* gateway.status's fields, JSON */
     "  last_seen INTEGER NOT NULL);",
+
+    /* 5: the consult workflow (cases.c), the per-user outboxes (outbox.c)
+     *    and the kept hashi.v1 replies (ws.c).  Those modules used to
+     *    create these tables themselves, so a database made before this
+     *    migration may have them already: IF NOT EXISTS adopts them. */
+    "CREATE TABLE IF NOT EXISTS cases ("
+    "  case_id TEXT PRIMARY KEY,"
+    "  clinic_id INTEGER NOT NULL,"
+    "  requester_id INTEGER,"             /* NULL when a gateway sent it */
+    "  patient_age INTEGER,"
+    "  patient_sex TEXT,"
+    "  history TEXT NOT NULL DEFAULT '',"
+    "  question TEXT NOT NULL,"
+    "  priority TEXT NOT NULL"
+    "    CHECK (priority IN ('stat', 'urgent', 'routine')),"
+    "  specialty TEXT,"
+    "  specialist_id INTEGER,"
+    "  status TEXT NOT NULL CHECK (status IN"
+    "    ('new', 'claimed', 'answered', 'closed', 'reopened')),"
+    "  claimed_by INTEGER,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  due_at INTEGER NOT NULL DEFAULT 0,"
+    "  escalation_level INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX IF NOT EXISTS cases_by_clinic"
+    "  ON cases(clinic_id, created_at);"
+    "CREATE INDEX IF NOT EXISTS cases_by_specialty"
+    "  ON cases(specialty, created_at);"
+    "CREATE INDEX IF NOT EXISTS cases_by_due ON cases(status, due_at);"
+    "CREATE TABLE IF NOT EXISTS case_studies ("
+    "  case_id TEXT NOT NULL,"
+    "  study_uid TEXT NOT NULL,"
+    "  pos INTEGER NOT NULL,"
+    "  PRIMARY KEY (case_id, study_uid));"
+    "CREATE INDEX IF NOT EXISTS case_studies_by_study"
+    "  ON case_studies(study_uid);"
+    "CREATE TABLE IF NOT EXISTS case_participants ("
+    "  case_id TEXT NOT NULL,"
+    "  user_id INTEGER NOT NULL,"
+    "  why TEXT NOT NULL,"     /* requester clinic notified escalated
+                                  claimer author */
+    "  since INTEGER NOT NULL,"
+    "  PRIMARY KEY (case_id, user_id));"
+    "CREATE INDEX IF NOT EXISTS case_participants_by_user"
+    "  ON case_participants(user_id);"
+    "CREATE TABLE IF NOT EXISTS messages ("
+    "  message_id TEXT PRIMARY KEY,"
+    "  case_id TEXT NOT NULL,"
+    "  author_id INTEGER NOT NULL,"
+    "  text TEXT NOT NULL,"
+    "  image_sop TEXT,"
+    "  image_frame INTEGER,"
+    "  image_window TEXT,"
+    "  created_at INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS messages_by_case"
+    "  ON messages(case_id, created_at);"
+    "CREATE TABLE IF NOT EXISTS message_receipts ("
+    "  message_id TEXT NOT NULL,"
+    "  user_id INTEGER NOT NULL,"
+    "  delivered_at INTEGER,"
+    "  read_at INTEGER,"
+    "  PRIMARY KEY (message_id, user_id));"
+    "CREATE TABLE IF NOT EXISTS answers ("
+    "  case_id TEXT PRIMARY KEY,"
+    "  impression TEXT NOT NULL,"
+    "  recommendation TEXT NOT NULL,"
+    "  text TEXT NOT NULL,"
+    "  author_id INTEGER NOT NULL,"
+    "  at INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS oncall ("
+    "  specialty TEXT NOT NULL,"
+    "  position INTEGER NOT NULL,"
+    "  user_id INTEGER NOT NULL,"
+    "  PRIMARY KEY (specialty, position),"
+    "  UNIQUE (specialty, user_id));"
+    "CREATE TABLE IF NOT EXISTS outbox ("
+    "  user_id INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  event_id TEXT NOT NULL UNIQUE,"
+    "  kind TEXT NOT NULL,"
+    "  case_id TEXT,"
+    "  at INTEGER NOT NULL,"
+    "  body TEXT NOT NULL,"
+    "  PRIMARY KEY (user_id, seq));"
+    "CREATE TABLE IF NOT EXISTS outbox_cursor ("
+    "  user_id INTEGER PRIMARY KEY,"
+    "  last_seq INTEGER NOT NULL DEFAULT 0,"
+    "  acked_seq INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE IF NOT EXISTS request_replies ("
+    "  actor TEXT NOT NULL,"          /* login, or gateway:<name> */
+    "  request_id TEXT NOT NULL,"
+    "  reply TEXT NOT NULL,"          /* the reply frame, byte for byte */
+    "  at INTEGER NOT NULL,"
+    "  PRIMARY KEY (actor, request_id));"
+    "CREATE INDEX IF NOT EXISTS request_replies_by_at"
+    "  ON request_replies(at);",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -218,6 +314,11 @@ static int user_version(sqlite3 *db, int *v)
 
 int schema_migrate(sqlite3 *db, struct err *e)
 {
+    return schema_migrate_to(db, NMIGRATIONS, e);
+}
+
+int schema_migrate_to(sqlite3 *db, int version, struct err *e)
+{
     int v = 0;
     /* The read happens inside the write transaction below as well, so two
      * processes opening a fresh database cannot both run migration 1. */
@@ -236,7 +337,7 @@ int schema_migrate(sqlite3 *db, struct err *e)
                            "database schema %d is newer than this program "
                            "(%d)", v, NMIGRATIONS);
         }
-        if (v == NMIGRATIONS) {
+        if (v >= version) {
             sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
             return 0;
         }

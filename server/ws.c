@@ -154,16 +154,6 @@ const struct lws_protocols *ws_protocol(void)
 
 /* ---- kept replies (request-id idempotency) ------------------------------ */
 
-static const char replies_sql[] =
-    "CREATE TABLE IF NOT EXISTS request_replies ("
-    "  actor TEXT NOT NULL,"          /* login, or gateway:<name> */
-    "  request_id TEXT NOT NULL,"
-    "  reply TEXT NOT NULL,"          /* the reply frame, byte for byte */
-    "  at INTEGER NOT NULL,"
-    "  PRIMARY KEY (actor, request_id));"
-    "CREATE INDEX IF NOT EXISTS request_replies_by_at"
-    "  ON request_replies(at);";
-
 /* The kept reply of (actor, id), malloc'd, or NULL. */
 static char *reply_lookup(struct ws_hub *h, const char *actor, const char *id)
 {
@@ -1248,12 +1238,6 @@ int ws_init(struct server *srv, struct err *e)
     if (!srv->store)
         return err_set(e, ERR_INVALID, "ws: no store");
     sqlite3 *db = store_db(srv->store);
-    char *msg = NULL;
-    if (sqlite3_exec(db, replies_sql, NULL, NULL, &msg) != SQLITE_OK) {
-        err_set(e, ERR_DB, "ws: schema: %s", msg ? msg : sqlite3_errmsg(db));
-        sqlite3_free(msg);
-        return ERR_DB;
-    }
     struct ws_hub *h = calloc(1, sizeof *h);
     if (!h)
         return err_set(e, ERR_INTERNAL, "ws: out of memory");

@@ -140,8 +140,8 @@ static void open_server(void)
 
 static void close_server(void)
 {
-    outbox_close(srv.outbox);
-    srv.outbox = NULL;
+    cases_free(&srv);
+    assert_null(srv.outbox);
     audit_close(srv.audit);
     srv.audit = NULL;
     store_close(srv.store);

@@ -19,6 +19,7 @@
 #include <sqlite3.h>
 
 #include "../../server/outbox.h"
+#include "../../server/schema.h"
 #include "testutil.h"
 
 static char dir[256];
@@ -33,6 +34,8 @@ static void open_db(void)
                                       "PRAGMA synchronous = FULL;",
                                   NULL, NULL, NULL), SQLITE_OK);
     struct err e = {0};
+    if (schema_migrate(db, &e))
+        fail_msg("schema_migrate: %s", e.msg);
     ob = outbox_open(db, &e);
     if (!ob)
         fail_msg("outbox_open: %s", e.msg);

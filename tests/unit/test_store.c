@@ -354,6 +354,66 @@ static void test_schema_and_pragmas(void **state)
     assert_int_equal(e.code, ERR_UNSUPPORTED);
 }
 
+/* Every table is made by schema.c's migrations: a store just opened has
+ * the consult tables (cases, outboxes, kept replies) without any module
+ * having run; a database of version 4 whose cases/outbox tables an older
+ * hashi-server made itself is brought up to date with its rows kept. */
+static void test_schema_makes_every_table(void **state)
+{
+    struct fx *f = *state;
+    static const char *const tables[] = {
+        "cases", "case_studies", "case_participants", "messages",
+        "message_receipts", "answers", "oncall", "outbox", "outbox_cursor",
+        "request_replies",
+    };
+    char sql[160];
+    for (size_t i = 0; i < sizeof tables / sizeof *tables; i++) {
+        snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM sqlite_master"
+                 " WHERE type = 'table' AND name = '%s'", tables[i]);
+        if (q_int(f->s, sql) != 1)
+            fail_msg("no table %s after store_open", tables[i]);
+    }
+
+    char path[4096];
+    sub(f, "old.db", path);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    struct err e = {0};
+    /* Version 4 with the tables as cases.c and outbox.c used to make
+     * them, with a row each. */
+    assert_int_equal(schema_migrate_to(db, 4, &e), 0);
+    assert_int_equal(sqlite3_exec(
+        db, "CREATE TABLE cases (case_id TEXT PRIMARY KEY, clinic_id INTEGER"
+        " NOT NULL, requester_id INTEGER, patient_age INTEGER, patient_sex"
+        " TEXT, history TEXT NOT NULL DEFAULT '', question TEXT NOT NULL,"
+        " priority TEXT NOT NULL, specialty TEXT, specialist_id INTEGER,"
+        " status TEXT NOT NULL, claimed_by INTEGER, created_at INTEGER NOT"
+        " NULL, updated_at INTEGER NOT NULL, due_at INTEGER NOT NULL"
+        " DEFAULT 0, escalation_level INTEGER NOT NULL DEFAULT 0);"
+        "INSERT INTO cases (case_id, clinic_id, question, priority, status,"
+        " created_at, updated_at) VALUES ('old', 1, 'q', 'stat', 'new', 1,"
+        " 1);"
+        "CREATE TABLE outbox (user_id INTEGER NOT NULL, seq INTEGER NOT"
+        " NULL, event_id TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, case_id"
+        " TEXT, at INTEGER NOT NULL, body TEXT NOT NULL,"
+        " PRIMARY KEY (user_id, seq));"
+        "CREATE TABLE outbox_cursor (user_id INTEGER PRIMARY KEY, last_seq"
+        " INTEGER NOT NULL DEFAULT 0, acked_seq INTEGER NOT NULL DEFAULT"
+        " 0);"
+        "INSERT INTO outbox_cursor VALUES (7, 3, 2);", 0, 0, 0),
+        SQLITE_OK);
+    assert_int_equal(schema_migrate(db, &e), 0);
+    assert_int_equal(tu_sql_int(db, "PRAGMA user_version"),
+                     schema_version());
+    assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM cases"
+                                    " WHERE case_id = 'old'"), 1);
+    assert_int_equal(tu_sql_int(db, "SELECT last_seq FROM outbox_cursor"
+                                    " WHERE user_id = 7"), 3);
+    assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM sqlite_master"
+                                    " WHERE name = 'request_replies'"), 1);
+    sqlite3_close(db);
+}
+
 /* ---- tests: put --------------------------------------------------------- */
 
 static void test_put_stores_blob_and_index(void **state)
@@ -1375,6 +1435,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_schema_and_pragmas, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_schema_makes_every_table,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_stores_blob_and_index,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_duplicate_is_noop, setup,

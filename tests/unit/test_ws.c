@@ -24,6 +24,7 @@
 
 #include "../../proto/msg.h"
 #include "../../server/outbox.h"
+#include "../../server/schema.h"
 #include "../../server/server.h"
 #include "testutil.h"
 
@@ -42,6 +43,8 @@ static int setup(void **state)
     if (sqlite3_open(path, &db) != SQLITE_OK)
         return -1;
     struct err e = {0};
+    if (schema_migrate(db, &e))
+        return -1;
     ob = outbox_open(db, &e);
     return ob ? 0 : -1;
 }
