@@ -51,6 +51,7 @@ static const char usage_text[] =
     "                            --role requester|specialist|admin "
     "[--specialty S]...\n"
     "                            (password: first line of stdin)\n"
+    "       hashi-server user    disable --data DIR --login LOGIN\n"
     "       hashi-server gateway add --data DIR --clinic NAME --name G\n"
     "       hashi-server oncall  set --data DIR --specialty S LOGIN...\n";
 
@@ -383,9 +384,34 @@ static int read_password(char *buf, size_t n)
     return 0;
 }
 
+/* user disable: no more logins; the user's sessions are revoked, and a
+ * running server closes their open hashi.v1 sessions within its tick. */
+static int cmd_user_disable(int argc, char **argv)
+{
+    struct args a;
+    int rc = parse_args(argc - 2, argv + 2, O_DATA | O_LOGIN, &a);
+    if (rc)
+        return rc;
+    const char *login = opt(&a, O_LOGIN);
+    if (!login)
+        return usage("user disable needs --login");
+    struct err e = { 0, "" };
+    struct store *s = open_existing(opt(&a, O_DATA), &e);
+    if (!s)
+        return fail("user disable", &e);
+    rc = auth_user_disable(s, login, &e);
+    store_close(s);
+    if (rc)
+        return fail("user disable", &e);
+    fprintf(stderr, "hashi-server: user '%s' disabled\n", login);
+    return 0;
+}
+
 static int cmd_user(int argc, char **argv)
 {
     struct args a;
+    if (argc >= 2 && !strcmp(argv[1], "disable"))
+        return cmd_user_disable(argc, argv);
     int rc = want_add(argc, argv, "user");
     if (!rc)
         rc = parse_args(argc - 2, argv + 2,

@@ -7,6 +7,7 @@
  *   user    add --data DIR --login L --clinic NAME
  *               --role requester|specialist|admin [--specialty S]...
  *               (password: the first line of stdin)
+ *   user    disable --data DIR --login L   (no more logins; sessions revoked)
  *   gateway add --data DIR --clinic NAME --name G   (prints the token once)
  *   oncall  set --data DIR --specialty S LOGIN...   (escalation order)
  *

@@ -207,6 +207,7 @@ void api_logout(struct http_req *r)
         http_respond_err(r, &e);
         return;
     }
+    ws_check_sessions(r->srv);      /* its open sockets close now */
     audit_login(r, "logout", r->who.login, "ok", NULL);
     set_session_cookie(r, "", 0);
     http_respond_json(r, 200, json_pack("{s:b}", "ok", 1));

@@ -145,7 +145,7 @@ static void do_ack(struct http_req *r, const struct msg *m)
         return;
     }
     ws_flush_acks(srv);
-    if (outbox_ack(srv->outbox, uid, m->ack.seq, &e)) {
+    if (cases_ack(srv, uid, m->ack.seq, &e)) {
         if (e.code == ERR_INVALID)
             http_respond_error(r, 400, "bad_field", "seq: %s", e.msg);
         else

@@ -701,7 +701,8 @@ int auth_login(struct store *s, const char *login, const char *password,
         sqlite3_stmt *st = store_stmt(
             s,
             "SELECT " USER_COLS ", u.password FROM users u"
-            " JOIN clinics c ON c.id = u.clinic_id WHERE u.login = ?1",
+            " JOIN clinics c ON c.id = u.clinic_id WHERE u.login = ?1"
+            " AND u.disabled = 0",
             e);
         if (!st)
             return ERR_DB;
@@ -741,6 +742,8 @@ int auth_login(struct store *s, const char *login, const char *password,
     }
     purge(s, "DELETE FROM sessions WHERE expires < ?1", now - SESSION_MS);
 
+    found.expires_ms = expires;
+    sha256_hex(tok, AUTH_TOKEN_HEX, found.token_sha256);
     memcpy(token, tok, sizeof tok);
     OPENSSL_cleanse(tok, sizeof tok);
     if (expires_ms)
@@ -760,18 +763,22 @@ int auth_token_check(struct store *s, const char *token,
 
     sqlite3_stmt *st = store_stmt(
         s,
-        "SELECT " USER_COLS " FROM sessions x"
+        "SELECT " USER_COLS ", x.expires FROM sessions x"
         " JOIN users u ON u.id = x.user_id"
         " JOIN clinics c ON c.id = u.clinic_id"
-        " WHERE x.token_sha256 = ?1 AND x.revoked = 0 AND x.expires > ?2",
+        " WHERE x.token_sha256 = ?1 AND x.revoked = 0 AND x.expires > ?2"
+        " AND u.disabled = 0",
         e);
     if (!st)
         return ERR_DB;
     sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, now_ms());
     int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW && who)
+    if (rc == SQLITE_ROW && who) {
         principal_from_row(st, 0, who);
+        who->expires_ms = sqlite3_column_int64(st, 6);
+        memcpy(who->token_sha256, sha, sizeof sha);
+    }
     if ((rc = row_found(s, st, rc, "token", e)) != ERR_NOTFOUND)
         return rc;
 
@@ -794,6 +801,7 @@ int auth_token_check(struct store *s, const char *token,
         who->clinic_id = sqlite3_column_int64(st, 1);
         copy_col(who->clinic, sizeof who->clinic, st, 2);
         who->gateway_id = sqlite3_column_int64(st, 3);
+        memcpy(who->token_sha256, sha, sizeof sha);
     }
     if ((rc = row_found(s, st, rc, "token", e)) != ERR_NOTFOUND)
         return rc;
@@ -817,4 +825,66 @@ int auth_logout(struct store *s, const char *token, struct err *e)
     if (sqlite3_changes(store_db(s)) == 0)
         return err_set(e, ERR_AUTH, "unknown session token");
     return 0;
+}
+
+int auth_token_live(struct store *s, const struct principal *who)
+{
+    sqlite3_stmt *st = store_stmt(
+        s,
+        "SELECT EXISTS (SELECT 1 FROM sessions x"
+        "  JOIN users u ON u.id = x.user_id WHERE x.token_sha256 = ?1"
+        "  AND x.revoked = 0 AND x.expires > ?2 AND u.disabled = 0)"
+        " OR EXISTS (SELECT 1 FROM gateways WHERE token_sha256 = ?1"
+        "  AND revoked = 0)",
+        NULL);
+    if (!st)
+        return ERR_DB;
+    sqlite3_bind_text(st, 1, who->token_sha256, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now_ms());
+    int rc = sqlite3_step(st);
+    int live = rc == SQLITE_ROW && sqlite3_column_int(st, 0);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? live : ERR_DB;
+}
+
+int64_t auth_epoch(struct store *s)
+{
+    sqlite3_stmt *st = store_stmt(s, "SELECT n FROM auth_epoch", NULL);
+    if (!st)
+        return ERR_DB;
+    int rc = sqlite3_step(st);
+    int64_t n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : ERR_DB;
+    sqlite3_reset(st);
+    return n;
+}
+
+int auth_user_disable(struct store *s, const char *login, struct err *e)
+{
+    sqlite3 *db = store_db(s);
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL))
+        return err_set(e, ERR_DB, "disable: %s", sqlite3_errmsg(db));
+    sqlite3_stmt *st = store_stmt(
+        s, "UPDATE users SET disabled = 1 WHERE login = ?1", e);
+    int rc = st ? 0 : ERR_DB;
+    if (!rc) {
+        sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
+        rc = step_done(s, st, "disable", e);
+    }
+    if (!rc && !sqlite3_changes(db))
+        rc = err_set(e, ERR_NOTFOUND, "no user %s", login);
+    if (!rc) {
+        st = store_stmt(s, "UPDATE sessions SET revoked = 1 WHERE revoked = 0"
+                        " AND user_id = (SELECT id FROM users"
+                        " WHERE login = ?1)", e);
+        rc = st ? 0 : ERR_DB;
+    }
+    if (!rc) {
+        sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
+        rc = step_done(s, st, "disable", e);
+    }
+    if (!rc && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL))
+        rc = err_set(e, ERR_DB, "disable: %s", sqlite3_errmsg(db));
+    if (rc)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
 }

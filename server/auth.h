@@ -29,6 +29,9 @@ struct principal {
     int64_t clinic_id;
     char clinic[128];
     char specialties[256];    /* comma-separated, "" if none */
+    /* Set by auth_token_check and auth_login, for auth_token_live: */
+    char token_sha256[65];    /* the session's or gateway's token hash */
+    int64_t expires_ms;       /* session end; 0 for a gateway token */
 };
 
 int auth_password_hash(const char *password, char *out, size_t n,
@@ -80,5 +83,17 @@ int auth_token_check(struct store *s, const char *token,
                      struct principal *who, struct err *e);
 /* Revoke a session token (logout). */
 int auth_logout(struct store *s, const char *token, struct err *e);
+
+/* Is the token auth_token_check gave `who` for still good (not revoked,
+ * not expired, its user not disabled)?  1 yes, 0 no, ERR_DB. */
+int auth_token_live(struct store *s, const struct principal *who);
+/* A number that changes whenever a session or gateway token is revoked or
+ * a user disabled or removed, by any process (triggers in schema.c): one
+ * cheap read tells a holder of principals whether to re-check them with
+ * auth_token_live.  Negative on a database error. */
+int64_t auth_epoch(struct store *s);
+/* Disable a user (admin subcommand): no more logins, and every session of
+ * theirs is revoked.  ERR_NOTFOUND for an unknown login.  Idempotent. */
+int auth_user_disable(struct store *s, const char *login, struct err *e);
 
 #endif

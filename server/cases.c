@@ -4,8 +4,9 @@
  * Every operation follows one pattern: BEGIN IMMEDIATE; find the case
  * through the one visibility predicate (ACCESS_CASE_VISIBLE, access.h — a
  * case the caller may not see is ERR_NOTFOUND); check the role and the
- * status; change the rows; append the events to the outboxes of the case's participants;
- * COMMIT; then ws_push_dirty() for live delivery and one audit line.
+ * status; change the rows; append the events to the outboxes of the
+ * case's participants; COMMIT; then srv->events_committed (live
+ * delivery) and one audit line.
  *
  * Participants (case_participants) are the people who hear about a case:
  * the requester and their clinic's requesters/admins, the specialists it
@@ -141,12 +142,9 @@ static void tx_rollback(struct server *srv)
         outbox_clear_dirty(srv->outbox);
 }
 
-/* The WebSocket layer may be absent (admin subcommands, a build without
- * ws.c): then the events wait in the outboxes for the next hello. */
-#pragma weak ws_push_dirty
-#pragma weak ws_case_created
-
-/* COMMIT, then hand the new events to the WebSocket layer. */
+/* COMMIT, then hand the new events to whoever registered for them (the
+ * WebSocket layer); with no one, they wait in the outboxes for the next
+ * hello. */
 static int tx_commit(struct server *srv, struct err *e)
 {
     if (sqlite3_exec(dbof(srv), "COMMIT", NULL, NULL, NULL)) {
@@ -154,8 +152,8 @@ static int tx_commit(struct server *srv, struct err *e)
         tx_rollback(srv);
         return ERR_DB;
     }
-    if (ws_push_dirty)
-        ws_push_dirty(srv);
+    if (srv->events_committed)
+        srv->events_committed(srv);
     else if (srv->outbox)
         outbox_clear_dirty(srv->outbox);
     return 0;
@@ -996,8 +994,8 @@ int cases_create(struct server *srv, const struct principal *who,
     }
     audit_case(srv, who, "case.create", r.case_id, rc,
                rc ? emsg(e) : *created ? NULL : "repeated request");
-    if (!rc && *created && ws_case_created)     /* gateways' priorities */
-        ws_case_created(srv, r.case_id);
+    if (!rc && *created && srv->case_created)   /* gateways' priorities */
+        srv->case_created(srv, r.case_id);
     return rc;
 }
 
@@ -1601,6 +1599,37 @@ int cases_message_read(struct server *srv, const struct principal *who,
                          &out, e);
     json_decref(arg);
     json_decref(out);
+    return rc;
+}
+
+/* ---- acknowledgements ----------------------------------------------------- */
+
+int cases_ack(struct server *srv, int64_t user_id, int64_t seq,
+              struct err *e)
+{
+    sqlite3 *db = dbof(srv);
+    int64_t from = seq;
+    if (!srv->outbox)
+        return err_set(e, ERR_INVALID, "seq: this account has no events");
+    /* The cursor and the receipts together, inside the caller's
+     * transaction if there is one. */
+    if (sqlite3_exec(db, "SAVEPOINT cases_ack", NULL, NULL, NULL))
+        return db_fail(e, db, "ack");
+    int rc = outbox_ack(srv->outbox, user_id, seq, &from, e);
+    /* The chat messages of the newly acknowledged message.new events are
+     * delivered to the user. */
+    if (!rc && from < seq)
+        rc = run(db, e, NULL,
+                 "UPDATE message_receipts SET delivered_at = ?4"
+                 " WHERE user_id = ?1 AND delivered_at IS NULL AND"
+                 " message_id IN (SELECT json_extract(body,"
+                 "  '$.message.message_id') FROM outbox"
+                 "  WHERE user_id = ?1 AND seq > ?2 AND seq <= ?3"
+                 "  AND kind = 'message.new')",
+                 "iiii", user_id, from, seq, now_ms());
+    if (rc)
+        sqlite3_exec(db, "ROLLBACK TO cases_ack", NULL, NULL, NULL);
+    sqlite3_exec(db, "RELEASE cases_ack", NULL, NULL, NULL);
     return rc;
 }
 

@@ -5,8 +5,8 @@
  * Every operation checks access first (a case the caller may not see is
  * ERR_NOTFOUND, never "forbidden"), then makes its change and appends the
  * resulting events to the outboxes of everyone who should hear of it, in
- * ONE SQLite transaction; after COMMIT it hands the outbox's dirty users
- * to the WebSocket layer (ws_push_dirty) for live delivery.  Results are
+ * ONE SQLite transaction; after COMMIT it calls srv->events_committed
+ * (registered by the WebSocket layer) for live delivery.  Results are
  * JSON objects shared by the REST twin, hashi.v1 and the CLI (shapes in
  * proto/PROTOCOL.md).
  *
@@ -87,6 +87,13 @@ int cases_message(struct server *srv, const struct principal *who,
 int cases_message_read(struct server *srv, const struct principal *who,
                        const char *case_id, const char *message_id,
                        struct err *e);
+
+/* The user has every event up to seq (a hashi.v1 ack, POST
+ * /api/events/ack): moves the outbox cursor (outbox_ack's rules and
+ * errors) and marks the chat messages of the newly acknowledged events
+ * delivered to the user.  Inside the caller's transaction if any. */
+int cases_ack(struct server *srv, int64_t user_id, int64_t seq,
+              struct err *e);
 
 /* Images for a study arrived (called after store_put_file on the lws
  * thread): emits images.arrived to the participants of cases that name

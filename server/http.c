@@ -18,11 +18,12 @@
  * at each LWS_CALLBACK_HTTP, and everything a request owns is freed when
  * it completes or the connection closes.
  *
- * A 1-second timer (lws_sul) and LWS_CALLBACK_EVENT_WAIT_CANCELLED hand
- * work from elsewhere to this thread: studies that arrived over DIMSE
- * (scp_take_arrived -> cases_images_arrived), finished jobs of the worker
- * pool (jobs_reap: STOW-RS parts), and the timer drives the escalations
- * (cases_escalate_due) — the one place that does.
+ * A timer (lws_sul, every SERVER_TICK_MS) and
+ * LWS_CALLBACK_EVENT_WAIT_CANCELLED hand work from elsewhere to this
+ * thread: studies that arrived over DIMSE (scp_take_arrived ->
+ * cases_images_arrived), finished jobs of the worker pool (jobs_reap:
+ * STOW-RS parts); the timer also runs the server's one tick (srv->tick,
+ * main.c: escalations, acks, session ends, pruning).
  */
 #include "http.h"
 
@@ -42,7 +43,6 @@
 #include "../proto/log.h"
 #include "api.h"
 #include "api_cases.h"
-#include "cases.h"
 #include "dicomweb.h"
 #include "gateway.h"
 #include "jobs.h"
@@ -127,8 +127,6 @@ struct http_ctx {
     struct lws_protocol_vhost_options headers[5];
     lws_sorted_usec_list_t tick;
     double drained_at;          /* last scp_take_arrived drain */
-    char tick_err[256];         /* last timer error logged, to not repeat */
-    double tick_err_at;
     unsigned char wbuf[LWS_PRE + HTTP_CHUNK];
 };
 
@@ -1042,23 +1040,19 @@ static void drain_arrivals(struct http_ctx *ctx)
     }
 }
 
+/* The clock of the server's one tick (srv->tick, main.c), plus this
+ * file's own hand-overs in case a wake-up was missed. */
 static void tick(lws_sorted_usec_list_t *sul)
 {
     struct http_ctx *ctx = lws_container_of(sul, struct http_ctx, tick);
     struct server *srv = ctx->srv;
-    struct err e = { 0 };
-    int64_t next = 0;
 
     drain_arrivals(ctx);
     jobs_reap(srv->jobs);       /* belt and braces: the wake-up does it */
-    /* The same failure every second is logged once a minute. */
-    if (cases_escalate_due(srv, now_ms(), &next, &e) < 0 &&
-        (strcmp(e.msg, ctx->tick_err) || now_mono() - ctx->tick_err_at > 60)) {
-        log_warn("escalation: %s", e.msg);
-        strlcpy_h(ctx->tick_err, e.msg, sizeof(ctx->tick_err));
-        ctx->tick_err_at = now_mono();
-    }
-    lws_sul_schedule(srv->lws, 0, &ctx->tick, tick, LWS_US_PER_SEC);
+    if (srv->tick)
+        srv->tick(srv);
+    lws_sul_schedule(srv->lws, 0, &ctx->tick, tick,
+                     SERVER_TICK_MS * LWS_US_PER_MS);
 }
 
 /* ---- the lws callback --------------------------------------------------- */
@@ -1144,8 +1138,8 @@ static void protocols_init(struct http_ctx *ctx)
     ctx->protocols[n].per_session_data_size = sizeof(struct http_session);
     ctx->protocols[n].rx_buffer_size = 0;
     n++;
-    if (ws_protocol())
-        ctx->protocols[n++] = *ws_protocol();
+    if (ws_protocol(ctx->srv))
+        ctx->protocols[n++] = *ws_protocol(ctx->srv);
     memset(&ctx->protocols[n], 0, sizeof(ctx->protocols[n]));
 }
 
@@ -1288,7 +1282,8 @@ int http_start(struct server *srv, struct err *e)
                        "%s:%d (port in use, or bad certificate/key?)",
                        c->listen_host, c->listen_port);
     }
-    lws_sul_schedule(srv->lws, 0, &ctx->tick, tick, LWS_US_PER_SEC);
+    lws_sul_schedule(srv->lws, 0, &ctx->tick, tick,
+                     SERVER_TICK_MS * LWS_US_PER_MS);
     log_info("hashi-server listening on https://%s:%d%s",
              c->listen_host, c->listen_port,
              dir_exists(c->web_root) ? "" : " (no web client directory)");

@@ -28,8 +28,10 @@
 #include "cases.h"
 #include "config.h"
 #include "jobs.h"
+#include "outbox.h"
 #include "render.h"
 #include "server.h"
+#include "upload.h"
 
 static const char usage_text[] =
     "usage: hashi-server [--config FILE] [--data DIR] [--listen HOST:PORT]\n"
@@ -119,6 +121,50 @@ static void worker_fini(void *ctx)
 static void worker_wake(void *arg)
 {
     http_wake(arg);
+}
+
+/* ---- the one tick ----------------------------------------------------- */
+
+#define TICK_SECOND_MS 1000         /* the once-a-second duties */
+#define TICK_PRUNE_MS (3600LL * 1000)
+
+/* A failure the tick meets every time is logged once a minute. */
+static void tick_warn(struct server *srv, const char *what,
+                      const struct err *e, int64_t now)
+{
+    if (!strcmp(e->msg, srv->tick_state.err) &&
+        now - srv->tick_state.err_at < 60000)
+        return;
+    log_warn("%s: %s", what, e->msg);
+    strlcpy_h(srv->tick_state.err, e->msg, sizeof srv->tick_state.err);
+    srv->tick_state.err_at = now;
+}
+
+/* Everything the server does by the clock, on the lws thread, every
+ * SERVER_TICK_MS (http.c's timer calls it): the hub's acks, timeouts and
+ * ended sessions; once a second, escalations of cases past their
+ * deadline and the uploads' flushes and expiry; hourly, the pruning of
+ * acknowledged events past their keep time. */
+static void server_tick(struct server *srv)
+{
+    struct err e = { 0, "" };
+    int64_t now = now_ms(), next = 0;
+
+    ws_tick(srv, now);
+    if (now - srv->tick_state.second_at >= TICK_SECOND_MS) {
+        srv->tick_state.second_at = now;
+        if (cases_escalate_due(srv, now, &next, &e) < 0)
+            tick_warn(srv, "escalation", &e, now);
+        upload_tick(srv);
+    }
+    if (srv->outbox && now - srv->tick_state.pruned_at >= TICK_PRUNE_MS) {
+        srv->tick_state.pruned_at = now;
+        int n = outbox_prune(srv->outbox, now, &e);
+        if (n < 0)
+            tick_warn(srv, "outbox pruning", &e, now);
+        else if (n)
+            log_info("outbox: %d acknowledged event(s) pruned", n);
+    }
 }
 
 static int preflight(const struct server_config *c, struct err *e)
@@ -220,6 +266,7 @@ static int serve(struct server *srv, sigset_t *sigs)
         }
         scp_up = 1;
     }
+    srv->tick = server_tick;
     if (http_start(srv, &e)) {
         log_error("HTTPS listener on %s:%d: %s", c->listen_host,
                   c->listen_port, e.msg);

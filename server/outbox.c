@@ -6,8 +6,8 @@
  * holds, per user, the last seq handed out and the highest cumulative ack.
  * The seq comes from the cursor row, bumped by an UPSERT inside the
  * caller's transaction, so a rolled-back change leaves no gap and two
- * changes can never get the same seq.  Acknowledged events older than a
- * week are pruned when the user acknowledges again.
+ * changes can never get the same seq.  Acknowledged events are kept
+ * OUTBOX_KEEP_MS (PROTOCOL.md's 30 days), then outbox_prune drops them.
  *
  * The "dirty" set lives in memory only: it tells the WebSocket layer whom
  * to push to after a COMMIT.  A user missed because of a crash loses
@@ -20,8 +20,6 @@
 #include <string.h>
 
 #include "../proto/log.h"
-
-#define OUTBOX_KEEP_ACKED_MS (7LL * 24 * 3600 * 1000)
 
 struct outbox {
     sqlite3 *db;
@@ -375,32 +373,8 @@ int64_t outbox_acked_seq(struct outbox *o, int64_t user_id)
     return cursor_col(o, user_id, 1);
 }
 
-/* Mark the messages carried by newly acknowledged message.new events as
- * delivered to the user.  The receipts table belongs to cases.c; without
- * it (an outbox used alone) there is nothing to mark. */
-static void mark_delivered(struct outbox *o, int64_t user_id, int64_t from,
-                           int64_t to, int64_t at)
-{
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(
-            o->db,
-            "UPDATE message_receipts SET delivered_at = ?4"
-            " WHERE user_id = ?1 AND delivered_at IS NULL AND message_id IN"
-            " (SELECT json_extract(body, '$.message.message_id') FROM outbox"
-            "  WHERE user_id = ?1 AND seq > ?2 AND seq <= ?3"
-            "  AND kind = 'message.new')", -1, &st, NULL) != SQLITE_OK)
-        return;
-    sqlite3_bind_int64(st, 1, user_id);
-    sqlite3_bind_int64(st, 2, from);
-    sqlite3_bind_int64(st, 3, to);
-    sqlite3_bind_int64(st, 4, at);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        log_warn("outbox: delivered receipts: %s", sqlite3_errmsg(o->db));
-    sqlite3_finalize(st);
-}
-
 int outbox_ack(struct outbox *o, int64_t user_id, int64_t seq,
-               struct err *e)
+               int64_t *from, struct err *e)
 {
     if (seq < 0)
         return err_set(e, ERR_INVALID, "ack: negative seq");
@@ -423,43 +397,40 @@ int outbox_ack(struct outbox *o, int64_t user_id, int64_t seq,
         return err_set(e, ERR_INVALID,
                        "ack %lld is beyond the last event (%lld)",
                        (long long)seq, (long long)last);
+    if (from)
+        *from = seq > acked ? acked : seq;
     if (seq <= acked)
         return 0;
 
-    int64_t now = now_ms();
-    if (sqlite3_exec(o->db, "SAVEPOINT outbox_ack", NULL, NULL, NULL))
-        return err_set(e, ERR_DB, "outbox: ack: %s", sqlite3_errmsg(o->db));
-    rc = 0;
     if (sqlite3_prepare_v2(o->db,
                            "UPDATE outbox_cursor SET acked_seq = ?2"
                            " WHERE user_id = ?1 AND acked_seq < ?2",
-                           -1, &st, NULL) != SQLITE_OK) {
-        rc = err_set(e, ERR_DB, "outbox: ack: %s", sqlite3_errmsg(o->db));
-    } else {
-        sqlite3_bind_int64(st, 1, user_id);
-        sqlite3_bind_int64(st, 2, seq);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            rc = err_set(e, ERR_DB, "outbox: ack: %s",
-                         sqlite3_errmsg(o->db));
-        sqlite3_finalize(st);
-    }
-    if (!rc) {
-        mark_delivered(o, user_id, acked, seq, now);
-        if (sqlite3_prepare_v2(o->db,
-                               "DELETE FROM outbox WHERE user_id = ?1"
-                               " AND seq <= ?2 AND at < ?3",
-                               -1, &st, NULL) == SQLITE_OK) {
-            sqlite3_bind_int64(st, 1, user_id);
-            sqlite3_bind_int64(st, 2, seq);
-            sqlite3_bind_int64(st, 3, now - OUTBOX_KEEP_ACKED_MS);
-            sqlite3_step(st);
-            sqlite3_finalize(st);
-        }
-    }
-    if (rc)
-        sqlite3_exec(o->db, "ROLLBACK TO outbox_ack", NULL, NULL, NULL);
-    sqlite3_exec(o->db, "RELEASE outbox_ack", NULL, NULL, NULL);
-    return rc;
+                           -1, &st, NULL) != SQLITE_OK)
+        return err_set(e, ERR_DB, "outbox: ack: %s", sqlite3_errmsg(o->db));
+    sqlite3_bind_int64(st, 1, user_id);
+    sqlite3_bind_int64(st, 2, seq);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return err_set(e, ERR_DB, "outbox: ack: %s", sqlite3_errmsg(o->db));
+    return 0;
+}
+
+int outbox_prune(struct outbox *o, int64_t now, struct err *e)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(o->db,
+                           "DELETE FROM outbox WHERE at < ?1 AND seq <="
+                           " (SELECT acked_seq FROM outbox_cursor c"
+                           "  WHERE c.user_id = outbox.user_id)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return err_set(e, ERR_DB, "outbox: prune: %s", sqlite3_errmsg(o->db));
+    sqlite3_bind_int64(st, 1, now - OUTBOX_KEEP_MS);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return err_set(e, ERR_DB, "outbox: prune: %s", sqlite3_errmsg(o->db));
+    return sqlite3_changes(o->db);
 }
 
 int outbox_take_dirty(struct outbox *o, int64_t **ids, size_t *n)

@@ -7,7 +7,7 @@
  * caller's BEGIN ... COMMIT).  Each user's events carry a strictly
  * increasing seq (1, 2, 3, ...) and a globally unique event_id.  A client
  * says which seq it has (hello.last_seq, ack.seq, cumulative); everything
- * after it is (re)sent.  Acknowledged events may be pruned.
+ * after it is (re)sent.  Acknowledged events are pruned after 30 days.
  *
  * Live push: outbox_append also records the user id in the outbox's
  * "dirty" set; after COMMIT the caller hands the set to the WebSocket layer
@@ -68,10 +68,22 @@ int64_t outbox_last_seq(struct outbox *o, int64_t user_id);
 
 /* Cumulative acknowledgement: the user has everything up to seq.  Acks
  * above the last assigned seq are ERR_INVALID; lower than a previous ack
- * are ignored. */
+ * are ignored.  *from (may be NULL) receives the previous ack, so the
+ * events newly acknowledged are those with from < seq' <= seq (none when
+ * *from == seq): what they mean to their writer (cases.c's delivered
+ * receipts) is the caller's business. */
 int outbox_ack(struct outbox *o, int64_t user_id, int64_t seq,
-               struct err *e);
+               int64_t *from, struct err *e);
 int64_t outbox_acked_seq(struct outbox *o, int64_t user_id);
+
+/* Acknowledged events are kept this long after they were appended (a
+ * client may come back with an older last_seq; PROTOCOL.md section 10
+ * promises 30 days), unacknowledged ones for ever. */
+#define OUTBOX_KEEP_MS (30LL * 24 * 3600 * 1000)
+
+/* Deletes the acknowledged events appended before now - OUTBOX_KEEP_MS.
+ * Returns how many, or a negative ERR_*. */
+int outbox_prune(struct outbox *o, int64_t now, struct err *e);
 
 /* User ids that got events since the last call (deduplicated).  *ids is
  * malloc'd (caller frees); *n may be 0.  Call after COMMIT; after a

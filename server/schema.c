@@ -291,6 +291,27 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (actor, request_id));"
     "CREATE INDEX IF NOT EXISTS request_replies_by_at"
     "  ON request_replies(at);",
+
+    /* 6: users can be disabled; auth_epoch counts every loss of access
+     *    (a revoked session or gateway, a disabled or removed user), so
+     *    a process holding open sessions sees another's revocation with
+     *    one read (auth_epoch()). */
+    "ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE auth_epoch ("
+    "  id INTEGER PRIMARY KEY CHECK (id = 1),"
+    "  n INTEGER NOT NULL);"
+    "INSERT INTO auth_epoch (id, n) VALUES (1, 0);"
+    "CREATE TRIGGER sessions_revoked AFTER UPDATE OF revoked ON sessions"
+    "  WHEN NEW.revoked != OLD.revoked"
+    "  BEGIN UPDATE auth_epoch SET n = n + 1; END;"
+    "CREATE TRIGGER gateways_revoked AFTER UPDATE OF revoked ON gateways"
+    "  WHEN NEW.revoked != OLD.revoked"
+    "  BEGIN UPDATE auth_epoch SET n = n + 1; END;"
+    "CREATE TRIGGER users_disabled AFTER UPDATE OF disabled ON users"
+    "  WHEN NEW.disabled != OLD.disabled"
+    "  BEGIN UPDATE auth_epoch SET n = n + 1; END;"
+    "CREATE TRIGGER users_removed AFTER DELETE ON users"
+    "  BEGIN UPDATE auth_epoch SET n = n + 1; END;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

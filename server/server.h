@@ -60,8 +60,29 @@ struct server {
                                    its own store handle; finished jobs are
                                    reaped on the lws thread */
     struct upload_hub *uploads; /* resumable uploads (upload.h) */
+    /* Called by cases.c after every COMMIT, with the outbox's dirty set
+     * holding the users who got events: ws.c registers its live push
+     * here (ws_init).  NULL: the events wait in the outboxes for the next
+     * hello (admin tools, unit tests).  Lws thread only. */
+    void (*events_committed)(struct server *srv);
+    /* Called by cases.c after a case was created (not for a repeat):
+     * ws.c tells the gateway sessions of its clinic.  NULL: nobody. */
+    void (*case_created)(struct server *srv, const char *case_id);
+    /* The one periodic tick (main.c), run by http.c's timer every
+     * SERVER_TICK_MS on the lws thread; NULL: none.  tick_state is its
+     * memory between runs. */
+    void (*tick)(struct server *srv);
+    struct {
+        int64_t second_at, pruned_at;       /* ms */
+        char err[256];                      /* last failure logged */
+        int64_t err_at;
+    } tick_state;
     volatile sig_atomic_t stopping;
 };
+
+/* The tick's period: also the most an acknowledgement waits before it is
+ * written, and how late a session is closed after its expiry. */
+#define SERVER_TICK_MS 200
 
 /* http.c: the HTTPS/WSS listener and its routes. */
 int http_start(struct server *srv, struct err *e);
@@ -73,23 +94,29 @@ void http_stop(struct server *srv);
 void http_wake(struct server *srv);
 
 /* ws.c: the hashi.v1 WebSocket protocol (see proto/PROTOCOL.md).
- * ws_protocol() is the lws protocol entry http.c puts in its list;
- * ws_push_dirty() sends newly appended outbox events to the connected
- * sessions of the users outbox_take_dirty() names (call after COMMIT). */
+ * ws_init makes the hub (srv->ws) and registers srv->events_committed,
+ * which sends newly appended outbox events to the connected sessions of
+ * the users outbox_take_dirty() names.  ws_protocol() is the lws
+ * protocol entry http.c puts in its list (NULL before ws_init). */
 struct lws_protocols;
 int ws_init(struct server *srv, struct err *e);
-const struct lws_protocols *ws_protocol(void);
-void ws_push_dirty(struct server *srv);
+const struct lws_protocols *ws_protocol(struct server *srv);
 void ws_free(struct server *srv);
+/* The hub's share of the tick: writes pending acks, closes sessions
+ * silent past the hello timeout (4408) and those whose token has ended
+ * (4401: expired, or revoked / user disabled — by any process, seen
+ * through auth_epoch()), sends held-back images.arrived and prunes old
+ * kept replies. */
+void ws_tick(struct server *srv, int64_t now_ms);
+/* Re-check every session's token now (after a logout in this process),
+ * not at the next tick. */
+void ws_check_sessions(struct server *srv);
 /* New instances of study_uid were stored (STOW, or the DICOM listener's
  * queue drained on the lws thread): cases_images_arrived(), at most once
  * a second per study — more arrivals within the second are told together
  * when it has passed.  Lws thread only. */
 void ws_images_arrived(struct server *srv, const char *study_uid);
-/* A case was created: gateway sessions of its clinic get its studies in
- * a priorities message (when it names any).  Lws thread only. */
-void ws_case_created(struct server *srv, const char *case_id);
-/* hashi.v1 acks are written to the outbox in batches (every 200 ms);
+/* hashi.v1 acks are written to the outbox in batches (every tick);
  * this writes the pending ones now (before reading the ack cursor). */
 void ws_flush_acks(struct server *srv);
 

@@ -16,17 +16,22 @@
  *      the reply text is kept in SQLite (request_replies) so a retry of
  *      the same (user, id) gets the same bytes, across reconnects and
  *      restarts.
- *   5. ws_push_dirty(), called by cases.c after each COMMIT, marks the
- *      sessions of the users that got events and asks lws for a writeable
- *      callback; each WRITEABLE sends one queued frame.  Events go out as
+ *   5. push_dirty(), which cases.c calls after each COMMIT through
+ *      srv->events_committed, marks the sessions of the users that got
+ *      events and asks lws for a writeable callback; each WRITEABLE sends one queued frame.  Events go out as
  *      the outbox stores them (outbox_fetch_frames: no JSON round trip).
  *   6. Acks move the session's window at once; they are written to the
- *      outbox together, every 200 ms, at a close and before REST reads
- *      the cursor (one commit instead of one per ack per client).
+ *      outbox together (cases_ack), at every tick, at a close and before
+ *      REST reads the cursor (one commit instead of one per ack per
+ *      client).
+ *   7. A session ends with 4401 when its token does: at the expiry time,
+ *      or when it is revoked (logout) or its user disabled, by this
+ *      process or another (auth_epoch).
  *
- * The hub's one-second tick also closes sessions silent past the hello
- * timeout (4408), sends the images.arrived held back by the per-study
- * throttle (ws_images_arrived) and prunes kept replies older than 25 h.
+ * ws_tick, main.c's tick calling, writes the acks, closes sessions silent
+ * past the hello timeout (4408) and the ended ones (4401), sends the
+ * images.arrived held back by the per-study throttle (ws_images_arrived)
+ * and prunes kept replies older than 25 h.
  *
  * Memory: a session is its lws per-session struct (about 1 KB); frames
  * are queued only while they wait for the socket, and a session whose
@@ -35,8 +40,8 @@
  * message in several fragments is collected in a buffer freed as soon as
  * it is complete.
  *
- * The hub reaches the callback through the `user` pointer of the one
- * lws_protocols entry (set by ws_init before http.c copies the entry).
+ * The hub reaches the callback through the `user` pointer of its
+ * lws_protocols entry (hub->proto, which http.c copies).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,7 +70,6 @@
 #define WS_HELLO_MS 10000           /* no hello within -> 4408 */
 #define WS_KEEP_REPLIES_MS (25LL * 3600 * 1000)
 #define WS_PRUNE_EVERY_MS (3600LL * 1000)
-#define WS_ACK_DELAY_US (200 * 1000)  /* acks written together */
 #define WS_ARRIVED_SLOTS 64         /* studies throttled at once */
 #define WS_ARRIVED_GAP_MS 1000      /* images.arrived per study at most */
 
@@ -119,17 +123,17 @@ struct ws_ack {
 
 struct ws_hub {
     struct server *srv;
-    lws_sorted_usec_list_t ackt;    /* writes the acks (ack_flush) */
-    int ackt_on;
+    struct lws_protocols proto;     /* the entry http.c copies; user = us */
     struct ws_ack *orphans;
     size_t norphans, caporphans;
     struct ws_arrived arrived[WS_ARRIVED_SLOTS];
     struct ws_sess *all;
     struct ws_sess *bucket[WS_BUCKETS];
-    struct lws_context *ctx;
-    lws_sorted_usec_list_t tick;
-    int tick_on;
     int64_t pruned_at;
+    int64_t auth_epoch;             /* auth_epoch() at the last check */
+    int recheck;                    /* check every token at the next tick */
+    struct msg prio;                /* send_priorities' message: 17 KB, not
+                                       on the stack */
     int nsessions;
     sqlite3_stmt *reply_get, *reply_put;
 };
@@ -137,19 +141,9 @@ struct ws_hub {
 static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason,
                        void *user, void *in, size_t len);
 
-/* The one protocol entry; `user` is the hub (ws_init). */
-static struct lws_protocols ws_proto = {
-    .name = MSG_SUBPROTOCOL,
-    .callback = callback_ws,
-    .per_session_data_size = sizeof(struct ws_sess),
-    /* Read in small pieces: 0 would mean pt_serv_buf_size (64 KiB) per
-     * connection. */
-    .rx_buffer_size = 4096,
-};
-
-const struct lws_protocols *ws_protocol(void)
+const struct lws_protocols *ws_protocol(struct server *srv)
 {
-    return &ws_proto;
+    return srv->ws ? &srv->ws->proto : NULL;
 }
 
 /* ---- kept replies (request-id idempotency) ------------------------------ */
@@ -327,8 +321,8 @@ static void hub_remove(struct ws_sess *s)
 
 /* ---- acks ------------------------------------------------------------- */
 
-/* Acks are written to the outbox in one transaction every
- * WS_ACK_DELAY_US, not one by one: a thousand clients acking each event
+/* Acks are written to the outbox in one transaction every tick
+ * (SERVER_TICK_MS), not one by one: a thousand clients acking each event
  * would otherwise cost a thousand commits per event.  An ack not written
  * yet when the server crashes only means that event is sent again
  * (at-least-once; clients drop repeats by event_id). */
@@ -352,15 +346,14 @@ static void ack_flush(struct ws_hub *h)
     }
     for (struct ws_sess *s = h->all; s; s = s->next)
         if (s->acked_seq > s->ack_db && s->who.user_id > 0) {
-            if (outbox_ack(srv->outbox, s->who.user_id, s->acked_seq, &e))
+            if (cases_ack(srv, s->who.user_id, s->acked_seq, &e))
                 log_warn("ws: ack %lld of %s: %s", (long long)s->acked_seq,
                          s->who.login, e.msg);
             s->ack_db = s->acked_seq;
             n++;
         }
     for (size_t i = 0; i < h->norphans; i++) {
-        if (outbox_ack(srv->outbox, h->orphans[i].user_id,
-                       h->orphans[i].seq, &e))
+        if (cases_ack(srv, h->orphans[i].user_id, h->orphans[i].seq, &e))
             log_warn("ws: ack %lld of user %lld: %s",
                      (long long)h->orphans[i].seq,
                      (long long)h->orphans[i].user_id, e.msg);
@@ -372,21 +365,6 @@ static void ack_flush(struct ws_hub *h)
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     }
     log_debug("ws: %d ack(s) written", n);
-}
-
-static void ack_timer(lws_sorted_usec_list_t *sul)
-{
-    struct ws_hub *h = lws_container_of(sul, struct ws_hub, ackt);
-    h->ackt_on = 0;
-    ack_flush(h);
-}
-
-static void ack_later(struct ws_hub *h)
-{
-    if (h->ackt_on || !h->ctx)
-        return;
-    h->ackt_on = 1;
-    lws_sul_schedule(h->ctx, 0, &h->ackt, ack_timer, WS_ACK_DELAY_US);
 }
 
 /* A closing session's unwritten ack: written now (with every other
@@ -508,15 +486,15 @@ static void upload_send(void *sess, const struct msg *m)
  * studies (after welcome), or those of case_id (a new case). */
 static void send_priorities(struct ws_sess *s, const char *case_id)
 {
-    static struct msg m;        /* 17 KB: not on the stack; lws thread */
+    struct msg *m = &s->hub->prio;
     struct err e = { 0, "" };
-    int n = gateway_priorities(s->hub->srv, s->who.clinic_id, case_id, &m,
+    int n = gateway_priorities(s->hub->srv, s->who.clinic_id, case_id, m,
                                &e);
     if (n < 0)
         log_error("ws: priorities for %s: %s", s->who.login, e.msg);
     else if (n > 0 || !case_id)
-        queue_msg(s, &m, NULL);
-    msg_free(&m);
+        queue_msg(s, m, NULL);
+    msg_free(m);
 }
 
 /* Close with code after the frames queued so far. */
@@ -700,17 +678,6 @@ static void take_cookie(struct lws *wsi, struct ws_sess *s)
     }
 }
 
-static void tick(lws_sorted_usec_list_t *sul);
-
-static void tick_start(struct ws_hub *h, struct lws *wsi)
-{
-    if (h->tick_on || !wsi || !lws_get_context(wsi))
-        return;
-    h->ctx = lws_get_context(wsi);
-    h->tick_on = 1;
-    lws_sul_schedule(h->ctx, 0, &h->tick, tick, LWS_US_PER_SEC);
-}
-
 static void on_open(struct ws_hub *h, struct lws *wsi, struct ws_sess *s)
 {
     memset(s, 0, sizeof *s);
@@ -719,25 +686,64 @@ static void on_open(struct ws_hub *h, struct lws *wsi, struct ws_sess *s)
     lws_get_peer_simple(wsi, s->remote, sizeof s->remote);
     take_cookie(wsi, s);
     hub_add(h, s);
-    tick_start(h, wsi);
 }
 
-/* Every second: sessions that never said hello are closed; held-back
- * images.arrived go out; old kept replies are pruned now and then. */
-static void tick(lws_sorted_usec_list_t *sul)
+/* ---- the tick: timeouts and ended sessions ------------------------------ */
+
+/* The session's token no longer admits it: say why, close 4401. */
+static void end_session(struct ws_sess *s, const char *why)
 {
-    struct ws_hub *h = lws_container_of(sul, struct ws_hub, tick);
-    int64_t now = now_ms();
-    for (struct ws_sess *s = h->all; s; s = s->next)
+    log_info("ws: %s: %s; closing", s->who.login, why);
+    send_error(s, NULL, MSG_E_UNAUTHORIZED, why);
+    close_after(s, 4401, "unauthorized");
+}
+
+/* Hello timeouts and expiries from the clock; revocations (logout, a user
+ * disabled by the admin command, in any process) when auth_epoch moved or
+ * a check was asked for: one cheap read per tick, the tokens themselves
+ * only then. */
+static void sessions_check(struct ws_hub *h, int64_t now)
+{
+    struct store *st = h->srv->store;
+    int64_t epoch = h->nsessions ? auth_epoch(st) : h->auth_epoch;
+    int recheck = h->recheck || (epoch >= 0 && epoch != h->auth_epoch);
+    if (epoch < 0)
+        log_warn("ws: reading the auth epoch failed; tokens not checked");
+    else
+        h->auth_epoch = epoch;
+    h->recheck = 0;
+    for (struct ws_sess *s = h->all; s; s = s->next) {
         if (s->state == WS_NEW && now - s->opened_ms > WS_HELLO_MS) {
             send_error(s, NULL, MSG_E_UNAUTHORIZED, "no hello within 10 s");
             close_after(s, 4408, "hello timeout");
+        } else if (s->state != WS_LIVE) {
+            continue;
+        } else if (s->who.expires_ms && now >= s->who.expires_ms) {
+            end_session(s, "session expired");
+        } else if (recheck && auth_token_live(st, &s->who) == 0) {
+            end_session(s, "logged out, revoked or disabled");
         }
+    }
+}
+
+void ws_tick(struct server *srv, int64_t now)
+{
+    struct ws_hub *h = srv->ws;
+    if (!h)
+        return;
+    ack_flush(h);
+    sessions_check(h, now);
     arrived_flush(h, now);
-    upload_tick(h->srv);
     if (now - h->pruned_at > WS_PRUNE_EVERY_MS)
         replies_prune(h);
-    lws_sul_schedule(h->ctx, 0, &h->tick, tick, LWS_US_PER_SEC);
+}
+
+void ws_check_sessions(struct server *srv)
+{
+    if (!srv->ws)
+        return;
+    srv->ws->recheck = 1;
+    sessions_check(srv->ws, now_ms());
 }
 
 /* ---- hello ------------------------------------------------------------ */
@@ -886,8 +892,7 @@ static void on_ack(struct ws_sess *s, int64_t seq)
     }
     if (seq <= s->acked_seq)
         return;
-    s->acked_seq = seq;         /* written by ack_flush, soon */
-    ack_later(s->hub);
+    s->acked_seq = seq;         /* written by ack_flush at the tick */
     if (s->pending)
         want_write(s);
 }
@@ -1189,10 +1194,6 @@ static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason,
     struct ws_sess *s = user;
 
     switch (reason) {
-    case LWS_CALLBACK_PROTOCOL_INIT:
-        if (h)
-            tick_start(h, wsi);
-        return 0;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         return filter_connection(h, wsi);
     case LWS_CALLBACK_ESTABLISHED:
@@ -1216,22 +1217,15 @@ static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason,
             hub_remove(s);
         }
         return 0;
-    case LWS_CALLBACK_PROTOCOL_DESTROY:
-        if (h && h->tick_on) {
-            lws_sul_cancel(&h->tick);
-            h->tick_on = 0;
-        }
-        if (h && h->ackt_on) {
-            lws_sul_cancel(&h->ackt);
-            h->ackt_on = 0;
-        }
-        return 0;
     default:
         return 0;
     }
 }
 
 /* ---- public --------------------------------------------------------------- */
+
+static void push_dirty(struct server *srv);
+static void case_created(struct server *srv, const char *case_id);
 
 int ws_init(struct server *srv, struct err *e)
 {
@@ -1257,6 +1251,16 @@ int ws_init(struct server *srv, struct err *e)
         free(h);
         return ERR_DB;
     }
+    h->proto = (struct lws_protocols){
+        .name = MSG_SUBPROTOCOL,
+        .callback = callback_ws,
+        .per_session_data_size = sizeof(struct ws_sess),
+        /* Read in small pieces: 0 would mean pt_serv_buf_size (64 KiB)
+         * per connection. */
+        .rx_buffer_size = 4096,
+        .user = h,
+    };
+    h->auth_epoch = auth_epoch(srv->store);
     replies_prune(h);
     if (upload_init(srv, upload_send, e)) {
         sqlite3_finalize(h->reply_get);
@@ -1265,11 +1269,14 @@ int ws_init(struct server *srv, struct err *e)
         return e->code;
     }
     srv->ws = h;
-    ws_proto.user = h;
+    srv->events_committed = push_dirty;
+    srv->case_created = case_created;
     return 0;
 }
 
-void ws_case_created(struct server *srv, const char *case_id)
+/* srv->case_created: gateway sessions get the new case's studies in a
+ * priorities message (when it names any). */
+static void case_created(struct server *srv, const char *case_id)
 {
     struct ws_hub *h = srv->ws;
     for (struct ws_sess *s = h ? h->all : NULL; s; s = s->next)
@@ -1277,17 +1284,13 @@ void ws_case_created(struct server *srv, const char *case_id)
             send_priorities(s, case_id);
 }
 
-void ws_push_dirty(struct server *srv)
+/* srv->events_committed: mark the live sessions of the users who got
+ * events; their WRITEABLE callbacks fetch and send them. */
+static void push_dirty(struct server *srv)
 {
-    if (!srv->outbox)
-        return;
     struct ws_hub *h = srv->ws;
-    if (!h) {
-        /* No WebSocket layer (admin tools, unit tests): the events wait
-         * in the outboxes for the next hello. */
-        outbox_clear_dirty(srv->outbox);
+    if (!srv->outbox || !h)
         return;
-    }
     int64_t *ids = NULL;
     size_t n = 0;
     outbox_take_dirty(srv->outbox, &ids, &n);
@@ -1316,14 +1319,10 @@ void ws_free(struct server *srv)
     ack_flush(h);
     upload_free(srv);
     free(h->orphans);
-    /* The timers live in the lws context: only while it exists. */
-    if (h->tick_on && srv->lws)
-        lws_sul_cancel(&h->tick);
-    if (h->ackt_on && srv->lws)
-        lws_sul_cancel(&h->ackt);
     sqlite3_finalize(h->reply_get);
     sqlite3_finalize(h->reply_put);
-    ws_proto.user = NULL;
+    srv->events_committed = NULL;
+    srv->case_created = NULL;
     srv->ws = NULL;
     free(h);
 }

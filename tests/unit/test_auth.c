@@ -355,6 +355,50 @@ static void test_expiry_and_logout(void **state)
     assert_int_equal(auth_logout(f->s, unknown, &e), ERR_AUTH);
 }
 
+/* A disabled user can no longer log in, every session of theirs is
+ * revoked (auth_token_live says so for a principal already handed out),
+ * and auth_epoch moved, which is how a running server notices. */
+static void test_user_disable(void **state)
+{
+    struct fx *f = *state;
+    struct err e = {0};
+    assert_int_equal(auth_user_add(f->s, "dr.gone", "City Hospital",
+                                   "specialist", "neurology", PASSWORD, NULL,
+                                   &e), 0);
+    assert_int_equal(auth_user_add(f->s, "dr.stays", "City Hospital",
+                                   "specialist", "neurology", PASSWORD, NULL,
+                                   &e), 0);
+    char t1[AUTH_TOKEN_HEX + 1], t2[AUTH_TOKEN_HEX + 1];
+    struct principal gone, stays;
+    assert_int_equal(auth_login(f->s, "dr.gone", PASSWORD, NULL, t1, NULL,
+                                &gone, &e), 0);
+    assert_int_equal(auth_login(f->s, "dr.stays", PASSWORD, NULL, t2, NULL,
+                                &stays, &e), 0);
+    assert_int_equal(auth_token_live(f->s, &gone), 1);
+    int64_t epoch = auth_epoch(f->s);
+    assert_true(epoch >= 0);
+
+    assert_int_equal(auth_user_disable(f->s, "dr.gone", &e), 0);
+    assert_true(auth_epoch(f->s) > epoch);
+    assert_int_equal(auth_token_live(f->s, &gone), 0);
+    assert_int_equal(auth_token_live(f->s, &stays), 1);
+    assert_int_equal(auth_token_check(f->s, t1, &gone, &e), ERR_AUTH);
+    assert_int_equal(auth_login(f->s, "dr.gone", PASSWORD, NULL, t1, NULL,
+                                NULL, &e), ERR_AUTH);
+    assert_int_equal(q_int(f->s, "SELECT revoked FROM sessions s JOIN users"
+                                 " u ON u.id = s.user_id"
+                                 " WHERE u.login = 'dr.gone'"), 1);
+    /* Again: still disabled; an unknown login is ERR_NOTFOUND. */
+    assert_int_equal(auth_user_disable(f->s, "dr.gone", &e), 0);
+    assert_int_equal(auth_user_disable(f->s, "nobody", &e), ERR_NOTFOUND);
+
+    /* A logout moves the epoch too. */
+    epoch = auth_epoch(f->s);
+    assert_int_equal(auth_logout(f->s, t2, &e), 0);
+    assert_true(auth_epoch(f->s) > epoch);
+    assert_int_equal(auth_token_live(f->s, &stays), 0);
+}
+
 static void test_gateway_token(void **state)
 {
     struct fx *f = *state;
@@ -457,6 +501,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expiry_and_logout, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_gateway_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_disable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rate_limit, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -31,9 +31,9 @@
 #include "../../server/store.h"
 #include "testutil.h"
 
-/* Live push: cases.c calls ws_push_dirty() when ws.c is linked in (the
- * full test build); with srv.ws == NULL it must be a no-op.  Without it,
- * the events simply wait in the outboxes, which is what is checked. */
+/* Live push: cases.c calls srv.events_committed after each COMMIT (NULL
+ * here but in test_events_committed_hook): the events wait in the
+ * outboxes, which is what is checked. */
 
 static char tmpl[256];      /* data dir with clinics and users */
 static char dir[256];       /* this test's copy */
@@ -506,7 +506,7 @@ static void test_offline_delivery_in_order(void **state)
     }
     json_decref(ev);
 
-    assert_int_equal(outbox_ack(srv.outbox, who[N1].user_id, 13, &e), 0);
+    assert_int_equal(cases_ack(&srv, who[N1].user_id, 13, &e), 0);
     json_t *rest = NULL;
     assert_int_equal(outbox_fetch(srv.outbox, who[N1].user_id, 13, 100,
                                   &rest, &e), 0);
@@ -1069,6 +1069,63 @@ static void test_codec_requests(void **state)
     json_decref(req);
 }
 
+/* What the hook registered in srv->events_committed saw: its calls, and
+ * the users in the dirty set at each (taken, as ws.c's push does). */
+static int hook_calls;
+static int64_t hook_users[16];
+static size_t hook_n;
+
+static void hook(struct server *s)
+{
+    int64_t *ids = NULL;
+    size_t n = 0;
+    hook_calls++;
+    assert_int_equal(outbox_take_dirty(s->outbox, &ids, &n), 0);
+    hook_n = n < 16 ? n : 16;
+    memcpy(hook_users, ids, hook_n * sizeof *ids);
+    free(ids);
+}
+
+static int hook_saw(int u)
+{
+    for (size_t i = 0; i < hook_n; i++)
+        if (hook_users[i] == who[u].user_id)
+            return 1;
+    return 0;
+}
+
+/* cases.c knows no WebSocket layer: after each COMMIT it calls whatever
+ * registered in srv->events_committed, with the dirty set naming the users
+ * who got events; nothing after a refused operation; with no hook, the
+ * dirty set is dropped and the events wait in the outboxes. */
+static void test_events_committed_hook(void **state)
+{
+    (void)state;
+    struct err e = {0};
+    json_t *out = NULL;
+    create_case(REQ_A, "hook-0", "routine", "neurology", NULL);
+    int64_t *ids = NULL;
+    size_t n = 9;
+    assert_int_equal(outbox_take_dirty(srv.outbox, &ids, &n), 0);
+    assert_int_equal(n, 0);             /* no hook: nothing left behind */
+    free(ids);
+
+    hook_calls = 0;
+    srv.events_committed = hook;
+    create_case(REQ_A, "hook-1", "routine", "neurology", NULL);
+    assert_int_equal(hook_calls, 1);
+    assert_true(hook_saw(REQ_A) && hook_saw(N1) && hook_saw(N2));
+    assert_false(hook_saw(CARDIO) || hook_saw(REQ_B));
+    assert_int_equal(cases_claim(&srv, &who[CARDIO], "hook-1", &out, &e),
+                     ERR_NOTFOUND);
+    assert_int_equal(hook_calls, 1);    /* refused: rolled back, no call */
+    assert_int_equal(cases_claim(&srv, &who[N2], "hook-1", &out, &e), 0);
+    json_decref(out);
+    assert_int_equal(hook_calls, 2);
+    assert_true(hook_saw(N2) && hook_saw(REQ_A));
+    srv.events_committed = NULL;
+}
+
 static void test_list_pages(void **state)
 {
     (void)state;
@@ -1140,6 +1197,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_audit_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_codec_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_committed_hook, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

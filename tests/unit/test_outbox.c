@@ -155,44 +155,71 @@ static void test_ack_rules(void **state)
     for (int i = 0; i < 5; i++)
         append(3, "message.new", "c", i);
     assert_int_equal(outbox_acked_seq(ob, 3), 0);
-    assert_int_equal(outbox_ack(ob, 3, 6, &e), ERR_INVALID);
-    assert_int_equal(outbox_ack(ob, 3, -1, &e), ERR_INVALID);
-    assert_int_equal(outbox_ack(ob, 4, 1, &e), ERR_INVALID); /* no events */
-    assert_int_equal(outbox_ack(ob, 4, 0, &e), 0);
-    assert_int_equal(outbox_ack(ob, 3, 4, &e), 0);
+    assert_int_equal(outbox_ack(ob, 3, 6, NULL, &e), ERR_INVALID);
+    assert_int_equal(outbox_ack(ob, 3, -1, NULL, &e), ERR_INVALID);
+    assert_int_equal(outbox_ack(ob, 4, 1, NULL, &e), ERR_INVALID); /* no events */
+    assert_int_equal(outbox_ack(ob, 4, 0, NULL, &e), 0);
+    /* The newly acknowledged range is reported: (from, seq]. */
+    int64_t from = -1;
+    assert_int_equal(outbox_ack(ob, 3, 4, &from, &e), 0);
+    assert_int_equal(from, 0);
     assert_int_equal(outbox_acked_seq(ob, 3), 4);
-    /* Lower acks are ignored. */
-    assert_int_equal(outbox_ack(ob, 3, 2, &e), 0);
+    /* Lower acks are ignored: nothing new. */
+    assert_int_equal(outbox_ack(ob, 3, 2, &from, &e), 0);
+    assert_int_equal(from, 2);
     assert_int_equal(outbox_acked_seq(ob, 3), 4);
     /* Recent acknowledged events are kept (a client may reconnect with an
      * older last_seq); what is after the ack is there. */
     json_t *ev = fetch(3, 4, 100);
     assert_int_equal(json_array_size(ev), 1);
     json_decref(ev);
-    assert_int_equal(outbox_ack(ob, 3, 5, &e), 0);
+    assert_int_equal(outbox_ack(ob, 3, 5, &from, &e), 0);
+    assert_int_equal(from, 4);
     assert_int_equal(outbox_acked_seq(ob, 3), 5);
     ev = fetch(3, 5, 100);
     assert_int_equal(json_array_size(ev), 0);
     json_decref(ev);
 }
 
+/* Acknowledged events are kept OUTBOX_KEEP_MS (30 days, PROTOCOL.md
+ * section 10) after they were appended: one millisecond older is pruned,
+ * exactly that old is kept; unacknowledged ones are never pruned. */
 static void test_prune_old_acked(void **state)
 {
     (void)state;
     struct err e = {0};
+    const int64_t now = 2000000000000LL;
+    char sql[160];
     for (int i = 0; i < 4; i++)
         append(5, "case.new", "c", i);
-    /* Age the first three by ten days. */
-    assert_int_equal(sqlite3_exec(db,
-                                  "UPDATE outbox SET at = at - 864000000"
-                                  " WHERE seq <= 3", NULL, NULL, NULL),
-                     SQLITE_OK);
-    assert_int_equal(outbox_ack(ob, 5, 2, &e), 0);
+    /* seq 1: past the keep time; 2: at it; 3: past it but unacked; 4:
+     * new and unacked. */
+    snprintf(sql, sizeof sql, "UPDATE outbox SET at = CASE seq"
+             " WHEN 1 THEN %lld WHEN 2 THEN %lld WHEN 3 THEN %lld"
+             " ELSE at END WHERE user_id = 5",
+             (long long)(now - OUTBOX_KEEP_MS - 1),
+             (long long)(now - OUTBOX_KEEP_MS),
+             (long long)(now - OUTBOX_KEEP_MS - 1));
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(OUTBOX_KEEP_MS, 30LL * 24 * 3600 * 1000);
+    assert_int_equal(outbox_ack(ob, 5, 2, NULL, &e), 0);
+    /* Acking prunes nothing by itself. */
+    assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM outbox"
+                                    " WHERE user_id = 5"), 4);
+    assert_int_equal(outbox_prune(ob, now, &e), 1);
     json_t *ev = fetch(5, 0, 100);
-    /* seq 1, 2: old and acknowledged -> gone; 3 old but not acked. */
-    assert_int_equal(json_array_size(ev), 2);
+    assert_int_equal(json_array_size(ev), 3);
     assert_int_equal(json_integer_value(json_object_get(
-                         json_array_get(ev, 0), "seq")), 3);
+                         json_array_get(ev, 0), "seq")), 2);
+    json_decref(ev);
+    /* A day later seq 2 goes too; 3 stays until acknowledged. */
+    assert_int_equal(outbox_prune(ob, now + 86400000, &e), 1);
+    assert_int_equal(outbox_ack(ob, 5, 3, NULL, &e), 0);
+    assert_int_equal(outbox_prune(ob, now + 86400000, &e), 1);
+    ev = fetch(5, 0, 100);
+    assert_int_equal(json_array_size(ev), 1);
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_array_get(ev, 0), "seq")), 4);
     json_decref(ev);
     /* Seqs keep counting from the cursor, not from what is left. */
     assert_int_equal(append(5, "case.new", "c", 9), 5);
@@ -253,7 +280,7 @@ static void test_survives_reopen(void **state)
     char ids[3][33];
     for (int i = 0; i < 3; i++)
         append(11, "case.new", "c", i);
-    assert_int_equal(outbox_ack(ob, 11, 1, &e), 0);
+    assert_int_equal(outbox_ack(ob, 11, 1, NULL, &e), 0);
     json_t *ev = fetch(11, 0, 100);
     for (int i = 0; i < 3; i++)
         strlcpy_h(ids[i], json_string_value(json_object_get(

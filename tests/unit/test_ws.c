@@ -4,8 +4,7 @@
  * byte for byte, the compact JSON of outbox_fetch()'s events, each a valid
  * hashi.v1 event for the codec; rows whose strings would need escaping
  * take the careful path and still come out as valid JSON; the limit and
- * the callback's stop are honoured.  ws_push_dirty() with no WebSocket hub
- * (admin tools) leaves nothing behind in the dirty set.  Sessions, the
+ * the callback's stop are honoured.  Sessions, the
  * Origin check and replay run against the real server in
  * tests/integration/ws_*.sh.
  */
@@ -211,25 +210,6 @@ static void test_frames_escape_odd_rows(void **state)
     check_same(5, 0, 10, 3);
 }
 
-/* No hub (admin tools): ws_push_dirty drops the dirty set; the events
- * stay in the outbox. */
-static void test_push_without_hub(void **state)
-{
-    (void)state;
-    struct server *srv = calloc(1, sizeof *srv);
-    assert_non_null(srv);
-    srv->outbox = ob;
-    append(6, "case.new", "c-8", json_pack("{}"));
-    ws_push_dirty(srv);
-    int64_t *ids = NULL;
-    size_t n = 9;
-    assert_int_equal(outbox_take_dirty(ob, &ids, &n), 0);
-    assert_int_equal(n, 0);
-    free(ids);
-    assert_int_equal(outbox_last_seq(ob, 6), 1);
-    free(srv);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -240,8 +220,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_frames_stop_and_limit, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_frames_escape_odd_rows, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_push_without_hub, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
