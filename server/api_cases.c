@@ -3,8 +3,8 @@
  *
  * One validation path: every request is turned into the object of its
  * hashi.v1 request (path ids set into the body) and checked by
- * msg_from_json(); cases.c then receives msg_to_json()'s canonical
- * object, exactly as a WebSocket request would give it.
+ * msg_from_json(); cases.c then receives the typed request (struct msg's
+ * member), exactly as a WebSocket request gives it.
  */
 #include "api_cases.h"
 
@@ -202,17 +202,6 @@ static void on_body(struct http_req *r, unsigned char *body, size_t len)
         msg_free(&m);
         return;
     }
-    /* msg_to_json checks a request's id, which REST has not: any valid
-     * one does (cases.c does not look at it). */
-    if (!m.id[0])
-        strlcpy_h(m.id, "rest", sizeof m.id);
-    struct msg_error me;
-    json_t *req = msg_to_json(&m, &me);
-    if (!req) {
-        msg_free(&m);
-        respond_codec(r, &me);
-        return;
-    }
 
     struct err e = { 0, "" };
     json_t *out = NULL;
@@ -220,14 +209,14 @@ static void on_body(struct http_req *r, unsigned char *body, size_t len)
     int created = 0, status = 200;
     switch (pd->op) {
     case OP_CREATE:
-        rc = cases_create(srv, &r->who, req, &out, &created, &e);
+        rc = cases_create(srv, &r->who, &m.case_create, &out, &created, &e);
         status = created ? 201 : 200;
         break;
     case OP_CLAIM:
         rc = cases_claim(srv, &r->who, pd->case_id, &out, &e);
         break;
     case OP_ANSWER:
-        rc = cases_answer(srv, &r->who, pd->case_id, req, &out, &e);
+        rc = cases_answer(srv, &r->who, &m.case_answer, &out, &e);
         break;
     case OP_CLOSE:
         rc = cases_close(srv, &r->who, pd->case_id, &out, &e);
@@ -236,7 +225,7 @@ static void on_body(struct http_req *r, unsigned char *body, size_t len)
         rc = cases_reopen(srv, &r->who, pd->case_id, &out, &e);
         break;
     case OP_MESSAGE:
-        rc = cases_message(srv, &r->who, req, &out, &e);
+        rc = cases_message(srv, &r->who, &m.message_send, &out, &e);
         key = "message";
         status = 201;
         break;
@@ -247,7 +236,6 @@ static void on_body(struct http_req *r, unsigned char *body, size_t len)
     default:
         rc = err_set(&e, ERR_INTERNAL, "unknown operation");
     }
-    json_decref(req);
     msg_free(&m);
     if (rc) {
         json_decref(out);
@@ -309,12 +297,7 @@ static void list_cases(struct http_req *r)
         return;
     json_t *out = NULL;
     struct err e = { 0, "" };
-    rc = cases_list_page(r->srv, &r->who,
-                         m.case_list.status
-                             ? msg_status_name(m.case_list.status) : NULL,
-                         (int)m.case_list.limit,
-                         m.case_list.before[0] ? m.case_list.before : NULL,
-                         &out, &e);
+    rc = cases_list_page(r->srv, &r->who, &m.case_list, &out, &e);
     msg_free(&m);
     if (rc) {
         http_respond_err(r, &e);

@@ -26,13 +26,12 @@
 #include <sqlite3.h>
 
 #include "../proto/log.h"
+#include "../proto/msg.h"
 #include "access.h"
 #include "outbox.h"
 #include "server.h"
 
-#define ID_MAX 64
-#define LIST_DEFAULT 50
-#define LIST_MAX 500
+#define ID_MAX MSG_ID_MAX
 
 /* The caller as a one-row table for ACCESS_CASE_VISIBLE (access.h, the
  * one visibility rule): binds ?1 access_who_id, ?2 role, ?3 clinic_id;
@@ -175,9 +174,13 @@ static int tx_end(struct server *srv, int rc, json_t **out, struct err *e)
     return rc;
 }
 
-/* ---- validation ---------------------------------------------------- */
+/* ---- meaning checks ---------------------------------------------------
+ * Requests come typed and validated by the codec (proto/msg.c: lengths,
+ * syntaxes, enums, ranges); what is left here is what a syntax cannot
+ * say: text that is only blanks is no question. */
 
-/* Client-generated ids: 1..64 of [A-Za-z0-9_-]. */
+/* An id inside a list cursor (the codec sees the cursor as opaque text):
+ * 1..64 of [A-Za-z0-9_-], the codec's id rule. */
 static int valid_id(const char *s)
 {
     if (!s || !*s || strlen(s) > ID_MAX)
@@ -185,17 +188,6 @@ static int valid_id(const char *s)
     for (; *s; s++)
         if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
               (*s >= '0' && *s <= '9') || *s == '_' || *s == '-'))
-            return 0;
-    return 1;
-}
-
-/* DICOM UIDs: 1..64 of digits and dots. */
-static int valid_uid(const char *s)
-{
-    if (!s || !*s || strlen(s) > 64)
-        return 0;
-    for (; *s; s++)
-        if (!((*s >= '0' && *s <= '9') || *s == '.'))
             return 0;
     return 1;
 }
@@ -304,8 +296,6 @@ static int load_visible(struct server *srv, const struct principal *who,
                         const char *case_id, struct case_row *r,
                         struct err *e)
 {
-    if (!valid_id(case_id))
-        return err_set(e, ERR_NOTFOUND, "no such case");
     sqlite3 *db = dbof(srv);
     sqlite3_stmt *st = prep(db, e,
                             "SELECT " ROW_COLS " FROM cases c, " WHO_FROM
@@ -740,79 +730,49 @@ int cases_oncall_set(struct server *srv, const char *specialty,
 
 /* ---- create ----------------------------------------------------------- */
 
+/* The request's fields as create_tx uses them ("" -> NULL: absent). */
 struct create_req {
     const char *case_id, *question, *history, *priority;
     const char *specialty, *specialist, *sex;
     int64_t age;
     int has_age;
-    json_t *study_uids;
+    const struct msg_case_create *m;    /* study_uids */
 };
 
-static int parse_create(json_t *req, struct create_req *r, struct err *e)
+static const char *or_null(const char *s)
+{
+    return s && *s ? s : NULL;
+}
+
+static const char *sex_name(int sex)
+{
+    switch (sex) {
+    case MSG_SEX_F: return "F";
+    case MSG_SEX_M: return "M";
+    case MSG_SEX_O: return "O";
+    default: return NULL;
+    }
+}
+
+static int create_fields(const struct msg_case_create *m,
+                         struct create_req *r, struct err *e)
 {
     memset(r, 0, sizeof *r);
-    if (!json_is_object(req))
-        return err_set(e, ERR_INVALID, "case: not an object");
-    r->case_id = jstr(req, "case_id");
-    if (!valid_id(r->case_id))
-        return err_set(e, ERR_INVALID,
-                       "case_id: 1..64 characters of A-Z a-z 0-9 _ -");
-    r->question = jstr(req, "question");
+    r->m = m;
+    r->case_id = m->case_id;
+    r->question = m->question;
     if (blank(r->question))
         return err_set(e, ERR_INVALID, "question: required");
-    r->history = jstr(req, "history");
-    if (!r->history)
-        r->history = "";
-    r->priority = jstr(req, "priority");
-    if (!r->priority || (strcmp(r->priority, "stat") &&
-                         strcmp(r->priority, "urgent") &&
-                         strcmp(r->priority, "routine")))
-        return err_set(e, ERR_INVALID,
-                       "priority: one of stat, urgent, routine");
-    r->specialty = jstr(req, "specialty");
-    if (r->specialty && !*r->specialty)     /* "" is absent */
-        r->specialty = NULL;
-    if (r->specialty && (blank(r->specialty) || strlen(r->specialty) > 64))
-        return err_set(e, ERR_INVALID, "specialty: 1..64 characters");
-    r->specialist = jstr(req, "specialist");
-    if (r->specialist && !*r->specialist)
-        r->specialist = NULL;
-    if (!r->specialty && !r->specialist)
-        return err_set(e, ERR_INVALID,
-                       "a specialty or a specialist is required");
-    json_t *p = json_object_get(req, "patient");
-    if (p && !json_is_null(p)) {
-        if (!json_is_object(p))
-            return err_set(e, ERR_INVALID, "patient: not an object");
-        json_t *age = json_object_get(p, "age");
-        if (age && !json_is_null(age)) {
-            if (!json_is_integer(age) || json_integer_value(age) < 0 ||
-                json_integer_value(age) > 150)
-                return err_set(e, ERR_INVALID, "patient.age: 0..150");
-            r->age = json_integer_value(age);
-            r->has_age = 1;
-        }
-        json_t *sex = json_object_get(p, "sex");
-        if (sex && !json_is_null(sex)) {
-            r->sex = json_string_value(sex);
-            if (!r->sex || (strcmp(r->sex, "F") && strcmp(r->sex, "M") &&
-                            strcmp(r->sex, "O")))
-                return err_set(e, ERR_INVALID, "patient.sex: F, M or O");
-        }
-    }
-    r->study_uids = json_object_get(req, "study_uids");
-    if (r->study_uids && !json_is_null(r->study_uids)) {
-        if (!json_is_array(r->study_uids))
-            return err_set(e, ERR_INVALID, "study_uids: not an array");
-        size_t i;
-        json_t *v;
-        json_array_foreach(r->study_uids, i, v) {
-            if (!valid_uid(json_string_value(v)))
-                return err_set(e, ERR_INVALID,
-                               "study_uids[%zu]: not a DICOM UID", i);
-        }
-    } else {
-        r->study_uids = NULL;
+    r->history = m->history;
+    r->priority = msg_priority_name(m->priority);
+    r->specialty = or_null(m->specialty);
+    if (r->specialty && blank(r->specialty))
+        return err_set(e, ERR_INVALID, "specialty: not only blanks");
+    r->specialist = or_null(m->specialist);
+    if (m->has_patient) {
+        r->has_age = m->patient.has_age;
+        r->age = m->patient.age;
+        r->sex = sex_name(m->patient.sex);
     }
     return 0;
 }
@@ -935,17 +895,13 @@ static int create_tx(struct server *srv, const struct principal *who,
         if (rc)
             return rc;
     }
-    if (r->study_uids) {
-        size_t i;
-        json_t *v;
-        json_array_foreach(r->study_uids, i, v) {
-            rc = run(db, e, NULL,
-                     "INSERT OR IGNORE INTO case_studies"
-                     " (case_id, study_uid, pos) VALUES (?1, ?2, ?3)",
-                     "ssi", r->case_id, json_string_value(v), (int64_t)i);
-            if (rc)
-                return rc;
-        }
+    for (int i = 0; i < r->m->n_study_uids; i++) {
+        rc = run(db, e, NULL,
+                 "INSERT OR IGNORE INTO case_studies"
+                 " (case_id, study_uid, pos) VALUES (?1, ?2, ?3)",
+                 "ssi", r->case_id, r->m->study_uids[i], (int64_t)i);
+        if (rc)
+            return rc;
     }
 
     /* The requesting side: the requester and their clinic's requesters
@@ -975,7 +931,8 @@ static const char *emsg(struct err *e)
 }
 
 int cases_create(struct server *srv, const struct principal *who,
-                 json_t *req, json_t **out, int *created, struct err *e)
+                 const struct msg_case_create *req, json_t **out,
+                 int *created, struct err *e)
 {
     int dummy;
     if (!created)
@@ -983,7 +940,7 @@ int cases_create(struct server *srv, const struct principal *who,
     *created = 0;
     *out = NULL;
     struct create_req r;
-    int rc = parse_create(req, &r, e);
+    int rc = create_fields(req, &r, e);
     if (!rc && strcmp(who->role, "requester") && strcmp(who->role, "admin") &&
         strcmp(who->role, "gateway"))
         rc = err_set(e, ERR_FORBIDDEN,
@@ -1038,33 +995,22 @@ int cases_get(struct server *srv, const struct principal *who,
     return rc;
 }
 
-static int status_ok(const char *s)
-{
-    return !strcmp(s, "new") || !strcmp(s, "claimed") ||
-           !strcmp(s, "answered") || !strcmp(s, "closed") ||
-           !strcmp(s, "reopened");
-}
-
 /* One page of visible cases, the most recently updated first.  The cursor
  * ("next"/"before") is "<updated_at>.<case_id>" of the last case shown:
  * keyset paging, stable while cases are added. */
 int cases_list_page(struct server *srv, const struct principal *who,
-                    const char *status, int limit, const char *before,
-                    json_t **out, struct err *e)
+                    const struct msg_case_list *req, json_t **out,
+                    struct err *e)
 {
     *out = NULL;
-    if (status && !*status)
-        status = NULL;
-    if (status && !status_ok(status))
-        return err_set(e, ERR_INVALID,
-                       "status: new, claimed, answered, closed or reopened");
-    if (limit <= 0)
-        limit = LIST_DEFAULT;
-    if (limit > LIST_MAX)
-        limit = LIST_MAX;
+    const char *status = req->status ? msg_status_name(req->status) : NULL;
+    const char *before = req->before;
+    int limit = req->limit > 0 ? (int)req->limit : MSG_LIST_DEFAULT;
+    if (limit > MSG_LIST_MAX)   /* the codec's range; one limit for all */
+        return err_set(e, ERR_INVALID, "limit: 1..%d", MSG_LIST_MAX);
     int64_t b_at = 0;
     const char *b_id = NULL;
-    if (before && *before) {
+    if (before[0]) {
         char *end = NULL;
         long long v = strtoll(before, &end, 10);
         if (!end || end == before || *end != '.' || v < 0 ||
@@ -1132,19 +1078,6 @@ int cases_list_page(struct server *srv, const struct principal *who,
     return 0;
 }
 
-int cases_list(struct server *srv, const struct principal *who,
-               const char *status, int limit, json_t **out, struct err *e)
-{
-    json_t *page = NULL;
-    int rc = cases_list_page(srv, who, status, limit, NULL, &page, e);
-    *out = NULL;
-    if (rc)
-        return rc;
-    *out = json_incref(json_object_get(page, "cases"));
-    json_decref(page);
-    return 0;
-}
-
 /* ---- roles on a case ---------------------------------------------------- */
 
 /* The requesting side: the clinic's requesters, or an admin.  Not a
@@ -1183,14 +1116,16 @@ static int may_claim(sqlite3 *db, const struct principal *who,
 }
 
 /* The common frame of claim/answer/close/reopen: one transaction around
- * `step`, which sees the visible case and may produce *out. */
+ * `step`, which sees the visible case and its typed request (arg, which
+ * may be NULL) and may produce *out. */
 typedef int (*case_step)(struct server *srv, const struct principal *who,
-                         const struct case_row *r, json_t *arg,
+                         const struct case_row *r, const void *arg,
                          json_t **out, struct err *e);
 
 static int case_action(struct server *srv, const struct principal *who,
-                       const char *action, const char *case_id, json_t *arg,
-                       case_step step, json_t **out, struct err *e)
+                       const char *action, const char *case_id,
+                       const void *arg, case_step step, json_t **out,
+                       struct err *e)
 {
     *out = NULL;
     struct case_row row;
@@ -1208,8 +1143,8 @@ static int case_action(struct server *srv, const struct principal *who,
 /* ---- claim -------------------------------------------------------------- */
 
 static int claim_step(struct server *srv, const struct principal *who,
-                      const struct case_row *r, json_t *arg, json_t **out,
-                      struct err *e)
+                      const struct case_row *r, const void *arg,
+                      json_t **out, struct err *e)
 {
     (void)arg;
     sqlite3 *db = dbof(srv);
@@ -1261,15 +1196,14 @@ static int same_text(const char *a, const char *b)
 }
 
 static int answer_step(struct server *srv, const struct principal *who,
-                       const struct case_row *r, json_t *arg, json_t **out,
-                       struct err *e)
+                       const struct case_row *r, const void *arg,
+                       json_t **out, struct err *e)
 {
     sqlite3 *db = dbof(srv);
-    if (!json_is_object(arg))
-        return err_set(e, ERR_INVALID, "answer: not an object");
-    const char *imp = jstr(arg, "impression");
-    const char *rec = jstr(arg, "recommendation");
-    const char *text = jstr(arg, "text");
+    const struct msg_case_answer *a = arg;
+    const char *imp = a->impression;
+    const char *rec = a->recommendation;
+    const char *text = a->text;
     if (blank(imp) && blank(text))
         return err_set(e, ERR_INVALID,
                        "answer: an impression or a text is required");
@@ -1323,18 +1257,18 @@ static int answer_step(struct server *srv, const struct principal *who,
 }
 
 int cases_answer(struct server *srv, const struct principal *who,
-                 const char *case_id, json_t *answer, json_t **out,
+                 const struct msg_case_answer *req, json_t **out,
                  struct err *e)
 {
-    return case_action(srv, who, "case.answer", case_id, answer,
+    return case_action(srv, who, "case.answer", req->case_id, req,
                        answer_step, out, e);
 }
 
 /* ---- close, reopen ----------------------------------------------------- */
 
 static int close_step(struct server *srv, const struct principal *who,
-                      const struct case_row *r, json_t *arg, json_t **out,
-                      struct err *e)
+                      const struct case_row *r, const void *arg,
+                      json_t **out, struct err *e)
 {
     (void)arg;
     sqlite3 *db = dbof(srv);
@@ -1362,8 +1296,8 @@ int cases_close(struct server *srv, const struct principal *who,
 }
 
 static int reopen_step(struct server *srv, const struct principal *who,
-                       const struct case_row *r, json_t *arg, json_t **out,
-                       struct err *e)
+                       const struct case_row *r, const void *arg,
+                      json_t **out, struct err *e)
 {
     (void)arg;
     sqlite3 *db = dbof(srv);
@@ -1407,54 +1341,29 @@ static int message_write(struct server *srv, const struct principal *who,
                          const char *window, json_t **out, struct err *e);
 
 static int message_step(struct server *srv, const struct principal *who,
-                        const struct case_row *r, json_t *req, json_t **out,
-                        struct err *e)
+                        const struct case_row *r, const void *arg,
+                        json_t **out, struct err *e)
 {
-    const char *mid = jstr(req, "message_id");
-    const char *text = jstr(req, "text");
-    json_t *image = json_object_get(req, "image");
-    const char *sop = NULL, *window = NULL;
-    char *window_text = NULL;   /* the window as JSON text */
+    const struct msg_message_send *m = arg;
+    const char *sop = NULL;
+    char *window = NULL;        /* the window as JSON text, as shown */
     int64_t frame = 1;
-    if (!valid_id(mid))
-        return err_set(e, ERR_INVALID,
-                       "message_id: 1..64 characters of A-Z a-z 0-9 _ -");
-    if (blank(text))
+    if (blank(m->text))
         return err_set(e, ERR_INVALID, "text: required");
-    if (image && !json_is_null(image)) {
-        if (!json_is_object(image))
-            return err_set(e, ERR_INVALID, "image: not an object");
-        sop = jstr(image, "sop_uid");
-        if (!valid_uid(sop))
-            return err_set(e, ERR_INVALID, "image.sop_uid: not a DICOM UID");
-        json_t *f = json_object_get(image, "frame");
-        if (f && !json_is_null(f)) {
-            if (!json_is_integer(f) || json_integer_value(f) < 1)
-                return err_set(e, ERR_INVALID, "image.frame: 1 or more");
-            frame = json_integer_value(f);
-        }
-        json_t *w = json_object_get(image, "window");
-        if (w && !json_is_null(w)) {
-            /* {center, width} as the codec gives it; a preset name is
-             * kept as it is. */
-            if (json_is_object(w)) {
-                json_t *c = json_object_get(w, "center");
-                json_t *wd = json_object_get(w, "width");
-                if (!json_is_number(c) || !json_is_number(wd) ||
-                    json_number_value(wd) <= 0)
-                    return err_set(e, ERR_INVALID,
-                                   "image.window: {center, width > 0}");
-            } else if (!json_is_string(w)) {
-                return err_set(e, ERR_INVALID,
-                               "image.window: an object or a preset name");
-            }
-            window_text = json_dumps(w, JSON_COMPACT | JSON_ENCODE_ANY);
-            window = window_text;
+    if (m->has_image) {
+        sop = m->image.sop_uid;
+        frame = m->image.frame;
+        if (m->image.has_window) {
+            json_t *w = json_pack("{s:f, s:f}",
+                                  "center", m->image.window.center,
+                                  "width", m->image.window.width);
+            window = json_dumps(w, JSON_COMPACT);
+            json_decref(w);
         }
     }
-    int rc = message_write(srv, who, r, mid, text, sop, frame, window, out,
-                           e);
-    free(window_text);
+    int rc = message_write(srv, who, r, m->message_id, m->text, sop, frame,
+                           window, out, e);
+    free(window);
     return rc;
 }
 
@@ -1531,27 +1440,19 @@ static int message_write(struct server *srv, const struct principal *who,
 }
 
 int cases_message(struct server *srv, const struct principal *who,
-                  json_t *req, json_t **out, struct err *e)
+                  const struct msg_message_send *req, json_t **out,
+                  struct err *e)
 {
-    const char *case_id = json_is_object(req) ? jstr(req, "case_id") : NULL;
-    if (!case_id) {
-        *out = NULL;
-        audit_case(srv, who, "message.send", NULL, ERR_INVALID,
-                   "no case_id");
-        return err_set(e, ERR_INVALID, "case_id: required");
-    }
-    return case_action(srv, who, "message.send", case_id, req,
+    return case_action(srv, who, "message.send", req->case_id, req,
                        message_step, out, e);
 }
 
 static int read_step(struct server *srv, const struct principal *who,
-                     const struct case_row *r, json_t *arg, json_t **out,
+                     const struct case_row *r, const void *arg, json_t **out,
                      struct err *e)
 {
     sqlite3 *db = dbof(srv);
-    const char *mid = json_string_value(arg);
-    if (!valid_id(mid))
-        return err_set(e, ERR_NOTFOUND, "no such message");
+    const char *mid = arg;
     sqlite3_stmt *st = prep(db, e,
                             "SELECT author_id FROM messages"
                             " WHERE message_id = ?1 AND case_id = ?2",
@@ -1594,10 +1495,8 @@ int cases_message_read(struct server *srv, const struct principal *who,
                        struct err *e)
 {
     json_t *out = NULL;
-    json_t *arg = json_string(message_id ? message_id : "");
-    int rc = case_action(srv, who, "message.read", case_id, arg, read_step,
-                         &out, e);
-    json_decref(arg);
+    int rc = case_action(srv, who, "message.read", case_id, message_id,
+                         read_step, &out, e);
     json_decref(out);
     return rc;
 }
@@ -1638,8 +1537,6 @@ int cases_ack(struct server *srv, int64_t user_id, int64_t seq,
 int cases_images_arrived(struct server *srv, const char *study_uid,
                          struct err *e)
 {
-    if (!valid_uid(study_uid))
-        return err_set(e, ERR_INVALID, "images: bad study UID");
     sqlite3 *db = dbof(srv);
     int rc = tx_begin(srv, e);
     if (rc)

@@ -10,6 +10,13 @@
  * JSON objects shared by the REST twin, hashi.v1 and the CLI (shapes in
  * proto/PROTOCOL.md).
  *
+ * Requests come typed, as the structs of proto/msg.h that the codec
+ * filled and validated (msg_parse for hashi.v1, msg_from_json for REST):
+ * the syntax, length and range rules are checked there, once; cases.c
+ * checks only what needs the database or the meaning (blank text, who
+ * may do what, the case's status).  Ids passed as strings come from such
+ * requests too.  Requests are borrowed.
+ *
  * Visibility is access.h's rule: admin — everything; requester — cases
  * of their clinic; specialist — cases for one of their specialties, named
  * to them, claimed by them, or escalated to them; gateway — the cases it
@@ -34,6 +41,7 @@
 
 #include <jansson.h>
 
+#include "../proto/msg.h"
 #include "auth.h"
 
 struct server;
@@ -48,41 +56,37 @@ struct server;
 int cases_init(struct server *srv, struct err *e);
 void cases_free(struct server *srv);
 
-/* case.create: `req` is the validated request object (fields as in
- * PROTOCOL.md: case_id, patient{age,sex}, history, question, priority,
- * specialty|specialist, study_uids[]).  Same case_id from the same clinic
- * again -> the existing case (idempotent), *created = 0.  *out = the case. */
+/* case.create.  Same case_id from the same clinic again -> the existing
+ * case (idempotent), *created = 0.  *out = the case. */
 int cases_create(struct server *srv, const struct principal *who,
-                 json_t *req, json_t **out, int *created, struct err *e);
+                 const struct msg_case_create *req, json_t **out,
+                 int *created, struct err *e);
 /* case.get: the case with its messages and answer. */
 int cases_get(struct server *srv, const struct principal *who,
               const char *case_id, json_t **out, struct err *e);
-/* case.list: visible cases (a JSON array), the most recently updated
- * first; status may be NULL. */
-int cases_list(struct server *srv, const struct principal *who,
-               const char *status, int limit, json_t **out, struct err *e);
-/* case.list with paging, as PROTOCOL.md has it: *out = {"cases": [...],
- * "next": cursor} ("next" only when there may be more); before is the
- * "next" of a previous page, or NULL.  The most recently updated first. */
+/* case.list, as PROTOCOL.md has it: *out = {"cases": [...], "next":
+ * cursor} ("next" only when there may be more), the most recently
+ * updated first; req->before is the "next" of a previous page, or "".
+ * req->limit: 1..MSG_LIST_MAX (the one limit), 0 for MSG_LIST_DEFAULT. */
 int cases_list_page(struct server *srv, const struct principal *who,
-                    const char *status, int limit, const char *before,
-                    json_t **out, struct err *e);
+                    const struct msg_case_list *req, json_t **out,
+                    struct err *e);
 /* case.claim: ERR_CONFLICT ("already claimed by X") if someone else won;
  * ERR_FORBIDDEN if the caller is no specialist of the case. */
 int cases_claim(struct server *srv, const struct principal *who,
                 const char *case_id, json_t **out, struct err *e);
-/* case.answer {impression, recommendation, text}: by the claimer. */
+/* case.answer: by the claimer. */
 int cases_answer(struct server *srv, const struct principal *who,
-                 const char *case_id, json_t *answer, json_t **out,
+                 const struct msg_case_answer *req, json_t **out,
                  struct err *e);
 int cases_close(struct server *srv, const struct principal *who,
                 const char *case_id, json_t **out, struct err *e);
 int cases_reopen(struct server *srv, const struct principal *who,
                  const char *case_id, json_t **out, struct err *e);
-/* message.send {case_id, message_id, text, image?}: idempotent on
- * message_id. */
+/* message.send: idempotent on message_id. */
 int cases_message(struct server *srv, const struct principal *who,
-                  json_t *req, json_t **out, struct err *e);
+                  const struct msg_message_send *req, json_t **out,
+                  struct err *e);
 /* message.read {case_id, message_id}: read receipt to the author. */
 int cases_message_read(struct server *srv, const struct principal *who,
                        const char *case_id, const char *message_id,

@@ -936,34 +936,28 @@ static int keepable(enum msg_code c)
     }
 }
 
-/* Runs one request through cases.c: 0 and *result (a new object), or a
- * negative ERR_* with e filled. */
+/* Runs one request through cases.c, handing it the typed request the
+ * codec validated: 0 and *result (a new object), or a negative ERR_*
+ * with e filled.  A new request type is one more case here (and its
+ * reply code in on_request, if it is not a plain reply). */
 static int run_request(struct server *srv, const struct principal *who,
                        const struct msg *m, json_t **result, struct err *e)
 {
-    json_t *out = NULL, *req = NULL;
-    struct msg_error me;
+    json_t *out = NULL;
     const char *key = "case";
     int rc;
 
     *result = NULL;
     switch (m->type) {
     case MSG_CASE_CREATE:
+        rc = cases_create(srv, who, &m->case_create, &out, NULL, e);
+        break;
     case MSG_CASE_ANSWER:
+        rc = cases_answer(srv, who, &m->case_answer, &out, e);
+        break;
     case MSG_MESSAGE_SEND:
-        req = msg_to_json(m, &me);
-        if (!req)
-            return err_set(e, ERR_INVALID, "%s", me.message);
-        if (m->type == MSG_CASE_CREATE)
-            rc = cases_create(srv, who, req, &out, NULL, e);
-        else if (m->type == MSG_CASE_ANSWER)
-            rc = cases_answer(srv, who, m->case_answer.case_id, req, &out,
-                              e);
-        else {
-            rc = cases_message(srv, who, req, &out, e);
-            key = "message";
-        }
-        json_decref(req);
+        rc = cases_message(srv, who, &m->message_send, &out, e);
+        key = "message";
         break;
     case MSG_CASE_GET:
         rc = cases_get(srv, who, m->case_ref.case_id, &out, e);
@@ -978,15 +972,7 @@ static int run_request(struct server *srv, const struct principal *who,
         rc = cases_reopen(srv, who, m->case_ref.case_id, &out, e);
         break;
     case MSG_CASE_LIST:
-        rc = cases_list_page(srv, who,
-                             m->case_list.status
-                                 ? msg_status_name(m->case_list.status)
-                                 : NULL,
-                             (int)m->case_list.limit,
-                             m->case_list.before[0] ? m->case_list.before
-                                                    : NULL,
-                             result, e);
-        return rc;
+        return cases_list_page(srv, who, &m->case_list, result, e);
     case MSG_MESSAGE_READ:
         rc = cases_message_read(srv, who, m->message_read.case_id,
                                 m->message_read.message_id, e);

@@ -171,6 +171,101 @@ static int teardown(void **state)
 
 /* ---- helpers ---------------------------------------------------------- */
 
+/* cases.c takes typed requests, as the codec makes them of a hashi.v1
+ * frame or a REST body: the t_* helpers take the JSON object a client
+ * sends (borrowed), run it through msg_from_json and call cases.c.  A
+ * request the codec refuses is ERR_INVALID with its message. */
+static int typed(json_t *obj, enum msg_type t, struct msg *m, struct err *e)
+{
+    struct msg_error me;
+    if (!msg_from_json(obj, t, m, &me))
+        return 0;
+    msg_free(m);
+    return err_set(e, ERR_INVALID, "%s", me.message);
+}
+
+static int t_create(struct server *s, const struct principal *p,
+                    json_t *req, json_t **out, int *created, struct err *e)
+{
+    struct msg m;
+    *out = NULL;
+    int rc = typed(req, MSG_CASE_CREATE, &m, e);
+    if (!rc)
+        rc = cases_create(s, p, &m.case_create, out, created, e);
+    msg_free(&m);
+    return rc;
+}
+
+static int t_message(struct server *s, const struct principal *p,
+                     json_t *req, json_t **out, struct err *e)
+{
+    struct msg m;
+    *out = NULL;
+    int rc = typed(req, MSG_MESSAGE_SEND, &m, e);
+    if (!rc)
+        rc = cases_message(s, p, &m.message_send, out, e);
+    msg_free(&m);
+    return rc;
+}
+
+static int t_answer(struct server *s, const struct principal *p,
+                    const char *case_id, json_t *ans, json_t **out,
+                    struct err *e)
+{
+    struct msg m;
+    json_t *req = json_deep_copy(ans);
+    *out = NULL;
+    json_object_set_new(req, "case_id", json_string(case_id));
+    int rc = typed(req, MSG_CASE_ANSWER, &m, e);
+    json_decref(req);
+    if (!rc)
+        rc = cases_answer(s, p, &m.case_answer, out, e);
+    msg_free(&m);
+    return rc;
+}
+
+/* case.list of limit (0: the default) after the cursor before (NULL: the
+ * first page): *out = the page object. */
+static int t_page(struct server *s, const struct principal *p, int limit,
+                  const char *before, json_t **out, struct err *e)
+{
+    struct msg m;
+    json_t *req = json_object();
+    *out = NULL;
+    if (limit)
+        json_object_set_new(req, "limit", json_integer(limit));
+    if (before)
+        json_object_set_new(req, "before", json_string(before));
+    int rc = typed(req, MSG_CASE_LIST, &m, e);
+    json_decref(req);
+    if (!rc)
+        rc = cases_list_page(s, p, &m.case_list, out, e);
+    msg_free(&m);
+    return rc;
+}
+
+/* The first page's cases (status NULL: any), as a new array. */
+static int t_list(struct server *s, const struct principal *p,
+                  const char *status, int limit, json_t **out, struct err *e)
+{
+    struct msg m;
+    json_t *req = json_object(), *page = NULL;
+    *out = NULL;
+    if (status)
+        json_object_set_new(req, "status", json_string(status));
+    if (limit)
+        json_object_set_new(req, "limit", json_integer(limit));
+    int rc = typed(req, MSG_CASE_LIST, &m, e);
+    json_decref(req);
+    if (!rc)
+        rc = cases_list_page(s, p, &m.case_list, &page, e);
+    msg_free(&m);
+    if (!rc)
+        *out = json_incref(json_object_get(page, "cases"));
+    json_decref(page);
+    return rc;
+}
+
 static json_t *create_req(const char *case_id, const char *priority,
                           const char *specialty, const char *specialist)
 {
@@ -193,7 +288,7 @@ static void create_case(int as, const char *case_id, const char *priority,
     json_t *req = create_req(case_id, priority, specialty, specialist);
     json_t *out = NULL;
     int created = -1;
-    if (cases_create(&srv, &who[as], req, &out, &created, &e))
+    if (t_create(&srv, &who[as], req, &out, &created, &e))
         fail_msg("create %s: %s", case_id, e.msg);
     assert_int_equal(created, 1);
     assert_string_equal(json_string_value(json_object_get(out, "case_id")),
@@ -209,7 +304,7 @@ static void send_msg(int as, const char *case_id, const char *mid,
     json_t *req = json_pack("{s:s, s:s, s:s}", "case_id", case_id,
                             "message_id", mid, "text", text);
     json_t *out = NULL;
-    if (cases_message(&srv, &who[as], req, &out, &e))
+    if (t_message(&srv, &who[as], req, &out, &e))
         fail_msg("message %s: %s", mid, e.msg);
     assert_string_equal(json_string_value(json_object_get(out, "text")),
                         text);
@@ -297,7 +392,7 @@ static void test_create_twice_is_one_case(void **state)
     json_t *req = create_req("case-1", "stat", "neurology", NULL);
     json_t *out = NULL;
     int created = -1;
-    assert_int_equal(cases_create(&srv, &who[REQ_A], req, &out, &created,
+    assert_int_equal(t_create(&srv, &who[REQ_A], req, &out, &created,
                                   &e), 0);
     assert_int_equal(created, 1);
     json_t *c = json_object_get(out, "patient");
@@ -320,7 +415,7 @@ static void test_create_twice_is_one_case(void **state)
     /* The retry after a cut carries a changed question: still the same
      * case, unchanged, and no second case.new. */
     json_object_set_new(req, "question", json_string("Changed?"));
-    assert_int_equal(cases_create(&srv, &who[REQ_A], req, &out, &created,
+    assert_int_equal(t_create(&srv, &who[REQ_A], req, &out, &created,
                                   &e), 0);
     assert_int_equal(created, 0);
     assert_string_equal(json_string_value(json_object_get(out, "question")),
@@ -330,7 +425,7 @@ static void test_create_twice_is_one_case(void **state)
     expect_kinds(N1, "case-1", "case.new");
 
     /* The same id from another clinic is someone else's case. */
-    assert_int_equal(cases_create(&srv, &who[REQ_B], req, &out, &created,
+    assert_int_equal(t_create(&srv, &who[REQ_B], req, &out, &created,
                                   &e), ERR_CONFLICT);
     assert_null(out);
     json_decref(req);
@@ -355,12 +450,14 @@ static void test_create_rejects_bad_input(void **state)
         { "specialty", "\"dermatology\"" },   /* nobody has it */
         { "specialist", "\"req-b\"" },        /* not a specialist */
         { "study_uids", "[\"1.2.x\"]" },
+        { "study_uids", "[\"1..2\"]" },     /* an empty component */
+        { "study_uids", "[\"1.02\"]" },     /* a leading zero */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         json_t *req = create_req("case-bad", "stat", "neurology", NULL);
         json_object_set_new(req, bad[i].key,
                             json_loads(bad[i].json, JSON_DECODE_ANY, NULL));
-        int rc = cases_create(&srv, &who[REQ_A], req, &out, NULL, &e);
+        int rc = t_create(&srv, &who[REQ_A], req, &out, NULL, &e);
         if (rc != ERR_INVALID)
             fail_msg("%s=%s: got %d", bad[i].key, bad[i].json, rc);
         assert_true(strlen(e.msg) > 0);
@@ -368,12 +465,12 @@ static void test_create_rejects_bad_input(void **state)
     }
     /* Neither a specialty nor a specialist. */
     json_t *req = create_req("case-bad", "stat", NULL, NULL);
-    assert_int_equal(cases_create(&srv, &who[REQ_A], req, &out, NULL, &e),
+    assert_int_equal(t_create(&srv, &who[REQ_A], req, &out, NULL, &e),
                      ERR_INVALID);
     json_decref(req);
     /* Specialists do not send cases. */
     req = create_req("case-bad", "stat", "neurology", NULL);
-    assert_int_equal(cases_create(&srv, &who[N1], req, &out, NULL, &e),
+    assert_int_equal(t_create(&srv, &who[N1], req, &out, NULL, &e),
                      ERR_FORBIDDEN);
     json_decref(req);
     assert_int_equal(count_rows("SELECT COUNT(*) FROM cases"), 0);
@@ -637,9 +734,9 @@ static void test_visibility(void **state)
                      ERR_NOTFOUND);
     json_t *req = json_pack("{s:s, s:s, s:s}", "case_id", "vis",
                             "message_id", "vis-m2", "text", "sneaky");
-    assert_int_equal(cases_message(&srv, &who[REQ_B], req, &out, &e),
+    assert_int_equal(t_message(&srv, &who[REQ_B], req, &out, &e),
                      ERR_NOTFOUND);
-    assert_int_equal(cases_message(&srv, &who[CARDIO], req, &out, &e),
+    assert_int_equal(t_message(&srv, &who[CARDIO], req, &out, &e),
                      ERR_NOTFOUND);
     json_decref(req);
     assert_int_equal(cases_message_read(&srv, &who[REQ_B], "vis", "vis-m1",
@@ -649,20 +746,20 @@ static void test_visibility(void **state)
     assert_int_equal(count_rows("SELECT COUNT(*) FROM messages"), 1);
 
     /* Lists. */
-    assert_int_equal(cases_list(&srv, &who[REQ_B], NULL, 0, &out, &e), 0);
+    assert_int_equal(t_list(&srv, &who[REQ_B], NULL, 0, &out, &e), 0);
     assert_int_equal(json_array_size(out), 0);
     json_decref(out);
-    assert_int_equal(cases_list(&srv, &who[CARDIO], NULL, 0, &out, &e), 0);
+    assert_int_equal(t_list(&srv, &who[CARDIO], NULL, 0, &out, &e), 0);
     assert_int_equal(json_array_size(out), 0);
     json_decref(out);
-    assert_int_equal(cases_list(&srv, &who[N3], "new", 0, &out, &e), 0);
+    assert_int_equal(t_list(&srv, &who[N3], "new", 0, &out, &e), 0);
     assert_int_equal(json_array_size(out), 1);
     json_decref(out);
-    assert_int_equal(cases_list(&srv, &who[REQ_A], "claimed", 0, &out, &e),
+    assert_int_equal(t_list(&srv, &who[REQ_A], "claimed", 0, &out, &e),
                      0);
     assert_int_equal(json_array_size(out), 0);
     json_decref(out);
-    assert_int_equal(cases_list(&srv, &who[REQ_A], "bogus", 0, &out, &e),
+    assert_int_equal(t_list(&srv, &who[REQ_A], "bogus", 0, &out, &e),
                      ERR_INVALID);
 
     /* Studies, through store.c's scope: the case's study (clinic A) is
@@ -686,7 +783,7 @@ static void test_visibility(void **state)
     json_t *r2 = create_req("vis-b", "urgent", "neurology", NULL);
     json_object_set_new(r2, "study_uids",
                         json_pack("[s]", "1.2.826.0.1.3680043.8.498.2"));
-    assert_int_equal(cases_create(&srv, &who[REQ_A], r2, &out, NULL, &e), 0);
+    assert_int_equal(t_create(&srv, &who[REQ_A], r2, &out, NULL, &e), 0);
     json_decref(out);
     json_decref(r2);
 
@@ -733,22 +830,22 @@ static void test_answer_close_reopen(void **state)
                             "text", "Left, 8 mm, mild shift.");
     create_case(REQ_A, "ans", "stat", "neurology", NULL);
     /* Not claimed yet. */
-    assert_int_equal(cases_answer(&srv, &who[N1], "ans", ans, &out, &e),
+    assert_int_equal(t_answer(&srv, &who[N1], "ans", ans, &out, &e),
                      ERR_CONFLICT);
     assert_int_equal(cases_claim(&srv, &who[N1], "ans", &out, &e), 0);
     json_decref(out);
     /* Not the claimer. */
-    assert_int_equal(cases_answer(&srv, &who[N2], "ans", ans, &out, &e),
+    assert_int_equal(t_answer(&srv, &who[N2], "ans", ans, &out, &e),
                      ERR_FORBIDDEN);
     assert_non_null(strstr(e.msg, "neuro1"));
-    assert_int_equal(cases_answer(&srv, &who[REQ_A], "ans", ans, &out, &e),
+    assert_int_equal(t_answer(&srv, &who[REQ_A], "ans", ans, &out, &e),
                      ERR_FORBIDDEN);
-    assert_int_equal(cases_answer(&srv, &who[CARDIO], "ans", ans, &out, &e),
+    assert_int_equal(t_answer(&srv, &who[CARDIO], "ans", ans, &out, &e),
                      ERR_NOTFOUND);
     assert_int_equal(cases_reopen(&srv, &who[REQ_A], "ans", &out, &e),
                      ERR_CONFLICT);
 
-    assert_int_equal(cases_answer(&srv, &who[N1], "ans", ans, &out, &e), 0);
+    assert_int_equal(t_answer(&srv, &who[N1], "ans", ans, &out, &e), 0);
     json_t *a = json_object_get(out, "answer");
     assert_string_equal(json_string_value(json_object_get(a, "impression")),
                         "Acute subdural haematoma");
@@ -758,10 +855,10 @@ static void test_answer_close_reopen(void **state)
                         "answered");
     json_decref(out);
     /* The same answer again is a retry; another is a conflict. */
-    assert_int_equal(cases_answer(&srv, &who[N1], "ans", ans, &out, &e), 0);
+    assert_int_equal(t_answer(&srv, &who[N1], "ans", ans, &out, &e), 0);
     json_decref(out);
     json_t *ans2 = json_pack("{s:s}", "impression", "Changed my mind");
-    assert_int_equal(cases_answer(&srv, &who[N1], "ans", ans2, &out, &e),
+    assert_int_equal(t_answer(&srv, &who[N1], "ans", ans2, &out, &e),
                      ERR_CONFLICT);
 
     /* Only the requesting side reopens. */
@@ -773,7 +870,7 @@ static void test_answer_close_reopen(void **state)
     assert_string_equal(json_string_value(json_object_get(out, "claimed_by")),
                         "neuro1");
     json_decref(out);
-    assert_int_equal(cases_answer(&srv, &who[N1], "ans", ans2, &out, &e), 0);
+    assert_int_equal(t_answer(&srv, &who[N1], "ans", ans2, &out, &e), 0);
     assert_string_equal(json_string_value(json_object_get(
                             json_object_get(out, "answer"), "impression")),
                         "Changed my mind");
@@ -789,7 +886,7 @@ static void test_answer_close_reopen(void **state)
     assert_string_equal(status_of("ans"), "closed");
     json_t *req = json_pack("{s:s, s:s, s:s}", "case_id", "ans",
                             "message_id", "late", "text", "one more thing");
-    assert_int_equal(cases_message(&srv, &who[REQ_A], req, &out, &e),
+    assert_int_equal(t_message(&srv, &who[REQ_A], req, &out, &e),
                      ERR_CONFLICT);
     json_decref(req);
     assert_int_equal(cases_reopen(&srv, &who[REQ_A], "ans", &out, &e), 0);
@@ -810,22 +907,22 @@ static void test_messages_and_receipts(void **state)
     json_t *out = NULL;
     oncall("neurology", "neuro1", NULL);
     create_case(REQ_A, "chat", "urgent", "neurology", NULL);
-    json_t *req = json_pack("{s:s, s:s, s:s, s:{s:s, s:i, s:s}}",
+    json_t *req = json_pack("{s:s, s:s, s:s, s:{s:s, s:i, s:{s:i, s:i}}}",
                             "case_id", "chat", "message_id", "q1",
                             "text", "See slice 12",
                             "image", "sop_uid", "1.2.3.4", "frame", 1,
-                            "window", "subdural");
-    assert_int_equal(cases_message(&srv, &who[REQ_A], req, &out, &e), 0);
-    assert_string_equal(json_string_value(json_object_get(
-                            json_object_get(out, "image"), "window")),
-                        "subdural");
+                            "window", "center", 75, "width", 215);
+    assert_int_equal(t_message(&srv, &who[REQ_A], req, &out, &e), 0);
+    assert_true(json_number_value(json_object_get(json_object_get(
+                    json_object_get(out, "image"), "window"), "width")) ==
+                215.0);
     json_decref(out);
     /* A retry: the same message, no second event. */
-    assert_int_equal(cases_message(&srv, &who[REQ_A], req, &out, &e), 0);
+    assert_int_equal(t_message(&srv, &who[REQ_A], req, &out, &e), 0);
     json_decref(out);
     /* The same id by someone else is refused. */
     json_object_set_new(req, "message_id", json_string("q1"));
-    assert_int_equal(cases_message(&srv, &who[N1], req, &out, &e),
+    assert_int_equal(t_message(&srv, &who[N1], req, &out, &e),
                      ERR_CONFLICT);
     json_decref(req);
     assert_int_equal(count_rows("SELECT COUNT(*) FROM messages"), 1);
@@ -982,40 +1079,26 @@ static void test_audit_lines(void **state)
     srv.audit = audit_open(dir, &e);
 }
 
-/* Requests as the hashi.v1 codec hands them over (msg_from_json, then
- * msg_to_json) are what cases_* take. */
-static json_t *through_codec(enum msg_type type, const char *text)
+static json_t *jtext(const char *text)
 {
     json_t *in = json_loads(text, 0, NULL);
     assert_non_null(in);
-    struct msg m;
-    struct msg_error me;
-    memset(&me, 0, sizeof me);
-    if (msg_from_json(in, type, &m, &me))
-        fail_msg("codec: %s: %s", me.field, me.message);
-    strcpy(m.id, "req-1");      /* a request's id, which the REST body
-                                   may leave out */
-    json_t *out = msg_to_json(&m, &me);
-    if (!out)
-        fail_msg("codec out: %s: %s", me.field, me.message);
-    msg_free(&m);
-    json_decref(in);
-    return out;
+    return in;
 }
 
+/* Requests with every member (patient, study_uids, image and window)
+ * reach cases.c typed, as the codec fills struct msg. */
 static void test_codec_requests(void **state)
 {
     (void)state;
     struct err e = {0};
     json_t *out = NULL;
-    json_t *req = through_codec(
-        MSG_CASE_CREATE,
-        "{\"case_id\": \"codec-1\", \"question\": \"Stroke?\","
+    json_t *req = jtext("{\"case_id\": \"codec-1\", \"question\": \"Stroke?\","
         " \"priority\": \"stat\", \"specialty\": \"neurology\","
         " \"patient\": {\"age\": 64, \"sex\": \"M\"},"
         " \"study_uids\": [\"1.2.3\", \"1.2.4\"]}");
     int created = 0;
-    if (cases_create(&srv, &who[REQ_A], req, &out, &created, &e))
+    if (t_create(&srv, &who[REQ_A], req, &out, &created, &e))
         fail_msg("create: %s", e.msg);
     assert_int_equal(created, 1);
     assert_int_equal(json_array_size(json_object_get(out, "study_uids")), 2);
@@ -1026,11 +1109,10 @@ static void test_codec_requests(void **state)
     json_decref(req);
 
     /* No patient at all: both members null. */
-    req = through_codec(MSG_CASE_CREATE,
-                        "{\"case_id\": \"codec-2\", \"question\": \"?\","
+    req = jtext("{\"case_id\": \"codec-2\", \"question\": \"?\","
                         " \"priority\": \"routine\","
                         " \"specialist\": \"neuro2\"}");
-    if (cases_create(&srv, &who[REQ_A], req, &out, &created, &e))
+    if (t_create(&srv, &who[REQ_A], req, &out, &created, &e))
         fail_msg("create: %s", e.msg);
     json_t *pt = json_object_get(out, "patient");
     assert_true(json_is_null(json_object_get(pt, "age")));
@@ -1040,12 +1122,10 @@ static void test_codec_requests(void **state)
     json_decref(out);
     json_decref(req);
 
-    req = through_codec(
-        MSG_MESSAGE_SEND,
-        "{\"case_id\": \"codec-1\", \"message_id\": \"cm-1\","
+    req = jtext("{\"case_id\": \"codec-1\", \"message_id\": \"cm-1\","
         " \"text\": \"Look here\", \"image\": {\"sop_uid\": \"1.2.3.9\","
         " \"frame\": 3, \"window\": {\"center\": 40, \"width\": 80}}}");
-    if (cases_message(&srv, &who[REQ_A], req, &out, &e))
+    if (t_message(&srv, &who[REQ_A], req, &out, &e))
         fail_msg("message: %s", e.msg);
     json_t *img = json_object_get(out, "image");
     assert_int_equal(json_integer_value(json_object_get(img, "frame")), 3);
@@ -1055,12 +1135,11 @@ static void test_codec_requests(void **state)
     json_decref(out);
     json_decref(req);
 
-    req = through_codec(MSG_CASE_ANSWER,
-                        "{\"case_id\": \"codec-1\", \"impression\":"
+    req = jtext("{\"case_id\": \"codec-1\", \"impression\":"
                         " \"Left MCA infarct\"}");
     assert_int_equal(cases_claim(&srv, &who[N1], "codec-1", &out, &e), 0);
     json_decref(out);
-    if (cases_answer(&srv, &who[N1], "codec-1", req, &out, &e))
+    if (t_answer(&srv, &who[N1], "codec-1", req, &out, &e))
         fail_msg("answer: %s", e.msg);
     assert_string_equal(json_string_value(json_object_get(
                             json_object_get(out, "answer"), "recommendation")),
@@ -1142,9 +1221,8 @@ static void test_list_pages(void **state)
     char before[128] = "";
     for (int page = 0; page < 3; page++) {
         json_t *out = NULL;
-        if (cases_list_page(&srv, &who[N1], NULL, 2, before[0] ? before
-                                                               : NULL,
-                            &out, &e))
+        if (t_page(&srv, &who[N1], 2, before[0] ? before : NULL, &out,
+                   &e))
             fail_msg("list: %s", e.msg);
         json_t *cs = json_object_get(out, "cases");
         assert_int_equal(json_array_size(cs), page < 2 ? 2 : 1);
@@ -1163,9 +1241,17 @@ static void test_list_pages(void **state)
     }
     assert_int_equal(got, 5);
     json_t *out = NULL;
-    assert_int_equal(cases_list_page(&srv, &who[N1], NULL, 2, "garbage",
-                                     &out, &e), ERR_INVALID);
-    assert_int_equal(cases_list(&srv, &who[REQ_A], NULL, 0, &out, &e), 0);
+    assert_int_equal(t_page(&srv, &who[N1], 2, "garbage", &out, &e),
+                     ERR_INVALID);
+    /* One limit, the codec's: MSG_LIST_MAX cases at most a page. */
+    assert_int_equal(t_page(&srv, &who[N1], MSG_LIST_MAX, NULL, &out, &e), 0);
+    json_decref(out);
+    assert_int_equal(t_page(&srv, &who[N1], MSG_LIST_MAX + 1, NULL, &out,
+                            &e), ERR_INVALID);
+    struct msg_case_list big = { .limit = MSG_LIST_MAX + 1 };
+    assert_int_equal(cases_list_page(&srv, &who[N1], &big, &out, &e),
+                     ERR_INVALID);
+    assert_int_equal(t_list(&srv, &who[REQ_A], NULL, 0, &out, &e), 0);
     assert_int_equal(json_array_size(out), 5);
     assert_string_equal(json_string_value(json_object_get(
                             json_array_get(out, 0), "case_id")), "p1");
