@@ -1,10 +1,21 @@
 /*
  * server — the one server context, passed explicitly to every part of
- * hashi-server (no other global mutable state).
+ * hashi-server.  server/ has no other mutable state at file scope; the
+ * process-wide state that exists lives in proto/, shared with the
+ * clients, and is set up once: the logger's level (log.c, set before any
+ * thread starts), and in the DCMTK adapter (dicom.cc) its init flag
+ * (dicom_init/dicom_cleanup, main thread) and its strip-render helper
+ * thread with the mutex and conditions that guard it, plus per-thread
+ * JPEG encoders and scratch buffers (thread_local, never shared).
  *
  * Threads: main runs the libwebsockets loop (http.c) and owns `store`;
  * the DICOM listener (scp.c) runs on its own thread with its own store
  * handle.  Shared between them: `metrics` (atomics) and `audit` (locked).
+ *
+ * Layers: transport (http.c and its routes, ws.c, scp.c) -> cases.c ->
+ * outbox.c / store.c.  Lower layers never call upwards: cases.c reaches
+ * live delivery only through the events_committed hook ws.c registers,
+ * and everything done by the clock runs from main.c's one tick.
  */
 #ifndef HASHI_SERVER_H
 #define HASHI_SERVER_H
