@@ -1501,7 +1501,7 @@ int cases_message_read(struct server *srv, const struct principal *who,
     return rc;
 }
 
-/* ---- acknowledgements ----------------------------------------------------- */
+/* ---- acknowledgements --------------------------------------------------- */
 
 int cases_ack(struct server *srv, int64_t user_id, int64_t seq,
               struct err *e)

@@ -2,8 +2,9 @@
  * outbox — per-user, ordered, durable event queues in the store's SQLite
  * database (see outbox.h for the contract).
  *
- * Two tables (schema.c makes them): outbox holds the events, keyed (user_id, seq); outbox_cursor
- * holds, per user, the last seq handed out and the highest cumulative ack.
+ * Two tables (schema.c makes them): outbox holds the events, keyed
+ * (user_id, seq); outbox_cursor holds, per user, the last seq handed out
+ * and the highest cumulative ack.
  * The seq comes from the cursor row, bumped by an UPSERT inside the
  * caller's transaction, so a rolled-back change leaves no gap and two
  * changes can never get the same seq.  Acknowledged events are kept

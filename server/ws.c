@@ -18,8 +18,9 @@
  *      restarts.
  *   5. push_dirty(), which cases.c calls after each COMMIT through
  *      srv->events_committed, marks the sessions of the users that got
- *      events and asks lws for a writeable callback; each WRITEABLE sends one queued frame.  Events go out as
- *      the outbox stores them (outbox_fetch_frames: no JSON round trip).
+ *      events and asks lws for a writeable callback; each WRITEABLE
+ *      sends one queued frame.  Events go out as the outbox stores them
+ *      (outbox_fetch_frames: no JSON round trip).
  *   6. Acks move the session's window at once; they are written to the
  *      outbox together (cases_ack), at every tick, at a close and before
  *      REST reads the cursor (one commit instead of one per ack per

@@ -66,15 +66,16 @@ bg_session exp "$R2"
 wait_pid "$BGP"
 assert_eq 0 "$WRC" "expired session's client"
 ends "$T_TMP/exp" "at expiry"
-assert_eq "session expired" "$(jlines "$T_TMP/exp" 'L[-2]["error"]["message"]')" \
-    "expiry reason"
+assert_eq "session expired" \
+    "$(jlines "$T_TMP/exp" 'L[-2]["error"]["message"]')" "expiry reason"
 
 # -- disabled by the admin command (another process)
 N2=$(login demo-neuro2)
 bg_session dis "$N2"
 pdis=$BGP
 "$SERVER" user disable --data "$DATA" --login demo-neuro2 \
-    >"$T_TMP/disable.out" 2>&1 || fail "user disable: $(cat "$T_TMP/disable.out")"
+    >"$T_TMP/disable.out" 2>&1 ||
+    fail "user disable: $(cat "$T_TMP/disable.out")"
 wait_pid "$pdis"
 assert_eq 0 "$WRC" "disabled user's client"
 ends "$T_TMP/dis" "after user disable"

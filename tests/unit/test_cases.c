@@ -224,14 +224,17 @@ static int t_answer(struct server *s, const struct principal *p,
     return rc;
 }
 
-/* case.list of limit (0: the default) after the cursor before (NULL: the
- * first page): *out = the page object. */
-static int t_page(struct server *s, const struct principal *p, int limit,
-                  const char *before, json_t **out, struct err *e)
+/* case.list of status (NULL: any) and limit (0: the default) after the
+ * cursor before (NULL: the first page): *out = the page object. */
+static int t_page(struct server *s, const struct principal *p,
+                  const char *status, int limit, const char *before,
+                  json_t **out, struct err *e)
 {
     struct msg m;
     json_t *req = json_object();
     *out = NULL;
+    if (status)
+        json_object_set_new(req, "status", json_string(status));
     if (limit)
         json_object_set_new(req, "limit", json_integer(limit));
     if (before)
@@ -244,24 +247,13 @@ static int t_page(struct server *s, const struct principal *p, int limit,
     return rc;
 }
 
-/* The first page's cases (status NULL: any), as a new array. */
+/* The first page's cases, as a new array. */
 static int t_list(struct server *s, const struct principal *p,
                   const char *status, int limit, json_t **out, struct err *e)
 {
-    struct msg m;
-    json_t *req = json_object(), *page = NULL;
-    *out = NULL;
-    if (status)
-        json_object_set_new(req, "status", json_string(status));
-    if (limit)
-        json_object_set_new(req, "limit", json_integer(limit));
-    int rc = typed(req, MSG_CASE_LIST, &m, e);
-    json_decref(req);
-    if (!rc)
-        rc = cases_list_page(s, p, &m.case_list, &page, e);
-    msg_free(&m);
-    if (!rc)
-        *out = json_incref(json_object_get(page, "cases"));
+    json_t *page = NULL;
+    int rc = t_page(s, p, status, limit, NULL, &page, e);
+    *out = rc ? NULL : json_incref(json_object_get(page, "cases"));
     json_decref(page);
     return rc;
 }
@@ -1221,8 +1213,8 @@ static void test_list_pages(void **state)
     char before[128] = "";
     for (int page = 0; page < 3; page++) {
         json_t *out = NULL;
-        if (t_page(&srv, &who[N1], 2, before[0] ? before : NULL, &out,
-                   &e))
+        if (t_page(&srv, &who[N1], NULL, 2, before[0] ? before : NULL,
+                   &out, &e))
             fail_msg("list: %s", e.msg);
         json_t *cs = json_object_get(out, "cases");
         assert_int_equal(json_array_size(cs), page < 2 ? 2 : 1);
@@ -1241,13 +1233,14 @@ static void test_list_pages(void **state)
     }
     assert_int_equal(got, 5);
     json_t *out = NULL;
-    assert_int_equal(t_page(&srv, &who[N1], 2, "garbage", &out, &e),
+    assert_int_equal(t_page(&srv, &who[N1], NULL, 2, "garbage", &out, &e),
                      ERR_INVALID);
     /* One limit, the codec's: MSG_LIST_MAX cases at most a page. */
-    assert_int_equal(t_page(&srv, &who[N1], MSG_LIST_MAX, NULL, &out, &e), 0);
+    assert_int_equal(t_page(&srv, &who[N1], NULL, MSG_LIST_MAX, NULL, &out,
+                            &e), 0);
     json_decref(out);
-    assert_int_equal(t_page(&srv, &who[N1], MSG_LIST_MAX + 1, NULL, &out,
-                            &e), ERR_INVALID);
+    assert_int_equal(t_page(&srv, &who[N1], NULL, MSG_LIST_MAX + 1, NULL,
+                            &out, &e), ERR_INVALID);
     struct msg_case_list big = { .limit = MSG_LIST_MAX + 1 };
     assert_int_equal(cases_list_page(&srv, &who[N1], &big, &out, &e),
                      ERR_INVALID);

@@ -157,7 +157,8 @@ static void test_ack_rules(void **state)
     assert_int_equal(outbox_acked_seq(ob, 3), 0);
     assert_int_equal(outbox_ack(ob, 3, 6, NULL, &e), ERR_INVALID);
     assert_int_equal(outbox_ack(ob, 3, -1, NULL, &e), ERR_INVALID);
-    assert_int_equal(outbox_ack(ob, 4, 1, NULL, &e), ERR_INVALID); /* no events */
+    assert_int_equal(outbox_ack(ob, 4, 1, NULL, &e),
+                     ERR_INVALID);                   /* no events */
     assert_int_equal(outbox_ack(ob, 4, 0, NULL, &e), 0);
     /* The newly acknowledged range is reported: (from, seq]. */
     int64_t from = -1;
