@@ -2,7 +2,9 @@
  * main — hashi-server's entry point.  Either an administration subcommand
  * (admin.c), or the server: read the settings (config.c), repair and open
  * the store, start the DICOM listener thread (scp.c) and the HTTPS/WSS
- * loop (http.c), and run until SIGINT/SIGTERM.
+ * loop (http.c), and run until SIGINT/SIGTERM.  Everything the server
+ * does by the clock runs from server_tick below, which http.c's timer
+ * calls every SERVER_TICK_MS.
  *
  * Signals: SIGINT, SIGTERM (and SIGUSR2, used internally) are blocked in
  * every thread before any thread starts; one small thread sigwait()s for
