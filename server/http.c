@@ -712,33 +712,46 @@ static int find_token(struct http_req *r)
     return -1;
 }
 
-/* A cookie-authenticated request that changes something must come from
- * our own pages: its Origin, if sent, must be this server or a
- * configured one (SameSite=Strict already stops modern browsers). */
-static int origin_ok(const struct http_req *r)
+/* Is origin one of the comma-separated list's entries? */
+static int origin_listed(const char *list, const char *origin)
 {
-    const char *o = r->origin, *list = r->srv->cfg.origins;
-    char self[320];
+    size_t olen = strlen(origin);
 
-    if (!o || !*o || !strcmp(o, "null") ||
-        (r->method & (HTTP_GET | HTTP_HEAD | HTTP_OPTIONS)))
-        return 1;
-    if (r->host) {
-        snprintf(self, sizeof(self), "https://%s", r->host);
-        if (!strcasecmp(o, self))
-            return 1;
-    }
     while (list && *list) {
-        size_t n = strcspn(list, ",");
-        while (n && list[n - 1] == ' ')
-            n--;
-        if (n == strlen(o) && !strncasecmp(list, o, n))
-            return 1;
-        list += strcspn(list, ",");
+        size_t n, k;
+
         while (*list == ',' || *list == ' ')
             list++;
+        n = strcspn(list, ",");
+        k = n;
+        while (k && list[k - 1] == ' ')
+            k--;
+        if (k && k == olen && !strncasecmp(list, origin, k))
+            return 1;
+        list += n;
     }
     return 0;
+}
+
+int http_origin_allowed(const struct server_config *c, const char *origin,
+                        const char *host)
+{
+    char self[320];
+
+    if (!origin)
+        return 1;
+    if (host && *host) {
+        snprintf(self, sizeof(self), "https://%s", host);
+        if (!strcasecmp(origin, self))
+            return 1;
+    }
+    snprintf(self, sizeof(self), "https://localhost:%d", c->listen_port);
+    if (!strcasecmp(origin, self))
+        return 1;
+    snprintf(self, sizeof(self), "https://127.0.0.1:%d", c->listen_port);
+    if (!strcasecmp(origin, self))
+        return 1;
+    return origin_listed(c->origins, origin);
 }
 
 /* 0 authenticated; otherwise responded (401 / 403 / 500). */
@@ -767,7 +780,9 @@ static int authenticate(struct http_req *r, int optional)
         http_respond_err(r, &e);
         return -1;
     }
-    if (r->via_cookie && !origin_ok(r)) {
+    if (r->via_cookie &&
+        !(r->method & (HTTP_GET | HTTP_HEAD | HTTP_OPTIONS)) &&
+        !http_origin_allowed(&r->srv->cfg, r->origin, r->host)) {
         http_respond_error(r, 403, "forbidden",
                            "cross-origin request refused");
         return -1;

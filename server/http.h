@@ -44,6 +44,7 @@
 #include "auth.h"
 
 struct server;
+struct server_config;
 struct lws;
 
 enum http_method {
@@ -179,6 +180,20 @@ void http_defer(struct http_req *r);
 void http_body_pause(struct http_req *r, int paused);
 
 /* ---- small helpers ---------------------------------------------------- */
+
+/* The one Origin policy, for HTTP and the hashi.v1 upgrade alike: 1 if a
+ * request with this Origin header (NULL: none) may act with the user's
+ * session cookie.  No Origin (CLI, gateway, scripts) is allowed; "null"
+ * (sandboxed frames, file: pages, cross-origin redirects) never is; else
+ * the origin must be the server's own as the client addressed it
+ * ("https://" + Host), https://localhost:PORT or https://127.0.0.1:PORT
+ * (the listen port), or one of the configured --origin values.
+ * Applied by http.c to cookie-authenticated requests other than GET, HEAD
+ * and OPTIONS (403 otherwise), and by ws.c to every upgrade (403 before
+ * the WebSocket opens: a socket is not protected by the same-origin
+ * policy, and its hello may rely on the cookie). */
+int http_origin_allowed(const struct server_config *c, const char *origin,
+                        const char *host);
 
 /* 1 if the peer is on the loopback interface. */
 int http_remote_is_loopback(const struct http_req *r);

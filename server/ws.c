@@ -589,45 +589,6 @@ static char *hdr_copy(struct lws *wsi, enum lws_token_indexes t, char *buf,
     return buf;
 }
 
-/* Is origin in the comma-separated list? */
-static int origin_listed(const char *list, const char *origin)
-{
-    size_t olen = strlen(origin);
-    while (list && *list) {
-        while (*list == ',' || *list == ' ')
-            list++;
-        size_t n = strcspn(list, ",");
-        size_t k = n;
-        while (k && list[k - 1] == ' ')
-            k--;
-        if (k && k == olen && !strncasecmp(list, origin, k))
-            return 1;
-        list += n;
-    }
-    return 0;
-}
-
-/* 1 if an upgrade with this Origin (NULL: none) may proceed. */
-static int origin_allowed(const struct server_config *c, const char *origin,
-                          const char *host)
-{
-    char self[320];
-    if (!origin)
-        return 1;
-    if (host && *host) {
-        snprintf(self, sizeof self, "https://%s", host);
-        if (!strcasecmp(origin, self))
-            return 1;
-    }
-    snprintf(self, sizeof self, "https://localhost:%d", c->listen_port);
-    if (!strcasecmp(origin, self))
-        return 1;
-    snprintf(self, sizeof self, "https://127.0.0.1:%d", c->listen_port);
-    if (!strcasecmp(origin, self))
-        return 1;
-    return origin_listed(c->origins, origin);
-}
-
 static int filter_connection(struct ws_hub *h, struct lws *wsi)
 {
     char origin[512], host[256], remote[48] = "";
@@ -637,7 +598,7 @@ static int filter_connection(struct ws_hub *h, struct lws *wsi)
     const char *o = has_origin ? hdr_copy(wsi, WSI_TOKEN_ORIGIN, origin,
                                           sizeof origin) : NULL;
     const char *hh = hdr_copy(wsi, WSI_TOKEN_HOST, host, sizeof host);
-    if (!has_origin || (o && origin_allowed(&h->srv->cfg, o, hh)))
+    if (!has_origin || (o && http_origin_allowed(&h->srv->cfg, o, hh)))
         return 0;
     lws_get_peer_simple(wsi, remote, sizeof remote);
     struct audit_entry a = {

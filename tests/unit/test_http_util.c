@@ -1,8 +1,8 @@
 /*
  * test_http_util — the pure helpers of http.h that route handlers rely
  * on: Accept negotiation, query parameters, loopback detection, the
- * principal as JSON and the base URL (a hostile Host header is not
- * echoed).  The request machinery itself is exercised against the real
+ * principal as JSON, the base URL (a hostile Host header is not
+ * echoed) and the one Origin policy of HTTP and WSS.  The request machinery itself is exercised against the real
  * server by tests/integration.
  */
 #include <setjmp.h>
@@ -137,6 +137,41 @@ static void test_base_url(void **state)
     assert_string_equal(url, "https://127.0.0.1:8443");
 }
 
+/* The Origin policy both http.c and ws.c apply: none, the server's own
+ * (as addressed, or its loopback names) and configured ones pass;
+ * "null", look-alikes and other schemes or ports do not. */
+static void test_origin_allowed(void **state)
+{
+    (void)state;
+    struct server_config c;
+    static const char *const refused[] = {
+        "null", "NULL", "", "https://evil.example",
+        "https://app.example.org.evil.example", "http://127.0.0.1:8443",
+        "https://127.0.0.1:8444", "https://hashi.example:8443/",
+        "https://app.example.or", "https://localhost",
+    };
+
+    memset(&c, 0, sizeof(c));
+    c.listen_port = 8443;
+    strcpy(c.origins, "https://app.example.org, https://b.example:9443");
+    assert_true(http_origin_allowed(&c, NULL, "hashi.example:8443"));
+    assert_true(http_origin_allowed(&c, "https://hashi.example:8443",
+                                    "hashi.example:8443"));
+    assert_true(http_origin_allowed(&c, "HTTPS://Hashi.Example:8443",
+                                    "hashi.example:8443"));
+    assert_true(http_origin_allowed(&c, "https://localhost:8443", NULL));
+    assert_true(http_origin_allowed(&c, "https://127.0.0.1:8443", ""));
+    assert_true(http_origin_allowed(&c, "https://app.example.org", NULL));
+    assert_true(http_origin_allowed(&c, "https://b.example:9443", NULL));
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        if (http_origin_allowed(&c, refused[i], "hashi.example:8443"))
+            fail_msg("Origin '%s' allowed", refused[i]);
+    }
+    /* A Host of "null" does not make the origin "https://null" pass
+     * for "null" itself. */
+    assert_false(http_origin_allowed(&c, "null", "null"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -145,6 +180,7 @@ int main(void)
         cmocka_unit_test(test_loopback),
         cmocka_unit_test(test_principal_json),
         cmocka_unit_test(test_base_url),
+        cmocka_unit_test(test_origin_allowed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
