@@ -754,6 +754,33 @@ int http_origin_allowed(const struct server_config *c, const char *origin,
     return origin_listed(c->origins, origin);
 }
 
+int http_refuse_upgrade(struct lws *wsi, int status, const char *code,
+                        const char *message)
+{
+    unsigned char buf[LWS_PRE + 2048];
+    unsigned char *start = buf + LWS_PRE, *p = start;
+    unsigned char *end = buf + sizeof(buf) - 1;
+    json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", code,
+                          "message", message);
+    size_t len = 0;
+    unsigned char *body = j ? json_text(j, &len) : NULL;
+
+    json_decref(j);
+    if (body && len < 1024 &&
+        !lws_add_http_common_headers(wsi, (unsigned)status,
+                                     "application/json", len, &p, end) &&
+        !lws_add_http_header_by_name(wsi, (unsigned char *)"cache-control:",
+                                     (unsigned char *)"no-store", 8, &p,
+                                     end) &&
+        !lws_finalize_http_header(wsi, &p, end)) {
+        memcpy(p, body, len);
+        p += len;
+        lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP);
+    }
+    free(body);
+    return 1;
+}
+
 /* 0 authenticated; otherwise responded (401 / 403 / 500). */
 static int authenticate(struct http_req *r, int optional)
 {
@@ -1090,6 +1117,14 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason,
         if (!s || !ctx)
             return -1;
         return on_http(wsi, s, ctx->srv);
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        /* lws binds an upgrade that names no subprotocol (or names
+         * "http") to this protocol: PROTOCOL.md 1 says refuse it. */
+        log_info("http: WebSocket upgrade without the hashi.v1 "
+                 "subprotocol refused");
+        return http_refuse_upgrade(wsi, 400, "subprotocol_required",
+                                   "offer the WebSocket subprotocol "
+                                   "hashi.v1 (Sec-WebSocket-Protocol)");
     case LWS_CALLBACK_HTTP_BODY:
         if (s && s->active && !s->body_done)
             body_chunk(s, in, len);

@@ -195,6 +195,13 @@ void http_body_pause(struct http_req *r, int paused);
 int http_origin_allowed(const struct server_config *c, const char *origin,
                         const char *host);
 
+/* Refuse a WebSocket upgrade before it completes (from the lws callback
+ * LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION): an HTTP status with the JSON
+ * error body {"error": {"code", "message"}} on wsi.  Returns 1, what the
+ * callback returns so that lws then closes the connection. */
+int http_refuse_upgrade(struct lws *wsi, int status, const char *code,
+                        const char *message);
+
 /* 1 if the peer is on the loopback interface. */
 int http_remote_is_loopback(const struct http_req *r);
 /* 1 if the Accept header allows media type `type` ("image/jpeg"): the

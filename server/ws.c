@@ -610,9 +610,8 @@ static int filter_connection(struct ws_hub *h, struct lws *wsi)
         audit_write(h->srv->audit, &a);
     log_info("ws: upgrade from %s refused: Origin %s", remote,
              o ? o : "(over-long)");
-    lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN,
-                           "Origin not allowed");
-    return 1;
+    return http_refuse_upgrade(wsi, 403, "forbidden",
+                               "Origin not allowed");
 }
 
 /* ---- session start ------------------------------------------------------ */

@@ -6,9 +6,11 @@ tests (standard library only: ssl + socket, RFC 6455 by hand).
 
 URL is https://HOST:PORT (the upgrade goes to /ws).  Commands:
 
-  handshake [--origin O]
+  handshake [--origin O] [--protocol P] [--body FILE]
       Try the upgrade only; print "101" on success, else the HTTP status
       the server answered, or "closed" if it dropped the connection.
+      --protocol: the subprotocol offered (default hashi.v1; "" sends no
+      Sec-WebSocket-Protocol); --body: where to write a refusal's body.
   session --token T [--last-seq N] [--origin O] [--count N] [--idle S]
           [--timeout S] [--ack] [--send JSON]... [--raw TEXT]...
           [--ready FILE] [--cookie C]
@@ -65,8 +67,9 @@ class WS:
                  "Host: %s:%d" % (self.host, self.port),
                  "Upgrade: websocket", "Connection: Upgrade",
                  "Sec-WebSocket-Key: " + key,
-                 "Sec-WebSocket-Version: 13",
-                 "Sec-WebSocket-Protocol: " + protocol]
+                 "Sec-WebSocket-Version: 13"]
+        if protocol:
+            lines.append("Sec-WebSocket-Protocol: " + protocol)
         if origin:
             lines.append("Origin: " + origin)
         if cookie:
@@ -77,6 +80,7 @@ class WS:
         parts = first.split()
         self.status = parts[1] if len(parts) > 1 else "?"
         if self.status != "101":
+            self.body = self._rest()
             return
         hdrs = {}
         for ln in head.split(b"\r\n")[1:]:
@@ -87,7 +91,8 @@ class WS:
                                 .digest()).decode()
         if hdrs.get("sec-websocket-accept") != want:
             raise RuntimeError("bad Sec-WebSocket-Accept")
-        if hdrs.get("sec-websocket-protocol") != protocol:
+        offered = [x.strip() for x in protocol.split(",")]
+        if hdrs.get("sec-websocket-protocol") not in offered:
             raise RuntimeError("subprotocol not selected: %r"
                                % hdrs.get("sec-websocket-protocol"))
 
@@ -99,6 +104,18 @@ class WS:
             self.buf += d
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
         return head
+
+    def _rest(self):
+        """What follows a refusal's head, until the server closes."""
+        try:
+            while True:
+                d = self.sock.recv(65536)
+                if not d:
+                    break
+                self.buf += d
+        except (OSError, ssl.SSLError):
+            pass
+        return self.buf
 
     def _need(self, n):
         while len(self.buf) < n:
@@ -164,10 +181,13 @@ class WS:
 
 def cmd_handshake(a):
     try:
-        ws = WS(a.url, a.cacert, origin=a.origin)
+        ws = WS(a.url, a.cacert, origin=a.origin, protocol=a.protocol)
     except (Closed, ConnectionError, ssl.SSLError):
         print("closed")
         return 0
+    if a.body and ws.status != "101":
+        with open(a.body, "wb") as f:
+            f.write(ws.body)
     print(ws.status)
     return 0
 
@@ -256,6 +276,8 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     h = sub.add_parser("handshake")
     h.add_argument("--origin")
+    h.add_argument("--protocol", default="hashi.v1")
+    h.add_argument("--body")
     s = sub.add_parser("session")
     s.add_argument("--token")
     s.add_argument("--last-seq", type=int, default=0)
