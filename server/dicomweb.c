@@ -1005,6 +1005,12 @@ static void wado(struct http_req *r, const char *study, const char *series,
 
 /* ---- rendered ----------------------------------------------------------- */
 
+/* An image of a patient: never kept by a shared cache, and by the browser
+ * only for a minute -- long enough for the viewer's read-ahead of the
+ * neighbouring slices; after that it asks again (If-None-Match), and the
+ * access check runs before the 304. */
+#define RENDERED_CACHE_CONTROL "private, max-age=60"
+
 static int parse_window(struct http_req *r, struct dcm_render_opts *o)
 {
     const char *v = http_param(r, "window");
@@ -1147,7 +1153,7 @@ static void rendered(struct http_req *r, const char *study,
     if (etag_matches(r->if_none_match, etag)) {
         audit(r, "render", sop, "ok", "not modified");
         http_add_header(r, "ETag", etag);
-        http_add_header(r, "Cache-Control", "private, max-age=86400");
+        http_add_header(r, "Cache-Control", RENDERED_CACHE_CONTROL);
         http_respond_bytes(r, 304, "image/jpeg", NULL, 0);
         return;
     }
@@ -1174,7 +1180,7 @@ static void rendered(struct http_req *r, const char *study,
     }
     audit(r, "render", sop, "ok", detail);
     http_add_header(r, "ETag", etag);
-    http_add_header(r, "Cache-Control", "private, max-age=86400");
+    http_add_header(r, "Cache-Control", RENDERED_CACHE_CONTROL);
     http_respond_bytes(r, 200, "image/jpeg", jpeg, len);
 }
 

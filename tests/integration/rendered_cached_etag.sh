@@ -5,7 +5,9 @@
 # with that ETag (or *) is 304 with no body and no rendering; another
 # window, viewport, frame or quality is another image and another ETag;
 # a preset and its numbers are the same image; a stale ETag gets the
-# image.  Every answer is still scoped: no token is 401.
+# image.  Every answer is still scoped: no token is 401.  Both the image
+# and its 304 say "Cache-Control: private, max-age=60": no shared cache
+# keeps a patient's image, the browser only for a minute.
 . "$(dirname "$0")/lib.sh"
 
 ST=$(study ct3 3 --patient-id RENDER3 --seed 33) || exit 1
@@ -39,6 +41,8 @@ case "$etag" in
 esac
 assert_eq "512 512" "$($PY "$DW" jpeg "$T_TMP/first.jpg")" "JPEG size"
 assert_eq 0 "$(renders cached)" "renders served from the cache so far"
+assert_eq "private, max-age=60" "$(header Cache-Control)" \
+    "Cache-Control of a rendered image"
 
 assert_eq 200 "$(get "")" "second rendered request"
 assert_same_file "$T_TMP/first.jpg" "$T_TMP/body" \
@@ -51,6 +55,8 @@ assert_eq 304 "$(get "" -H "If-None-Match: $etag")" "If-None-Match: ETag"
 assert_eq 0 "$(cat "$T_TMP/body" 2>/dev/null | wc -c | tr -d ' ')" \
     "bytes in the body of the 304"
 assert_eq "$etag" "$(header ETag)" "ETag of the 304"
+assert_eq "private, max-age=60" "$(header Cache-Control)" \
+    "Cache-Control of the 304"
 assert_eq 304 "$(get "" -H "If-None-Match: \"0000\", $etag")" \
     "If-None-Match: a list holding the ETag"
 assert_eq 304 "$(get "" -H 'If-None-Match: *')" "If-None-Match: *"
