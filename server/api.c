@@ -102,9 +102,10 @@ static void login_answer(struct http_req *r, int rc, const char *login,
 
     if (rc == ERR_AUTH || rc == ERR_RATELIMIT) {
         int limited = rc == ERR_RATELIMIT;
+        /* A refused attempt checked no password: not a login_failed. */
         atomic_fetch_add(&r->srv->metrics.logins_failed, 1);
-        audit_login(r, "login_failed", login,
-                    limited ? "rate_limited" : "denied", e->msg);
+        audit_login(r, limited ? "login_rate_limited" : "login_failed",
+                    login, limited ? "rate_limited" : "denied", e->msg);
         if (limited) {
             http_add_header(r, "Retry-After", "60");
             http_respond_error(r, 429, "rate_limited",

@@ -10,8 +10,10 @@
  *
  * Rate limit: failed logins are recorded per login name and per remote
  * address; 5 for one name or 20 from one address within 15 minutes lock
- * further attempts out (checked before any scrypt work, so a flood costs
- * the server little).  A successful login clears its name's failures.
+ * further attempts out.  Each attempt is counted before its scrypt work
+ * (attempt_reserve), atomically, so parallel logins cannot exceed the
+ * limit and a flood costs the server little.  A successful login clears
+ * its name's failures.
  *
  * Tables (schema.c): clinics, users, user_specialties, sessions, gateways,
  * login_failures.
@@ -625,25 +627,63 @@ static void purge(struct store *s, const char *sql, int64_t before)
     }
 }
 
-static void failure_record(struct store *s, const char *login,
-                           const char *remote, int64_t now)
+static int failure_insert(struct store *s, const char *login,
+                          const char *remote, int64_t now, int64_t *slot,
+                          struct err *e)
 {
     sqlite3_stmt *st = store_stmt(
         s, "INSERT INTO login_failures (login, remote, at) VALUES (?1, ?2, ?3)",
-        NULL);
+        e);
+    if (!st)
+        return ERR_DB;
+    if (login)
+        sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
+    if (remote && *remote)
+        sqlite3_bind_text(st, 2, remote, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now);
+    int rc = step_done(s, st, "login attempt", e);
+    if (!rc)
+        *slot = sqlite3_last_insert_rowid(store_db(s));
+    return rc;
+}
+
+/* Reserve a login attempt before any scrypt work: in one write
+ * transaction, so that logins on other threads (each with its own
+ * connection) cannot slip in between, count the failures of the name and
+ * of the address in the window and, under both limits, record this
+ * attempt as a failure already.  A wrong password leaves the row as the
+ * failure; a good login removes it with the name's other failures; an
+ * internal error gives it back (attempt_release).  Without this, logins
+ * checked in parallel all passed the count before any had failed.
+ * 0 reserved (*slot is the row), 1 over a limit, or ERR_DB. */
+static int attempt_reserve(struct store *s, const char *login,
+                           const char *remote, int64_t now, int64_t *slot,
+                           struct err *e)
+{
+    sqlite3 *db = store_db(s);
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL))
+        return err_set(e, ERR_DB, "rate limit: %s", sqlite3_errmsg(db));
+    int rc = rate_limited(s, login, remote, now, e);
+    if (!rc)
+        rc = failure_insert(s, login, remote, now, slot, e);
+    if (!rc && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL))
+        rc = err_set(e, ERR_DB, "rate limit: %s", sqlite3_errmsg(db));
+    if (rc)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+static void attempt_release(struct store *s, int64_t slot)
+{
+    sqlite3_stmt *st = store_stmt(s, "DELETE FROM login_failures"
+                                     " WHERE id = ?1", NULL);
     if (st) {
-        if (login)
-            sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
-        if (remote && *remote)
-            sqlite3_bind_text(st, 2, remote, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, now);
+        sqlite3_bind_int64(st, 1, slot);
         if (sqlite3_step(st) != SQLITE_DONE)
-            log_error("auth: recording a failed login: %s",
+            log_error("auth: releasing a login attempt: %s",
                       sqlite3_errmsg(store_db(s)));
         sqlite3_reset(st);
     }
-    purge(s, "DELETE FROM login_failures WHERE at <= ?1",
-          now - FAIL_WINDOW_MS);
 }
 
 int auth_session_create(struct store *s, int64_t user_id,
@@ -687,7 +727,8 @@ int auth_login(struct store *s, const char *login, const char *password,
     int64_t now = now_ms();
     int valid = login_valid(login);
     const char *key = valid ? login : NULL;
-    int rc = rate_limited(s, key, remote, now, e);
+    int64_t slot = 0;
+    int rc = attempt_reserve(s, key, remote, now, &slot, e);
     if (rc < 0)
         return rc;
     if (rc)
@@ -714,23 +755,29 @@ int auth_login(struct store *s, const char *login, const char *password,
             have = 1;
         }
         rc = row_found(s, st, rc, "login", e);
-        if (rc && rc != ERR_NOTFOUND)
+        if (rc && rc != ERR_NOTFOUND) {
+            attempt_release(s, slot);
             return rc;
+        }
     }
     /* Unknown and invalid names pay for one scrypt too. */
     int ok = auth_password_verify(password ? password : "",
                                   have ? hash : DUMMY_HASH);
     OPENSSL_cleanse(hash, sizeof hash);
     if (!have || !ok || !password) {
-        failure_record(s, key, remote, now);
+        /* The reserved row is the failure. */
+        purge(s, "DELETE FROM login_failures WHERE at <= ?1",
+              now - FAIL_WINDOW_MS);
         return err_set(e, ERR_AUTH, "wrong login or password");
     }
 
     char tok[AUTH_TOKEN_HEX + 1];
     int64_t expires;
     if ((rc = auth_session_create(s, found.user_id, remote, tok, &expires,
-                                  e)))
+                                  e))) {
+        attempt_release(s, slot);
         return rc;
+    }
 
     /* A good login clears its name's failures; old sessions go too. */
     sqlite3_stmt *st = store_stmt(
