@@ -119,6 +119,21 @@ struct http_session {
     double t0;
 };
 
+/* A new connection has HEAD_DEADLINE seconds from the end of its TLS
+ * handshake to finish its first request head.  lws 4.1.6 gives it the
+ * context's timeout_secs (60 s, which also bounds gaps in a request body)
+ * and never shortens it while the head trickles in; later heads on a
+ * kept-alive connection have lws's own 10 s (timeout_secs_ah_idle). */
+#define HEAD_DEADLINE 10
+
+/* One per connection, from its accept (or TLS) to its destruction. */
+struct head_wait {
+    struct lws *wsi;
+    enum { HEAD_TLS = 0, HEAD_DUE, HEAD_DONE } state;
+    double due;                 /* HEAD_DUE: the deadline */
+    struct head_wait *next;
+};
+
 /* What lws keeps for us: the context user. */
 struct http_ctx {
     struct server *srv;
@@ -127,6 +142,7 @@ struct http_ctx {
     struct lws_protocol_vhost_options headers[5];
     lws_sorted_usec_list_t tick;
     double drained_at;          /* last scp_take_arrived drain */
+    struct head_wait *heads;    /* every connection: its head deadline */
     unsigned char wbuf[LWS_PRE + HTTP_CHUNK];
 };
 
@@ -1065,6 +1081,83 @@ static int on_writeable(struct lws *wsi, struct http_session *s,
     return 0;
 }
 
+/* ---- the deadline of a connection's first request head ----------------- */
+
+static struct head_wait **head_find(struct http_ctx *ctx, struct lws *wsi)
+{
+    struct head_wait **w = &ctx->heads;
+
+    while (*w && (*w)->wsi != wsi)
+        w = &(*w)->next;
+    return w;
+}
+
+/* The connection's entry, made if new (NULL: out of memory, and then
+ * only lws's 60 s apply). */
+static struct head_wait *head_of(struct http_ctx *ctx, struct lws *wsi)
+{
+    struct head_wait *w = *head_find(ctx, wsi);
+
+    if (!w && (w = calloc(1, sizeof(*w)))) {
+        w->wsi = wsi;
+        w->next = ctx->heads;
+        ctx->heads = w;
+    }
+    return w;
+}
+
+/* TLS is up (this can come before or after the accept callback): the
+ * clock for the head starts.  OpenSSL says "handshake done" again for
+ * later TLS 1.3 messages; only the first counts. */
+static void head_clock(struct http_ctx *ctx, struct lws *wsi)
+{
+    struct head_wait *w = head_of(ctx, wsi);
+
+    if (w && w->state == HEAD_TLS) {
+        w->state = HEAD_DUE;
+        w->due = now_mono() + HEAD_DEADLINE;
+    }
+}
+
+/* The head is complete: no deadline any more.  The entry stays until the
+ * wsi is destroyed, so that a later "handshake done" finds it. */
+static void head_done(struct http_ctx *ctx, struct lws *wsi)
+{
+    struct head_wait *w = head_of(ctx, wsi);
+
+    if (w)
+        w->state = HEAD_DONE;
+}
+
+static void head_forget(struct http_ctx *ctx, struct lws *wsi)
+{
+    struct head_wait **pw = head_find(ctx, wsi), *w = *pw;
+
+    if (w) {
+        *pw = w->next;
+        free(w);
+    }
+}
+
+/* From the timer: close what is past its deadline. */
+static void heads_expire(struct http_ctx *ctx)
+{
+    double now = now_mono();
+
+    for (struct head_wait *w = ctx->heads; w; w = w->next) {
+        char peer[64] = "";
+
+        if (w->state != HEAD_DUE || now < w->due)
+            continue;
+        w->state = HEAD_DONE;
+        lws_get_peer_simple(w->wsi, peer, sizeof(peer));
+        log_info("http: %s sent no complete request head within %d s "
+                 "of TLS: closed", peer[0] ? peer : "?", HEAD_DEADLINE);
+        lws_set_timeout(w->wsi, PENDING_TIMEOUT_HOLDING_AH,
+                        LWS_TO_KILL_ASYNC);
+    }
+}
+
 /* ---- work handed over from other threads and timers -------------------- */
 
 static void drain_arrivals(struct http_ctx *ctx)
@@ -1090,6 +1183,7 @@ static void tick(lws_sorted_usec_list_t *sul)
     struct server *srv = ctx->srv;
 
     drain_arrivals(ctx);
+    heads_expire(ctx);
     jobs_reap(srv->jobs);       /* belt and braces: the wake-up does it */
     if (srv->tick)
         srv->tick(srv);
@@ -1117,6 +1211,26 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason,
         if (!s || !ctx)
             return -1;
         return on_http(wsi, s, ctx->srv);
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+        if (ctx)
+            head_of(ctx, wsi);
+        break;
+    case LWS_CALLBACK_SSL_INFO:
+        if (ctx && in &&
+            (((struct lws_ssl_info *)in)->where & SSL_CB_HANDSHAKE_DONE))
+            head_clock(ctx, wsi);
+        return 0;
+    case LWS_CALLBACK_FILTER_HTTP_CONNECTION:
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        if (ctx)
+            head_done(ctx, wsi);
+        break;
+    case LWS_CALLBACK_WSI_DESTROY:
+        /* Every wsi's destruction comes to protocols[0], this one, with
+         * the user of whichever protocol it ended in: not ours to read. */
+        if (ctx)
+            head_forget(ctx, wsi);
+        break;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         /* lws binds an upgrade that names no subprotocol (or names
          * "http") to this protocol: PROTOCOL.md 1 says refuse it. */
@@ -1323,6 +1437,7 @@ int http_start(struct server *srv, struct err *e)
     info.max_http_header_data = 8192;
     info.pt_serv_buf_size = 65536;  /* bigger body pieces per read */
     info.timeout_secs = 60;
+    info.ssl_info_event_mask = SSL_CB_HANDSHAKE_DONE;  /* head_clock */
     info.keepalive_timeout = 30;
 
     srv->lws = lws_create_context(&info);
@@ -1363,5 +1478,10 @@ void http_stop(struct server *srv)
     ctx = lws_context_user(srv->lws);
     lws_context_destroy(srv->lws);
     srv->lws = NULL;
+    while (ctx->heads) {        /* normally none: each wsi was destroyed */
+        struct head_wait *w = ctx->heads;
+        ctx->heads = w->next;
+        free(w);
+    }
     free(ctx);
 }
