@@ -41,13 +41,17 @@ static const char usage_text[] =
     "                    [--cert FILE --key FILE] [--web DIR] "
     "[--origin URL]...\n"
     "                    [--accept-unknown-ae] [--max-instance BYTES]\n"
+    "                    [--dicom-max-associations N] "
+    "[--dicom-artim-timeout S]\n"
+    "                    [--dicom-idle-timeout S]\n"
     "                    [--log-level debug|info|warn|error]\n"
     "       hashi-server init|demo|clinic add|user add|user disable|"
     "gateway add|oncall set ... "
     "(see README)\n"
     "defaults: --data ./data --listen 127.0.0.1:8443 "
     "--dicom 127.0.0.1:11112 (port 0: off)\n"
-    "          --ae-title HASHI, cert and key in DATA/tls/, "
+    "          --ae-title HASHI, 16 associations, ARTIM 10 s, idle 60 s,\n"
+    "          cert and key in DATA/tls/, "
     "DATA/hashi.conf read if present\n";
 
 static void block_signals(sigset_t *set)
