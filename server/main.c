@@ -190,6 +190,29 @@ static int preflight(const struct server_config *c, struct err *e)
     return 0;
 }
 
+/* Files of a data dir made before they were created owner-only: the
+ * database and its WAL and shared memory (SQLite gives those the mode of
+ * the database), the development certificate and key.  By path: never
+ * open the database by hand (closing it would drop SQLite's locks). */
+static void owner_only(const char *data_dir)
+{
+    static const char *const names[] = {
+        "hashi.db", "hashi.db-wal", "hashi.db-shm", "tls/cert.pem",
+        "tls/key.pem",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char p[4096];
+        struct stat st;
+        if (path_join(p, sizeof p, data_dir, names[i]) || stat(p, &st) ||
+            !(st.st_mode & 077))
+            continue;
+        if (chmod(p, st.st_mode & 0700))
+            log_warn("chmod %s: %s", p, strerror(errno));
+        else
+            log_info("%s was readable by others: now owner-only", p);
+    }
+}
+
 static void print_banner(const struct server_config *c)
 {
     int v6 = strchr(c->listen_host, ':') != NULL;
@@ -219,6 +242,7 @@ static int serve(struct server *srv, sigset_t *sigs)
         log_error("%s", e.msg);
         return 2;
     }
+    owner_only(c->data_dir);
     if (store_recover(c->data_dir, &fixed, &e)) {
         log_error("store recovery failed: %s", e.msg);
         return 2;
@@ -322,6 +346,7 @@ out:
 
 int main(int argc, char **argv)
 {
+    umask(077);     /* the database, its WAL, keys: owner only, always */
     if (argc >= 2 && admin_is_command(argv[1]))
         return admin_main(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
