@@ -1626,23 +1626,45 @@ static int count_files(const char *dir)
     return n;
 }
 
+/* A listener configuration on a free port with its own spool dir. */
+static void scp_cfg(struct dicom_scp_cfg *cfg, char spool[PATH_MAX],
+                    const char *name, void *arg)
+{
+    snprintf(spool, PATH_MAX, "%s/%s", tmp, name);
+    mkdir(spool, 0700);
+    memset(cfg, 0, sizeof *cfg);
+    cfg->port = free_port();
+    cfg->ae_title = "HASHI";
+    cfg->tmp_dir = spool;
+    cfg->arg = arg;
+}
+
+/* An IPv4 address of this host that is not loopback, or "". */
+static void other_ip(char *ip, size_t n)
+{
+    ip[0] = 0;
+    FILE *hp = popen("hostname -I 2>/dev/null | tr ' ' '\\n' | "
+                     "grep -v : | grep -v '^127\\.' | head -1", "r");
+    if (!hp)
+        return;
+    if (!fgets(ip, (int)n, hp))
+        ip[0] = 0;
+    ip[strcspn(ip, "\n")] = 0;
+    pclose(hp);
+}
+
 static void test_scp(void **state)
 {
     (void)state;
     struct received r = {.mu = PTHREAD_MUTEX_INITIALIZER,
                          .status = DICOM_STATUS_SUCCESS};
     char spool[PATH_MAX];
-    snprintf(spool, sizeof spool, "%s/scp", tmp);
-    mkdir(spool, 0700);
-    struct dicom_scp_cfg cfg = {0};
-    cfg.port = free_port();
+    struct dicom_scp_cfg cfg;
+    scp_cfg(&cfg, spool, "scp", &r);
     cfg.loopback_only = 1;
-    cfg.ae_title = "HASHI";
-    cfg.tmp_dir = spool;
     cfg.dimse_timeout = 10;
     cfg.accept = on_accept;
     cfg.store = on_store;
-    cfg.arg = &r;
     struct err e = {0};
     struct dicom_scp *scp = dicom_scp_start(&cfg, &e);
     if (!scp)
@@ -1700,15 +1722,8 @@ static void test_scp(void **state)
     pthread_mutex_lock(&r.mu);
     assert_int_equal(r.count, 6);
     /* loopback_only: a peer on another address of this host is refused */
-    char ip[64] = "";
-    FILE *hp = popen("hostname -I 2>/dev/null | tr ' ' '\\n' | "
-                     "grep -v : | grep -v '^127\\.' | head -1", "r");
-    if (hp) {
-        if (!fgets(ip, sizeof ip, hp))
-            ip[0] = 0;
-        ip[strcspn(ip, "\n")] = 0;
-        pclose(hp);
-    }
+    char ip[64];
+    other_ip(ip, sizeof ip);
     if (ip[0])
         assert_int_not_equal(run("TCP_NODELAY=1 echoscu -q -aet TESTSCU "
                                  "-aec HASHI %s %d 2>/dev/null", ip,
@@ -1815,17 +1830,12 @@ static void test_scp_contexts(void **state)
     struct received r = {.mu = PTHREAD_MUTEX_INITIALIZER,
                          .status = DICOM_STATUS_SUCCESS};
     char spool[PATH_MAX];
-    snprintf(spool, sizeof spool, "%s/scp-ctx", tmp);
-    mkdir(spool, 0700);
-    struct dicom_scp_cfg cfg = {0};
-    cfg.port = free_port();
+    struct dicom_scp_cfg cfg;
+    scp_cfg(&cfg, spool, "scp-ctx", &r);
     cfg.host = "127.0.0.1";
-    cfg.ae_title = "HASHI";
-    cfg.tmp_dir = spool;
     cfg.store = on_store_ctx;
     cfg.open = on_open;
     cfg.close = on_close;
-    cfg.arg = &r;
     struct err e = {0};
     struct dicom_scp *scp = dicom_scp_start(&cfg, &e);
     if (!scp)
@@ -1851,15 +1861,8 @@ static void test_scp_contexts(void **state)
 
     /* bound to 127.0.0.1 only: another address of this host is refused
      * at the TCP level (DcmSCP used to bind every interface) */
-    char ip[64] = "";
-    FILE *hp = popen("hostname -I 2>/dev/null | tr ' ' '\\n' | "
-                     "grep -v : | grep -v '^127\\.' | head -1", "r");
-    if (hp) {
-        if (!fgets(ip, sizeof ip, hp))
-            ip[0] = 0;
-        ip[strcspn(ip, "\n")] = 0;
-        pclose(hp);
-    }
+    char ip[64];
+    other_ip(ip, sizeof ip);
     scp = dicom_scp_start(&cfg, &e);
     assert_non_null(scp);
     if (ip[0]) {
