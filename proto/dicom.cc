@@ -2658,6 +2658,10 @@ protected:
                 cond = handleIncomingCommand(&msg, info);
             }
         }
+        if (cond == DIMSE_NODATAAVAILABLE)
+            log_info("DICOM: association from %s@%s idle for %u s: "
+                     "aborted", getPeerAETitle().c_str(), conn->peer,
+                     owner->idle);
         if (cond == DUL_PEERREQUESTEDRELEASE)
             ASC_acknowledgeRelease(assoc);
         else if (cond != DUL_PEERABORTEDASSOCIATION)
@@ -2769,6 +2773,9 @@ static int wait_request(struct dicom_scp *s, struct scp_conn *c)
             break;
         }
         double left = deadline - now_mono();
+        if (left <= 0)
+            log_debug("DICOM: no whole association request from %s in "
+                      "%u s: closed", c->peer, s->artim);
         if (left <= 0 || s->stopping.load())
             break;
         /* poll would report the bytes already peeked at once: wake only

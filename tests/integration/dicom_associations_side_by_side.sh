@@ -8,7 +8,9 @@
 #    and both land whole (20 instances, every dataset byte for byte); the
 #    idle one is aborted at the idle timeout;
 #  - over --dicom-max-associations a request is refused (A-ASSOCIATE-RJ,
-#    local limit exceeded), and accepted again once a slot is free.
+#    local limit exceeded), and accepted again once a slot is free;
+#  - the server stops cleanly (no SIGKILL needed) with an association open,
+#    which it cuts.
 . "$(dirname "$0")/lib.sh"
 
 ST=$(study ct20-side 20 --patient-id SIDE20 --seed 20) || exit 1
@@ -49,6 +51,9 @@ study_whole "$tok" "$ST"/*.dcm
 wait_pid "$IDLE" 30
 assert_eq "ac
 abort" "$(cat "$T_TMP/idle.out")" "the idle association: accepted, then"
+assert_file_has "$T_TMP/server.log" \
+    'association from DEMO_CT@127.0.0.1 idle for 3 s: aborted' \
+    "the idle abort in the log"
 
 log "one association at most: a second is refused, then accepted"
 hashi_stop
@@ -62,6 +67,24 @@ echoscu -aet DEMO_CT -aec HASHI 127.0.0.1 "$DPORT" >"$T_TMP/echo1.log" 2>&1 &&
 assert_file_has "$T_TMP/echo1.log" 'Local Limit Exceeded' \
     "echoscu's rejection over the limit"
 wait_pid "$ONE" 30
-echoscu -aet DEMO_CT -aec HASHI 127.0.0.1 "$DPORT" >"$T_TMP/echo2.log" 2>&1 ||
-    fail "echoscu once the slot is free: $(tail -3 "$T_TMP/echo2.log")"
+# the slot is free once the server has seen the peer close: try a while
+i=0
+until echoscu -aet DEMO_CT -aec HASHI 127.0.0.1 "$DPORT" \
+    >"$T_TMP/echo2.log" 2>&1; do
+    i=$((i + 1))
+    [ $i -lt 100 ] ||
+        fail "echoscu once the slot is free: $(tail -3 "$T_TMP/echo2.log")"
+    sleep 0.1
+done
+
+log "stop with an association open"
+$PEER assoc 127.0.0.1 "$DPORT" DEMO_CT HASHI "$T_TMP/last.ready" \
+    >"$T_TMP/last.out" 2>&1 &
+LAST=$!
+wait_file "$T_TMP/last.ready"
+hashi_stop || fail "the server needed SIGKILL to stop with an association open"
+wait_pid "$LAST" 30
+assert_eq "ac
+closed" "$(cat "$T_TMP/last.out")" "the open association at stop (cut)"
+assert_file_has "$T_TMP/server.log" 'info +stopped' "'stopped' in the log"
 pass

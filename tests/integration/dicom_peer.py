@@ -11,7 +11,7 @@ Speaks just enough of the upper layer (PS3.8) by hand.
       send an A-ASSOCIATE-RQ for Verification; print the answer ("ac",
       "rj RESULT SOURCE REASON" or "closed"); after "ac" create READY,
       stay silent and print what the server does next ("abort" or
-      "closed"; guard 60 s).
+      "closed"; guard 60 s), and close.
 """
 import socket
 import struct
