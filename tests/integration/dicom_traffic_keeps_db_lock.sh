@@ -11,7 +11,7 @@
 
 ST=$(study ct6-lock 6 --patient-id DBLOCK --seed 61) || exit 1
 hashi_setup
-tok=$(login demo-admin) || exit 1
+tok=$(login demo-requester) || exit 1   # of DEMO_CT's clinic
 
 ino=$(stat -c %i "$DATA/hashi.db")
 # db_locks: POSIX locks the server holds on hashi.db's inode.
@@ -39,6 +39,6 @@ set -- "$ST/CT00002.dcm" "$ST/CT00003.dcm" "$ST/CT00004.dcm" \
 assert_eq 200 "$(stow "$tok" "$@")" "STOW-RS of five instances"
 hashi_kill9
 hashi_start
-tok=$(login demo-admin) || exit 1
+tok=$(login demo-requester) || exit 1   # of DEMO_CT's clinic
 study_whole "$tok" "$ST"/*.dcm     # all six, after kill -9 and restart
 pass

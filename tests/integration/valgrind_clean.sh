@@ -4,8 +4,8 @@
 # pydicom's odd files), render, transcode and de-identify, the DICOM
 # listener (its threads, associations at once, stop); every frame of the
 # codec's malformed variants.  ASan cannot see inside Debian's
-# uninstrumented DCMTK
-# (API-NOTES pitfall 1 hid there), so this job uses valgrind.
+# uninstrumented DCMTK (API-NOTES pitfall 1 hid there), so this job uses
+# valgrind.
 #
 # test_charsets is left out: glibc's dynamic loader, when iconv loads its
 # conversion modules, trips a known valgrind false positive.
