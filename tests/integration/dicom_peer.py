@@ -12,7 +12,13 @@ Speaks just enough of the upper layer (PS3.8) by hand.
       "rj RESULT SOURCE REASON" or "closed"); after "ac" create READY,
       stay silent and print what the server does next ("abort" or
       "closed"; guard 60 s), and close.
+  dicom_peer.py garbage HOST PORT N SEED
+      send N whole but malformed first PDUs, one per connection (another
+      PDU type, a length over 64 KiB, random bodies, a good request with
+      bytes changed); print how many the server answered (A-ASSOCIATE-AC
+      or -RJ, A-ABORT) or closed.  Same SEED, same bytes.
 """
+import random
 import socket
 import struct
 import sys
@@ -103,8 +109,41 @@ def cmd_assoc(host, port, calling, called, ready):
           "abort" if pdu[0] == 7 else "pdu %d" % pdu[0])
 
 
+def cmd_garbage(host, port, n, seed):
+    rnd = random.Random(int(seed))
+    good = associate_rq("DEMO_CT", "HASHI")
+    ended = 0
+    for i in range(int(n)):
+        kind = i % 5
+        if kind == 0:      # an HTTP request on the DICOM port
+            data = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        elif kind == 1:    # an A-ASSOCIATE-RQ claiming 16 MiB
+            data = struct.pack(">BBI", 1, 0, 16 << 20) + bytes(64)
+        elif kind == 2:    # random body
+            body = bytes(rnd.randrange(256)
+                         for _ in range(rnd.randrange(3000)))
+            data = struct.pack(">BBI", 1, 0, len(body)) + body
+        else:              # a good request with bytes changed
+            b = bytearray(good)
+            for _ in range(rnd.randrange(1, 20)):
+                b[rnd.randrange(6, len(b))] = rnd.randrange(256)
+            data = bytes(b)
+        s = socket.create_connection((host, int(port)))
+        s.settimeout(GUARD)
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        # closed, or answered: RJ, an abort, or AC (the changed bytes may
+        # leave a valid request)
+        pdu = read_pdu(s)
+        ended += pdu is None or pdu[0] in (2, 3, 7)
+        s.close()
+    print(ended)
+
+
 if __name__ == "__main__":
-    cmds = {"silent": cmd_silent, "assoc": cmd_assoc}
+    cmds = {"silent": cmd_silent, "assoc": cmd_assoc, "garbage": cmd_garbage}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
         sys.exit(__doc__)
     cmds[sys.argv[1]](*sys.argv[2:])
