@@ -8,9 +8,9 @@
  * accept-unknown-ae, max-instance, log-level, dicom-max-associations,
  * dicom-artim-timeout, dicom-idle-timeout (seconds), and due-stat,
  * due-urgent, due-routine: escalation deadlines in seconds); '#' starts a
- * comment, blank lines are ignored.  "origin" may repeat; origins given as flags replace
- * those from files.  Every value is validated; a bad one is ERR_INVALID
- * with a message naming the key and the value.
+ * comment, blank lines are ignored.  "origin" may repeat; origins given as
+ * flags replace those from files.  Every value is validated; a bad one is
+ * ERR_INVALID with a message naming the key and the value.
  *
  * The struct filled in is struct server_config (server.h); no allocation,
  * nothing to free.

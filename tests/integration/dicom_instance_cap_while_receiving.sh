@@ -14,7 +14,8 @@ tok=$(login demo-admin) || exit 1
 
 log "a 0.5 MB instance to a 100 KB cap"
 timeout 30 storescu -d -aet DEMO_CT -aec HASHI 127.0.0.1 "$DPORT" "$big" \
-    >"$T_TMP/big.log" 2>&1 && fail "storescu of an instance over the cap succeeded"
+    >"$T_TMP/big.log" 2>&1 &&
+    fail "storescu of an instance over the cap succeeded"
 assert_file_lacks "$T_TMP/big.log" "DIMSE Status" \
     "a C-STORE status for the instance over the cap (it must be cut off)"
 wait_grep "$T_TMP/server.log" 'over the 102400-byte limit: association aborted'
