@@ -34,7 +34,7 @@
 #include "dcmtk/dcmjpls/djencode.h"
 #include "dcmtk/dcmjpls/djrparam.h"
 #include "dcmtk/dcmnet/diutil.h"
-#include "dcmtk/dcmnet/scp.h"
+#include "dcmtk/dcmnet/scpthrd.h"
 #include "dcmtk/oflog/oflog.h"
 
 #include <atomic>
@@ -50,12 +50,13 @@
 #endif
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <setjmp.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netdb.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -74,6 +75,9 @@
 #include <jerror.h>
 
 #include "util.h"
+extern "C" {
+#include "log.h"      /* has no C++ guard of its own */
+}
 #include "dicom.h"
 
 /* Values above this stay on disk when DCMTK loads a file. */
@@ -2528,160 +2532,182 @@ static int is_loopback(const char *ip)
     return 0;
 }
 
-static int sock_port(const struct sockaddr_storage *ss)
-{
-    if (ss->ss_family == AF_INET)
-        return ntohs(((const struct sockaddr_in *)ss)->sin_port);
-    if (ss->ss_family == AF_INET6)
-        return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
-    return -1;
-}
+/*
+ * How associations are served.  DCMTK 3.6.7's DcmSCP serves one
+ * association at a time, binds every interface and hides its sockets, so
+ * the listener is ours:
+ *  - we own the listening socket, bound exactly to cfg->host:port, and
+ *    one accept thread;
+ *  - every accepted connection gets a thread that first waits (poll and
+ *    recv MSG_PEEK) until the whole A-ASSOCIATE-RQ PDU is buffered, and
+ *    closes the connection at the ARTIM timeout: a silent or slow peer
+ *    never reaches DCMTK and holds nobody else up;
+ *  - then, under g_receive_mu, DCMTK gets a duplicate of the socket
+ *    through dcmExternalSocketHandle (DUL reads that process-wide global
+ *    instead of calling accept()) and ASC_receiveAssociation parses the
+ *    buffered request without waiting;
+ *  - the association then runs on the same thread in a DcmThreadSCP
+ *    (DCMTK's per-association machinery, the one DcmSCPPool drives),
+ *    which owns and closes the duplicate.  We keep the original for
+ *    shutdown() and close it last: no descriptor we did not open is ever
+ *    closed (closing one of a file SQLite has open drops its locks).
+ */
 
-/* DcmSCP does not expose the accepted socket.  Find it: the connected
- * socket of this process whose local port is our listening port (there is
- * one association at a time).  Returns a duplicate of it (the caller
- * closes that), checked after duplicating, so a descriptor number reused
- * meanwhile cannot be mistaken for it; -1 if none. */
-static int find_conn_fd(int port)
-{
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return -1;
-    int found = -1;
-    struct dirent *de;
-    while (found < 0 && (de = readdir(d)) != NULL) {
-        char *end;
-        long fd = strtol(de->d_name, &end, 10);
-        if (*end || end == de->d_name || fd == dirfd(d))
-            continue;
-        int dup = fcntl((int)fd, F_DUPFD_CLOEXEC, 0);
-        if (dup < 0)
-            continue;
-        struct stat st;
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        if (fstat(dup, &st) == 0 && S_ISSOCK(st.st_mode) &&
-            getsockname(dup, (struct sockaddr *)&ss, &sl) == 0 &&
-            sock_port(&ss) == port) {
-            sl = sizeof ss;
-            if (getpeername(dup, (struct sockaddr *)&ss, &sl) == 0)
-                found = dup;          /* not the listening socket */
-        }
-        if (found != dup)
-            close(dup);
-    }
-    closedir(d);
-    return found;
-}
+#define REQUEST_MAX (64 * 1024)   /* A-ASSOCIATE-RQ PDU, header included */
+#define PDU_ASSOCIATE_RQ 0x01
 
-class HashiSCP : public DcmSCP {
-public:
-    std::atomic<int> stopping{0};
-    std::mutex fd_mu;
-    int conn_fd = -1;
-    int port = 0;
+/* dcmExternalSocketHandle is one global for the whole process (several
+ * listeners may run in a test process). */
+static std::mutex g_receive_mu;
+
+struct scp_conn {
+    struct dicom_scp *owner;
+    int fd;                      /* ours; -1 once closed (owner->mu) */
+    int done;                    /* thread finished: join it (owner->mu) */
+    char peer[INET6_ADDRSTRLEN];
+    pthread_t thread;
+    struct scp_conn *next;
+};
+
+struct dicom_scp {
     OFString tmp_dir;
+    int loopback_only = 0;
+    unsigned max_assoc = 0, artim = 0, idle = 0;
+    uint64_t max_instance = 0;
     dicom_accept_fn accept_fn = NULL;
     dicom_store_fn store_fn = NULL;
+    dicom_open_fn open_fn = NULL;
+    dicom_close_fn close_fn = NULL;
     void *arg = NULL;
-    int loopback_only = 0;
+    DcmSharedSCPConfig shared;   /* copied per association under mu */
+    T_ASC_Network *net = NULL;
+    int listen_fd = -1;
+    pthread_t accept_thread;
+    std::atomic<int> stopping{0};
+    std::mutex mu;               /* guards what follows and each conn's
+                                    fd and done */
+    struct scp_conn *conns = NULL;
+    unsigned npending = 0;       /* connections before their request */
+    unsigned nassoc = 0;         /* associations running */
+};
 
-    /* shutdown() the current connection's socket, if any: also one that
-     * was accepted but has not yet sent its association request (the
-     * listener thread is then stuck for up to the ACSE timeout). */
-    void cut()
-    {
-        std::lock_guard<std::mutex> lk(fd_mu);
-        if (conn_fd >= 0) {
-            shutdown(conn_fd, SHUT_RDWR);
-            return;
-        }
-        int fd = find_conn_fd(port);
-        if (fd >= 0) {
-            shutdown(fd, SHUT_RDWR);
-            close(fd);
-        }
-    }
+/* shutdown() a connection we still hold: its thread's poll or DCMTK's
+ * next read returns at once. */
+static void conn_cut(struct scp_conn *c)
+{
+    std::lock_guard<std::mutex> lk(c->owner->mu);
+    if (c->fd >= 0)
+        shutdown(c->fd, SHUT_RDWR);
+}
+
+/* One association, on its connection's thread. */
+class HashiSCP : public DcmThreadSCP {
+public:
+    HashiSCP(struct dicom_scp *o, struct scp_conn *c) : owner(o), conn(c) {}
+    T_ASC_Association *assoc = NULL;   /* the one given to run() */
+    int over_limit = 0;
+    int opened = 0;                    /* open callback accepted: close */
+    void *ctx = NULL;                  /*   it with this context */
 
 protected:
-    OFBool stopAfterConnectionTimeout() override
+    OFCondition processAssociationRQ() override
     {
-        return stopping.load() ? OFTrue : OFFalse;
-    }
-
-    OFBool stopAfterCurrentAssociation() override
-    {
-        return stopping.load() ? OFTrue : OFFalse;
-    }
-
-    /* Called once the association request has been read: remember (a
-     * duplicate of) its socket for cut(), and turn Nagle off on it. */
-    void notifyAssociationRequest(const T_ASC_Parameters &,
-                                  DcmSCPActionType &action) override
-    {
-        int fd = find_conn_fd(port);
-        if (fd >= 0) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (over_limit) {
+            log_warn("DICOM: more than %u associations at once: refused "
+                     "one from %s", owner->max_assoc, conn->peer);
+            refuseAssociation(DCMSCP_TOO_MANY_ASSOCIATIONS);
+            return EC_Normal;
         }
-        {
-            std::lock_guard<std::mutex> lk(fd_mu);
-            if (conn_fd >= 0)
-                close(conn_fd);
-            conn_fd = fd;
+        if (owner->stopping.load()) {
+            refuseAssociation(DCMSCP_INTERNAL_ERROR);
+            return EC_Normal;
         }
-        if (stopping.load())
-            action = DCMSCP_ACTION_REFUSE_ASSOCIATION;
-    }
-
-    /* Before DCMTK closes the socket: drop our duplicate, or the
-     * connection would outlive the association. */
-    void notifyAssociationTermination() override
-    {
-        std::lock_guard<std::mutex> lk(fd_mu);
-        if (conn_fd >= 0)
-            close(conn_fd);
-        conn_fd = -1;
+        return DcmThreadSCP::processAssociationRQ();
     }
 
     OFBool checkCallingHostAccepted(const OFString &) override
     {
-        if (!loopback_only)
-            return OFTrue;
-        return is_loopback(getPeerIP().c_str()) ? OFTrue : OFFalse;
+        return !owner->loopback_only || is_loopback(conn->peer);
     }
 
     OFBool checkCallingAETitleAccepted(const OFString &ae) override
     {
-        if (!accept_fn)
-            return OFTrue;
-        try {
-            return accept_fn(arg, ae.c_str(), getPeerIP().c_str()) ?
-                   OFTrue : OFFalse;
-        } catch (...) {
-            return OFFalse;
+        if (owner->open_fn) {
+            opened = owner->open_fn(owner->arg, ae.c_str(), conn->peer,
+                                    &ctx) != 0;
+            return opened ? OFTrue : OFFalse;
         }
+        if (owner->accept_fn)
+            return owner->accept_fn(owner->arg, ae.c_str(), conn->peer) ?
+                   OFTrue : OFFalse;
+        return OFTrue;
     }
 
+    /* DcmSCP's loop, with its own timeout for the wait between
+     * messages (the DIMSE timeout stays for the PDUs within one). */
+    void handleAssociation() override
+    {
+        OFCondition cond = EC_Normal;
+        while (cond.good()) {
+            T_DIMSE_Message msg;
+            T_ASC_PresentationContextID pres;
+            cond = receiveDIMSECommand(&pres, &msg, NULL, NULL, owner->idle);
+            if (cond.good()) {
+                DcmPresentationContextInfo info;
+                getPresentationContextInfo(assoc, pres, info);
+                cond = handleIncomingCommand(&msg, info);
+            }
+        }
+        if (cond == DIMSE_NODATAAVAILABLE)
+            log_info("DICOM: association from %s@%s idle for %u s: "
+                     "aborted", getPeerAETitle().c_str(), conn->peer,
+                     owner->idle);
+        if (cond == DUL_PEERREQUESTEDRELEASE)
+            ASC_acknowledgeRelease(assoc);
+        else if (cond != DUL_PEERABORTEDASSOCIATION)
+            ASC_abortAssociation(assoc);
+    }
+
+    /* The one dispatch of DIMSE commands: C-FIND, C-GET and C-MOVE get
+     * their case here.  C-ECHO goes to DcmSCP; anything else is an error
+     * there, which aborts the association. */
     OFCondition handleIncomingCommand(T_DIMSE_Message *msg,
                                       const DcmPresentationContextInfo &pc)
         override
     {
-        if (stopping.load())
+        if (owner->stopping.load())
             return makeOFCondition(OFM_dcmnet, 0xff0, OF_error,
                                    "listener stopping");
-        if (msg->CommandField != DIMSE_C_STORE_RQ)
-            return DcmSCP::handleIncomingCommand(msg, pc);
-        return handle_store(msg->msg.CStoreRQ, pc.presentationContextID);
+        switch (msg->CommandField) {
+        case DIMSE_C_STORE_RQ:
+            return handle_store(msg->msg.CStoreRQ, pc.presentationContextID);
+        default:
+            return DcmThreadSCP::handleIncomingCommand(msg, pc);
+        }
+    }
+
+    /* DCMTK cannot be told to stop a receive; cutting the connection
+     * does it (the partial file is deleted by DCMTK and by us). */
+    void notifyRECEIVEProgress(const unsigned long bytes) override
+    {
+        if (owner->max_instance && bytes > owner->max_instance &&
+            !too_big) {
+            too_big = 1;
+            conn_cut(conn);
+        }
     }
 
 private:
+    struct dicom_scp *owner;
+    struct scp_conn *conn;
+    int too_big = 0;
+
     OFCondition handle_store(T_DIMSE_C_StoreRQ &rq,
                              T_ASC_PresentationContextID pres)
     {
         char path[4096];
         int n = snprintf(path, sizeof path, "%s/scp-XXXXXX",
-                         tmp_dir.c_str());
+                         owner->tmp_dir.c_str());
         int fd = (n > 0 && (size_t)n < sizeof path) ? mkstemp(path) : -1;
         if (fd < 0)
             return sendSTOREResponse(pres, rq.MessageID,
@@ -2690,19 +2716,20 @@ private:
                                      DICOM_STATUS_OUT_OF_RESOURCES, NULL);
         close(fd);
         OFCondition c = receiveSTORERequest(rq, pres, OFString(path));
-        if (c.bad()) {
+        if (c.bad() || too_big) {
             unlink(path);
-            return c;
+            if (too_big)
+                log_warn("DICOM: instance from %s@%s over the %llu-byte "
+                         "limit: association aborted",
+                         getPeerAETitle().c_str(), conn->peer,
+                         (unsigned long long)owner->max_instance);
+            return c.bad() ? c : makeOFCondition(OFM_dcmnet, 0xff1,
+                                                 OF_error, "too large");
         }
         char comment[64] = "";
-        unsigned status;
-        try {
-            status = store_fn(arg, path, getPeerAETitle().c_str(),
-                              getPeerIP().c_str(), comment);
-        } catch (...) {
-            unlink(path);
-            status = DICOM_STATUS_OUT_OF_RESOURCES;
-        }
+        unsigned status = owner->store_fn(opened ? ctx : owner->arg, path,
+                                          getPeerAETitle().c_str(),
+                                          conn->peer, comment);
         comment[sizeof comment - 1] = 0;
         DcmDataset *detail = NULL;
         if (comment[0] && status != DICOM_STATUS_SUCCESS) {
@@ -2718,112 +2745,390 @@ private:
     }
 };
 
-struct dicom_scp {
-    HashiSCP *scp;
-    pthread_t thread;
-};
-
-static void *scp_thread(void *p)
+/* Wait until the whole A-ASSOCIATE-RQ PDU is buffered on c->fd: 0, or -1
+ * when the peer closes, sends something else or a request over
+ * REQUEST_MAX, or has not sent it all within the ARTIM timeout. */
+static int wait_request(struct dicom_scp *s, struct scp_conn *c)
 {
-    HashiSCP *scp = (HashiSCP *)p;
+    unsigned char *buf = (unsigned char *)malloc(REQUEST_MAX);
+    if (!buf)
+        return -1;
+    double deadline = now_mono() + s->artim;
+    size_t want = 6;
+    int rc = -1;
+    for (;;) {
+        ssize_t n = recv(c->fd, buf, want, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            break;
+        if (n >= 6 && want == 6) {
+            uint32_t len = (uint32_t)buf[2] << 24 | (uint32_t)buf[3] << 16 |
+                           (uint32_t)buf[4] << 8 | buf[5];
+            if (buf[0] != PDU_ASSOCIATE_RQ || len > REQUEST_MAX - 6)
+                break;
+            want = 6 + len;
+            continue;
+        }
+        if (n >= (ssize_t)want) {
+            rc = 0;
+            break;
+        }
+        double left = deadline - now_mono();
+        if (left <= 0)
+            log_debug("DICOM: no whole association request from %s in "
+                      "%u s: closed", c->peer, s->artim);
+        if (left <= 0 || s->stopping.load())
+            break;
+        /* poll would report the bytes already peeked at once: wake only
+         * when more than those have come */
+        int low = n > 0 ? (int)n + 1 : 1;
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &low, sizeof low);
+        struct pollfd pfd = { c->fd, POLLIN | POLLRDHUP, 0 };
+        int r = poll(&pfd, 1, (int)(left * 1000) + 1);
+        if (r > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+            break;
+    }
+    int one = 1;        /* DCMTK polls too: back to "any byte" */
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
+    free(buf);
+    return rc;
+}
+
+/* Hand DCMTK a duplicate of c->fd and let it read the buffered request.
+ * The association (owning the duplicate) or NULL. */
+static T_ASC_Association *receive_request(struct dicom_scp *s,
+                                          struct scp_conn *c)
+{
+    struct stat mine;
+    if (fstat(c->fd, &mine))
+        return NULL;
+    int dup = fcntl(c->fd, F_DUPFD_CLOEXEC, 3);
+    if (dup < 0)
+        return NULL;
+    T_ASC_Association *assoc = NULL;
+    OFCondition cond;
+    {
+        std::lock_guard<std::mutex> lk(g_receive_mu);
+        dcmExternalSocketHandle.set(dup);
+        cond = ASC_receiveAssociation(s->net, &assoc,
+                                      ASC_MAXIMUMPDUSIZE, NULL, NULL,
+                                      OFFalse, DUL_NOBLOCK, 1);
+        dcmExternalSocketHandle.set(-1);
+    }
+    if (cond.good())
+        return assoc;
+    if (assoc) {
+        ASC_dropAssociation(assoc);
+        ASC_destroyAssociation(&assoc);
+    }
+    /* Whether DCMTK closed the duplicate depends on where it failed;
+     * close it only if that number is still our socket. */
+    struct stat now;
+    if (fstat(dup, &now) == 0 && now.st_dev == mine.st_dev &&
+        now.st_ino == mine.st_ino)
+        close(dup);
+    return NULL;
+}
+
+static void *conn_thread(void *p)
+{
+    struct scp_conn *c = (struct scp_conn *)p;
+    struct dicom_scp *s = c->owner;
     try {
-        scp->acceptAssociations();
+        T_ASC_Association *assoc = NULL;
+        if (wait_request(s, c) == 0 && !s->stopping.load())
+            assoc = receive_request(s, c);
+        int over = 0;
+        {
+            std::lock_guard<std::mutex> lk(s->mu);
+            s->npending--;
+            if (assoc)
+                over = s->nassoc++ >= s->max_assoc;
+        }
+        if (assoc) {
+            HashiSCP *scp = new HashiSCP(s, c);
+            {
+                std::lock_guard<std::mutex> lk(s->mu);
+                scp->setSharedConfig(s->shared);
+            }
+            scp->assoc = assoc;
+            scp->over_limit = over;
+            scp->run(assoc);
+            if (scp->opened && s->close_fn)
+                s->close_fn(s->arg, scp->ctx);
+            delete scp;         /* drops the association */
+            std::lock_guard<std::mutex> lk(s->mu);
+            s->nassoc--;
+        }
     } catch (...) {
     }
+    int fd;
+    {
+        std::lock_guard<std::mutex> lk(s->mu);
+        fd = c->fd;
+        c->fd = -1;
+        c->done = 1;
+    }
+    close(fd);
     return NULL;
+}
+
+/* Join the connection threads that have finished (all of them, waiting,
+ * if all is set), and free them. */
+static void reap(struct dicom_scp *s, int all)
+{
+    struct scp_conn *gone = NULL;
+    {
+        std::lock_guard<std::mutex> lk(s->mu);
+        for (struct scp_conn **pp = &s->conns; *pp;) {
+            struct scp_conn *c = *pp;
+            if (all || c->done) {
+                *pp = c->next;
+                c->next = gone;
+                gone = c;
+            } else {
+                pp = &c->next;
+            }
+        }
+    }
+    while (gone) {
+        struct scp_conn *c = gone;
+        gone = c->next;
+        pthread_join(c->thread, NULL);
+        free(c);
+    }
+}
+
+static void peer_ip(const struct sockaddr_storage *ss, socklen_t len,
+                    char *out, size_t n)
+{
+    if (getnameinfo((const struct sockaddr *)ss, len, out, (socklen_t)n,
+                    NULL, 0, NI_NUMERICHOST))
+        strlcpy_h(out, "?", n);
+}
+
+static void accept_one(struct dicom_scp *s)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int fd = accept4(s->listen_fd, (struct sockaddr *)&ss, &sl,
+                     SOCK_CLOEXEC);
+    if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+            errno == ENOMEM)
+            usleep(100 * 1000);   /* do not spin while out of them */
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct scp_conn *c = (struct scp_conn *)calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->owner = s;
+    c->fd = fd;
+    peer_ip(&ss, sl, c->peer, sizeof c->peer);
+    std::lock_guard<std::mutex> lk(s->mu);
+    if (s->npending >= s->max_assoc) {
+        log_warn("DICOM: %u connections have not sent their association "
+                 "request yet: closed a new one from %s", s->npending,
+                 c->peer);
+        close(fd);
+        free(c);
+        return;
+    }
+    if (pthread_create(&c->thread, NULL, conn_thread, c)) {
+        log_error("DICOM: no thread for a connection from %s", c->peer);
+        close(fd);
+        free(c);
+        return;
+    }
+    s->npending++;
+    c->next = s->conns;
+    s->conns = c;
+}
+
+/* Signals stay blocked: this thread and the connection threads it
+ * creates (they inherit its mask) never take SIGINT/SIGTERM/SIGPIPE. */
+static void *accept_thread(void *p)
+{
+    struct dicom_scp *s = (struct dicom_scp *)p;
+    while (!s->stopping.load()) {
+        reap(s, 0);
+        struct pollfd pfd = { s->listen_fd, POLLIN, 0 };
+        /* stop also shuts the socket down, which wakes the poll */
+        if (poll(&pfd, 1, 250) > 0 && !s->stopping.load())
+            accept_one(s);
+    }
+    return NULL;
+}
+
+/* The listening socket, bound exactly to host:port. */
+static int listen_on(const char *host, int port, struct err *e)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int rc = getaddrinfo(host && *host ? host : "0.0.0.0", ps, &hints, &res);
+    if (rc) {
+        err_set(e, ERR_IO, "DICOM listener %s:%d: %s", host, port,
+                gai_strerror(rc));
+        return -1;
+    }
+    int fd = -1, err = 0;
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 64)) {
+            err = errno;
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        err_set(e, ERR_IO, "cannot listen on %s:%d: %s",
+                host && *host ? host : "0.0.0.0", port, strerror(err));
+    return fd;
+}
+
+/* Everything but the threads; NULL and *e on failure. */
+static struct dicom_scp *scp_new(const struct dicom_scp_cfg *cfg,
+                                 struct err *e)
+{
+    struct dicom_scp *s = new struct dicom_scp();
+    s->tmp_dir = cfg->tmp_dir;
+    s->loopback_only = cfg->loopback_only;
+    s->max_assoc = cfg->max_associations > 0 ?
+                   (unsigned)cfg->max_associations :
+                   DICOM_SCP_MAX_ASSOCIATIONS;
+    s->artim = cfg->artim_timeout > 0 ? (unsigned)cfg->artim_timeout :
+               DICOM_SCP_ARTIM_TIMEOUT;
+    s->idle = cfg->idle_timeout > 0 ? (unsigned)cfg->idle_timeout :
+              DICOM_SCP_IDLE_TIMEOUT;
+    s->max_instance = cfg->max_instance;
+    s->accept_fn = cfg->accept;
+    s->store_fn = cfg->store;
+    s->open_fn = cfg->open;
+    s->close_fn = cfg->close;
+    s->arg = cfg->arg;
+
+    DcmSCPConfig &sc = *s->shared;
+    sc.setAETitle(cfg->ae_title);
+    sc.setMaxReceivePDULength(ASC_MAXIMUMPDUSIZE);
+    sc.setDIMSEBlockingMode(DIMSE_NONBLOCKING);
+    sc.setDIMSETimeout(cfg->dimse_timeout > 0 ?
+                       (Uint32)cfg->dimse_timeout : 30);
+    sc.setACSETimeout(s->artim);
+    sc.setProgressNotificationMode(OFTrue);   /* the size cap needs it */
+    OFList<OFString> echo, xfers;
+    echo.push_back(UID_LittleEndianExplicitTransferSyntax);
+    echo.push_back(UID_BigEndianExplicitTransferSyntax);
+    echo.push_back(UID_LittleEndianImplicitTransferSyntax);
+    for (size_t i = 0; i < sizeof store_xfers / sizeof *store_xfers; i++)
+        xfers.push_back(store_xfers[i]);
+    OFCondition c = sc.addPresentationContext(UID_VerificationSOPClass,
+                                              echo, ASC_SC_ROLE_DEFAULT,
+                                              "DEFAULT");
+    for (int i = 0; c.good() && i < numberOfDcmLongSCUStorageSOPClassUIDs;
+         i++)
+        c = sc.addPresentationContext(dcmLongSCUStorageSOPClassUIDs[i],
+                                      xfers, ASC_SC_ROLE_DEFAULT, "DEFAULT");
+    if (c.bad()) {
+        err_set(e, ERR_INTERNAL, "presentation contexts: %s", c.text());
+        delete s;
+        return NULL;
+    }
+    s->listen_fd = listen_on(cfg->host, cfg->port, e);
+    if (s->listen_fd < 0) {
+        delete s;
+        return NULL;
+    }
+    {
+        /* With the global set, DUL makes no listening socket of its own. */
+        std::lock_guard<std::mutex> lk(g_receive_mu);
+        dcmExternalSocketHandle.set(s->listen_fd);
+        c = ASC_initializeNetwork(NET_ACCEPTOR, cfg->port, (int)s->artim,
+                                  &s->net);
+        dcmExternalSocketHandle.set(-1);
+    }
+    if (c.bad()) {
+        err_set(e, ERR_INTERNAL, "DICOM network: %s", c.text());
+        close(s->listen_fd);
+        delete s;
+        return NULL;
+    }
+    return s;
+}
+
+static void scp_free(struct dicom_scp *s)
+{
+    if (s->net)
+        ASC_dropNetwork(&s->net);
+    close(s->listen_fd);
+    delete s;
 }
 
 extern "C" struct dicom_scp *dicom_scp_start(const struct dicom_scp_cfg *cfg,
                                              struct err *e)
 {
-    HashiSCP *scp = NULL;
+    struct dicom_scp *s = NULL;
     try {
         if (!cfg || !cfg->store || !cfg->tmp_dir || !cfg->ae_title ||
             cfg->port <= 0 || cfg->port > 65535) {
             err_set(e, ERR_INVALID, "dicom_scp_start: bad configuration");
             return NULL;
         }
-        scp = new HashiSCP();
-        scp->port = cfg->port;
-        scp->tmp_dir = cfg->tmp_dir;
-        scp->accept_fn = cfg->accept;
-        scp->store_fn = cfg->store;
-        scp->arg = cfg->arg;
-        scp->loopback_only = cfg->loopback_only;
-        scp->setPort((Uint16)cfg->port);
-        scp->setAETitle(cfg->ae_title);
-        scp->setMaxReceivePDULength(ASC_MAXIMUMPDUSIZE);
-        scp->setConnectionBlockingMode(DUL_NOBLOCK);
-        scp->setConnectionTimeout(1);
-        scp->setDIMSEBlockingMode(DIMSE_NONBLOCKING);
-        scp->setDIMSETimeout(cfg->dimse_timeout > 0 ?
-                             (Uint32)cfg->dimse_timeout : 30);
-        /* a peer that connects and stays silent holds the (single)
-         * listener this long */
-        scp->setACSETimeout(10);
-
-        OFList<OFString> xfers;
-        for (size_t i = 0; i < sizeof store_xfers / sizeof *store_xfers; i++)
-            xfers.push_back(store_xfers[i]);
-        OFCondition c = scp->setEnableVerification();
-        for (int i = 0; c.good() && i < numberOfDcmLongSCUStorageSOPClassUIDs;
-             i++)
-            c = scp->addPresentationContext(dcmLongSCUStorageSOPClassUIDs[i],
-                                            xfers);
-        if (c.bad()) {
-            err_set(e, ERR_INTERNAL, "presentation contexts: %s", c.text());
-            delete scp;
+        s = scp_new(cfg, e);
+        if (!s)
             return NULL;
-        }
-        c = scp->openListenPort();
-        if (c.bad()) {
-            err_set(e, ERR_IO, "cannot listen on port %d: %s", cfg->port,
-                 c.text());
-            delete scp;
-            return NULL;
-        }
-        struct dicom_scp *h = (struct dicom_scp *)calloc(1, sizeof *h);
-        if (!h) {
-            err_set(e, ERR_INTERNAL, "out of memory");
-            delete scp;
-            return NULL;
-        }
-        h->scp = scp;
-        /* the thread inherits a mask without the process signals */
         sigset_t block, old;
         sigemptyset(&block);
         sigaddset(&block, SIGINT);
         sigaddset(&block, SIGTERM);
         sigaddset(&block, SIGPIPE);
         pthread_sigmask(SIG_BLOCK, &block, &old);
-        int rc = pthread_create(&h->thread, NULL, scp_thread, scp);
+        int rc = pthread_create(&s->accept_thread, NULL, accept_thread, s);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (rc != 0) {
             err_set(e, ERR_INTERNAL, "pthread_create: %s", strerror(rc));
-            delete scp;
-            free(h);
+            scp_free(s);
             return NULL;
         }
-        return h;
+        return s;
     } catch (...) {
-        delete scp;
         err_set(e, ERR_INTERNAL, "exception starting the DICOM listener");
         return NULL;
     }
 }
 
-extern "C" void dicom_scp_stop(struct dicom_scp *h)
+extern "C" void dicom_scp_stop(struct dicom_scp *s)
 {
-    if (!h)
+    if (!s)
         return;
     try {
-        h->scp->stopping.store(1);
-        h->scp->cut();
-        pthread_join(h->thread, NULL);
-        delete h->scp;
+        s->stopping.store(1);
+        shutdown(s->listen_fd, SHUT_RDWR);
+        pthread_join(s->accept_thread, NULL);
+        {
+            std::lock_guard<std::mutex> lk(s->mu);
+            for (struct scp_conn *c = s->conns; c; c = c->next)
+                if (c->fd >= 0)
+                    shutdown(c->fd, SHUT_RDWR);
+        }
+        reap(s, 1);
+        scp_free(s);
     } catch (...) {
     }
-    free(h);
 }
 
 /* ---- de-identification (PS3.15 Annex E) ------------------------------- */

@@ -157,37 +157,77 @@ int dicom_pixel_sha256(const char *path, char out[65], struct err *e);
 #define DICOM_STATUS_DATASET_MISMATCH 0xA900  /* invalid / rejected */
 #define DICOM_STATUS_CANNOT_UNDERSTAND 0xC000
 
-/* Called on the listener's thread for every received instance.  path is a
- * complete Part-10 file in cfg->tmp_dir (dataset bytes as received, meta
- * header added by DCMTK); the callback owns it from then on (moves it
- * into the store or unlinks it).  It returns a DICOM_STATUS_*; comment
- * (64 bytes, may stay empty) becomes the response's Error Comment. */
+/* Defaults for the zero fields of struct dicom_scp_cfg. */
+#define DICOM_SCP_MAX_ASSOCIATIONS 16
+#define DICOM_SCP_ARTIM_TIMEOUT 10           /* seconds */
+#define DICOM_SCP_IDLE_TIMEOUT 60            /* seconds */
+
+/* The listener serves every association on a thread of its own, so the
+ * callbacks below run concurrently, each association on its own thread
+ * (the callbacks of one association always on the same thread, in order:
+ * open or accept, store..., close).  They must be thread-safe.
+ *
+ * Called for every received instance.  path is a complete Part-10 file in
+ * cfg->tmp_dir (dataset bytes as received, meta header added by DCMTK);
+ * the callback owns it from then on (moves it into the store or unlinks
+ * it).  arg is the association's context when cfg->open is set, else
+ * cfg->arg.  It returns a DICOM_STATUS_*; comment (64 bytes, may stay
+ * empty) becomes the response's Error Comment.  calling_ae and peer_host
+ * are peer-provided: escape them before logging (log_msg does). */
 typedef unsigned (*dicom_store_fn)(void *arg, const char *path,
                                    const char *calling_ae,
                                    const char *peer_host,
                                    char comment[64]);
 /* Called for every association request: nonzero to accept this calling
- * AE title from this host. */
+ * AE title from this host.  Used only when cfg->open is NULL. */
 typedef int (*dicom_accept_fn)(void *arg, const char *calling_ae,
                                const char *peer_host);
+/* Called for every association request instead of accept: nonzero to
+ * accept, and then *assoc (initially NULL) is the association's context:
+ * the store callback receives it as arg, and close(cfg->arg, *assoc) is
+ * called once after the association's last store callback (also when it
+ * ends by abort, timeout or dicom_scp_stop).  Not called for a request
+ * that is refused earlier (host, called AE, too many associations). */
+typedef int (*dicom_open_fn)(void *arg, const char *calling_ae,
+                             const char *peer_host, void **assoc);
+typedef void (*dicom_close_fn)(void *arg, void *assoc);
 
 struct dicom_scp_cfg {
     int port;
     int loopback_only;       /* refuse peers not on 127.0.0.0/8 or ::1 */
     const char *ae_title;    /* called AE title we answer to */
     const char *tmp_dir;     /* same file system as the store */
-    int dimse_timeout;       /* seconds; 0 = 30 */
+    int dimse_timeout;       /* seconds to wait for the next PDU within a
+                                message; 0 = 30 */
     dicom_accept_fn accept;  /* NULL = accept every calling AE */
     dicom_store_fn store;
     void *arg;
+    /* Added with concurrent associations; zero means the default. */
+    const char *host;        /* bind address or name; NULL = 0.0.0.0 */
+    int max_associations;    /* at once; more are refused (A-ASSOCIATE-RJ,
+                                transient, local limit exceeded); 0 = 16.
+                                Connections that have not yet sent their
+                                request are limited to as many again
+                                (over that: closed at once). */
+    int artim_timeout;       /* seconds for a new connection to send its
+                                whole A-ASSOCIATE-RQ, else closed; 0 = 10 */
+    int idle_timeout;        /* seconds between DIMSE messages before the
+                                association is aborted; 0 = 60 */
+    uint64_t max_instance;   /* bytes of one received dataset; over it the
+                                association is aborted while receiving and
+                                no file is left; 0 = no limit */
+    dicom_open_fn open;      /* per-association context (see above) */
+    dicom_close_fn close;
 };
 
 struct dicom_scp;
-/* Start the listener on its own thread; returns once the port is bound
- * (ERR_IO if it cannot be).  The thread blocks SIGINT/SIGTERM/SIGPIPE. */
+/* Start the listener: binds host:port exactly (ERR_IO if it cannot), then
+ * accepts on a thread of its own (signals SIGINT/SIGTERM/SIGPIPE blocked,
+ * in every listener thread).  The config is copied (strings included). */
 struct dicom_scp *dicom_scp_start(const struct dicom_scp_cfg *cfg,
                                   struct err *e);
-/* Stop within about a second (aborting any association), join, free. */
+/* Stop within about a second: close the listener, cut every connection
+ * (aborting its association), join every thread, free. */
 void dicom_scp_stop(struct dicom_scp *scp);
 
 /* ---- de-identification (PS3.15 Annex E) ------------------------------- */

@@ -36,11 +36,21 @@ void log_msg(enum log_level level, const char *fmt, ...)
     gmtime_r(&ts.tv_sec, &tm);
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
 
-    char line[2048];
+    char line[2048], out[4 * sizeof line];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    /* Messages carry peer-provided text (AE titles, addresses, reasons):
+     * a control byte could start a forged line, so it is written \xNN. */
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)line; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            o += (size_t)snprintf(out + o, sizeof out - o, "\\x%02x", *p);
+        else
+            out[o++] = (char)*p;
+    }
+    out[o] = 0;
     fprintf(stderr, "%s.%03ldZ %-5s %s\n", when, ts.tv_nsec / 1000000,
-            names[level], line);
+            names[level], out);
 }

@@ -3,6 +3,8 @@
  *
  * Lines go to stderr as "2026-11-28T11:23:48.123Z info  message".  Safe to
  * call from any thread (each line is written with one locked stdio call).
+ * Control bytes in a message (newline included) are written as \xNN, so
+ * peer-provided text can be logged as is and a line is always one line.
  */
 #ifndef HASHI_LOG_H
 #define HASHI_LOG_H

@@ -35,6 +35,9 @@ static const struct {
     { "origin", K_STR },
     { "accept-unknown-ae", K_BOOL },
     { "max-instance", K_STR },
+    { "dicom-max-associations", K_STR },
+    { "dicom-artim-timeout", K_STR },
+    { "dicom-idle-timeout", K_STR },
     { "log-level", K_STR },
     { "due-stat", K_STR },
     { "due-urgent", K_STR },
@@ -62,6 +65,9 @@ void config_defaults(struct server_config *c)
     strlcpy_h(c->ae_title, CONFIG_DEFAULT_AE, sizeof c->ae_title);
     c->accept_unknown_ae = 0;
     c->max_instance = CONFIG_DEFAULT_MAX_INSTANCE;
+    c->dicom_max_associations = CONFIG_DEFAULT_DICOM_ASSOCIATIONS;
+    c->dicom_artim_timeout = CONFIG_DEFAULT_DICOM_ARTIM;
+    c->dicom_idle_timeout = CONFIG_DEFAULT_DICOM_IDLE;
     c->log_level = LOG_INFO;
     c->due_stat = CASES_DUE_STAT;
     c->due_urgent = CASES_DUE_URGENT;
@@ -336,6 +342,20 @@ int config_set(struct server_config *c, const char *key, const char *v,
                            "log-level: '%.64s' is not debug, info, warn "
                            "or error", v);
         c->log_level = l;
+        return 0;
+    }
+    int *dicom = !strcmp(key, "dicom-max-associations")
+                     ? &c->dicom_max_associations
+                 : !strcmp(key, "dicom-artim-timeout") ? &c->dicom_artim_timeout
+                 : !strcmp(key, "dicom-idle-timeout") ? &c->dicom_idle_timeout
+                 : NULL;
+    if (dicom) {
+        long n, max = dicom == &c->dicom_max_associations ? 1024 : 86400;
+        if (parse_uint(v, 1, max, &n))
+            return err_set(e, ERR_INVALID,
+                           "%s: '%.64s' is not a number from 1 to %ld", key,
+                           v, max);
+        *dicom = (int)n;
         return 0;
     }
     int *due = !strcmp(key, "due-stat") ? &c->due_stat

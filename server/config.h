@@ -5,11 +5,12 @@
  * exists), the file named by --config, the command-line flags.  The file
  * format is "key = value" lines whose keys are the long flag names
  * without "--" (data, listen, dicom, ae-title, cert, key, web, origin,
- * accept-unknown-ae, max-instance, log-level, and due-stat, due-urgent,
- * due-routine: escalation deadlines in seconds); '#' starts a comment, blank
- * lines are ignored.  "origin" may repeat; origins given as flags replace
- * those from files.  Every value is validated; a bad one is ERR_INVALID
- * with a message naming the key and the value.
+ * accept-unknown-ae, max-instance, log-level, dicom-max-associations,
+ * dicom-artim-timeout, dicom-idle-timeout (seconds), and due-stat,
+ * due-urgent, due-routine: escalation deadlines in seconds); '#' starts a
+ * comment, blank lines are ignored.  "origin" may repeat; origins given as
+ * flags replace those from files.  Every value is validated; a bad one is
+ * ERR_INVALID with a message naming the key and the value.
  *
  * The struct filled in is struct server_config (server.h); no allocation,
  * nothing to free.
@@ -27,6 +28,9 @@
 #define CONFIG_DEFAULT_AE "HASHI"
 #define CONFIG_DEFAULT_MAX_INSTANCE (2ULL << 30)
 #define CONFIG_DEFAULT_UPLOAD_MAX_AGE (7 * 86400)     /* seconds */
+#define CONFIG_DEFAULT_DICOM_ASSOCIATIONS 16
+#define CONFIG_DEFAULT_DICOM_ARTIM 10          /* seconds */
+#define CONFIG_DEFAULT_DICOM_IDLE 60           /* seconds */
 #define CONFIG_INSTALLED_WEB "/usr/local/share/hashi/web"
 
 /* Built-in defaults (cert, key and web root stay "" until config_finish). */

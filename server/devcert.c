@@ -128,7 +128,7 @@ int devcert_create(const char *cert_path, const char *key_path,
     }
     rc = write_pem(key_path, kmem, 0600, e);
     if (!rc)
-        rc = write_pem(cert_path, cmem, 0644, e);
+        rc = write_pem(cert_path, cmem, 0600, e);   /* owner only, too */
 out:
     BIO_free(kmem);
     BIO_free(cmem);

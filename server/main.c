@@ -41,13 +41,17 @@ static const char usage_text[] =
     "                    [--cert FILE --key FILE] [--web DIR] "
     "[--origin URL]...\n"
     "                    [--accept-unknown-ae] [--max-instance BYTES]\n"
+    "                    [--dicom-max-associations N] "
+    "[--dicom-artim-timeout S]\n"
+    "                    [--dicom-idle-timeout S]\n"
     "                    [--log-level debug|info|warn|error]\n"
     "       hashi-server init|demo|clinic add|user add|user disable|"
     "gateway add|oncall set ... "
     "(see README)\n"
     "defaults: --data ./data --listen 127.0.0.1:8443 "
     "--dicom 127.0.0.1:11112 (port 0: off)\n"
-    "          --ae-title HASHI, cert and key in DATA/tls/, "
+    "          --ae-title HASHI, 16 associations, ARTIM 10 s, idle 60 s,\n"
+    "          cert and key in DATA/tls/, "
     "DATA/hashi.conf read if present\n";
 
 static void block_signals(sigset_t *set)
@@ -186,6 +190,29 @@ static int preflight(const struct server_config *c, struct err *e)
     return 0;
 }
 
+/* Files of a data dir made before they were created owner-only: the
+ * database and its WAL and shared memory (SQLite gives those the mode of
+ * the database), the development certificate and key.  By path: never
+ * open the database by hand (closing it would drop SQLite's locks). */
+static void owner_only(const char *data_dir)
+{
+    static const char *const names[] = {
+        "hashi.db", "hashi.db-wal", "hashi.db-shm", "tls/cert.pem",
+        "tls/key.pem",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char p[4096];
+        struct stat st;
+        if (path_join(p, sizeof p, data_dir, names[i]) || stat(p, &st) ||
+            !(st.st_mode & 077))
+            continue;
+        if (chmod(p, st.st_mode & 0700))
+            log_warn("chmod %s: %s", p, strerror(errno));
+        else
+            log_info("%s was readable by others: now owner-only", p);
+    }
+}
+
 static void print_banner(const struct server_config *c)
 {
     int v6 = strchr(c->listen_host, ':') != NULL;
@@ -215,6 +242,7 @@ static int serve(struct server *srv, sigset_t *sigs)
         log_error("%s", e.msg);
         return 2;
     }
+    owner_only(c->data_dir);
     if (store_recover(c->data_dir, &fixed, &e)) {
         log_error("store recovery failed: %s", e.msg);
         return 2;
@@ -318,6 +346,7 @@ out:
 
 int main(int argc, char **argv)
 {
+    umask(077);     /* the database, its WAL, keys: owner only, always */
     if (argc >= 2 && admin_is_command(argv[1]))
         return admin_main(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {

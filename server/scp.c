@@ -1,18 +1,18 @@
 /*
  * scp — the DICOM C-STORE/C-ECHO listener glue: proto/dicom.h's listener
- * runs on its own thread and calls us once per association (accept) and
- * once per received instance (store); we map the calling AE to a clinic,
- * put the file into the store, audit it, count it, and answer a DIMSE
- * status.
+ * calls us once per association (open, close) and once per received
+ * instance (store); we map the calling AE to a clinic, put the file into
+ * the store, audit it, count it, and answer a DIMSE status.
  *
- * Threads: the listener thread has its own store handle (opened here in
- * scp_start, used only from the callbacks, i.e. only on that thread).
- * What the lws thread needs to hear (study UIDs that got new instances)
- * goes through a small mutex-guarded queue plus http_wake().
+ * Threads: the listener runs every association on a thread of its own, so
+ * the callbacks run concurrently.  Each association holds a store handle
+ * (an SQLite connection) from a small pool for its lifetime and looks its
+ * clinic up once; the pool and the queue of what the lws thread needs to
+ * hear (study UIDs that got new instances, then http_wake()) share one
+ * mutex.  audit and metrics are thread-safe on their own.
  *
- * The per-instance path is kept short: the clinic of the calling AE is
- * looked up once per association, the store does the one durable write,
- * the audit line is one write().
+ * Peer-provided text (AE titles, addresses) goes to the log through
+ * log_msg, which escapes control bytes.
  */
 #include "server.h"
 
@@ -30,38 +30,45 @@
 
 struct scp_state {
     struct server *srv;
-    struct store *store;        /* listener thread only */
-    char ae[17];                /* calling AE of the current association */
-    int64_t clinic_id;          /*   and its clinic (0 = none) */
-    int ae_known;
-
-    pthread_mutex_t lock;       /* guards arrived[] / narrived */
+    pthread_mutex_t lock;       /* guards arrived[], narrived, idle[], nidle */
     char arrived[SCP_ARRIVED_MAX][65];
     int narrived;
+    struct store **idle;        /* store handles no association holds */
+    int nidle, maxidle;
 };
 
-/* Which clinic does this AE send for?  0 and *clinic_id, ERR_NOTFOUND,
- * or another error (logged). */
-static int clinic_of(struct scp_state *st, const char *ae, int64_t *clinic_id)
+/* One association: what its callbacks need, used only on its thread. */
+struct scp_assoc {
+    struct scp_state *st;
+    struct store *store;        /* taken from the pool for its lifetime */
+    int64_t clinic_id;          /* of the calling AE (0 = none) */
+};
+
+/* A store handle for one association: an idle one, else a new one. */
+static struct store *store_take(struct scp_state *st, struct err *e)
 {
-    if (st->ae_known && !strcmp(st->ae, ae)) {
-        *clinic_id = st->clinic_id;
-        return 0;
+    struct store *s = NULL;
+    pthread_mutex_lock(&st->lock);
+    if (st->nidle)
+        s = st->idle[--st->nidle];
+    pthread_mutex_unlock(&st->lock);
+    if (!s) {
+        s = store_open(st->srv->cfg.data_dir, e);
+        if (s)
+            store_set_max_instance(s, st->srv->cfg.max_instance);
     }
-    struct err e = { 0, "" };
-    int rc = auth_clinic_by_ae(st->store, ae, clinic_id, &e);
-    if (rc == ERR_NOTFOUND && st->srv->cfg.accept_unknown_ae) {
-        *clinic_id = 0;
-        rc = 0;
-    } else if (rc && rc != ERR_NOTFOUND) {
-        log_error("DICOM: looking up calling AE '%s': %s", ae, e.msg);
+    return s;
+}
+
+static void store_give(struct scp_state *st, struct store *s)
+{
+    pthread_mutex_lock(&st->lock);
+    if (st->nidle < st->maxidle) {
+        st->idle[st->nidle++] = s;
+        s = NULL;
     }
-    if (!rc) {
-        strlcpy_h(st->ae, ae, sizeof st->ae);
-        st->clinic_id = *clinic_id;
-        st->ae_known = 1;
-    }
-    return rc;
+    pthread_mutex_unlock(&st->lock);
+    store_close(s);
 }
 
 static void audit_ae(struct scp_state *st, const char *ae, const char *action,
@@ -75,15 +82,43 @@ static void audit_ae(struct scp_state *st, const char *ae, const char *action,
         audit_write(st->srv->audit, &a);
 }
 
-static int on_accept(void *arg, const char *calling_ae, const char *peer)
+/* Which clinic does this AE send for?  0 and *clinic_id, ERR_NOTFOUND,
+ * or another error (logged). */
+static int clinic_of(struct scp_assoc *a, const char *ae, int64_t *clinic_id)
+{
+    struct err e = { 0, "" };
+    int rc = auth_clinic_by_ae(a->store, ae, clinic_id, &e);
+    if (rc == ERR_NOTFOUND && a->st->srv->cfg.accept_unknown_ae) {
+        *clinic_id = 0;
+        rc = 0;
+    } else if (rc && rc != ERR_NOTFOUND) {
+        log_error("DICOM: looking up calling AE '%s': %s", ae, e.msg);
+    }
+    return rc;
+}
+
+/* Every association request: a store handle and the clinic of the
+ * calling AE, looked up once for the whole association. */
+static int on_open(void *arg, const char *calling_ae, const char *peer,
+                   void **assoc)
 {
     struct scp_state *st = arg;
-    int64_t clinic_id;
-    st->ae_known = 0;           /* look up afresh for every association */
-    int rc = clinic_of(st, calling_ae, &clinic_id);
+    struct err e = { 0, "" };
+    struct scp_assoc *a = calloc(1, sizeof *a);
+    if (a)
+        a->store = store_take(st, &e);
+    if (!a || !a->store) {
+        log_error("DICOM association from %s@%s refused: %s", calling_ae,
+                  peer, a ? e.msg : "out of memory");
+        free(a);
+        return 0;
+    }
+    a->st = st;
+    int rc = clinic_of(a, calling_ae, &a->clinic_id);
     if (!rc) {
         log_debug("DICOM association from %s@%s (clinic %lld)", calling_ae,
-                  peer, (long long)clinic_id);
+                  peer, (long long)a->clinic_id);
+        *assoc = a;
         return 1;
     }
     const char *why = rc == ERR_NOTFOUND
@@ -92,7 +127,16 @@ static int on_accept(void *arg, const char *calling_ae, const char *peer)
     log_warn("DICOM association from %s@%s refused: %s", calling_ae, peer,
              why);
     audit_ae(st, calling_ae, "associate", NULL, "denied", peer, why);
+    store_give(st, a->store);
+    free(a);
     return 0;
+}
+
+static void on_close(void *arg, void *assoc)
+{
+    struct scp_assoc *a = assoc;
+    store_give(arg, a->store);
+    free(a);
 }
 
 /* Queue a study UID for the lws thread; wake it if the queue was empty.
@@ -133,26 +177,16 @@ int scp_take_arrived(struct server *srv, char (*uids)[65], int max)
 static unsigned on_store(void *arg, const char *path, const char *calling_ae,
                          const char *peer, char comment[64])
 {
-    struct scp_state *st = arg;
+    struct scp_assoc *a = arg;
+    struct scp_state *st = a->st;
     struct server *srv = st->srv;
     struct store_result res;
     struct err e = { 0, "" };
-    int64_t clinic_id = 0;
 
     memset(&res, 0, sizeof res);
-    if (clinic_of(st, calling_ae, &clinic_id)) {
-        /* The AE was accepted a moment ago; only a DB failure or a
-         * mapping removed mid-association gets here. */
-        remove(path);
-        snprintf(comment, 64, "calling AE not accepted");
-        metrics_stored(&srv->metrics, -1, 0);
-        audit_ae(st, calling_ae, "reject", NULL, "denied", peer,
-                 "calling AE not mapped to a clinic");
-        return DICOM_STATUS_OUT_OF_RESOURCES;
-    }
-
-    struct store_source src = { "dimse", calling_ae, NULL, peer, clinic_id };
-    int rc = store_put_file(st->store, path, &src, &res, &e);
+    struct store_source src = { "dimse", calling_ae, NULL, peer,
+                                 a->clinic_id };
+    int rc = store_put_file(a->store, path, &src, &res, &e);
     if (rc) {
         unsigned status;
         if (rc == ERR_INVALID) {
@@ -199,7 +233,9 @@ static void state_free(struct scp_state *st)
 {
     if (!st)
         return;
-    store_close(st->store);
+    while (st->nidle)
+        store_close(st->idle[--st->nidle]);
+    free(st->idle);
     pthread_mutex_destroy(&st->lock);
     free(st);
 }
@@ -214,29 +250,34 @@ int scp_start(struct server *srv, struct err *e)
         return err_set(e, ERR_INTERNAL, "out of memory");
     st->srv = srv;
     pthread_mutex_init(&st->lock, NULL);
-    st->store = store_open(c->data_dir, e);
-    if (!st->store) {
+    st->maxidle = c->dicom_max_associations;
+    st->idle = calloc((size_t)st->maxidle, sizeof *st->idle);
+    /* One handle now: the pool's first, and the check that the store
+     * opens before the port is taken. */
+    struct store *first = st->idle ? store_take(st, e) : NULL;
+    if (!first) {
         state_free(st);
-        return e && e->code ? e->code : ERR_IO;
+        return e && e->code ? e->code : ERR_INTERNAL;
     }
-    store_set_max_instance(st->store, c->max_instance);
+    store_give(st, first);
 
-    int loopback = config_host_is_loopback(c->dicom_host);
-    if (!loopback && strcmp(c->dicom_host, "0.0.0.0")
-        && strcmp(c->dicom_host, "::"))
-        log_warn("DICOM listener binds every address, not only %s "
-                 "(the DCMTK listener has no bind address)", c->dicom_host);
     struct dicom_scp_cfg cfg = {
         .port = c->dicom_port,
-        .loopback_only = loopback,
+        .loopback_only = config_host_is_loopback(c->dicom_host),
         .ae_title = c->ae_title,
-        .tmp_dir = store_tmp_dir(st->store),
+        .tmp_dir = store_tmp_dir(first),
         .dimse_timeout = 0,
-        .accept = on_accept,
         .store = on_store,
         .arg = st,
+        .host = c->dicom_host,
+        .max_associations = c->dicom_max_associations,
+        .artim_timeout = c->dicom_artim_timeout,
+        .idle_timeout = c->dicom_idle_timeout,
+        .max_instance = c->max_instance,
+        .open = on_open,
+        .close = on_close,
     };
-    /* Published before the thread starts, so the callbacks and
+    /* Published before the listener starts, so the callbacks and
      * scp_take_arrived() see it. */
     srv->scp_state = st;
     srv->scp = dicom_scp_start(&cfg, e);
@@ -251,7 +292,7 @@ int scp_start(struct server *srv, struct err *e)
 void scp_stop(struct server *srv)
 {
     if (srv->scp) {
-        dicom_scp_stop(srv->scp);   /* joins the listener thread */
+        dicom_scp_stop(srv->scp);   /* joins every listener thread */
         srv->scp = NULL;
     }
     state_free(srv->scp_state);

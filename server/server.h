@@ -5,12 +5,15 @@
  * clients, and is set up once: the logger's level (log.c, set before any
  * thread starts), and in the DCMTK adapter (dicom.cc) its init flag
  * (dicom_init/dicom_cleanup, main thread) and its strip-render helper
- * thread with the mutex and conditions that guard it, plus per-thread
- * JPEG encoders and scratch buffers (thread_local, never shared).
+ * thread with the mutex and conditions that guard it, the mutex around
+ * DCMTK's process-wide dcmExternalSocketHandle (the DICOM listener), plus
+ * per-thread JPEG encoders and scratch buffers (thread_local, never
+ * shared).
  *
  * Threads: main runs the libwebsockets loop (http.c) and owns `store`;
- * the DICOM listener (scp.c) runs on its own thread with its own store
- * handle.  Shared between them: `metrics` (atomics) and `audit` (locked).
+ * the DICOM listener (scp.c) runs each association on a thread of its
+ * own, with a store handle of its own.  Shared between them: `metrics`
+ * (atomics) and `audit` (locked).
  *
  * Layers: transport (http.c and its routes, ws.c, scp.c) -> cases.c ->
  * outbox.c / store.c.  Lower layers never call upwards: cases.c reaches
@@ -49,6 +52,9 @@ struct server_config {
     char origins[1024];         /* extra allowed Origins, comma-separated */
     int accept_unknown_ae;      /* 0 = reject calling AEs not mapped */
     uint64_t max_instance;      /* bytes, default 2 GiB */
+    int dicom_max_associations; /* at once, default 16 */
+    int dicom_artim_timeout;    /* s for the association request, 10 */
+    int dicom_idle_timeout;     /* s between DIMSE messages, 60 */
     int log_level;
     int due_stat;               /* escalation deadlines, seconds */
     int due_urgent;
@@ -63,7 +69,7 @@ struct server {
     struct metrics metrics;
     struct lws_context *lws;
     struct dicom_scp *scp;
-    struct scp_state *scp_state; /* scp.c's own (its thread's store) */
+    struct scp_state *scp_state; /* scp.c's own (its store handles) */
     struct outbox *outbox;      /* over store's db; lws thread only */
     struct ws_hub *ws;          /* connected hashi.v1 sessions (ws.c) */
     struct render_cache *render; /* rendered JPEGs (render.h); may be NULL */

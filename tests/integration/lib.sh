@@ -317,6 +317,20 @@ print(pydicom.dcmread(sys.argv[1], stop_before_pixels=True,
       force=True).get(sys.argv[2], ""))' "$1" "$2"
 }
 
+# study_whole TOKEN FILE... (one study, every file of it): the server
+# lists exactly these instances in the study, and serves each file's
+# dataset back byte for byte (the meta header may differ: DIMSE adds its
+# own).
+study_whole() {
+    _tok=$1; shift
+    _st=$(attr_of "$1" StudyInstanceUID)
+    assert_eq "$#" "$(qido_count "$_tok" "/dicomweb/studies/$_st/instances")" \
+        "instances listed in study $_st"
+    _n=$($PY "$DW" verify-wado "$HURL" "$CACERT" "$_tok" dataset "$@") ||
+        fail "WADO-RS of study $_st"
+    assert_eq "$#" "$_n" "datasets of study $_st served byte for byte"
+}
+
 audit_has() {    # ACTION-ERE REGEX what: a line with this action matches
     [ -f "$DATA/audit.log" ] || fail "$3: no $DATA/audit.log"
     grep -E "\"action\": *\"($1)\"" "$DATA/audit.log" | grep -Eq -- "$2" ||

@@ -1,9 +1,11 @@
 #!/bin/sh
 # The DICOM adapter and the hashi.v1 codec run valgrind-clean on hostile
 # input: parse (incl. truncated, random, huge lengths, 50,000-deep nesting,
-# pydicom's odd files), render, transcode and de-identify; every frame of
-# the codec's malformed variants.  ASan cannot see inside Debian's uninstrumented DCMTK
-# (API-NOTES pitfall 1 hid there), so this job uses valgrind.
+# pydicom's odd files), render, transcode and de-identify, the DICOM
+# listener (its threads, associations at once, stop); every frame of the
+# codec's malformed variants.  ASan cannot see inside Debian's
+# uninstrumented DCMTK (API-NOTES pitfall 1 hid there), so this job uses
+# valgrind.
 #
 # test_charsets is left out: glibc's dynamic loader, when iconv loads its
 # conversion modules, trips a known valgrind false positive.
@@ -14,7 +16,7 @@ VG="valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect
 
 for filter in 'test_uid*' 'test_parse*' 'test_nesting*' 'test_bad*' \
               'test_pydicom_odd*' 'test_render*' 'test_presets' \
-              'test_rle*' 'test_transcode*' 'test_pixels*'; do
+              'test_rle*' 'test_transcode*' 'test_pixels*' 'test_scp*'; do
     echo "== test_dicom $filter"
     out=$(DICOM_TEST_FILTER="$filter" $VG "$HASHI_BUILD/tests/test_dicom" 2>&1) || {
         echo "$out" | tail -40

@@ -88,6 +88,9 @@ static void defaults(void **state)
     assert_int_equal(c.due_urgent, 3600);
     assert_int_equal(c.due_routine, 86400);
     assert_int_equal(c.upload_max_age, 7 * 86400);
+    assert_int_equal(c.dicom_max_associations, 16);
+    assert_int_equal(c.dicom_artim_timeout, 10);
+    assert_int_equal(c.dicom_idle_timeout, 60);
 }
 
 static void all_flags(void **state)
@@ -102,7 +105,10 @@ static void all_flags(void **state)
                       "--origin", "http://b.example:8080",
                       "--accept-unknown-ae", "--max-instance", "10M",
                       "--log-level", "debug", "--due-stat", "2",
-                      "--upload-max-age", "90", NULL);
+                      "--upload-max-age", "90",
+                      "--dicom-max-associations", "4",
+                      "--dicom-artim-timeout", "3",
+                      "--dicom-idle-timeout=7", NULL);
     assert_int_equal(rc, 0);
     assert_string_equal(c.data_dir, tmp);
     assert_string_equal(c.listen_host, "0.0.0.0");
@@ -119,6 +125,9 @@ static void all_flags(void **state)
     assert_int_equal(c.log_level, LOG_DEBUG);
     assert_int_equal(c.due_stat, 2);
     assert_int_equal(c.upload_max_age, 90);
+    assert_int_equal(c.dicom_max_associations, 4);
+    assert_int_equal(c.dicom_artim_timeout, 3);
+    assert_int_equal(c.dicom_idle_timeout, 7);
 }
 
 static void cert_defaults_follow_data(void **state)
@@ -241,6 +250,10 @@ static void bad_flags(void **state)
         { "--due-stat", "ten", "due-stat" },
         { "--upload-max-age", "0", "upload-max-age" },
         { "--upload-max-age", "1w", "upload-max-age" },
+        { "--dicom-max-associations", "0", "dicom-max-associations" },
+        { "--dicom-max-associations", "1025", "dicom-max-associations" },
+        { "--dicom-artim-timeout", "-1", "dicom-artim-timeout" },
+        { "--dicom-idle-timeout", "1m", "dicom-idle-timeout" },
         { "--bogus", "1", "--bogus" },
         { "--log-level", NULL, "needs a value" },
         { "positional", NULL, "positional" },

@@ -103,7 +103,7 @@ static void creates_a_usable_localhost_cert(void **state)
     assert_int_equal(stat(key_path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
     assert_int_equal(stat(cert_path, &st), 0);
-    assert_int_equal(st.st_mode & 0777, 0644);
+    assert_int_equal(st.st_mode & 0777, 0600);
 
     X509 *x = load_cert();
     EVP_PKEY *k = load_key();

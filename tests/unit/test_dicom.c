@@ -1626,23 +1626,45 @@ static int count_files(const char *dir)
     return n;
 }
 
+/* A listener configuration on a free port with its own spool dir. */
+static void scp_cfg(struct dicom_scp_cfg *cfg, char spool[PATH_MAX],
+                    const char *name, void *arg)
+{
+    snprintf(spool, PATH_MAX, "%s/%s", tmp, name);
+    mkdir(spool, 0700);
+    memset(cfg, 0, sizeof *cfg);
+    cfg->port = free_port();
+    cfg->ae_title = "HASHI";
+    cfg->tmp_dir = spool;
+    cfg->arg = arg;
+}
+
+/* An IPv4 address of this host that is not loopback, or "". */
+static void other_ip(char *ip, size_t n)
+{
+    ip[0] = 0;
+    FILE *hp = popen("hostname -I 2>/dev/null | tr ' ' '\\n' | "
+                     "grep -v : | grep -v '^127\\.' | head -1", "r");
+    if (!hp)
+        return;
+    if (!fgets(ip, (int)n, hp))
+        ip[0] = 0;
+    ip[strcspn(ip, "\n")] = 0;
+    pclose(hp);
+}
+
 static void test_scp(void **state)
 {
     (void)state;
     struct received r = {.mu = PTHREAD_MUTEX_INITIALIZER,
                          .status = DICOM_STATUS_SUCCESS};
     char spool[PATH_MAX];
-    snprintf(spool, sizeof spool, "%s/scp", tmp);
-    mkdir(spool, 0700);
-    struct dicom_scp_cfg cfg = {0};
-    cfg.port = free_port();
+    struct dicom_scp_cfg cfg;
+    scp_cfg(&cfg, spool, "scp", &r);
     cfg.loopback_only = 1;
-    cfg.ae_title = "HASHI";
-    cfg.tmp_dir = spool;
     cfg.dimse_timeout = 10;
     cfg.accept = on_accept;
     cfg.store = on_store;
-    cfg.arg = &r;
     struct err e = {0};
     struct dicom_scp *scp = dicom_scp_start(&cfg, &e);
     if (!scp)
@@ -1700,15 +1722,8 @@ static void test_scp(void **state)
     pthread_mutex_lock(&r.mu);
     assert_int_equal(r.count, 6);
     /* loopback_only: a peer on another address of this host is refused */
-    char ip[64] = "";
-    FILE *hp = popen("hostname -I 2>/dev/null | tr ' ' '\\n' | "
-                     "grep -v : | grep -v '^127\\.' | head -1", "r");
-    if (hp) {
-        if (!fgets(ip, sizeof ip, hp))
-            ip[0] = 0;
-        ip[strcspn(ip, "\n")] = 0;
-        pclose(hp);
-    }
+    char ip[64];
+    other_ip(ip, sizeof ip);
     if (ip[0])
         assert_int_not_equal(run("TCP_NODELAY=1 echoscu -q -aet TESTSCU "
                                  "-aec HASHI %s %d 2>/dev/null", ip,
@@ -1750,6 +1765,119 @@ static void test_scp(void **state)
     dicom_scp_stop(NULL);
 }
 
+/* Per-association contexts: open gives each association its own, the
+ * store callback receives it (not cfg.arg), close comes once per opened
+ * association, also for two associations running at once. */
+struct assoc_ctx {
+    struct received *r;
+    char ae[17];
+    int stores;
+};
+
+static int opens, closes, refused, ctx_stores, wrong_arg;
+
+static int on_open(void *arg, const char *ae, const char *host, void **out)
+{
+    (void)host;
+    struct received *r = arg;
+    pthread_mutex_lock(&r->mu);
+    int ok = strcmp(ae, "BADAE") != 0;
+    if (ok)
+        opens++;
+    else
+        refused++;
+    pthread_mutex_unlock(&r->mu);
+    if (!ok)
+        return 0;
+    struct assoc_ctx *c = calloc(1, sizeof *c);
+    c->r = r;
+    snprintf(c->ae, sizeof c->ae, "%s", ae);
+    *out = c;
+    return 1;
+}
+
+static unsigned on_store_ctx(void *arg, const char *path, const char *ae,
+                             const char *host, char comment[64])
+{
+    (void)host;
+    (void)comment;
+    struct assoc_ctx *c = arg;
+    unlink(path);
+    pthread_mutex_lock(&c->r->mu);
+    if (strcmp(c->ae, ae))
+        wrong_arg++;
+    c->stores++;
+    ctx_stores++;
+    pthread_mutex_unlock(&c->r->mu);
+    return DICOM_STATUS_SUCCESS;
+}
+
+static void on_close(void *arg, void *assoc)
+{
+    struct received *r = arg;
+    struct assoc_ctx *c = assoc;
+    pthread_mutex_lock(&r->mu);
+    closes++;
+    if (c->r != r)
+        wrong_arg++;
+    pthread_mutex_unlock(&r->mu);
+    free(c);
+}
+
+static void test_scp_contexts(void **state)
+{
+    (void)state;
+    struct received r = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                         .status = DICOM_STATUS_SUCCESS};
+    char spool[PATH_MAX];
+    struct dicom_scp_cfg cfg;
+    scp_cfg(&cfg, spool, "scp-ctx", &r);
+    cfg.host = "127.0.0.1";
+    cfg.store = on_store_ctx;
+    cfg.open = on_open;
+    cfg.close = on_close;
+    struct err e = {0};
+    struct dicom_scp *scp = dicom_scp_start(&cfg, &e);
+    if (!scp)
+        fail_msg("scp start: %s", e.msg);
+
+    /* two associations at once, two instances each, and a refused one */
+    assert_int_equal(run("TCP_NODELAY=1 storescu -q -aet ONE -aec HASHI "
+                         "127.0.0.1 %d '%s' '%s' & p=$!; "
+                         "TCP_NODELAY=1 storescu -q -aet TWO -aec HASHI "
+                         "127.0.0.1 %d '%s' '%s'; b=$?; wait $p; "
+                         "[ $? = 0 ] && [ $b = 0 ]", cfg.port, ct(1), ct(2),
+                         cfg.port,
+                         ct(3), ct(2)), 0);
+    assert_int_not_equal(run("TCP_NODELAY=1 echoscu -q -aet BADAE -aec HASHI "
+                             "127.0.0.1 %d 2>/dev/null", cfg.port), 0);
+    dicom_scp_stop(scp);
+    assert_int_equal(opens, 2);
+    assert_int_equal(closes, 2);
+    assert_int_equal(refused, 1);
+    assert_int_equal(ctx_stores, 4);
+    assert_int_equal(wrong_arg, 0);
+    assert_int_equal(count_files(spool), 0);
+
+    /* bound to 127.0.0.1 only: another address of this host is refused
+     * at the TCP level (DcmSCP used to bind every interface) */
+    char ip[64];
+    other_ip(ip, sizeof ip);
+    scp = dicom_scp_start(&cfg, &e);
+    assert_non_null(scp);
+    if (ip[0]) {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {0};
+        a.sin_family = AF_INET;
+        a.sin_port = htons((uint16_t)cfg.port);
+        assert_int_equal(inet_pton(AF_INET, ip, &a.sin_addr), 1);
+        assert_int_not_equal(connect(s, (struct sockaddr *)&a, sizeof a), 0);
+        assert_int_equal(errno, ECONNREFUSED);
+        close(s);
+    }
+    dicom_scp_stop(scp);
+}
+
 static void test_scp_bad_config(void **state)
 {
     (void)state;
@@ -1789,6 +1917,7 @@ int main(void)
         cmocka_unit_test(test_pixels_equal_across_encodings),
         cmocka_unit_test(test_transcode_refused),
         cmocka_unit_test(test_scp),
+        cmocka_unit_test(test_scp_contexts),
         cmocka_unit_test(test_scp_bad_config),
     };
     const char *filter = getenv("DICOM_TEST_FILTER");
