@@ -1,0 +1,87 @@
+#!/bin/sh
+# `hashi send` of a 20-file folder over hashi.v1 uploads through a link
+# that is cut every 2 s: it reconnects, asks each file's durable offset
+# and sends only the rest.  Nothing is stored twice (20 instances, once),
+# the bytes through the link stay within 1.1 x the folder (resumed, not
+# restarted), the case shows 20 of 20, and the study has its preview.
+# The same command again re-sends no file: every begin is answered
+# duplicate at once.  A dead server ends with exit 2 and "pending".
+. "$(dirname "$0")/lib.sh"
+
+hashi_setup
+dir=$(study send-cuts 20 --size 512 --seed 47)
+folder=$(du -cb "$dir"/*.dcm | tail -1 | cut -f1)
+st=$(attr_of "$(ls "$dir"/*.dcm | head -1)" StudyInstanceUID)
+tok=$(login demo-requester)
+
+# The poor link: 2 MB/s, cut every 2 s (the folder takes ~5 s).
+LINKEMU="$HASHI_TOOLS/linkemu.py"
+link_start() {    # NAME [linkemu args]
+    _ln=$1; shift
+    LPORT=$(free_port)
+    $PY "$LINKEMU" --listen "127.0.0.1:$LPORT" --target "127.0.0.1:$HPORT" \
+        --stats "$T_TMP/link-$_ln.json" "$@" 2>"$T_TMP/link-$_ln.log" &
+    echo $! >"$T_TMP/link-$_ln.pid"
+    at_exit "kill $! 2>/dev/null"
+    wait_grep "$T_TMP/link-$_ln.log" "linkemu: " 10
+}
+link_stop() {     # NAME: stop it, keep its statistics
+    kill -TERM "$(cat "$T_TMP/link-$1.pid")"
+    wait_pid "$(cat "$T_TMP/link-$1.pid")" 10
+    [ -s "$T_TMP/link-$1.json" ] || fail "no statistics from link $1"
+}
+link_stat() { jget "$T_TMP/link-$1.json" "d['$2']"; }
+
+link_start cuts --rate 2M --cut-every 2s
+echo "$DEMO_PASSWORD" | cli req login --server "https://127.0.0.1:$LPORT" \
+    --user demo-requester --password-stdin --cacert "$CACERT" \
+    >>"$T_TMP/cli.log" 2>&1 || fail "login through the link"
+send() {    # the folder, as demo-requester, through the link
+    HASHI_CONFIG_DIR="$T_TMP/cli-req" timeout 120 "$HASHI" send \
+        --to neurology --priority stat --question "Bleed?" "$dir" </dev/null
+}
+CASE=$(send 2>"$T_TMP/send.err") || fail "send: $(tail -3 "$T_TMP/send.err")"
+link_stop cuts
+log "$(grep -c reconnecting "$T_TMP/send.err") reconnections"
+assert_ge 2 "$(grep -c 'reconnecting' "$T_TMP/send.err")" \
+    "reconnections after cuts ($(cat "$T_TMP/send.err"))"
+assert_ge 2 "$(link_stat cuts cuts)" "cuts of the link"
+up=$(link_stat cuts up_bytes)
+log "folder $folder bytes, $up bytes up through the link"
+assert_le $((folder * 11 / 10)) "$up" "bytes through the link (1.1 x folder)"
+assert_eq 20 "$(qido_count "$tok" "/dicomweb/studies/$st/instances")" \
+    "instances of the study in the index"
+sqlite3 "$DATA/hashi.db" "SELECT count(*) FROM instances" >"$T_TMP/n" ||
+    fail "sqlite3"
+assert_eq 20 "$(cat "$T_TMP/n")" "instance rows"
+assert_eq 0 "$(ls "$T_TMP/cli-req/pending" | wc -l)" "pending/ after success"
+cli req show "$CASE" --json >"$T_TMP/case.json" || fail "show"
+assert_eq "{'received': 20, 'expected': 20}" \
+    "$(jget "$T_TMP/case.json" 'd["case"]["images"]')" "the case's images"
+assert_eq "[$(printf "'%s'" "$st")]" \
+    "$(jget "$T_TMP/case.json" 'd["case"]["study_uids"]')" "the case's study"
+assert_eq 200 "$(http GET "/api/studies/$st/preview" "$tok")" "preview"
+assert_eq ffd8ff "$(head -c 3 "$T_TMP/body" | od -An -tx1 | tr -d ' \n')" \
+    "the preview is a JPEG"
+
+# The same command again: every file answered duplicate at begin, so
+# only the requests (and the new case) cross the link.
+link_start again
+CASE2=$(send 2>"$T_TMP/send2.err") ||
+    fail "second send: $(tail -3 "$T_TMP/send2.err")"
+link_stop again
+assert_ne "$CASE" "$CASE2" "the second send is a new case"
+up2=$(link_stat again up_bytes)
+log "second send: $up2 bytes up"
+assert_le $((folder / 20)) "$up2" "bytes up for a folder the server holds"
+assert_eq 20 "$(qido_count "$tok" "/dicomweb/studies/$st/instances")" \
+    "instances after the second send"
+
+# A server that is gone: bounded retries, exit 2, the case pending.
+hashi_stop
+send >/dev/null 2>"$T_TMP/dead.err"
+assert_eq 2 "$?" "exit status with the server gone"
+assert_file_has "$T_TMP/dead.err" "pending: run the same command again" \
+    "the pending message"
+assert_eq 1 "$(ls "$T_TMP/cli-req/pending" | wc -l)" "pending/ after a failure"
+pass
