@@ -1454,15 +1454,22 @@ static int send_v1(struct cli *cl, struct sendjob *sj, struct msg *create,
     for (;;) {
         struct msg welcome;
         int got = 0;
+        rc = 0;
         if (u.max_seq < 0) {
             /* the user's last event seq, so hello replays nothing */
-            rc = api(cl, "GET", "/api/events?after=9007199254740991"
-                     "&limit=1", NULL, &ev, NULL, NULL, e);
-            if (!rc)
+            int st = 0;
+            rc = conn_json(cl->c, "GET", "/api/events?after="
+                           "9007199254740991&limit=1", cl->cfg.token, NULL,
+                           &st, &ev, e);
+            if (!rc && st == 200)
                 u.max_seq = json_integer_value(json_object_get(ev,
                                                                "last_seq"));
+            else if (!rc)
+                rc = conn_http_error(st, ev, e);
             json_decref(ev);
             ev = NULL;
+            if (rc == ERR_AUTH)
+                return auth_refused(e);
             if (rc && rc != ERR_IO)
                 return rc;
         }
