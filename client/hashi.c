@@ -67,6 +67,7 @@ static const char usage_text[] =
     "  answer CASE [TEXT] [--impression T] [--recommendation T]\n"
     "  close  CASE [--reason T]        reopen CASE [--reason T]\n"
     "  get    CASE --out DIR\n"
+    "  gateways [--json]               the clinic's edge gateways\n"
     "exit codes: 0 ok, 1 usage, 2 server or network error, 3 "
     "authentication\n"
     "state: $HASHI_CONFIG_DIR, else $XDG_CONFIG_HOME/hashi, else "
@@ -380,6 +381,18 @@ static const char *jstr(json_t *o, const char *key)
     return s ? s : "";
 }
 
+static void human(double b, char *out, size_t n)
+{
+    if (b >= 1e9)
+        snprintf(out, n, "%.2f GB", b / 1e9);
+    else if (b >= 1e6)
+        snprintf(out, n, "%.1f MB", b / 1e6);
+    else if (b >= 1e3)
+        snprintf(out, n, "%.1f kB", b / 1e3);
+    else
+        snprintf(out, n, "%.0f B", b);
+}
+
 static void fmt_time(int64_t ms, char *out, size_t n)
 {
     time_t t = (time_t)(ms / 1000);
@@ -421,6 +434,19 @@ static void patient_str(json_t *cs, char *out, size_t n)
                  *sex ? " " : "", sex);
     else
         snprintf(out, n, "%s", *sex ? sex : "-");
+}
+
+/* "N of M" when the expected count is known (study.expect), else "N";
+ * images is a Case's {"received", "expected"}. */
+static void images_str(json_t *images, const char *of, char *out, size_t n)
+{
+    long long got = json_integer_value(json_object_get(images, "received"));
+    json_t *want = json_object_get(images, "expected");
+    if (json_is_integer(want))
+        snprintf(out, n, "%lld%s%lld", got, of,
+                 (long long)json_integer_value(want));
+    else
+        snprintf(out, n, "%lld", got);
 }
 
 static const char *case_to(json_t *cs)
@@ -618,18 +644,20 @@ static int cmd_inbox(int argc, char **argv)
         if (!json_array_size(cases))
             printf("no cases\n");
         else
-            printf("%-32s  %-8s  %-7s  %-14s  %-7s  %-16s  %s\n", "CASE",
-                   "STATUS", "PRIO", "TO", "PATIENT", "UPDATED",
-                   "QUESTION");
+            printf("%-32s  %-8s  %-7s  %-14s  %-7s  %-9s  %-16s  %s\n",
+                   "CASE", "STATUS", "PRIO", "TO", "PATIENT", "IMAGES",
+                   "UPDATED", "QUESTION");
         json_array_foreach(cases, i, cs) {
-            char pat[32], when[32], q[200];
+            char pat[32], when[32], q[200], imgs[48];
             patient_str(cs, pat, sizeof pat);
+            images_str(json_object_get(cs, "images"), "/", imgs,
+                       sizeof imgs);
             fmt_time(json_integer_value(json_object_get(cs, "updated_at")),
                      when, sizeof when);
             clip(jstr(cs, "question"), 60, q, sizeof q);
-            printf("%-32s  %-8s  %-7s  %-14s  %-7s  %-16s  %s\n",
+            printf("%-32s  %-8s  %-7s  %-14s  %-7s  %-9s  %-16s  %s\n",
                    jstr(cs, "case_id"), jstr(cs, "status"),
-                   jstr(cs, "priority"), case_to(cs), pat, when, q);
+                   jstr(cs, "priority"), case_to(cs), pat, imgs, when, q);
         }
     }
     json_decref(res);
@@ -638,7 +666,7 @@ static int cmd_inbox(int argc, char **argv)
 
 static void print_case(json_t *cs)
 {
-    char pat[32], when[32];
+    char pat[32], when[32], imgs[48];
     json_t *ans = json_object_get(cs, "answer"), *msgs, *m, *st;
     size_t i;
 
@@ -660,8 +688,8 @@ static void print_case(json_t *cs)
         printf("history    %s\n", jstr(cs, "history"));
     json_array_foreach(json_object_get(cs, "study_uids"), i, st)
         printf("study      %s\n", json_string_value(st));
-    printf("images     %lld received\n", (long long)json_integer_value(
-           json_object_get(json_object_get(cs, "images"), "received")));
+    images_str(json_object_get(cs, "images"), " of ", imgs, sizeof imgs);
+    printf("images     %s received\n", imgs);
     if (json_is_object(ans)) {
         fmt_time(json_integer_value(json_object_get(ans, "at")), when,
                  sizeof when);
@@ -744,6 +772,76 @@ static int cmd_show(int argc, char **argv)
         print_case(cs);
     }
     json_decref(cs);
+    return EX_OK;
+}
+
+/* ---- gateways ------------------------------------------------------ */
+
+#define GATEWAY_STALE_MS 60000      /* no status for a minute: stale */
+
+/* One line a gateway: "gateway NAME last seen <time> (N s ago), W
+ * waiting, ..." — or "never seen" before its first gateway.status. */
+static void print_gateway(json_t *g, int64_t now)
+{
+    json_t *st = json_object_get(g, "status");
+    json_t *seen = json_object_get(g, "last_seen");
+    char when[32], rate[32];
+    if (!json_is_integer(seen)) {
+        printf("gateway %s never seen\n", jstr(g, "name"));
+        return;
+    }
+    int64_t at = json_integer_value(seen), ago = (now - at) / 1000;
+    fmt_time(at, when, sizeof when);
+    human((double)json_integer_value(json_object_get(st, "rate_bps")),
+          rate, sizeof rate);
+    printf("gateway %s last seen %s (%lld s ago%s), %lld waiting, %lld in "
+           "flight, %lld done, %lld failed, %s/s", jstr(g, "name"), when,
+           (long long)(ago < 0 ? 0 : ago),
+           now - at > GATEWAY_STALE_MS ? ", STALE" : "",
+           (long long)json_integer_value(json_object_get(st, "waiting")),
+           (long long)json_integer_value(json_object_get(st, "in_flight")),
+           (long long)json_integer_value(json_object_get(st, "done")),
+           (long long)json_integer_value(json_object_get(st, "failed")),
+           rate);
+    if (*jstr(st, "last_error")) {
+        char err[200];
+        clip(jstr(st, "last_error"), 120, err, sizeof err);
+        printf(", last error: %s", err);
+    }
+    putchar('\n');
+}
+
+static int cmd_gateways(int argc, char **argv)
+{
+    struct opt opts[] = { OPT("--json", 0), OPT_END };
+    struct args a;
+    struct cli cl;
+    struct err e = { 0, "" };
+    json_t *res = NULL, *g;
+    size_t i;
+    int rc = parse_opts(argc, argv, opts, &a);
+
+    if (rc)
+        return rc;
+    if (a.npos)
+        return usage_err("unexpected argument '%s'", a.pos[0]);
+    if ((rc = cli_open(&cl, &e)) ||
+        (rc = api(&cl, "GET", "/api/gateways", NULL, &res, NULL, NULL,
+                  &e))) {
+        cli_close(&cl);
+        return fail(rc, &e);
+    }
+    cli_close(&cl);
+    if (oset(opts, "--json")) {
+        print_json(res);
+    } else {
+        json_t *list = json_object_get(res, "gateways");
+        if (!json_array_size(list))
+            printf("no gateways\n");
+        json_array_foreach(list, i, g)
+            print_gateway(g, now_ms());
+    }
+    json_decref(res);
     return EX_OK;
 }
 
@@ -944,8 +1042,8 @@ static void print_event_line(const struct msg_event *ev)
         break;
     }
     case MSG_EV_IMAGES_ARRIVED:
-        printf("%lld image(s) received", (long long)json_integer_value(
-               json_object_get(b, "received")));
+        images_str(json_object_get(b, "images"), " of ", t1, sizeof t1);
+        printf("%s image(s) received", t1);
         break;
     default:
         break;
@@ -1256,18 +1354,6 @@ struct progress {
     uint64_t total, done;
     double start, shown;
 };
-
-static void human(double b, char *out, size_t n)
-{
-    if (b >= 1e9)
-        snprintf(out, n, "%.2f GB", b / 1e9);
-    else if (b >= 1e6)
-        snprintf(out, n, "%.1f MB", b / 1e6);
-    else if (b >= 1e3)
-        snprintf(out, n, "%.1f kB", b / 1e3);
-    else
-        snprintf(out, n, "%.0f B", b);
-}
 
 static void progress_show(struct progress *p, int final)
 {
@@ -2073,6 +2159,7 @@ int main(int argc, char **argv)
         { "chat", cmd_chat, 0 }, { "answer", cmd_answer, 0 },
         { "claim", NULL, MSG_CASE_CLAIM }, { "close", NULL, MSG_CASE_CLOSE },
         { "reopen", NULL, MSG_CASE_REOPEN }, { "get", cmd_get, 0 },
+        { "gateways", cmd_gateways, 0 },
     };
 
     signal(SIGPIPE, SIG_IGN);
