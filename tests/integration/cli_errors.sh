@@ -69,6 +69,20 @@ expect 2 "specialist" req claim "$CASE"      # a requester may not claim
 expect 2 "claim" neuro answer "$CASE" "no claim yet"
 expect 2 "dermatology" req send --to dermatology \
     --priority routine --question "Nobody" --study 1.2.3
+# files: one that is not DICOM stops the send before anything goes out (1);
+# another clinic's study is refused at its study.expect (2), nothing sent
+dir=$(study cli-errors 2 --size 64 --seed 59)
+mkdir "$T_TMP/mixed" && cp "$dir"/*.dcm "$T_TMP/mixed/" &&
+    echo "not an image" >"$T_TMP/mixed/zz-notes.txt"
+expect 1 "zz-notes.txt: not DICOM" req send --to neurology --priority stat \
+    --question q "$T_TMP/mixed"
+[ -z "$(ls "$DATA/uploads")" ] || fail "a refused send left uploads"
+tok=$(login demo-requester)
+assert_in "200 202" "$(stow "$tok" "$dir"/*.dcm)" "STOW by clinic A"
+user_add req-b "Clinic B" requester
+cli_login reqb req-b
+expect 2 "study.expect: .*no such study" reqb send --to neurology \
+    --priority stat --question q "$dir"
 
 # TLS: a CA that did not sign the server's certificate: 2, nothing saved.
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T_TMP/other.key" \
