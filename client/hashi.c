@@ -598,14 +598,28 @@ static int cmd_logout(int argc, char **argv)
 
 /* ---- inbox / show --------------------------------------------------- */
 
+/* One GET of the REST API on a connection of its own: 0 and *res (the
+ * caller's), or the command's exit code with the error printed. */
+static int get_once(const char *path, json_t **res)
+{
+    struct cli cl;
+    struct err e = { 0, "" };
+    int rc;
+    if ((rc = cli_open(&cl, &e)) ||
+        (rc = api(&cl, "GET", path, NULL, res, NULL, NULL, &e))) {
+        cli_close(&cl);
+        return fail(rc, &e);
+    }
+    cli_close(&cl);
+    return 0;
+}
+
 static int cmd_inbox(int argc, char **argv)
 {
     struct opt opts[] = {
         OPT("--json", 0), OPT("--status", 1), OPT("--limit", 1), OPT_END,
     };
     struct args a;
-    struct cli cl;
-    struct err e = { 0, "" };
     json_t *res = NULL;
     long long limit = MSG_LIST_DEFAULT;
     char path[128];
@@ -630,12 +644,8 @@ static int cmd_inbox(int argc, char **argv)
         snprintf(path + n, sizeof path - (size_t)n, "&status=%s",
                  msg_status_name(s));
     }
-    if ((rc = cli_open(&cl, &e)) ||
-        (rc = api(&cl, "GET", path, NULL, &res, NULL, NULL, &e))) {
-        cli_close(&cl);
-        return fail(rc, &e);
-    }
-    cli_close(&cl);
+    if ((rc = get_once(path, &res)))
+        return rc;
     if (oset(opts, "--json")) {
         print_json(res);
     } else {
@@ -815,8 +825,6 @@ static int cmd_gateways(int argc, char **argv)
 {
     struct opt opts[] = { OPT("--json", 0), OPT_END };
     struct args a;
-    struct cli cl;
-    struct err e = { 0, "" };
     json_t *res = NULL, *g;
     size_t i;
     int rc = parse_opts(argc, argv, opts, &a);
@@ -825,13 +833,8 @@ static int cmd_gateways(int argc, char **argv)
         return rc;
     if (a.npos)
         return usage_err("unexpected argument '%s'", a.pos[0]);
-    if ((rc = cli_open(&cl, &e)) ||
-        (rc = api(&cl, "GET", "/api/gateways", NULL, &res, NULL, NULL,
-                  &e))) {
-        cli_close(&cl);
-        return fail(rc, &e);
-    }
-    cli_close(&cl);
+    if ((rc = get_once("/api/gateways", &res)))
+        return rc;
     if (oset(opts, "--json")) {
         print_json(res);
     } else {

@@ -65,6 +65,23 @@ static struct up_file *by_upload(struct uploader *u, const char *upload_id)
     return NULL;
 }
 
+/* Sends a built request m (or fails f when building failed: rc), and
+ * waits for its answer in state. */
+static int send_req(struct conn *c, struct up_file *f, struct msg *m,
+                    int rc, const struct msg_error *me, int state,
+                    struct err *e)
+{
+    if (rc) {
+        fail_file(f, "%s%s", me->message, "");
+        return 0;
+    }
+    rc = conn_v1_send(c, m, e);
+    strlcpy_h(f->rid, m->id, sizeof f->rid);
+    msg_free(m);
+    f->state = state;
+    return rc;
+}
+
 static int send_begin(struct conn *c, struct up_file *f, struct err *e)
 {
     struct msg m;
@@ -76,15 +93,7 @@ static int send_begin(struct conn *c, struct up_file *f, struct err *e)
                                          (int64_t)f->size, f->study_uid, &me)
         : msg_build_upload_begin(&m, id, f->sha256, f->sha256,
                                  (int64_t)f->size, NULL, &me);
-    if (rc) {
-        fail_file(f, "%s%s", me.message, "");
-        return 0;
-    }
-    rc = conn_v1_send(c, &m, e);
-    strlcpy_h(f->rid, m.id, sizeof f->rid);
-    msg_free(&m);
-    f->state = UP_BEGUN;
-    return rc;
+    return send_req(c, f, &m, rc, &me, UP_BEGUN, e);
 }
 
 static int send_end(struct conn *c, struct up_file *f, struct err *e)
@@ -93,15 +102,8 @@ static int send_end(struct conn *c, struct up_file *f, struct err *e)
     struct msg_error me;
     char id[33];
     conn_random_id(id);
-    if (msg_build_upload_end(&m, id, f->sha256, &me)) {
-        fail_file(f, "%s%s", me.message, "");
-        return 0;
-    }
-    int rc = conn_v1_send(c, &m, e);
-    strlcpy_h(f->rid, m.id, sizeof f->rid);
-    msg_free(&m);
-    f->state = UP_ENDED;
-    return rc;
+    int rc = msg_build_upload_end(&m, id, f->sha256, &me);
+    return send_req(c, f, &m, rc, &me, UP_ENDED, e);
 }
 
 /* The next chunk of f from f->sent, read through *fd (opened on first
