@@ -1624,7 +1624,8 @@ static int send_v1(struct cli *cl, struct sendjob *sj, struct msg *create,
     }
 }
 
-/* The files refused by the server, as one error (0 if none). */
+/* The files not stored (refused by the server, or unreadable here), as
+ * one error (0 if none). */
 static int send_refusals(struct sendjob *sj, struct err *e)
 {
     size_t bad = 0, i;
@@ -1637,7 +1638,7 @@ static int send_refusals(struct sendjob *sj, struct err *e)
     }
     if (!bad)
         return 0;
-    return err_set(e, ERR_INVALID, "%zu file(s) refused by the server, "
+    return err_set(e, ERR_INVALID, "%zu file(s) not stored, "
                    "e.g. %s: %s", bad, first->path ? first->path
                    : "the preview", first->error);
 }

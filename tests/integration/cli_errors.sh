@@ -79,6 +79,16 @@ expect 1 "zz-notes.txt: not DICOM" req send --to neurology --priority stat \
 [ -z "$(ls "$DATA/uploads")" ] || fail "a refused send left uploads"
 tok=$(login demo-requester)
 assert_in "200 202" "$(stow "$tok" "$dir"/*.dcm)" "STOW by clinic A"
+# other bytes under a stored SOP Instance UID: that file is not stored
+# (kept aside as a conflict), the case exists, exit 2 naming the file
+mkdir "$T_TMP/other" && $PY -c 'import sys, pydicom
+d = pydicom.dcmread(sys.argv[1]); d.PatientName = "Other^Bytes"
+d.save_as(sys.argv[2])' "$(ls "$dir"/*.dcm | head -1)" "$T_TMP/other/x.dcm" ||
+    fail "making a conflicting file"
+expect 2 "1 file\(s\) not stored, e.g. .*/x.dcm: the server holds other \
+bytes under its SOP Instance UID" req send --to neurology --priority stat \
+    --question conflict "$T_TMP/other"
+assert_eq 1 "$(sed -n '$=' "$T_TMP/out")" "the case id printed all the same"
 user_add req-b "Clinic B" requester
 cli_login reqb req-b
 expect 2 "study.expect: .*no such study" reqb send --to neurology \
