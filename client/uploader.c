@@ -35,15 +35,20 @@ static void fail_file(struct up_file *f, const char *fmt, const char *a,
     f->rid[0] = 0;
 }
 
-static void report(struct uploader *u)
+/* Acknowledged bytes changed, or a file got its final answer.  Only
+ * bytes beyond the best seen so far count as progress: a link that lets
+ * begins through but never a chunk must still end. */
+static void report(struct uploader *u, int final)
 {
     uint64_t acked = 0;
-    u->progressed = 1;
-    if (!u->progress)
-        return;
     for (size_t i = 0; i < u->n; i++)
         acked += u->f[i].acked;
-    u->progress(u->arg, acked);
+    if (acked > u->best || final) {
+        u->best = acked > u->best ? acked : u->best;
+        u->progressed = 1;
+    }
+    if (u->progress)
+        u->progress(u->arg, acked);
 }
 
 static struct up_file *by_rid(struct uploader *u, const char *rid)
@@ -182,7 +187,7 @@ static int take(struct uploader *u, struct msg *m, size_t *next_begin,
             f->sent = f->acked = off;
             f->state = UP_SENDING;
             f->rid[0] = 0;
-            report(u);
+            report(u, 0);
             return 0;
         }
         f = by_upload(u, a->upload_id);
@@ -191,7 +196,7 @@ static int take(struct uploader *u, struct msg *m, size_t *next_begin,
         if (a->reason == MSG_UA_PROGRESS) {
             if (off > f->acked && off <= f->sent) {
                 f->acked = off;
-                report(u);
+                report(u, 0);
             }
             return 0;
         }
@@ -219,7 +224,7 @@ static int take(struct uploader *u, struct msg *m, size_t *next_begin,
         }
         strlcpy_h(f->sop_uid, d->sop_instance_uid, sizeof f->sop_uid);
         f->sent = f->acked = f->size;
-        report(u);
+        report(u, 1);
         return 0;
     }
     case MSG_REPLY: {
@@ -236,7 +241,7 @@ static int take(struct uploader *u, struct msg *m, size_t *next_begin,
             return 0;
         }
         fail_file(f, "%s: %s", msg_code_name(code), r->error.message);
-        report(u);
+        report(u, 1);
         return 0;
     }
     case MSG_ERROR:

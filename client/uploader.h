@@ -58,7 +58,10 @@ struct uploader {
     int64_t max_seq;                /* highest event seq seen: the next
                                        hello's last_seq (events are not
                                        for the uploader; never acked) */
-    int progressed;                 /* set when a run got anything done */
+    int progressed;                 /* set when a run got bytes beyond
+                                       u->best acknowledged, or a file
+                                       its final answer */
+    uint64_t best;                  /* most bytes acknowledged so far */
 };
 
 /* Sends every file not yet done or failed over c (a hashi.v1 session).
