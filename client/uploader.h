@@ -25,7 +25,7 @@
 #include "../proto/util.h"
 #include "conn.h"
 
-#define UPLOADER_CHUNK (128u << 10)     /* a cut loses at most one */
+#define UPLOADER_CHUNK (64u << 10)      /* a cut loses at most one */
 #define UPLOADER_WINDOW (4u << 20)      /* > the server's 2 MiB flushes */
 #define UPLOADER_AHEAD 4                /* begins sent before their turn */
 
