@@ -10,7 +10,8 @@ import { api, h, fill, fmtTime, ago, patientLine, badges, ulid,
 import { createViewer } from './viewer.js';
 
 const OPEN = new Set(['new', 'claimed', 'reopened']);
-const PREVIEW_RETRY_MS = 5000;  // no preview yet: ask again this often
+const PREVIEW_RETRY_MS = 5000;  // no preview yet: ask again, doubling
+const PREVIEW_RETRY_MAX_MS = 60000;
 
 function section(title, id, ...body) {
     return h('section', { class: 'card', 'aria-labelledby': id },
@@ -167,6 +168,7 @@ export function mount(main, ctx, caseId) {
 
     // ---- images received, preview ------------------------------------
     let previewTry = 0;
+    let previewWait = PREVIEW_RETRY_MS;
     let previewTimer = null;
     let previewShown = false;
     function imagesComplete() {
@@ -187,15 +189,17 @@ export function mount(main, ctx, caseId) {
             loadPreview();
     }
     // Tries the studies' previews in turn; none there yet: again later
-    // (a preview is not an event), or when images arrive.
+    // (a preview is not an event; 5 s doubling to 60 s), or at once when
+    // images arrive.
     function loadPreview(i = 0) {
         clearTimeout(previewTimer);
         previewTimer = null;
         const uids = kase.study_uids || [];
         if (dead || previewShown || i >= uids.length || imagesComplete()) {
-            if (!dead && !previewShown && !imagesComplete())
-                previewTimer = setTimeout(() => loadPreview(0),
-                                          PREVIEW_RETRY_MS);
+            if (!dead && !previewShown && !imagesComplete()) {
+                previewTimer = setTimeout(() => loadPreview(0), previewWait);
+                previewWait = Math.min(previewWait * 2, PREVIEW_RETRY_MAX_MS);
+            }
             return;
         }
         previewImg.onload = () => {
