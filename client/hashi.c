@@ -4,10 +4,12 @@
  *
  * Every command is a short sequential program over client/conn.c.  The
  * one-shot commands use HTTPS on one kept-alive connection: /api/login,
- * the REST twin of the consult operations (/api/cases...), DICOMweb
- * (STOW-RS up, WADO-RS down).  Only `watch` opens a hashi.v1 session: it
- * replays what the user missed, then follows live, and acknowledges each
- * event after printing it and saving its seq.  What must survive between
+ * the REST twin of the consult operations (/api/cases...), WADO-RS for
+ * `get`.  `watch` opens a hashi.v1 session: it replays what the user
+ * missed, then follows live, and acknowledges each event after printing
+ * it and saving its seq.  `send` with files opens one too, for resumable
+ * uploads (client/uploader.c), replaying and acknowledging nothing.
+ * What must survive between
  * runs (server, token, watch's last_seq, unconfirmed creates) lives in
  * client/config.c's directory.
  *
@@ -228,12 +230,13 @@ static int parse_int(const char *s, long long lo, long long hi,
 
 /* ---- session ----------------------------------------------------------
  * The one-shot commands (inbox, show, claim, chat, answer, close, reopen,
- * get, and send's create) speak the REST twin under /api over one
+ * get, and send --study) speak the REST twin under /api over one
  * kept-alive HTTPS connection.  A hashi.v1 session would replay every
  * event the user has not acknowledged yet on each command, only for it
- * to be thrown away: traffic a slow link cannot spare.  Only `watch`
- * opens a hashi.v1 session, and only watch acknowledges events (an ack
- * is what marks messages delivered to the user). */
+ * to be thrown away: traffic a slow link cannot spare.  `send` with files
+ * needs one for its uploads: its hello names the user's last seq, so
+ * nothing is replayed.  Only watch acknowledges events (an ack is what
+ * marks messages delivered to the user). */
 
 struct cli {
     struct cli_config cfg;
