@@ -1608,6 +1608,13 @@ int conn_v1_next(struct conn *c, int timeout_ms, struct msg *out,
     return v1_recv(c, timeout_ms, out, NULL, NULL, e);
 }
 
+int conn_v1_send(struct conn *c, struct msg *m, struct err *e)
+{
+    if (msg_is_request(m->type) && !m->id[0])
+        conn_random_id(m->id);
+    return v1_send(c, m, e);
+}
+
 int conn_v1_ack(struct conn *c, int64_t seq, struct err *e)
 {
     struct msg m;

@@ -176,6 +176,10 @@ int conn_v1_request(struct conn *c, struct msg *req, struct msg *ans,
  * in e and its wire code in *code (may be NULL). */
 int conn_v1_call(struct conn *c, struct msg *req, json_t **result,
                  enum msg_code *code, struct err *e);
+/* Sends m without waiting for anything (pipelined requests: their
+ * answers come through conn_v1_next); a request's empty id is set to a
+ * fresh random one first. */
+int conn_v1_send(struct conn *c, struct msg *m, struct err *e);
 /* The next message from the server that is not an answer being waited
  * for: queued ones first.  CONN_TIMEOUT after timeout_ms.  msg_free it. */
 int conn_v1_next(struct conn *c, int timeout_ms, struct msg *out,

@@ -4,10 +4,12 @@
  *
  * Every command is a short sequential program over client/conn.c.  The
  * one-shot commands use HTTPS on one kept-alive connection: /api/login,
- * the REST twin of the consult operations (/api/cases...), DICOMweb
- * (STOW-RS up, WADO-RS down).  Only `watch` opens a hashi.v1 session: it
- * replays what the user missed, then follows live, and acknowledges each
- * event after printing it and saving its seq.  What must survive between
+ * the REST twin of the consult operations (/api/cases...), WADO-RS for
+ * `get`.  `watch` opens a hashi.v1 session: it replays what the user
+ * missed, then follows live, and acknowledges each event after printing
+ * it and saving its seq.  `send` with files opens one too, for resumable
+ * uploads (client/uploader.c), replaying and acknowledging nothing.
+ * What must survive between
  * runs (server, token, watch's last_seq, unconfirmed creates) lives in
  * client/config.c's directory.
  *
@@ -37,14 +39,13 @@
 #include "../proto/util.h"
 #include "config.h"
 #include "conn.h"
+#include "uploader.h"
 
 #define HASHI_VERSION "0.1.0"
 #define CLIENT_NAME "hashi-cli"
 
 enum { EX_OK = 0, EX_USAGE = 1, EX_SERVER = 2, EX_AUTH = 3 };
 
-#define STOW_BATCH_BYTES (64ull << 20)  /* one STOW request at most */
-#define STOW_BATCH_FILES 500
 #define NET_ATTEMPTS 4                  /* one try + retries on a cut */
 #define WATCH_ACK_EVERY 32
 #define WATCH_PING_MS 25000             /* idle: ping the server */
@@ -68,6 +69,7 @@ static const char usage_text[] =
     "  answer CASE [TEXT] [--impression T] [--recommendation T]\n"
     "  close  CASE [--reason T]        reopen CASE [--reason T]\n"
     "  get    CASE --out DIR\n"
+    "  gateways [--json]               the clinic's edge gateways\n"
     "exit codes: 0 ok, 1 usage, 2 server or network error, 3 "
     "authentication\n"
     "state: $HASHI_CONFIG_DIR, else $XDG_CONFIG_HOME/hashi, else "
@@ -228,12 +230,13 @@ static int parse_int(const char *s, long long lo, long long hi,
 
 /* ---- session ----------------------------------------------------------
  * The one-shot commands (inbox, show, claim, chat, answer, close, reopen,
- * get, and send's create) speak the REST twin under /api over one
+ * get, and send --study) speak the REST twin under /api over one
  * kept-alive HTTPS connection.  A hashi.v1 session would replay every
  * event the user has not acknowledged yet on each command, only for it
- * to be thrown away: traffic a slow link cannot spare.  Only `watch`
- * opens a hashi.v1 session, and only watch acknowledges events (an ack
- * is what marks messages delivered to the user). */
+ * to be thrown away: traffic a slow link cannot spare.  `send` with files
+ * needs one for its uploads: its hello names the user's last seq, so
+ * nothing is replayed.  Only watch acknowledges events (an ack is what
+ * marks messages delivered to the user). */
 
 struct cli {
     struct cli_config cfg;
@@ -381,6 +384,18 @@ static const char *jstr(json_t *o, const char *key)
     return s ? s : "";
 }
 
+static void human(double b, char *out, size_t n)
+{
+    if (b >= 1e9)
+        snprintf(out, n, "%.2f GB", b / 1e9);
+    else if (b >= 1e6)
+        snprintf(out, n, "%.1f MB", b / 1e6);
+    else if (b >= 1e3)
+        snprintf(out, n, "%.1f kB", b / 1e3);
+    else
+        snprintf(out, n, "%.0f B", b);
+}
+
 static void fmt_time(int64_t ms, char *out, size_t n)
 {
     time_t t = (time_t)(ms / 1000);
@@ -422,6 +437,19 @@ static void patient_str(json_t *cs, char *out, size_t n)
                  *sex ? " " : "", sex);
     else
         snprintf(out, n, "%s", *sex ? sex : "-");
+}
+
+/* "N of M" when the expected count is known (study.expect), else "N";
+ * images is a Case's {"received", "expected"}. */
+static void images_str(json_t *images, const char *of, char *out, size_t n)
+{
+    long long got = json_integer_value(json_object_get(images, "received"));
+    json_t *want = json_object_get(images, "expected");
+    if (json_is_integer(want))
+        snprintf(out, n, "%lld%s%lld", got, of,
+                 (long long)json_integer_value(want));
+    else
+        snprintf(out, n, "%lld", got);
 }
 
 static const char *case_to(json_t *cs)
@@ -573,14 +601,28 @@ static int cmd_logout(int argc, char **argv)
 
 /* ---- inbox / show --------------------------------------------------- */
 
+/* One GET of the REST API on a connection of its own: 0 and *res (the
+ * caller's), or the command's exit code with the error printed. */
+static int get_once(const char *path, json_t **res)
+{
+    struct cli cl;
+    struct err e = { 0, "" };
+    int rc;
+    if ((rc = cli_open(&cl, &e)) ||
+        (rc = api(&cl, "GET", path, NULL, res, NULL, NULL, &e))) {
+        cli_close(&cl);
+        return fail(rc, &e);
+    }
+    cli_close(&cl);
+    return 0;
+}
+
 static int cmd_inbox(int argc, char **argv)
 {
     struct opt opts[] = {
         OPT("--json", 0), OPT("--status", 1), OPT("--limit", 1), OPT_END,
     };
     struct args a;
-    struct cli cl;
-    struct err e = { 0, "" };
     json_t *res = NULL;
     long long limit = MSG_LIST_DEFAULT;
     char path[128];
@@ -605,12 +647,8 @@ static int cmd_inbox(int argc, char **argv)
         snprintf(path + n, sizeof path - (size_t)n, "&status=%s",
                  msg_status_name(s));
     }
-    if ((rc = cli_open(&cl, &e)) ||
-        (rc = api(&cl, "GET", path, NULL, &res, NULL, NULL, &e))) {
-        cli_close(&cl);
-        return fail(rc, &e);
-    }
-    cli_close(&cl);
+    if ((rc = get_once(path, &res)))
+        return rc;
     if (oset(opts, "--json")) {
         print_json(res);
     } else {
@@ -619,18 +657,20 @@ static int cmd_inbox(int argc, char **argv)
         if (!json_array_size(cases))
             printf("no cases\n");
         else
-            printf("%-32s  %-8s  %-7s  %-14s  %-7s  %-16s  %s\n", "CASE",
-                   "STATUS", "PRIO", "TO", "PATIENT", "UPDATED",
-                   "QUESTION");
+            printf("%-32s  %-8s  %-7s  %-14s  %-7s  %-9s  %-16s  %s\n",
+                   "CASE", "STATUS", "PRIO", "TO", "PATIENT", "IMAGES",
+                   "UPDATED", "QUESTION");
         json_array_foreach(cases, i, cs) {
-            char pat[32], when[32], q[200];
+            char pat[32], when[32], q[200], imgs[48];
             patient_str(cs, pat, sizeof pat);
+            images_str(json_object_get(cs, "images"), "/", imgs,
+                       sizeof imgs);
             fmt_time(json_integer_value(json_object_get(cs, "updated_at")),
                      when, sizeof when);
             clip(jstr(cs, "question"), 60, q, sizeof q);
-            printf("%-32s  %-8s  %-7s  %-14s  %-7s  %-16s  %s\n",
+            printf("%-32s  %-8s  %-7s  %-14s  %-7s  %-9s  %-16s  %s\n",
                    jstr(cs, "case_id"), jstr(cs, "status"),
-                   jstr(cs, "priority"), case_to(cs), pat, when, q);
+                   jstr(cs, "priority"), case_to(cs), pat, imgs, when, q);
         }
     }
     json_decref(res);
@@ -639,7 +679,7 @@ static int cmd_inbox(int argc, char **argv)
 
 static void print_case(json_t *cs)
 {
-    char pat[32], when[32];
+    char pat[32], when[32], imgs[48];
     json_t *ans = json_object_get(cs, "answer"), *msgs, *m, *st;
     size_t i;
 
@@ -661,8 +701,8 @@ static void print_case(json_t *cs)
         printf("history    %s\n", jstr(cs, "history"));
     json_array_foreach(json_object_get(cs, "study_uids"), i, st)
         printf("study      %s\n", json_string_value(st));
-    printf("images     %lld received\n", (long long)json_integer_value(
-           json_object_get(json_object_get(cs, "images"), "received")));
+    images_str(json_object_get(cs, "images"), " of ", imgs, sizeof imgs);
+    printf("images     %s received\n", imgs);
     if (json_is_object(ans)) {
         fmt_time(json_integer_value(json_object_get(ans, "at")), when,
                  sizeof when);
@@ -745,6 +785,69 @@ static int cmd_show(int argc, char **argv)
         print_case(cs);
     }
     json_decref(cs);
+    return EX_OK;
+}
+
+/* ---- gateways ------------------------------------------------------ */
+
+#define GATEWAY_STALE_MS 60000      /* no status for a minute: stale */
+
+/* One line a gateway: "gateway NAME last seen <time> (N s ago), W
+ * waiting, ..." — or "never seen" before its first gateway.status. */
+static void print_gateway(json_t *g, int64_t now)
+{
+    json_t *st = json_object_get(g, "status");
+    json_t *seen = json_object_get(g, "last_seen");
+    char when[32], rate[32];
+    if (!json_is_integer(seen)) {
+        printf("gateway %s never seen\n", jstr(g, "name"));
+        return;
+    }
+    int64_t at = json_integer_value(seen), ago = (now - at) / 1000;
+    fmt_time(at, when, sizeof when);
+    human((double)json_integer_value(json_object_get(st, "rate_bps")),
+          rate, sizeof rate);
+    printf("gateway %s last seen %s (%lld s ago%s), %lld waiting, %lld in "
+           "flight, %lld done, %lld failed, %s/s", jstr(g, "name"), when,
+           (long long)(ago < 0 ? 0 : ago),
+           now - at > GATEWAY_STALE_MS ? ", STALE" : "",
+           (long long)json_integer_value(json_object_get(st, "waiting")),
+           (long long)json_integer_value(json_object_get(st, "in_flight")),
+           (long long)json_integer_value(json_object_get(st, "done")),
+           (long long)json_integer_value(json_object_get(st, "failed")),
+           rate);
+    if (*jstr(st, "last_error")) {
+        char err[200];
+        clip(jstr(st, "last_error"), 120, err, sizeof err);
+        printf(", last error: %s", err);
+    }
+    putchar('\n');
+}
+
+static int cmd_gateways(int argc, char **argv)
+{
+    struct opt opts[] = { OPT("--json", 0), OPT_END };
+    struct args a;
+    json_t *res = NULL, *g;
+    size_t i;
+    int rc = parse_opts(argc, argv, opts, &a);
+
+    if (rc)
+        return rc;
+    if (a.npos)
+        return usage_err("unexpected argument '%s'", a.pos[0]);
+    if ((rc = get_once("/api/gateways", &res)))
+        return rc;
+    if (oset(opts, "--json")) {
+        print_json(res);
+    } else {
+        json_t *list = json_object_get(res, "gateways");
+        if (!json_array_size(list))
+            printf("no gateways\n");
+        json_array_foreach(list, i, g)
+            print_gateway(g, now_ms());
+    }
+    json_decref(res);
     return EX_OK;
 }
 
@@ -945,8 +1048,8 @@ static void print_event_line(const struct msg_event *ev)
         break;
     }
     case MSG_EV_IMAGES_ARRIVED:
-        printf("%lld image(s) received", (long long)json_integer_value(
-               json_object_get(b, "received")));
+        images_str(json_object_get(b, "images"), " of ", t1, sizeof t1);
+        printf("%s image(s) received", t1);
         break;
     default:
         break;
@@ -1258,18 +1361,6 @@ struct progress {
     double start, shown;
 };
 
-static void human(double b, char *out, size_t n)
-{
-    if (b >= 1e9)
-        snprintf(out, n, "%.2f GB", b / 1e9);
-    else if (b >= 1e6)
-        snprintf(out, n, "%.1f MB", b / 1e6);
-    else if (b >= 1e3)
-        snprintf(out, n, "%.1f kB", b / 1e3);
-    else
-        snprintf(out, n, "%.0f B", b);
-}
-
 static void progress_show(struct progress *p, int final)
 {
     double now = now_mono();
@@ -1290,217 +1381,269 @@ static void progress_show(struct progress *p, int final)
     fflush(stderr);
 }
 
-/* Adds the study UID of a RetrieveURL ".../studies/<uid>[/...]". */
-static void add_study_from_url(json_t *studies, const char *url)
+/* ---- send: files as hashi.v1 uploads --------------------------------
+ * Files are read here first: each must parse as DICOM (a bad one stops
+ * the send before anything goes out), its sha256 names its upload, and
+ * its study is counted for study.expect.  Each study also gets a
+ * preview (its middle file, default window, <= 512 px) sent ahead of
+ * its instances, so the specialist sees something at once. */
+
+#define PREVIEW_PX 512
+
+struct sendjob {
+    struct up_file *up;             /* previews, then instances */
+    size_t nup;
+    json_t *studies;                /* study UIDs, first seen first */
+    json_t *counts;                 /* study UID -> distinct SOP UIDs */
+    int priority;                   /* enum msg_priority, for expect */
+    struct progress pg;
+};
+
+static void sendjob_free(struct sendjob *sj)
 {
-    const char *p = url ? strstr(url, "/studies/") : NULL;
-    char uid[MSG_UID_MAX + 1];
-    size_t n, i;
-    json_t *v;
-    if (!p)
-        return;
-    p += strlen("/studies/");
-    n = strcspn(p, "/?");
-    if (!n || n > MSG_UID_MAX)
-        return;
-    memcpy(uid, p, n);
-    uid[n] = 0;
-    json_array_foreach(studies, i, v)
-        if (!strcmp(json_string_value(v), uid))
-            return;
-    json_array_append_new(studies, json_string(uid));
+    for (size_t i = 0; i < sj->nup; i++)
+        free((void *)sj->up[i].data);
+    free(sj->up);
+    json_decref(sj->studies);
+    json_decref(sj->counts);
 }
 
-static const char *dcm_str(json_t *item, const char *tag)
+/* A JPEG preview of the study's middle file, as one more upload (none
+ * when the file has no image DCMTK can render: not an error). */
+static void add_preview(struct sendjob *sj, const char *path,
+                        const char *study)
 {
-    return json_string_value(json_array_get(json_object_get(
-        json_object_get(item, tag), "Value"), 0));
+    struct dcm_render_opts o = { .window_mode = DCM_WINDOW_DEFAULT,
+                                 .max_width = PREVIEW_PX,
+                                 .max_height = PREVIEW_PX };
+    struct err e = { 0, "" };
+    unsigned char *jpeg = NULL;
+    size_t len = 0;
+    if (dicom_render_jpeg(path, &o, &jpeg, &len, NULL, NULL, &e) ||
+        !len || len > MSG_PREVIEW_MAX) {
+        free(jpeg);
+        return;
+    }
+    struct up_file *p = &sj->up[sj->nup++];
+    memset(p, 0, sizeof *p);
+    p->data = jpeg;
+    p->size = len;
+    sha256_hex(jpeg, len, p->sha256);
+    strlcpy_h(p->study_uid, study, sizeof p->study_uid);
 }
 
-/* One STOW-RS request with files [from, to): the body is streamed, its
- * length known beforehand.  Study UIDs of the stored instances are added
- * to studies; failures are counted and the first is described in e. */
-static int stow_batch(struct cli *cl, struct files *f, size_t from,
-                      size_t to, struct progress *pg, json_t *studies,
-                      int *failed, struct err *e)
+static int sendjob_prepare(struct sendjob *sj, struct files *f,
+                           struct err *e)
 {
-    char boundary[48], ctype[160], head[256], hexb[33];
-    uint64_t len = 0;
-    struct conn_request rq;
-    struct conn_response rs;
-    int rc;
+    struct dcm_info info;
+    json_t *sops = json_object();   /* SOP UID -> 1, to count once */
+    json_t *first = json_object();  /* study UID -> its files' paths */
+    struct up_file *inst;
+    size_t ninst = 0, i, k;
+    int rc = 0;
 
-    conn_random_id(hexb);
-    snprintf(boundary, sizeof boundary, "hashi-%s", hexb);
-    snprintf(ctype, sizeof ctype, "multipart/related; "
-             "type=\"application/dicom\"; boundary=%s", boundary);
-    for (size_t i = from; i < to; i++)
-        len += (uint64_t)snprintf(head, sizeof head, "%s--%s\r\nContent-"
-                                  "Type: application/dicom\r\nContent-"
-                                  "Length: %llu\r\n\r\n", i > from ? "\r\n"
-                                  : "", boundary,
-                                  (unsigned long long)f->v[i].size) +
-               f->v[i].size;
-    len += (uint64_t)snprintf(head, sizeof head, "\r\n--%s--\r\n", boundary);
-
-    memset(&rq, 0, sizeof rq);
-    rq.method = "POST";
-    rq.path = "/dicomweb/studies";
-    rq.token = cl->cfg.token;
-    rq.content_type = ctype;
-    rq.accept = "application/dicom+json";
-    rq.content_length = (int64_t)len;
-    if ((rc = conn_http_begin(cl->c, &rq, e)))
-        return rc;
-    static unsigned char buf[1 << 16];
-    for (size_t i = from; i < to && !rc; i++) {
-        int k = snprintf(head, sizeof head, "%s--%s\r\nContent-Type: "
-                         "application/dicom\r\nContent-Length: %llu\r\n\r\n",
-                         i > from ? "\r\n" : "", boundary,
-                         (unsigned long long)f->v[i].size);
-        if ((rc = conn_http_write(cl->c, head, (size_t)k, e)))
-            break;
-        int fd = open(f->v[i].path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            rc = err_set(e, ERR_INVALID, "%s: %s", f->v[i].path,
-                         strerror(errno));
+    memset(sj, 0, sizeof *sj);
+    sj->studies = json_array();
+    sj->counts = json_object();
+    sj->up = calloc(f->n * 2 + 1, sizeof *sj->up);
+    inst = calloc(f->n + 1, sizeof *inst);
+    if (!sj->up || !inst || !sops || !first)
+        rc = err_set(e, ERR_INTERNAL, "out of memory");
+    for (i = 0; i < f->n && !rc; i++) {
+        struct up_file *u = &inst[ninst];
+        uint64_t size;
+        if ((rc = dicom_parse_file(f->v[i].path, &info, e))) {
+            char pre[PATH_MAX + 32];
+            snprintf(pre, sizeof pre, "%s: not DICOM (", f->v[i].path);
+            rc = err_wrap(e, ERR_INVALID, pre, ")");
             break;
         }
-        uint64_t left = f->v[i].size;
-        while (left && !rc) {
-            size_t want = left < sizeof buf ? (size_t)left : sizeof buf;
-            ssize_t r = read(fd, buf, want);
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r <= 0) {
-                rc = err_set(e, ERR_INVALID, "%s changed while being sent",
-                             f->v[i].path);
-                break;
-            }
-            rc = conn_http_write(cl->c, buf, (size_t)r, e);
-            left -= (uint64_t)r;
-            pg->done += (uint64_t)r;
-            progress_show(pg, 0);
+        if ((rc = sha256_file(f->v[i].path, u->sha256, &size, e)))
+            break;
+        for (k = 0; k < ninst && strcmp(inst[k].sha256, u->sha256); k++)
+            ;
+        if (k < ninst)
+            continue;               /* the same bytes twice: once */
+        u->path = f->v[i].path;
+        u->size = size;
+        ninst++;
+        json_t *paths = json_object_get(first, info.study_uid);
+        if (!paths) {
+            json_array_append_new(sj->studies,
+                                  json_string(info.study_uid));
+            json_object_set_new(first, info.study_uid, paths = json_array());
         }
-        close(fd);
+        json_array_append_new(paths, json_string(u->path));
+        if (!json_object_get(sops, info.sop_uid)) {
+            json_object_set_new(sops, info.sop_uid, json_true());
+            json_t *n = json_object_get(sj->counts, info.study_uid);
+            json_object_set_new(sj->counts, info.study_uid, json_integer(
+                json_integer_value(n) + 1));
+        }
     }
     if (!rc) {
-        int k = snprintf(head, sizeof head, "\r\n--%s--\r\n", boundary);
-        rc = conn_http_write(cl->c, head, (size_t)k, e);
-    }
-    if (rc) {
-        conn_disconnect(cl->c);
-        return rc;
-    }
-    if ((rc = conn_http_head(cl->c, &rs, e)))
-        return rc;
-    /* the answer: DICOM JSON, small */
-    char *body = NULL;
-    size_t blen = 0, cap = 0;
-    for (;;) {
-        if (blen + 4097 > cap) {
-            cap = cap ? cap * 2 : 16384;
-            if (cap > (32u << 20)) {
-                free(body);
-                conn_disconnect(cl->c);
-                return err_set(e, ERR_TOOBIG, "STOW answer too large");
-            }
-            char *nb = realloc(body, cap);
-            if (!nb) {
-                free(body);
-                conn_disconnect(cl->c);
-                return err_set(e, ERR_INTERNAL, "out of memory");
-            }
-            body = nb;
+        json_t *st;
+        json_array_foreach(sj->studies, i, st) {
+            json_t *paths = json_object_get(first, json_string_value(st));
+            add_preview(sj, json_string_value(json_array_get(
+                paths, json_array_size(paths) / 2)), json_string_value(st));
         }
-        ssize_t r = conn_http_read(cl->c, body + blen, cap - blen - 1, e);
-        if (r < 0) {
-            free(body);
-            return (int)r;
-        }
-        if (!r)
-            break;
-        blen += (size_t)r;
+        memcpy(sj->up + sj->nup, inst, ninst * sizeof *inst);
+        sj->nup += ninst;
+        for (i = 0; i < sj->nup; i++)
+            sj->pg.total += sj->up[i].size;
     }
-    conn_http_end(cl->c, e);
-    json_t *j = body ? json_loadb(body, blen, 0, NULL) : NULL;
-    free(body);
-    if (rs.status != 200 && rs.status != 202 && rs.status != 409) {
-        rc = conn_http_error(rs.status, j, e);
-        json_decref(j);
-        char pre[48];
-        snprintf(pre, sizeof pre, "upload refused (HTTP %d): ", rs.status);
-        return err_wrap(e, rc, pre, "");
-    }
-    json_t *ok = json_object_get(json_object_get(j, "00081199"), "Value");
-    json_t *bad = json_object_get(json_object_get(j, "00081198"), "Value");
-    json_t *item;
-    size_t i;
-    json_array_foreach(ok, i, item)
-        add_study_from_url(studies, dcm_str(item, "00081190"));
-    if (json_array_size(ok) == (to - from) && !json_array_size(bad))
-        add_study_from_url(studies, dcm_str(j, "00081190"));
-    if (json_array_size(bad)) {
-        item = json_array_get(bad, 0);
-        if (!*failed)
-            err_set(e, ERR_INVALID, "%zu file(s) refused by the server, "
-                    "e.g. %s: %s", json_array_size(bad),
-                    dcm_str(item, "00081155") ? dcm_str(item, "00081155")
-                    : "a file without a readable SOP UID", dcm_str(item, "00000902") ?
-                    dcm_str(item, "00000902") : "refused");
-        *failed += (int)json_array_size(bad);
-    } else if (json_array_size(ok) != to - from) {
-        if (!*failed)
-            err_set(e, ERR_INVALID, "the server stored %zu of %zu files",
-                    json_array_size(ok), to - from);
-        *failed += (int)(to - from - json_array_size(ok));
-    }
-    json_decref(j);
-    return 0;
+    free(inst);
+    json_decref(sops);
+    json_decref(first);
+    return rc;
 }
 
-static int upload(struct cli *cl, struct files *f, json_t *studies,
-                  struct err *e)
+static void send_progress(void *arg, uint64_t acked)
 {
-    struct progress pg = { .on = isatty(2), .total = f->total,
-                           .start = now_mono() };
-    int failed = 0, rc = 0;
-    size_t from = 0;
-    struct err first = { 0, "" };
+    struct progress *pg = arg;
+    pg->done = acked;
+    progress_show(pg, 0);
+}
 
-    while (from < f->n) {
-        size_t to = from;
-        uint64_t bytes = 0;
-        while (to < f->n && to - from < STOW_BATCH_FILES &&
-               (to == from || bytes + f->v[to].size <= STOW_BATCH_BYTES))
-            bytes += f->v[to++].size;
-        uint64_t done_before = pg.done;
-        int attempt = 0;
-        for (;;) {
-            rc = stow_batch(cl, f, from, to, &pg, studies, &failed,
-                            failed ? e : &first);
-            /* a cut: send the batch again (the server keeps what it has
-             * stored; the same bytes again are a no-op) */
-            if (rc != ERR_IO || ++attempt >= NET_ATTEMPTS)
-                break;
-            pg.done = done_before;
-            fprintf(stderr, "%shashi: send: %s; retrying\n", pg.on ? "\n"
-                    : "", first.msg);
-            sleep_ms(500 << attempt);
+/* One step of a session: a request answered by a reply.  0 and *result
+ * (may be NULL) when ok; a refusal as its ERR_* with *final set; a cut,
+ * or a server asking to try again, as ERR_IO. */
+static int v1_step(struct cli *cl, struct msg *req, json_t **result,
+                   int *final, struct err *e)
+{
+    enum msg_code code;
+    json_t *res = NULL;
+    int rc = conn_v1_call(cl->c, req, &res, &code, e);
+    if (result)
+        *result = res;
+    else
+        json_decref(res);
+    if (rc && code != MSG_E_NONE && code != MSG_E_NOT_READY &&
+        code != MSG_E_INTERNAL && code != MSG_E_RATE_LIMITED)
+        *final = 1;
+    else if (rc && rc != ERR_AUTH)
+        rc = ERR_IO;
+    return rc;
+}
+
+/* study.expect for every study, the case create, the uploads — over one
+ * hashi.v1 session, again on a new one after a cut: the expect is
+ * replaced, the create kept by its case id, and the uploads resume where
+ * the server's durable offsets say.  NET_ATTEMPTS sessions in a row that
+ * get nothing done end it (ERR_IO, *final 0).  *created: the create was
+ * answered (*res). */
+static int send_v1(struct cli *cl, struct sendjob *sj, struct msg *create,
+                   json_t **res, int *created, int *final, struct err *e)
+{
+    struct uploader u = { .f = sj->up, .n = sj->nup,
+                          .progress = send_progress, .arg = &sj->pg,
+                          .max_seq = -1 };
+    int rc = 0, expected = 0, fails = 0, wait = 500;
+    json_t *ev = NULL;
+
+    *final = *created = 0;
+    for (;;) {
+        struct msg welcome;
+        int got = 0;
+        rc = 0;
+        if (u.max_seq < 0) {
+            /* the user's last event seq, so hello replays nothing */
+            int st = 0;
+            rc = conn_json(cl->c, "GET", "/api/events?after="
+                           "9007199254740991&limit=1", cl->cfg.token, NULL,
+                           &st, &ev, e);
+            if (!rc && st == 200)
+                u.max_seq = json_integer_value(json_object_get(ev,
+                                                               "last_seq"));
+            else if (!rc)
+                rc = conn_http_error(st, ev, e);
+            json_decref(ev);
+            ev = NULL;
+            if (rc == ERR_AUTH)
+                return auth_refused(e);
+            if (rc && rc != ERR_IO)
+                return rc;
         }
-        if (rc) {
-            if (!first.code)
-                first = *e;
-            break;
+        if (!rc) {
+            struct conn_v1_hello h = {
+                .token = cl->cfg.token, .last_seq = u.max_seq,
+                .client_name = CLIENT_NAME, .client_version = HASHI_VERSION,
+            };
+            rc = conn_v1_open(cl->c, &h, &welcome, e);
+            if (!rc && welcome.welcome.last_seq > u.max_seq)
+                u.max_seq = welcome.welcome.last_seq;
+            msg_free(&welcome);
+            if (rc == ERR_AUTH)
+                return auth_refused(e);
         }
-        from = to;
+        for (size_t i = 0; !rc && !expected &&
+             i < json_array_size(sj->studies); i++) {
+            const char *st = json_string_value(json_array_get(sj->studies,
+                                                              i));
+            struct msg m;
+            struct msg_error me;
+            char id[33];
+            conn_random_id(id);
+            if (msg_build_study_expect(&m, id, st, json_integer_value(
+                    json_object_get(sj->counts, st)), sj->priority, &me)) {
+                *final = 1;
+                return err_set(e, ERR_INVALID, "%s", me.message);
+            }
+            rc = v1_step(cl, &m, NULL, final, e);
+            msg_free(&m);
+            if (rc && *final)
+                return err_wrap(e, rc, "study.expect: ", "");
+            got += !rc;
+        }
+        expected |= !rc;
+        if (!rc && !*created) {
+            rc = v1_step(cl, create, res, final, e);
+            if (rc && *final)
+                return rc;
+            *created = got = !rc;
+        }
+        if (!rc) {
+            rc = uploader_run(&u, cl->c, e);
+            got |= u.progressed;
+            if (!rc) {
+                conn_ws_close(cl->c, 1000, "bye");
+                return 0;
+            }
+            if (rc == ERR_AUTH)
+                return auth_refused(e);
+        }
+        conn_disconnect(cl->c);
+        if (got) {
+            fails = 0;
+            wait = 500;
+        }
+        if (++fails >= NET_ATTEMPTS)
+            return rc;
+        fprintf(stderr, "%shashi: send: %s; reconnecting in %.1f s\n",
+                sj->pg.on ? "\n" : "", e->msg, wait / 1000.0);
+        sleep_ms(wait);
+        wait *= 2;
     }
-    progress_show(&pg, 1);
-    if (rc)
-        return err_set(e, rc, "%s", first.msg);
-    if (failed)
-        return err_set(e, ERR_INVALID, "%s", first.msg);
-    return 0;
+}
+
+/* The files not stored (refused by the server, or unreadable here), as
+ * one error (0 if none). */
+static int send_refusals(struct sendjob *sj, struct err *e)
+{
+    size_t bad = 0, i;
+    const struct up_file *first = NULL;
+    for (i = 0; i < sj->nup; i++) {
+        if (sj->up[i].state != UP_FAILED)
+            continue;
+        if (!bad++)
+            first = &sj->up[i];
+    }
+    if (!bad)
+        return 0;
+    return err_set(e, ERR_INVALID, "%zu file(s) not stored, "
+                   "e.g. %s: %s", bad, first->path ? first->path
+                   : "the preview", first->error);
 }
 
 /* A fingerprint of the create request without its case_id: the same
@@ -1534,9 +1677,12 @@ static int cmd_send(int argc, char **argv)
     struct msg_error me;
     json_t *studies = json_array(), *jreq = NULL, *res = NULL, *old = NULL;
     char fp[65];
+    struct sendjob sj;
     long long age = -1;
     int rc = parse_opts(argc, argv, opts, &a), ex = EX_OK;
-    int status = 0;
+    int status = 0, dicom_on = 0;
+
+    memset(&sj, 0, sizeof sj);
 
     memset(&cl, 0, sizeof cl);
     if (rc)
@@ -1623,28 +1769,30 @@ static int cmd_send(int argc, char **argv)
         goto out_rc;
     }
 
-    if ((rc = cli_open(&cl, &e)))
-        goto out_fail;
     if (files.n) {
-        if ((rc = upload(&cl, &files, studies, &e)))
+        if ((rc = dicom_init(&e)))
             goto out_fail;
-        if (!json_array_size(studies)) {
-            rc = err_set(&e, ERR_INVALID, "the server's answer names no "
-                         "study");
-            goto out_fail;
+        dicom_on = 1;
+        if ((rc = sendjob_prepare(&sj, &files, &e))) {
+            rc = usage_err("%s", e.msg);
+            goto out_rc;
         }
-        if (json_array_size(studies) > MSG_STUDIES_MAX) {
-            rc = err_set(&e, ERR_INVALID, "the files hold %zu studies; a "
-                         "case takes at most %d", json_array_size(studies),
-                         MSG_STUDIES_MAX);
-            goto out_fail;
+        if (json_array_size(sj.studies) > MSG_STUDIES_MAX) {
+            rc = usage_err("the files hold %zu studies; a case takes at "
+                           "most %d", json_array_size(sj.studies),
+                           MSG_STUDIES_MAX);
+            goto out_rc;
         }
+        sj.priority = cc->priority;
+        sj.pg.on = isatty(2);
         cc->n_study_uids = 0;
-        for (size_t i = 0; i < json_array_size(studies); i++)
+        for (size_t i = 0; i < json_array_size(sj.studies); i++)
             strlcpy_h(cc->study_uids[cc->n_study_uids++],
-                      json_string_value(json_array_get(studies, i)),
+                      json_string_value(json_array_get(sj.studies, i)),
                       sizeof cc->study_uids[0]);
     }
+    if ((rc = cli_open(&cl, &e)))
+        goto out_fail;
 
     /* The case id: given, or the one of the same send left pending by a
      * cut, or a new random one; written down before it is sent. */
@@ -1666,12 +1814,38 @@ static int cmd_send(int argc, char **argv)
         }
         json_object_set_new(jreq, "case_id", json_string(cc->case_id));
     }
-    /* what is posted, and kept in pending/ until the server answers */
+    /* what is posted, and kept in pending/ until the server answers (with
+     * files: until every file has its answer, with their upload ids) */
     json_object_del(jreq, "type");
     json_object_del(jreq, "id");
-    if ((rc = cliconf_pending_put(&cl.cfg, fp, jreq, &e)))
+    if (files.n) {
+        json_t *keep = json_deep_copy(jreq), *ids = json_array();
+        for (size_t i = 0; i < sj.nup; i++)
+            json_array_append_new(ids, json_string(sj.up[i].sha256));
+        json_object_set_new(keep, "uploads", ids);
+        rc = cliconf_pending_put(&cl.cfg, fp, keep, &e);
+        json_decref(keep);
+    } else {
+        rc = cliconf_pending_put(&cl.cfg, fp, jreq, &e);
+    }
+    if (rc)
         goto out_fail;
-    rc = api(&cl, "POST", "/api/cases", jreq, &res, NULL, &status, &e);
+    if (files.n) {
+        int created = 0, final = 0;
+        json_t *r = NULL;
+        rc = send_v1(&cl, &sj, &req, &r, &created, &final, &e);
+        progress_show(&sj.pg, 1);
+        if (created)
+            res = json_incref(json_is_object(r) ? r : NULL);
+        json_decref(r);
+        status = rc && !final && rc != ERR_AUTH ? 0 : 200;
+        if (!rc)
+            rc = send_refusals(&sj, &e);
+        if (rc && created && status && !oset(opts, "--json"))
+            printf("%s\n", cc->case_id);      /* it exists, files or not */
+    } else {
+        rc = api(&cl, "POST", "/api/cases", jreq, &res, NULL, &status, &e);
+    }
     /* No answer, or a server failure (its transaction was rolled back):
      * the same id may go again.  A refusal is final. */
     if (rc && (status == 0 || status >= 500) && rc != ERR_AUTH) {
@@ -1700,6 +1874,9 @@ out_rc:
     ex = rc;
 out:
     cli_close(&cl);
+    sendjob_free(&sj);
+    if (dicom_on)
+        dicom_cleanup();
     json_decref(res);
     json_decref(old);
     json_decref(jreq);
@@ -1989,6 +2166,7 @@ int main(int argc, char **argv)
         { "chat", cmd_chat, 0 }, { "answer", cmd_answer, 0 },
         { "claim", NULL, MSG_CASE_CLAIM }, { "close", NULL, MSG_CASE_CLOSE },
         { "reopen", NULL, MSG_CASE_REOPEN }, { "get", cmd_get, 0 },
+        { "gateways", cmd_gateways, 0 },
     };
 
     signal(SIGPIPE, SIG_IGN);

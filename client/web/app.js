@@ -9,7 +9,7 @@
 //   "cases"    the list changed (detail = the changed case, if one)
 //   "message"  detail = Message (message.new)
 //   "receipt"  detail = {message_id, case_id, user, read_at}
-//   "arrived"  detail = {case_id, study_uid, received}
+//   "arrived"  detail = {case_id, study_uid, received, images}
 //   "escalated" detail = {case, escalation}
 
 import { api, h, fill } from './util.js';
@@ -62,12 +62,17 @@ class Store extends EventTarget {
                 this.emit('receipt', b.receipt);
             break;
         case 'images.arrived': {
+            // b.images: the case's {received, expected} (expected null
+            // until the sender announced its studies with study.expect)
             const c = this.cases.get(ev.case_id);
             const n = (b.images && b.images.received) ?? b.received;
+            const images = { received: n,
+                             expected: b.images ? b.images.expected : null };
             if (c && typeof n === 'number')
-                c.images = { received: n };
+                c.images = images;
             this.emit('arrived', { case_id: ev.case_id,
-                                   study_uid: b.study_uid, received: n });
+                                   study_uid: b.study_uid, received: n,
+                                   images });
             break;
         }
         default:

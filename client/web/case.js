@@ -5,11 +5,13 @@
 // store's events; text typed into a form is never thrown away by an
 // update.
 
-import { api, h, fill, fmtTime, ago, patientLine, badges, ulid }
-    from './util.js';
+import { api, h, fill, fmtTime, ago, patientLine, badges, ulid,
+         imagesCount } from './util.js';
 import { createViewer } from './viewer.js';
 
 const OPEN = new Set(['new', 'claimed', 'reopened']);
+const PREVIEW_RETRY_MS = 5000;  // no preview yet: ask again, doubling
+const PREVIEW_RETRY_MAX_MS = 60000;
 
 function section(title, id, ...body) {
     return h('section', { class: 'card', 'aria-labelledby': id },
@@ -35,6 +37,15 @@ export function mount(main, ctx, caseId) {
     const history = h('section', { class: 'card', 'aria-labelledby': 'h-hist',
                                    hidden: true });
     const imagesBox = h('div', { class: 'images-box' });
+    // "N of M instances received", and the sender's preview of the study
+    // (sent ahead of its instances) until they have all arrived.
+    const imagesCountEl = h('p', { class: 'images-count', role: 'status' });
+    const previewImg = h('img', { alt: 'Preview of the study, sent ahead ' +
+                                       'of its images' });
+    const preview = h('figure', { class: 'preview', hidden: true },
+        previewImg,
+        h('figcaption', { class: 'muted' },
+          'Preview from the sender — the images follow'));
     const thread = h('ol', { class: 'thread', 'aria-live': 'polite',
                              'aria-relevant': 'additions' });
     const noMessages = h('p', { class: 'muted' }, 'No messages yet.');
@@ -45,7 +56,7 @@ export function mount(main, ctx, caseId) {
           h('a', { href: '#/inbox', class: 'back' }, '‹ Inbox'),
           head, answerView, actions, actionMsg, history),
         h('div', { class: 'case-images' },
-          section('Images', 'h-images', imagesBox)),
+          section('Images', 'h-images', imagesCountEl, preview, imagesBox)),
         h('div', { class: 'case-talk' },
           section('Discussion', 'h-chat', noMessages, thread, chatForm.el),
           answerForm.el));
@@ -155,6 +166,51 @@ export function mount(main, ctx, caseId) {
              h('p', { class: 'text' }, kase.history || ''));
     }
 
+    // ---- images received, preview ------------------------------------
+    let previewTry = 0;
+    let previewWait = PREVIEW_RETRY_MS;
+    let previewTimer = null;
+    let previewShown = false;
+    function imagesComplete() {
+        const im = kase.images || {};
+        return im.received > 0 && (typeof im.expected !== 'number' ||
+                                   im.received >= im.expected);
+    }
+    function renderImages() {
+        const uids = kase.study_uids || [];
+        const im = kase.images || {};
+        imagesCountEl.hidden = !uids.length;
+        imagesCountEl.textContent = `${imagesCount(im, ' of ')} ` +
+            `instance${typeof im.expected !== 'number' && im.received === 1
+                       ? '' : 's'} received`;
+        preview.hidden = !previewShown || imagesComplete();
+        if (!previewShown && !imagesComplete() && uids.length &&
+            !previewTimer && !previewImg.getAttribute('src'))
+            loadPreview();
+    }
+    // Tries the studies' previews in turn; none there yet: again later
+    // (a preview is not an event; 5 s doubling to 60 s), or at once when
+    // images arrive.
+    function loadPreview(i = 0) {
+        clearTimeout(previewTimer);
+        previewTimer = null;
+        const uids = kase.study_uids || [];
+        if (dead || previewShown || i >= uids.length || imagesComplete()) {
+            if (!dead && !previewShown && !imagesComplete()) {
+                previewTimer = setTimeout(() => loadPreview(0), previewWait);
+                previewWait = Math.min(previewWait * 2, PREVIEW_RETRY_MAX_MS);
+            }
+            return;
+        }
+        previewImg.onload = () => {
+            previewShown = true;
+            renderImages();
+        };
+        previewImg.onerror = () => loadPreview(i + 1);
+        previewImg.src = `/api/studies/${encodeURIComponent(uids[i])}` +
+            `/preview?try=${previewTry++}`;
+    }
+
     // A newer version of the case (from a reply, or from the store when
     // fromStore: then it is not put back).
     function update(c, fromStore) {
@@ -169,6 +225,7 @@ export function mount(main, ctx, caseId) {
         renderActions();
         renderAnswer();
         renderHistory();
+        renderImages();
         answerForm.sync();
         chatForm.sync();
     }
@@ -369,10 +426,15 @@ export function mount(main, ctx, caseId) {
     const onReceiptEv = (e) => onReceipt(e.detail);
     let arrivedTimer = null;
     const onArrived = (e) => {
-        if (e.detail.case_id !== caseId || !viewer)
+        if (e.detail.case_id !== caseId || !kase)
             return;
         if (typeof e.detail.received === 'number')
-            kase.images = { received: e.detail.received };
+            kase.images = e.detail.images || { received: e.detail.received };
+        renderImages();
+        if (!previewShown && previewTimer)
+            loadPreview(0);
+        if (!viewer)
+            return;
         clearTimeout(arrivedTimer);
         arrivedTimer = setTimeout(() => viewer && viewer.refresh(), 500);
     };
@@ -413,6 +475,7 @@ export function mount(main, ctx, caseId) {
     return () => {
         dead = true;
         clearTimeout(arrivedTimer);
+        clearTimeout(previewTimer);
         if (viewer)
             viewer.destroy();
         store.removeEventListener('cases', onCases);

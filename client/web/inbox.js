@@ -5,7 +5,8 @@
 // through hashi.v1 events (app.js's store) without a reload, are
 // highlighted and announced to screen readers.
 
-import { h, fill, ago, patientLine, badges, PRIORITY_TEXT } from './util.js';
+import { api, h, fill, ago, fmtTime, patientLine, badges, imagesCount,
+         PRIORITY_TEXT } from './util.js';
 
 const PRIO = { stat: 0, urgent: 1, routine: 2 };
 const OPEN = new Set(['new', 'claimed', 'reopened']);
@@ -27,6 +28,7 @@ function caseItem(c, me, fresh) {
     if (me.role !== 'requester' && c.clinic)
         who.push(c.clinic);
     const n = c.images ? c.images.received : 0;
+    const count = imagesCount(c.images, '/');
     return h('li', { class: `case-item prio-${c.priority}` +
                             (fresh ? ' fresh' : ''),
                      'data-case-id': c.case_id },
@@ -38,11 +40,33 @@ function caseItem(c, me, fresh) {
             h('span', { class: 'question' }, c.question || '(no question)'),
             h('span', { class: 'meta' },
               patientLine(c.patient), ' · ',
-              `${n} image${n === 1 ? '' : 's'}`, ' · ',
+              h('span', { class: 'images-n' },
+                `${count} image${n === 1 && count === '1' ? '' : 's'}`),
+              ' · ',
               h('time', { datetime: new Date(c.created_at).toISOString(),
                           'data-ms': c.created_at }, ago(c.created_at))),
             who.length ? h('span', { class: 'meta' }, who.join(' · '))
                        : null));
+}
+
+// The clinic's edge gateways, one line each: when each was last heard
+// from and how many files wait in its queue; a gateway silent for over a
+// minute is marked stale (its link or its power may be down).
+const GATEWAY_STALE_MS = 60000;
+
+function gatewayLine(g) {
+    if (!g.last_seen)
+        return h('li', { class: 'gateway stale' },
+                 `Gateway ${g.name}: never heard from`);
+    const stale = Date.now() - g.last_seen > GATEWAY_STALE_MS;
+    const st = g.status || {};
+    return h('li', { class: `gateway${stale ? ' stale' : ''}` },
+        `Gateway ${g.name} last seen ${fmtTime(g.last_seen)} ` +
+        `(${ago(g.last_seen)}), ${st.waiting ?? 0} waiting`,
+        st.in_flight ? `, ${st.in_flight} sending` : '',
+        stale ? ' — stale: not heard from for over a minute' : '',
+        st.last_error ? h('span', { class: 'meta' },
+                          ` · last error: ${st.last_error}`) : null);
 }
 
 export function mount(main, ctx) {
@@ -62,6 +86,24 @@ export function mount(main, ctx) {
         me.role === 'requester' || me.role === 'admin'
             ? h('a', { href: '#/new', class: 'button primary' }, 'New case')
             : null);
+
+    const gateways = h('ul', { class: 'gateways', 'aria-label':
+                               'Gateways of the clinic', hidden: true });
+    const seesGateways = me.role === 'requester' || me.role === 'admin';
+    let gwList = [];
+    async function loadGateways() {
+        try {
+            const d = await api('GET', '/api/gateways');
+            gwList = (d && d.gateways) || [];
+        } catch (err) {
+            return;     // shown again at the next try
+        }
+        renderGateways();
+    }
+    function renderGateways() {
+        fill(gateways, gwList.map(gatewayLine));
+        gateways.hidden = !gwList.length;
+    }
 
     function render() {
         const all = [...store.cases.values()];
@@ -109,11 +151,16 @@ export function mount(main, ctx) {
         for (const t of main.querySelectorAll('time[data-ms]'))
             t.textContent = ago(Number(t.dataset.ms));
     }, 30000);
-    fill(main, top, announce, empty, openHead, openList, doneHead, doneList);
+    const gwTick = seesGateways ? setInterval(loadGateways, 30000) : null;
+    fill(main, top, gateways, announce, empty, openHead, openList, doneHead,
+         doneList);
     render();
+    if (seesGateways)
+        loadGateways();
     return () => {
         store.removeEventListener('cases', onCases);
         store.removeEventListener('arrived', render);
         clearInterval(tick);
+        clearInterval(gwTick);
     };
 }

@@ -171,6 +171,17 @@ export function ago(ms) {
     return `${Math.floor(s / 86400)} d ago`;
 }
 
+// A case's images: "3 of 5" (sep " of ") or "3/5" (sep "/") once the
+// expected count is known, else "3"; its {received, expected} may be
+// missing (0).
+export function imagesCount(images, sep) {
+    const n = images && typeof images.received === 'number'
+        ? images.received : 0;
+    const m = images && typeof images.expected === 'number'
+        ? images.expected : null;
+    return m === null ? String(n) : `${n}${sep}${m}`;
+}
+
 // "67 F", "F", "67", or "age/sex unknown".
 export function patientLine(p) {
     const sex = { F: 'female', M: 'male', O: 'other' };

@@ -249,6 +249,49 @@ class Server {
         return r.json.case;
     }
 
+    // A gateway of the clinic (hashi-server gateway add); its API token.
+    gatewayAdd(clinic, name) {
+        return admin(this.tmp, ['gateway', 'add', '--data', this.data,
+                                '--clinic', clinic, '--name', name]).trim();
+    }
+
+    // hashi.v1 requests on one session as token's user or gateway
+    // (tests/integration/uplink.py); each op is a request object, or
+    // {upload: FILE, kind, study_uid} for a whole upload.  Returns the
+    // answers; a failed reply or upload is a Failure.
+    v1(token, ops) {
+        const code = [
+            'import json, os, sys',
+            `sys.path.insert(0, ${JSON.stringify(path.join(ROOT,
+                'tests/integration'))})`,
+            'from uplink import Session, upload',
+            'url, ca, tok, ops = sys.argv[1:5]',
+            's = Session(url, ca, tok)',
+            'out = []',
+            'for i, op in enumerate(json.loads(ops)):',
+            '    if "upload" in op:',
+            '        extra = {k: v for k, v in op.items() if k != "upload"}',
+            '        m = upload(s, "bt-%d-%d" % (os.getpid(), i),',
+            '                   open(op["upload"], "rb")',
+            '                   .read(), **extra)',
+            '    else:',
+            '        m = s.req(op)',
+            '    out.append(m)',
+            '    if m.get("ok") is False or m.get("status") == "conflict":',
+            '        sys.exit("refused: %s" % json.dumps(m))',
+            'print(json.dumps(out))',
+        ].join('\n');
+        try {
+            return JSON.parse(execFileSync(PY, ['-c', code, this.url,
+                path.join(this.data, 'tls/cert.pem'), token,
+                JSON.stringify(ops)], { encoding: 'utf8',
+                                        stdio: ['ignore', 'pipe', 'pipe'] }));
+        } catch (err) {
+            throw new Failure(`hashi.v1 ${JSON.stringify(ops).slice(0, 200)}` +
+                              `: ${String(err.stderr).trim().slice(-300)}`);
+        }
+    }
+
     async post(token, p, json) {
         const r = await this.req('POST', p, { token, json });
         check(r.status >= 200 && r.status < 300,

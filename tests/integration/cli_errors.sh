@@ -69,6 +69,30 @@ expect 2 "specialist" req claim "$CASE"      # a requester may not claim
 expect 2 "claim" neuro answer "$CASE" "no claim yet"
 expect 2 "dermatology" req send --to dermatology \
     --priority routine --question "Nobody" --study 1.2.3
+# files: one that is not DICOM stops the send before anything goes out (1);
+# another clinic's study is refused at its study.expect (2), nothing sent
+dir=$(study cli-errors 2 --size 64 --seed 59)
+mkdir "$T_TMP/mixed" && cp "$dir"/*.dcm "$T_TMP/mixed/" &&
+    echo "not an image" >"$T_TMP/mixed/zz-notes.txt"
+expect 1 "zz-notes.txt: not DICOM" req send --to neurology --priority stat \
+    --question q "$T_TMP/mixed"
+[ -z "$(ls "$DATA/uploads")" ] || fail "a refused send left uploads"
+tok=$(login demo-requester)
+assert_in "200 202" "$(stow "$tok" "$dir"/*.dcm)" "STOW by clinic A"
+# other bytes under a stored SOP Instance UID: that file is not stored
+# (kept aside as a conflict), the case exists, exit 2 naming the file
+mkdir "$T_TMP/other" && $PY -c 'import sys, pydicom
+d = pydicom.dcmread(sys.argv[1]); d.PatientName = "Other^Bytes"
+d.save_as(sys.argv[2])' "$(ls "$dir"/*.dcm | head -1)" "$T_TMP/other/x.dcm" ||
+    fail "making a conflicting file"
+expect 2 "1 file\(s\) not stored, e.g. .*/x.dcm: the server holds other \
+bytes under its SOP Instance UID" req send --to neurology --priority stat \
+    --question conflict "$T_TMP/other"
+assert_eq 1 "$(sed -n '$=' "$T_TMP/out")" "the case id printed all the same"
+user_add req-b "Clinic B" requester
+cli_login reqb req-b
+expect 2 "study.expect: .*no such study" reqb send --to neurology \
+    --priority stat --question q "$dir"
 
 # TLS: a CA that did not sign the server's certificate: 2, nothing saved.
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T_TMP/other.key" \
