@@ -430,13 +430,50 @@ def cmd_blobcheck(args):
     print(len(rows))
 
 
+def pixel_sha(path):
+    """SHA-256 of the decoded pixel data (JPEG-LS decoded by DCMTK's
+    dcmdjpls first: pydicom here has no JPEG-LS decoder)."""
+    import pydicom
+    ds = pydicom.dcmread(path, force=True)
+    if str(ds.file_meta.get("TransferSyntaxUID", "")).startswith(
+            "1.2.840.10008.1.2.4.8"):
+        with tempfile.NamedTemporaryFile(suffix=".dcm") as t:
+            subprocess.run(["dcmdjpls", path, t.name], check=True)
+            ds = pydicom.dcmread(t.name, force=True)
+    return str(ds.SOPInstanceUID), hashlib.sha256(ds.PixelData).hexdigest()
+
+
+def cmd_pixels(args):
+    """Lines "SOP-UID pixel-sha256" for FILEs, sorted."""
+    for line in sorted("%s %s" % pixel_sha(p) for p in args):
+        print(line)
+
+
+def cmd_server_pixels(args):
+    """The same for every instance in DATA's index, sorted (a SOP UID
+    twice would show twice)."""
+    data = args[0]
+    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(data, "hashi.db"),
+                         uri=True)
+    out = []
+    for (sop, sha) in db.execute("SELECT sop_uid, sha256 FROM instances"):
+        path = os.path.join(data, "blobs", sha[0:2], sha[2:4], sha)
+        got, px = pixel_sha(path)
+        if got != sop:
+            die("blob of %s holds %s" % (sop, got))
+        out.append("%s %s" % (sop, px))
+    for line in sorted(out):
+        print(line)
+
+
 COMMANDS = {
     "multipart": cmd_multipart, "split": cmd_split,
     "dataset-equal": cmd_dataset_equal, "jpeg": cmd_jpeg,
     "jpeg-stats": cmd_jpeg_stats, "count": cmd_count, "values": cmd_values,
     "mkbad": cmd_mkbad, "rewrite": cmd_rewrite, "sha256": cmd_sha256,
     "blobcheck": cmd_blobcheck, "uids": cmd_uids,
-    "verify-wado": cmd_verify_wado,
+    "verify-wado": cmd_verify_wado, "pixels": cmd_pixels,
+    "server-pixels": cmd_server_pixels,
 }
 
 if __name__ == "__main__":

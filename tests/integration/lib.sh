@@ -512,3 +512,62 @@ linkemu_stop() {
 # linkemu_stat NAME KEY: one figure of a stopped emulator (up_bytes,
 # down_bytes, connections, refused_while_down, cuts, target_errors).
 linkemu_stat() { jget "$T_TMP/linkemu-$1.json" "d['$2']"; }
+# ---- hashi-gateway (gateway_*.sh) ------------------------------------------
+
+GW="$HASHI_BUILD/hashi-gateway"
+# The link emulator: the shared one until tests/tools/linkemu.py lands.
+LINKEMU="$HASHI_TOOLS/linkemu.py"
+
+# gw_token NAME: a gateway of the demo rural clinic; its token file path.
+gw_token() {
+    "$SERVER" gateway add --data "$DATA" --clinic "Demo Rural Clinic" \
+        --name "$1" >"$T_TMP/gw-$1.token" 2>>"$T_TMP/admin.log" ||
+        fail "gateway add $1: $(tail -2 "$T_TMP/admin.log")"
+    echo "$T_TMP/gw-$1.token"
+}
+
+# gw_start URL TOKENFILE [args]: hashi-gateway on $GWPORT (kept across
+# restarts) with the spool $T_TMP/spool, log $T_TMP/gw.log, pid $GWPID;
+# returns once its DICOM port accepts connections.
+gw_start() {
+    : "${GWPORT:=$(free_port)}"
+    _u=$1; _t=$2; shift 2
+    echo "==== start $(date +%T) $*" >>"$T_TMP/gw.log"
+    "$GW" --server "$_u" --token-file "$_t" --spool "$T_TMP/spool" \
+        --dicom "127.0.0.1:$GWPORT" --ae-title HASHIGW \
+        ${CACERT:+--cacert "$CACERT"} --log-level debug "$@" \
+        >>"$T_TMP/gw.log" 2>&1 &
+    GWPID=$!
+    at_exit "kill -KILL $GWPID"
+    _i=0
+    until $PY -c 'import socket, sys
+socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' \
+            "$GWPORT" 2>/dev/null; do
+        kill -0 "$GWPID" 2>/dev/null ||
+            fail "hashi-gateway exited: $(tail -3 "$T_TMP/gw.log")"
+        _i=$((_i + 1))
+        [ $_i -lt 100 ] || fail "hashi-gateway: no DICOM port within 20 s"
+        sleep 0.2
+    done
+}
+
+gw_kill9() { kill -KILL "$GWPID" 2>/dev/null; wait "$GWPID" 2>/dev/null; }
+
+# gw_status: `hashi-gateway status --json` into $T_TMP/status.json.
+gw_status() {
+    "$GW" status --spool "$T_TMP/spool" --json >"$T_TMP/status.json" ||
+        fail "hashi-gateway status failed"
+}
+
+# gw_wait_done N [SECONDS]: until the spool counts N done.
+gw_wait_done() {
+    _i=0
+    while :; do
+        gw_status
+        [ "$(jget "$T_TMP/status.json" 'd["done"]')" -ge "$1" ] && return 0
+        _i=$((_i + 1))
+        [ $_i -lt $((${2:-60} * 4)) ] || fail "not $1 done within \
+${2:-60} s: $(cat "$T_TMP/status.json")"
+        sleep 0.25
+    done
+}

@@ -1,0 +1,658 @@
+/*
+ * spool — the gateway's durable queue (see spool.h).  The order of a put
+ * is what makes "acknowledge after durable" hold across kill -9: the
+ * file's bytes are flushed, it is renamed to its content name, the
+ * directory is flushed, and only then the row is committed.  A crash
+ * before the commit leaves at most a file no row names (removed at the
+ * next open); a row never names a file that is not whole.
+ */
+#include "spool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "../proto/dicom.h"
+#include "../proto/log.h"
+
+struct spool {
+    char dir[1024];
+    char files[1040];
+    char send[1040];
+    char tmp[1040];
+    int64_t reserve;
+    pthread_mutex_t lock;           /* guards db */
+    sqlite3 *db;
+};
+
+static const char *SCHEMA =
+    "CREATE TABLE IF NOT EXISTS instances("
+    " id INTEGER PRIMARY KEY,"
+    " study_uid TEXT NOT NULL, series_uid TEXT NOT NULL,"
+    " sop_uid TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,"
+    " transfer_syntax TEXT NOT NULL, has_pixels INTEGER NOT NULL,"
+    " received_ms INTEGER NOT NULL,"
+    " state INTEGER NOT NULL DEFAULT 0,"
+    " reason TEXT NOT NULL DEFAULT '',"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " send_sha256 TEXT NOT NULL DEFAULT '',"
+    " send_size INTEGER NOT NULL DEFAULT 0,"
+    " UNIQUE(sop_uid, sha256));"
+    "CREATE INDEX IF NOT EXISTS instances_state ON instances(state);"
+    "CREATE TABLE IF NOT EXISTS studies("
+    " study_uid TEXT PRIMARY KEY,"
+    " priority INTEGER NOT NULL DEFAULT 3,"
+    " case_id TEXT NOT NULL DEFAULT '');"
+    "CREATE TABLE IF NOT EXISTS figures("
+    " k TEXT PRIMARY KEY, v);";
+
+static int db_err(struct spool *s, struct err *e, const char *what)
+{
+    int full = sqlite3_errcode(s->db) == SQLITE_FULL;
+    return err_set(e, full ? ERR_TOOBIG : ERR_DB, "spool %s: %s", what,
+                   sqlite3_errmsg(s->db));
+}
+
+static int db_open(struct spool *s, int ro, struct err *e)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/spool.db", s->dir);
+    int flags = ro ? SQLITE_OPEN_READONLY
+                   : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    if (ro && access(path, R_OK))
+        return err_set(e, ERR_NOTFOUND, "%s: no spool there", s->dir);
+    if (sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_FULLMUTEX, NULL)) {
+        int rc = err_set(e, ERR_DB, "open %s: %s", path,
+                         s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        sqlite3_close(s->db);
+        s->db = NULL;
+        return rc;
+    }
+    sqlite3_busy_timeout(s->db, 10000);
+    if (ro)
+        return 0;
+    if (sqlite3_exec(s->db, "PRAGMA journal_mode = WAL;"
+                     "PRAGMA synchronous = FULL;", NULL, NULL, NULL) ||
+        sqlite3_exec(s->db, SCHEMA, NULL, NULL, NULL))
+        return db_err(s, e, "schema");
+    return 0;
+}
+
+/* Everything in dir whose name fn says to drop. */
+static void sweep(const char *dir, int (*drop)(struct spool *, const char *),
+                  struct spool *s)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    char p[1400];
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.' || (drop && !drop(s, de->d_name)))
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        unlink(p);
+    }
+    closedir(d);
+}
+
+/* 1 if no row that still needs the bytes names sha (a leftover of a
+ * crash between rename and commit, or between done and unlink). */
+static int unreferenced(struct spool *s, const char *sha)
+{
+    sqlite3_stmt *st;
+    int used = 1;
+    if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM instances WHERE sha256 = ?"
+                           " AND state <> 2", -1, &st, NULL))
+        return 0;
+    sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
+    used = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return !used;
+}
+
+static struct spool *spool_new(const char *dir, struct err *e)
+{
+    struct spool *s = calloc(1, sizeof *s);
+    if (!s) {
+        err_set(e, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    if (strlcpy_h(s->dir, dir, sizeof s->dir) >= sizeof s->dir) {
+        err_set(e, ERR_TOOBIG, "spool path too long");
+        free(s);
+        return NULL;
+    }
+    snprintf(s->files, sizeof s->files, "%s/files", dir);
+    snprintf(s->send, sizeof s->send, "%s/send", dir);
+    snprintf(s->tmp, sizeof s->tmp, "%s/tmp", dir);
+    pthread_mutex_init(&s->lock, NULL);
+    return s;
+}
+
+struct spool *spool_open(const char *dir, int64_t reserve, struct err *e)
+{
+    struct spool *s = spool_new(dir, e);
+    if (!s)
+        return NULL;
+    s->reserve = reserve;
+    if (mkdir_p(s->files, 0700) || mkdir_p(s->send, 0700) ||
+        mkdir_p(s->tmp, 0700)) {
+        err_set(e, ERR_IO, "create %s: %s", dir, strerror(errno));
+        spool_close(s);
+        return NULL;
+    }
+    if (db_open(s, 0, e)) {
+        spool_close(s);
+        return NULL;
+    }
+    sweep(s->tmp, NULL, s);
+    sweep(s->files, unreferenced, s);
+    sweep(s->send, unreferenced, s);
+    return s;
+}
+
+struct spool *spool_open_ro(const char *dir, struct err *e)
+{
+    struct spool *s = spool_new(dir, e);
+    if (s && db_open(s, 1, e)) {
+        spool_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+void spool_close(struct spool *s)
+{
+    if (!s)
+        return;
+    sqlite3_close(s->db);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+const char *spool_dir(const struct spool *s) { return s->dir; }
+const char *spool_tmp_dir(const struct spool *s) { return s->tmp; }
+
+static int fsync_path(const char *path, struct err *e)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(e, ERR_IO, "open %s: %s", path, strerror(errno));
+    if (fsync(fd)) {
+        int rc = err_set(e, errno == ENOSPC ? ERR_TOOBIG : ERR_IO,
+                         "fsync %s: %s", path, strerror(errno));
+        close(fd);
+        return rc;
+    }
+    close(fd);
+    return 0;
+}
+
+static int room_for(struct spool *s, int64_t size, struct err *e)
+{
+    struct statvfs v;
+    if (statvfs(s->files, &v))
+        return 0;
+    int64_t free_b = (int64_t)v.f_bavail * (int64_t)v.f_frsize;
+    if (free_b - size < s->reserve)
+        return err_set(e, ERR_TOOBIG, "spool disk full: %lld bytes free, "
+                       "%lld kept in reserve", (long long)free_b,
+                       (long long)s->reserve);
+    return 0;
+}
+
+/* The row of (sop, sha): 0 and its id and state, or ERR_NOTFOUND. */
+static int find_row(struct spool *s, const char *sop, const char *sha,
+                    int64_t *id, int *state)
+{
+    sqlite3_stmt *st;
+    int rc = ERR_NOTFOUND;
+    if (sqlite3_prepare_v2(s->db, "SELECT id, state FROM instances"
+                           " WHERE sop_uid = ? AND sha256 = ?", -1, &st,
+                           NULL))
+        return ERR_DB;
+    sqlite3_bind_text(st, 1, sop, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, sha, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *id = sqlite3_column_int64(st, 0);
+        *state = sqlite3_column_int(st, 1);
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int insert_row(struct spool *s, const struct dcm_info *in,
+                      const char *sha, int64_t size, int64_t *id,
+                      struct err *e)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "INSERT INTO instances(study_uid,"
+                           " series_uid, sop_uid, sha256, size,"
+                           " transfer_syntax, has_pixels, received_ms)"
+                           " VALUES (?,?,?,?,?,?,?,?)", -1, &st, NULL))
+        return db_err(s, e, "insert");
+    sqlite3_bind_text(st, 1, in->study_uid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, in->series_uid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, in->sop_uid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, sha, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, size);
+    sqlite3_bind_text(st, 6, in->transfer_syntax, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 7, in->has_pixels);
+    sqlite3_bind_int64(st, 8, now_ms());
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_err(s, e, "insert");
+    *id = sqlite3_last_insert_rowid(s->db);
+    return 0;
+}
+
+static void fill_item(struct spool *s, const struct dcm_info *in,
+                      const char *sha, int64_t size, int64_t id,
+                      struct spool_item *it)
+{
+    memset(it, 0, sizeof *it);
+    it->id = id;
+    strlcpy_h(it->study_uid, in->study_uid, sizeof it->study_uid);
+    strlcpy_h(it->series_uid, in->series_uid, sizeof it->series_uid);
+    strlcpy_h(it->sop_uid, in->sop_uid, sizeof it->sop_uid);
+    strlcpy_h(it->sha256, sha, sizeof it->sha256);
+    strlcpy_h(it->transfer_syntax, in->transfer_syntax,
+              sizeof it->transfer_syntax);
+    it->has_pixels = in->has_pixels;
+    it->size = size;
+    snprintf(it->path, sizeof it->path, "%s/%s", s->files, sha);
+}
+
+int spool_put(struct spool *s, const char *path, struct spool_item *item,
+              int *fresh, struct err *e)
+{
+    struct dcm_info in;
+    char sha[65], dst[1200];
+    uint64_t size = 0;
+    int rc;
+
+    *fresh = 0;
+    if ((rc = dicom_parse_file(path, &in, e)) ||
+        (rc = sha256_file(path, sha, &size, e)) ||
+        (rc = room_for(s, (int64_t)size, e)) ||
+        (rc = fsync_path(path, e)))
+        goto out;
+    snprintf(dst, sizeof dst, "%s/%s", s->files, sha);
+    /* Same bytes: one file (already whole and flushed, or being made
+     * whole by the thread that wins the rename; both are durable before
+     * either commits, since each fsyncs its own copy first). */
+    if (rename(path, dst)) {
+        rc = err_set(e, ERR_IO, "rename into %s: %s", s->files,
+                     strerror(errno));
+        goto out;
+    }
+    if (fsync_dir(s->files)) {
+        rc = err_set(e, ERR_IO, "fsync %s: %s", s->files, strerror(errno));
+        goto out;
+    }
+
+    int64_t id = 0;
+    int state = 0;
+    pthread_mutex_lock(&s->lock);
+    rc = find_row(s, in.sop_uid, sha, &id, &state);
+    if (rc == ERR_NOTFOUND) {
+        rc = insert_row(s, &in, sha, (int64_t)size, &id, e);
+        *fresh = !rc;
+    } else if (rc) {
+        rc = db_err(s, e, "lookup");
+    } else if (state == SPOOL_DONE && unreferenced(s, sha)) {
+        /* Sent already: the copy that came again is not needed. */
+        unlink(dst);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (!rc)
+        fill_item(s, &in, sha, (int64_t)size, id, item);
+    return rc;
+out:
+    unlink(path);
+    return rc;
+}
+
+static void row_item(struct spool *s, sqlite3_stmt *st, struct spool_item *it)
+{
+    memset(it, 0, sizeof *it);
+    it->id = sqlite3_column_int64(st, 0);
+    strlcpy_h(it->study_uid, (const char *)sqlite3_column_text(st, 1),
+              sizeof it->study_uid);
+    strlcpy_h(it->series_uid, (const char *)sqlite3_column_text(st, 2),
+              sizeof it->series_uid);
+    strlcpy_h(it->sop_uid, (const char *)sqlite3_column_text(st, 3),
+              sizeof it->sop_uid);
+    strlcpy_h(it->sha256, (const char *)sqlite3_column_text(st, 4),
+              sizeof it->sha256);
+    it->size = sqlite3_column_int64(st, 5);
+    strlcpy_h(it->transfer_syntax, (const char *)sqlite3_column_text(st, 6),
+              sizeof it->transfer_syntax);
+    it->has_pixels = sqlite3_column_int(st, 7);
+    it->state = sqlite3_column_int(st, 8);
+    it->attempts = sqlite3_column_int(st, 9);
+    it->priority = sqlite3_column_int(st, 10);
+    snprintf(it->path, sizeof it->path, "%s/%s", s->files, it->sha256);
+}
+
+int spool_next(struct spool *s, const int64_t *skip, int nskip,
+               struct spool_item *item, struct err *e)
+{
+    /* Few rows are skipped (those being sent): step past them. */
+    sqlite3_stmt *st;
+    int rc = ERR_NOTFOUND;
+    pthread_mutex_lock(&s->lock);
+    if (sqlite3_prepare_v2(s->db, "SELECT i.id, i.study_uid, i.series_uid,"
+                           " i.sop_uid, i.sha256, i.size, i.transfer_syntax,"
+                           " i.has_pixels, i.state, i.attempts,"
+                           " coalesce(s.priority, 3) AS p"
+                           " FROM instances i LEFT JOIN studies s"
+                           " ON s.study_uid = i.study_uid"
+                           " WHERE i.state IN (0, 1) ORDER BY p, i.id",
+                           -1, &st, NULL)) {
+        rc = db_err(s, e, "next");
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        int k;
+        for (k = 0; k < nskip && skip[k] != id; k++)
+            ;
+        if (k < nskip)
+            continue;
+        row_item(s, st, item);
+        rc = 0;
+        break;
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* Runs sql with one int64 (?1) and optionally a text (?2) bound. */
+static int exec1(struct spool *s, const char *sql, int64_t a, const char *b,
+                 struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL)) {
+        rc = db_err(s, e, "update");
+    } else {
+        sqlite3_bind_int64(st, 1, a);
+        if (b)
+            sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_err(s, e, "update");
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int spool_set_state(struct spool *s, int64_t id, int state,
+                    const char *reason, struct err *e)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "UPDATE instances SET state = %d, reason ="
+             " coalesce(?2, reason) WHERE id = ?1", state);
+    return exec1(s, sql, id, reason, e);
+}
+
+int spool_attempt(struct spool *s, int64_t id, struct err *e)
+{
+    int rc = exec1(s, "UPDATE instances SET attempts = attempts + 1"
+                   " WHERE id = ?1", id, NULL, e);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st;
+    rc = 0;
+    if (!sqlite3_prepare_v2(s->db, "SELECT attempts FROM instances"
+                            " WHERE id = ?", -1, &st, NULL)) {
+        sqlite3_bind_int64(st, 1, id);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            rc = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int spool_done(struct spool *s, int64_t id, struct err *e)
+{
+    char sha[65] = "";
+    sqlite3_stmt *st;
+    int rc = exec1(s, "UPDATE instances SET state = 2, reason = ''"
+                   " WHERE id = ?1", id, NULL, e);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&s->lock);
+    if (!sqlite3_prepare_v2(s->db, "SELECT sha256 FROM instances"
+                            " WHERE id = ?", -1, &st, NULL)) {
+        sqlite3_bind_int64(st, 1, id);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            strlcpy_h(sha, (const char *)sqlite3_column_text(st, 0),
+                      sizeof sha);
+        sqlite3_finalize(st);
+    }
+    if (sha[0] && unreferenced(s, sha)) {
+        char p[1200];
+        snprintf(p, sizeof p, "%s/%s", s->files, sha);
+        unlink(p);
+        snprintf(p, sizeof p, "%s/%s", s->send, sha);
+        unlink(p);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+int spool_requeue(struct spool *s, struct err *e)
+{
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    if (sqlite3_exec(s->db, "UPDATE instances SET state = 0 WHERE state = 1",
+                     NULL, NULL, NULL))
+        rc = db_err(s, e, "requeue");
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int spool_send_path(const struct spool *s, const struct spool_item *item,
+                    char *out, size_t n)
+{
+    int w = snprintf(out, n, "%s/%s", s->send, item->sha256);
+    return w < 0 || (size_t)w >= n ? ERR_TOOBIG : 0;
+}
+
+int spool_send_get(struct spool *s, int64_t id, char sha[65], int64_t *size,
+                   struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc = 0;
+    sha[0] = 0;
+    *size = 0;
+    pthread_mutex_lock(&s->lock);
+    if (sqlite3_prepare_v2(s->db, "SELECT send_sha256, send_size FROM"
+                           " instances WHERE id = ?", -1, &st, NULL)) {
+        rc = db_err(s, e, "send");
+    } else {
+        sqlite3_bind_int64(st, 1, id);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            strlcpy_h(sha, (const char *)sqlite3_column_text(st, 0), 65);
+            *size = sqlite3_column_int64(st, 1);
+        }
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int spool_send_set(struct spool *s, int64_t id, const char *sha,
+                   int64_t size, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    if (sqlite3_prepare_v2(s->db, "UPDATE instances SET send_sha256 = ?,"
+                           " send_size = ? WHERE id = ?", -1, &st, NULL)) {
+        rc = db_err(s, e, "send");
+    } else {
+        sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, size);
+        sqlite3_bind_int64(st, 3, id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_err(s, e, "send");
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int spool_set_priority(struct spool *s, const char *study_uid, int priority,
+                       const char *case_id, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    if (sqlite3_prepare_v2(s->db, "INSERT INTO studies(study_uid, priority,"
+                           " case_id) VALUES (?1, ?2, coalesce(?3, ''))"
+                           " ON CONFLICT(study_uid) DO UPDATE SET"
+                           " priority = ?2, case_id = coalesce(?3, case_id)",
+                           -1, &st, NULL)) {
+        rc = db_err(s, e, "priority");
+    } else {
+        sqlite3_bind_text(st, 1, study_uid, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, priority);
+        if (case_id && case_id[0])
+            sqlite3_bind_text(st, 3, case_id, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_err(s, e, "priority");
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int spool_priority(struct spool *s, const char *study_uid)
+{
+    sqlite3_stmt *st;
+    int p = SPOOL_ROUTINE;
+    pthread_mutex_lock(&s->lock);
+    if (!sqlite3_prepare_v2(s->db, "SELECT priority FROM studies"
+                            " WHERE study_uid = ?", -1, &st, NULL)) {
+        sqlite3_bind_text(st, 1, study_uid, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            p = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return p;
+}
+
+int spool_counts(struct spool *s, struct spool_counts *c, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc = 0;
+    memset(c, 0, sizeof *c);
+    pthread_mutex_lock(&s->lock);
+    if (sqlite3_prepare_v2(s->db, "SELECT state, count(*), sum(size)"
+                           " FROM instances GROUP BY state", -1, &st,
+                           NULL)) {
+        rc = db_err(s, e, "counts");
+        goto out;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t n = sqlite3_column_int64(st, 1);
+        int64_t b = sqlite3_column_int64(st, 2);
+        switch (sqlite3_column_int(st, 0)) {
+        case SPOOL_WAITING: c->waiting = n; c->bytes_waiting += b; break;
+        case SPOOL_IN_FLIGHT: c->in_flight = n; c->bytes_waiting += b; break;
+        case SPOOL_DONE: c->done = n; c->bytes_done = b; break;
+        default: c->failed = n; break;
+        }
+    }
+    sqlite3_finalize(st);
+    if (sqlite3_prepare_v2(s->db, "SELECT k, v FROM figures", -1, &st,
+                           NULL)) {
+        rc = db_err(s, e, "counts");
+        goto out;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *k = (const char *)sqlite3_column_text(st, 0);
+        if (!strcmp(k, "rate_bps"))
+            c->rate_bps = sqlite3_column_double(st, 1);
+        else if (!strcmp(k, "updated_ms"))
+            c->updated_ms = sqlite3_column_int64(st, 1);
+        else if (!strcmp(k, "last_error") && sqlite3_column_text(st, 1))
+            strlcpy_h(c->last_error,
+                      (const char *)sqlite3_column_text(st, 1),
+                      sizeof c->last_error);
+    }
+    sqlite3_finalize(st);
+out:
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int spool_set_figures(struct spool *s, double rate_bps,
+                      const char *last_error, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO figures(k, v)"
+                           " VALUES ('rate_bps', ?1), ('updated_ms', ?2),"
+                           " ('last_error', ?3)", -1, &st, NULL)) {
+        rc = db_err(s, e, "figures");
+    } else {
+        sqlite3_bind_double(st, 1, rate_bps);
+        sqlite3_bind_int64(st, 2, now_ms());
+        sqlite3_bind_text(st, 3, last_error ? last_error : "", -1,
+                          SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_err(s, e, "figures");
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int spool_each_failed(struct spool *s,
+                      int (*fn)(void *arg, const char *sop_uid,
+                                const char *study_uid, const char *reason,
+                                int attempts),
+                      void *arg, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    if (sqlite3_prepare_v2(s->db, "SELECT sop_uid, study_uid, reason,"
+                           " attempts FROM instances WHERE state = 3"
+                           " ORDER BY id", -1, &st, NULL)) {
+        rc = db_err(s, e, "failed");
+    } else {
+        while (sqlite3_step(st) == SQLITE_ROW &&
+               !fn(arg, (const char *)sqlite3_column_text(st, 0),
+                   (const char *)sqlite3_column_text(st, 1),
+                   (const char *)sqlite3_column_text(st, 2),
+                   sqlite3_column_int(st, 3)))
+            ;
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
