@@ -38,10 +38,11 @@ static const char usage_text[] =
     "[--cacert FILE]\n"
     "                     [--allow-ae AET]... [--max-rate RATE] "
     "[--retry-max SECONDS]\n"
-    "                     [--reserve BYTES] [--log-level "
-    "debug|info|warn|error]\n"
+    "                     [--study-quiet SECONDS] [--reserve BYTES]\n"
+    "                     [--log-level debug|info|warn|error]\n"
     "       hashi-gateway status --spool DIR [--json]\n"
-    "defaults: --dicom 0.0.0.0:11112 --ae-title HASHIGW --retry-max 300\n"
+    "defaults: --dicom 0.0.0.0:11112 --ae-title HASHIGW --retry-max 300 "
+    "--study-quiet 5\n"
     "RATE: 256kbit, 2mbit, or bytes per second (k, m suffixes)\n"
     "exit codes: 0 ok, 1 usage, 2 failure\n";
 
@@ -53,6 +54,7 @@ struct gw_opts {
     int nallow;
     double max_rate;
     int retry_max;
+    int quiet_s;
     long long reserve;
     int json;
 };
@@ -105,6 +107,7 @@ static int parse_args(int argc, char **argv, int status, struct gw_opts *o)
     o->dicom_port = 11112;
     o->ae_title = "HASHIGW";
     o->retry_max = 300;
+    o->quiet_s = 5;
     o->reserve = DEFAULT_RESERVE;
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
@@ -119,6 +122,7 @@ static int parse_args(int argc, char **argv, int status, struct gw_opts *o)
             !strcmp(f, "--dicom") || !strcmp(f, "--ae-title") ||
             !strcmp(f, "--cacert") || !strcmp(f, "--allow-ae") ||
             !strcmp(f, "--max-rate") || !strcmp(f, "--retry-max") ||
+            !strcmp(f, "--study-quiet") ||
             !strcmp(f, "--reserve")) {
             if (i + 1 >= argc)
                 return usage_err("%s needs a value", f);
@@ -157,6 +161,10 @@ static int parse_args(int argc, char **argv, int status, struct gw_opts *o)
             if (parse_int(v, 1, 86400, &n))
                 return usage_err("--retry-max '%s': seconds, 1..86400", v);
             o->retry_max = (int)n;
+        } else if (!strcmp(f, "--study-quiet")) {
+            if (parse_int(v, 1, 3600, &n))
+                return usage_err("--study-quiet '%s': seconds, 1..3600", v);
+            o->quiet_s = (int)n;
         } else if (!strcmp(f, "--reserve")) {
             if (parse_int(v, 0, 1LL << 50, &n))
                 return usage_err("--reserve '%s': bytes", v);
@@ -208,10 +216,7 @@ static int cmd_status(const struct gw_opts *o)
         spool_close(s);
         return EX_FAIL;
     }
-    /* rate_bps is in bits; ETA from bytes. */
-    long long eta = c.rate_bps > 0
-                        ? (long long)(c.bytes_waiting * 8 / c.rate_bps)
-                        : -1;
+    long long eta = c.eta_s;
     int rc = 0;
     if (o->json) {
         json_t *failures = json_array();
@@ -222,7 +227,7 @@ static int cmd_status(const struct gw_opts *o)
             "done", (json_int_t)c.done, "failed", (json_int_t)c.failed,
             "bytes_waiting", (json_int_t)c.bytes_waiting,
             "bytes_done", (json_int_t)c.bytes_done,
-            "rate_bps", c.rate_bps, "eta_s", (json_int_t)eta,
+            "rate_bps", c.rate, "eta_s", (json_int_t)eta,
             "last_error", c.last_error, "updated_ms",
             (json_int_t)c.updated_ms, "failures", failures);
         rc = spool_each_failed(s, add_failure, failures, &e);
@@ -236,9 +241,9 @@ static int cmd_status(const struct gw_opts *o)
         printf("waiting %lld, in flight %lld, done %lld, failed %lld\n",
                (long long)c.waiting, (long long)c.in_flight,
                (long long)c.done, (long long)c.failed);
-        printf("bytes waiting %lld, sent %lld; rate %.0f bit/s; ETA %s",
+        printf("bytes waiting %lld, sent %lld; rate %.0f bytes/s; ETA %s",
                (long long)c.bytes_waiting, (long long)c.bytes_done,
-               c.rate_bps, eta < 0 ? "unknown\n" : "");
+               c.rate, eta < 0 ? "unknown\n" : "");
         if (eta >= 0)
             printf("%lld s\n", eta);
         if (c.last_error[0])
@@ -358,7 +363,7 @@ static int serve(const struct gw_opts *o)
     if (!(scp = dicom_scp_start(&cfg, &e)))
         goto out;
     struct uplink_cfg ucfg = { o->server, token, o->cacert, o->max_rate,
-                               o->retry_max };
+                               o->retry_max, o->quiet_s * 1000 };
     if (!(up = uplink_start(g.spool, &ucfg, &e)))
         goto out;
     log_info("hashi-gateway: DICOM %s:%d AE %s, spool %s, server %s%s",

@@ -40,6 +40,7 @@ static const char *SCHEMA =
     " study_uid TEXT NOT NULL, series_uid TEXT NOT NULL,"
     " sop_uid TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,"
     " transfer_syntax TEXT NOT NULL, has_pixels INTEGER NOT NULL,"
+    " instance_number INTEGER NOT NULL,"
     " received_ms INTEGER NOT NULL,"
     " state INTEGER NOT NULL DEFAULT 0,"
     " reason TEXT NOT NULL DEFAULT '',"
@@ -51,7 +52,9 @@ static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS studies("
     " study_uid TEXT PRIMARY KEY,"
     " priority INTEGER NOT NULL DEFAULT 3,"
-    " case_id TEXT NOT NULL DEFAULT '');"
+    " case_id TEXT NOT NULL DEFAULT '',"
+    " expected INTEGER NOT NULL DEFAULT 0,"   /* last count announced */
+    " preview INTEGER NOT NULL DEFAULT 0);"   /* 1: sent or given up */
     "CREATE TABLE IF NOT EXISTS figures("
     " k TEXT PRIMARY KEY, v);";
 
@@ -239,8 +242,9 @@ static int insert_row(struct spool *s, const struct dcm_info *in,
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "INSERT INTO instances(study_uid,"
                            " series_uid, sop_uid, sha256, size,"
-                           " transfer_syntax, has_pixels, received_ms)"
-                           " VALUES (?,?,?,?,?,?,?,?)", -1, &st, NULL))
+                           " transfer_syntax, has_pixels, received_ms,"
+                           " instance_number) VALUES (?,?,?,?,?,?,?,?,?)",
+                           -1, &st, NULL))
         return db_err(s, e, "insert");
     sqlite3_bind_text(st, 1, in->study_uid, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, in->series_uid, -1, SQLITE_STATIC);
@@ -250,6 +254,7 @@ static int insert_row(struct spool *s, const struct dcm_info *in,
     sqlite3_bind_text(st, 6, in->transfer_syntax, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 7, in->has_pixels);
     sqlite3_bind_int64(st, 8, now_ms());
+    sqlite3_bind_int(st, 9, in->instance_number);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
@@ -358,9 +363,10 @@ int spool_next(struct spool *s, const int64_t *skip, int nskip,
                            " i.sop_uid, i.sha256, i.size, i.transfer_syntax,"
                            " i.has_pixels, i.state, i.attempts,"
                            " coalesce(s.priority, 3) AS p"
-                           " FROM instances i LEFT JOIN studies s"
+                           " FROM instances i JOIN studies s"
                            " ON s.study_uid = i.study_uid"
-                           " WHERE i.state IN (0, 1) ORDER BY p, i.id",
+                           " WHERE i.state IN (0, 1) AND s.expected > 0"
+                           " ORDER BY p, i.id",
                            -1, &st, NULL)) {
         rc = db_err(s, e, "next");
         pthread_mutex_unlock(&s->lock);
@@ -593,8 +599,8 @@ int spool_counts(struct spool *s, struct spool_counts *c, struct err *e)
     }
     while (sqlite3_step(st) == SQLITE_ROW) {
         const char *k = (const char *)sqlite3_column_text(st, 0);
-        if (!strcmp(k, "rate_bps"))
-            c->rate_bps = sqlite3_column_double(st, 1);
+        if (!strcmp(k, "rate"))
+            c->rate = sqlite3_column_double(st, 1);
         else if (!strcmp(k, "updated_ms"))
             c->updated_ms = sqlite3_column_int64(st, 1);
         else if (!strcmp(k, "last_error") && sqlite3_column_text(st, 1))
@@ -603,23 +609,25 @@ int spool_counts(struct spool *s, struct spool_counts *c, struct err *e)
                       sizeof c->last_error);
     }
     sqlite3_finalize(st);
+    c->eta_s = c->rate > 0 ? (int64_t)((double)c->bytes_waiting / c->rate)
+                           : -1;
 out:
     pthread_mutex_unlock(&s->lock);
     return rc;
 }
 
-int spool_set_figures(struct spool *s, double rate_bps,
+int spool_set_figures(struct spool *s, double rate,
                       const char *last_error, struct err *e)
 {
     sqlite3_stmt *st;
     int rc = 0;
     pthread_mutex_lock(&s->lock);
     if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO figures(k, v)"
-                           " VALUES ('rate_bps', ?1), ('updated_ms', ?2),"
+                           " VALUES ('rate', ?1), ('updated_ms', ?2),"
                            " ('last_error', ?3)", -1, &st, NULL)) {
         rc = db_err(s, e, "figures");
     } else {
-        sqlite3_bind_double(st, 1, rate_bps);
+        sqlite3_bind_double(st, 1, rate);
         sqlite3_bind_int64(st, 2, now_ms());
         sqlite3_bind_text(st, 3, last_error ? last_error : "", -1,
                           SQLITE_STATIC);
@@ -651,6 +659,110 @@ int spool_each_failed(struct spool *s,
                    (const char *)sqlite3_column_text(st, 2),
                    sqlite3_column_int(st, 3)))
             ;
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int spool_each_study(struct spool *s, int64_t quiet_ms,
+                     int (*fn)(void *arg, const struct spool_study *st),
+                     void *arg, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    if (sqlite3_prepare_v2(s->db, "SELECT i.study_uid, count(*),"
+                           " coalesce(s.expected, 0), coalesce(s.priority, 3),"
+                           " coalesce(s.preview, 0)"
+                           " FROM instances i LEFT JOIN studies s"
+                           " ON s.study_uid = i.study_uid"
+                           " GROUP BY i.study_uid"
+                           " HAVING max(i.received_ms) <= ?1"
+                           " AND count(*) <> coalesce(s.expected, 0)",
+                           -1, &st, NULL)) {
+        rc = db_err(s, e, "studies");
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+    }
+    sqlite3_bind_int64(st, 1, now_ms() - quiet_ms);
+    /* Collected first: fn may call back into the spool. */
+    struct spool_study list[32];
+    int n = 0;
+    while (n < 32 && sqlite3_step(st) == SQLITE_ROW) {
+        struct spool_study *y = &list[n++];
+        strlcpy_h(y->study_uid, (const char *)sqlite3_column_text(st, 0),
+                  sizeof y->study_uid);
+        y->count = sqlite3_column_int64(st, 1);
+        y->expected = sqlite3_column_int64(st, 2);
+        y->priority = sqlite3_column_int(st, 3);
+        y->preview = sqlite3_column_int(st, 4);
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&s->lock);
+    for (int i = 0; i < n && !fn(arg, &list[i]); i++)
+        ;
+    return 0;
+}
+
+/* Sets one integer column of a study's row (made if missing). */
+static int study_set(struct spool *s, const char *col, const char *study,
+                     int64_t v, struct err *e)
+{
+    char sql[200];
+    sqlite3_stmt *st;
+    int rc = 0;
+    snprintf(sql, sizeof sql, "INSERT INTO studies(study_uid, %s)"
+             " VALUES (?1, ?2) ON CONFLICT(study_uid) DO UPDATE SET"
+             " %s = ?2", col, col);
+    pthread_mutex_lock(&s->lock);
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL)) {
+        rc = db_err(s, e, col);
+    } else {
+        sqlite3_bind_text(st, 1, study, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, v);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_err(s, e, col);
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int spool_set_expected(struct spool *s, const char *study_uid, int64_t n,
+                       struct err *e)
+{
+    return study_set(s, "expected", study_uid, n, e);
+}
+
+int spool_set_preview(struct spool *s, const char *study_uid, int done,
+                      struct err *e)
+{
+    return study_set(s, "preview", study_uid, done, e);
+}
+
+int spool_middle(struct spool *s, const char *study_uid,
+                 struct spool_item *item, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc = ERR_NOTFOUND;
+    pthread_mutex_lock(&s->lock);
+    if (sqlite3_prepare_v2(s->db, "SELECT i.id, i.study_uid, i.series_uid,"
+                           " i.sop_uid, i.sha256, i.size, i.transfer_syntax,"
+                           " i.has_pixels, i.state, i.attempts, 3"
+                           " FROM instances i WHERE i.study_uid = ?1"
+                           " AND i.has_pixels AND i.state <> 2"
+                           " ORDER BY i.series_uid, i.instance_number, i.id"
+                           " LIMIT 1 OFFSET (SELECT count(*) / 2 FROM"
+                           " instances WHERE study_uid = ?1 AND has_pixels"
+                           " AND state <> 2)", -1, &st, NULL)) {
+        rc = db_err(s, e, "middle");
+    } else {
+        sqlite3_bind_text(st, 1, study_uid, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            row_item(s, st, item);
+            rc = 0;
+        }
         sqlite3_finalize(st);
     }
     pthread_mutex_unlock(&s->lock);

@@ -51,7 +51,8 @@ struct spool_counts {
     int64_t waiting, in_flight, done, failed;
     int64_t bytes_waiting;          /* waiting + in flight */
     int64_t bytes_done;
-    double rate_bps;                /* as the uploader last measured */
+    double rate;                    /* bytes/s, as the uploader measured */
+    int64_t eta_s;                  /* bytes_waiting / rate; -1 unknown */
     char last_error[256];
     int64_t updated_ms;             /* when the uploader last wrote them */
 };
@@ -109,8 +110,33 @@ int spool_priority(struct spool *s, const char *study_uid);
 /* Counts for `status` and gateway.status. */
 int spool_counts(struct spool *s, struct spool_counts *c, struct err *e);
 /* The uploader's figures, kept for `status` in another process. */
-int spool_set_figures(struct spool *s, double rate_bps,
+int spool_set_figures(struct spool *s, double rate,
                       const char *last_error, struct err *e);
+
+/* A study as the uploader announces it. */
+struct spool_study {
+    char study_uid[65];
+    int64_t count;                  /* its rows in the spool */
+    int64_t expected;               /* the count last announced; 0 none */
+    int priority;
+    int preview;                    /* 1: preview sent or given up */
+};
+/* Calls fn (until it returns non-zero) for the studies (at most 32 a
+ * call) that got no instance for quiet_ms and whose count is not the one
+ * announced.  Instances of a study are not handed out by spool_next
+ * before its count was announced (spool_set_expected), so its
+ * study.expect and preview go first. */
+int spool_each_study(struct spool *s, int64_t quiet_ms,
+                     int (*fn)(void *arg, const struct spool_study *st),
+                     void *arg, struct err *e);
+int spool_set_expected(struct spool *s, const char *study_uid, int64_t n,
+                       struct err *e);
+int spool_set_preview(struct spool *s, const char *study_uid, int done,
+                      struct err *e);
+/* The middle image of a study still in the spool (by series, instance
+ * number): the one its preview is made of.  ERR_NOTFOUND if none. */
+int spool_middle(struct spool *s, const char *study_uid,
+                 struct spool_item *item, struct err *e);
 
 /* Calls fn for each failed row (for `status`); stops when fn returns
  * non-zero. */

@@ -30,11 +30,16 @@
 #define CHUNK_MAX (64 << 10)        /* small: priority and rate act often */
 #define CONFLICT_TRIES 3            /* sha256 mismatches before failed */
 #define FIGURES_MS 2000
+#define STATUS_MS 10000             /* gateway.status while connected */
+#define ANNOUNCE_MS 500             /* look for quiet studies */
+#define EXPECTS 8                   /* study.expect awaiting replies */
+#define PREVIEW_PX 512
 
 enum { P_BEGIN, P_SEND, P_END };
 
 struct slot {
     int used;
+    int preview;                    /* a study's JPEG preview, not a row */
     struct spool_item it;
     char path[1200];                /* what is sent: original or send/ */
     char sha[65];
@@ -66,6 +71,13 @@ struct uplink {
     int64_t wire_bytes;             /* since the last figures */
     double figures_at, rate;
     char last_error[256];
+    int64_t quiet_ms;
+    double announce_at, status_at;
+    struct {                        /* study.expect sent, not answered */
+        char req[MSG_ID_MAX + 1];
+        char study_uid[65];
+        int64_t count;
+    } expects[EXPECTS];
 };
 
 /* ---- rate cap -------------------------------------------------------- */
@@ -225,8 +237,11 @@ static int send_begin(struct uplink *u, struct slot *sl, struct err *e)
 {
     struct msg m;
     struct msg_error me;
-    if (msg_build_upload_begin(&m, NULL, sl->upload_id, sl->sha, sl->size,
-                               NULL, &me))
+    if (sl->preview ? msg_build_upload_begin_preview(&m, NULL, sl->upload_id,
+                                                     sl->sha, sl->size,
+                                                     sl->it.study_uid, &me)
+                    : msg_build_upload_begin(&m, NULL, sl->upload_id, sl->sha,
+                                             sl->size, NULL, &me))
         return err_set(e, ERR_INVALID, "upload.begin: %s", me.message);
     int rc = conn_v1_send(u->conn, &m, e);
     strlcpy_h(sl->req, m.id, sizeof sl->req);
@@ -294,6 +309,28 @@ static int64_t unanswered(const struct uplink *u, int prio)
     return n;
 }
 
+/* Frees the slot of the least urgent upload if it is less urgent than
+ * prio (the server keeps its bytes; it resumes later): its index, or -1.
+ * This is how a stat study overtakes a routine one at the next chunk. */
+static int evict_for(struct uplink *u, int prio)
+{
+    int worst = -1;
+    for (int i = 0; i < SLOTS; i++) {
+        struct slot *sl = &u->slots[i];
+        if (sl->used && !sl->preview && sl->it.priority > prio &&
+            (worst < 0 || sl->it.priority > u->slots[worst].it.priority ||
+             (sl->it.priority == u->slots[worst].it.priority &&
+              sl->it.id > u->slots[worst].it.id)))
+            worst = i;
+    }
+    if (worst >= 0) {
+        log_debug("gateway: %s waits for a more urgent study",
+                  u->slots[worst].it.sop_uid);
+        slot_free(&u->slots[worst]);
+    }
+    return worst;
+}
+
 /* Fills free slots from the spool, best priority first. */
 static int fill_slots(struct uplink *u, struct err *e)
 {
@@ -306,14 +343,14 @@ static int fill_slots(struct uplink *u, struct err *e)
             else if (free_i < 0)
                 free_i = i;
         }
-        if (free_i < 0)
-            return 0;
         struct spool_item it;
         int rc = spool_next(u->spool, skip, nskip, &it, e);
         if (rc == ERR_NOTFOUND)
             return 0;
         if (rc)
             return rc;
+        if (free_i < 0 && (free_i = evict_for(u, it.priority)) < 0)
+            return 0;
         if (unanswered(u, it.priority) >= UPLINK_WINDOW)
             return 0;
         if ((rc = admit(u, &u->slots[free_i], &it, e)))
@@ -374,9 +411,28 @@ static int send_chunk(struct uplink *u, struct slot *sl, double *wait,
 
 /* ---- answers --------------------------------------------------------- */
 
+/* A preview is best effort: done or given up, it is not tried again. */
+static void preview_over(struct uplink *u, struct slot *sl, const char *why)
+{
+    struct err e = { 0, "" };
+    if (why)
+        log_warn("gateway: preview of %s not sent: %s", sl->it.study_uid,
+                 why);
+    else
+        log_info("gateway: preview of %s delivered", sl->it.study_uid);
+    if (spool_set_preview(u->spool, sl->it.study_uid, 1, &e))
+        log_error("gateway: %s", e.msg);
+    unlink(sl->path);
+    slot_free(sl);
+}
+
 static void mark_failed(struct uplink *u, struct slot *sl, const char *why)
 {
     struct err e = { 0, "" };
+    if (sl->preview) {
+        preview_over(u, sl, why);
+        return;
+    }
     log_warn("gateway: %s failed at the server: %s", sl->it.sop_uid, why);
     if (spool_set_state(u->spool, sl->it.id, SPOOL_FAILED, why, &e))
         log_error("gateway: %s", e.msg);
@@ -387,6 +443,10 @@ static void mark_failed(struct uplink *u, struct slot *sl, const char *why)
 static void mark_done(struct uplink *u, struct slot *sl, int status)
 {
     struct err e = { 0, "" };
+    if (sl->preview) {
+        preview_over(u, sl, NULL);
+        return;
+    }
     if (status == MSG_UP_CONFLICT) {
         mark_failed(u, sl, "conflict: the server holds this SOP Instance "
                     "UID with other bytes (this copy kept aside there)");
@@ -409,6 +469,13 @@ static int on_refusal(struct uplink *u, struct slot *sl,
     char why[600];
     snprintf(why, sizeof why, "%s: %s", msg_code_name(ei->code),
              ei->message);
+    int transient = ei->code == MSG_E_NOT_READY ||
+                    ei->code == MSG_E_INTERNAL ||
+                    ei->code == MSG_E_RATE_LIMITED;
+    if (sl->preview && !transient) {
+        mark_failed(u, sl, why);
+        return 0;
+    }
     switch (ei->code) {
     case MSG_E_NOT_READY:
         if (sl->phase == P_END) {   /* bytes missing: ask where to go on */
@@ -443,6 +510,51 @@ static int on_refusal(struct uplink *u, struct slot *sl,
     }
 }
 
+static int prio_of(int msg_priority)
+{
+    return msg_priority == MSG_PRIO_STAT ? SPOOL_STAT
+           : msg_priority == MSG_PRIO_URGENT ? SPOOL_URGENT : SPOOL_ROUTINE;
+}
+
+static void on_priorities(struct uplink *u, const struct msg_priorities *p)
+{
+    struct err e = { 0, "" };
+    for (int i = 0; i < p->n_studies; i++) {
+        const struct msg_priority_entry *pe = &p->studies[i];
+        int prio = prio_of(pe->priority);
+        if (spool_set_priority(u->spool, pe->study_uid, prio, pe->case_id,
+                               &e))
+            log_error("gateway: %s", e.msg);
+        for (int k = 0; k < SLOTS; k++)
+            if (u->slots[k].used &&
+                !strcmp(u->slots[k].it.study_uid, pe->study_uid))
+                u->slots[k].it.priority = prio;
+        log_info("gateway: study %s is %s (case %s)", pe->study_uid,
+                 msg_priority_name(pe->priority), pe->case_id);
+    }
+}
+
+/* The answer to a study.expect: its instances may go now.  A refusal is
+ * logged and the instances go anyway: the server judges each of them. */
+static void on_expect_reply(struct uplink *u, const struct msg *m)
+{
+    struct err e = { 0, "" };
+    for (int i = 0; i < EXPECTS; i++) {
+        if (!u->expects[i].req[0] || strcmp(u->expects[i].req, m->id))
+            continue;
+        if (!m->reply.ok)
+            log_warn("gateway: study.expect %s refused: %s: %s",
+                     u->expects[i].study_uid,
+                     msg_code_name(m->reply.error.code),
+                     m->reply.error.message);
+        if (spool_set_expected(u->spool, u->expects[i].study_uid,
+                               u->expects[i].count, &e))
+            log_error("gateway: %s", e.msg);
+        u->expects[i].req[0] = 0;
+        return;
+    }
+}
+
 static int on_message(struct uplink *u, struct msg *m, struct err *e)
 {
     struct slot *sl;
@@ -466,6 +578,11 @@ static int on_message(struct uplink *u, struct msg *m, struct err *e)
         sl = slot_by_req(u, m->id);
         if (sl && !m->reply.ok)
             return on_refusal(u, sl, &m->reply.error, e);
+        if (!sl)
+            on_expect_reply(u, m);
+        return 0;
+    case MSG_PRIORITIES:
+        on_priorities(u, &m->priorities);
         return 0;
     case MSG_EVENT:
         return conn_v1_ack(u->conn, m->event.seq, e);
@@ -548,6 +665,8 @@ static void disconnect(struct uplink *u, const char *why)
     conn_disconnect(u->conn);
     u->connected = 0;
     drop_slots(u);
+    memset(u->expects, 0, sizeof u->expects);
+    u->status_at = 0;
     backoff(u);
 }
 
@@ -564,9 +683,148 @@ static int connect_session(struct uplink *u, struct err *e)
     return 0;
 }
 
+/* The preview of a study into a free slot: the middle image rendered
+ * with its default window, at most 512 px, sent before its instances.
+ * A study that cannot be previewed (no image, no renderer) goes without. */
+static int admit_preview(struct uplink *u, const struct spool_study *y,
+                         struct err *e)
+{
+    struct err re = { 0, "" };
+    struct spool_item mid;
+    struct slot *sl = NULL;
+    unsigned char *jpeg = NULL;
+    size_t len = 0;
+    for (int i = 0; i < SLOTS && !sl; i++)
+        if (!u->slots[i].used)
+            sl = &u->slots[i];
+    if (!sl) {
+        int i = evict_for(u, y->priority - 1);
+        if (i < 0)
+            return 0;       /* next time */
+        sl = &u->slots[i];
+    }
+    memset(&sl->it, 0, sizeof sl->it);
+    strlcpy_h(sl->it.study_uid, y->study_uid, sizeof sl->it.study_uid);
+    sl->it.priority = y->priority;
+    sl->preview = 1;
+    sl->used = 1;
+    sl->fd = -1;
+    struct dcm_render_opts o = { 0, DCM_WINDOW_DEFAULT, 0, 0, PREVIEW_PX,
+                                 PREVIEW_PX, 0, 0 };
+    if (spool_middle(u->spool, y->study_uid, &mid, &re) ||
+        dicom_render_jpeg(mid.path, &o, &jpeg, &len, NULL, NULL, &re) ||
+        snprintf(sl->path, sizeof sl->path, "%s/send/preview-%s.jpg",
+                 spool_dir(u->spool), y->study_uid) >= (int)sizeof sl->path
+        || write_file_durable(sl->path, jpeg, len, 0600, &re)) {
+        free(jpeg);
+        preview_over(u, sl, re.msg[0] ? re.msg : "no image to preview");
+        return 0;
+    }
+    sha256_hex(jpeg, len, sl->sha);
+    free(jpeg);
+    sl->size = (int64_t)len;
+    memcpy(sl->upload_id, "pv-", 3);
+    memcpy(sl->upload_id + 3, sl->sha, 48);
+    sl->upload_id[51] = 0;
+    sl->fd = open(sl->path, O_RDONLY | O_CLOEXEC);
+    if (sl->fd < 0) {
+        preview_over(u, sl, strerror(errno));
+        return 0;
+    }
+    return send_begin(u, sl, e);
+}
+
+struct announce { struct uplink *u; struct err *e; int rc; };
+
+static int announce_one(void *arg, const struct spool_study *y)
+{
+    struct announce *a = arg;
+    struct uplink *u = a->u;
+    int free_i = -1;
+    for (int i = 0; i < EXPECTS; i++) {
+        if (u->expects[i].req[0] &&
+            !strcmp(u->expects[i].study_uid, y->study_uid))
+            return 0;       /* asked already */
+        if (!u->expects[i].req[0] && free_i < 0)
+            free_i = i;
+    }
+    if (free_i < 0)
+        return 1;
+    struct msg m;
+    struct msg_error me;
+    static const int wire[] = { 0, MSG_PRIO_STAT, MSG_PRIO_URGENT,
+                                MSG_PRIO_ROUTINE };
+    int p = y->priority >= SPOOL_STAT && y->priority <= SPOOL_ROUTINE
+                ? wire[y->priority] : MSG_PRIO_ROUTINE;
+    if (msg_build_study_expect(&m, NULL, y->study_uid, y->count, p, &me)) {
+        log_error("gateway: study.expect %s: %s", y->study_uid, me.message);
+        return 0;
+    }
+    if ((a->rc = conn_v1_send(u->conn, &m, a->e))) {
+        msg_free(&m);
+        return 1;
+    }
+    log_info("gateway: study %s: %lld instances announced", y->study_uid,
+             (long long)y->count);
+    strlcpy_h(u->expects[free_i].req, m.id, sizeof u->expects[free_i].req);
+    strlcpy_h(u->expects[free_i].study_uid, y->study_uid, 65);
+    u->expects[free_i].count = y->count;
+    msg_free(&m);
+    if (!y->preview && (a->rc = admit_preview(u, y, a->e)))
+        return 1;
+    return 0;
+}
+
+/* Studies quiet for quiet_ms get their study.expect (and preview). */
+static int announce(struct uplink *u, struct err *e)
+{
+    double now = now_mono();
+    if (now - u->announce_at < ANNOUNCE_MS / 1000.0)
+        return 0;
+    u->announce_at = now;
+    struct announce a = { u, e, 0 };
+    int rc = spool_each_study(u->spool, u->quiet_ms, announce_one, &a, e);
+    return rc ? rc : a.rc;
+}
+
+static int send_status(struct uplink *u, struct err *e)
+{
+    double now = now_mono();
+    if (u->status_at > 0 && now - u->status_at < STATUS_MS / 1000.0)
+        return 0;
+    u->status_at = now;
+    struct spool_counts c;
+    struct msg m;
+    struct err se = { 0, "" };
+    if (spool_counts(u->spool, &c, &se)) {
+        log_warn("gateway: %s", se.msg);
+        return 0;
+    }
+    msg_init(&m, MSG_GATEWAY_STATUS);
+    struct msg_gateway_status *g = &m.gateway_status;
+    g->waiting = c.waiting;
+    g->in_flight = c.in_flight;
+    g->done = c.done;
+    g->failed = c.failed;
+    g->bytes_waiting = c.bytes_waiting;
+    g->rate_bps = (int64_t)u->rate;
+    g->has_eta_s = c.eta_s >= 0;
+    g->eta_s = c.eta_s >= 0 ? c.eta_s : 0;
+    strlcpy_h(g->last_error, u->last_error, sizeof g->last_error);
+    int rc = conn_v1_send(u->conn, &m, e);
+    if (rc && e->code == ERR_INVALID) {
+        log_warn("gateway: gateway.status: %s", e->msg);
+        rc = 0;
+    }
+    msg_free(&m);
+    return rc;
+}
+
 static int step(struct uplink *u, struct err *e)
 {
     int rc;
+    if ((rc = announce(u, e)) || (rc = send_status(u, e)))
+        return rc;
     if ((rc = fill_slots(u, e)))
         return rc;
     struct slot *sl = next_sender(u);
@@ -628,6 +886,7 @@ struct uplink *uplink_start(struct spool *s, const struct uplink_cfg *cfg,
         strlcpy_h(u->cacert, cfg->cacert, sizeof u->cacert);
     u->max_rate = cfg->max_rate;
     u->retry_max_s = cfg->retry_max_s;
+    u->quiet_ms = cfg->quiet_ms > 0 ? cfg->quiet_ms : 5000;
     u->tokens_at = now_mono();
     drop_slots(u);
     pthread_mutex_init(&u->lock, NULL);

@@ -28,6 +28,10 @@ struct uplink_cfg {
     const char *cacert;             /* NULL: the system CAs; copied */
     double max_rate;                /* bytes/s on the wire; 0: no cap */
     int retry_max_s;                /* backoff cap; 0: 300 */
+    int quiet_ms;                   /* a study without news for that long
+                                       is announced (study.expect, then
+                                       its preview, then its instances);
+                                       0: 5000 */
 };
 
 struct uplink;
