@@ -679,7 +679,8 @@ int spool_each_study(struct spool *s, int64_t quiet_ms,
                            " ON s.study_uid = i.study_uid"
                            " GROUP BY i.study_uid"
                            " HAVING max(i.received_ms) <= ?1"
-                           " AND count(*) <> coalesce(s.expected, 0)",
+                           " AND (count(*) <> coalesce(s.expected, 0)"
+                           " OR coalesce(s.preview, 0) = 0)",
                            -1, &st, NULL)) {
         rc = db_err(s, e, "studies");
         pthread_mutex_unlock(&s->lock);

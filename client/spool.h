@@ -123,7 +123,7 @@ struct spool_study {
 };
 /* Calls fn (until it returns non-zero) for the studies (at most 32 a
  * call) that got no instance for quiet_ms and whose count is not the one
- * announced.  Instances of a study are not handed out by spool_next
+ * announced or whose preview is not sent.  Instances of a study are not handed out by spool_next
  * before its count was announced (spool_set_expected), so its
  * study.expect and preview go first. */
 int spool_each_study(struct spool *s, int64_t quiet_ms,

@@ -237,10 +237,12 @@ static int send_begin(struct uplink *u, struct slot *sl, struct err *e)
 {
     struct msg m;
     struct msg_error me;
-    if (sl->preview ? msg_build_upload_begin_preview(&m, NULL, sl->upload_id,
+    char rid[33];
+    conn_random_id(rid);
+    if (sl->preview ? msg_build_upload_begin_preview(&m, rid, sl->upload_id,
                                                      sl->sha, sl->size,
                                                      sl->it.study_uid, &me)
-                    : msg_build_upload_begin(&m, NULL, sl->upload_id, sl->sha,
+                    : msg_build_upload_begin(&m, rid, sl->upload_id, sl->sha,
                                              sl->size, NULL, &me))
         return err_set(e, ERR_INVALID, "upload.begin: %s", me.message);
     int rc = conn_v1_send(u->conn, &m, e);
@@ -254,7 +256,9 @@ static int send_end(struct uplink *u, struct slot *sl, struct err *e)
 {
     struct msg m;
     struct msg_error me;
-    if (msg_build_upload_end(&m, NULL, sl->upload_id, &me))
+    char rid[33];
+    conn_random_id(rid);
+    if (msg_build_upload_end(&m, rid, sl->upload_id, &me))
         return err_set(e, ERR_INVALID, "upload.end: %s", me.message);
     int rc = conn_v1_send(u->conn, &m, e);
     strlcpy_h(sl->req, m.id, sizeof sl->req);
@@ -736,11 +740,26 @@ static int admit_preview(struct uplink *u, const struct spool_study *y,
 
 struct announce { struct uplink *u; struct err *e; int rc; };
 
+/* The study's preview into a slot, unless sent or already in one. */
+static int preview_once(struct uplink *u, const struct spool_study *y,
+                        struct announce *a)
+{
+    if (y->preview)
+        return 0;
+    for (int i = 0; i < SLOTS; i++)
+        if (u->slots[i].used && u->slots[i].preview &&
+            !strcmp(u->slots[i].it.study_uid, y->study_uid))
+            return 0;
+    return (a->rc = admit_preview(u, y, a->e)) != 0;
+}
+
 static int announce_one(void *arg, const struct spool_study *y)
 {
     struct announce *a = arg;
     struct uplink *u = a->u;
     int free_i = -1;
+    if (y->count == y->expected)
+        return preview_once(u, y, a);
     for (int i = 0; i < EXPECTS; i++) {
         if (u->expects[i].req[0] &&
             !strcmp(u->expects[i].study_uid, y->study_uid))
@@ -756,7 +775,9 @@ static int announce_one(void *arg, const struct spool_study *y)
                                 MSG_PRIO_ROUTINE };
     int p = y->priority >= SPOOL_STAT && y->priority <= SPOOL_ROUTINE
                 ? wire[y->priority] : MSG_PRIO_ROUTINE;
-    if (msg_build_study_expect(&m, NULL, y->study_uid, y->count, p, &me)) {
+    char rid[33];
+    conn_random_id(rid);
+    if (msg_build_study_expect(&m, rid, y->study_uid, y->count, p, &me)) {
         log_error("gateway: study.expect %s: %s", y->study_uid, me.message);
         return 0;
     }
@@ -770,9 +791,7 @@ static int announce_one(void *arg, const struct spool_study *y)
     strlcpy_h(u->expects[free_i].study_uid, y->study_uid, 65);
     u->expects[free_i].count = y->count;
     msg_free(&m);
-    if (!y->preview && (a->rc = admit_preview(u, y, a->e)))
-        return 1;
-    return 0;
+    return preview_once(u, y, a);
 }
 
 /* Studies quiet for quiet_ms get their study.expect (and preview). */
@@ -801,6 +820,7 @@ static int send_status(struct uplink *u, struct err *e)
         return 0;
     }
     msg_init(&m, MSG_GATEWAY_STATUS);
+    conn_random_id(m.id);
     struct msg_gateway_status *g = &m.gateway_status;
     g->waiting = c.waiting;
     g->in_flight = c.in_flight;

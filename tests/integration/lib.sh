@@ -539,14 +539,20 @@ gw_start() {
         >>"$T_TMP/gw.log" 2>&1 &
     GWPID=$!
     at_exit "kill -KILL $GWPID"
+    wait_port "$GWPORT" "$GWPID" "$T_TMP/gw.log"
+}
+
+# wait_port PORT PID LOG: until PORT accepts connections (fails if PID
+# ends first, quoting LOG).
+wait_port() {
     _i=0
     until $PY -c 'import socket, sys
 socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' \
-            "$GWPORT" 2>/dev/null; do
-        kill -0 "$GWPID" 2>/dev/null ||
-            fail "hashi-gateway exited: $(tail -3 "$T_TMP/gw.log")"
+            "$1" 2>/dev/null; do
+        kill -0 "$2" 2>/dev/null || fail "$(basename "$3" .log) exited: \
+$(tail -3 "$3")"
         _i=$((_i + 1))
-        [ $_i -lt 100 ] || fail "hashi-gateway: no DICOM port within 20 s"
+        [ $_i -lt 100 ] || fail "nothing listens on $1 after 20 s"
         sleep 0.2
     done
 }
@@ -570,4 +576,43 @@ gw_wait_done() {
 ${2:-60} s: $(cat "$T_TMP/status.json")"
         sleep 0.25
     done
+}
+
+# up_start [upserver args]: tests/integration/upserver.py (a stand-in for
+# the server's side of uploads) on $UPORT (kept across restarts) with the
+# data dir's certificate, its state in $T_TMP/up; URL in $UURL, pid $UPID,
+# the accepted token in $T_TMP/up.token.  Needs hashi_init first.
+up_start() {
+    : "${UPORT:=$(free_port)}"
+    [ -f "$T_TMP/up.token" ] || random_token >"$T_TMP/up.token"
+    $PY "$LIBDIR/upserver.py" --listen "127.0.0.1:$UPORT" \
+        --cert "$DATA/tls/cert.pem" --key "$DATA/tls/key.pem" \
+        --token-file "$T_TMP/up.token" --dir "$T_TMP/up" "$@" \
+        >>"$T_TMP/up.log" 2>&1 &
+    UPID=$!
+    at_exit "kill -KILL $UPID"
+    UURL="https://127.0.0.1:$UPORT"
+    wait_port "$UPORT" "$UPID" "$T_TMP/up.log"
+}
+
+up_kill9() { kill -KILL "$UPID" 2>/dev/null; wait "$UPID" 2>/dev/null; }
+
+random_token() { $PY -c 'import secrets; print(secrets.token_hex(32))'; }
+
+# link_start TARGET_PORT [linkemu args]: the link emulator in front of
+# TARGET_PORT on $LPORT; stats (JSON) to $T_TMP/link.stats at link_stop.
+link_start() {
+    : "${LPORT:=$(free_port)}"
+    _tp=$1; shift
+    $PY "$LINKEMU" --listen "127.0.0.1:$LPORT" --target "127.0.0.1:$_tp" \
+        --stats "$T_TMP/link.stats" "$@" >>"$T_TMP/link.log" 2>&1 &
+    LINKPID=$!
+    at_exit "kill -KILL $LINKPID"
+    LURL="https://127.0.0.1:$LPORT"
+    wait_port "$LPORT" "$LINKPID" "$T_TMP/link.log"
+}
+
+link_stop() {
+    kill -TERM "$LINKPID" 2>/dev/null
+    wait "$LINKPID" 2>/dev/null
 }
