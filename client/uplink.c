@@ -641,7 +641,7 @@ static void figures(struct uplink *u, int force)
     u->wire_bytes = 0;
     u->figures_at = now;
     struct err e = { 0, "" };
-    if (spool_set_figures(u->spool, u->rate * 8, u->last_error, &e))
+    if (spool_set_figures(u->spool, u->rate, u->last_error, &e))
         log_warn("gateway: %s", e.msg);
 }
 

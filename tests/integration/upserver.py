@@ -327,18 +327,21 @@ class Server:
             return None
         return json.load(open(self.prio_file))
 
+    def prio_stamp(self):
+        if not self.prio_file or not os.path.exists(self.prio_file):
+            return None
+        return os.stat(self.prio_file).st_mtime_ns
+
     async def watch_priorities(self):
+        """Live pushes: the file appeared or changed since start."""
+        self.prio_mtime = self.prio_stamp()
         while True:
             await asyncio.sleep(0.2)
-            if not self.prio_file or not os.path.exists(self.prio_file):
-                continue
-            mt = os.stat(self.prio_file).st_mtime_ns
-            if mt != self.prio_mtime:
-                first = self.prio_mtime is None
+            mt = self.prio_stamp()
+            if mt is not None and mt != self.prio_mtime:
                 self.prio_mtime = mt
-                if not first:
-                    for s in list(self.sessions):
-                        await s.priorities()
+                for s in list(self.sessions):
+                    await s.priorities()
 
     async def handle(self, reader, writer):
         try:
