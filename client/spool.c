@@ -39,6 +39,7 @@ static const char *SCHEMA =
     " id INTEGER PRIMARY KEY,"
     " study_uid TEXT NOT NULL, series_uid TEXT NOT NULL,"
     " sop_uid TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,"
+    " dataset_sha256 TEXT NOT NULL,"
     " transfer_syntax TEXT NOT NULL, has_pixels INTEGER NOT NULL,"
     " instance_number INTEGER NOT NULL,"
     " received_ms INTEGER NOT NULL,"
@@ -47,7 +48,7 @@ static const char *SCHEMA =
     " attempts INTEGER NOT NULL DEFAULT 0,"
     " send_sha256 TEXT NOT NULL DEFAULT '',"
     " send_size INTEGER NOT NULL DEFAULT 0,"
-    " UNIQUE(sop_uid, sha256));"
+    " UNIQUE(sop_uid, dataset_sha256));"
     "CREATE INDEX IF NOT EXISTS instances_state ON instances(state);"
     "CREATE TABLE IF NOT EXISTS studies("
     " study_uid TEXT PRIMARY KEY,"
@@ -214,21 +215,39 @@ static int room_for(struct spool *s, int64_t size, struct err *e)
     return 0;
 }
 
-/* The row of (sop, sha): 0 and its id and state, or ERR_NOTFOUND. */
-static int find_row(struct spool *s, const char *sop, const char *sha,
-                    int64_t *id, int *state)
+/* Where the dataset begins: after the preamble, "DICM" and the file
+ * meta group, whose length (0002,0000) comes first; 0 if no header. */
+static uint64_t dataset_offset(const char *path)
+{
+    unsigned char h[144];
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(h, 1, sizeof h, f) : 0;
+    if (f)
+        fclose(f);
+    if (n < sizeof h || memcmp(h + 128, "DICM", 4) ||
+        memcmp(h + 132, "\2\0\0\0UL\4\0", 8))
+        return 0;
+    return 144 + ((uint64_t)h[140] | (uint64_t)h[141] << 8 |
+                  (uint64_t)h[142] << 16 | (uint64_t)h[143] << 24);
+}
+
+/* The row of (sop, dataset): 0 and its id, state and file's sha256, or
+ * ERR_NOTFOUND. */
+static int find_row(struct spool *s, const char *sop, const char *dsha,
+                    int64_t *id, int *state, char sha[65])
 {
     sqlite3_stmt *st;
     int rc = ERR_NOTFOUND;
-    if (sqlite3_prepare_v2(s->db, "SELECT id, state FROM instances"
-                           " WHERE sop_uid = ? AND sha256 = ?", -1, &st,
-                           NULL))
+    if (sqlite3_prepare_v2(s->db, "SELECT id, state, sha256 FROM instances"
+                           " WHERE sop_uid = ? AND dataset_sha256 = ?", -1,
+                           &st, NULL))
         return ERR_DB;
     sqlite3_bind_text(st, 1, sop, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, sha, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, dsha, -1, SQLITE_STATIC);
     if (sqlite3_step(st) == SQLITE_ROW) {
         *id = sqlite3_column_int64(st, 0);
         *state = sqlite3_column_int(st, 1);
+        strlcpy_h(sha, (const char *)sqlite3_column_text(st, 2), 65);
         rc = 0;
     }
     sqlite3_finalize(st);
@@ -236,14 +255,15 @@ static int find_row(struct spool *s, const char *sop, const char *sha,
 }
 
 static int insert_row(struct spool *s, const struct dcm_info *in,
-                      const char *sha, int64_t size, int64_t *id,
-                      struct err *e)
+                      const char *sha, const char *dsha, int64_t size,
+                      int64_t *id, struct err *e)
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "INSERT INTO instances(study_uid,"
                            " series_uid, sop_uid, sha256, size,"
                            " transfer_syntax, has_pixels, received_ms,"
-                           " instance_number) VALUES (?,?,?,?,?,?,?,?,?)",
+                           " instance_number, dataset_sha256)"
+                           " VALUES (?,?,?,?,?,?,?,?,?,?)",
                            -1, &st, NULL))
         return db_err(s, e, "insert");
     sqlite3_bind_text(st, 1, in->study_uid, -1, SQLITE_STATIC);
@@ -255,6 +275,7 @@ static int insert_row(struct spool *s, const struct dcm_info *in,
     sqlite3_bind_int(st, 7, in->has_pixels);
     sqlite3_bind_int64(st, 8, now_ms());
     sqlite3_bind_int(st, 9, in->instance_number);
+    sqlite3_bind_text(st, 10, dsha, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
@@ -284,13 +305,18 @@ int spool_put(struct spool *s, const char *path, struct spool_item *item,
               int *fresh, struct err *e)
 {
     struct dcm_info in;
-    char sha[65], dst[1200];
-    uint64_t size = 0;
+    char sha[65], dsha[65], old[65], dst[1200];
+    uint64_t size = 0, dsize = 0;
     int rc;
 
     *fresh = 0;
+    /* The same instance is the same dataset: the file meta header that
+     * DCMTK writes names the sending AE, so a resend from another AE
+     * differs there only. */
     if ((rc = dicom_parse_file(path, &in, e)) ||
         (rc = sha256_file(path, sha, &size, e)) ||
+        (rc = sha256_file_from(path, dataset_offset(path), dsha, &dsize,
+                               e)) ||
         (rc = room_for(s, (int64_t)size, e)) ||
         (rc = fsync_path(path, e)))
         goto out;
@@ -311,19 +337,19 @@ int spool_put(struct spool *s, const char *path, struct spool_item *item,
     int64_t id = 0;
     int state = 0;
     pthread_mutex_lock(&s->lock);
-    rc = find_row(s, in.sop_uid, sha, &id, &state);
+    rc = find_row(s, in.sop_uid, dsha, &id, &state, old);
     if (rc == ERR_NOTFOUND) {
-        rc = insert_row(s, &in, sha, (int64_t)size, &id, e);
+        rc = insert_row(s, &in, sha, dsha, (int64_t)size, &id, e);
         *fresh = !rc;
     } else if (rc) {
         rc = db_err(s, e, "lookup");
-    } else if (state == SPOOL_DONE && unreferenced(s, sha)) {
-        /* Sent already: the copy that came again is not needed. */
+    } else if (unreferenced(s, sha)) {
+        /* Kept already (or sent): this copy is not needed. */
         unlink(dst);
     }
     pthread_mutex_unlock(&s->lock);
     if (!rc)
-        fill_item(s, &in, sha, (int64_t)size, id, item);
+        fill_item(s, &in, *fresh ? sha : old, (int64_t)size, id, item);
     return rc;
 out:
     unlink(path);

@@ -191,10 +191,21 @@ void sha256_hex(const void *buf, size_t len, char out[65])
 
 int sha256_file(const char *path, char out[65], uint64_t *size, struct err *e)
 {
+    return sha256_file_from(path, 0, out, size, e);
+}
+
+int sha256_file_from(const char *path, uint64_t from, char out[65],
+                     uint64_t *size, struct err *e)
+{
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return err_set(e, errno == ENOENT ? ERR_NOTFOUND : ERR_IO,
                        "open %s: %s", path, strerror(errno));
+    if (from && lseek(fd, (off_t)from, SEEK_SET) < 0) {
+        int saved = errno;
+        close(fd);
+        return err_set(e, ERR_IO, "seek %s: %s", path, strerror(saved));
+    }
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
     unsigned char buf[65536];

@@ -62,6 +62,9 @@ void hex_encode(const unsigned char *in, size_t n, char *out);
 /* SHA-256 as 64 hex chars + NUL. */
 void sha256_hex(const void *buf, size_t len, char out[65]);
 int sha256_file(const char *path, char out[65], uint64_t *size, struct err *e);
+/* The same over the bytes from offset from on (*size: their count). */
+int sha256_file_from(const char *path, uint64_t from, char out[65],
+                     uint64_t *size, struct err *e);
 /* nbytes of OpenSSL RAND as hex (2*nbytes+1 bytes into out). */
 int random_hex(char *out, size_t nbytes);
 

@@ -2,7 +2,8 @@
 # hashi-gateway's DICOM side, with no server to reach: every instance
 # storescu was told is stored is in the spool (a row and a whole file
 # named by its sha256), also after kill -9 right after storescu's success;
-# the same bytes again are one row; a corrupt object is refused with
+# the same bytes again are one row; the gateway keeps its SQLite locks
+# through associations; a corrupt object is refused with
 # 0xA900 and its reason; a calling AE not allowed is refused; a full disk
 # (below the reserve) refuses with 0xA700 and keeps what was spooled;
 # `status` counts it all.
@@ -25,6 +26,14 @@ gw_start "$DEAD" "$T_TMP/token" --allow-ae MODALITY --allow-ae CT2
 storescu -aet MODALITY -aec HASHIGW 127.0.0.1 "$GWPORT" "$ST"/*.dcm \
     >"$T_TMP/storescu.log" 2>&1 ||
     fail "storescu exited $?: $(tail -5 "$T_TMP/storescu.log")"
+# The listener must not drop the process's SQLite locks (closing any
+# descriptor of spool.db does): another process would then take the
+# database for unused and could check the WAL away under the gateway.
+ino=$(stat -c %i "$T_TMP/spool/spool.db")
+awk -v p="$GWPID" -v i=":$ino\$" '$5 == p && $6 ~ i' /proc/locks \
+    >"$T_TMP/locks"
+assert_ge 1 "$(wc -l <"$T_TMP/locks")" \
+    "POSIX locks the gateway holds on spool.db after a C-STORE"
 gw_kill9
 log "killed -9 right after storescu's success; restarting"
 gw_start "$DEAD" "$T_TMP/token" --allow-ae MODALITY --allow-ae CT2
