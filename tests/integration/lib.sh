@@ -515,8 +515,6 @@ linkemu_stat() { jget "$T_TMP/linkemu-$1.json" "d['$2']"; }
 # ---- hashi-gateway (gateway_*.sh) ------------------------------------------
 
 GW="$HASHI_BUILD/hashi-gateway"
-# The link emulator: the shared one until tests/tools/linkemu.py lands.
-LINKEMU="$HASHI_TOOLS/linkemu.py"
 
 # gw_token NAME: a gateway of the demo rural clinic; its token file path.
 gw_token() {
@@ -576,43 +574,4 @@ gw_wait_done() {
 ${2:-60} s: $(cat "$T_TMP/status.json")"
         sleep 0.25
     done
-}
-
-# up_start [upserver args]: tests/integration/upserver.py (a stand-in for
-# the server's side of uploads) on $UPORT (kept across restarts) with the
-# data dir's certificate, its state in $T_TMP/up; URL in $UURL, pid $UPID,
-# the accepted token in $T_TMP/up.token.  Needs hashi_init first.
-up_start() {
-    : "${UPORT:=$(free_port)}"
-    [ -f "$T_TMP/up.token" ] || random_token >"$T_TMP/up.token"
-    $PY "$LIBDIR/upserver.py" --listen "127.0.0.1:$UPORT" \
-        --cert "$DATA/tls/cert.pem" --key "$DATA/tls/key.pem" \
-        --token-file "$T_TMP/up.token" --dir "$T_TMP/up" "$@" \
-        >>"$T_TMP/up.log" 2>&1 &
-    UPID=$!
-    at_exit "kill -KILL $UPID"
-    UURL="https://127.0.0.1:$UPORT"
-    wait_port "$UPORT" "$UPID" "$T_TMP/up.log"
-}
-
-up_kill9() { kill -KILL "$UPID" 2>/dev/null; wait "$UPID" 2>/dev/null; }
-
-random_token() { $PY -c 'import secrets; print(secrets.token_hex(32))'; }
-
-# link_start TARGET_PORT [linkemu args]: the link emulator in front of
-# TARGET_PORT on $LPORT; stats (JSON) to $T_TMP/link.stats at link_stop.
-link_start() {
-    : "${LPORT:=$(free_port)}"
-    _tp=$1; shift
-    $PY "$LINKEMU" --listen "127.0.0.1:$LPORT" --target "127.0.0.1:$_tp" \
-        --stats "$T_TMP/link.stats" "$@" >>"$T_TMP/link.log" 2>&1 &
-    LINKPID=$!
-    at_exit "kill -KILL $LINKPID"
-    LURL="https://127.0.0.1:$LPORT"
-    wait_port "$LPORT" "$LINKPID" "$T_TMP/link.log"
-}
-
-link_stop() {
-    kill -TERM "$LINKPID" 2>/dev/null
-    wait "$LINKPID" 2>/dev/null
 }
