@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,77 @@ static int db_err(struct spool *s, struct err *e, const char *what)
     int full = sqlite3_errcode(s->db) == SQLITE_FULL;
     return err_set(e, full ? ERR_TOOBIG : ERR_DB, "spool %s: %s", what,
                    sqlite3_errmsg(s->db));
+}
+
+/* sql prepared with its parameters bound by fmt, one letter each: i
+ * int64, t text (NULL: SQL NULL), d double.  The caller holds s->lock
+ * and finalizes.  NULL on failure. */
+static sqlite3_stmt *prep(struct spool *s, const char *sql, const char *fmt,
+                          va_list ap)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL))
+        return NULL;
+    for (int i = 1; *fmt; fmt++, i++) {
+        if (*fmt == 'i') {
+            sqlite3_bind_int64(st, i, va_arg(ap, int64_t));
+        } else if (*fmt == 'd') {
+            sqlite3_bind_double(st, i, va_arg(ap, double));
+        } else {
+            const char *t = va_arg(ap, const char *);
+            if (t)
+                sqlite3_bind_text(st, i, t, -1, SQLITE_TRANSIENT);
+        }
+    }
+    return st;
+}
+
+/* Locks s and prepares sql (parameters as for prep): the caller steps
+ * it, then calls query_end.  NULL, unlocked and e set, on failure. */
+static sqlite3_stmt *query(struct spool *s, struct err *e, const char *sql,
+                           const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st = prep(s, sql, fmt, ap);
+    va_end(ap);
+    if (!st) {
+        db_err(s, e, "query");
+        pthread_mutex_unlock(&s->lock);
+    }
+    return st;
+}
+
+static void query_end(struct spool *s, sqlite3_stmt *st)
+{
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Runs one statement under the lock (see prep for fmt).  If out is not
+ * NULL and a row comes (RETURNING), *out is its first column. */
+static int run_sql(struct spool *s, struct err *e, int64_t *out,
+                   const char *sql, const char *fmt, ...)
+{
+    va_list ap;
+    int rc = 0, step;
+    va_start(ap, fmt);
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st = prep(s, sql, fmt, ap);
+    va_end(ap);
+    if (!st) {
+        rc = db_err(s, e, "update");
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+    }
+    while ((step = sqlite3_step(st)) == SQLITE_ROW)
+        if (out)
+            *out = sqlite3_column_int64(st, 0);
+    if (step != SQLITE_DONE)
+        rc = db_err(s, e, "update");
+    query_end(s, st);
+    return rc;
 }
 
 static int db_open(struct spool *s, int ro, struct err *e)
@@ -378,110 +450,83 @@ static void row_item(struct spool *s, sqlite3_stmt *st, struct spool_item *it)
     snprintf(it->path, sizeof it->path, "%s/%s", s->files, it->sha256);
 }
 
-int spool_next(struct spool *s, const int64_t *skip, int nskip,
-               struct spool_item *item, struct err *e)
+#define ITEM_COLS "i.id, i.study_uid, i.series_uid, i.sop_uid, i.sha256," \
+                  " i.size, i.transfer_syntax, i.has_pixels, i.state," \
+                  " i.attempts"
+
+/* The first row of sql (ITEM_COLS then the priority; ?1 the text arg)
+ * whose id is not in skip[0..nskip).  ERR_NOTFOUND if none. */
+static int item_query(struct spool *s, const char *sql, const char *arg,
+                      const int64_t *skip, int nskip,
+                      struct spool_item *item, struct err *e)
 {
-    /* Few rows are skipped (those being sent): step past them. */
-    sqlite3_stmt *st;
     int rc = ERR_NOTFOUND;
-    pthread_mutex_lock(&s->lock);
-    if (sqlite3_prepare_v2(s->db, "SELECT i.id, i.study_uid, i.series_uid,"
-                           " i.sop_uid, i.sha256, i.size, i.transfer_syntax,"
-                           " i.has_pixels, i.state, i.attempts,"
-                           " coalesce(s.priority, 3) AS p"
-                           " FROM instances i JOIN studies s"
-                           " ON s.study_uid = i.study_uid"
-                           " WHERE i.state IN (0, 1) AND s.expected > 0"
-                           " ORDER BY p, i.id",
-                           -1, &st, NULL)) {
-        rc = db_err(s, e, "next");
-        pthread_mutex_unlock(&s->lock);
-        return rc;
-    }
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    sqlite3_stmt *st = query(s, e, sql, arg ? "t" : "", arg);
+    if (!st)
+        return ERR_DB;
+    while (rc && sqlite3_step(st) == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64(st, 0);
         int k;
         for (k = 0; k < nskip && skip[k] != id; k++)
             ;
-        if (k < nskip)
-            continue;
-        row_item(s, st, item);
-        rc = 0;
-        break;
+        if (k == nskip) {
+            row_item(s, st, item);
+            rc = 0;
+        }
     }
-    sqlite3_finalize(st);
-    pthread_mutex_unlock(&s->lock);
+    query_end(s, st);
     return rc;
 }
 
-/* Runs sql with one int64 (?1) and optionally a text (?2) bound. */
-static int exec1(struct spool *s, const char *sql, int64_t a, const char *b,
-                 struct err *e)
+int spool_next(struct spool *s, const int64_t *skip, int nskip,
+               struct spool_item *item, struct err *e)
 {
-    sqlite3_stmt *st;
-    int rc = 0;
-    pthread_mutex_lock(&s->lock);
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL)) {
-        rc = db_err(s, e, "update");
-    } else {
-        sqlite3_bind_int64(st, 1, a);
-        if (b)
-            sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            rc = db_err(s, e, "update");
-        sqlite3_finalize(st);
-    }
-    pthread_mutex_unlock(&s->lock);
-    return rc;
+    /* Few rows are skipped (those being sent): step past them. */
+    return item_query(s, "SELECT " ITEM_COLS ", coalesce(s.priority, 3) AS p"
+                      " FROM instances i JOIN studies s"
+                      " ON s.study_uid = i.study_uid"
+                      " WHERE i.state IN (0, 1) AND s.expected > 0"
+                      " ORDER BY p, i.id", NULL, skip, nskip, item, e);
 }
+
 
 int spool_set_state(struct spool *s, int64_t id, int state,
                     const char *reason, struct err *e)
 {
-    char sql[128];
-    snprintf(sql, sizeof sql, "UPDATE instances SET state = %d, reason ="
-             " coalesce(?2, reason) WHERE id = ?1", state);
-    return exec1(s, sql, id, reason, e);
+    return run_sql(s, e, NULL, "UPDATE instances SET state = ?1,"
+                   " reason = coalesce(?2, reason) WHERE id = ?3", "iti",
+                   (int64_t)state, reason, id);
 }
 
 int spool_attempt(struct spool *s, int64_t id, struct err *e)
 {
-    int rc = exec1(s, "UPDATE instances SET attempts = attempts + 1"
-                   " WHERE id = ?1", id, NULL, e);
-    if (rc)
-        return rc;
-    pthread_mutex_lock(&s->lock);
-    sqlite3_stmt *st;
-    rc = 0;
-    if (!sqlite3_prepare_v2(s->db, "SELECT attempts FROM instances"
-                            " WHERE id = ?", -1, &st, NULL)) {
-        sqlite3_bind_int64(st, 1, id);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            rc = sqlite3_column_int(st, 0);
-        sqlite3_finalize(st);
-    }
-    pthread_mutex_unlock(&s->lock);
-    return rc;
+    int64_t n = 0;
+    int rc = run_sql(s, e, &n, "UPDATE instances SET attempts = attempts + 1"
+                     " WHERE id = ?1 RETURNING attempts", "i", id);
+    return rc ? rc : (int)n;
 }
 
 int spool_done(struct spool *s, int64_t id, struct err *e)
 {
     char sha[65] = "";
     sqlite3_stmt *st;
-    int rc = exec1(s, "UPDATE instances SET state = 2, reason = ''"
-                   " WHERE id = ?1", id, NULL, e);
-    if (rc)
-        return rc;
+    int rc = 0;
     pthread_mutex_lock(&s->lock);
-    if (!sqlite3_prepare_v2(s->db, "SELECT sha256 FROM instances"
-                            " WHERE id = ?", -1, &st, NULL)) {
+    if (sqlite3_prepare_v2(s->db, "UPDATE instances SET state = 2,"
+                           " reason = '' WHERE id = ? RETURNING sha256", -1,
+                           &st, NULL)) {
+        rc = db_err(s, e, "done");
+    } else {
         sqlite3_bind_int64(st, 1, id);
-        if (sqlite3_step(st) == SQLITE_ROW)
+        int step;
+        while ((step = sqlite3_step(st)) == SQLITE_ROW)
             strlcpy_h(sha, (const char *)sqlite3_column_text(st, 0),
                       sizeof sha);
+        if (step != SQLITE_DONE)
+            rc = db_err(s, e, "done");
         sqlite3_finalize(st);
     }
-    if (sha[0] && unreferenced(s, sha)) {
+    if (!rc && sha[0] && unreferenced(s, sha)) {
         char p[1200];
         snprintf(p, sizeof p, "%s/%s", s->files, sha);
         unlink(p);
@@ -489,18 +534,13 @@ int spool_done(struct spool *s, int64_t id, struct err *e)
         unlink(p);
     }
     pthread_mutex_unlock(&s->lock);
-    return 0;
+    return rc;
 }
 
 int spool_requeue(struct spool *s, struct err *e)
 {
-    int rc = 0;
-    pthread_mutex_lock(&s->lock);
-    if (sqlite3_exec(s->db, "UPDATE instances SET state = 0 WHERE state = 1",
-                     NULL, NULL, NULL))
-        rc = db_err(s, e, "requeue");
-    pthread_mutex_unlock(&s->lock);
-    return rc;
+    return run_sql(s, e, NULL, "UPDATE instances SET state = 0"
+                   " WHERE state = 1", "");
 }
 
 int spool_send_path(const struct spool *s, const struct spool_item *item,
@@ -513,100 +553,46 @@ int spool_send_path(const struct spool *s, const struct spool_item *item,
 int spool_send_get(struct spool *s, int64_t id, char sha[65], int64_t *size,
                    struct err *e)
 {
-    sqlite3_stmt *st;
-    int rc = 0;
     sha[0] = 0;
     *size = 0;
-    pthread_mutex_lock(&s->lock);
-    if (sqlite3_prepare_v2(s->db, "SELECT send_sha256, send_size FROM"
-                           " instances WHERE id = ?", -1, &st, NULL)) {
-        rc = db_err(s, e, "send");
-    } else {
-        sqlite3_bind_int64(st, 1, id);
-        if (sqlite3_step(st) == SQLITE_ROW) {
-            strlcpy_h(sha, (const char *)sqlite3_column_text(st, 0), 65);
-            *size = sqlite3_column_int64(st, 1);
-        }
-        sqlite3_finalize(st);
+    sqlite3_stmt *st = query(s, e, "SELECT send_sha256, send_size FROM"
+                             " instances WHERE id = ?1", "i", id);
+    if (!st)
+        return ERR_DB;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        strlcpy_h(sha, (const char *)sqlite3_column_text(st, 0), 65);
+        *size = sqlite3_column_int64(st, 1);
     }
-    pthread_mutex_unlock(&s->lock);
-    return rc;
+    query_end(s, st);
+    return 0;
 }
 
 int spool_send_set(struct spool *s, int64_t id, const char *sha,
                    int64_t size, struct err *e)
 {
-    sqlite3_stmt *st;
-    int rc = 0;
-    pthread_mutex_lock(&s->lock);
-    if (sqlite3_prepare_v2(s->db, "UPDATE instances SET send_sha256 = ?,"
-                           " send_size = ? WHERE id = ?", -1, &st, NULL)) {
-        rc = db_err(s, e, "send");
-    } else {
-        sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, size);
-        sqlite3_bind_int64(st, 3, id);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            rc = db_err(s, e, "send");
-        sqlite3_finalize(st);
-    }
-    pthread_mutex_unlock(&s->lock);
-    return rc;
+    return run_sql(s, e, NULL, "UPDATE instances SET send_sha256 = ?1,"
+                   " send_size = ?2 WHERE id = ?3", "tii", sha, size, id);
 }
 
 int spool_set_priority(struct spool *s, const char *study_uid, int priority,
                        const char *case_id, struct err *e)
 {
-    sqlite3_stmt *st;
-    int rc = 0;
-    pthread_mutex_lock(&s->lock);
-    if (sqlite3_prepare_v2(s->db, "INSERT INTO studies(study_uid, priority,"
-                           " case_id) VALUES (?1, ?2, coalesce(?3, ''))"
-                           " ON CONFLICT(study_uid) DO UPDATE SET"
-                           " priority = ?2, case_id = coalesce(?3, case_id)",
-                           -1, &st, NULL)) {
-        rc = db_err(s, e, "priority");
-    } else {
-        sqlite3_bind_text(st, 1, study_uid, -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 2, priority);
-        if (case_id && case_id[0])
-            sqlite3_bind_text(st, 3, case_id, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            rc = db_err(s, e, "priority");
-        sqlite3_finalize(st);
-    }
-    pthread_mutex_unlock(&s->lock);
-    return rc;
+    return run_sql(s, e, NULL, "INSERT INTO studies(study_uid, priority,"
+                   " case_id) VALUES (?1, ?2, coalesce(?3, ''))"
+                   " ON CONFLICT(study_uid) DO UPDATE SET"
+                   " priority = ?2, case_id = coalesce(?3, case_id)", "tit",
+                   study_uid, (int64_t)priority,
+                   case_id && case_id[0] ? case_id : NULL);
 }
 
-int spool_priority(struct spool *s, const char *study_uid)
-{
-    sqlite3_stmt *st;
-    int p = SPOOL_ROUTINE;
-    pthread_mutex_lock(&s->lock);
-    if (!sqlite3_prepare_v2(s->db, "SELECT priority FROM studies"
-                            " WHERE study_uid = ?", -1, &st, NULL)) {
-        sqlite3_bind_text(st, 1, study_uid, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            p = sqlite3_column_int(st, 0);
-        sqlite3_finalize(st);
-    }
-    pthread_mutex_unlock(&s->lock);
-    return p;
-}
 
 int spool_counts(struct spool *s, struct spool_counts *c, struct err *e)
 {
-    sqlite3_stmt *st;
-    int rc = 0;
     memset(c, 0, sizeof *c);
-    pthread_mutex_lock(&s->lock);
-    if (sqlite3_prepare_v2(s->db, "SELECT state, count(*), sum(size)"
-                           " FROM instances GROUP BY state", -1, &st,
-                           NULL)) {
-        rc = db_err(s, e, "counts");
-        goto out;
-    }
+    sqlite3_stmt *st = query(s, e, "SELECT state, count(*), sum(size)"
+                             " FROM instances GROUP BY state", "");
+    if (!st)
+        return ERR_DB;
     while (sqlite3_step(st) == SQLITE_ROW) {
         int64_t n = sqlite3_column_int64(st, 1);
         int64_t b = sqlite3_column_int64(st, 2);
@@ -617,12 +603,9 @@ int spool_counts(struct spool *s, struct spool_counts *c, struct err *e)
         default: c->failed = n; break;
         }
     }
-    sqlite3_finalize(st);
-    if (sqlite3_prepare_v2(s->db, "SELECT k, v FROM figures", -1, &st,
-                           NULL)) {
-        rc = db_err(s, e, "counts");
-        goto out;
-    }
+    query_end(s, st);
+    if (!(st = query(s, e, "SELECT k, v FROM figures", "")))
+        return ERR_DB;
     while (sqlite3_step(st) == SQLITE_ROW) {
         const char *k = (const char *)sqlite3_column_text(st, 0);
         if (!strcmp(k, "rate"))
@@ -634,35 +617,19 @@ int spool_counts(struct spool *s, struct spool_counts *c, struct err *e)
                       (const char *)sqlite3_column_text(st, 1),
                       sizeof c->last_error);
     }
-    sqlite3_finalize(st);
+    query_end(s, st);
     c->eta_s = c->rate > 0 ? (int64_t)((double)c->bytes_waiting / c->rate)
                            : -1;
-out:
-    pthread_mutex_unlock(&s->lock);
-    return rc;
+    return 0;
 }
 
 int spool_set_figures(struct spool *s, double rate,
                       const char *last_error, struct err *e)
 {
-    sqlite3_stmt *st;
-    int rc = 0;
-    pthread_mutex_lock(&s->lock);
-    if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO figures(k, v)"
-                           " VALUES ('rate', ?1), ('updated_ms', ?2),"
-                           " ('last_error', ?3)", -1, &st, NULL)) {
-        rc = db_err(s, e, "figures");
-    } else {
-        sqlite3_bind_double(st, 1, rate);
-        sqlite3_bind_int64(st, 2, now_ms());
-        sqlite3_bind_text(st, 3, last_error ? last_error : "", -1,
-                          SQLITE_STATIC);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            rc = db_err(s, e, "figures");
-        sqlite3_finalize(st);
-    }
-    pthread_mutex_unlock(&s->lock);
-    return rc;
+    return run_sql(s, e, NULL, "INSERT OR REPLACE INTO figures(k, v)"
+                   " VALUES ('rate', ?1), ('updated_ms', ?2),"
+                   " ('last_error', ?3)", "dit", rate, now_ms(),
+                   last_error ? last_error : "");
 }
 
 int spool_each_failed(struct spool *s,
@@ -671,48 +638,38 @@ int spool_each_failed(struct spool *s,
                                 int attempts),
                       void *arg, struct err *e)
 {
-    sqlite3_stmt *st;
-    int rc = 0;
-    pthread_mutex_lock(&s->lock);
-    if (sqlite3_prepare_v2(s->db, "SELECT sop_uid, study_uid, reason,"
-                           " attempts FROM instances WHERE state = 3"
-                           " ORDER BY id", -1, &st, NULL)) {
-        rc = db_err(s, e, "failed");
-    } else {
-        while (sqlite3_step(st) == SQLITE_ROW &&
-               !fn(arg, (const char *)sqlite3_column_text(st, 0),
-                   (const char *)sqlite3_column_text(st, 1),
-                   (const char *)sqlite3_column_text(st, 2),
-                   sqlite3_column_int(st, 3)))
-            ;
-        sqlite3_finalize(st);
-    }
-    pthread_mutex_unlock(&s->lock);
-    return rc;
+    sqlite3_stmt *st = query(s, e, "SELECT sop_uid, study_uid, reason,"
+                             " attempts FROM instances WHERE state = 3"
+                             " ORDER BY id", "");
+    if (!st)
+        return ERR_DB;
+    while (sqlite3_step(st) == SQLITE_ROW &&
+           !fn(arg, (const char *)sqlite3_column_text(st, 0),
+               (const char *)sqlite3_column_text(st, 1),
+               (const char *)sqlite3_column_text(st, 2),
+               sqlite3_column_int(st, 3)))
+        ;
+    query_end(s, st);
+    return 0;
 }
 
 int spool_each_study(struct spool *s, int64_t quiet_ms,
                      int (*fn)(void *arg, const struct spool_study *st),
                      void *arg, struct err *e)
 {
-    sqlite3_stmt *st;
-    int rc = 0;
-    pthread_mutex_lock(&s->lock);
-    if (sqlite3_prepare_v2(s->db, "SELECT i.study_uid, count(*),"
-                           " coalesce(s.expected, 0), coalesce(s.priority, 3),"
-                           " coalesce(s.preview, 0)"
-                           " FROM instances i LEFT JOIN studies s"
-                           " ON s.study_uid = i.study_uid"
-                           " GROUP BY i.study_uid"
-                           " HAVING max(i.received_ms) <= ?1"
-                           " AND (count(*) <> coalesce(s.expected, 0)"
-                           " OR coalesce(s.preview, 0) = 0)",
-                           -1, &st, NULL)) {
-        rc = db_err(s, e, "studies");
-        pthread_mutex_unlock(&s->lock);
-        return rc;
-    }
-    sqlite3_bind_int64(st, 1, now_ms() - quiet_ms);
+    sqlite3_stmt *st = query(s, e, "SELECT i.study_uid, count(*),"
+                             " coalesce(s.expected, 0),"
+                             " coalesce(s.priority, 3),"
+                             " coalesce(s.preview, 0)"
+                             " FROM instances i LEFT JOIN studies s"
+                             " ON s.study_uid = i.study_uid"
+                             " GROUP BY i.study_uid"
+                             " HAVING max(i.received_ms) <= ?1"
+                             " AND (count(*) <> coalesce(s.expected, 0)"
+                             " OR coalesce(s.preview, 0) = 0)", "i",
+                             now_ms() - quiet_ms);
+    if (!st)
+        return ERR_DB;
     /* Collected first: fn may call back into the spool. */
     struct spool_study list[32];
     int n = 0;
@@ -725,8 +682,7 @@ int spool_each_study(struct spool *s, int64_t quiet_ms,
         y->priority = sqlite3_column_int(st, 3);
         y->preview = sqlite3_column_int(st, 4);
     }
-    sqlite3_finalize(st);
-    pthread_mutex_unlock(&s->lock);
+    query_end(s, st);
     for (int i = 0; i < n && !fn(arg, &list[i]); i++)
         ;
     return 0;
@@ -737,23 +693,10 @@ static int study_set(struct spool *s, const char *col, const char *study,
                      int64_t v, struct err *e)
 {
     char sql[200];
-    sqlite3_stmt *st;
-    int rc = 0;
     snprintf(sql, sizeof sql, "INSERT INTO studies(study_uid, %s)"
              " VALUES (?1, ?2) ON CONFLICT(study_uid) DO UPDATE SET"
              " %s = ?2", col, col);
-    pthread_mutex_lock(&s->lock);
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL)) {
-        rc = db_err(s, e, col);
-    } else {
-        sqlite3_bind_text(st, 1, study, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, v);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            rc = db_err(s, e, col);
-        sqlite3_finalize(st);
-    }
-    pthread_mutex_unlock(&s->lock);
-    return rc;
+    return run_sql(s, e, NULL, sql, "ti", study, v);
 }
 
 int spool_set_expected(struct spool *s, const char *study_uid, int64_t n,
@@ -771,27 +714,11 @@ int spool_set_preview(struct spool *s, const char *study_uid, int done,
 int spool_middle(struct spool *s, const char *study_uid,
                  struct spool_item *item, struct err *e)
 {
-    sqlite3_stmt *st;
-    int rc = ERR_NOTFOUND;
-    pthread_mutex_lock(&s->lock);
-    if (sqlite3_prepare_v2(s->db, "SELECT i.id, i.study_uid, i.series_uid,"
-                           " i.sop_uid, i.sha256, i.size, i.transfer_syntax,"
-                           " i.has_pixels, i.state, i.attempts, 3"
-                           " FROM instances i WHERE i.study_uid = ?1"
-                           " AND i.has_pixels AND i.state <> 2"
-                           " ORDER BY i.series_uid, i.instance_number, i.id"
-                           " LIMIT 1 OFFSET (SELECT count(*) / 2 FROM"
-                           " instances WHERE study_uid = ?1 AND has_pixels"
-                           " AND state <> 2)", -1, &st, NULL)) {
-        rc = db_err(s, e, "middle");
-    } else {
-        sqlite3_bind_text(st, 1, study_uid, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) == SQLITE_ROW) {
-            row_item(s, st, item);
-            rc = 0;
-        }
-        sqlite3_finalize(st);
-    }
-    pthread_mutex_unlock(&s->lock);
-    return rc;
+    return item_query(s, "SELECT " ITEM_COLS ", 3"
+                      " FROM instances i WHERE i.study_uid = ?1"
+                      " AND i.has_pixels AND i.state <> 2"
+                      " ORDER BY i.series_uid, i.instance_number, i.id"
+                      " LIMIT 1 OFFSET (SELECT count(*) / 2 FROM"
+                      " instances WHERE study_uid = ?1 AND has_pixels"
+                      " AND state <> 2)", study_uid, NULL, 0, item, e);
 }

@@ -105,7 +105,6 @@ int spool_send_set(struct spool *s, int64_t id, const char *sha,
 /* A study's priority (enum spool_prio) and case id (may be "" or NULL). */
 int spool_set_priority(struct spool *s, const char *study_uid, int priority,
                        const char *case_id, struct err *e);
-int spool_priority(struct spool *s, const char *study_uid);
 
 /* Counts for `status` and gateway.status. */
 int spool_counts(struct spool *s, struct spool_counts *c, struct err *e);

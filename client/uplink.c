@@ -233,23 +233,33 @@ static int choose_file(struct uplink *u, struct slot *sl, struct err *e)
     return 0;
 }
 
+/* Sends m (built, or its build failed with me) for sl, which then waits
+ * in phase for the answer to m's id. */
+static int send_for(struct uplink *u, struct slot *sl, struct msg *m,
+                    int built, const struct msg_error *me, int phase,
+                    struct err *e)
+{
+    int rc = built ? err_set(e, ERR_INVALID, "%s: %s",
+                             msg_type_name(m->type), me->message)
+                   : conn_v1_send(u->conn, m, e);
+    strlcpy_h(sl->req, m->id, sizeof sl->req);
+    msg_free(m);
+    sl->phase = phase;
+    return rc;
+}
+
 static int send_begin(struct uplink *u, struct slot *sl, struct err *e)
 {
     struct msg m;
     struct msg_error me;
     char rid[33];
     conn_random_id(rid);
-    if (sl->preview ? msg_build_upload_begin_preview(&m, rid, sl->upload_id,
-                                                     sl->sha, sl->size,
-                                                     sl->it.study_uid, &me)
-                    : msg_build_upload_begin(&m, rid, sl->upload_id, sl->sha,
-                                             sl->size, NULL, &me))
-        return err_set(e, ERR_INVALID, "upload.begin: %s", me.message);
-    int rc = conn_v1_send(u->conn, &m, e);
-    strlcpy_h(sl->req, m.id, sizeof sl->req);
-    msg_free(&m);
-    sl->phase = P_BEGIN;
-    return rc;
+    int rc = sl->preview
+        ? msg_build_upload_begin_preview(&m, rid, sl->upload_id, sl->sha,
+                                         sl->size, sl->it.study_uid, &me)
+        : msg_build_upload_begin(&m, rid, sl->upload_id, sl->sha, sl->size,
+                                 NULL, &me);
+    return send_for(u, sl, &m, rc, &me, P_BEGIN, e);
 }
 
 static int send_end(struct uplink *u, struct slot *sl, struct err *e)
@@ -258,13 +268,8 @@ static int send_end(struct uplink *u, struct slot *sl, struct err *e)
     struct msg_error me;
     char rid[33];
     conn_random_id(rid);
-    if (msg_build_upload_end(&m, rid, sl->upload_id, &me))
-        return err_set(e, ERR_INVALID, "upload.end: %s", me.message);
-    int rc = conn_v1_send(u->conn, &m, e);
-    strlcpy_h(sl->req, m.id, sizeof sl->req);
-    msg_free(&m);
-    sl->phase = P_END;
-    return rc;
+    int rc = msg_build_upload_end(&m, rid, sl->upload_id, &me);
+    return send_for(u, sl, &m, rc, &me, P_END, e);
 }
 
 /* Takes it into sl and sends its upload.begin.  A row whose file cannot

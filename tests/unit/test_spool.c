@@ -41,8 +41,6 @@ struct fx {
     struct spool *s;
 };
 
-static int run(const char *cmd) { return system(cmd); }
-
 static int group_setup(void **state)
 {
     (void)state;
@@ -60,18 +58,15 @@ static int group_setup(void **state)
     snprintf(g_scratch, sizeof g_scratch, "%s/test_spool.XXXXXX", base);
     if (!mkdtemp(g_scratch))
         return -1;
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd,
-             "/usr/bin/python3 '%s/gen_study.py' --size 32 --slices 2 "
-             "--seed 5 '%s/a' >/dev/null && "
-             "/usr/bin/python3 '%s/gen_study.py' --size 32 --slices 1 "
-             "--seed 6 '%s/b' >/dev/null && "
-             "/usr/bin/python3 -c \"import pydicom,sys;"
-             "d=pydicom.dcmread(sys.argv[1]);"
-             "d.file_meta.SourceApplicationEntityTitle='OTHER_AE';"
-             "d.save_as(sys.argv[2])\" '%s/a/CT00001.dcm' '%s/meta.dcm'",
-             tools, g_scratch, tools, g_scratch, g_scratch, g_scratch);
-    if (run(cmd))
+    if (tu_run("/usr/bin/python3 '%s/gen_study.py' --size 32 --slices 2 "
+               "--seed 5 '%s/a' >/dev/null && "
+               "/usr/bin/python3 '%s/gen_study.py' --size 32 --slices 1 "
+               "--seed 6 '%s/b' >/dev/null && "
+               "/usr/bin/python3 -c \"import pydicom,sys;"
+               "d=pydicom.dcmread(sys.argv[1]);"
+               "d.file_meta.SourceApplicationEntityTitle='OTHER_AE';"
+               "d.save_as(sys.argv[2])\" '%s/a/CT00001.dcm' '%s/meta.dcm'",
+               tools, g_scratch, tools, g_scratch, g_scratch, g_scratch))
         return -1;
     snprintf(g_a[0], sizeof g_a[0], "%s/a/CT00001.dcm", g_scratch);
     snprintf(g_a[1], sizeof g_a[1], "%s/a/CT00002.dcm", g_scratch);
@@ -113,11 +108,10 @@ static int teardown(void **state)
 static int put(struct fx *f, const char *src, struct spool_item *it,
                int *fresh, struct err *e)
 {
-    char tmp[1300], cmd[4000];
+    char tmp[1300];
     static int n;
     snprintf(tmp, sizeof tmp, "%s/in-%d", spool_tmp_dir(f->s), ++n);
-    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", src, tmp);
-    assert_int_equal(run(cmd), 0);
+    assert_int_equal(tu_run("cp '%s' '%s'", src, tmp), 0);
     return spool_put(f->s, tmp, it, fresh, e);
 }
 
