@@ -420,6 +420,16 @@ static int send_chunk(struct uplink *u, struct slot *sl, double *wait,
 
 /* ---- answers --------------------------------------------------------- */
 
+/* With no upload left in a slot the queue has likely drained: the
+ * server hears so at the next step, not up to STATUS_MS later. */
+static void status_soon_if_idle(struct uplink *u)
+{
+    for (int i = 0; i < SLOTS; i++)
+        if (u->slots[i].used)
+            return;
+    u->status_at = 0;
+}
+
 /* A preview is best effort: done or given up, it is not tried again. */
 static void preview_over(struct uplink *u, struct slot *sl, const char *why)
 {
@@ -447,6 +457,7 @@ static void mark_failed(struct uplink *u, struct slot *sl, const char *why)
         log_error("gateway: %s", e.msg);
     set_error(u, "%s: %s", sl->it.sop_uid, why);
     slot_free(sl);
+    status_soon_if_idle(u);
 }
 
 static void mark_done(struct uplink *u, struct slot *sl, int status)
@@ -468,6 +479,7 @@ static void mark_done(struct uplink *u, struct slot *sl, int status)
              (long long)sl->size);
     u->backoff_n = 0;
     slot_free(sl);
+    status_soon_if_idle(u);
 }
 
 /* A failed reply to sl's begin or end.  Returns < 0 when the session

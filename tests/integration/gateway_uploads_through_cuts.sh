@@ -4,7 +4,8 @@
 # mid-transfer: each SOP Instance UID is in the server's index exactly
 # once and its decoded pixels hash as the original's (the gateway sends
 # JPEG-LS lossless); the study was announced (the case shows 8 of 8) and
-# its preview, delivered first, is served; the spool rows are done and their files gone.
+# its preview, delivered first, is served; its last gateway.status
+# (/api/gateways) says 8 done, nothing left; the spool rows are done and their files gone.
 . "$(dirname "$0")/lib.sh"
 
 ST=$(study gw-ct8-256 8 --size 256 --patient-id GWCUTS --seed 83) || exit 1
@@ -60,6 +61,18 @@ pv=$(grep -n "preview of $study_uid delivered" "$T_TMP/gw.log" | head -1 |
 first=$(grep -n 'delivered (' "$T_TMP/gw.log" | head -1 | cut -d: -f1)
 [ -n "$pv" ] && [ "$pv" -lt "$first" ] ||
     fail "the preview was not delivered before the first instance"
+
+# Its last gateway.status, as the clinic sees it.
+i=0
+until [ "$(api GET /api/gateways "$R")" = 200 ] && [ "$(jget "$T_TMP/body" \
+        '[g["status"]["done"] for g in d["gateways"]
+          if g["name"] == "gw-cuts"][0]')" = 8 ]; do
+    i=$((i + 1)); [ $i -lt 50 ] || fail "/api/gateways: $(cat "$T_TMP/body")"
+    sleep 0.2
+done
+assert_eq "0 0 0" "$(jget "$T_TMP/body" '" ".join(str(g["status"][k])
+    for g in d["gateways"] for k in ("waiting", "in_flight", "failed"))')" \
+    "waiting, in flight, failed in the last gateway.status"
 
 gw_status
 assert_eq 8 "$(jget "$T_TMP/status.json" 'd["done"]')" "done in status"
