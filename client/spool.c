@@ -47,6 +47,7 @@ static const char *SCHEMA =
     " state INTEGER NOT NULL DEFAULT 0,"
     " reason TEXT NOT NULL DEFAULT '',"
     " attempts INTEGER NOT NULL DEFAULT 0,"
+    " conflicts INTEGER NOT NULL DEFAULT 0,"   /* sha256 refused at end */
     " send_sha256 TEXT NOT NULL DEFAULT '',"
     " send_size INTEGER NOT NULL DEFAULT 0,"
     " UNIQUE(sop_uid, dataset_sha256));"
@@ -498,11 +499,14 @@ int spool_set_state(struct spool *s, int64_t id, int state,
                    (int64_t)state, reason, id);
 }
 
-int spool_attempt(struct spool *s, int64_t id, struct err *e)
+int spool_attempt(struct spool *s, int64_t id, int conflict, struct err *e)
 {
     int64_t n = 0;
-    int rc = run_sql(s, e, &n, "UPDATE instances SET attempts = attempts + 1"
-                     " WHERE id = ?1 RETURNING attempts", "i", id);
+    int rc = run_sql(s, e, &n, conflict
+                     ? "UPDATE instances SET conflicts = conflicts + 1"
+                       " WHERE id = ?1 RETURNING conflicts"
+                     : "UPDATE instances SET attempts = attempts + 1"
+                       " WHERE id = ?1 RETURNING attempts", "i", id);
     return rc ? rc : (int)n;
 }
 

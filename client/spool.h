@@ -85,8 +85,9 @@ int spool_next(struct spool *s, const int64_t *skip, int nskip,
 /* State changes of one row.  reason: the server's words, for failed. */
 int spool_set_state(struct spool *s, int64_t id, int state,
                     const char *reason, struct err *e);
-/* attempts + 1; returns the new count (or < 0). */
-int spool_attempt(struct spool *s, int64_t id, struct err *e);
+/* attempts + 1 (conflict 0: an upload begun) or conflicts + 1 (1: the
+ * server found other bytes than announced); the new count, or < 0. */
+int spool_attempt(struct spool *s, int64_t id, int conflict, struct err *e);
 /* Marks the row done and removes its files (when no other row that is
  * not done uses the same bytes). */
 int spool_done(struct spool *s, int64_t id, struct err *e);
@@ -122,9 +123,9 @@ struct spool_study {
 };
 /* Calls fn (until it returns non-zero) for the studies (at most 32 a
  * call) that got no instance for quiet_ms and whose count is not the one
- * announced or whose preview is not sent.  Instances of a study are not handed out by spool_next
- * before its count was announced (spool_set_expected), so its
- * study.expect and preview go first. */
+ * announced or whose preview is not sent.  Instances of a study are not
+ * handed out by spool_next before its count was announced
+ * (spool_set_expected), so its study.expect and preview go first. */
 int spool_each_study(struct spool *s, int64_t quiet_ms,
                      int (*fn)(void *arg, const struct spool_study *st),
                      void *arg, struct err *e);

@@ -34,6 +34,8 @@
 #define ANNOUNCE_MS 500             /* look for quiet studies */
 #define EXPECTS 8                   /* study.expect awaiting replies */
 #define PREVIEW_PX 512
+#define PING_MS 20000               /* silence before we ping */
+#define DEAD_MS 60000               /* silence that means the link died */
 
 enum { P_BEGIN, P_SEND, P_END };
 
@@ -47,6 +49,7 @@ struct slot {
     char upload_id[MSG_ID_MAX + 1];
     char req[MSG_ID_MAX + 1];       /* the begin or end awaiting answer */
     int phase;
+    double asked_at;                /* when req went (now_mono) */
     int64_t off;                    /* next byte to send */
     int fd;
 };
@@ -72,7 +75,7 @@ struct uplink {
     double figures_at, rate;
     char last_error[256];
     int64_t quiet_ms;
-    double announce_at, status_at;
+    double announce_at, status_at, pinged_at;
     struct {                        /* study.expect sent, not answered */
         char req[MSG_ID_MAX + 1];
         char study_uid[65];
@@ -245,6 +248,7 @@ static int send_for(struct uplink *u, struct slot *sl, struct msg *m,
     strlcpy_h(sl->req, m->id, sizeof sl->req);
     msg_free(m);
     sl->phase = phase;
+    sl->asked_at = now_mono();
     return rc;
 }
 
@@ -295,7 +299,7 @@ static int admit(struct uplink *u, struct slot *sl,
         goto failed;
     }
     if (spool_set_state(u->spool, it->id, SPOOL_IN_FLIGHT, NULL, &fe) ||
-        spool_attempt(u->spool, it->id, &fe) < 0)
+        spool_attempt(u->spool, it->id, 0, &fe) < 0)
         goto failed;
     return send_begin(u, sl, e);
 failed:
@@ -509,7 +513,7 @@ static int on_refusal(struct uplink *u, struct slot *sl,
         return err_set(e, ERR_IO, "server: %s", why);
     case MSG_E_CONFLICT:
         if (sl->phase == P_END) {   /* sha256 mismatch: from 0 again */
-            int n = spool_attempt(u->spool, sl->it.id, e);
+            int n = spool_attempt(u->spool, sl->it.id, 1, e);
             if (n >= 0 && n <= CONFLICT_TRIES) {
                 char send[1200];
                 spool_send_path(u->spool, &sl->it, send, sizeof send);
@@ -582,8 +586,15 @@ static int on_message(struct uplink *u, struct msg *m, struct err *e)
     switch (m->type) {
     case MSG_UPLOAD_AT:
         sl = slot_by_upload(u, m->upload_at.upload_id);
-        if (!sl)
+        /* "progress" only says what is durable: we go on where we are
+         * (rewinding would send bytes twice, and a second upload.end). */
+        if (!sl || (!m->id[0] && m->upload_at.reason == MSG_UA_PROGRESS))
             return 0;
+        if (m->id[0] && strcmp(m->id, sl->req))
+            return 0;           /* the answer to an earlier begin */
+        /* The answer to our begin, or "resend": go on from the server's
+         * offset; an upload.end already sent is void (its refusal is
+         * ignored: no request of ours carries its id any more). */
         sl->off = m->upload_at.offset;
         if (sl->off > sl->size)
             sl->off = sl->size;
@@ -686,6 +697,9 @@ static void disconnect(struct uplink *u, const char *why)
     conn_disconnect(u->conn);
     u->connected = 0;
     drop_slots(u);
+    struct err re = { 0, "" };
+    if (spool_requeue(u->spool, &re))     /* nothing is in flight now */
+        log_warn("gateway: %s", re.msg);
     memset(u->expects, 0, sizeof u->expects);
     u->status_at = 0;
     backoff(u);
@@ -857,10 +871,36 @@ static int send_status(struct uplink *u, struct err *e)
     return rc;
 }
 
+/* A link can die without a word (a NAT forgets it, a cable is pulled
+ * with nothing in flight): ping after PING_MS of silence, give up after
+ * DEAD_MS -- also when an answer we wait for is that late. */
+static int check_alive(struct uplink *u, struct err *e)
+{
+    /* conn_ws_last_rx_ms is on the same monotonic clock as now_mono. */
+    int64_t quiet = (int64_t)(now_mono() * 1000) -
+                    conn_ws_last_rx_ms(u->conn);
+    if (quiet > DEAD_MS)
+        return err_set(e, ERR_IO, "nothing from the server for %lld s",
+                       (long long)(quiet / 1000));
+    for (int i = 0; i < SLOTS; i++) {
+        struct slot *sl = &u->slots[i];
+        if (sl->used && sl->phase != P_SEND &&
+            now_mono() - sl->asked_at > DEAD_MS / 1000.0)
+            return err_set(e, ERR_IO, "no answer about %s for %d s",
+                           sl->upload_id, DEAD_MS / 1000);
+    }
+    if (quiet > PING_MS && now_mono() - u->pinged_at > PING_MS / 1000.0) {
+        u->pinged_at = now_mono();
+        return conn_ws_ping(u->conn, e);
+    }
+    return 0;
+}
+
 static int step(struct uplink *u, struct err *e)
 {
     int rc;
-    if ((rc = announce(u, e)) || (rc = send_status(u, e)))
+    if ((rc = check_alive(u, e)) || (rc = announce(u, e)) ||
+        (rc = send_status(u, e)))
         return rc;
     if ((rc = fill_slots(u, e)))
         return rc;

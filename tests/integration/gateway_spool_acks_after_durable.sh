@@ -100,7 +100,8 @@ assert_ge $((size - 4 * 1024)) \
     "$(jget "$T_TMP/status.json" 'd["bytes_waiting"]')" "bytes waiting"
 "$GW" status --spool "$T_TMP/spool" >"$T_TMP/status.txt" ||
     fail "status (text) failed"
-assert_file_has "$T_TMP/status.txt" '^waiting [0-9]+, in flight [0-9]+, done 0, failed 0' \
+assert_file_has "$T_TMP/status.txt" \
+    '^waiting [0-9]+, in flight [0-9]+, done 0, failed 0' \
     "status text"
 
 log "usage errors"

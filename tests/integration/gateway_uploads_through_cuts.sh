@@ -1,11 +1,12 @@
 #!/bin/sh
 # Instances sent by storescu to hashi-gateway reach hashi-server through
 # a slow link that is cut every 2 s, with the server killed -9 once
-# mid-transfer: each SOP Instance UID is in the server's index exactly
+# mid-transfer (its rows wait meanwhile, none in flight): each SOP Instance UID is in the server's index exactly
 # once and its decoded pixels hash as the original's (the gateway sends
 # JPEG-LS lossless); the study was announced (the case shows 8 of 8) and
 # its preview, delivered first, is served; its last gateway.status
-# (/api/gateways) says 8 done, nothing left; the spool rows are done and their files gone.
+# (/api/gateways) says 8 done, nothing left; the spool rows are done
+# and their files gone.
 . "$(dirname "$0")/lib.sh"
 
 ST=$(study gw-ct8-256 8 --size 256 --patient-id GWCUTS --seed 83) || exit 1
@@ -29,7 +30,18 @@ storescu -aet MODALITY -aec HASHIGW 127.0.0.1 "$GWPORT" "$ST"/*.dcm \
 
 wait_grep "$T_TMP/gw.log" 'CT.*delivered|delivered \(stored' 40
 hashi_kill9
-log "server killed -9 after the first instance arrived; restarting"
+log "server killed -9 after the first instance arrived"
+# While the server is down nothing is in flight: the rows wait again.
+i=0
+until gw_status && [ "$(jget "$T_TMP/status.json" 'd["in_flight"]')" = 0 ]
+do
+    i=$((i + 1)); [ $i -lt 50 ] || fail "rows still in flight with the \
+server down: $(cat "$T_TMP/status.json")"
+    sleep 0.2
+done
+assert_ge 1 "$(jget "$T_TMP/status.json" 'd["waiting"]')" \
+    "rows waiting while the server is down"
+log "restarting the server"
 hashi_start
 gw_wait_done 8 90
 linkemu_stop wan
@@ -46,8 +58,8 @@ log "link cuts: $cuts"
 assert_ge 1 "$cuts" "cuts during the transfer"
 
 assert_eq 200 "$(api GET /api/cases/gw-cuts-1 "$R")" "the case"
-assert_eq "8 8" "$(jget "$T_TMP/body" \
-    '"%s %s" % (d["case"]["images"]["received"], d["case"]["images"]["expected"])')" \
+assert_eq "8 8" "$(jget "$T_TMP/body" '"%s %s" % (
+    d["case"]["images"]["received"], d["case"]["images"]["expected"])')" \
     "images received and expected on the case"
 assert_eq 200 "$(http GET "/api/studies/$study_uid/preview" "$R")" \
     "the study's preview"
