@@ -79,8 +79,7 @@ static int parse_int(const char *s, long long min, long long max,
     return 0;
 }
 
-/* HOST:PORT for the listener (the host only decides loopback-only: the
- * DCMTK listener binds every address). */
+/* HOST:PORT for the listener: the address it binds. */
 static int parse_dicom(const char *s, struct gw_opts *o)
 {
     const char *colon = strrchr(s, ':');
@@ -352,6 +351,7 @@ static int serve(const struct gw_opts *o)
         goto out;
     struct dicom_scp_cfg cfg = {
         .port = o->dicom_port,
+        .host = o->dicom_host,
         .loopback_only = is_loopback(o->dicom_host),
         .ae_title = o->ae_title,
         .tmp_dir = spool_tmp_dir(g.spool),
