@@ -53,6 +53,7 @@
 #include "multipart.h"
 #include "render.h"
 #include "server.h"
+#include "wado_meta.h"
 
 #define FAIL_PROCESSING 0x0110
 #define FAIL_REFUSED 0x0124     /* Refused: Not Authorized */
@@ -78,6 +79,13 @@ static void audit(struct http_req *r, const char *action, const char *object,
     };
 
     audit_write(r->srv->audit, &a);
+}
+
+void dicomweb_audit(struct http_req *r, const char *action,
+                    const char *object, const char *outcome,
+                    const char *detail)
+{
+    audit(r, action, object, outcome, detail);
 }
 
 /* DICOM JSON attribute {"vr": vr, "Value": [v]}. */
@@ -1085,7 +1093,8 @@ static int etag_matches(const char *if_none_match, const char *etag)
  * stale), else are rendered and kept.  The strong ETag names the same
  * key, so a client holding the image gets 304 without any rendering. */
 static void rendered(struct http_req *r, const char *study,
-                     const char *series, const char *sop, const char *frame)
+                     const char *series, const char *sop, const char *frame,
+                     int thumb)
 {
     struct dcm_render_opts o;
     struct render_key k;
@@ -1117,6 +1126,8 @@ static void rendered(struct http_req *r, const char *study,
     if (parse_window(r, &o) < 0 || parse_viewport(r, &o) < 0 ||
         int_param(r, "quality", &q) < 0)
         return;
+    if (thumb && !o.max_width)
+        o.max_width = o.max_height = thumb;
     if (q > 100) {
         http_respond_error(r, 400, "invalid", "quality is 1..100");
         return;
@@ -1184,6 +1195,46 @@ static void rendered(struct http_req *r, const char *study,
     http_respond_bytes(r, 200, "image/jpeg", jpeg, len);
 }
 
+/* A thumbnail (PS3.18 10.4.1.1.4): the rendered image, at most
+ * THUMB_PX square unless a viewport is given; for a study or series, of
+ * its middle instance. */
+#define THUMB_PX 128
+
+static void thumbnail(struct http_req *r, const char *study,
+                      const char *series, const char *sop, const char *frame)
+{
+    struct store_scope scope;
+    struct store_instance *list = NULL;
+    struct err e = { 0 };
+    char mid[65];
+    size_t n = 0;
+    int rc;
+
+    if (sop) {
+        rendered(r, study, series, sop, frame, THUMB_PX);
+        return;
+    }
+    access_scope(&r->who, &scope);
+    rc = store_list_instances(r->srv->store, &scope, study, series, &list,
+                              &n, &e);
+    if (rc == 0 && n == 0)
+        rc = err_set(&e, ERR_NOTFOUND, "no such study or series");
+    if (rc < 0) {
+        audit(r, "render", series ? series : study, rc == ERR_NOTFOUND ?
+              "not_found" : "error", e.msg);
+        free(list);
+        if (rc == ERR_NOTFOUND)
+            http_respond_error(r, 404, "not_found", "%s", e.msg);
+        else
+            http_respond_err(r, &e);
+        return;
+    }
+    strlcpy_h(mid, list[n / 2].sop_uid, sizeof(mid));
+    series = list[n / 2].series_uid;
+    rendered(r, study, series, mid, NULL, THUMB_PX);
+    free(list);
+}
+
 /* ---- routing ------------------------------------------------------------ */
 
 void dicomweb_handle(struct http_req *r)
@@ -1236,6 +1287,14 @@ void dicomweb_handle(struct http_req *r)
                            "only GET is allowed here");
         return;
     }
+    if (n == 3 && !strcmp(seg[2], "metadata")) {
+        wado_metadata(r, st, NULL, NULL);
+        return;
+    }
+    if (n == 3 && !strcmp(seg[2], "thumbnail")) {
+        thumbnail(r, st, NULL, NULL, NULL);
+        return;
+    }
     if (n == 3 && !strcmp(seg[2], "series")) {
         qido(r, Q_SERIES, st, NULL);
         return;
@@ -1253,6 +1312,14 @@ void dicomweb_handle(struct http_req *r)
         wado(r, st, se, NULL);
         return;
     }
+    if (n == 5 && !strcmp(seg[4], "metadata")) {
+        wado_metadata(r, st, se, NULL);
+        return;
+    }
+    if (n == 5 && !strcmp(seg[4], "thumbnail")) {
+        thumbnail(r, st, se, NULL, NULL);
+        return;
+    }
     if (strcmp(seg[4], "instances")) {
         http_respond_error(r, 404, "not_found", "no such DICOMweb resource");
         return;
@@ -1266,14 +1333,34 @@ void dicomweb_handle(struct http_req *r)
         wado(r, st, se, sop);
         return;
     }
+    if (n == 7 && !strcmp(seg[6], "metadata")) {
+        wado_metadata(r, st, se, sop);
+        return;
+    }
+    if (n == 7 && !strcmp(seg[6], "thumbnail")) {
+        thumbnail(r, st, se, sop, NULL);
+        return;
+    }
+    if (n == 8 && !strcmp(seg[6], "frames")) {
+        wado_frames(r, st, se, sop, seg[7]);
+        return;
+    }
+    if (n == 8 && !strcmp(seg[6], "bulkdata")) {
+        wado_bulkdata(r, st, se, sop, seg[7]);
+        return;
+    }
+    if (n == 9 && !strcmp(seg[6], "frames") &&
+        !strcmp(seg[8], "thumbnail")) {
+        thumbnail(r, st, se, sop, seg[7]);
+        return;
+    }
     if (n == 7 && !strcmp(seg[6], "rendered")) {
-        rendered(r, st, se, sop, NULL);
+        rendered(r, st, se, sop, NULL, 0);
         return;
     }
     if (n == 9 && !strcmp(seg[6], "frames") && !strcmp(seg[8], "rendered")) {
-        rendered(r, st, se, sop, seg[7]);
+        rendered(r, st, se, sop, seg[7], 0);
         return;
     }
-    http_respond_error(r, 404, "not_found", "no such DICOMweb resource "
-                       "(metadata, bulk data and frames are not offered)");
+    http_respond_error(r, 404, "not_found", "no such DICOMweb resource");
 }

@@ -19,4 +19,10 @@
 
 void dicomweb_handle(struct http_req *r);
 
+/* One audit line for r (actor and remote address from r): what the
+ * DICOMweb modules (dicomweb.c, wado_meta.c) record of each request. */
+void dicomweb_audit(struct http_req *r, const char *action,
+                    const char *object, const char *outcome,
+                    const char *detail);
+
 #endif
