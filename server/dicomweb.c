@@ -35,6 +35,7 @@
  */
 #include "dicomweb.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -774,6 +775,67 @@ static int int_param(struct http_req *r, const char *name, int *out)
 
 enum qido_level { Q_STUDIES, Q_SERIES, Q_INSTANCES };
 
+/* One includefield value: "all", a keyword (letters and digits, starting
+ * with a capital) or a tag of 8 hex digits, possibly a sequence path of
+ * those joined by '.'. */
+static int includefield_ok(const char *v, size_t n)
+{
+    size_t i = 0;
+
+    if (n == 3 && !strncmp(v, "all", 3))
+        return 1;
+    while (i < n) {
+        size_t k = i, hex = 1;
+        while (k < n && v[k] != '.') {
+            if (!isalnum((unsigned char)v[k]))
+                return 0;
+            hex &= isxdigit((unsigned char)v[k]) != 0;
+            k++;
+        }
+        if (k == i || !((hex && k - i == 8) ||
+                        (v[i] >= 'A' && v[i] <= 'Z' && k - i <= 64)))
+            return 0;
+        i = k + (k < n);
+        if (k < n && i == n)
+            return 0;           /* a trailing '.' */
+    }
+    return 1;
+}
+
+/* includefield (repeatable, comma-separated) and fuzzymatching are
+ * checked, then accepted: every answer holds all the attributes Hashi
+ * indexes, and matching is what it is.  0, or -1 when answered 400. */
+static int qido_options(struct http_req *r)
+{
+    for (size_t i = 0; i < r->nparams; i++) {
+        const char *name = r->params[i].name, *v = r->params[i].value;
+        if (!strcmp(name, "fuzzymatching")) {
+            if (strcmp(v, "true") && strcmp(v, "false")) {
+                http_respond_error(r, 400, "invalid", "fuzzymatching is "
+                                   "true or false, not \"%.40s\"", v);
+                return -1;
+            }
+            continue;
+        }
+        if (strcmp(name, "includefield"))
+            continue;
+        for (const char *p = v;; p++) {
+            size_t n = strcspn(p, ",");
+            if (!includefield_ok(p, n)) {
+                http_respond_error(r, 400, "invalid", "includefield takes "
+                                   "\"all\", attribute keywords or tags "
+                                   "(00100010), comma-separated; not "
+                                   "\"%.60s\"", v);
+                return -1;
+            }
+            p += n;
+            if (!*p)
+                break;
+        }
+    }
+    return 0;
+}
+
 static void qido(struct http_req *r, enum qido_level level,
                  const char *study, const char *series)
 {
@@ -791,7 +853,10 @@ static void qido(struct http_req *r, enum qido_level level,
                            "QIDO-RS answers application/dicom+json");
         return;
     }
+    if (qido_options(r) < 0)
+        return;
     memset(&q, 0, sizeof(q));
+    q.study_description = qparam(r, "StudyDescription", "00081030");
     q.patient_id = qparam(r, "PatientID", "00100020");
     q.patient_name = qparam(r, "PatientName", "00100010");
     q.study_date = qparam(r, "StudyDate", "00080020");
