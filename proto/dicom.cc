@@ -4075,6 +4075,12 @@ extern "C" int dicom_write_json(const char *path, const char *bulk_prefix,
         int rc = load_file(path, ff, e);
         if (rc)
             return rc;
+        /* DICOM JSON is UTF-8; dcm2json converts the same way (and so
+         * says ISO_IR 192 in SpecificCharacterSet). */
+        OFCondition cc = ff.convertToUTF8();
+        if (cc.bad())
+            return err_set(e, ERR_UNSUPPORTED, "character set: %s",
+                           cc.text());
         bulk_plan plan;
         plan_item(ff.getDataset(), "", plan, 0);
         BulkJsonFormat fmt(bulk_prefix, plan);
@@ -4135,7 +4141,7 @@ extern "C" int dicom_bulk_get(const char *path, const char *bulk_path,
         if (rc)
             return rc;
         DcmElement *el = bulk_find(ff.getDataset(), bulk_path, 0);
-        if (!el || el->ident() == EVR_SQ)
+        if (!el || !is_bulk_vr(el->getVR()))
             return err_set(e, ERR_NOTFOUND, "no bulk data %.80s", bulk_path);
         if (el->ident() == EVR_PixelData &&
             DcmXfer(ff.getDataset()->getOriginalXfer()).isEncapsulated())
