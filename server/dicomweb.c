@@ -782,6 +782,8 @@ static int includefield_ok(const char *v, size_t n)
 {
     size_t i = 0;
 
+    if (n == 0)
+        return 0;
     if (n == 3 && !strncmp(v, "all", 3))
         return 1;
     while (i < n) {
