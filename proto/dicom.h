@@ -290,8 +290,9 @@ int dicom_write_json(const char *path, const char *bulk_prefix, FILE *out,
 
 /* The value of the element at bulk_path (as above) in the file at path,
  * in little endian: *data malloc'd (caller frees), *len bytes.
- * ERR_NOTFOUND for no such element or one of a VR that is not binary, ERR_UNSUPPORTED for compressed pixel
- * data (use dicom_frame_get), ERR_TOOBIG beyond 1 GiB. */
+ * ERR_NOTFOUND for no such element or one whose VR is not binary,
+ * ERR_UNSUPPORTED for compressed pixel data (use dicom_frame_get),
+ * ERR_TOOBIG beyond 1 GiB. */
 int dicom_bulk_get(const char *path, const char *bulk_path,
                    unsigned char **data, size_t *len, struct err *e);
 

@@ -89,6 +89,44 @@ void dicomweb_audit(struct http_req *r, const char *action,
     audit(r, action, object, outcome, detail);
 }
 
+int dicomweb_instances(struct http_req *r, const char *action,
+                       const char *object, const char *study,
+                       const char *series, const char *sop,
+                       struct store_instance **list, size_t *n)
+{
+    struct store_scope scope;
+    struct err e = { 0 };
+    int rc;
+
+    *list = NULL;
+    *n = 0;
+    access_scope(&r->who, &scope);
+    if (sop) {
+        *list = calloc(1, sizeof(**list));
+        rc = *list ? store_find_instance(r->srv->store, &scope, study,
+                                         series, sop, *list, &e)
+                   : err_set(&e, ERR_INTERNAL, "out of memory");
+        *n = rc == 0;
+    } else {
+        rc = store_list_instances(r->srv->store, &scope, study, series,
+                                  list, n, &e);
+    }
+    if (rc == 0 && *n == 0)
+        rc = err_set(&e, ERR_NOTFOUND, "no such study or series");
+    if (rc == 0)
+        return 0;
+    free(*list);
+    *list = NULL;
+    *n = 0;
+    audit(r, action, object, rc == ERR_NOTFOUND ? "not_found" : "error",
+          e.msg);
+    if (rc == ERR_NOTFOUND)
+        http_respond_error(r, 404, "not_found", "%s", e.msg);
+    else
+        http_respond_err(r, &e);
+    return -1;
+}
+
 /* DICOM JSON attribute {"vr": vr, "Value": [v]}. */
 static json_t *attr_str(const char *vr, const char *v)
 {
@@ -1009,12 +1047,9 @@ static ssize_t wado_fill(void *arg, unsigned char *buf, size_t cap)
 static void wado(struct http_req *r, const char *study, const char *series,
                  const char *sop)
 {
-    struct store_scope scope;
-    struct err e = { 0 };
     struct wado *w;
     char object[200], detail[64], ctype[160], tmp[512];
     uint64_t total = 0;
-    int rc;
 
     if (!http_accepts(r, "multipart/related")) {
         http_respond_error(r, 406, "not_acceptable",
@@ -1028,30 +1063,12 @@ static void wado(struct http_req *r, const char *study, const char *series,
         return;
     }
     w->fd = -1;
-    access_scope(&r->who, &scope);
     snprintf(object, sizeof(object), "%s%s%s%s%s", study,
              series ? "/" : "", series ? series : "", sop ? "/" : "",
              sop ? sop : "");
-    if (sop) {
-        w->list = calloc(1, sizeof(*w->list));
-        rc = w->list ? store_find_instance(r->srv->store, &scope, study,
-                                           series, sop, w->list, &e)
-                     : err_set(&e, ERR_INTERNAL, "out of memory");
-        w->n = rc == 0;
-    } else {
-        rc = store_list_instances(r->srv->store, &scope, study, series,
-                                  &w->list, &w->n, &e);
-    }
-    if (rc == 0 && w->n == 0)
-        rc = err_set(&e, ERR_NOTFOUND, "no such study or series");
-    if (rc < 0) {
-        audit(r, "retrieve", object, rc == ERR_NOTFOUND ? "not_found" :
-              "error", e.msg);
+    if (dicomweb_instances(r, "retrieve", object, study, series, sop,
+                           &w->list, &w->n) < 0) {
         wado_free(w);
-        if (rc == ERR_NOTFOUND)
-            http_respond_error(r, 404, "not_found", "%s", e.msg);
-        else
-            http_respond_err(r, &e);
         return;
     }
     random_hex(w->boundary, 16);
@@ -1270,32 +1287,17 @@ static void rendered(struct http_req *r, const char *study,
 static void thumbnail(struct http_req *r, const char *study,
                       const char *series, const char *sop, const char *frame)
 {
-    struct store_scope scope;
     struct store_instance *list = NULL;
-    struct err e = { 0 };
     char mid[65];
     size_t n = 0;
-    int rc;
 
     if (sop) {
         rendered(r, study, series, sop, frame, THUMB_PX);
         return;
     }
-    access_scope(&r->who, &scope);
-    rc = store_list_instances(r->srv->store, &scope, study, series, &list,
-                              &n, &e);
-    if (rc == 0 && n == 0)
-        rc = err_set(&e, ERR_NOTFOUND, "no such study or series");
-    if (rc < 0) {
-        audit(r, "render", series ? series : study, rc == ERR_NOTFOUND ?
-              "not_found" : "error", e.msg);
-        free(list);
-        if (rc == ERR_NOTFOUND)
-            http_respond_error(r, 404, "not_found", "%s", e.msg);
-        else
-            http_respond_err(r, &e);
+    if (dicomweb_instances(r, "render", series ? series : study, study,
+                           series, NULL, &list, &n) < 0)
         return;
-    }
     strlcpy_h(mid, list[n / 2].sop_uid, sizeof(mid));
     series = list[n / 2].series_uid;
     rendered(r, study, series, mid, NULL, THUMB_PX);

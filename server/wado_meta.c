@@ -338,10 +338,7 @@ static struct wjob *wjob_new(struct http_req *r, enum wkind kind,
                              const char *study, const char *series,
                              const char *sop)
 {
-    struct store_scope scope;
-    struct err e = { 0 };
     struct wjob *w = calloc(1, sizeof(*w));
-    int rc;
 
     if (!w) {
         http_respond_error(r, 500, "internal", "out of memory");
@@ -349,26 +346,9 @@ static struct wjob *wjob_new(struct http_req *r, enum wkind kind,
     }
     w->fd = -1;
     w->kind = kind;
-    access_scope(&r->who, &scope);
-    if (sop) {
-        w->list = calloc(1, sizeof(*w->list));
-        rc = w->list ? store_find_instance(r->srv->store, &scope, study,
-                                           series, sop, w->list, &e)
-                     : err_set(&e, ERR_INTERNAL, "out of memory");
-        w->n = rc == 0;
-    } else {
-        rc = store_list_instances(r->srv->store, &scope, study, series,
-                                  &w->list, &w->n, &e);
-    }
-    if (rc == 0 && w->n == 0)
-        rc = err_set(&e, ERR_NOTFOUND, "no such study or series");
-    if (rc < 0) {
-        dicomweb_audit(r, "retrieve", sop ? sop : series ? series : study,
-                       rc == ERR_NOTFOUND ? "not_found" : "error", e.msg);
-        if (rc == ERR_NOTFOUND)
-            http_respond_error(r, 404, "not_found", "%s", e.msg);
-        else
-            http_respond_err(r, &e);
+    if (dicomweb_instances(r, "retrieve", sop ? sop : series ? series :
+                           study, study, series, sop, &w->list,
+                           &w->n) < 0) {
         wjob_destroy(w);
         return NULL;
     }
