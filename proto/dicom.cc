@@ -4256,13 +4256,63 @@ static int encapsulated_frame(DcmDataset *ds, DcmPixelData *pd, long f,
     return 0;
 }
 
+/* Native little-endian pixel data: the frame's bytes copied straight
+ * from the mapped file, as the render fast path reads them, without
+ * DCMTK building the whole data set (a viewer asks for every frame of a
+ * study).  1 done, 0 not applicable here (DCMTK's turn), or an error. */
+static int native_frame(const char *path, int frame, int decode,
+                        unsigned char **data, size_t *len, char ts[65],
+                        struct err *e)
+{
+    mapping m;
+    struct scan_result r;
+    struct fast_attrs fa;
+    int rc = map_file(path, m, e);
+    if (rc || (rc = prescan(m.p, m.len, &r, &fa, e)))
+        return rc;
+    if (r.xfer != EXS_LittleEndianImplicit &&
+        r.xfer != EXS_LittleEndianExplicit)
+        return 0;
+    const struct fast_el *px = &fa.el[FA_PIXELS];
+    unsigned rows, cols, spp = 1, balloc;
+    double nf = 1;
+    if (!px->v || px->len == 0xFFFFFFFFu ||
+        !fa_us(&fa.el[FA_ROWS], &rows) || !fa_us(&fa.el[FA_COLS], &cols) ||
+        !fa_us(&fa.el[FA_BALLOC], &balloc) || balloc % 8 ||
+        (fa.el[FA_SPP].seen && !fa_us(&fa.el[FA_SPP], &spp)) ||
+        (fa.el[FA_FRAMES].seen &&
+         fa_num(&fa.el[FA_FRAMES], "IS", &nf) != 1))
+        return 0;
+    if (nf < 1)
+        nf = 1;
+    size_t fsize = (size_t)rows * cols * (spp ? spp : 1) * (balloc / 8);
+    if (!fsize || fsize > FRAME_BYTES_MAX)
+        return 0;
+    if (frame < 0 || frame >= nf)
+        return err_set(e, ERR_NOTFOUND, "frame %d of %.0f", frame + 1, nf);
+    if ((uint64_t)(frame + 1) * fsize > px->len)
+        return err_set(e, ERR_INVALID, "pixel data ends before frame %d",
+                       frame + 1);
+    *data = (unsigned char *)malloc(fsize);
+    if (!*data)
+        return err_set(e, ERR_TOOBIG, "out of memory for a frame");
+    memcpy(*data, px->v + (size_t)frame * fsize, fsize);
+    *len = fsize;
+    /* Implicit and explicit VR little endian frames are the same bytes. */
+    snprintf(ts, 65, "%s", decode ? DICOM_TS_EXPLICIT_LE :
+             DcmXfer(r.xfer).getXferID());
+    return 1;
+}
+
 static int frame_get(const char *path, int frame, int decode,
                      unsigned char **data, size_t *len, char ts[65],
                      struct err *e)
 {
-    DcmFileFormat ff;
-    int rc = load_file(path, ff, e);
+    int rc = native_frame(path, frame, decode, data, len, ts, e);
     if (rc)
+        return rc < 0 ? rc : 0;
+    DcmFileFormat ff;
+    if ((rc = load_file(path, ff, e)))
         return rc;
     DcmDataset *ds = ff.getDataset();
     DcmElement *el = NULL;
