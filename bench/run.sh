@@ -3,7 +3,8 @@
 # Orthanc (bench/ingest.py), inside a private network namespace with only
 # loopback, so the peers (which bind every interface) are reachable from
 # nothing but this run.  Figures go to bench/RESULTS.md.  Then the push
-# fan-out benchmark, bench/push.sh (its section of RESULTS.md).
+# fan-out benchmark, bench/push.sh, and the viewer benchmark,
+# bench/viewer.py (each its own section of RESULTS.md).
 #
 #   sh bench/run.sh [ingest.py options]   e.g. --rounds 5 --stream-gb 0
 #   BENCH_ROUNDS=N BENCH_STREAM_GB=G      same, by environment
@@ -31,4 +32,13 @@ fi
 
 # The push fan-out benchmark (its own namespace and section of RESULTS.md).
 sh "$ROOT/bench/push.sh" || rc=$?
+
+# A viewer opening a study, hashi vs Orthanc's DICOMweb plugin
+# (BENCH_VIEWER_SLICES, BENCH_VIEWER_ROUNDS).
+if [ "${HASHI_BENCH_NETNS#private}" != "$HASHI_BENCH_NETNS" ]; then
+    unshare --net sh -c 'ip link set lo up && exec "$0" "$@"' \
+        /usr/bin/python3 "$ROOT/bench/viewer.py" || rc=$?
+else
+    /usr/bin/python3 "$ROOT/bench/viewer.py" || rc=$?
+fi
 exit $rc

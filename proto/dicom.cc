@@ -3979,3 +3979,414 @@ extern "C" int dicom_uid_new(char out[65], struct err *e)
     out[5 + n] = 0;
     return 0;
 }
+
+/* ---- DICOMweb: metadata, frames, bulk data ---------------------------- */
+
+/*
+ * Metadata is DCMTK's own JSON writer (what dcm2json prints), so Hashi's
+ * DICOM JSON is DCMTK's attribute for attribute.  DCMTK asks the format,
+ * element by element in document order, whether a value is bulk data,
+ * knowing only the tag; so the data set is walked first in the same order
+ * and each non-empty value's answer queued under its tag: the writer's
+ * n-th question about a tag gets the n-th answer.  The answer names the
+ * element's path ("7FE00010", "00880200.1.7FE00010": tag, item number
+ * from 1, tag...), which dicom_bulk_get resolves.
+ */
+#include "dcmtk/dcmdata/dcjson.h"
+
+#include <deque>
+#include <map>
+#include <sstream>
+#include <string>
+
+static int is_bulk_vr(DcmEVR vr)
+{
+    return vr == EVR_OB || vr == EVR_OW || vr == EVR_OF || vr == EVR_OD ||
+           vr == EVR_OL || vr == EVR_OV || vr == EVR_UN ||
+           vr == EVR_ox || vr == EVR_px || vr == EVR_pixelSQ;
+}
+
+static std::string tag_hex(const DcmTagKey &t)
+{
+    char b[9];
+    snprintf(b, sizeof b, "%04X%04X", t.getGroup(), t.getElement());
+    return b;
+}
+
+typedef std::map<Uint32, std::deque<std::string> > bulk_plan;
+
+static void plan_item(DcmItem *item, const std::string &prefix,
+                      bulk_plan &plan, int depth)
+{
+    if (depth > DICOM_MAX_DEPTH)
+        return;
+    for (unsigned long i = 0; i < item->card(); i++) {
+        DcmElement *el = item->getElement(i);
+        if (!el)
+            continue;
+        DcmTagKey t = el->getTag();
+        std::string path = prefix + tag_hex(t);
+        if (el->ident() == EVR_SQ) {
+            DcmSequenceOfItems *sq = OFstatic_cast(DcmSequenceOfItems *, el);
+            for (unsigned long k = 0; k < sq->card(); k++) {
+                char n[32];
+                snprintf(n, sizeof n, ".%lu.", k + 1);
+                plan_item(sq->getItem(k), path + n, plan, depth + 1);
+            }
+            continue;
+        }
+        if (el->getLengthField() == 0 && el->ident() != EVR_PixelData)
+            continue;
+        Uint32 key = (Uint32)t.getGroup() << 16 | t.getElement();
+        int bulk = t == DCM_PixelData ||
+                   (is_bulk_vr(el->getVR()) &&
+                    el->getLengthField() > DICOM_BULK_THRESHOLD);
+        plan[key].push_back(bulk ? path : std::string());
+    }
+}
+
+class BulkJsonFormat : public DcmJsonFormatCompact {
+public:
+    BulkJsonFormat(const char *prefix, bulk_plan &plan)
+        : DcmJsonFormatCompact(OFFalse), prefix_(prefix), plan_(plan) {}
+    OFBool asBulkDataURI(const DcmTagKey &tag, OFString &uri) override
+    {
+        Uint32 key = (Uint32)tag.getGroup() << 16 | tag.getElement();
+        auto it = plan_.find(key);
+        if (it == plan_.end() || it->second.empty())
+            return OFFalse;
+        std::string path = it->second.front();
+        it->second.pop_front();
+        if (path.empty())
+            return OFFalse;
+        uri = (prefix_ + "/" + path).c_str();
+        return OFTrue;
+    }
+private:
+    std::string prefix_;
+    bulk_plan &plan_;
+};
+
+extern "C" int dicom_write_json(const char *path, const char *bulk_prefix,
+                                FILE *out, struct err *e)
+{
+    try {
+        DcmFileFormat ff;
+        int rc = load_file(path, ff, e);
+        if (rc)
+            return rc;
+        /* DICOM JSON is UTF-8; dcm2json converts the same way (and so
+         * says ISO_IR 192 in SpecificCharacterSet). */
+        OFCondition cc = ff.convertToUTF8();
+        if (cc.bad())
+            return err_set(e, ERR_UNSUPPORTED, "character set: %s",
+                           cc.text());
+        bulk_plan plan;
+        plan_item(ff.getDataset(), "", plan, 0);
+        BulkJsonFormat fmt(bulk_prefix, plan);
+        std::ostringstream os;
+        OFCondition c = ff.getDataset()->writeJson(os, fmt);
+        if (c.bad())
+            return err_set(e, ERR_UNSUPPORTED, "DICOM JSON: %s", c.text());
+        std::string s = os.str();
+        /* DcmDataset::writeJson writes the members only; the braces are
+         * the caller's (dcm2json: DcmFileFormat::writeJson). */
+        if (fputc('{', out) == EOF ||
+            fwrite(s.data(), 1, s.size(), out) != s.size() ||
+            fputc('}', out) == EOF)
+            return err_set(e, ERR_IO, "writing DICOM JSON: %s",
+                           strerror(errno));
+        return 0;
+    } catch (const std::bad_alloc &) {
+        return err_set(e, ERR_TOOBIG, "out of memory writing JSON of %s",
+                       path);
+    } catch (...) {
+        return err_set(e, ERR_INTERNAL, "exception writing JSON of %s", path);
+    }
+}
+
+/* The element at a bulk data path, or NULL. */
+static DcmElement *bulk_find(DcmItem *item, const char *p, int depth)
+{
+    unsigned g, el;
+    int n = 0;
+    if (depth > DICOM_MAX_DEPTH ||
+        sscanf(p, "%4x%4x%n", &g, &el, &n) != 2 || n != 8)
+        return NULL;
+    DcmElement *found = NULL;
+    if (item->findAndGetElement(DcmTagKey((Uint16)g, (Uint16)el), found,
+                                OFFalse).bad() || !found)
+        return NULL;
+    if (!p[8])
+        return found;
+    if (p[8] != '.' || found->ident() != EVR_SQ)
+        return NULL;
+    char *end;
+    unsigned long k = strtoul(p + 9, &end, 10);
+    DcmSequenceOfItems *sq = OFstatic_cast(DcmSequenceOfItems *, found);
+    if (end == p + 9 || *end != '.' || k < 1 || k > sq->card())
+        return NULL;
+    return bulk_find(sq->getItem(k - 1), end + 1, depth + 1);
+}
+
+extern "C" int dicom_bulk_get(const char *path, const char *bulk_path,
+                              unsigned char **data, size_t *len,
+                              struct err *e)
+{
+    *data = NULL;
+    *len = 0;
+    try {
+        DcmFileFormat ff;
+        int rc = load_file(path, ff, e);
+        if (rc)
+            return rc;
+        DcmElement *el = bulk_find(ff.getDataset(), bulk_path, 0);
+        if (!el || !is_bulk_vr(el->getVR()))
+            return err_set(e, ERR_NOTFOUND, "no bulk data %.80s", bulk_path);
+        if (el->ident() == EVR_PixelData &&
+            DcmXfer(ff.getDataset()->getOriginalXfer()).isEncapsulated())
+            return err_set(e, ERR_UNSUPPORTED, "compressed pixel data is "
+                           "retrieved by frame");
+        if (el->getLengthField() > PIXEL_BYTES_MAX)
+            return err_set(e, ERR_TOOBIG, "bulk data too large");
+        /* Binary values go out in little endian (PS3.18 8.7.3.3.2),
+         * read straight from the file, whatever its byte order. */
+        Uint32 n = el->getLengthField();
+        *data = (unsigned char *)malloc(n ? n : 1);
+        if (!*data)
+            return err_set(e, ERR_TOOBIG, "out of memory for bulk data");
+        if (n && el->getPartialValue(*data, 0, n, NULL,
+                                     EBO_LittleEndian).bad()) {
+            free(*data);
+            *data = NULL;
+            return err_set(e, ERR_INVALID, "cannot read bulk data %.80s",
+                           bulk_path);
+        }
+        *len = n;
+        return 0;
+    } catch (const std::bad_alloc &) {
+        free(*data);
+        *data = NULL;
+        return err_set(e, ERR_TOOBIG, "out of memory reading %s", path);
+    } catch (...) {
+        free(*data);
+        *data = NULL;
+        return err_set(e, ERR_INTERNAL, "exception reading %s", path);
+    }
+}
+
+/* The bytes of frame f (0-based) of an encapsulated pixel sequence: its
+ * fragments, found by the Basic Offset Table, else one fragment per
+ * frame, else (one frame) all of them. */
+static int encapsulated_frame(DcmDataset *ds, DcmPixelData *pd, long f,
+                              long nf, unsigned char **data, size_t *len,
+                              struct err *e)
+{
+    E_TransferSyntax xfer = EXS_Unknown;
+    const DcmRepresentationParameter *rp = NULL;
+    DcmPixelSequence *seq = NULL;
+    pd->getOriginalRepresentationKey(xfer, rp);
+    if (pd->getEncapsulatedRepresentation(xfer, rp, seq).bad() || !seq ||
+        seq->card() < 2)
+        return err_set(e, ERR_INVALID, "no pixel fragments");
+    unsigned long nfrag = seq->card() - 1, first = 0, last = 0;
+    DcmPixelItem *bot = NULL;
+    Uint8 *botv = NULL;
+    Uint32 botlen = 0;
+    if (seq->getItem(bot, 0).good() && bot)
+        botlen = bot->getLength();
+    if (botlen >= 4 * (Uint32)nf && bot->getUint8Array(botv).good() &&
+        botv) {
+        /* Fragment offsets, each counted from the first fragment's item
+         * tag: 8 bytes of item header plus its value. */
+        Uint32 want = rd32(botv + 4 * f, 0);
+        Uint32 next = f + 1 < nf ? rd32(botv + 4 * (f + 1), 0) : 0xFFFFFFFF;
+        Uint32 at = 0;
+        int found = 0;
+        for (unsigned long k = 1; k <= nfrag; k++) {
+            DcmPixelItem *it = NULL;
+            if (seq->getItem(it, k).bad() || !it)
+                return err_set(e, ERR_INVALID, "fragment %lu unreadable", k);
+            if (at == want) {
+                first = k;
+                found = 1;
+            }
+            if (found && at < next)
+                last = k;
+            at += 8 + it->getLength();
+        }
+        if (!found)
+            return err_set(e, ERR_INVALID, "offset table names no fragment "
+                           "for frame %ld", f + 1);
+    } else if (nfrag == (unsigned long)nf) {
+        first = last = (unsigned long)f + 1;
+    } else if (nf == 1) {
+        first = 1;
+        last = nfrag;
+    } else {
+        return err_set(e, ERR_UNSUPPORTED, "%lu fragments for %ld frames and "
+                       "no offset table", nfrag, nf);
+    }
+    (void)ds;
+    size_t total = 0;
+    for (unsigned long k = first; k <= last; k++) {
+        DcmPixelItem *it = NULL;
+        seq->getItem(it, k);
+        total += it->getLength();
+    }
+    if (total > FRAME_BYTES_MAX)
+        return err_set(e, ERR_TOOBIG, "frame of %zu bytes", total);
+    *data = (unsigned char *)malloc(total ? total : 1);
+    if (!*data)
+        return err_set(e, ERR_TOOBIG, "out of memory for a frame");
+    size_t o = 0;
+    for (unsigned long k = first; k <= last; k++) {
+        DcmPixelItem *it = NULL;
+        Uint8 *v = NULL;
+        seq->getItem(it, k);
+        if (it->getUint8Array(v).bad() || (!v && it->getLength())) {
+            free(*data);
+            *data = NULL;
+            return err_set(e, ERR_INVALID, "fragment %lu unreadable", k);
+        }
+        memcpy(*data + o, v, it->getLength());
+        o += it->getLength();
+    }
+    *len = o;
+    return 0;
+}
+
+/* Native little-endian pixel data: the frame's bytes copied straight
+ * from the mapped file, as the render fast path reads them, without
+ * DCMTK building the whole data set (a viewer asks for every frame of a
+ * study).  1 done, 0 not applicable here (DCMTK's turn), or an error. */
+static int native_frame(const char *path, int frame, int decode,
+                        unsigned char **data, size_t *len, char ts[65],
+                        struct err *e)
+{
+    mapping m;
+    struct scan_result r;
+    struct fast_attrs fa;
+    int rc = map_file(path, m, e);
+    if (rc || (rc = prescan(m.p, m.len, &r, &fa, e)))
+        return rc;
+    if (r.xfer != EXS_LittleEndianImplicit &&
+        r.xfer != EXS_LittleEndianExplicit)
+        return 0;
+    const struct fast_el *px = &fa.el[FA_PIXELS];
+    unsigned rows, cols, spp = 1, balloc;
+    double nf = 1;
+    if (!px->v || px->len == 0xFFFFFFFFu ||
+        !fa_us(&fa.el[FA_ROWS], &rows) || !fa_us(&fa.el[FA_COLS], &cols) ||
+        !fa_us(&fa.el[FA_BALLOC], &balloc) || balloc % 8 ||
+        (fa.el[FA_SPP].seen && !fa_us(&fa.el[FA_SPP], &spp)) ||
+        (fa.el[FA_FRAMES].seen &&
+         fa_num(&fa.el[FA_FRAMES], "IS", &nf) != 1))
+        return 0;
+    if (nf < 1)
+        nf = 1;
+    size_t fsize = (size_t)rows * cols * (spp ? spp : 1) * (balloc / 8);
+    if (!fsize || fsize > FRAME_BYTES_MAX)
+        return 0;
+    if (frame < 0 || frame >= nf)
+        return err_set(e, ERR_NOTFOUND, "frame %d of %.0f", frame + 1, nf);
+    if ((uint64_t)(frame + 1) * fsize > px->len)
+        return err_set(e, ERR_INVALID, "pixel data ends before frame %d",
+                       frame + 1);
+    *data = (unsigned char *)malloc(fsize);
+    if (!*data)
+        return err_set(e, ERR_TOOBIG, "out of memory for a frame");
+    memcpy(*data, px->v + (size_t)frame * fsize, fsize);
+    *len = fsize;
+    /* Implicit and explicit VR little endian frames are the same bytes. */
+    snprintf(ts, 65, "%s", decode ? DICOM_TS_EXPLICIT_LE :
+             DcmXfer(r.xfer).getXferID());
+    return 1;
+}
+
+static int frame_get(const char *path, int frame, int decode,
+                     unsigned char **data, size_t *len, char ts[65],
+                     struct err *e)
+{
+    int rc = native_frame(path, frame, decode, data, len, ts, e);
+    if (rc)
+        return rc < 0 ? rc : 0;
+    DcmFileFormat ff;
+    if ((rc = load_file(path, ff, e)))
+        return rc;
+    DcmDataset *ds = ff.getDataset();
+    DcmElement *el = NULL;
+    if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el ||
+        el->ident() != EVR_PixelData)
+        return err_set(e, ERR_NOTFOUND, "no pixel data");
+    DcmPixelData *pd = OFstatic_cast(DcmPixelData *, el);
+    E_TransferSyntax xfer = ds->getOriginalXfer();
+    DcmXfer x(xfer);
+    Sint32 nf = 1;
+    if (ds->findAndGetSint32(DCM_NumberOfFrames, nf).bad() || nf < 1)
+        nf = 1;
+    if (frame < 0 || frame >= nf)
+        return err_set(e, ERR_NOTFOUND, "frame %d of %d", frame + 1,
+                       (int)nf);
+    if ((rc = check_size(ds, 0, e)))
+        return rc;
+    if (x.isEncapsulated() && !decode) {
+        snprintf(ts, 65, "%s", x.getXferID());
+        return encapsulated_frame(ds, pd, frame, nf, data, len, e);
+    }
+    if ((rc = check_decodable(xfer, e)))
+        return rc;
+    if (xfer == EXS_RLELossless && (rc = check_rle(ds, frame, e)))
+        return rc;
+    Uint32 fsize = 0;
+    if (pd->getUncompressedFrameSize(ds, fsize).bad() || !fsize)
+        return err_set(e, ERR_INVALID, "cannot size a frame");
+    Uint16 rows = 0, cols = 0, spp = 1, bits = 0;
+    ds->findAndGetUint16(DCM_Rows, rows);
+    ds->findAndGetUint16(DCM_Columns, cols);
+    ds->findAndGetUint16(DCM_SamplesPerPixel, spp);
+    ds->findAndGetUint16(DCM_BitsAllocated, bits);
+    /* The frame exactly, not the pad byte that makes an odd one even. */
+    unsigned long long exact = ((unsigned long long)rows * cols *
+                                (spp ? spp : 1) * bits + 7) / 8;
+    *data = (unsigned char *)malloc(fsize);
+    if (!*data)
+        return err_set(e, ERR_TOOBIG, "out of memory for a frame");
+    Uint32 start = 0;
+    OFString cm;
+    OFCondition c = pd->getUncompressedFrame(ds, (Uint32)frame, start, *data,
+                                             fsize, cm, NULL);
+    if (c.bad()) {
+        free(*data);
+        *data = NULL;
+        return err_set(e, ERR_UNSUPPORTED, "cannot decode frame %d: %s",
+                       frame + 1, c.text());
+    }
+    *len = exact && exact < fsize ? (size_t)exact : fsize;
+    /* Native data comes out in the host's order: little endian here. */
+    snprintf(ts, 65, "%s", decode || x.isEncapsulated() || x.isBigEndian() ?
+             DICOM_TS_EXPLICIT_LE : x.getXferID());
+    return 0;
+}
+
+extern "C" int dicom_frame_get(const char *path, int frame, int decode,
+                               unsigned char **data, size_t *len,
+                               char ts[65], struct err *e)
+{
+    *data = NULL;
+    *len = 0;
+    ts[0] = 0;
+    try {
+        return frame_get(path, frame, decode, data, len, ts, e);
+    } catch (const std::bad_alloc &) {
+        free(*data);
+        *data = NULL;
+        return err_set(e, ERR_TOOBIG, "out of memory reading a frame of %s",
+                       path);
+    } catch (...) {
+        free(*data);
+        *data = NULL;
+        return err_set(e, ERR_INTERNAL, "exception reading a frame of %s",
+                       path);
+    }
+}

@@ -16,6 +16,7 @@
 #define HASHI_DICOM_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "util.h"
@@ -270,6 +271,42 @@ int dicom_uid_new(char out[65], struct err *e);
  * reports for bad input, the callback's, ERR_IO for out_path. */
 int dicom_deidentify(const char *in_path, const char *out_path,
                      const struct dcm_deid_opts *opts, struct err *e);
+
+/* ---- DICOMweb: metadata, frames, bulk data ---------------------------- */
+
+/* Binary values (OB, OD, OF, OL, OV, OW, UN) longer than this many bytes
+ * are bulk data in dicom_write_json; PixelData always is. */
+#define DICOM_BULK_THRESHOLD 256
+
+/* Write the data set of the file at path (not its file meta information)
+ * to out as one DICOM JSON object (PS3.18 F.2), as DCMTK's dcm2json does,
+ * except that bulk data is {"vr": .., "BulkDataURI": bulk_prefix + "/" +
+ * its path}.  A path is the element's tag in 8 hex digits, and for an
+ * element inside a sequence the sequence's path, "." the item number
+ * (from 1) and "." first: "7FE00010", "00880200.1.7FE00010".  Loads the
+ * attributes, not the bulk data.  ERR_IO if out fails. */
+int dicom_write_json(const char *path, const char *bulk_prefix, FILE *out,
+                     struct err *e);
+
+/* The value of the element at bulk_path (as above) in the file at path,
+ * in little endian: *data malloc'd (caller frees), *len bytes.
+ * ERR_NOTFOUND for no such element or one whose VR is not binary,
+ * ERR_UNSUPPORTED for compressed pixel data (use dicom_frame_get),
+ * ERR_TOOBIG beyond 1 GiB. */
+int dicom_bulk_get(const char *path, const char *bulk_path,
+                   unsigned char **data, size_t *len, struct err *e);
+
+/* Frame `frame` (0-based) of the pixel data of the file at path: decode 0
+ * gives it as stored (compressed: its fragments, by the Basic Offset
+ * Table or one fragment per frame), decode 1 as native little endian
+ * (Explicit VR Little Endian), decompressing.  *data malloc'd (caller
+ * frees), *len bytes, ts receives the transfer syntax UID the bytes are
+ * in.  ERR_NOTFOUND for no pixel data or a frame out of range,
+ * ERR_UNSUPPORTED when it cannot be decoded (JPEG 2000), ERR_TOOBIG for
+ * frames over 256 MiB. */
+int dicom_frame_get(const char *path, int frame, int decode,
+                    unsigned char **data, size_t *len, char ts[65],
+                    struct err *e);
 
 #ifdef __cplusplus
 }

@@ -35,6 +35,7 @@
  */
 #include "dicomweb.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -53,6 +54,7 @@
 #include "multipart.h"
 #include "render.h"
 #include "server.h"
+#include "wado_meta.h"
 
 #define FAIL_PROCESSING 0x0110
 #define FAIL_REFUSED 0x0124     /* Refused: Not Authorized */
@@ -78,6 +80,51 @@ static void audit(struct http_req *r, const char *action, const char *object,
     };
 
     audit_write(r->srv->audit, &a);
+}
+
+void dicomweb_audit(struct http_req *r, const char *action,
+                    const char *object, const char *outcome,
+                    const char *detail)
+{
+    audit(r, action, object, outcome, detail);
+}
+
+int dicomweb_instances(struct http_req *r, const char *action,
+                       const char *object, const char *study,
+                       const char *series, const char *sop,
+                       struct store_instance **list, size_t *n)
+{
+    struct store_scope scope;
+    struct err e = { 0 };
+    int rc;
+
+    *list = NULL;
+    *n = 0;
+    access_scope(&r->who, &scope);
+    if (sop) {
+        *list = calloc(1, sizeof(**list));
+        rc = *list ? store_find_instance(r->srv->store, &scope, study,
+                                         series, sop, *list, &e)
+                   : err_set(&e, ERR_INTERNAL, "out of memory");
+        *n = rc == 0;
+    } else {
+        rc = store_list_instances(r->srv->store, &scope, study, series,
+                                  list, n, &e);
+    }
+    if (rc == 0 && *n == 0)
+        rc = err_set(&e, ERR_NOTFOUND, "no such study or series");
+    if (rc == 0)
+        return 0;
+    free(*list);
+    *list = NULL;
+    *n = 0;
+    audit(r, action, object, rc == ERR_NOTFOUND ? "not_found" : "error",
+          e.msg);
+    if (rc == ERR_NOTFOUND)
+        http_respond_error(r, 404, "not_found", "%s", e.msg);
+    else
+        http_respond_err(r, &e);
+    return -1;
 }
 
 /* DICOM JSON attribute {"vr": vr, "Value": [v]}. */
@@ -766,6 +813,69 @@ static int int_param(struct http_req *r, const char *name, int *out)
 
 enum qido_level { Q_STUDIES, Q_SERIES, Q_INSTANCES };
 
+/* One includefield value: "all", a keyword (letters and digits, starting
+ * with a capital) or a tag of 8 hex digits, possibly a sequence path of
+ * those joined by '.'. */
+static int includefield_ok(const char *v, size_t n)
+{
+    size_t i = 0;
+
+    if (n == 0)
+        return 0;
+    if (n == 3 && !strncmp(v, "all", 3))
+        return 1;
+    while (i < n) {
+        size_t k = i, hex = 1;
+        while (k < n && v[k] != '.') {
+            if (!isalnum((unsigned char)v[k]))
+                return 0;
+            hex &= isxdigit((unsigned char)v[k]) != 0;
+            k++;
+        }
+        if (k == i || !((hex && k - i == 8) ||
+                        (v[i] >= 'A' && v[i] <= 'Z' && k - i <= 64)))
+            return 0;
+        i = k + (k < n);
+        if (k < n && i == n)
+            return 0;           /* a trailing '.' */
+    }
+    return 1;
+}
+
+/* includefield (repeatable, comma-separated) and fuzzymatching are
+ * checked, then accepted: every answer holds all the attributes Hashi
+ * indexes, and matching is what it is.  0, or -1 when answered 400. */
+static int qido_options(struct http_req *r)
+{
+    for (size_t i = 0; i < r->nparams; i++) {
+        const char *name = r->params[i].name, *v = r->params[i].value;
+        if (!strcmp(name, "fuzzymatching")) {
+            if (strcmp(v, "true") && strcmp(v, "false")) {
+                http_respond_error(r, 400, "invalid", "fuzzymatching is "
+                                   "true or false, not \"%.40s\"", v);
+                return -1;
+            }
+            continue;
+        }
+        if (strcmp(name, "includefield"))
+            continue;
+        for (const char *p = v;; p++) {
+            size_t n = strcspn(p, ",");
+            if (!includefield_ok(p, n)) {
+                http_respond_error(r, 400, "invalid", "includefield takes "
+                                   "\"all\", attribute keywords or tags "
+                                   "(00100010), comma-separated; not "
+                                   "\"%.60s\"", v);
+                return -1;
+            }
+            p += n;
+            if (!*p)
+                break;
+        }
+    }
+    return 0;
+}
+
 static void qido(struct http_req *r, enum qido_level level,
                  const char *study, const char *series)
 {
@@ -783,7 +893,10 @@ static void qido(struct http_req *r, enum qido_level level,
                            "QIDO-RS answers application/dicom+json");
         return;
     }
+    if (qido_options(r) < 0)
+        return;
     memset(&q, 0, sizeof(q));
+    q.study_description = qparam(r, "StudyDescription", "00081030");
     q.patient_id = qparam(r, "PatientID", "00100020");
     q.patient_name = qparam(r, "PatientName", "00100010");
     q.study_date = qparam(r, "StudyDate", "00080020");
@@ -934,12 +1047,9 @@ static ssize_t wado_fill(void *arg, unsigned char *buf, size_t cap)
 static void wado(struct http_req *r, const char *study, const char *series,
                  const char *sop)
 {
-    struct store_scope scope;
-    struct err e = { 0 };
     struct wado *w;
     char object[200], detail[64], ctype[160], tmp[512];
     uint64_t total = 0;
-    int rc;
 
     if (!http_accepts(r, "multipart/related")) {
         http_respond_error(r, 406, "not_acceptable",
@@ -953,30 +1063,12 @@ static void wado(struct http_req *r, const char *study, const char *series,
         return;
     }
     w->fd = -1;
-    access_scope(&r->who, &scope);
     snprintf(object, sizeof(object), "%s%s%s%s%s", study,
              series ? "/" : "", series ? series : "", sop ? "/" : "",
              sop ? sop : "");
-    if (sop) {
-        w->list = calloc(1, sizeof(*w->list));
-        rc = w->list ? store_find_instance(r->srv->store, &scope, study,
-                                           series, sop, w->list, &e)
-                     : err_set(&e, ERR_INTERNAL, "out of memory");
-        w->n = rc == 0;
-    } else {
-        rc = store_list_instances(r->srv->store, &scope, study, series,
-                                  &w->list, &w->n, &e);
-    }
-    if (rc == 0 && w->n == 0)
-        rc = err_set(&e, ERR_NOTFOUND, "no such study or series");
-    if (rc < 0) {
-        audit(r, "retrieve", object, rc == ERR_NOTFOUND ? "not_found" :
-              "error", e.msg);
+    if (dicomweb_instances(r, "retrieve", object, study, series, sop,
+                           &w->list, &w->n) < 0) {
         wado_free(w);
-        if (rc == ERR_NOTFOUND)
-            http_respond_error(r, 404, "not_found", "%s", e.msg);
-        else
-            http_respond_err(r, &e);
         return;
     }
     random_hex(w->boundary, 16);
@@ -1085,7 +1177,8 @@ static int etag_matches(const char *if_none_match, const char *etag)
  * stale), else are rendered and kept.  The strong ETag names the same
  * key, so a client holding the image gets 304 without any rendering. */
 static void rendered(struct http_req *r, const char *study,
-                     const char *series, const char *sop, const char *frame)
+                     const char *series, const char *sop, const char *frame,
+                     int thumb)
 {
     struct dcm_render_opts o;
     struct render_key k;
@@ -1117,6 +1210,8 @@ static void rendered(struct http_req *r, const char *study,
     if (parse_window(r, &o) < 0 || parse_viewport(r, &o) < 0 ||
         int_param(r, "quality", &q) < 0)
         return;
+    if (thumb && !o.max_width)
+        o.max_width = o.max_height = thumb;
     if (q > 100) {
         http_respond_error(r, 400, "invalid", "quality is 1..100");
         return;
@@ -1184,6 +1279,31 @@ static void rendered(struct http_req *r, const char *study,
     http_respond_bytes(r, 200, "image/jpeg", jpeg, len);
 }
 
+/* A thumbnail (PS3.18 10.4.1.1.4): the rendered image, at most
+ * THUMB_PX square unless a viewport is given; for a study or series, of
+ * its middle instance. */
+#define THUMB_PX 128
+
+static void thumbnail(struct http_req *r, const char *study,
+                      const char *series, const char *sop, const char *frame)
+{
+    struct store_instance *list = NULL;
+    char mid[65];
+    size_t n = 0;
+
+    if (sop) {
+        rendered(r, study, series, sop, frame, THUMB_PX);
+        return;
+    }
+    if (dicomweb_instances(r, "render", series ? series : study, study,
+                           series, NULL, &list, &n) < 0)
+        return;
+    strlcpy_h(mid, list[n / 2].sop_uid, sizeof(mid));
+    series = list[n / 2].series_uid;
+    rendered(r, study, series, mid, NULL, THUMB_PX);
+    free(list);
+}
+
 /* ---- routing ------------------------------------------------------------ */
 
 void dicomweb_handle(struct http_req *r)
@@ -1236,6 +1356,14 @@ void dicomweb_handle(struct http_req *r)
                            "only GET is allowed here");
         return;
     }
+    if (n == 3 && !strcmp(seg[2], "metadata")) {
+        wado_metadata(r, st, NULL, NULL);
+        return;
+    }
+    if (n == 3 && !strcmp(seg[2], "thumbnail")) {
+        thumbnail(r, st, NULL, NULL, NULL);
+        return;
+    }
     if (n == 3 && !strcmp(seg[2], "series")) {
         qido(r, Q_SERIES, st, NULL);
         return;
@@ -1253,6 +1381,14 @@ void dicomweb_handle(struct http_req *r)
         wado(r, st, se, NULL);
         return;
     }
+    if (n == 5 && !strcmp(seg[4], "metadata")) {
+        wado_metadata(r, st, se, NULL);
+        return;
+    }
+    if (n == 5 && !strcmp(seg[4], "thumbnail")) {
+        thumbnail(r, st, se, NULL, NULL);
+        return;
+    }
     if (strcmp(seg[4], "instances")) {
         http_respond_error(r, 404, "not_found", "no such DICOMweb resource");
         return;
@@ -1266,14 +1402,34 @@ void dicomweb_handle(struct http_req *r)
         wado(r, st, se, sop);
         return;
     }
+    if (n == 7 && !strcmp(seg[6], "metadata")) {
+        wado_metadata(r, st, se, sop);
+        return;
+    }
+    if (n == 7 && !strcmp(seg[6], "thumbnail")) {
+        thumbnail(r, st, se, sop, NULL);
+        return;
+    }
+    if (n == 8 && !strcmp(seg[6], "frames")) {
+        wado_frames(r, st, se, sop, seg[7]);
+        return;
+    }
+    if (n == 8 && !strcmp(seg[6], "bulkdata")) {
+        wado_bulkdata(r, st, se, sop, seg[7]);
+        return;
+    }
+    if (n == 9 && !strcmp(seg[6], "frames") &&
+        !strcmp(seg[8], "thumbnail")) {
+        thumbnail(r, st, se, sop, seg[7]);
+        return;
+    }
     if (n == 7 && !strcmp(seg[6], "rendered")) {
-        rendered(r, st, se, sop, NULL);
+        rendered(r, st, se, sop, NULL, 0);
         return;
     }
     if (n == 9 && !strcmp(seg[6], "frames") && !strcmp(seg[8], "rendered")) {
-        rendered(r, st, se, sop, seg[7]);
+        rendered(r, st, se, sop, seg[7], 0);
         return;
     }
-    http_respond_error(r, 404, "not_found", "no such DICOMweb resource "
-                       "(metadata, bulk data and frames are not offered)");
+    http_respond_error(r, 404, "not_found", "no such DICOMweb resource");
 }

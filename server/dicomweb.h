@@ -16,7 +16,23 @@
 #define HASHI_DICOMWEB_H
 
 #include "http.h"
+#include "store.h"
 
 void dicomweb_handle(struct http_req *r);
+
+/* One audit line for r (actor and remote address from r): what the
+ * DICOMweb modules (dicomweb.c, wado_meta.c) record of each request. */
+void dicomweb_audit(struct http_req *r, const char *action,
+                    const char *object, const char *outcome,
+                    const char *detail);
+
+/* The instances of study[/series[/sop]] (series, sop may be NULL) that
+ * r's caller may see: 0 with *list (malloc'd, caller frees) of *n >= 1,
+ * or -1 when r has been answered (404 "not_found" outside the caller's
+ * scope, as for what does not exist) and audited as action on object. */
+int dicomweb_instances(struct http_req *r, const char *action,
+                       const char *object, const char *study,
+                       const char *series, const char *sop,
+                       struct store_instance **list, size_t *n);
 
 #endif

@@ -846,10 +846,58 @@ static int route_matches(const struct http_route *rt, const char *path)
     return 0;
 }
 
+/*
+ * CORS (Fetch standard) for the DICOMweb API, so that a viewer served
+ * from a configured --origin (OHIF) can call it with a bearer token.  An
+ * Origin that http_origin_allowed accepts gets Access-Control-Allow-Origin
+ * naming it exactly, on every answer (errors too, so the viewer can read
+ * a 401); a preflight (OPTIONS with Access-Control-Request-Method) is
+ * answered 204 here, before authentication, as browsers send it without
+ * credentials.  Any other Origin gets no CORS header at all, so the
+ * browser withholds the answer.  Access-Control-Allow-Credentials is never
+ * sent: the session cookie stays a same-origin credential.
+ */
+#define CORS_PREFIX "/dicomweb"
+#define CORS_METHODS "GET, POST, OPTIONS"
+#define CORS_HEADERS "Authorization, Accept, Content-Type, Cache-Control"
+#define CORS_EXPOSE "Content-Type, Content-Length, ETag, Location, " \
+    "Warning, Retry-After"
+#define CORS_MAX_AGE "600"
+
+/* 1 if r was answered (a preflight). */
+static int cors(struct http_req *r)
+{
+    size_t n = strlen(CORS_PREFIX);
+    int preflight;
+
+    if (strncmp(r->path, CORS_PREFIX, n) ||
+        (r->path[n] && r->path[n] != '/') || !r->origin ||
+        !http_origin_allowed(&r->srv->cfg, r->origin, r->host))
+        return 0;
+    http_add_header(r, "Access-Control-Allow-Origin", r->origin);
+    http_add_header(r, "Vary", "Origin");
+    preflight = r->method == HTTP_OPTIONS && r->wsi &&
+                lws_hdr_custom_length(r->wsi,
+                                      "access-control-request-method:",
+                                      30) > 0;
+    if (!preflight) {
+        http_add_header(r, "Access-Control-Expose-Headers", CORS_EXPOSE);
+        return 0;
+    }
+    http_add_header(r, "Access-Control-Allow-Methods", CORS_METHODS);
+    http_add_header(r, "Access-Control-Allow-Headers", CORS_HEADERS);
+    http_add_header(r, "Access-Control-Max-Age", CORS_MAX_AGE);
+    http_respond_bytes(r, 204, "text/plain", NULL, 0);
+    return 1;
+}
+
 static void dispatch(struct http_req *r)
 {
     const struct http_route *hit = NULL;
     int allowed = 0;
+
+    if (cors(r))
+        return;
 
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         if (!route_matches(&routes[i], r->path))

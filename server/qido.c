@@ -7,7 +7,8 @@
  * built from fixed pieces only.  Matching follows PS3.4 C.2.2.2 where it
  * matters to a clinic: single value or UID list (comma or backslash
  * separated), '*' and '?' wildcards (patient ID, accession: case-sensitive;
- * patient name: case-insensitive), and date ranges "A-B", "-B", "A-".
+ * patient name, study description: case-insensitive), and date ranges
+ * "A-B", "-B", "A-".
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -290,6 +291,7 @@ static int check_query(const struct store_query *q, struct err *e)
         check_len(q->study_date, 17, "StudyDate", e) ||
         check_len(q->modality, 256, "Modality", e) ||
         check_len(q->accession, 64, "AccessionNumber", e) ||
+        check_len(q->study_description, 256, "StudyDescription", e) ||
         check_len(q->study_uid, 1024, "StudyInstanceUID", e) ||
         check_len(q->series_uid, 1024, "SeriesInstanceUID", e) ||
         check_len(q->sop_uid, 1024, "SOPInstanceUID", e))
@@ -508,6 +510,9 @@ int store_qido_studies(struct store *s, const struct store_scope *scope,
         append_like(&b, "p.name", q->patient_name);
     if (q->accession && *q->accession)
         match_string(&b, "studies.accession", q->accession);
+    if (q->study_description && *q->study_description &&
+        strcmp(q->study_description, "*"))
+        append_like(&b, "studies.description", q->study_description);
     if (q->study_date && *q->study_date &&
         (rc = match_date(&b, "studies.date", q->study_date, e)))
         goto out;

@@ -119,6 +119,7 @@ struct store_query {
     const char *study_date;     /* "YYYYMMDD", "A-B", "-B", "A-" */
     const char *modality;       /* ModalitiesInStudy / Modality */
     const char *accession;
+    const char *study_description;  /* with * and ?, case-insensitive */
     const char *study_uid;
     const char *series_uid;
     const char *sop_uid;

@@ -1,11 +1,11 @@
 #!/bin/sh
 # The DICOM adapter and the hashi.v1 codec run valgrind-clean on hostile
 # input: parse (incl. truncated, random, huge lengths, 50,000-deep nesting,
-# pydicom's odd files), render, transcode and de-identify, the DICOM
-# listener (its threads, associations at once, stop); every frame of the
-# codec's malformed variants.  ASan cannot see inside Debian's
-# uninstrumented DCMTK (API-NOTES pitfall 1 hid there), so this job uses
-# valgrind.
+# pydicom's odd files), render, transcode and de-identify, WADO-RS
+# frames, bulk data and DICOM JSON (test_dicomweb), the DICOM listener
+# (its threads, associations at once, stop); every frame of the codec's
+# malformed variants.  ASan cannot see inside Debian's uninstrumented
+# DCMTK (API-NOTES pitfall 1 hid there), so this job uses valgrind.
 #
 # test_charsets is left out: glibc's dynamic loader, when iconv loads its
 # conversion modules, trips a known valgrind false positive.
@@ -34,6 +34,13 @@ echo "== test_deid"
 out=$($VG "$HASHI_BUILD/tests/test_deid" 2>&1) || {
     echo "$out" | tail -40
     echo "FAIL: valgrind or test failure in test_deid"
+    exit 1
+}
+
+echo "== test_dicomweb"
+out=$($VG "$HASHI_BUILD/tests/test_dicomweb" 2>&1) || {
+    echo "$out" | tail -40
+    echo "FAIL: valgrind or test failure in test_dicomweb"
     exit 1
 }
 
