@@ -575,6 +575,27 @@ static void principal_from_row(sqlite3_stmt *st, int c,
     copy_col(who->specialties, sizeof who->specialties, st, c + 5);
 }
 
+int auth_user_principal(struct store *s, const char *login,
+                        struct principal *who, struct err *e)
+{
+    sqlite3_stmt *st = store_stmt(
+        s,
+        "SELECT " USER_COLS " FROM users u"
+        " JOIN clinics c ON c.id = u.clinic_id WHERE u.login = ?1"
+        " AND u.disabled = 0",
+        e);
+    if (!st)
+        return ERR_DB;
+    sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        principal_from_row(st, 0, who);
+    rc = row_found(s, st, rc, "user", e);
+    if (rc == ERR_NOTFOUND)
+        err_set(e, rc, "no user %s", login);
+    return rc;
+}
+
 /* ---- login -------------------------------------------------------------- */
 
 /* 1 if sql (?1 key, ?2 since) counts max or more failures, else 0, or
