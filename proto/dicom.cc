@@ -4000,18 +4000,11 @@ extern "C" void dicom_uid_from_text(const char *text, char out[65])
     uid_from_hex(sha, out);
 }
 
-/* DS values with up to 6 decimals, trailing zeros dropped (16 bytes). */
+/* A DS value: 10 significant digits fit its 16 bytes. */
 static OFString ds_text(double v)
 {
     char b[32];
-    snprintf(b, sizeof b, "%.6f", v);
-    char *end = b + strlen(b) - 1;
-    while (end > b && *end == '0')
-        *end-- = 0;
-    if (*end == '.')
-        *end = 0;
-    if (strcmp(b, "-0") == 0)
-        strcpy(b, "0");
+    snprintf(b, sizeof b, "%.10g", v == 0 ? 0.0 : v);
     return OFString(b);
 }
 
