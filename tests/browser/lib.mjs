@@ -126,7 +126,7 @@ class Server {
         check(fs.existsSync(SERVER),
               `${SERVER} not built (make build/hashi-server)`);
         admin(this.tmp, ['init', '--data', this.data]);
-        admin(this.tmp, ['demo', '--data', this.data]);
+        admin(this.tmp, ['demo', '--data', this.data, '--accounts-only']);
         admin(this.tmp, ['oncall', 'set', '--data', this.data,
                          '--specialty', 'neurology', 'demo-neuro',
                          'demo-neuro2']);
