@@ -208,6 +208,11 @@ static void subcommand_exit_status(void **state)
         { 1, { "init", "--data", data, "--bogus", NULL } },
         { 1, { "init", "--data", NULL } },
         { 2, { "demo", "--data", "/nonexistent/hashi", NULL } },
+        { 1, { "demo", "--data", data, "--accounts-only", "--live-study",
+               "x", NULL } },
+        { 1, { "demo", "--accounts-only=yes", NULL } },
+        { 1, { "demo", "--live-study", NULL } },
+        { 2, { "demo", "--live-study", "/proc/no/such/dir", NULL } },
         { 1, { "frobnicate", NULL } },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
