@@ -4,8 +4,10 @@
 # seeded STAT case with 30 of 30 images; then the live scenario (`make
 # demo-send`'s script, over linkemu with a small delay and one cut)
 # completes, and demo-neuro's `hashi watch --json`, connected throughout,
-# receives the new case's events in order — case.new first, seqs rising,
-# images received never going down — ending with all 24 images.
+# receives the new case's events in order — case.new first, announcing 24
+# images before they are all in, seqs rising, then images.arrived with
+# received never going down, ending with all 24 — and the study's
+# preview is there for the specialist.
 . "$(dirname "$0")/lib.sh"
 
 hashi_init
@@ -51,16 +53,23 @@ def received(e):    # case.new: the case; images.arrived: the case's total
     return e["body"].get("case", e["body"])["images"]["received"]
 counts = [received(e) for e in ev
           if e["kind"] in ("case.new", "images.arrived")]
+first = ev[0]["body"]["case"]["images"]
 print(ev[0]["kind"], all(a["seq"] < b["seq"] for a, b in zip(E, E[1:])),
-      counts == sorted(counts), counts[-1])
+      counts == sorted(counts), counts[-1], first["expected"],
+      first["received"] < 24,
+      any(e["kind"] == "images.arrived" for e in ev))
 PYEOF
     fail "reading the watch's events: $(head -c 300 "$T_TMP/watch.jsonl")"
-assert_eq "case.new True True 24" "$(cat "$T_TMP/order.txt")" \
-    "the live case's events: case.new first, seqs rising, images never \
-fewer, all 24"
+assert_eq "case.new True True 24 24 True True" "$(cat "$T_TMP/order.txt")" \
+    "the live case's events: case.new first (announced 24, before all its \
+images), seqs rising, images.arrived never fewer, all 24"
 cli neuro show "$CASE" --json >"$T_TMP/show.json" || fail "show $CASE"
 assert_eq "stat new 24" "$(jget "$T_TMP/show.json" '" ".join(str(x) for x in [
     d["case"]["priority"], d["case"]["status"],
     d["case"]["images"]["received"]])')" \
     "the live case at the specialist"
+SUID=$(jget "$T_TMP/show.json" 'd["case"]["study_uids"][0]')
+assert_eq 200 "$(http GET "/api/studies/$SUID/preview" "$(login demo-neuro)")" \
+    "the live study's preview for demo-neuro"
+assert_eq image/jpeg "$(header Content-Type)" "the preview's type"
 pass
