@@ -122,11 +122,13 @@ class Server {
         this.proc = null;
     }
 
-    async start() {
+    // demo: seed the demo consults too (hashi-server demo, as make run).
+    async start({ demo = false } = {}) {
         check(fs.existsSync(SERVER),
               `${SERVER} not built (make build/hashi-server)`);
         admin(this.tmp, ['init', '--data', this.data]);
-        admin(this.tmp, ['demo', '--data', this.data, '--accounts-only']);
+        admin(this.tmp, ['demo', '--data', this.data,
+                         ...(demo ? [] : ['--accounts-only'])]);
         admin(this.tmp, ['oncall', 'set', '--data', this.data,
                          '--specialty', 'neurology', 'demo-neuro',
                          'demo-neuro2']);
@@ -378,10 +380,10 @@ export function test(fn, { timeoutMs = 100000 } = {}) {
     const t0 = Date.now();
     const t = {
         tmp,
-        async server() {
+        async server(opts) {
             const s = new Server(tmp);
             servers.push(s);
-            await s.start();
+            await s.start(opts);
             return s;
         },
         async browser() {
