@@ -125,14 +125,12 @@ static uint64_t seed_of(const char *text, int slice)
     char buf[256], hex[65];
     snprintf(buf, sizeof buf, "%s/%d", text, slice);
     sha256_hex(buf, strlen(buf), hex);
-    uint64_t v = 0;
-    for (int i = 0; i < 16; i++)
-        v = v << 4 | (uint64_t)(hex[i] <= '9' ? hex[i] - '0'
-                                              : hex[i] - 'a' + 10);
-    return v ? v : 1;
+    hex[16] = 0;
+    uint64_t v = strtoull(hex, NULL, 16);
+    return v ? v : 1;           /* xorshift's one forbidden state */
 }
 
-/* Paint e's section at height z over img (HU, SIZE x SIZE). */
+/* Paint el's section at height z over img (HU, SIZE x SIZE). */
 static void paint(float *img, const struct ellipsoid *el, double z)
 {
     double dz = (z - el->c[2]) / el->r[2], reach = 1 - dz * dz;
