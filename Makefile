@@ -39,7 +39,7 @@ endif
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test unit bench fuzz clean install
+.PHONY: all deps run demo-send test unit bench fuzz clean install
 all: $(BINS) $(UNIT_BINS)
 
 deps:
@@ -79,6 +79,10 @@ $(filter-out $(PROTO_TESTS),$(UNIT_BINS)): $(BUILD)/tests/%: tests/unit/%.c $(SE
 
 run: deps all
 	@sh scripts/run.sh "$(DATA)"
+
+# The demo's live scenario, against the server `make run` started.
+demo-send: all
+	@sh scripts/demo_send.sh "$(DATA)"
 
 test:
 	@sh scripts/deps.sh --test

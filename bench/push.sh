@@ -82,7 +82,7 @@ trap 'exit 130' INT TERM
 t0=$(date +%s)
 "$SERVER" init --data "$TEMPLATE" >"$WORK/admin.log" 2>&1 ||
     die "init failed: $(tail -3 "$WORK/admin.log")"
-"$SERVER" demo --data "$TEMPLATE" >>"$WORK/admin.log" 2>&1 ||
+"$SERVER" demo --data "$TEMPLATE" --accounts-only >>"$WORK/admin.log" 2>&1 ||
     die "demo failed: $(tail -3 "$WORK/admin.log")"
 "$BUILD/bench/mkusers" --data "$TEMPLATE" --count "$CLIENTS" \
     --specialty loadtest --clinic "Demo City Hospital" \

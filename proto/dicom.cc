@@ -3958,11 +3958,9 @@ extern "C" int dicom_deidentify(const char *in_path, const char *out_path,
     }
 }
 
-extern "C" int dicom_uid_new(char out[65], struct err *e)
+/* "2.25." and the decimal of 32 hex digits (a 128-bit number). */
+static void uid_from_hex(const char hex[33], char out[65])
 {
-    char hex[33];
-    if (random_hex(hex, 16) != 0)
-        return err_set(e, ERR_INTERNAL, "no random bytes for a UID");
     unsigned __int128 v = 0;
     for (int i = 0; i < 32; i++)
         v = v << 4 | (unsigned)(hex[i] <= '9' ? hex[i] - '0'
@@ -3977,6 +3975,14 @@ extern "C" int dicom_uid_new(char out[65], struct err *e)
     for (int i = 0; i < n; i++)
         out[5 + i] = dig[n - 1 - i];
     out[5 + n] = 0;
+}
+
+extern "C" int dicom_uid_new(char out[65], struct err *e)
+{
+    char hex[33];
+    if (random_hex(hex, 16) != 0)
+        return err_set(e, ERR_INTERNAL, "no random bytes for a UID");
+    uid_from_hex(hex, out);
     return 0;
 }
 
@@ -4388,5 +4394,146 @@ extern "C" int dicom_frame_get(const char *path, int frame, int decode,
         *data = NULL;
         return err_set(e, ERR_INTERNAL, "exception reading a frame of %s",
                        path);
+    }
+}
+
+/* ---- synthetic CT slices (the demo) ----------------------------------- */
+
+/* Written from scratch with DCMTK, so the server binary can make its own
+ * demo study with no Python at run time.  Only attributes a CT viewer and
+ * Hashi's index need, all type 1/2 ones of the CT Image IOD filled. */
+
+extern "C" void dicom_uid_from_text(const char *text, char out[65])
+{
+    char sha[65];
+    sha256_hex(text, strlen(text), sha);
+    sha[32] = 0;
+    uid_from_hex(sha, out);
+}
+
+/* A DS value: 10 significant digits fit its 16 bytes. */
+static OFString ds_text(double v)
+{
+    char b[32];
+    snprintf(b, sizeof b, "%.10g", v == 0 ? 0.0 : v);
+    return OFString(b);
+}
+
+static OFCondition put_ct_attrs(DcmDataset *ds, const struct dcm_ct_slice *s)
+{
+    struct {
+        DcmTagKey tag;
+        OFString v;
+    } str[] = {
+        {DCM_ImageType, "ORIGINAL\\PRIMARY\\AXIAL"},
+        {DCM_SOPClassUID, UID_CTImageStorage},
+        {DCM_SOPInstanceUID, s->sop_uid},
+        {DCM_StudyDate, s->study_date},
+        {DCM_SeriesDate, s->study_date},
+        {DCM_ContentDate, s->study_date},
+        {DCM_StudyTime, s->study_time},
+        {DCM_SeriesTime, s->study_time},
+        {DCM_ContentTime, s->study_time},
+        {DCM_AccessionNumber, s->accession},
+        {DCM_Modality, "CT"},
+        {DCM_Manufacturer, "HASHI DEMO (synthetic)"},
+        {DCM_InstitutionName, s->institution},
+        {DCM_ReferringPhysicianName, ""},
+        {DCM_StudyDescription, s->study_description},
+        {DCM_SeriesDescription, s->series_description},
+        {DCM_PatientName, s->patient_name},
+        {DCM_PatientID, s->patient_id},
+        {DCM_PatientBirthDate, s->patient_birth_date},
+        {DCM_PatientSex, s->patient_sex},
+        {DCM_BodyPartExamined, "HEAD"},
+        {DCM_SliceThickness, ds_text(s->slice_thickness)},
+        {DCM_KVP, "120"},
+        {DCM_PatientPosition, "HFS"},
+        {DCM_StudyInstanceUID, s->study_uid},
+        {DCM_SeriesInstanceUID, s->series_uid},
+        {DCM_StudyID, "1"},
+        {DCM_ImageOrientationPatient, "1\\0\\0\\0\\1\\0"},
+        {DCM_FrameOfReferenceUID, s->frame_of_ref_uid},
+        {DCM_PositionReferenceIndicator, ""},
+        {DCM_PhotometricInterpretation, "MONOCHROME2"},
+        {DCM_BurnedInAnnotation, "NO"},
+        {DCM_WindowCenter, "40\\500"},
+        {DCM_WindowWidth, "80\\2000"},
+        {DCM_WindowCenterWidthExplanation, "BRAIN\\BONE"},
+        {DCM_RescaleIntercept, ds_text(s->rescale_intercept)},
+        {DCM_RescaleSlope, ds_text(s->rescale_slope)},
+        {DCM_RescaleType, "HU"},
+    };
+    OFCondition c = EC_Normal;
+    for (size_t i = 0; c.good() && i < sizeof str / sizeof *str; i++)
+        c = ds->putAndInsertOFStringArray(str[i].tag, str[i].v);
+    char num[64];
+    snprintf(num, sizeof num, "%d", s->series_number);
+    if (c.good())
+        c = ds->putAndInsertString(DCM_SeriesNumber, num);
+    snprintf(num, sizeof num, "%d", s->instance_number);
+    if (c.good())
+        c = ds->putAndInsertString(DCM_InstanceNumber, num);
+    if (c.good())
+        c = ds->putAndInsertString(DCM_AcquisitionNumber, "1");
+    OFString pos = ds_text(s->position[0]) + "\\" +
+                   ds_text(s->position[1]) + "\\" + ds_text(s->position[2]);
+    if (c.good())
+        c = ds->putAndInsertOFStringArray(DCM_ImagePositionPatient, pos);
+    if (c.good())
+        c = ds->putAndInsertOFStringArray(DCM_SliceLocation,
+                                          ds_text(s->position[2]));
+    OFString sp = ds_text(s->pixel_spacing);
+    if (c.good())
+        c = ds->putAndInsertOFStringArray(DCM_PixelSpacing, sp + "\\" + sp);
+    if (c.good())
+        c = ds->putAndInsertOFStringArray(
+            DCM_ReconstructionDiameter,
+            ds_text(s->pixel_spacing * s->columns));
+    struct {
+        DcmTagKey tag;
+        Uint16 v;
+    } us[] = {
+        {DCM_SamplesPerPixel, 1}, {DCM_Rows, (Uint16)s->rows},
+        {DCM_Columns, (Uint16)s->columns}, {DCM_BitsAllocated, 16},
+        {DCM_BitsStored, 16}, {DCM_HighBit, 15},
+        {DCM_PixelRepresentation, 1},
+    };
+    for (size_t i = 0; c.good() && i < sizeof us / sizeof *us; i++)
+        c = ds->putAndInsertUint16(us[i].tag, us[i].v);
+    if (c.good())
+        c = ds->putAndInsertUint16Array(
+            DCM_PixelData, reinterpret_cast<const Uint16 *>(s->pixels),
+            (unsigned long)s->rows * (unsigned long)s->columns);
+    return c;
+}
+
+extern "C" int dicom_write_ct_slice(const char *path,
+                                    const struct dcm_ct_slice *s,
+                                    struct err *e)
+{
+    if (!s->pixels || s->rows < 1 || s->rows > 65535 || s->columns < 1 ||
+        s->columns > 65535)
+        return err_set(e, ERR_INVALID, "CT slice: bad size %dx%d",
+                       s->rows, s->columns);
+    const char *uids[] = {s->study_uid, s->series_uid, s->sop_uid,
+                          s->frame_of_ref_uid};
+    for (size_t i = 0; i < sizeof uids / sizeof *uids; i++)
+        if (!uids[i] || !dicom_uid_valid(uids[i]))
+            return err_set(e, ERR_INVALID, "CT slice: bad UID '%s'",
+                           uids[i] ? uids[i] : "");
+    try {
+        DcmFileFormat ff;
+        OFCondition c = put_ct_attrs(ff.getDataset(), s);
+        if (c.good())
+            c = ff.saveFile(path, EXS_LittleEndianExplicit);
+        if (c.bad())
+            return err_set(e, ERR_IO, "write CT slice %s: %s", path,
+                           c.text());
+        return 0;
+    } catch (const std::bad_alloc &) {
+        return err_set(e, ERR_TOOBIG, "out of memory writing %s", path);
+    } catch (...) {
+        return err_set(e, ERR_INTERNAL, "exception writing %s", path);
     }
 }

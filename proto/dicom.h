@@ -308,6 +308,37 @@ int dicom_frame_get(const char *path, int frame, int decode,
                     unsigned char **data, size_t *len, char ts[65],
                     struct err *e);
 
+/* ---- synthetic CT slices (the demo) ----------------------------------- */
+
+/* A UID "2.25.<the first 128 bits of SHA-256(text)>": the same text, the
+ * same UID (deterministic synthetic data). */
+void dicom_uid_from_text(const char *text, char out[65]);
+
+/* One axial slice of a synthetic CT: CT Image Storage, explicit VR little
+ * endian, 16-bit signed stored values (HU = stored * slope + intercept),
+ * axial orientation, head first supine, windows BRAIN 40/80 then BONE
+ * 500/2000.  Strings are borrowed; "" leaves a type 2 attribute empty. */
+struct dcm_ct_slice {
+    const char *study_uid, *series_uid, *sop_uid, *frame_of_ref_uid;
+    const char *patient_name, *patient_id, *patient_birth_date;
+    const char *patient_sex;
+    const char *study_date, *study_time;       /* YYYYMMDD, HHMMSS */
+    const char *study_description, *series_description;
+    const char *accession, *institution;
+    int series_number, instance_number;
+    int rows, columns;
+    double pixel_spacing;       /* mm, along rows and columns alike */
+    double slice_thickness;     /* mm */
+    double position[3];         /* ImagePositionPatient: the first pixel */
+    double rescale_intercept, rescale_slope;
+    const int16_t *pixels;      /* rows * columns, row by row (borrowed) */
+};
+
+/* Write s as a Part-10 file at path (created or replaced; not fsync'd).
+ * ERR_INVALID for a bad size or UID, ERR_IO if it cannot be written. */
+int dicom_write_ct_slice(const char *path, const struct dcm_ct_slice *s,
+                         struct err *e);
+
 #ifdef __cplusplus
 }
 #endif

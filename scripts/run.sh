@@ -1,9 +1,10 @@
 #!/bin/sh
 # What `make run` calls: start hashi-server in the foreground on an
 # embedded default data dir.  On first use the data dir is initialised (a
-# self-signed development certificate) and filled with the demo clinics
-# and users.  Ports: HASHI_PORT (HTTPS, default 8443) and HASHI_DICOM_PORT
-# (DICOM, default 11112; 0 turns it off).
+# self-signed development certificate) and filled with the demo clinics,
+# users and consults (synthetic head CTs made by hashi-server itself).
+# Ports: HASHI_PORT (HTTPS, default 8443) and HASHI_DICOM_PORT (DICOM,
+# default 11112; 0 turns it off).
 #
 #   scripts/run.sh [DATA_DIR]
 set -eu
@@ -22,10 +23,9 @@ new=0
 [ -f "$DATA/hashi.db" ] || new=1
 "$BIN" init --data "$DATA"
 if [ "$new" -eq 1 ]; then
+    # Also the neurology on-call list: demo-neuro first, then demo-neuro2.
+    echo "run.sh: making the demo consults (synthetic CT studies)..." >&2
     "$BIN" demo --data "$DATA" >/dev/null
-    # STAT neurology cases page demo-neuro first, then demo-neuro2.
-    "$BIN" oncall set --data "$DATA" --specialty neurology \
-        demo-neuro demo-neuro2
 fi
 
 cat <<EOF
@@ -40,6 +40,13 @@ cat <<EOF
     demo-neuro2     specialist  neurology   Demo City Hospital
     demo-cardio     specialist  cardiology  Demo City Hospital
     demo-admin      admin                   Demo City Hospital
+
+  Open first: log in as demo-neuro; the STAT case on top,
+    https://localhost:$PORT/#/case/demo-stat-head-ct
+  (a synthetic head CT, 30 of 30 images; its 10-minute escalation clock
+   started when the demo data was made).  Also there: the answered case
+   demo-routine-headache, with a chat, a key image and read receipts.
+  Live: with that inbox open, run  make demo-send  in another terminal.
 
 EOF
 if [ "$DPORT" != 0 ]; then

@@ -19,19 +19,23 @@
 #include "auth.h"
 #include "cases.h"
 #include "config.h"
+#include "demo.h"
 #include "devcert.h"
+#include "../proto/dicom.h"
 #include "server.h"
 #include "store.h"
 
 enum {
     O_DATA = 1 << 0, O_CERT = 1 << 1, O_KEY = 1 << 2, O_NAME = 1 << 3,
     O_KIND = 1 << 4, O_AE = 1 << 5, O_LOGIN = 1 << 6, O_CLINIC = 1 << 7,
-    O_ROLE = 1 << 8, O_SPECIALTY = 1 << 9,
+    O_ROLE = 1 << 8, O_SPECIALTY = 1 << 9, O_ACCOUNTS_ONLY = 1 << 10,
+    O_LIVE_STUDY = 1 << 11,
 };
 static const char *const opt_names[] = {
     "data", "cert", "key", "name", "kind", "calling-ae", "login", "clinic",
-    "role", "specialty",
+    "role", "specialty", "accounts-only", "live-study",
 };
+#define FLAG_OPTS O_ACCOUNTS_ONLY       /* options that take no value */
 #define NOPTS (sizeof opt_names / sizeof opt_names[0])
 
 struct args {
@@ -41,7 +45,8 @@ struct args {
 
 static const char usage_text[] =
     "usage: hashi-server init    --data DIR [--cert FILE --key FILE]\n"
-    "       hashi-server demo    --data DIR\n"
+    "       hashi-server demo    --data DIR [--accounts-only]\n"
+    "       hashi-server demo    --live-study DIR\n"
     "       hashi-server clinic  add --data DIR --name NAME "
     "--kind rural|city [--calling-ae AET]\n"
     "       hashi-server clinic  add-ae --data DIR --name NAME "
@@ -95,6 +100,12 @@ static int parse_args(int argc, char **argv, unsigned allowed,
                 break;
         if (k == NOPTS || !(allowed & (1u << k)))
             return usage("unknown option '%s'", arg);
+        if ((1u << k) & FLAG_OPTS) {
+            if (eq)
+                return usage("option '%s' takes no value", arg);
+            a->v[k] = "1";
+            continue;
+        }
         const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
         if (!v || !*v)
             return usage("option '%s' needs a value", arg);
@@ -236,11 +247,34 @@ static const struct {
     { "demo-admin", "Demo City Hospital", "admin", NULL },
 };
 
-int admin_demo(const char *data, FILE *out, struct err *e)
+/* A server context over an initialised data dir, for the subcommands
+ * that go through cases.c (no listeners, no live delivery, no audit). */
+static struct server *admin_server(const char *data, struct err *e)
 {
-    struct store *s = open_existing(data, e);
-    if (!s)
-        return e->code;
+    struct server *srv = calloc(1, sizeof *srv);
+    if (!srv) {
+        err_set(e, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    config_defaults(&srv->cfg);
+    srv->store = open_existing(data, e);
+    if (srv->store && !cases_init(srv, e))
+        return srv;
+    if (srv->store)
+        store_close(srv->store);
+    free(srv);
+    return NULL;
+}
+
+static void admin_server_free(struct server *srv)
+{
+    cases_free(srv);
+    store_close(srv->store);
+    free(srv);
+}
+
+static int demo_accounts(struct store *s, struct err *e)
+{
     int rc = 0;
     for (size_t i = 0; !rc && i < sizeof demo_clinics / sizeof *demo_clinics;
          i++) {
@@ -266,7 +300,18 @@ int admin_demo(const char *data, FILE *out, struct err *e)
         if (rc == ERR_CONFLICT)
             rc = 0;
     }
-    store_close(s);
+    return rc;
+}
+
+int admin_demo(const char *data, int seed, FILE *out, struct err *e)
+{
+    struct server *srv = admin_server(data, e);
+    if (!srv)
+        return e->code;
+    int rc = demo_accounts(srv->store, e);
+    if (!rc && seed)
+        rc = demo_seed(srv, out, e);
+    admin_server_free(srv);
     if (rc)
         return rc;
     fprintf(out, "DEMO DATA (not for real patients). Every demo user's "
@@ -278,18 +323,42 @@ int admin_demo(const char *data, FILE *out, struct err *e)
                 demo_users[i].specialties ? demo_users[i].specialties : "");
     fprintf(out, "  DICOM calling AEs DEMO_CT and STORESCU send as %s\n",
             demo_clinics[0].name);
+    if (seed)
+        fprintf(out, "Open first: the STAT case %s, as demo-neuro\n",
+                DEMO_STAT_CASE);
     return 0;
 }
 
 static int cmd_demo(int argc, char **argv)
 {
     struct args a;
-    int rc = parse_args(argc, argv, O_DATA, &a);
+    int rc = parse_args(argc, argv, O_DATA | O_ACCOUNTS_ONLY | O_LIVE_STUDY,
+                        &a);
     if (rc)
         return rc;
+    const char *live = opt(&a, O_LIVE_STUDY);
+    int seed = !opt(&a, O_ACCOUNTS_ONLY);
+    if (live && !seed)
+        return usage("--live-study and --accounts-only do not go together");
     struct err e = { 0, "" };
-    if (admin_demo(opt(&a, O_DATA), stdout, &e))
+    /* DCMTK writes and parses the demo's slices. */
+    if ((live || seed) && dicom_init(&e))
         return fail("demo", &e);
+    if (live) {
+        char uid[65];
+        rc = demo_write_live_study(live, uid, &e);
+        if (!rc)
+            printf("%s\n", uid);
+    } else {
+        rc = admin_demo(opt(&a, O_DATA), seed, stdout, &e);
+    }
+    if (live || seed)
+        dicom_cleanup();
+    if (rc)
+        return fail("demo", &e);
+    if (live)
+        fprintf(stderr, "hashi-server: the live demo study (%d slices) is "
+                "in %s; its Study UID is above\n", DEMO_LIVE_SLICES, live);
     return 0;
 }
 
@@ -518,24 +587,13 @@ static int cmd_oncall(int argc, char **argv)
         return rc;
     }
     struct err e = { 0, "" };
-    struct server *srv = calloc(1, sizeof *srv);
+    struct server *srv = admin_server(data, &e);
     if (!srv) {
-        free(logins);
-        return 2;
-    }
-    config_defaults(&srv->cfg);
-    srv->store = open_existing(data, &e);
-    if (!srv->store) {
-        free(srv);
         free(logins);
         return fail("oncall set", &e);
     }
-    rc = cases_init(srv, &e);
-    if (!rc)
-        rc = cases_oncall_set(srv, specialty, logins, n, &e);
-    cases_free(srv);
-    store_close(srv->store);
-    free(srv);
+    rc = cases_oncall_set(srv, specialty, logins, n, &e);
+    admin_server_free(srv);
     free(logins);
     if (rc)
         return fail("oncall set", &e);

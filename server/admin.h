@@ -2,7 +2,10 @@
  * admin — hashi-server's administration subcommands:
  *
  *   init    --data DIR [--cert F --key F]
- *   demo    --data DIR
+ *   demo    --data DIR [--accounts-only]   (clinics and users; without
+ *               --accounts-only also the demo consults, demo.h)
+ *   demo    --live-study DIR   (writes the live scenario's study; prints
+ *               its Study UID)
  *   clinic  add --data DIR --name NAME --kind rural|city [--calling-ae AET]
  *   user    add --data DIR --login L --clinic NAME
  *               --role requester|specialist|admin [--specialty S]...
@@ -41,7 +44,9 @@ int admin_init(const char *data_dir, const char *cert, const char *key,
                struct err *e);
 
 /* demo: the demo clinics and users (see README), on an initialised data
- * dir.  Rows that exist are left alone.  Writes the logins to out. */
-int admin_demo(const char *data_dir, FILE *out, struct err *e);
+ * dir, and unless seed is 0 the demo consults and studies (demo.h's
+ * demo_seed; dicom_init must have run).  Rows that exist are left alone:
+ * running it again changes nothing.  Writes the logins to out. */
+int admin_demo(const char *data_dir, int seed, FILE *out, struct err *e);
 
 #endif

@@ -575,6 +575,40 @@ static void principal_from_row(sqlite3_stmt *st, int c,
     copy_col(who->specialties, sizeof who->specialties, st, c + 5);
 }
 
+/* An enabled user by login into *who and, if hash is not NULL, the
+ * stored password hash (n bytes).  0, ERR_NOTFOUND (e not set) or
+ * ERR_DB. */
+static int user_by_login(struct store *s, const char *login,
+                         struct principal *who, char *hash, size_t n,
+                         struct err *e)
+{
+    sqlite3_stmt *st = store_stmt(
+        s,
+        "SELECT " USER_COLS ", u.password FROM users u"
+        " JOIN clinics c ON c.id = u.clinic_id WHERE u.login = ?1"
+        " AND u.disabled = 0",
+        e);
+    if (!st)
+        return ERR_DB;
+    sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        principal_from_row(st, 0, who);
+        if (hash)
+            copy_col(hash, n, st, 6);
+    }
+    return row_found(s, st, rc, "login", e);
+}
+
+int auth_user_principal(struct store *s, const char *login,
+                        struct principal *who, struct err *e)
+{
+    int rc = user_by_login(s, login, who, NULL, 0, e);
+    if (rc == ERR_NOTFOUND)
+        err_set(e, rc, "no user %s", login);
+    return rc;
+}
+
 /* ---- login -------------------------------------------------------------- */
 
 /* 1 if sql (?1 key, ?2 since) counts max or more failures, else 0, or
@@ -739,22 +773,8 @@ int auth_login(struct store *s, const char *login, const char *password,
     char hash[256] = "";
     int have = 0;
     if (valid) {
-        sqlite3_stmt *st = store_stmt(
-            s,
-            "SELECT " USER_COLS ", u.password FROM users u"
-            " JOIN clinics c ON c.id = u.clinic_id WHERE u.login = ?1"
-            " AND u.disabled = 0",
-            e);
-        if (!st)
-            return ERR_DB;
-        sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            principal_from_row(st, 0, &found);
-            copy_col(hash, sizeof hash, st, 6);
-            have = 1;
-        }
-        rc = row_found(s, st, rc, "login", e);
+        rc = user_by_login(s, login, &found, hash, sizeof hash, e);
+        have = rc == 0;
         if (rc && rc != ERR_NOTFOUND) {
             attempt_release(s, slot);
             return rc;

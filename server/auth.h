@@ -77,6 +77,11 @@ int auth_login(struct store *s, const char *login, const char *password,
 int auth_session_create(struct store *s, int64_t user_id,
                         const char *remote, char *token,
                         int64_t *expires_ms, struct err *e);
+/* An enabled user as a principal with no session (tools that act for a
+ * user inside the server's own process, such as the demo seeding).
+ * ERR_NOTFOUND for an unknown or disabled login. */
+int auth_user_principal(struct store *s, const char *login,
+                        struct principal *who, struct err *e);
 /* A session or gateway token -> who.  ERR_AUTH if unknown, expired or
  * revoked. */
 int auth_token_check(struct store *s, const char *token,

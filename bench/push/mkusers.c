@@ -45,23 +45,6 @@ static int exec_sql(sqlite3 *db, const char *sql, struct err *e)
     return 0;
 }
 
-static int user_id_of(struct store *s, const char *login, int64_t *id,
-                      struct err *e)
-{
-    sqlite3_stmt *st = store_stmt(s, "SELECT id FROM users WHERE login = ?1",
-                                  e);
-    if (!st)
-        return ERR_DB;
-    sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *id = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW)
-        return err_set(e, ERR_NOTFOUND, "no user '%s'", login);
-    return 0;
-}
-
 /* The N specialists and their sessions, in one transaction; lines go to
  * out as they are made (the file is only used if this returns 0). */
 static int make_users(struct store *s, int count, const char *specialty,
@@ -86,8 +69,10 @@ static int make_users(struct store *s, int count, const char *specialty,
     sqlite3_reset(st);
     if (!clinic_id)
         return err_set(e, ERR_NOTFOUND, "no clinic '%s'", clinic);
-    if ((rc = user_id_of(s, requester, &uid, e)))
+    struct principal req;
+    if ((rc = auth_user_principal(s, requester, &req, e)))
         return rc;
+    uid = req.user_id;
 
     if ((rc = exec_sql(db, "BEGIN IMMEDIATE", e)))
         return rc;

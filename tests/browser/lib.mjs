@@ -123,11 +123,13 @@ class Server {
         this.proc = null;
     }
 
-    async start() {
+    // demo: seed the demo consults too (hashi-server demo, as make run).
+    async start({ demo = false } = {}) {
         check(fs.existsSync(SERVER),
               `${SERVER} not built (make build/hashi-server)`);
         admin(this.tmp, ['init', '--data', this.data]);
-        admin(this.tmp, ['demo', '--data', this.data]);
+        admin(this.tmp, ['demo', '--data', this.data,
+                         ...(demo ? [] : ['--accounts-only'])]);
         admin(this.tmp, ['oncall', 'set', '--data', this.data,
                          '--specialty', 'neurology', 'demo-neuro',
                          'demo-neuro2']);
@@ -369,7 +371,7 @@ export async function browserPage(context, srv, login) {
     return page;
 }
 
-// test(fn): runs fn(t) with t.server([extra hashi-server flags]),
+// test(fn): runs fn(t) with t.server([extra hashi-server flags], {demo}),
 // t.context(opts), t.page(ctx, srv, login), t.tmp; cleans up; exits 0/1.
 export function test(fn, { timeoutMs = 100000 } = {}) {
     fs.mkdirSync(TESTDATA, { recursive: true });
@@ -379,10 +381,11 @@ export function test(fn, { timeoutMs = 100000 } = {}) {
     const t0 = Date.now();
     const t = {
         tmp,
-        async server(args = []) {
+        async server(args = [], opts = {}) {
+            if (!Array.isArray(args)) { opts = args; args = []; }
             const s = new Server(tmp, args);
             servers.push(s);
-            await s.start();
+            await s.start(opts);
             return s;
         },
         async browser() {

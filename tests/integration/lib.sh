@@ -122,13 +122,15 @@ free_port() {
 print(s.getsockname()[1])'
 }
 
-# hashi_init [DIR]: a new data dir with the demo clinics and users.
+# hashi_init [DIR]: a new data dir with the demo clinics and users (not
+# the demo consults and studies: a test starts from empty inboxes).
 hashi_init() {
     DATA=${1:-$T_TMP/data}
     [ -x "$SERVER" ] || fail "$SERVER not built (make build/hashi-server)"
     "$SERVER" init --data "$DATA" >>"$T_TMP/admin.log" 2>&1 ||
         fail "hashi-server init failed: $(tail -3 "$T_TMP/admin.log")"
-    "$SERVER" demo --data "$DATA" >>"$T_TMP/admin.log" 2>&1 ||
+    "$SERVER" demo --data "$DATA" --accounts-only \
+        >>"$T_TMP/admin.log" 2>&1 ||
         fail "hashi-server demo failed: $(tail -3 "$T_TMP/admin.log")"
     [ -f "$DATA/tls/cert.pem" ] || fail "init made no $DATA/tls/cert.pem"
     CACERT="$DATA/tls/cert.pem"

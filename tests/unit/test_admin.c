@@ -132,13 +132,13 @@ static void demo_is_idempotent_and_logs_in(void **state)
     struct err e = { 0, "" };
     char *out = NULL;
     size_t outlen = 0;
-    assert_int_equal(admin_demo(data, stdout, &e), ERR_NOTFOUND);
+    assert_int_equal(admin_demo(data, 0, stdout, &e), ERR_NOTFOUND);
     assert_non_null(strstr(e.msg, "init"));
 
     assert_int_equal(admin_init(data, NULL, NULL, &e), 0);
     FILE *mem = open_memstream(&out, &outlen);
-    assert_int_equal(admin_demo(data, mem, &e), 0);
-    assert_int_equal(admin_demo(data, mem, &e), 0);
+    assert_int_equal(admin_demo(data, 0, mem, &e), 0);
+    assert_int_equal(admin_demo(data, 0, mem, &e), 0);
     fclose(mem);
     assert_non_null(strstr(out, "DEMO"));
     assert_non_null(strstr(out, ADMIN_DEMO_PASSWORD));
@@ -208,6 +208,11 @@ static void subcommand_exit_status(void **state)
         { 1, { "init", "--data", data, "--bogus", NULL } },
         { 1, { "init", "--data", NULL } },
         { 2, { "demo", "--data", "/nonexistent/hashi", NULL } },
+        { 1, { "demo", "--data", data, "--accounts-only", "--live-study",
+               "x", NULL } },
+        { 1, { "demo", "--accounts-only=yes", NULL } },
+        { 1, { "demo", "--live-study", NULL } },
+        { 2, { "demo", "--live-study", "/proc/no/such/dir", NULL } },
         { 1, { "frobnicate", NULL } },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {

@@ -1888,6 +1888,92 @@ static void test_scp_bad_config(void **state)
     assert_null(dicom_scp_start(NULL, &e));
 }
 
+/* dicom_write_ct_slice: what it writes parses as CT Image Storage with
+ * the given attributes, renders through both engines with HU = stored +
+ * intercept in the brain window (its first window), and bad input is
+ * refused.  Named test_render_* so the valgrind job runs it. */
+static void test_render_ct_written(void **state)
+{
+    (void)state;
+    struct err e = { 0, "" };
+    enum { R = 12, C = 16 };
+    static const int hu[] = { -1000, 0, 20, 40, 60, 80, 1000, 3000 };
+    int16_t px[R * C];
+    for (int i = 0; i < R * C; i++)
+        px[i] = (int16_t)(hu[i % 8] + 1024);
+    char study[65], study2[65], sop[65];
+    dicom_uid_from_text("test study", study);
+    dicom_uid_from_text("test study", study2);
+    assert_string_equal(study, study2);
+    assert_true(dicom_uid_valid(study));
+    assert_int_equal(strncmp(study, "2.25.", 5), 0);
+    dicom_uid_from_text("test sop", sop);
+    assert_string_not_equal(study, sop);
+    struct dcm_ct_slice sl = {
+        .study_uid = study, .series_uid = "1.2.3.4", .sop_uid = sop,
+        .frame_of_ref_uid = "1.2.3.5", .patient_name = "DEMO^TEST",
+        .patient_id = "DEMO-T", .patient_birth_date = "19700101",
+        .patient_sex = "O", .study_date = "20260101",
+        .study_time = "090000", .study_description = "CT HEAD (test)",
+        .series_description = "AXIAL", .accession = "A1",
+        .institution = "Test", .series_number = 2, .instance_number = 7,
+        .rows = R, .columns = C, .pixel_spacing = 0.48828125,
+        .slice_thickness = 5, .position = { -124.755859375, -3, 22.5 },
+        .rescale_intercept = -1024, .rescale_slope = 1, .pixels = px,
+    };
+    const char *path = P(tmp, "written.dcm");
+    assert_int_equal(dicom_write_ct_slice(path, &sl, &e), 0);
+    struct dcm_info in;
+    assert_int_equal(dicom_parse_file(path, &in, &e), 0);
+    assert_string_equal(in.sop_class_uid, "1.2.840.10008.5.1.4.1.1.2");
+    assert_string_equal(in.transfer_syntax, DICOM_TS_EXPLICIT_LE);
+    assert_string_equal(in.study_uid, study);
+    assert_string_equal(in.sop_uid, sop);
+    assert_string_equal(in.modality, "CT");
+    assert_string_equal(in.patient_name, "DEMO^TEST");
+    assert_int_equal(in.instance_number, 7);
+    assert_int_equal(in.series_number, 2);
+    assert_int_equal(in.rows, R);
+    assert_int_equal(in.columns, C);
+    assert_true(in.has_window && in.window_center == 40 &&
+                in.window_width == 80);
+
+    /* 8-bit output in the brain window, linear (PS3.3 C.11.2.1.2):
+     * HU <= 0 black, >= 80 white, strictly rising between. */
+    for (int engine = DCM_RENDER_FAST; engine <= DCM_RENDER_DCMTK;
+         engine++) {
+        struct dcm_render_opts o = { .window_mode = DCM_WINDOW_DEFAULT,
+                                     .engine = engine };
+        unsigned char *pix = NULL;
+        int w, h, comps;
+        assert_int_equal(dicom_render_pixels(path, &o, &pix, &w, &h, &comps,
+                                             &e), 0);
+        assert_int_equal(w, C);
+        assert_int_equal(h, R);
+        assert_int_equal(pix[0], 0);
+        assert_int_equal(pix[1], 0);
+        assert_true(pix[1] < pix[2] && pix[2] < pix[3] && pix[3] < pix[4]);
+        assert_true(abs(pix[3] - 128) <= 2);
+        assert_int_equal(pix[5], 255);
+        assert_int_equal(pix[6], 255);
+        free(pix);
+    }
+
+    /* Refused: no pixels, a bad size, a bad UID, an unwritable path. */
+    struct dcm_ct_slice bad = sl;
+    bad.rows = 0;
+    assert_int_equal(dicom_write_ct_slice(path, &bad, &e), ERR_INVALID);
+    bad = sl;
+    bad.pixels = NULL;
+    assert_int_equal(dicom_write_ct_slice(path, &bad, &e), ERR_INVALID);
+    bad = sl;
+    bad.sop_uid = "1.02.3";
+    assert_int_equal(dicom_write_ct_slice(path, &bad, &e), ERR_INVALID);
+    assert_non_null(strstr(e.msg, "1.02.3"));
+    assert_int_equal(dicom_write_ct_slice("/proc/no/such/dir/x.dcm", &sl,
+                                          &e), ERR_IO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1911,6 +1997,7 @@ int main(void)
         cmocka_unit_test(test_render_fast_declines),
         cmocka_unit_test(test_render_fast_scaled),
         cmocka_unit_test(test_render_strips),
+        cmocka_unit_test(test_render_ct_written),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_rle_corrupt),
         cmocka_unit_test(test_transcode_roundtrip),
