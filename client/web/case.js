@@ -438,6 +438,9 @@ export function mount(main, ctx, caseId) {
         clearTimeout(arrivedTimer);
         arrivedTimer = setTimeout(() => viewer && viewer.refresh(), 500);
     };
+    // The link is back: an image that failed to load is asked again now.
+    const onWelcome = () => viewer && viewer.retry();
+    ctx.live.addEventListener('welcome', onWelcome);
     const onVisible = () => {
         for (const m of messages.values())
             markRead(m);
@@ -483,5 +486,6 @@ export function mount(main, ctx, caseId) {
         store.removeEventListener('receipt', onReceiptEv);
         store.removeEventListener('arrived', onArrived);
         document.removeEventListener('visibilitychange', onVisible);
+        ctx.live.removeEventListener('welcome', onWelcome);
     };
 }
