@@ -120,7 +120,7 @@ export function createViewer(studyUids) {
                       p.label));
     const presets = h('div', { class: 'presets', role: 'group',
                                'aria-label': 'Window preset' }, presetBtns);
-    const fullBtn = h('button', { type: 'button', class: 'link-btn',
+    const fullBtn = h('button', { type: 'button', class: 'link-btn full',
                                   onclick: () => fullscreen() },
                       'Full screen');
     const hint = h('p', { class: 'hint muted' },
