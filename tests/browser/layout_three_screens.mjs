@@ -7,7 +7,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { test, check, eq, until, ct12, log, ROOT } from './lib.mjs';
+import { test, check, eq, until, ct12Case, log, ROOT } from './lib.mjs';
 
 const SHOTS = path.join(process.env.HASHI_BUILD ||
                         path.join(ROOT, 'build'), 'test-logs', 'browser');
@@ -51,16 +51,11 @@ async function fits(page, what) {
 }
 
 test(async (t) => {
-    const srv = await t.server();
-    const req = await srv.login('demo-requester');
-    const st = ct12();
-    await srv.stow(req, st.files);
-    await srv.createCase(req, {
+    const { srv } = await ct12Case(t, {
         case_id: 'lay-case', question: 'Sudden aphasia since 09:10: bleed? ' +
             'Candidate for thrombolysis?', priority: 'stat',
         specialty: 'neurology', patient: { age: 71, sex: 'M' },
         history: 'Atrial fibrillation, on apixaban.\nBP 185/100. GCS 13.',
-        study_uids: [st.uid],
     });
     for (const size of SIZES) {
         const ctx = await t.context({ viewport: size.viewport,

@@ -370,6 +370,18 @@ export async function linkTo(srv, args, procs) {
              stop: () => p.kill('SIGTERM') };
 }
 
+// A server (t.server(flags)) with the 12-slice CT stored by demo-requester
+// and a case naming it (fields: the rest of the case); {srv, req, st}.
+export async function ct12Case(t, fields, flags) {
+    const srv = await t.server(flags);
+    const req = await srv.login('demo-requester');
+    const st = ct12();
+    await srv.stow(req, st.files);
+    await srv.createCase(req, Object.assign({ study_uids: [st.uid] },
+                                            fields));
+    return { srv, req, st };
+}
+
 // ---- the browser ---------------------------------------------------------
 
 export async function browserPage(context, srv, login) {

@@ -7,7 +7,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { test, check, eq, until, seen, ct12, log } from './lib.mjs';
+import { test, check, eq, until, ct12Case, log } from './lib.mjs';
 
 const WIN = { default: 'Default window', lung: 'Lung W 1500 L -600' };
 
@@ -28,13 +28,9 @@ async function agrees(page, what) {
 }
 
 test(async (t) => {
-    const srv = await t.server();
-    const req = await srv.login('demo-requester');
-    const st = ct12();
-    await srv.stow(req, st.files);
-    await srv.createCase(req, {
+    const { srv } = await ct12Case(t, {
         case_id: 'ov-case', question: 'Nodule?', priority: 'urgent',
-        specialty: 'neurology', study_uids: [st.uid],
+        specialty: 'neurology',
     });
     const down = path.join(t.tmp, 'link.down');
     const link = await t.link(srv, ['--down-file', down]);
