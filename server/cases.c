@@ -396,7 +396,10 @@ static int case_json(sqlite3 *db, const char *case_id, json_t **out,
         "SELECT c.case_id, c.status, c.priority, c.specialty, sp.login,"
         " cl.name, rq.login, c.patient_age, c.patient_sex, c.question,"
         " c.history, c.created_at, c.updated_at, c.due_at,"
-        " c.escalation_level, cb.login, c.clinic_id"
+        " c.escalation_level, cb.login, c.clinic_id,"
+        /* the first escalation: when its first deadline passed unclaimed */
+        " (SELECT MIN(p.since) FROM case_participants p"
+        "   WHERE p.case_id = c.case_id AND p.why = 'escalated')"
         " FROM cases c"
         " LEFT JOIN users sp ON sp.id = c.specialist_id"
         " LEFT JOIN clinics cl ON cl.id = c.clinic_id"
@@ -431,6 +434,7 @@ static int case_json(sqlite3 *db, const char *case_id, json_t **out,
     json_object_set_new(c, "due_at", col_json_int(st, 13));
     json_object_set_new(c, "escalation_level", col_json_int(st, 14));
     json_object_set_new(c, "claimed_by", col_json_text(st, 15));
+    json_object_set_new(c, "overdue_since", col_json_int(st, 17));
     sqlite3_finalize(st);
 
     json_t *uids = json_array();

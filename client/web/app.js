@@ -12,7 +12,7 @@
 //   "arrived"  detail = {case_id, study_uid, received, images}
 //   "escalated" detail = {case, escalation}
 
-import { api, h, fill } from './util.js';
+import { api, h, fill, fmtTime } from './util.js';
 import { Live } from './live.js';
 import * as loginView from './login.js';
 import * as inboxView from './inbox.js';
@@ -93,9 +93,13 @@ let unmount = null;
 const CONN_TEXT = { live: 'Live', connecting: 'Connecting…',
                     offline: 'Offline — retrying' };
 
+// The link badge; when not live it says when the page last heard from
+// the server ("last synced 14:05"), so what is shown can be judged.
 function showConn(state) {
+    const since = ctx && ctx.live.lastSync;
     conn.className = `conn conn-${state}`;
-    conn.textContent = CONN_TEXT[state] || '';
+    conn.textContent = (CONN_TEXT[state] || '') +
+        (state !== 'live' && since ? ` · last synced ${fmtTime(since)}` : '');
 }
 
 function route() {

@@ -6,7 +6,7 @@
 // update.
 
 import { api, h, fill, fmtTime, ago, patientLine, badges, ulid,
-         imagesCount } from './util.js';
+         imagesCount, overdueSince } from './util.js';
 import { createViewer } from './viewer.js';
 
 const OPEN = new Set(['new', 'claimed', 'reopened']);
@@ -79,8 +79,13 @@ export function mount(main, ctx, caseId) {
         if (c.claimed_by)
             state.push(c.claimed_by === me.login
                 ? 'Claimed by you' : `Claimed by ${c.claimed_by}`);
-        if (c.status === 'new' && c.due_at)
-            state.push(`escalates at ${fmtTime(c.due_at)} if unclaimed`);
+        const od = overdueSince(c);
+        if (od)
+            state.push(`unclaimed ${ago(c.created_at).replace(' ago', '')}` +
+                       `, overdue since ${fmtTime(od)}`);
+        if (c.status === 'new' && c.due_at > Date.now())
+            state.push(`${od ? 'escalates again' : 'escalates'} at ` +
+                       `${fmtTime(c.due_at)} if unclaimed`);
         if (c.escalation_level > 0)
             state.push(`escalated (level ${c.escalation_level})`);
         fill(head,
@@ -438,6 +443,11 @@ export function mount(main, ctx, caseId) {
         clearTimeout(arrivedTimer);
         arrivedTimer = setTimeout(() => viewer && viewer.refresh(), 500);
     };
+    // The link is back: an image that failed to load is asked again now.
+    const onWelcome = () => viewer && viewer.retry();
+    // "x min ago", deadlines and overdue follow the clock.
+    const headTick = setInterval(() => kase && renderHead(), 15000);
+    ctx.live.addEventListener('welcome', onWelcome);
     const onVisible = () => {
         for (const m of messages.values())
             markRead(m);
@@ -483,5 +493,7 @@ export function mount(main, ctx, caseId) {
         store.removeEventListener('receipt', onReceiptEv);
         store.removeEventListener('arrived', onArrived);
         document.removeEventListener('visibilitychange', onVisible);
+        ctx.live.removeEventListener('welcome', onWelcome);
+        clearInterval(headTick);
     };
 }

@@ -105,8 +105,23 @@ export function mount(main, ctx) {
         gateways.hidden = !gwList.length;
     }
 
+    // Rendered again when the next unclaimed case falls due, so it is
+    // marked overdue even if no event says so (the escalation goes to
+    // others than the first specialist).
+    let dueTimer = null;
+    function watchDue(all) {
+        clearTimeout(dueTimer);
+        const now = Date.now();
+        const next = Math.min(...all.filter((c) => c.status === 'new' &&
+                                           c.due_at > now)
+                                    .map((c) => c.due_at));
+        if (Number.isFinite(next))
+            dueTimer = setTimeout(render, next - now + 50);
+    }
+
     function render() {
         const all = [...store.cases.values()];
+        watchDue(all);
         const open = all.filter((c) => OPEN.has(c.status)).sort(order);
         const done = all.filter((c) => !OPEN.has(c.status))
             .sort((a, b) => (b.updated_at || 0) - (a.updated_at || 0));
@@ -147,10 +162,8 @@ export function mount(main, ctx) {
 
     store.addEventListener('cases', onCases);
     store.addEventListener('arrived', render);
-    const tick = setInterval(() => {
-        for (const t of main.querySelectorAll('time[data-ms]'))
-            t.textContent = ago(Number(t.dataset.ms));
-    }, 30000);
+    // "x min ago" and overdue markers follow the clock, not the events.
+    const tick = setInterval(render, 15000);
     const gwTick = seesGateways ? setInterval(loadGateways, 30000) : null;
     fill(main, top, gateways, announce, empty, openHead, openList, doneHead,
          doneList);
@@ -161,6 +174,7 @@ export function mount(main, ctx) {
         store.removeEventListener('cases', onCases);
         store.removeEventListener('arrived', render);
         clearInterval(tick);
+        clearTimeout(dueTimer);
         clearInterval(gwTick);
     };
 }

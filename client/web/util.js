@@ -204,12 +204,27 @@ export const STATUS_TEXT = {
 export const PRIORITY_TEXT = { stat: 'STAT', urgent: 'Urgent',
                                routine: 'Routine' };
 
-// A priority badge and a status badge, as spans.
+// When an unclaimed case became overdue (ms), or 0: its first deadline
+// passed (the server's overdue_since, its first escalation), or due_at
+// has passed and the escalation has not come yet.
+export function overdueSince(c, now = Date.now()) {
+    if (!c || c.status !== 'new')
+        return 0;
+    if (c.overdue_since)
+        return c.overdue_since;
+    return c.due_at && c.due_at <= now ? c.due_at : 0;
+}
+
+// A priority badge and a status badge, as spans; "Overdue since HH:MM"
+// for an unclaimed case past its deadline.
 export function badges(c) {
+    const od = overdueSince(c);
     return [
         h('span', { class: `badge prio-${c.priority}` },
           PRIORITY_TEXT[c.priority] || c.priority),
         h('span', { class: `badge st-${c.status}` },
           STATUS_TEXT[c.status] || c.status),
+        od ? h('span', { class: 'badge overdue', 'data-since': od },
+               `Overdue since ${fmtTime(od)}`) : null,
     ];
 }

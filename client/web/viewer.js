@@ -7,9 +7,15 @@
 // The next image is loaded off-screen and swapped in when complete, so
 // the picture never flickers or goes blank while scrolling fast; the
 // neighbours are fetched ahead (the server lets the browser cache them).
+// The overlay describes the image on screen, never the one asked for: it
+// changes with the swap.  Images are fetched (not set as <img src>) so a
+// failure has a reason to show (no connection, not received yet, not
+// renderable); a failed load is tried again 1 s doubling to 16 s later,
+// and at once when retry() is called (the page calls it when its link
+// is back).
 //
 // createViewer(studyUids) -> { el, refresh(), current(), show(image),
-// destroy() }.  current() is what a chat message can point at.
+// retry(), destroy() }.  current() is what a chat message can point at.
 
 import { h, fill, qido, dv } from './util.js';
 
@@ -25,6 +31,22 @@ export const PRESETS = [
 const WHEEL_STEP = 60;      // pixels of wheel per slice
 const SWIPE_STEP = 18;      // pixels of sideways drag per slice
 const AHEAD = 2;            // neighbours fetched ahead on each side
+const RETRY_MS = 1000;      // a failed load: again after 1 s, doubling
+const RETRY_MAX_MS = 16000;
+
+// Why an image did not come, in words, and whether trying again helps.
+function failure(status) {
+    if (!status)
+        return { text: 'No connection to the server', again: true };
+    if (status === 404)
+        return { text: 'This image has not been received yet', again: true };
+    if (status === 401 || status === 403)
+        return { text: 'You may not see this image', again: false };
+    if (status >= 500 || status === 429)
+        return { text: `The server could not render it (${status})`,
+                 again: true };
+    return { text: `This image cannot be shown (${status})`, again: false };
+}
 
 function enc(s) {
     return encodeURIComponent(s);
@@ -63,6 +85,9 @@ export function createViewer(studyUids) {
         cache: new Map(),   // series uid -> slices
         wheel: 0,
         dead: false,
+        retryMs: RETRY_MS,
+        retryTimer: null,
+        url: null,          // object URL of the image on screen
     };
 
     const info = h('div', { class: 'study-info' });
@@ -95,7 +120,7 @@ export function createViewer(studyUids) {
                       p.label));
     const presets = h('div', { class: 'presets', role: 'group',
                                'aria-label': 'Window preset' }, presetBtns);
-    const fullBtn = h('button', { type: 'button', class: 'link-btn',
+    const fullBtn = h('button', { type: 'button', class: 'link-btn full',
                                   onclick: () => fullscreen() },
                       'Full screen');
     const hint = h('p', { class: 'hint muted' },
@@ -140,52 +165,100 @@ export function createViewer(studyUids) {
         range.disabled = n < 2;
         const txt = n ? `Slice ${st.idx + 1} of ${n}` : 'No slices';
         count.textContent = txt;
-        overlay.textContent = n ? `${st.idx + 1}/${n} · ${windowText(st.win)}`
-                                : '';
         range.setAttribute('aria-valuetext', txt);
         const on = st.win ? st.win.name : 'default';
         for (const b of presetBtns)
             b.setAttribute('aria-pressed', String(b.dataset.preset === on));
     }
 
-    function show() {
+    // Loads the slice asked for and swaps it in; the overlay follows the
+    // swap.  keep: a retry (the backoff goes on growing).
+    async function show(keep) {
         controls();
         const s = st.slices[st.idx];
         if (!s)
             return;
-        const url = urlOf(s);
+        clearTimeout(st.retryTimer);
+        st.retryTimer = null;
+        if (!keep)
+            st.retryMs = RETRY_MS;
+        const n = st.slices.length, idx = st.idx, win = st.win;
         const my = ++st.load;
+        const asked = urlOf(s);
+        if (!img.getAttribute('src'))
+            say('Loading image…');
+        let res = null;
+        try {
+            res = await fetch(asked, { credentials: 'same-origin' });
+        } catch (err) {
+            res = null;
+        }
+        let blob = null;
+        try {
+            blob = res && res.ok ? await res.blob() : null;
+        } catch (err) {
+            res = null;     // cut while the body came
+        }
+        if (my !== st.load || st.dead)
+            return;
+        if (!blob) {
+            const f = failure(res ? res.status : 0);
+            const what = `Slice ${idx + 1}, ${windowText(win)}`;
+            if (f.again) {
+                say(`${what}: ${f.text}. Trying again in ` +
+                    `${Math.round(st.retryMs / 1000)} s…`);
+                st.retryTimer = setTimeout(() => show(true), st.retryMs);
+                st.retryMs = Math.min(st.retryMs * 2, RETRY_MAX_MS);
+            } else {
+                say(`${what}: ${f.text}.`);
+            }
+            return;
+        }
+        const url = URL.createObjectURL(blob);
         const pic = new Image();
         pic.className = 'slice';
-        pic.alt = `Slice ${st.idx + 1} of ${st.slices.length}, ` +
-            windowText(st.win);
+        pic.alt = `Slice ${idx + 1} of ${n}, ${windowText(win)}`;
         pic.dataset.sop = s.sop;
         pic.dataset.frame = String(s.frame);
-        pic.dataset.window = st.win
-            ? (st.win.name || `${st.win.center},${st.win.width}`) : 'default';
+        pic.dataset.index = String(idx + 1);
+        pic.dataset.url = asked;  // the rendered URL (src is a blob:)
+        pic.dataset.window = win
+            ? (win.name || `${win.center},${win.width}`) : 'default';
         pic.onload = () => {
-            if (my !== st.load || st.dead)
+            if (my !== st.load || st.dead) {
+                URL.revokeObjectURL(url);
                 return;
+            }
             img.replaceWith(pic);
             img = pic;
+            if (st.url)
+                URL.revokeObjectURL(st.url);
+            st.url = url;
+            overlay.textContent = `${idx + 1}/${n} · ${windowText(win)}`;
             say('');
             ahead();
         };
         pic.onerror = () => {
+            URL.revokeObjectURL(url);
             if (my === st.load)
-                say('This image could not be shown (not received yet, or ' +
-                    'not renderable). Try again in a moment.');
+                say(`Slice ${idx + 1}: ${failure(415).text}.`);
         };
-        if (!img.getAttribute('src'))
-            say('Loading image…');
         pic.src = url;
     }
 
+    // Asks the server for the neighbours (kept by the browser's cache).
     function ahead() {
         for (let d = 1; d <= AHEAD; d++)
             for (const i of [st.idx + d, st.idx - d])
                 if (i >= 0 && i < st.slices.length)
-                    new Image().src = urlOf(st.slices[i]);
+                    fetch(urlOf(st.slices[i]), { credentials: 'same-origin' })
+                        .then((r) => r.blob()).catch(() => {});
+    }
+
+    // The link is back: a failed load is tried now, not at its backoff.
+    function retry() {
+        if (st.retryTimer)
+            show(false);
     }
 
     function go(i) {
@@ -402,14 +475,20 @@ export function createViewer(studyUids) {
     stage.addEventListener('pointercancel', end);
     stage.addEventListener('dragstart', (e) => e.preventDefault());
 
+    window.addEventListener('online', retry);
     refresh();
     return {
         el,
         refresh,
         current,
         show: showImage,
+        retry,
         destroy() {
             st.dead = true;
+            clearTimeout(st.retryTimer);
+            window.removeEventListener('online', retry);
+            if (st.url)
+                URL.revokeObjectURL(st.url);
         },
     };
 }

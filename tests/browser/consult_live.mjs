@@ -25,7 +25,7 @@ async function slicePixels(page) {
         const px = [];
         for (let i = 0; i < d.length; i += 4)
             px.push(d[i]);
-        return { px, src: img.getAttribute('src'), w: img.naturalWidth,
+        return { px, src: img.dataset.url, w: img.naturalWidth,
                  sop: img.dataset.sop, win: img.dataset.window };
     });
 }

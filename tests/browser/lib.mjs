@@ -347,6 +347,43 @@ export function ct12() {
                                       'Browser^Twelve']);
 }
 
+// ---- a poor link -----------------------------------------------------------
+
+// A linkemu.py in front of srv (args: its flags, e.g. ['--silent-file',
+// F]); resolves to {port, url, stop()} once it listens.  The page reaches
+// the server through it at url (same host, so the session cookie holds).
+export async function linkTo(srv, args, procs) {
+    const port = await freePort();
+    const p = spawn(PY, [path.join(TOOLS, 'linkemu.py'), '--listen',
+                         `127.0.0.1:${port}`, '--target',
+                         `127.0.0.1:${srv.port}`, ...args],
+                    { stdio: ['ignore', 'ignore', 'pipe'] });
+    procs.push(p);
+    await new Promise((resolve, reject) => {
+        let err = '';
+        p.stderr.on('data', (d) => {
+            err += d;
+            if (err.includes('listening on'))
+                resolve();
+        });
+        p.on('exit', () => reject(new Failure(`linkemu exited: ${err}`)));
+    });
+    return { port, url: `https://127.0.0.1:${port}`,
+             stop: () => p.kill('SIGTERM') };
+}
+
+// A server (t.server(flags)) with the 12-slice CT stored by demo-requester
+// and a case naming it (fields: the rest of the case); {srv, req, st}.
+export async function ct12Case(t, fields, flags) {
+    const srv = await t.server(flags);
+    const req = await srv.login('demo-requester');
+    const st = ct12();
+    await srv.stow(req, st.files);
+    await srv.createCase(req, Object.assign({ study_uids: [st.uid] },
+                                            fields));
+    return { srv, req, st };
+}
+
 // ---- the browser ---------------------------------------------------------
 
 export async function browserPage(context, srv, login) {
@@ -372,11 +409,13 @@ export async function browserPage(context, srv, login) {
 }
 
 // test(fn): runs fn(t) with t.server([extra hashi-server flags], {demo}),
-// t.context(opts), t.page(ctx, srv, login), t.tmp; cleans up; exits 0/1.
+// t.context(opts), t.page(ctx, srv, login), t.link(srv, args), t.tmp;
+// cleans up; exits 0/1.
 export function test(fn, { timeoutMs = 100000 } = {}) {
     fs.mkdirSync(TESTDATA, { recursive: true });
     const tmp = fs.mkdtempSync(path.join(TESTDATA, `run-${NAME}.`));
     const servers = [];
+    const procs = [];
     let browser = null;
     const t0 = Date.now();
     const t = {
@@ -406,6 +445,7 @@ export function test(fn, { timeoutMs = 100000 } = {}) {
             }, opts));
         },
         page: browserPage,
+        link: (srv, args = []) => linkTo(srv, args, procs),
     };
     const timer = setTimeout(() => {
         console.error(`[${NAME}] FAIL: the test took over ${timeoutMs} ms`);
@@ -426,6 +466,8 @@ export function test(fn, { timeoutMs = 100000 } = {}) {
         }
         for (const s of servers)
             await s.stop();
+        for (const p of procs)
+            p.kill('SIGTERM');
         if (rc === 0) {
             fs.rmSync(tmp, { recursive: true, force: true });
             log(`ok (${((Date.now() - t0) / 1000).toFixed(1)} s)`);

@@ -98,7 +98,7 @@ test(async (t) => {
     const stage = await neuro.locator('.viewer .stage').boundingBox();
     check(stage.width >= 320, `the image uses the width: ${stage.width}`);
     const vp = await neuro.evaluate(() =>
-        document.querySelector('.viewer img.slice').getAttribute('src'));
+        document.querySelector('.viewer img.slice').dataset.url);
     check(/viewport=(512|640|768),/.test(vp),
           `the image is rendered for a 2x phone screen: ${vp}`);
     await shot(neuro, 'case-360');

@@ -4,7 +4,7 @@
     linkemu.py --listen 127.0.0.1:PORT --target 127.0.0.1:PORT
                [--rate 2mbit] [--delay 150ms] [--cut-after 5M]
                [--cut-every 30s] [--outage 5s] [--down-file FILE]
-               [--stats FILE]
+               [--silent-file FILE] [--stats FILE]
 
 Every accepted connection is relayed to --target.  Each direction has its
 own rate cap and one-way delay; the bytes read from a sender but not yet
@@ -17,7 +17,10 @@ them every S seconds; --outage refuses new connections for that long after
 each cut; while --down-file exists new connections are refused, and its
 appearance cuts the open ones.  A cut is an RST to both ends, and the bytes
 still in flight are lost, as on a dropped mobile link.  A refused
-connection is accepted and reset at once.
+connection is accepted and reset at once.  While --silent-file exists the
+link drops every byte it reads, on open and on new connections alike, and
+closes nothing: a radio link gone dead, which neither end is told about
+(a connection made meanwhile is accepted but its bytes go nowhere).
 
 Sizes: N, Nk, NM, NG (bytes, powers of 1024, optional B).  Rates: Nbit,
 Nkbit, Nmbit, Ngbit, or bytes per second as a size.  Times: Nms, Ns, N.
@@ -25,7 +28,7 @@ Nkbit, Nmbit, Ngbit, or bytes per second as a size.  Times: Nms, Ns, N.
 ("linkemu: listening on 127.0.0.1:PORT -> ...") names it.  On SIGINT or
 SIGTERM it writes one JSON line of statistics (up_bytes: delivered
 client->target, down_bytes: target->client, connections, refused_while_down,
-cuts, target_errors) to stdout, or to --stats (replaced atomically), and
+cuts, target_errors, dropped_bytes) to stdout, or to --stats (replaced atomically), and
 exits 0.  Only loopback addresses are accepted.  Python 3 stdlib only.
 """
 
@@ -144,6 +147,9 @@ class Direction:
             if not data:
                 self.queue.put_nowait(None)
                 return
+            if link.is_silent():
+                link.stats["dropped_bytes"] += len(data)
+                continue
             data, last = link.take(data)
             self.schedule(data, last)
             if last:
@@ -241,6 +247,7 @@ class Link:
         self.rate, self.delay = args.rate, args.delay or 0.0
         self.cut_after, self.cut_every = args.cut_after, args.cut_every
         self.outage, self.down_file = args.outage or 0.0, args.down_file
+        self.silent_file = args.silent_file
         self.target = args.target
         # Two bandwidth-delay products in flight per direction keep a
         # paced link busy; without a rate, a few MiB keep loopback fast.
@@ -257,7 +264,7 @@ class Link:
         self.conns = set()
         self.stats = {"up_bytes": 0, "down_bytes": 0, "connections": 0,
                       "refused_while_down": 0, "cuts": 0,
-                      "target_errors": 0}
+                      "target_errors": 0, "dropped_bytes": 0}
 
     def take(self, data):
         """Admit data; with --cut-after, trim it at the Nth byte and say
@@ -278,6 +285,9 @@ class Link:
         if self.down_file and os.path.exists(self.down_file):
             return True
         return time.monotonic() < self.down_until
+
+    def is_silent(self):
+        return bool(self.silent_file) and os.path.exists(self.silent_file)
 
     def cut_all(self, why):
         self.stats["cuts"] += 1
@@ -410,6 +420,9 @@ def main(argv=None):
     ap.add_argument("--down-file",
                     help="refuse connections while this file exists "
                     "(its appearance cuts open ones)")
+    ap.add_argument("--silent-file",
+                    help="drop every byte, closing nothing, while this "
+                    "file exists")
     ap.add_argument("--stats",
                     help="write final JSON stats here instead of stdout")
     args = ap.parse_args(argv)
