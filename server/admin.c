@@ -20,6 +20,7 @@
 #include "cases.h"
 #include "config.h"
 #include "devcert.h"
+#include "webpush.h"
 #include "server.h"
 #include "store.h"
 
@@ -169,6 +170,8 @@ int admin_init(const char *data, const char *cert, const char *key,
     if (!s)
         return e->code ? e->code : ERR_IO;
     store_close(s);
+    if (webpush_key_ensure(data, e))
+        return e->code;
 
     if (cert) {
         if (!file_exists(cert) || !file_exists(key))

@@ -48,6 +48,7 @@
 #include "jobs.h"
 #include "server.h"
 #include "upload.h"
+#include "webpush.h"
 
 /* ---- the route table ---------------------------------------------------
  * A route matches its path exactly, or (prefix) also everything below
@@ -74,6 +75,8 @@ static const struct http_route routes[] = {
       dicomweb_handle },
     { "/api/studies", 1, HTTP_GET, HTTP_AUTH_REQUIRED, upload_api_studies },
     { "/api/gateways", 0, HTTP_GET, HTTP_AUTH_REQUIRED, gateway_api_list },
+    { "/api/push", 1, HTTP_GET | HTTP_POST | HTTP_DELETE, HTTP_AUTH_REQUIRED,
+      webpush_api },
 };
 
 #define MAX_HEADERS 16          /* extra response headers */
