@@ -1334,6 +1334,12 @@ static void mounts_init(struct http_ctx *ctx, const char *web_root)
     m[k].mountpoint = "/";
     m[k].mountpoint_len = 1;
     if (dir_exists(web_root)) {
+        /* lws knows no .webmanifest: without this the app's manifest
+         * would be a 415. */
+        static const struct lws_protocol_vhost_options manifest = {
+            NULL, NULL, ".webmanifest", "application/manifest+json"
+        };
+        m[k].extra_mimetypes = &manifest;
         m[k].origin = web_root;
         m[k].def = "index.html";
         m[k].origin_protocol = LWSMPRO_FILE;

@@ -116,8 +116,9 @@ function admin(tmp, args, input) {
 }
 
 class Server {
-    constructor(tmp) {
+    constructor(tmp, args = []) {
         this.tmp = tmp;
+        this.args = args;           // more hashi-server flags
         this.data = path.join(tmp, 'data');
         this.proc = null;
     }
@@ -142,7 +143,7 @@ class Server {
         this.proc = spawn(SERVER, ['--data', this.data, '--listen',
                                    `127.0.0.1:${this.port}`, '--dicom',
                                    `127.0.0.1:${this.dport}`, '--ae-title',
-                                   'HASHI'],
+                                   'HASHI', ...this.args],
                           { stdio: ['ignore', out, out] });
         fs.closeSync(out);
         this.exited = false;
@@ -378,8 +379,8 @@ export function test(fn, { timeoutMs = 100000 } = {}) {
     const t0 = Date.now();
     const t = {
         tmp,
-        async server() {
-            const s = new Server(tmp);
+        async server(args) {
+            const s = new Server(tmp, args);
             servers.push(s);
             await s.start();
             return s;
