@@ -10,24 +10,14 @@
 
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import { test, eq, until, log, ROOT, CHROMIUM_ARGS } from './lib.mjs';
+import { test, eq, until, log, ROOT, CHROMIUM_ARGS, freePort }
+    from './lib.mjs';
 
 // Chromium refuses a service worker script from an origin whose
 // certificate it does not trust, whatever the context's ignoreHTTPSErrors
 // says: this test's browser trusts the test server's self-signed one.
 CHROMIUM_ARGS.push('--ignore-certificate-errors');
-
-function freePort() {
-    return new Promise((resolve) => {
-        const s = net.createServer();
-        s.listen(0, '127.0.0.1', () => {
-            const p = s.address().port;
-            s.close(() => resolve(p));
-        });
-    });
-}
 
 // The emulator over TLS on loopback, its own certificate for 127.0.0.1.
 async function emulator(tmp) {
