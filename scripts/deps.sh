@@ -9,7 +9,8 @@ python3 python3-pydicom python3-numpy valgrind clang procps"
 
 # Test-only peers: Orthanc (benchmarks), Chromium + node (browser tests).
 if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--bench" ]; then
-    PKGS="$PKGS orthanc orthanc-dicomweb chromium iproute2 util-linux"
+    PKGS="$PKGS orthanc orthanc-dicomweb chromium iproute2 util-linux
+          python3-cryptography"
     # Node.js may come from elsewhere on the machine; Debian's npm conflicts
     # with such a build, so ask for Debian's only when there is none.
     command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm"

@@ -22,6 +22,7 @@
 #include "demo.h"
 #include "devcert.h"
 #include "../proto/dicom.h"
+#include "webpush.h"
 #include "server.h"
 #include "store.h"
 
@@ -180,6 +181,8 @@ int admin_init(const char *data, const char *cert, const char *key,
     if (!s)
         return e->code ? e->code : ERR_IO;
     store_close(s);
+    if (webpush_key_ensure(data, e))
+        return e->code;
 
     if (cert) {
         if (!file_exists(cert) || !file_exists(key))

@@ -43,6 +43,8 @@ static const struct {
     { "due-urgent", K_STR },
     { "due-routine", K_STR },
     { "upload-max-age", K_STR },
+    { "push-ca", K_STR },
+    { "push-contact", K_STR },
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -295,6 +297,14 @@ int config_set(struct server_config *c, const char *key, const char *v,
         return set_path(c->key, sizeof c->key, key, v, e);
     if (!strcmp(key, "web"))
         return set_path(c->web_root, sizeof c->web_root, key, v, e);
+    if (!strcmp(key, "push-ca"))
+        return set_path(c->push_ca, sizeof c->push_ca, key, v, e);
+    if (!strcmp(key, "push-contact")) {
+        if (strncmp(v, "mailto:", 7) && strncmp(v, "https://", 8))
+            return err_set(e, ERR_INVALID, "push-contact: '%.64s' is not "
+                           "a mailto: or https: URL", v);
+        return set_path(c->push_contact, sizeof c->push_contact, key, v, e);
+    }
     if (!strcmp(key, "listen"))
         return set_hostport(c->listen_host, sizeof c->listen_host,
                             &c->listen_port, 1, key, v, e);

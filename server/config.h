@@ -7,7 +7,9 @@
  * without "--" (data, listen, dicom, ae-title, cert, key, web, origin,
  * accept-unknown-ae, max-instance, log-level, dicom-max-associations,
  * dicom-artim-timeout, dicom-idle-timeout (seconds), and due-stat,
- * due-urgent, due-routine: escalation deadlines in seconds); '#' starts a
+ * due-urgent, due-routine: escalation deadlines in seconds; push-ca: the
+ * CA file push services are checked against, push-contact: the VAPID
+ * "sub", a mailto: or https: URL); '#' starts a
  * comment, blank lines are ignored.  "origin" may repeat; origins given as
  * flags replace those from files.  Every value is validated; a bad one is
  * ERR_INVALID with a message naming the key and the value.

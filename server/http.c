@@ -48,6 +48,7 @@
 #include "jobs.h"
 #include "server.h"
 #include "upload.h"
+#include "webpush.h"
 
 /* ---- the route table ---------------------------------------------------
  * A route matches its path exactly, or (prefix) also everything below
@@ -74,6 +75,8 @@ static const struct http_route routes[] = {
       dicomweb_handle },
     { "/api/studies", 1, HTTP_GET, HTTP_AUTH_REQUIRED, upload_api_studies },
     { "/api/gateways", 0, HTTP_GET, HTTP_AUTH_REQUIRED, gateway_api_list },
+    { "/api/push", 1, HTTP_GET | HTTP_POST | HTTP_DELETE, HTTP_AUTH_REQUIRED,
+      webpush_api },
 };
 
 #define MAX_HEADERS 16          /* extra response headers */
@@ -1379,6 +1382,12 @@ static void mounts_init(struct http_ctx *ctx, const char *web_root)
     m[k].mountpoint = "/";
     m[k].mountpoint_len = 1;
     if (dir_exists(web_root)) {
+        /* lws knows no .webmanifest: without this the app's manifest
+         * would be a 415. */
+        static const struct lws_protocol_vhost_options manifest = {
+            NULL, NULL, ".webmanifest", "application/manifest+json"
+        };
+        m[k].extra_mimetypes = &manifest;
         m[k].origin = web_root;
         m[k].def = "index.html";
         m[k].origin_protocol = LWSMPRO_FILE;

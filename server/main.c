@@ -34,6 +34,7 @@
 #include "render.h"
 #include "server.h"
 #include "upload.h"
+#include "webpush.h"
 
 static const char usage_text[] =
     "usage: hashi-server [--config FILE] [--data DIR] [--listen HOST:PORT]\n"
@@ -44,6 +45,7 @@ static const char usage_text[] =
     "                    [--dicom-max-associations N] "
     "[--dicom-artim-timeout S]\n"
     "                    [--dicom-idle-timeout S]\n"
+    "                    [--push-ca FILE] [--push-contact URL]\n"
     "                    [--log-level debug|info|warn|error]\n"
     "       hashi-server init|demo|clinic add|user add|user disable|"
     "gateway add|oncall set ... "
@@ -157,6 +159,7 @@ static void server_tick(struct server *srv)
     int64_t now = now_ms(), next = 0;
 
     ws_tick(srv, now);
+    webpush_tick(srv);
     if (now - srv->tick_state.second_at >= TICK_SECOND_MS) {
         srv->tick_state.second_at = now;
         if (cases_escalate_due(srv, now, &next, &e) < 0)
@@ -273,6 +276,10 @@ static int serve(struct server *srv, sigset_t *sigs)
         log_error("hashi.v1: %s", e.msg);
         goto out;
     }
+    if (webpush_init(srv, &e)) {        /* wraps ws's events_committed */
+        log_error("Web Push: %s", e.msg);
+        goto out;
+    }
     if (dicom_init(&e)) {
         log_error("DICOM: %s", e.msg);
         goto out;
@@ -330,6 +337,7 @@ out:
      * (which audit) run here, before the audit log closes. */
     jobs_stop(srv->jobs);
     srv->jobs = NULL;
+    webpush_free(srv);
     ws_free(srv);             /* after http_stop closed the sessions */
     cases_free(srv);
     if (srv->audit)

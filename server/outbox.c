@@ -451,3 +451,9 @@ void outbox_clear_dirty(struct outbox *o)
 {
     o->ndirty = 0;
 }
+
+const int64_t *outbox_dirty(const struct outbox *o, size_t *n)
+{
+    *n = o->ndirty;
+    return o->dirty;
+}

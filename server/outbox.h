@@ -90,5 +90,8 @@ int outbox_prune(struct outbox *o, int64_t now, struct err *e);
  * ROLLBACK call outbox_clear_dirty instead. */
 int outbox_take_dirty(struct outbox *o, int64_t **ids, size_t *n);
 void outbox_clear_dirty(struct outbox *o);
+/* The same set without taking it (for a hook that runs before the one
+ * that takes it: webpush.c).  Valid until the next outbox call. */
+const int64_t *outbox_dirty(const struct outbox *o, size_t *n);
 
 #endif

@@ -312,6 +312,21 @@ static const char *const migrations[] = {
     "  BEGIN UPDATE auth_epoch SET n = n + 1; END;"
     "CREATE TRIGGER users_removed AFTER DELETE ON users"
     "  BEGIN UPDATE auth_epoch SET n = n + 1; END;",
+
+    /* 7: Web Push (webpush.c): each device's subscription, and per user
+     *    the last outbox seq looked at for pushes. */
+    "CREATE TABLE push_subscriptions ("
+    "  id INTEGER PRIMARY KEY,"
+    "  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  endpoint TEXT NOT NULL UNIQUE,"
+    "  p256dh TEXT NOT NULL,"             /* base64url, as the browser gave */
+    "  auth TEXT NOT NULL,"
+    "  created INTEGER NOT NULL);"
+    "CREATE INDEX push_subscriptions_by_user"
+    "  ON push_subscriptions(user_id);"
+    "CREATE TABLE push_cursor ("
+    "  user_id INTEGER PRIMARY KEY,"
+    "  seq INTEGER NOT NULL);",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -38,6 +38,7 @@ struct ws_hub;
 struct render_cache;
 struct jobs;
 struct upload_hub;
+struct webpush;
 
 struct server_config {
     char data_dir[4096];
@@ -60,6 +61,8 @@ struct server_config {
     int due_urgent;
     int due_routine;
     int upload_max_age;         /* seconds: partial uploads removed after */
+    char push_ca[4096];         /* CA file for push services; "": system */
+    char push_contact[256];     /* VAPID "sub" (mailto: or https:), or "" */
 };
 
 struct server {
@@ -77,6 +80,7 @@ struct server {
                                    its own store handle; finished jobs are
                                    reaped on the lws thread */
     struct upload_hub *uploads; /* resumable uploads (upload.h) */
+    struct webpush *push;       /* Web Push (webpush.h); may be NULL */
     /* Called by cases.c after every COMMIT, with the outbox's dirty set
      * holding the users who got events: ws.c registers its live push
      * here (ws_init).  NULL: the events wait in the outboxes for the next

@@ -18,6 +18,7 @@ import * as loginView from './login.js';
 import * as inboxView from './inbox.js';
 import * as caseView from './case.js';
 import * as newCaseView from './newcase.js';
+import { pushSetup } from './push.js';
 
 class Store extends EventTarget {
     constructor() {
@@ -161,6 +162,7 @@ async function start(me) {
     });
     store.reload().catch(() => {});
     live.start();
+    pushSetup();
     if (!location.hash || location.hash === '#/login')
         location.hash = '#/inbox';
     route();

@@ -92,7 +92,7 @@ export async function seen(locator, what, ms = 10000) {
 
 // ---- the server ----------------------------------------------------------
 
-function freePort() {
+export function freePort() {
     return new Promise((resolve, reject) => {
         const s = net.createServer();
         s.listen(0, '127.0.0.1', () => {

@@ -577,3 +577,40 @@ ${2:-60} s: $(cat "$T_TMP/status.json")"
         sleep 0.25
     done
 }
+
+# ---- Web Push (push_*.sh) --------------------------------------------------
+
+# push_emu_start: push_emulator.py over TLS on a free loopback port, with
+# its own CA-less certificate for 127.0.0.1.  Sets PUSH_PORT, PUSH_URL
+# (its origin), PUSH_CA (start hashi-server with --push-ca "$PUSH_CA"),
+# PUSH_LOG (one JSON line per push received) and PUSH_KEYS (the device's
+# {"p256dh", "auth"}).
+push_emu_start() {
+    _pd="$T_TMP/push"
+    mkdir -p "$_pd"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+        -keyout "$_pd/key.pem" -out "$_pd/cert.pem" 2>>"$_pd/openssl.log" ||
+        fail "push emulator certificate: $(tail -2 "$_pd/openssl.log")"
+    PUSH_PORT=$(free_port)
+    PUSH_URL="https://127.0.0.1:$PUSH_PORT"
+    PUSH_CA="$_pd/cert.pem"
+    PUSH_LOG="$_pd/received.jsonl"
+    PUSH_KEYS="$_pd/keys.json"
+    : >"$PUSH_LOG"
+    $PY "$LIBDIR/push_emulator.py" --port "$PUSH_PORT" --cert "$PUSH_CA" \
+        --key "$_pd/key.pem" --keys "$PUSH_KEYS" --log "$PUSH_LOG" "$@" \
+        >"$_pd/emulator.log" 2>&1 &
+    at_exit "kill $! 2>/dev/null"
+    wait_grep "$_pd/emulator.log" "push emulator on" 10
+}
+
+# push_subscribe TOKEN PATH: subscribe the emulator's device at
+# $PUSH_URL/PATH for TOKEN's user; prints the status code.
+push_subscribe() {
+    api POST /api/push/subscriptions "$1" "$($PY -c 'import json, sys
+k = json.load(open(sys.argv[1]))
+print(json.dumps({"endpoint": sys.argv[2],
+                  "keys": {"p256dh": k["p256dh"], "auth": k["auth"]}}))' \
+        "$PUSH_KEYS" "$PUSH_URL/$2")"
+}

@@ -299,6 +299,26 @@ static void sizes_and_bools(void **state)
     assert_int_equal(config_set(&c, "config", "x", &e), ERR_INVALID);
 }
 
+/* Web Push: the CA file for push services, the VAPID contact URL. */
+static void push_settings(void **state)
+{
+    (void)state;
+    struct server_config c;
+    struct err e;
+    config_defaults(&c);
+    assert_string_equal(c.push_ca, "");
+    assert_string_equal(c.push_contact, "");
+    assert_int_equal(config_set(&c, "push-ca", "/etc/push-ca.pem", &e), 0);
+    assert_string_equal(c.push_ca, "/etc/push-ca.pem");
+    assert_int_equal(config_set(&c, "push-contact", "mailto:ops@x.org", &e),
+                     0);
+    assert_string_equal(c.push_contact, "mailto:ops@x.org");
+    assert_int_equal(config_set(&c, "push-contact", "ops@x.org", &e),
+                     ERR_INVALID);
+    assert_non_null(strstr(e.msg, "push-contact"));
+    assert_string_equal(c.push_contact, "mailto:ops@x.org");
+}
+
 static void file_and_precedence(void **state)
 {
     (void)state;
@@ -409,6 +429,7 @@ int main(void)
         T(loopback),
         T(bad_flags),
         T(sizes_and_bools),
+        T(push_settings),
         T(file_and_precedence),
         T(config_file_names_data),
         T(bad_files),
