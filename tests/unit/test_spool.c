@@ -7,7 +7,7 @@
  * removes the file; quiet studies are listed once per change; and the
  * uploader's --max-rate parser.
  *
- * Test files come from ../shared/tools/gen_study.py (HASHI_TOOLS), made
+ * Test files come from tests/tools/gen_study.py (HASHI_TOOLS), made
  * once per run in a scratch dir under HASHI_TESTDATA (or /tmp).
  */
 #include <setjmp.h>
@@ -51,7 +51,7 @@ static int group_setup(void **state)
     const char *tools = getenv("HASHI_TOOLS");
     const char *base = getenv("HASHI_TESTDATA");
     if (!tools || !*tools)
-        tools = "/work/shared/tools";
+        tools = "tests/tools";      /* run from the project's root */
     if (!base || !*base)
         base = "/tmp";
     mkdir_p(base, 0755);
