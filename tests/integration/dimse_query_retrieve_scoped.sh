@@ -81,6 +81,14 @@ assert_eq 3 "$(find STORESCU im -k QueryRetrieveLevel=IMAGE \
 assert_eq "$($PY "$DW" uids "$ST"/*.dcm | awk '{ print $4 }' | sort)" \
     "$(val im SOPInstanceUID)" "SOP Instance UIDs found"
 
+# a level that Study Root has not: refused, A900, with the reason
+(cd "$T_TMP" && findscu -d -S -aet STORESCU -aec HASHI 127.0.0.1 "$DPORT" \
+    -k QueryRetrieveLevel=PATIENT -k PatientID=QR1 >bad-level.log 2>&1)
+assert_file_has "$T_TMP/bad-level.log" "Status *: 0xa900" \
+    "C-FIND at PATIENT level"
+assert_file_has "$T_TMP/bad-level.log" "STUDY, SERIES or IMAGE" \
+    "the reason given for it"
+
 log "other clinic: finds nothing of ours"
 assert_eq 0 "$(find OTHERB b1 -k QueryRetrieveLevel=STUDY -k PatientID=QR1 \
     -k StudyInstanceUID)" "OTHERB: studies for PatientID QR1"

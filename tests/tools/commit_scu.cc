@@ -12,11 +12,8 @@
  */
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dctk.h"
-#include "dcmtk/dcmnet/scu.h"
-#include "dcmtk/oflog/oflog.h"
 
-#include <stdio.h>
-#include <stdlib.h>
+#include "scu_open.h"
 
 static void print_items(DcmDataset *ds, const DcmTagKey &seq,
                         const char *what)
@@ -44,34 +41,11 @@ int main(int argc, char **argv)
                         "CLASS UID [CLASS UID]...\n");
         return 1;
     }
-    OFLog::configure(OFLogger::ERROR_LOG_LEVEL);
     DcmSCU scu;
-    scu.setPeerHostName(argv[1]);
-    scu.setPeerPort((Uint16)atoi(argv[2]));
-    scu.setAETitle(argv[3]);
-    scu.setPeerAETitle(argv[4]);
-    scu.setDIMSEBlockingMode(DIMSE_NONBLOCKING);
-    scu.setDIMSETimeout(20);
-    scu.setACSETimeout(20);
-    OFList<OFString> xfers;
-    xfers.push_back(UID_LittleEndianExplicitTransferSyntax);
-    scu.addPresentationContext(UID_StorageCommitmentPushModelSOPClass,
-                               xfers);
-    OFCondition c = scu.initNetwork();
-    if (c.good())
-        c = scu.negotiateAssociation();
-    T_ASC_PresentationContextID pres = 0;
-    if (c.good()) {
-        pres = scu.findPresentationContextID(
-            UID_StorageCommitmentPushModelSOPClass,
-            UID_LittleEndianExplicitTransferSyntax);
-        if (!pres)
-            c = EC_IllegalCall;
-    }
-    if (c.bad()) {
-        fprintf(stderr, "commit_scu: association: %s\n", c.text());
+    T_ASC_PresentationContextID pres = scu_open(
+        scu, argv, UID_StorageCommitmentPushModelSOPClass, 20, "commit_scu");
+    if (!pres)
         return 2;
-    }
     DcmDataset rq;
     char txn[65];
     dcmGenerateUniqueIdentifier(txn);
@@ -83,7 +57,7 @@ int main(int argc, char **argv)
         it->putAndInsertString(DCM_ReferencedSOPInstanceUID, argv[i + 1]);
     }
     Uint16 status = 0xFFFF;
-    c = scu.sendACTIONRequest(pres, UID_StorageCommitmentPushModelSOPInstance,
+    OFCondition c = scu.sendACTIONRequest(pres, UID_StorageCommitmentPushModelSOPInstance,
                               1, &rq, status);
     if (c.bad()) {
         fprintf(stderr, "commit_scu: N-ACTION: %s\n", c.text());

@@ -13,13 +13,11 @@
  */
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dctk.h"
-#include "dcmtk/dcmnet/scu.h"
-#include "dcmtk/oflog/oflog.h"
 
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "scu_open.h"
 
 static double now_ms(void)
 {
@@ -35,29 +33,13 @@ int main(int argc, char **argv)
                         "< queries\n");
         return 1;
     }
-    OFLog::configure(OFLogger::ERROR_LOG_LEVEL);
     DcmSCU scu;
-    scu.setPeerHostName(argv[1]);
-    scu.setPeerPort((Uint16)atoi(argv[2]));
-    scu.setAETitle(argv[3]);
-    scu.setPeerAETitle(argv[4]);
-    scu.setDIMSEBlockingMode(DIMSE_NONBLOCKING);
-    scu.setDIMSETimeout(120);
-    OFList<OFString> xfers;
-    xfers.push_back(UID_LittleEndianExplicitTransferSyntax);
-    scu.addPresentationContext(UID_FINDStudyRootQueryRetrieveInformationModel,
-                               xfers);
-    OFCondition c = scu.initNetwork();
-    if (c.good())
-        c = scu.negotiateAssociation();
-    T_ASC_PresentationContextID pres = c.good() ?
-        scu.findPresentationContextID(
-            UID_FINDStudyRootQueryRetrieveInformationModel,
-            UID_LittleEndianExplicitTransferSyntax) : 0;
-    if (!pres) {
-        fprintf(stderr, "find_timer: association: %s\n", c.text());
+    T_ASC_PresentationContextID pres = scu_open(
+        scu, argv, UID_FINDStudyRootQueryRetrieveInformationModel, 120,
+        "find_timer");
+    if (!pres)
         return 2;
-    }
+    OFCondition c;
     char line[1024];
     int rc = 0;
     while (!rc && fgets(line, sizeof line, stdin)) {
