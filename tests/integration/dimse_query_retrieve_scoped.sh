@@ -28,9 +28,11 @@ admin clinic add-ae --name "Clinic B" --calling-ae DESTB \
 hashi_start
 
 storescu -aet STORESCU -aec HASHI 127.0.0.1 "$DPORT" "$ST"/*.dcm \
-    >"$T_TMP/store.log" 2>&1 || fail "storescu: $(tail -3 "$T_TMP/store.log")"
+    >"$T_TMP/store.log" 2>&1 ||
+    fail "storescu: $(tail -3 "$T_TMP/store.log")"
 storescu -aet OTHERB -aec HASHI 127.0.0.1 "$DPORT" "$OT"/*.dcm \
-    >>"$T_TMP/store.log" 2>&1 || fail "storescu B: $(tail -3 "$T_TMP/store.log")"
+    >>"$T_TMP/store.log" 2>&1 ||
+    fail "storescu B: $(tail -3 "$T_TMP/store.log")"
 
 # find AE NAME KEY...: C-FIND answers into $T_TMP/NAME/, their number out
 find() {

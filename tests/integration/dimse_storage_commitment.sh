@@ -18,9 +18,11 @@ hashi_init
     --calling-ae OTHERB >>"$T_TMP/admin.log" 2>&1 || fail "clinic add"
 hashi_start
 storescu -aet STORESCU -aec HASHI 127.0.0.1 "$DPORT" "$ST"/*.dcm \
-    >"$T_TMP/store.log" 2>&1 || fail "storescu: $(tail -3 "$T_TMP/store.log")"
+    >"$T_TMP/store.log" 2>&1 ||
+    fail "storescu: $(tail -3 "$T_TMP/store.log")"
 storescu -aet OTHERB -aec HASHI 127.0.0.1 "$DPORT" "$OT"/*.dcm \
-    >>"$T_TMP/store.log" 2>&1 || fail "storescu B: $(tail -3 "$T_TMP/store.log")"
+    >>"$T_TMP/store.log" 2>&1 ||
+    fail "storescu B: $(tail -3 "$T_TMP/store.log")"
 a=$(attr_of "$ST/CT00001.dcm" SOPInstanceUID)
 b=$(attr_of "$ST/CT00002.dcm" SOPInstanceUID)
 theirs=$(attr_of "$OT/CT00001.dcm" SOPInstanceUID)

@@ -57,8 +57,8 @@ int main(int argc, char **argv)
         it->putAndInsertString(DCM_ReferencedSOPInstanceUID, argv[i + 1]);
     }
     Uint16 status = 0xFFFF;
-    OFCondition c = scu.sendACTIONRequest(pres, UID_StorageCommitmentPushModelSOPInstance,
-                              1, &rq, status);
+    OFCondition c = scu.sendACTIONRequest(
+        pres, UID_StorageCommitmentPushModelSOPInstance, 1, &rq, status);
     if (c.bad()) {
         fprintf(stderr, "commit_scu: N-ACTION: %s\n", c.text());
         return 2;
