@@ -2812,13 +2812,10 @@ static T_ASC_Association *qr_connect(T_ASC_Network *net, const char *our_ae,
             done.push_back(cls);
         }
     }
+    /* Needs no g_receive_mu: DUL reads dcmExternalSocketHandle only when
+     * accepting (and initializing an acceptor's network). */
     T_ASC_Association *a = NULL;
-    {
-        /* DUL consults the process-wide external socket on every
-         * connection: keep it unset while we connect. */
-        std::lock_guard<std::mutex> lk(g_receive_mu);
-        c = ASC_requestAssociation(net, params, &a);
-    }
+    c = ASC_requestAssociation(net, params, &a);
     if (c.good() && ASC_countAcceptedPresentationContexts(params) > 0)
         return a;
     why = c.bad() ? c.text() : "no presentation context accepted";
