@@ -2698,42 +2698,62 @@ static DcmDataset *qr_answer(DcmDataset *req, const struct dicom_attr *a,
     return rsp;
 }
 
+/* The context the peer accepted for sop_class in xfer, or 0.  (DCMTK's
+ * ASC_findAcceptedPresentationContextID also returns rejected ones.) */
+static T_ASC_PresentationContextID qr_context(T_ASC_Association *a,
+                                              const char *sop_class,
+                                              const char *xfer)
+{
+    int n = ASC_countPresentationContexts(a->params);
+    for (int i = 0; i < n; i++) {
+        T_ASC_PresentationContext pc;
+        if (ASC_getPresentationContext(a->params, i, &pc).good() &&
+            pc.resultReason == ASC_P_ACCEPTANCE &&
+            !strcmp(pc.abstractSyntax, sop_class) &&
+            !strcmp(pc.acceptedTransferSyntax, xfer))
+            return pc.presentationContextID;
+    }
+    return 0;
+}
+
 /* Send one instance over a C-STORE sub-operation on a (C-GET's own, or
  * the one opened to a C-MOVE destination): the file unchanged in a
- * context of its own transfer syntax, else decoded into an uncompressed
- * one the peer accepted.  The peer's status, or a failure status with the
- * reason in why. */
+ * context of its own transfer syntax, else decoded (into a temporary file
+ * in tmp_dir, as dicom_transcode_explicit_le does) for an uncompressed
+ * context the peer accepted.  The peer's status, or a failure status with
+ * the reason in why. */
 static unsigned qr_send(T_ASC_Association *a, const struct dicom_qr_file *f,
                         Uint16 msg_id, const char *orig_ae, Uint16 orig_id,
-                        int timeout, OFString &why)
+                        int timeout, const char *tmp_dir, OFString &why)
 {
-    static const E_TransferSyntax plain[] = {
-        EXS_LittleEndianExplicit, EXS_LittleEndianImplicit,
-        EXS_BigEndianExplicit,
+    static const char *const plain[] = {
+        UID_LittleEndianExplicitTransferSyntax,
+        UID_LittleEndianImplicitTransferSyntax,
+        UID_BigEndianExplicitTransferSyntax,
     };
-    T_ASC_PresentationContextID pres =
-        ASC_findAcceptedPresentationContextID(a, f->sop_class, f->xfer);
-    DcmFileFormat ff;
-    DcmDataset *ds = NULL;
-    for (size_t i = 0; !pres && i < sizeof plain / sizeof *plain; i++) {
-        DcmXfer x(plain[i]);
-        pres = ASC_findAcceptedPresentationContextID(a, f->sop_class,
-                                                     x.getXferID());
-        if (!pres)
-            continue;
-        OFCondition c = ff.loadFile(f->path);
-        ds = ff.getDataset();
-        if (c.good())
-            c = ds->chooseRepresentation(plain[i], NULL);
-        if (c.bad() || !ds->canWriteXfer(plain[i])) {
-            why = "cannot decode for the peer";
-            return DICOM_STATUS_CANNOT_UNDERSTAND;
-        }
-    }
+    const char *path = f->path;
+    char tmp[4096] = "";
+    T_ASC_PresentationContextID pres = qr_context(a, f->sop_class, f->xfer);
+    int keep = pres != 0;
+    for (size_t i = 0; !pres && i < sizeof plain / sizeof *plain; i++)
+        pres = qr_context(a, f->sop_class, plain[i]);
     if (!pres) {
         why = "no presentation context for ";
         why += f->sop_class;
         return DICOM_STATUS_SUBOPS_REFUSED;
+    }
+    if (!keep) {
+        struct err e = { 0, "" };
+        int n = snprintf(tmp, sizeof tmp, "%s/qr-XXXXXX", tmp_dir);
+        int fd = (n > 0 && (size_t)n < sizeof tmp) ? mkstemp(tmp) : -1;
+        if (fd < 0 || (close(fd),
+                       dicom_transcode_explicit_le(f->path, tmp, &e))) {
+            if (fd >= 0)
+                unlink(tmp);
+            why = fd < 0 ? "no temporary file" : e.msg;
+            return DICOM_STATUS_CANNOT_UNDERSTAND;
+        }
+        path = tmp;
     }
     T_DIMSE_C_StoreRQ rq;
     memset(&rq, 0, sizeof rq);
@@ -2754,10 +2774,12 @@ static unsigned qr_send(T_ASC_Association *a, const struct dicom_qr_file *f,
     T_DIMSE_C_StoreRSP rsp;
     memset(&rsp, 0, sizeof rsp);
     DcmDataset *detail = NULL;
-    OFCondition c = DIMSE_storeUser(a, pres, &rq, ds ? NULL : f->path, ds,
-                                    NULL, NULL, DIMSE_NONBLOCKING, timeout,
-                                    &rsp, &detail);
+    OFCondition c = DIMSE_storeUser(a, pres, &rq, path, NULL, NULL, NULL,
+                                    DIMSE_NONBLOCKING, timeout, &rsp,
+                                    &detail);
     delete detail;
+    if (tmp[0])
+        unlink(tmp);
     if (c.bad()) {
         why = c.text();
         return DICOM_STATUS_SUBOPS_REFUSED;
@@ -3176,7 +3198,8 @@ private:
             OFString why;
             unsigned st = qr_send(to, &files[i], (Uint16)(i + 1),
                                   move ? getPeerAETitle().c_str() : NULL,
-                                  msg_id, owner->move_timeout, why);
+                                  msg_id, owner->move_timeout,
+                                  owner->tmp_dir.c_str(), why);
             if (st == DICOM_STATUS_SUCCESS) {
                 done++;
             } else if ((st & 0xF000) == 0xB000) {
