@@ -29,9 +29,7 @@ for d in "DESTALL $PA" "DESTUNC $PU" "DESTIMP $PI"; do
         fail "add-ae $1: $(tail -2 "$T_TMP/admin.log")"
 done
 hashi_start
-storescu -xt -aet STORESCU -aec HASHI 127.0.0.1 "$DPORT" "$T_TMP/ls"/*.dcm \
-    >"$T_TMP/store.log" 2>&1 ||
-    fail "storescu: $(tail -3 "$T_TMP/store.log")"
+store_as STORESCU -xt "$T_TMP/ls"/*.dcm     # -xt: propose JPEG-LS
 
 storescp +xt -aet DESTALL -od "$T_TMP/all" "$PA" >"$T_TMP/scp-all.log" 2>&1 &
 at_exit "kill $! 2>/dev/null"

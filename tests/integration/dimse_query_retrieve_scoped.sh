@@ -27,12 +27,8 @@ admin clinic add-ae --name "Clinic B" --calling-ae DESTB \
     --dest "127.0.0.1:$SPORT"
 hashi_start
 
-storescu -aet STORESCU -aec HASHI 127.0.0.1 "$DPORT" "$ST"/*.dcm \
-    >"$T_TMP/store.log" 2>&1 ||
-    fail "storescu: $(tail -3 "$T_TMP/store.log")"
-storescu -aet OTHERB -aec HASHI 127.0.0.1 "$DPORT" "$OT"/*.dcm \
-    >>"$T_TMP/store.log" 2>&1 ||
-    fail "storescu B: $(tail -3 "$T_TMP/store.log")"
+store_as STORESCU "$ST"/*.dcm
+store_as OTHERB "$OT"/*.dcm
 
 # find AE NAME KEY...: C-FIND answers into $T_TMP/NAME/, their number out
 find() {

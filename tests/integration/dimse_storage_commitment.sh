@@ -17,12 +17,8 @@ hashi_init
 "$SERVER" clinic add --data "$DATA" --name "Clinic B" --kind rural \
     --calling-ae OTHERB >>"$T_TMP/admin.log" 2>&1 || fail "clinic add"
 hashi_start
-storescu -aet STORESCU -aec HASHI 127.0.0.1 "$DPORT" "$ST"/*.dcm \
-    >"$T_TMP/store.log" 2>&1 ||
-    fail "storescu: $(tail -3 "$T_TMP/store.log")"
-storescu -aet OTHERB -aec HASHI 127.0.0.1 "$DPORT" "$OT"/*.dcm \
-    >>"$T_TMP/store.log" 2>&1 ||
-    fail "storescu B: $(tail -3 "$T_TMP/store.log")"
+store_as STORESCU "$ST"/*.dcm
+store_as OTHERB "$OT"/*.dcm
 a=$(attr_of "$ST/CT00001.dcm" SOPInstanceUID)
 b=$(attr_of "$ST/CT00002.dcm" SOPInstanceUID)
 theirs=$(attr_of "$OT/CT00001.dcm" SOPInstanceUID)
