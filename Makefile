@@ -39,8 +39,16 @@ endif
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
+# Test peers DCMTK does not ship (tests/tools/*.cc, one file each).
+TOOL_BINS := $(patsubst tests/tools/%.cc,$(BUILD)/tests/%,\
+               $(wildcard tests/tools/*.cc))
+
 .PHONY: all deps run demo-send test unit bench fuzz clean install
-all: $(BINS) $(UNIT_BINS)
+all: $(BINS) $(UNIT_BINS) $(TOOL_BINS)
+
+$(TOOL_BINS): $(BUILD)/tests/%: tests/tools/%.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -o $@ $< $(DCMTK_LIBS) -lpthread
 
 deps:
 	@sh scripts/deps.sh

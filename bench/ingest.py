@@ -283,7 +283,9 @@ class Hashi:
 class Orthanc:
     name = "orthanc"
 
-    def __init__(self, work):
+    def __init__(self, work, extra=None):
+        """extra: settings merged into the configuration (bench/cfind.py
+        declares its calling AE)."""
         self.dir = os.path.join(work, "orthanc")
         shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(os.path.join(self.dir, "storage"))
@@ -309,6 +311,7 @@ class Orthanc:
             "Plugins": [ORTHANC_DICOMWEB],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         }
+        cfg.update(extra or {})
         path = os.path.join(self.dir, "config.json")
         with open(path, "w") as f:
             json.dump(cfg, f, indent=1)

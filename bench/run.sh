@@ -3,8 +3,9 @@
 # Orthanc (bench/ingest.py), inside a private network namespace with only
 # loopback, so the peers (which bind every interface) are reachable from
 # nothing but this run.  Figures go to bench/RESULTS.md.  Then the push
-# fan-out benchmark, bench/push.sh, and the viewer benchmark,
-# bench/viewer.py (each its own section of RESULTS.md).
+# fan-out benchmark, bench/push.sh, the viewer benchmark, bench/viewer.py,
+# and C-FIND over 10,000 studies, bench/cfind.py (each its own section of
+# RESULTS.md).
 #
 #   sh bench/run.sh [ingest.py options]   e.g. --rounds 5 --stream-gb 0
 #   BENCH_ROUNDS=N BENCH_STREAM_GB=G      same, by environment
@@ -28,6 +29,15 @@ else
         "running on the host's loopback" >&2
     export HASHI_BENCH_NETNS="${HASHI_BENCH_NETNS:-host network (unshare failed)}"
     /usr/bin/python3 "$ROOT/bench/ingest.py" "$@" || rc=$?
+fi
+
+# C-FIND over many studies, hashi-server vs Orthanc (its own section of
+# RESULTS.md; BENCH_CFIND_STUDIES, default 10000).
+if [ "${HASHI_BENCH_NETNS#private}" != "$HASHI_BENCH_NETNS" ]; then
+    unshare --net sh -c 'ip link set lo up && exec "$0" "$@"' \
+        /usr/bin/python3 "$ROOT/bench/cfind.py" || rc=$?
+else
+    /usr/bin/python3 "$ROOT/bench/cfind.py" || rc=$?
 fi
 
 # The push fan-out benchmark (its own namespace and section of RESULTS.md).

@@ -2578,6 +2578,13 @@ struct dicom_scp {
     dicom_store_fn store_fn = NULL;
     dicom_open_fn open_fn = NULL;
     dicom_close_fn close_fn = NULL;
+    dicom_find_fn find_fn = NULL;
+    dicom_retrieve_fn retrieve_fn = NULL;
+    dicom_move_dest_fn move_dest_fn = NULL;
+    dicom_retrieved_fn retrieved_fn = NULL;
+    dicom_commit_fn commit_fn = NULL;
+    int move_timeout = 10;
+    OFString ae_title;           /* ours, calling AE of C-MOVE's stores */
     void *arg = NULL;
     DcmSharedSCPConfig shared;   /* copied per association under mu */
     T_ASC_Network *net = NULL;
@@ -2598,6 +2605,251 @@ static void conn_cut(struct scp_conn *c)
     std::lock_guard<std::mutex> lk(c->owner->mu);
     if (c->fd >= 0)
         shutdown(c->fd, SHUT_RDWR);
+}
+
+/* ---- Query/Retrieve and Storage Commitment: helpers ------------------- */
+
+/* The SOP classes Query/Retrieve and Storage Commitment are offered in,
+ * with the uncompressed syntaxes (their messages carry no pixels). */
+static const char *const qr_classes[] = {
+    UID_FINDStudyRootQueryRetrieveInformationModel,
+    UID_MOVEStudyRootQueryRetrieveInformationModel,
+    UID_GETStudyRootQueryRetrieveInformationModel,
+    UID_StorageCommitmentPushModelSOPClass,
+};
+
+/* The keys of one identifier, owning their text. */
+struct qr_req {
+    OFString v[8];
+    struct dicom_qr_keys k;
+};
+
+/* An identifier's value at tag, trailing spaces gone; NULL when empty. */
+static const char *qr_key(DcmDataset *id, const DcmTagKey &tag, OFString &v)
+{
+    if (id->findAndGetOFStringArray(tag, v).bad())
+        return NULL;
+    size_t end = v.find_last_not_of(' ');
+    v.erase(end == OFString_npos ? 0 : end + 1);
+    return v.empty() ? NULL : v.c_str();
+}
+
+/* Parse id into r: 0, or -1 for a missing or unknown level. */
+static int qr_parse(DcmDataset *id, struct qr_req *r)
+{
+    memset(&r->k, 0, sizeof r->k);
+    if (!id)
+        return -1;
+    OFString level;
+    const char *lv = qr_key(id, DCM_QueryRetrieveLevel, level);
+    if (!lv)
+        return -1;
+    if (!strcmp(lv, "STUDY"))
+        r->k.level = DICOM_QR_STUDY;
+    else if (!strcmp(lv, "SERIES"))
+        r->k.level = DICOM_QR_SERIES;
+    else if (!strcmp(lv, "IMAGE"))
+        r->k.level = DICOM_QR_IMAGE;
+    else
+        return -1;
+    r->k.patient_id = qr_key(id, DCM_PatientID, r->v[0]);
+    r->k.patient_name = qr_key(id, DCM_PatientName, r->v[1]);
+    r->k.study_date = qr_key(id, DCM_StudyDate, r->v[2]);
+    r->k.accession = qr_key(id, DCM_AccessionNumber, r->v[3]);
+    r->k.modality = qr_key(id, r->k.level == DICOM_QR_STUDY ?
+                           DCM_ModalitiesInStudy : DCM_Modality, r->v[4]);
+    r->k.study_uid = qr_key(id, DCM_StudyInstanceUID, r->v[5]);
+    r->k.series_uid = qr_key(id, DCM_SeriesInstanceUID, r->v[6]);
+    r->k.sop_uid = qr_key(id, DCM_SOPInstanceUID, r->v[7]);
+    return 0;
+}
+
+/* A C-FIND response identifier: every attribute the request named, with
+ * the match's value where it has one (empty otherwise). */
+static DcmDataset *qr_answer(DcmDataset *req, const struct dicom_attr *a,
+                             size_t n)
+{
+    DcmDataset *rsp = new DcmDataset();
+    int utf8 = 0;
+    for (unsigned long i = 0; i < req->card(); i++) {
+        DcmElement *el = req->getElement(i);
+        DcmTag tag = el->getTag();
+        if (tag == DCM_SpecificCharacterSet)
+            continue;
+        if (tag == DCM_QueryRetrieveLevel) {
+            rsp->insert((DcmElement *)el->clone(), OFTrue);
+            continue;
+        }
+        uint32_t t = (uint32_t)tag.getGroup() << 16 | tag.getElement();
+        const char *v = NULL;
+        for (size_t j = 0; j < n && !v; j++)
+            if (a[j].tag == t)
+                v = a[j].value;
+        if (v && *v && tag.getEVR() != EVR_SQ) {
+            rsp->putAndInsertString(tag, v);
+            for (const char *p = v; *p; p++)
+                utf8 |= (unsigned char)*p >= 0x80;
+        } else {
+            rsp->insertEmptyElement(tag);
+        }
+    }
+    if (utf8)
+        rsp->putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192");
+    return rsp;
+}
+
+/* The context the peer accepted for sop_class in xfer, or 0.  (DCMTK's
+ * ASC_findAcceptedPresentationContextID also returns rejected ones.) */
+static T_ASC_PresentationContextID qr_context(T_ASC_Association *a,
+                                              const char *sop_class,
+                                              const char *xfer)
+{
+    int n = ASC_countPresentationContexts(a->params);
+    for (int i = 0; i < n; i++) {
+        T_ASC_PresentationContext pc;
+        if (ASC_getPresentationContext(a->params, i, &pc).good() &&
+            pc.resultReason == ASC_P_ACCEPTANCE &&
+            !strcmp(pc.abstractSyntax, sop_class) &&
+            !strcmp(pc.acceptedTransferSyntax, xfer))
+            return pc.presentationContextID;
+    }
+    return 0;
+}
+
+/* Send one instance over a C-STORE sub-operation on a (C-GET's own, or
+ * the one opened to a C-MOVE destination): the file unchanged in a
+ * context of its own transfer syntax, else decoded (into a temporary file
+ * in tmp_dir, as dicom_transcode_explicit_le does) for an uncompressed
+ * context the peer accepted.  The peer's status, or a failure status with
+ * the reason in why. */
+static unsigned qr_send(T_ASC_Association *a, const struct dicom_qr_file *f,
+                        Uint16 msg_id, const char *orig_ae, Uint16 orig_id,
+                        int timeout, const char *tmp_dir, OFString &why)
+{
+    static const char *const plain[] = {
+        UID_LittleEndianExplicitTransferSyntax,
+        UID_LittleEndianImplicitTransferSyntax,
+        UID_BigEndianExplicitTransferSyntax,
+    };
+    const char *path = f->path;
+    char tmp[4096] = "";
+    T_ASC_PresentationContextID pres = qr_context(a, f->sop_class, f->xfer);
+    int keep = pres != 0;
+    for (size_t i = 0; !pres && i < sizeof plain / sizeof *plain; i++)
+        pres = qr_context(a, f->sop_class, plain[i]);
+    if (!pres) {
+        why = "no presentation context for ";
+        why += f->sop_class;
+        return DICOM_STATUS_SUBOPS_REFUSED;
+    }
+    if (!keep) {
+        struct err e = { 0, "" };
+        int n = snprintf(tmp, sizeof tmp, "%s/qr-XXXXXX", tmp_dir);
+        int fd = (n > 0 && (size_t)n < sizeof tmp) ? mkstemp(tmp) : -1;
+        if (fd < 0 || (close(fd),
+                       dicom_transcode_explicit_le(f->path, tmp, &e))) {
+            if (fd >= 0)
+                unlink(tmp);
+            why = fd < 0 ? "no temporary file" : e.msg;
+            return DICOM_STATUS_CANNOT_UNDERSTAND;
+        }
+        path = tmp;
+    }
+    T_DIMSE_C_StoreRQ rq;
+    memset(&rq, 0, sizeof rq);
+    rq.MessageID = msg_id;
+    OFStandard::strlcpy(rq.AffectedSOPClassUID, f->sop_class,
+                        sizeof rq.AffectedSOPClassUID);
+    OFStandard::strlcpy(rq.AffectedSOPInstanceUID, f->sop_uid,
+                        sizeof rq.AffectedSOPInstanceUID);
+    rq.DataSetType = DIMSE_DATASET_PRESENT;
+    rq.Priority = DIMSE_PRIORITY_MEDIUM;
+    if (orig_ae) {
+        OFStandard::strlcpy(rq.MoveOriginatorApplicationEntityTitle,
+                            orig_ae,
+                            sizeof rq.MoveOriginatorApplicationEntityTitle);
+        rq.MoveOriginatorID = orig_id;
+        rq.opts = O_STORE_MOVEORIGINATORAETITLE | O_STORE_MOVEORIGINATORID;
+    }
+    T_DIMSE_C_StoreRSP rsp;
+    memset(&rsp, 0, sizeof rsp);
+    DcmDataset *detail = NULL;
+    OFCondition c = DIMSE_storeUser(a, pres, &rq, path, NULL, NULL, NULL,
+                                    DIMSE_NONBLOCKING, timeout, &rsp,
+                                    &detail);
+    delete detail;
+    if (tmp[0])
+        unlink(tmp);
+    if (c.bad()) {
+        why = c.text();
+        return DICOM_STATUS_SUBOPS_REFUSED;
+    }
+    return rsp.DimseStatus;
+}
+
+/* An association to a C-MOVE destination proposing, for every SOP class
+ * among files, its stored transfer syntaxes and the uncompressed ones.
+ * NULL with why on failure. */
+static T_ASC_Association *qr_connect(T_ASC_Network *net, const char *our_ae,
+                                     const char *dest_ae, const char *host,
+                                     int port,
+                                     const struct dicom_qr_file *files,
+                                     size_t n, OFString &why)
+{
+    T_ASC_Parameters *params = NULL;
+    OFCondition c = ASC_createAssociationParameters(&params,
+                                                    ASC_DEFAULTMAXPDU);
+    if (c.bad()) {
+        why = c.text();
+        return NULL;
+    }
+    char peer[300];
+    snprintf(peer, sizeof peer, "%s:%d", host, port);
+    ASC_setAPTitles(params, our_ae, dest_ae, NULL);
+    ASC_setPresentationAddresses(params, "localhost", peer);
+    const char *plain[] = { UID_LittleEndianExplicitTransferSyntax,
+                            UID_LittleEndianImplicitTransferSyntax };
+    OFList<OFString> done;      /* "class xfer" pairs proposed */
+    int id = 1;
+    for (size_t i = 0; i < n && id < 255; i++) {
+        OFString key = OFString(files[i].sop_class) + " " + files[i].xfer;
+        OFString cls = OFString(files[i].sop_class) + " *";
+        int have_key = 0, have_cls = 0;
+        for (OFListIterator(OFString) it = done.begin(); it != done.end();
+             ++it) {
+            have_key |= *it == key;
+            have_cls |= *it == cls;
+        }
+        const char *own[] = { files[i].xfer };
+        if (!have_key && id < 255) {
+            ASC_addPresentationContext(params, (T_ASC_PresentationContextID)id,
+                                       files[i].sop_class, own, 1);
+            id += 2;
+            done.push_back(key);
+        }
+        if (!have_cls && id < 255) {
+            ASC_addPresentationContext(params, (T_ASC_PresentationContextID)id,
+                                       files[i].sop_class, plain, 2);
+            id += 2;
+            done.push_back(cls);
+        }
+    }
+    /* Needs no g_receive_mu: DUL reads dcmExternalSocketHandle only when
+     * accepting (and initializing an acceptor's network). */
+    T_ASC_Association *a = NULL;
+    c = ASC_requestAssociation(net, params, &a);
+    if (c.good() && ASC_countAcceptedPresentationContexts(params) > 0)
+        return a;
+    why = c.bad() ? c.text() : "no presentation context accepted";
+    if (a) {
+        if (c.good())
+            ASC_abortAssociation(a);
+        ASC_dropAssociation(a);
+        ASC_destroyAssociation(&a);
+    } else {
+        ASC_destroyAssociationParameters(&params);
+    }
+    return NULL;
 }
 
 /* One association, on its connection's thread. */
@@ -2681,6 +2933,15 @@ protected:
         switch (msg->CommandField) {
         case DIMSE_C_STORE_RQ:
             return handle_store(msg->msg.CStoreRQ, pc.presentationContextID);
+        case DIMSE_C_FIND_RQ:
+            return handle_find(msg->msg.CFindRQ, pc.presentationContextID);
+        case DIMSE_C_GET_RQ:
+            return handle_retrieve(msg, pc.presentationContextID, 0);
+        case DIMSE_C_MOVE_RQ:
+            return handle_retrieve(msg, pc.presentationContextID, 1);
+        case DIMSE_N_ACTION_RQ:
+            return handle_action(msg->msg.NActionRQ,
+                                 pc.presentationContextID);
         default:
             return DcmThreadSCP::handleIncomingCommand(msg, pc);
         }
@@ -2741,6 +3002,325 @@ private:
                               rq.AffectedSOPInstanceUID, (Uint16)status,
                               detail);
         delete detail;
+        return c;
+    }
+
+    /* Stop sending C-FIND matches: set by find_emit when the peer
+     * cancels or a response cannot be sent. */
+    struct find_run {
+        HashiSCP *scp;
+        DcmDataset *req;
+        T_ASC_PresentationContextID pres;
+        Uint16 msg_id;
+        const char *sop_class;
+        int stop;
+    };
+
+    static int find_emit(void *p, const struct dicom_attr *a, size_t n)
+    {
+        struct find_run *r = (struct find_run *)p;
+        if (r->stop)
+            return 1;
+        DcmDataset *rsp = qr_answer(r->req, a, n);
+        OFCondition c = r->scp->sendFINDResponse(r->pres, r->msg_id,
+                                                 r->sop_class, rsp,
+                                                 DICOM_STATUS_PENDING);
+        delete rsp;
+        if (c.bad())
+            r->stop = 2;
+        else if (r->scp->checkForCANCEL(r->pres, r->msg_id).good())
+            r->stop = 1;
+        return r->stop;
+    }
+
+    static DcmDataset *comment_detail(const char *comment)
+    {
+        if (!comment[0])
+            return NULL;
+        DcmDataset *d = new DcmDataset();
+        d->putAndInsertString(DCM_ErrorComment, comment);
+        return d;
+    }
+
+    OFCondition handle_find(T_DIMSE_C_FindRQ &rq,
+                            T_ASC_PresentationContextID pres)
+    {
+        DcmDataset *id = NULL;
+        OFCondition c = receiveFINDRequest(rq, pres, id);
+        if (c.bad())
+            return c;
+        struct qr_req r;
+        unsigned status = DICOM_STATUS_DATASET_MISMATCH;
+        char comment[64] = "";
+        struct find_run run = { this, id, pres, rq.MessageID,
+                                rq.AffectedSOPClassUID, 0 };
+        if (strcmp(rq.AffectedSOPClassUID,
+                   UID_FINDStudyRootQueryRetrieveInformationModel) ||
+            !owner->find_fn)
+            snprintf(comment, sizeof comment, "only Study Root C-FIND");
+        else if (qr_parse(id, &r))
+            snprintf(comment, sizeof comment, "QueryRetrieveLevel must be "
+                     "STUDY, SERIES or IMAGE");
+        else
+            status = owner->find_fn(opened ? ctx : owner->arg, &r.k,
+                                    find_emit, &run, comment);
+        comment[sizeof comment - 1] = 0;
+        delete id;
+        if (run.stop == 2)
+            return makeOFCondition(OFM_dcmnet, 0xff2, OF_error,
+                                   "C-FIND response not sent");
+        if (run.stop == 1)
+            status = 0xFE00;            /* cancelled */
+        DcmDataset *detail = status ? comment_detail(comment) : NULL;
+        c = sendFINDResponse(pres, rq.MessageID, rq.AffectedSOPClassUID,
+                             NULL, (Uint16)status, detail);
+        delete detail;
+        return c;
+    }
+
+    /* A C-GET-RSP or C-MOVE-RSP; final ones carry no remaining count
+     * and, after failures, the failed SOP Instance UIDs. */
+    OFCondition retrieve_rsp(int move, T_ASC_PresentationContextID pres,
+                             Uint16 msg_id, const char *sop_class,
+                             unsigned status, unsigned remain,
+                             unsigned done, unsigned failed,
+                             unsigned warned, const OFString &failed_uids,
+                             const char *comment)
+    {
+        T_DIMSE_Message m;
+        memset(&m, 0, sizeof m);
+        /* C-GET-RSP and C-MOVE-RSP have the same fields and options */
+        T_DIMSE_C_GetRSP &r = m.msg.CGetRSP;
+        static_assert(sizeof(T_DIMSE_C_GetRSP) ==
+                      sizeof(T_DIMSE_C_MoveRSP), "same layout");
+        m.CommandField = move ? DIMSE_C_MOVE_RSP : DIMSE_C_GET_RSP;
+        r.MessageIDBeingRespondedTo = msg_id;
+        OFStandard::strlcpy(r.AffectedSOPClassUID, sop_class,
+                            sizeof r.AffectedSOPClassUID);
+        r.DimseStatus = (Uint16)status;
+        r.NumberOfRemainingSubOperations = (DIC_US)remain;
+        r.NumberOfCompletedSubOperations = (DIC_US)done;
+        r.NumberOfFailedSubOperations = (DIC_US)failed;
+        r.NumberOfWarningSubOperations = (DIC_US)warned;
+        r.opts = O_GET_AFFECTEDSOPCLASSUID |
+                 O_GET_NUMBEROFCOMPLETEDSUBOPERATIONS |
+                 O_GET_NUMBEROFFAILEDSUBOPERATIONS |
+                 O_GET_NUMBEROFWARNINGSUBOPERATIONS;
+        if (status == DICOM_STATUS_PENDING)
+            r.opts |= O_GET_NUMBEROFREMAININGSUBOPERATIONS;
+        DcmDataset *ds = NULL;
+        if (status != DICOM_STATUS_PENDING && !failed_uids.empty()) {
+            ds = new DcmDataset();
+            ds->putAndInsertOFStringArray(DCM_FailedSOPInstanceUIDList,
+                                          failed_uids);
+        }
+        r.DataSetType = ds ? DIMSE_DATASET_PRESENT : DIMSE_DATASET_NULL;
+        DcmDataset *detail = status && status != DICOM_STATUS_PENDING ?
+                             comment_detail(comment) : NULL;
+        OFCondition c = sendDIMSEMessage(pres, &m, ds, detail);
+        delete ds;
+        delete detail;
+        return c;
+    }
+
+    /* C-GET (move 0: sub-operations on this association) and C-MOVE (to
+     * the destination's own association). */
+    OFCondition handle_retrieve(T_DIMSE_Message *msg,
+                                T_ASC_PresentationContextID pres, int move)
+    {
+        DcmDataset *id = NULL;
+        OFString dest;
+        Uint16 msg_id;
+        OFString cls;
+        OFCondition c;
+        if (move) {
+            c = receiveMOVERequest(msg->msg.CMoveRQ, pres, id, dest);
+            msg_id = msg->msg.CMoveRQ.MessageID;
+            cls = msg->msg.CMoveRQ.AffectedSOPClassUID;
+        } else {
+            T_ASC_PresentationContextID dpres = pres;
+            c = receiveDIMSEDataset(&dpres, &id);
+            msg_id = msg->msg.CGetRQ.MessageID;
+            cls = msg->msg.CGetRQ.AffectedSOPClassUID;
+        }
+        if (c.bad())
+            return c;
+        struct qr_req r;
+        char comment[64] = "";
+        unsigned status = DICOM_STATUS_SUCCESS;
+        char host[256] = "";
+        int port = 0;
+        void *arg = opened ? ctx : owner->arg;
+        struct dicom_qr_file *files = NULL;
+        size_t n = 0;
+        if (cls != (move ? UID_MOVEStudyRootQueryRetrieveInformationModel :
+                    UID_GETStudyRootQueryRetrieveInformationModel) ||
+            !owner->retrieve_fn || (move && !owner->move_dest_fn)) {
+            status = DICOM_STATUS_DATASET_MISMATCH;
+            snprintf(comment, sizeof comment, "only Study Root retrieval");
+        } else if (qr_parse(id, &r)) {
+            status = DICOM_STATUS_DATASET_MISMATCH;
+            snprintf(comment, sizeof comment, "QueryRetrieveLevel must be "
+                     "STUDY, SERIES or IMAGE");
+        } else if (move && owner->move_dest_fn(arg, dest.c_str(), host,
+                                               &port)) {
+            status = DICOM_STATUS_MOVE_DEST_UNKNOWN;
+            snprintf(comment, sizeof comment, "unknown move destination");
+        } else {
+            status = owner->retrieve_fn(arg, &r.k, move ? dest.c_str()
+                                                        : NULL,
+                                        &files, &n, comment);
+        }
+        delete id;
+        comment[sizeof comment - 1] = 0;
+        OFString failed_uids;
+        unsigned done = 0, failed = 0, warned = 0;
+        T_ASC_Network *net = NULL;
+        T_ASC_Association *to = move ? NULL : assoc;
+        if (status == DICOM_STATUS_SUCCESS && n && move) {
+            OFString why;
+            c = ASC_initializeNetwork(NET_REQUESTOR, 0, owner->move_timeout,
+                                      &net);
+            if (c.good())
+                to = qr_connect(net, owner->ae_title.c_str(), dest.c_str(),
+                                host, port, files, n, why);
+            if (!to) {
+                log_warn("DICOM: C-MOVE from %s to %s (%s:%d): %s",
+                         getPeerAETitle().c_str(), dest.c_str(), host,
+                         port, c.bad() ? c.text() : why.c_str());
+                status = DICOM_STATUS_SUBOPS_REFUSED;
+                snprintf(comment, sizeof comment,
+                         "move destination unreachable");
+            }
+        }
+        c = EC_Normal;
+        for (size_t i = 0; status == DICOM_STATUS_SUCCESS && i < n; i++) {
+            OFString why;
+            unsigned st = qr_send(to, &files[i], (Uint16)(i + 1),
+                                  move ? getPeerAETitle().c_str() : NULL,
+                                  msg_id, owner->move_timeout,
+                                  owner->tmp_dir.c_str(), why);
+            if (st == DICOM_STATUS_SUCCESS) {
+                done++;
+            } else if ((st & 0xF000) == 0xB000) {
+                warned++;
+            } else {
+                failed++;
+                if (!failed_uids.empty())
+                    failed_uids += "\\";
+                failed_uids += files[i].sop_uid;
+                log_info("DICOM: sub-operation for %s failed: %04x %s",
+                         files[i].sop_uid, st, why.c_str());
+            }
+            if (i + 1 < n) {
+                c = retrieve_rsp(move, pres, msg_id, cls.c_str(),
+                                 DICOM_STATUS_PENDING,
+                                 (unsigned)(n - i - 1), done, failed,
+                                 warned, failed_uids, "");
+                if (c.bad() || checkForCANCEL(pres, msg_id).good())
+                    break;
+            }
+        }
+        if (move && to) {
+            ASC_releaseAssociation(to);
+            ASC_destroyAssociation(&to);
+        }
+        if (net)
+            ASC_dropNetwork(&net);
+        if (status == DICOM_STATUS_SUCCESS) {
+            if (done + warned + failed < n)
+                status = 0xFE00;        /* cancelled */
+            else if (failed && !done && !warned)
+                status = DICOM_STATUS_SUBOPS_REFUSED;
+            else if (failed || warned)
+                status = DICOM_STATUS_SUBOPS_FAILED;
+        }
+        if (owner->retrieved_fn && status != DICOM_STATUS_MOVE_DEST_UNKNOWN)
+            owner->retrieved_fn(arg, move ? dest.c_str() : NULL, done,
+                                failed);
+        free(files);
+        if (c.bad())
+            return c;
+        return retrieve_rsp(move, pres, msg_id, cls.c_str(), status, 0, done,
+                            failed, warned, failed_uids, comment);
+    }
+
+    /* Storage Commitment Push Model: answer the N-ACTION, then report on
+     * this association which instances are committed (EventTypeID 1: all,
+     * 2: some failed, listed with reason 0112 no such instance). */
+    OFCondition handle_action(T_DIMSE_N_ActionRQ &rq,
+                              T_ASC_PresentationContextID pres)
+    {
+        DcmDataset *ds = NULL;
+        Uint16 type = 0;
+        OFCondition c = receiveACTIONRequest(rq, pres, ds, type);
+        if (c.bad())
+            return c;
+        OFString txn;
+        DcmSequenceOfItems *refs = NULL;
+        Uint16 status = 0;
+        if (strcmp(rq.RequestedSOPClassUID,
+                   UID_StorageCommitmentPushModelSOPClass) ||
+            !owner->commit_fn)
+            status = 0x0118;            /* no such SOP class */
+        else if (strcmp(rq.RequestedSOPInstanceUID,
+                        UID_StorageCommitmentPushModelSOPInstance))
+            status = 0x0112;            /* no such SOP instance */
+        else if (type != 1)
+            status = 0x0123;            /* no such action */
+        else if (!ds || ds->findAndGetOFString(DCM_TransactionUID,
+                                               txn).bad() ||
+                 txn.empty() ||
+                 ds->findAndGetSequence(DCM_ReferencedSOPSequence,
+                                        refs).bad() || !refs)
+            status = 0x0120;            /* missing attribute */
+        c = sendACTIONResponse(pres, rq.MessageID, rq.RequestedSOPClassUID,
+                               rq.RequestedSOPInstanceUID, status);
+        if (c.bad() || status) {
+            delete ds;
+            return c;
+        }
+        DcmDataset report;
+        report.putAndInsertOFStringArray(DCM_TransactionUID, txn);
+        DcmSequenceOfItems *ok = new DcmSequenceOfItems(
+            DCM_ReferencedSOPSequence);
+        DcmSequenceOfItems *bad = new DcmSequenceOfItems(
+            DCM_FailedSOPSequence);
+        void *arg = opened ? ctx : owner->arg;
+        for (unsigned long i = 0; i < refs->card(); i++) {
+            DcmItem *it = refs->getItem(i);
+            OFString cls, uid;
+            it->findAndGetOFString(DCM_ReferencedSOPClassUID, cls);
+            it->findAndGetOFString(DCM_ReferencedSOPInstanceUID, uid);
+            int yes = !cls.empty() && !uid.empty() &&
+                      owner->commit_fn(arg, cls.c_str(), uid.c_str());
+            DcmItem *out = new DcmItem();
+            out->putAndInsertOFStringArray(DCM_ReferencedSOPClassUID, cls);
+            out->putAndInsertOFStringArray(DCM_ReferencedSOPInstanceUID,
+                                           uid);
+            if (!yes)
+                out->putAndInsertUint16(DCM_FailureReason,
+                                        DICOM_STATUS_NO_SUCH_INSTANCE);
+            (yes ? ok : bad)->insert(out);
+        }
+        delete ds;
+        Uint16 event = bad->card() ? 2 : 1;
+        if (ok->card())
+            report.insert(ok);
+        else
+            delete ok;
+        if (bad->card())
+            report.insert(bad);
+        else
+            delete bad;
+        Uint16 rsp = 0;
+        c = sendEVENTREPORTRequest(pres,
+                                   UID_StorageCommitmentPushModelSOPInstance,
+                                   (Uint16)(rq.MessageID + 1), event,
+                                   &report, rsp);
+        log_info("DICOM: storage commitment %s for %s: event %u, report "
+                 "%s", txn.c_str(), getPeerAETitle().c_str(), event,
+                 c.good() ? "sent" : c.text());
         return c;
     }
 };
@@ -3020,6 +3600,14 @@ static struct dicom_scp *scp_new(const struct dicom_scp_cfg *cfg,
     s->store_fn = cfg->store;
     s->open_fn = cfg->open;
     s->close_fn = cfg->close;
+    s->find_fn = cfg->find;
+    s->retrieve_fn = cfg->retrieve;
+    s->move_dest_fn = cfg->move_dest;
+    s->retrieved_fn = cfg->retrieved;
+    s->commit_fn = cfg->commit;
+    if (cfg->move_timeout > 0)
+        s->move_timeout = cfg->move_timeout;
+    s->ae_title = cfg->ae_title;
     s->arg = cfg->arg;
 
     DcmSCPConfig &sc = *s->shared;
@@ -3039,6 +3627,10 @@ static struct dicom_scp *scp_new(const struct dicom_scp_cfg *cfg,
     OFCondition c = sc.addPresentationContext(UID_VerificationSOPClass,
                                               echo, ASC_SC_ROLE_DEFAULT,
                                               "DEFAULT");
+    for (size_t i = 0; c.good() && i < sizeof qr_classes / sizeof *qr_classes;
+         i++)
+        c = sc.addPresentationContext(qr_classes[i], echo,
+                                      ASC_SC_ROLE_DEFAULT, "DEFAULT");
     for (int i = 0; c.good() && i < numberOfDcmLongSCUStorageSOPClassUIDs;
          i++)
         c = sc.addPresentationContext(dcmLongSCUStorageSOPClassUIDs[i],

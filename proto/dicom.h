@@ -157,6 +157,12 @@ int dicom_pixel_sha256(const char *path, char out[65], struct err *e);
 #define DICOM_STATUS_NOT_AUTHORIZED 0x0124    /* Refused: Not Authorized */
 #define DICOM_STATUS_DATASET_MISMATCH 0xA900  /* invalid / rejected */
 #define DICOM_STATUS_CANNOT_UNDERSTAND 0xC000
+/* Query/Retrieve and Storage Commitment (PS3.4 C.4, J.3). */
+#define DICOM_STATUS_PENDING 0xFF00
+#define DICOM_STATUS_MOVE_DEST_UNKNOWN 0xA801
+#define DICOM_STATUS_SUBOPS_FAILED 0xB000    /* some sub-operations failed */
+#define DICOM_STATUS_SUBOPS_REFUSED 0xA702   /* unable to perform them */
+#define DICOM_STATUS_NO_SUCH_INSTANCE 0x0112 /* Storage Commitment reason */
 
 /* Defaults for the zero fields of struct dicom_scp_cfg. */
 #define DICOM_SCP_MAX_ASSOCIATIONS 16
@@ -193,6 +199,71 @@ typedef int (*dicom_open_fn)(void *arg, const char *calling_ae,
                              const char *peer_host, void **assoc);
 typedef void (*dicom_close_fn)(void *arg, void *assoc);
 
+/*
+ * Query/Retrieve (Study Root) and Storage Commitment.  The listener speaks
+ * DIMSE; these callbacks decide what matches, what is sent and what is
+ * committed.  Each gets the association's context (cfg->open's, else
+ * cfg->arg) and runs on the association's thread.
+ */
+enum { DICOM_QR_STUDY = 1, DICOM_QR_SERIES, DICOM_QR_IMAGE };
+
+/* The keys of a C-FIND/C-GET/C-MOVE identifier that Hashi matches on.
+ * NULL when absent or empty (universal matching); values as received
+ * (trailing spaces removed): PN and LO with * and ? wildcards, a DA range
+ * "A-B", UIDs a backslash-separated list. */
+struct dicom_qr_keys {
+    int level;                      /* DICOM_QR_* */
+    const char *patient_id, *patient_name, *study_date, *accession;
+    const char *modality;           /* ModalitiesInStudy or Modality */
+    const char *study_uid, *series_uid, *sop_uid;
+};
+
+/* One attribute of a match: tag (group << 16 | element) and its value as
+ * DICOM text, several values joined with a backslash. */
+struct dicom_attr {
+    uint32_t tag;
+    const char *value;
+};
+/* Send one C-FIND match; the listener copies the attributes the request
+ * asked for.  Nonzero: stop (the peer cancelled or went away). */
+typedef int (*dicom_emit_fn)(void *emit_arg, const struct dicom_attr *attrs,
+                             size_t n);
+/* C-FIND: call emit for each match, return DICOM_STATUS_SUCCESS, or a
+ * failure status (0xC000 unable to process, 0xA900 bad identifier);
+ * comment (64 bytes) may explain it. */
+typedef unsigned (*dicom_find_fn)(void *assoc, const struct dicom_qr_keys *k,
+                                  dicom_emit_fn emit, void *emit_arg,
+                                  char comment[64]);
+
+/* One instance to send for a C-GET or C-MOVE. */
+struct dicom_qr_file {
+    char path[4096];                /* a Part-10 file, sent unchanged */
+    char sop_class[65];
+    char sop_uid[65];
+    char xfer[65];                  /* its transfer syntax */
+};
+/* C-GET / C-MOVE: *files (malloc'd; the listener frees it) receives what
+ * matches k, *n their number (0: nothing to send).  move_dest is the
+ * destination AE title of a C-MOVE, NULL for a C-GET.  Returns
+ * DICOM_STATUS_SUCCESS or a failure status. */
+typedef unsigned (*dicom_retrieve_fn)(void *assoc,
+                                      const struct dicom_qr_keys *k,
+                                      const char *move_dest,
+                                      struct dicom_qr_file **files,
+                                      size_t *n, char comment[64]);
+/* C-MOVE: where the destination AE title listens: 0 and host (256
+ * bytes), *port; nonzero if the caller may not send there (A801). */
+typedef int (*dicom_move_dest_fn)(void *assoc, const char *dest_ae,
+                                  char host[256], int *port);
+/* After a C-GET / C-MOVE: how its sub-operations ended (for the audit
+ * log).  May be NULL. */
+typedef void (*dicom_retrieved_fn)(void *assoc, const char *move_dest,
+                                   unsigned completed, unsigned failed);
+/* Storage Commitment: 1 if the instance is durable in the store (and the
+ * caller may know of it), else 0. */
+typedef int (*dicom_commit_fn)(void *assoc, const char *sop_class,
+                               const char *sop_uid);
+
 struct dicom_scp_cfg {
     int port;
     int loopback_only;       /* refuse peers not on 127.0.0.0/8 or ::1 */
@@ -219,6 +290,14 @@ struct dicom_scp_cfg {
                                 no file is left; 0 = no limit */
     dicom_open_fn open;      /* per-association context (see above) */
     dicom_close_fn close;
+    /* Added with Query/Retrieve; NULL: that service is not offered. */
+    dicom_find_fn find;      /* Study Root C-FIND */
+    dicom_retrieve_fn retrieve;   /* Study Root C-GET and C-MOVE */
+    dicom_move_dest_fn move_dest; /* C-MOVE (needs retrieve too) */
+    dicom_retrieved_fn retrieved;
+    dicom_commit_fn commit;  /* Storage Commitment Push Model */
+    int move_timeout;        /* seconds to connect to and hear from a
+                                move destination; 0 = 10 */
 };
 
 struct dicom_scp;

@@ -30,11 +30,11 @@ enum {
     O_DATA = 1 << 0, O_CERT = 1 << 1, O_KEY = 1 << 2, O_NAME = 1 << 3,
     O_KIND = 1 << 4, O_AE = 1 << 5, O_LOGIN = 1 << 6, O_CLINIC = 1 << 7,
     O_ROLE = 1 << 8, O_SPECIALTY = 1 << 9, O_ACCOUNTS_ONLY = 1 << 10,
-    O_LIVE_STUDY = 1 << 11,
+    O_LIVE_STUDY = 1 << 11, O_DEST = 1 << 12,
 };
 static const char *const opt_names[] = {
     "data", "cert", "key", "name", "kind", "calling-ae", "login", "clinic",
-    "role", "specialty", "accounts-only", "live-study",
+    "role", "specialty", "accounts-only", "live-study", "dest",
 };
 #define FLAG_OPTS O_ACCOUNTS_ONLY       /* options that take no value */
 #define NOPTS (sizeof opt_names / sizeof opt_names[0])
@@ -52,6 +52,7 @@ static const char usage_text[] =
     "--kind rural|city [--calling-ae AET]\n"
     "       hashi-server clinic  add-ae --data DIR --name NAME "
     "--calling-ae AET\n"
+    "                            [--dest HOST:PORT]   (a C-MOVE destination)\n"
     "       hashi-server user    add --data DIR --login LOGIN "
     "--clinic NAME\n"
     "                            --role requester|specialist|admin "
@@ -380,19 +381,26 @@ static int want_add(int argc, char **argv, const char *noun)
 static int cmd_clinic_add_ae(int argc, char **argv)
 {
     struct args a;
-    int rc = parse_args(argc - 2, argv + 2, O_DATA | O_NAME | O_AE, &a);
+    int rc = parse_args(argc - 2, argv + 2,
+                        O_DATA | O_NAME | O_AE | O_DEST, &a);
     if (rc)
         return rc;
     const char *name = opt(&a, O_NAME), *ae = opt(&a, O_AE);
+    const char *dest = opt(&a, O_DEST);
     if (!name || !ae)
         return usage("clinic add-ae needs --name and --calling-ae");
     if (!config_ae_valid(ae))
         return usage("'%s' is not a valid AE title (1-16 characters)", ae);
     struct err e = { 0, "" };
+    char host[256];
+    int port;
+    if (dest && config_parse_hostport(dest, host, sizeof host, &port, 1,
+                                      &e))
+        return usage("bad --dest: %s", e.msg);
     struct store *s = open_existing(opt(&a, O_DATA), &e);
     if (!s)
         return fail("clinic add-ae", &e);
-    rc = auth_clinic_add_ae(s, name, ae, &e);
+    rc = auth_clinic_add_ae_dest(s, name, ae, dest, &e);
     store_close(s);
     if (rc)
         return fail("clinic add-ae", &e);

@@ -285,18 +285,20 @@ static int clinic_id_of(struct store *s, const char *name, int64_t *id,
 
 /* One calling AE title -> clinic mapping (ERR_CONFLICT if taken). */
 static int ae_insert(struct store *s, const char *ae, int64_t clinic_id,
-                     struct err *e)
+                     const char *dest, struct err *e)
 {
     sqlite3_stmt *st = store_stmt(
         s,
-        "INSERT INTO clinic_aes (calling_ae, clinic_id, created)"
-        " VALUES (?1, ?2, ?3)",
+        "INSERT INTO clinic_aes (calling_ae, clinic_id, created, dest)"
+        " VALUES (?1, ?2, ?3, ?4)",
         e);
     if (!st)
         return ERR_DB;
     sqlite3_bind_text(st, 1, ae, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, clinic_id);
     sqlite3_bind_int64(st, 3, now_ms());
+    if (dest)
+        sqlite3_bind_text(st, 4, dest, -1, SQLITE_STATIC);
     return step_done(s, st, "clinic AE", e);
 }
 
@@ -330,7 +332,7 @@ int auth_clinic_add(struct store *s, const char *name, const char *kind,
     }
     int64_t new_id = sqlite3_last_insert_rowid(db);
     if (!rc && calling_ae)
-        rc = ae_insert(s, ae, new_id, e);
+        rc = ae_insert(s, ae, new_id, NULL, e);
     if (rc) {
         sqlite3_exec(db, "ROLLBACK TO clinic_add; RELEASE clinic_add",
                      NULL, NULL, NULL);
@@ -348,6 +350,13 @@ int auth_clinic_add(struct store *s, const char *name, const char *kind,
 int auth_clinic_add_ae(struct store *s, const char *clinic,
                        const char *calling_ae, struct err *e)
 {
+    return auth_clinic_add_ae_dest(s, clinic, calling_ae, NULL, e);
+}
+
+int auth_clinic_add_ae_dest(struct store *s, const char *clinic,
+                            const char *calling_ae, const char *dest,
+                            struct err *e)
+{
     char ae[17];
     int64_t id = 0;
     if (!calling_ae || !ae_normalize(calling_ae, ae))
@@ -356,7 +365,7 @@ int auth_clinic_add_ae(struct store *s, const char *clinic,
     int rc = clinic_id_of(s, clinic, &id, e);
     if (rc)
         return rc;
-    rc = ae_insert(s, ae, id, e);
+    rc = ae_insert(s, ae, id, dest, e);
     if (rc == ERR_CONFLICT)
         return err_set(e, ERR_CONFLICT, "AE title %s already belongs to a "
                        "clinic", ae);
@@ -373,6 +382,30 @@ int auth_clinic_by_ae(struct store *s, const char *calling_ae,
                               " WHERE calling_ae = ?1", ae, clinic_id, e);
     if (rc == ERR_NOTFOUND)
         return err_set(e, ERR_NOTFOUND, "no clinic for AE title '%s'", ae);
+    return rc;
+}
+
+int auth_move_dest(struct store *s, int64_t clinic_id, const char *ae,
+                   char *dest, struct err *e)
+{
+    char key[17];
+    if (!ae || !ae_normalize(ae, key))
+        return err_set(e, ERR_NOTFOUND, "no such move destination");
+    sqlite3_stmt *st = store_stmt(s, "SELECT dest FROM clinic_aes"
+                                     " WHERE calling_ae = ?1"
+                                     " AND clinic_id = ?2"
+                                     " AND dest IS NOT NULL", e);
+    if (!st)
+        return ERR_DB;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, clinic_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        strlcpy_h(dest, (const char *)sqlite3_column_text(st, 0), 256);
+    rc = row_found(s, st, rc, "move destination", e);
+    if (rc == ERR_NOTFOUND)
+        return err_set(e, ERR_NOTFOUND, "no move destination '%s' for "
+                       "this clinic", key);
     return rc;
 }
 

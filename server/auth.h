@@ -49,6 +49,16 @@ int auth_clinic_add(struct store *s, const char *name, const char *kind,
  * mapped already. */
 int auth_clinic_add_ae(struct store *s, const char *clinic,
                        const char *calling_ae, struct err *e);
+/* The same, and the AE is a C-MOVE destination listening at dest
+ * ("HOST:PORT", checked by the caller; NULL = only sends). */
+int auth_clinic_add_ae_dest(struct store *s, const char *clinic,
+                            const char *calling_ae, const char *dest,
+                            struct err *e);
+/* Where the move destination AE title ae of clinic clinic_id listens:
+ * dest (256 bytes) receives "HOST:PORT".  ERR_NOTFOUND when ae is not
+ * that clinic's or has no destination. */
+int auth_move_dest(struct store *s, int64_t clinic_id, const char *ae,
+                   char *dest, struct err *e);
 /* The clinic a calling AE title belongs to: 0, or ERR_NOTFOUND. */
 int auth_clinic_by_ae(struct store *s, const char *calling_ae,
                       int64_t *clinic_id, struct err *e);

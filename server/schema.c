@@ -327,6 +327,10 @@ static const char *const migrations[] = {
     "CREATE TABLE push_cursor ("
     "  user_id INTEGER PRIMARY KEY,"
     "  seq INTEGER NOT NULL);",
+
+    /* 8: a clinic's AE may also be a C-MOVE destination: where it
+     *    listens ("HOST:PORT", scp.c), NULL if it only sends. */
+    "ALTER TABLE clinic_aes ADD COLUMN dest TEXT;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -1,8 +1,12 @@
 /*
- * scp — the DICOM C-STORE/C-ECHO listener glue: proto/dicom.h's listener
- * calls us once per association (open, close) and once per received
- * instance (store); we map the calling AE to a clinic, put the file into
- * the store, audit it, count it, and answer a DIMSE status.
+ * scp — the DICOM listener glue: proto/dicom.h's listener calls us once
+ * per association (open, close), once per received instance (store); we
+ * map the calling AE to a clinic, put the file into the store, audit it,
+ * count it, and answer a DIMSE status.  It also asks us what a C-FIND
+ * matches, what a C-GET or C-MOVE sends and where, and which instances a
+ * Storage Commitment request may be told are committed: a calling AE sees
+ * exactly what a requester of its clinic sees (access_scope), nothing
+ * else exists for it.
  *
  * Threads: the listener runs every association on a thread of its own, so
  * the callbacks run concurrently.  Each association holds a store handle
@@ -20,9 +24,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../proto/dicom.h"
 #include "../proto/log.h"
+#include "access.h"
 #include "auth.h"
 #include "config.h"
 
@@ -42,6 +48,9 @@ struct scp_assoc {
     struct scp_state *st;
     struct store *store;        /* taken from the pool for its lifetime */
     int64_t clinic_id;          /* of the calling AE (0 = none) */
+    struct store_scope scope;   /* what it may see: its clinic's studies */
+    char ae[17], peer[64];
+    char retrieving[256];       /* the last retrieve's UIDs, for audit */
 };
 
 /* A store handle for one association: an idle one, else a new one. */
@@ -116,6 +125,14 @@ static int on_open(void *arg, const char *calling_ae, const char *peer,
     a->st = st;
     int rc = clinic_of(a, calling_ae, &a->clinic_id);
     if (!rc) {
+        /* A clinic's AE is one of its requesters (access.h). */
+        struct principal who;
+        memset(&who, 0, sizeof who);
+        strlcpy_h(who.role, "requester", sizeof who.role);
+        who.clinic_id = a->clinic_id;
+        access_scope(&who, &a->scope);
+        strlcpy_h(a->ae, calling_ae, sizeof a->ae);
+        strlcpy_h(a->peer, peer, sizeof a->peer);
         log_debug("DICOM association from %s@%s (clinic %lld)", calling_ae,
                   peer, (long long)a->clinic_id);
         *assoc = a;
@@ -229,6 +246,240 @@ static unsigned on_store(void *arg, const char *path, const char *calling_ae,
     return DICOM_STATUS_SUCCESS;
 }
 
+/* ---- Query/Retrieve, Storage Commitment ------------------------------- */
+
+/* A DICOM JSON value (qido.c's: strings, numbers, PN objects) as DICOM
+ * text, several joined with a backslash, into out. */
+static void json_value_text(json_t *vals, char *out, size_t n)
+{
+    size_t len = 0, i;
+    json_t *v;
+    out[0] = 0;
+    json_array_foreach(vals, i, v) {
+        char num[32];
+        const char *t = NULL;
+        if (json_is_string(v))
+            t = json_string_value(v);
+        else if (json_is_object(v))
+            t = json_string_value(json_object_get(v, "Alphabetic"));
+        else if (json_is_integer(v) &&
+                 snprintf(num, sizeof num, "%lld",
+                          (long long)json_integer_value(v)) > 0)
+            t = num;
+        if (!t)
+            t = "";
+        int w = snprintf(out + len, n - len, "%s%s", i ? "\\" : "", t);
+        if (w < 0 || (size_t)w >= n - len)
+            return;             /* truncated: the values that fit */
+        len += (size_t)w;
+    }
+}
+
+#define QR_ATTRS 32
+#define QR_PAGE 1000            /* qido.c's largest page */
+
+/* Emit each object of a DICOM JSON array; nonzero if emit said stop. */
+static int emit_matches(json_t *arr, dicom_emit_fn emit, void *emit_arg)
+{
+    size_t i;
+    json_t *obj;
+    json_array_foreach(arr, i, obj) {
+        char text[QR_ATTRS][400];
+        struct dicom_attr attrs[QR_ATTRS];
+        size_t n = 0;
+        const char *key;
+        json_t *el;
+        json_object_foreach(obj, key, el) {
+            if (n == QR_ATTRS)
+                break;
+            json_value_text(json_object_get(el, "Value"), text[n],
+                            sizeof text[n]);
+            attrs[n].tag = (uint32_t)strtoul(key, NULL, 16);
+            attrs[n].value = text[n];
+            n++;
+        }
+        if (emit(emit_arg, attrs, n))
+            return 1;
+    }
+    return 0;
+}
+
+static unsigned on_find(void *arg, const struct dicom_qr_keys *k,
+                        dicom_emit_fn emit, void *emit_arg,
+                        char comment[64])
+{
+    struct scp_assoc *a = arg;
+    int (*query)(struct store *, const struct store_scope *,
+                 const struct store_query *, json_t **, struct err *) =
+        k->level == DICOM_QR_STUDY ? store_qido_studies :
+        k->level == DICOM_QR_SERIES ? store_qido_series :
+        store_qido_instances;
+    if (k->level != DICOM_QR_STUDY && !k->study_uid) {
+        snprintf(comment, 64, "StudyInstanceUID needed below STUDY");
+        return DICOM_STATUS_DATASET_MISMATCH;
+    }
+    struct store_query q = {
+        .patient_id = k->patient_id, .patient_name = k->patient_name,
+        .study_date = k->study_date, .modality = k->modality,
+        .accession = k->accession, .study_uid = k->study_uid,
+        .series_uid = k->series_uid, .sop_uid = k->sop_uid,
+        .limit = QR_PAGE,
+    };
+    struct err e = { 0, "" };
+    unsigned status = DICOM_STATUS_SUCCESS;
+    int total = 0;
+    for (;;) {
+        json_t *arr = NULL;
+        int rc = query(a->store, &a->scope, &q, &arr, &e);
+        if (rc == ERR_NOTFOUND)
+            break;              /* a study it may not see: no match */
+        if (rc) {
+            snprintf(comment, 64, "%.63s", e.msg);
+            status = rc == ERR_INVALID ? DICOM_STATUS_DATASET_MISMATCH
+                                       : DICOM_STATUS_CANNOT_UNDERSTAND;
+            break;
+        }
+        int got = (int)json_array_size(arr);
+        int stop = emit_matches(arr, emit, emit_arg);
+        json_decref(arr);
+        total += got;
+        if (stop || got < QR_PAGE)
+            break;
+        q.offset += got;
+    }
+    char detail[48];
+    snprintf(detail, sizeof detail, "C-FIND level %d: %d matches", k->level,
+             total);
+    audit_ae(a->st, a->ae, "query", k->study_uid, status ? "error" : "ok",
+             a->peer, detail);
+    return status;
+}
+
+/* Append the instances of one study, series or instance (level) named by
+ * uid to *files; ERR_NOTFOUND adds none. */
+static int add_files(struct scp_assoc *a, const struct dicom_qr_keys *k,
+                     const char *uid, struct dicom_qr_file **files,
+                     size_t *n, struct err *e)
+{
+    struct store_instance *list = NULL, one;
+    size_t m = 0;
+    int rc;
+    if (k->level == DICOM_QR_IMAGE) {
+        rc = store_find_instance(a->store, &a->scope, k->study_uid,
+                                 k->series_uid, uid, &one, e);
+        if (!rc) {
+            list = &one;
+            m = 1;
+        }
+    } else {
+        rc = store_list_instances(a->store, &a->scope,
+                                  k->level == DICOM_QR_STUDY ? uid
+                                                             : k->study_uid,
+                                  k->level == DICOM_QR_SERIES ? uid : NULL,
+                                  &list, &m, e);
+    }
+    if (rc)
+        return rc == ERR_NOTFOUND ? 0 : rc;
+    struct dicom_qr_file *grown = realloc(*files, (*n + m) * sizeof **files);
+    if (grown) {
+        *files = grown;
+        for (size_t i = 0; i < m; i++) {
+            struct dicom_qr_file *f = &grown[(*n)++];
+            strlcpy_h(f->path, list[i].path, sizeof f->path);
+            strlcpy_h(f->sop_class, list[i].sop_class_uid,
+                      sizeof f->sop_class);
+            strlcpy_h(f->sop_uid, list[i].sop_uid, sizeof f->sop_uid);
+            strlcpy_h(f->xfer, list[i].transfer_syntax, sizeof f->xfer);
+        }
+    }
+    if (list != &one)
+        free(list);
+    return grown ? 0 : err_set(e, ERR_INTERNAL, "out of memory");
+}
+
+static unsigned on_retrieve(void *arg, const struct dicom_qr_keys *k,
+                            const char *move_dest,
+                            struct dicom_qr_file **files, size_t *n,
+                            char comment[64])
+{
+    struct scp_assoc *a = arg;
+    /* The unique keys of the level name what goes (PS3.4 C.4.2.2.1). */
+    const char *list = k->level == DICOM_QR_STUDY ? k->study_uid :
+                       k->level == DICOM_QR_SERIES ? k->series_uid :
+                       k->sop_uid;
+    if (!list || (k->level != DICOM_QR_STUDY && !k->study_uid)) {
+        snprintf(comment, 64, "unique keys of the level needed");
+        return DICOM_STATUS_DATASET_MISMATCH;
+    }
+    strlcpy_h(a->retrieving, list, sizeof a->retrieving);
+    struct err e = { 0, "" };
+    int rc = 0;
+    char uid[65];
+    for (const char *p = list; !rc;) {
+        size_t len = strcspn(p, "\\");
+        if (len && len < sizeof uid) {
+            memcpy(uid, p, len);
+            uid[len] = 0;
+            rc = add_files(a, k, uid, files, n, &e);
+        }
+        if (!p[len])
+            break;
+        p += len + 1;
+    }
+    if (!rc)
+        return DICOM_STATUS_SUCCESS;
+    log_error("DICOM: retrieve for %s: %s", a->ae, e.msg);
+    snprintf(comment, 64, "%.63s", e.msg);
+    audit_ae(a->st, a->ae, "retrieve", a->retrieving, "error", a->peer,
+             move_dest);
+    return DICOM_STATUS_CANNOT_UNDERSTAND;
+}
+
+static int on_move_dest(void *arg, const char *dest_ae, char host[256],
+                        int *port)
+{
+    struct scp_assoc *a = arg;
+    struct err e = { 0, "" };
+    char dest[256];
+    int rc = auth_move_dest(a->store, a->clinic_id, dest_ae, dest, &e);
+    if (!rc)
+        rc = config_parse_hostport(dest, host, 256, port, 1, &e);
+    if (rc) {
+        log_info("DICOM: C-MOVE from %s to '%s' refused: %s", a->ae,
+                 dest_ae, e.msg);
+        audit_ae(a->st, a->ae, "retrieve", NULL, "denied", a->peer, e.msg);
+    }
+    return rc;
+}
+
+static void on_retrieved(void *arg, const char *move_dest,
+                         unsigned completed, unsigned failed)
+{
+    struct scp_assoc *a = arg;
+    char detail[128];
+    snprintf(detail, sizeof detail, "%s%s: %u sent, %u failed",
+             move_dest ? "C-MOVE to " : "C-GET", move_dest ? move_dest : "",
+             completed, failed);
+    audit_ae(a->st, a->ae, "retrieve", a->retrieving,
+             failed ? "error" : "ok", a->peer, detail);
+}
+
+/* Committed: indexed (store_put_file indexes only what is fsync'd) within
+ * the AE's scope, of that SOP class, its blob present. */
+static int on_commit(void *arg, const char *sop_class, const char *sop_uid)
+{
+    struct scp_assoc *a = arg;
+    struct store_instance in;
+    struct err e = { 0, "" };
+    struct stat sb;
+    int ok = !store_find_instance(a->store, &a->scope, NULL, NULL, sop_uid,
+                                  &in, &e) &&
+             !strcmp(in.sop_class_uid, sop_class) && !stat(in.path, &sb);
+    audit_ae(a->st, a->ae, "commit", sop_uid, ok ? "ok" : "denied",
+             a->peer, ok ? NULL : "not stored here");
+    return ok;
+}
+
 static void state_free(struct scp_state *st)
 {
     if (!st)
@@ -276,6 +527,11 @@ int scp_start(struct server *srv, struct err *e)
         .max_instance = c->max_instance,
         .open = on_open,
         .close = on_close,
+        .find = on_find,
+        .retrieve = on_retrieve,
+        .move_dest = on_move_dest,
+        .retrieved = on_retrieved,
+        .commit = on_commit,
     };
     /* Published before the listener starts, so the callbacks and
      * scp_take_arrived() see it. */

@@ -1254,11 +1254,12 @@ int store_find_instance(struct store *s, const struct store_scope *scope,
                         const char *sop_uid, struct store_instance *out,
                         struct err *e)
 {
-    if (!study_uid || !sop_uid)
-        return err_set(e, ERR_INVALID, "study and instance UID needed");
+    if (!sop_uid)
+        return err_set(e, ERR_INVALID, "instance UID needed");
     sqlite3_stmt *st = scoped_stmt(
         s, scope,
-        "i.sop_uid = :sop AND studies.study_uid = :study"
+        "i.sop_uid = :sop"
+        " AND (:study IS NULL OR studies.study_uid = :study)"
         " AND (:series IS NULL OR series.series_uid = :series)",
         "", e);
     if (!st)

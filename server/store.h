@@ -153,7 +153,8 @@ struct store_instance {
     char path[4096];            /* the blob file */
 };
 
-/* Look up one instance (series_uid may be NULL) within scope. */
+/* Look up one instance (study_uid and series_uid may be NULL) within
+ * scope. */
 int store_find_instance(struct store *s, const struct store_scope *scope,
                         const char *study_uid, const char *series_uid,
                         const char *sop_uid, struct store_instance *out,

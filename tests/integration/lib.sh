@@ -312,6 +312,14 @@ study() {
     echo "$_dir"
 }
 
+# store_as AE FILE...: storescu to the server as calling AE AE, or fail.
+store_as() {
+    _ae=$1; shift
+    storescu -aet "$_ae" -aec HASHI 127.0.0.1 "$DPORT" "$@" \
+        >>"$T_TMP/storescu.log" 2>&1 ||
+        fail "storescu as $_ae: $(tail -3 "$T_TMP/storescu.log")"
+}
+
 # uid_of FILE TAG-KEYWORD: one attribute of a file (pydicom).
 attr_of() {
     $PY -c 'import sys, pydicom

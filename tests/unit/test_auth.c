@@ -189,6 +189,21 @@ static void test_clinics(void **state)
                                      &e), ERR_CONFLICT);
     assert_int_equal(auth_clinic_add(f->s, "Third", "rural", NULL, &id,
                                      &e), 0);
+
+    /* C-MOVE destinations: only an AE given --dest, only for its clinic */
+    char dest[256] = "";
+    assert_int_equal(auth_clinic_add_ae_dest(f->s, "Rural One", "WS1",
+                                             "10.0.0.7:104", &e), 0);
+    assert_int_equal(auth_move_dest(f->s, f->rural, "WS1 ", dest, &e), 0);
+    assert_string_equal(dest, "10.0.0.7:104");
+    assert_int_equal(auth_move_dest(f->s, f->city, "WS1", dest, &e),
+                     ERR_NOTFOUND);
+    assert_int_equal(auth_move_dest(f->s, f->rural, "CT2", dest, &e),
+                     ERR_NOTFOUND);                   /* sends only */
+    assert_int_equal(auth_move_dest(f->s, f->rural, "NOPE", dest, &e),
+                     ERR_NOTFOUND);
+    assert_int_equal(auth_clinic_by_ae(f->s, "WS1", &cid, &e), 0);
+    assert_int_equal(cid, f->rural);
 }
 
 /* ---- users and login ---------------------------------------------------- */
