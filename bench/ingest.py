@@ -514,11 +514,8 @@ def run_rss(work, study, target_bytes):
             for _ in range(copies):
                 for data in originals:
                     i += 1
-                    sop = uids_of_bytes(data)
-                    new = ("2.25.9%0*d" % (len(sop) - 6, i)).encode()
-                    renamed = data.replace(sop.encode(), new)
                     yield head
-                    yield renamed
+                    yield renamed_copy(data, i)
                     yield b"\r\n"
             yield tail
 
@@ -566,6 +563,14 @@ def uids_of_bytes(data):
     i = data.find(b"\x08\x00\x18\x00UI")
     n = int.from_bytes(data[i + 6:i + 8], "little")
     return data[i + 8:i + 8 + n].rstrip(b"\0 ").decode()
+
+
+def renamed_copy(data, i):
+    """The instance data as copy number i: a new SOP Instance UID of the
+    same length, so the file's size and every other byte stay the same."""
+    sop = uids_of_bytes(data)
+    new = ("2.25.9%0*d" % (len(sop) - 6, i)).encode()
+    return data.replace(sop.encode(), new)
 
 
 # ---- report ------------------------------------------------------------------

@@ -4,8 +4,8 @@
 # loopback, so the peers (which bind every interface) are reachable from
 # nothing but this run.  Figures go to bench/RESULTS.md.  Then the push
 # fan-out benchmark, bench/push.sh, the viewer benchmark, bench/viewer.py,
-# and C-FIND over 10,000 studies, bench/cfind.py (each its own section of
-# RESULTS.md).
+# C-FIND over 10,000 studies, bench/cfind.py, and the WAN benchmark,
+# bench/wan.sh (each its own section of RESULTS.md).
 #
 #   sh bench/run.sh [ingest.py options]   e.g. --rounds 5 --stream-gb 0
 #   BENCH_ROUNDS=N BENCH_STREAM_GB=G      same, by environment
@@ -20,35 +20,21 @@ export TCP_NODELAY=1
 mkdir -p "$ROOT/bench/work"
 
 rc=0
-if [ "${HASHI_BENCH_NETNS:-}" = "" ] && unshare --net true 2>/dev/null; then
-    export HASHI_BENCH_NETNS="private namespace (unshare --net), loopback only"
-    unshare --net sh -c 'ip link set lo up && exec "$0" "$@"' \
-        /usr/bin/python3 "$ROOT/bench/ingest.py" "$@" || rc=$?
-else
-    echo "bench: cannot unshare the network namespace (not root?);" \
-        "running on the host's loopback" >&2
-    export HASHI_BENCH_NETNS="${HASHI_BENCH_NETNS:-host network (unshare failed)}"
-    /usr/bin/python3 "$ROOT/bench/ingest.py" "$@" || rc=$?
-fi
+. "$ROOT/bench/netns.sh"
+bench_netns /usr/bin/python3 "$ROOT/bench/ingest.py" "$@" || rc=$?
 
 # C-FIND over many studies, hashi-server vs Orthanc (its own section of
 # RESULTS.md; BENCH_CFIND_STUDIES, default 10000).
-if [ "${HASHI_BENCH_NETNS#private}" != "$HASHI_BENCH_NETNS" ]; then
-    unshare --net sh -c 'ip link set lo up && exec "$0" "$@"' \
-        /usr/bin/python3 "$ROOT/bench/cfind.py" || rc=$?
-else
-    /usr/bin/python3 "$ROOT/bench/cfind.py" || rc=$?
-fi
+bench_netns /usr/bin/python3 "$ROOT/bench/cfind.py" || rc=$?
 
 # The push fan-out benchmark (its own namespace and section of RESULTS.md).
 sh "$ROOT/bench/push.sh" || rc=$?
 
 # A viewer opening a study, hashi vs Orthanc's DICOMweb plugin
 # (BENCH_VIEWER_SLICES, BENCH_VIEWER_ROUNDS).
-if [ "${HASHI_BENCH_NETNS#private}" != "$HASHI_BENCH_NETNS" ]; then
-    unshare --net sh -c 'ip link set lo up && exec "$0" "$@"' \
-        /usr/bin/python3 "$ROOT/bench/viewer.py" || rc=$?
-else
-    /usr/bin/python3 "$ROOT/bench/viewer.py" || rc=$?
-fi
+bench_netns /usr/bin/python3 "$ROOT/bench/viewer.py" || rc=$?
+
+# The WAN benchmark of the gateway issue (its own section of RESULTS.md;
+# about two hours at full size: BENCH_WAN="--quick" for a short one).
+sh "$ROOT/bench/wan.sh" ${BENCH_WAN:-} || rc=$?
 exit $rc

@@ -82,15 +82,19 @@ def main():
                      + " |")
     lines += ["", "`rev` ends in `+` when server/ or proto/ had uncommitted "
               "changes.", END, ""]
-    section = "\n".join(lines)
+    splice(results_path, BEGIN, END, "\n".join(lines))
 
+
+def splice(results_path, begin, end, section):
+    """Put section (which starts with begin and ends with end) in place of
+    the one between the markers in results_path, or append it."""
     text = ""
     if os.path.exists(results_path):
         with open(results_path) as f:
             text = f.read()
-    b, e = text.find(BEGIN), text.find(END)
+    b, e = text.find(begin), text.find(end)
     if b >= 0 and e > b:
-        text = text[:b] + section + text[e + len(END):].lstrip("\n")
+        text = text[:b] + section + text[e + len(end):].lstrip("\n")
     else:
         if text and not text.endswith("\n\n"):
             text += "\n" if text.endswith("\n") else "\n\n"
