@@ -499,6 +499,7 @@ def main():
     ap.add_argument("--results", default=os.path.join(ROOT, "bench",
                                                       "RESULTS.md"),
                     help="'-' to write nothing")
+    ap.add_argument("--json", help="also write every figure to this file")
     args = ap.parse_args()
     q = args.quick
     args.slices = args.slices or (12 if q else 200)
@@ -557,6 +558,10 @@ def main():
         rss = run_rss(args, study)
         say("     %s" % json.dumps(rss))
     ok = report(args, study, jls, runs, rss, time.monotonic() - t_start)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"slices": study.n, "bytes": study.bytes,
+                       "jls_bytes": jls, "runs": runs, "rss": rss}, f)
     say("wan: done in %.0f s" % (time.monotonic() - t_start))
     sys.exit(0 if ok else 1)
 
