@@ -492,7 +492,8 @@ def main():
     ap.add_argument("--cut-every", type=float)
     ap.add_argument("--rss-gb", type=float,
                     help="size of the memory run; 0 skips it")
-    ap.add_argument("--profiles", default="ab")
+    ap.add_argument("--profiles", default="ab",
+                    help="a, b, ab; 'none': only the memory run")
     ap.add_argument("--cuts", default="clean,cut")
     ap.add_argument("--paths", default="direct,gateway")
     ap.add_argument("--work", default=os.path.join(ROOT, "bench", "work"))
@@ -509,9 +510,11 @@ def main():
     profiles = [p for p in args.profiles if p in PROFILES]
     cuts = [c == "cut" for c in args.cuts.split(",") if c in ("clean", "cut")]
     paths = [p for p in args.paths.split(",") if p in ("direct", "gateway")]
-    if not profiles or not cuts or not paths or args.slices < 1:
-        die("--profiles (a, b), --cuts (clean, cut), --paths (direct, "
-            "gateway) and --slices must name something")
+    if not (profiles and cuts and paths):
+        profiles = []           # no WAN runs: the memory run alone
+    if (not profiles and args.rss_gb <= 0) or args.slices < 1:
+        die("nothing to run: --profiles (a, b), --cuts (clean, cut) and "
+            "--paths (direct, gateway) name no run, and --rss-gb is 0")
     for tool in ("storescu", "echoscu", "dcmcjpls"):
         if not shutil.which(tool):
             die("%s not found (make deps)" % tool)
