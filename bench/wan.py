@@ -361,10 +361,11 @@ def report(args, study, jls, runs, rss, elapsed):
         lines.append(s)
         say(s)
 
-    out("| profile | cuts | path | complete s | × link limit | preview s "
-        "(from 1st at gateway) | wire MB (up+down) | storescu assoc. "
-        "(files sent) | gateway peak RSS MB |")
-    out("|---|---|---|---|---|---|---|---|---|")
+    if runs:
+        out("| profile | cuts | path | complete s | × link limit | preview s "
+            "(from 1st at gateway) | wire MB (up+down) | storescu assoc. "
+            "(files sent) | gateway peak RSS MB |")
+        out("|---|---|---|---|---|---|---|---|---|")
     limit = {}
     for r in runs:
         rate, delay, bps = PROFILES[r["profile"]]
@@ -388,7 +389,8 @@ def report(args, study, jls, runs, rss, elapsed):
         rate, delay, bps = PROFILES[p]
         out("Link limit (%s): %.2f MB JPEG-LS ÷ %s = %.1f s."
             % (p, jls / 1e6, rate, limit[p]))
-    out()
+    if runs:
+        out()
     out("Targets:")
     verdicts = []
 
