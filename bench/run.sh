@@ -35,6 +35,6 @@ sh "$ROOT/bench/push.sh" || rc=$?
 bench_netns /usr/bin/python3 "$ROOT/bench/viewer.py" || rc=$?
 
 # The WAN benchmark of the gateway issue (its own section of RESULTS.md;
-# about two hours at full size: BENCH_WAN="--quick" for a short one).
+# about 2.5 hours at full size: BENCH_WAN="--quick" for a short one).
 sh "$ROOT/bench/wan.sh" ${BENCH_WAN:-} || rc=$?
 exit $rc

@@ -2,7 +2,7 @@
 # bench/wan.sh — the WAN benchmark of the edge-gateway issue: bench/wan.py
 # inside a private network namespace with only loopback (bench/netns.sh).
 #
-#   sh bench/wan.sh            the full run (200 slices; about two hours)
+#   sh bench/wan.sh            the full run (200 slices; about 2.5 hours)
 #   sh bench/wan.sh --quick    a short run that proves it works (minutes)
 #   sh bench/wan.sh --help     every option
 set -eu
