@@ -183,12 +183,18 @@ class Gateway:
         shutil.rmtree(self.spool, ignore_errors=True)
 
 
-def server_figures(hashi):
-    """(instances indexed, last received_at ms, preview at ms or None)."""
+def server_figures(hashi, study):
+    """(the study's instances indexed, the last one's received_at ms, its
+    preview's at ms or None).  By study UID: the demo data may hold others."""
     db = os.path.join(hashi.data, "hashi.db")
-    n, last = db_row(db, "SELECT count(*), max(received_at) FROM instances")
-    prev = db_row(db, "SELECT min(at) FROM study_previews")[0]
-    return n, last, prev
+    uid = ingest.uids_of(study.files[0])[0].replace("'", "")
+    n, last = db_row(db, "SELECT count(*), max(i.received_at) FROM instances"
+                     " i JOIN series se ON se.id = i.series_ref JOIN studies"
+                     " st ON st.id = se.study_ref WHERE st.study_uid = '%s'"
+                     % uid)
+    prev = db_row(db, "SELECT at FROM study_previews WHERE study_uid = '%s'"
+                  % uid)
+    return n, last, prev[0] if prev else None
 
 
 STORED = re.compile(rb"^I: Received Store Response \((Success|Warning)", re.M)
@@ -262,7 +268,7 @@ def run_one(args, study, profile, cut, path):
             res["lan_s"] = (now_ms() - t0) / 1000
         end = time.monotonic() + budget
         while time.monotonic() < end:
-            n, last, prev = server_figures(hashi)
+            n, last, prev = server_figures(hashi, study)
             if n >= study.n and not res["ok"]:
                 res["ok"] = True
                 # a preview that has not come by now gets 60 s more
@@ -272,7 +278,7 @@ def run_one(args, study, profile, cut, path):
             if gw:
                 gw.alive()
             time.sleep(0.5)
-        n, last, prev = server_figures(hashi)
+        n, last, prev = server_figures(hashi, study)
         res["indexed"] = n
         if res["ok"]:
             res["complete_s"] = (last - t0) / 1000
@@ -328,7 +334,7 @@ def run_rss(args, study):
         while time.monotonic() < end:
             gw.alive()
             samples.append(vm_kb(gw.proc.pid, "VmRSS"))
-            n = server_figures(hashi)[0]
+            n = server_figures(hashi, study)[0]
             if n >= i and sc.poll() is not None:
                 break
             time.sleep(0.5)
