@@ -52,6 +52,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True      # no __pycache__ beside the benchmarks
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "push"))
 import ingest  # noqa: E402  (the study, hashi-server, ports, waiting)
