@@ -21,6 +21,7 @@
 #include "../proto/dicom.h"
 #include "../proto/log.h"
 #include "../proto/msg.h"
+#include "../proto/util.h"
 #include "access.h"
 #include "auth.h"
 #include "cases.h"
@@ -540,7 +541,13 @@ int demo_seed(struct server *srv, FILE *out, struct err *e)
         rc = seed_study(srv, &req, &stat_study, &stat, out, e);
     if (!rc)
         rc = seed_routine(srv, &req, &neuro, &routine, e);
-    /* Last, so it is the newest: STAT, unclaimed, its deadline running. */
+    /* Last, so it is the newest: STAT, unclaimed, its deadline running.
+     * The inbox orders by updated_at in milliseconds; on a fast machine
+     * the routine case's last change can share the STAT case's
+     * millisecond, and the tie would go to the routine case's id. */
+    int64_t after = now_ms();
+    while (!rc && now_ms() <= after)
+        nanosleep(&(struct timespec){ .tv_nsec = 200000 }, NULL);
     if (!rc)
         rc = create_case(
             srv, &req, DEMO_STAT_CASE, MSG_PRIO_STAT, 67, MSG_SEX_M,
