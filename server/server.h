@@ -63,6 +63,10 @@ struct server_config {
     int upload_max_age;         /* seconds: partial uploads removed after */
     char push_ca[4096];         /* CA file for push services; "": system */
     char push_contact[256];     /* VAPID "sub" (mailto: or https:), or "" */
+    int ws_ping;                /* seconds of silence before a WebSocket
+                                   ping; none for 1.5x: closed. 0: off */
+    uint64_t ws_queue_max;      /* bytes a hashi.v1 session may have
+                                   waiting for its socket; over: 4429 */
 };
 
 struct server {
