@@ -711,9 +711,10 @@ static void fill_events(struct ws_sess *s)
         log_error("ws: outbox of %s: %s", s->who.login, e.msg);
         return;     /* pending stays: tried again at the next push/ack */
     }
-    /* Fewer than asked, all queued: nothing after sent_seq is committed
-     * (commits happen on this thread, between callbacks). */
-    if (n < lim && s->sent_seq - before == n)
+    /* Fewer than asked, all queued, and not cut short by the queue's
+     * budget (fill_one): nothing after sent_seq is committed (commits
+     * happen on this thread, between callbacks). */
+    if (n < lim && s->sent_seq - before == n && s->qbytes < WS_QUEUE_LOW)
         s->pending = 0;
 }
 
