@@ -573,7 +573,6 @@ static int queue_bytes(struct ws_sess *s, const void *data, size_t len,
         return ERR_INTERNAL;
     }
     f->len = len;
-    f->binary = 0;
     f->ev = NULL;
     f->binary = binary;
     memcpy(f->buf + LWS_PRE, data, len);
