@@ -121,11 +121,11 @@ t0=$(date +%s)
     die "init failed: $(tail -3 "$WORK/admin.log")"
 "$SERVER" demo --data "$TEMPLATE" --accounts-only >>"$WORK/admin.log" 2>&1 ||
     die "demo failed: $(tail -3 "$WORK/admin.log")"
-"$BUILD/bench/mkusers" --data "$TEMPLATE" --count "$USERS" \
+"$BUILD/bench/mkusers" --data "$TEMPLATE" --count "$CLIENTS" \
     --specialty loadtest --clinic "Demo City Hospital" \
     --requester demo-requester --out "$WORK/tokens" 2>>"$WORK/admin.log" ||
     die "mkusers failed: $(tail -3 "$WORK/admin.log")"
-say "data: demo + $USERS specialists with sessions, $(($(date +%s) - t0)) s"
+say "data: demo + $CLIENTS specialists with sessions, $(($(date +%s) - t0)) s"
 
 rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
 [ -z "$(git -C "$ROOT" status --porcelain -- server proto 2>/dev/null)" ] ||
@@ -275,13 +275,21 @@ import sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' \
 run_idle() {
     out="$WORK/idle"
     mkdir -p "$out"
+    # Its own users: added to the template's specialty they would be
+    # recipients of the cases of load (a).
     DATA="$out/data"
-    cp -a "$TEMPLATE" "$DATA"
+    "$SERVER" init --data "$DATA" >>"$WORK/admin.log" 2>&1 &&
+        "$SERVER" demo --data "$DATA" >>"$WORK/admin.log" 2>&1 &&
+        "$BUILD/bench/mkusers" --data "$DATA" --count "$IDLE_CLIENTS" \
+            --specialty idletest --clinic "Demo City Hospital" \
+            --requester demo-requester --out "$out/tokens" \
+            2>>"$WORK/admin.log" ||
+        die "idle data: $(tail -3 "$WORK/admin.log")"
     start_hashi "$DATA" "$out/server.log"
     say "---- idle: $IDLE_CLIENTS sessions for $IDLE_S s"
     set +e
     timeout $((IDLE_S + 200)) "$BUILD/bench/loadclient" --port "$PORT" \
-        --ca "$DATA/tls/cert.pem" --tokens "$WORK/tokens" \
+        --ca "$DATA/tls/cert.pem" --tokens "$out/tokens" \
         --clients "$IDLE_CLIENTS" --idle "$IDLE_S" --server-pid "$SPID" \
         >"$out/client.out" 2>"$out/client.err"
     rc=$?
