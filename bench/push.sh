@@ -11,6 +11,15 @@
 # section of bench/RESULTS.md is rewritten from that file (bench/ingest.py
 # rewrites RESULTS.md as a whole, so the section is rebuilt every run).
 #
+# The anchor, in the same run: Mosquitto (Debian's) with a TLS WebSocket
+# listener and the same dev certificate; loadclient --mqtt opens as many
+# MQTT 3.1.1 subscribers (QoS 1, clean session off) and publishes QoS 1
+# messages of the hashi event's mean size at the same rate.  Its row in
+# runs.tsv has ack "mqtt" and rev "mosquitto".  Debian 12's 2.0.11
+# refuses to start with a WebSocket listener alone (its libwebsockets
+# lacks LWS_WITH_EXTERNAL_POLL; eclipse-mosquitto/mosquitto#2578), so an
+# unused plain MQTT listener on loopback is opened too.
+#
 # Runs inside a private network namespace with only loopback (unshare
 # --net) when it can.  About 1.5 minutes; bounded under 3 (the client
 # stops creating at DURATION even if the server falls behind the rate).
@@ -27,6 +36,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD="${HASHI_BUILD:-$ROOT/build}"
 SERVER="$BUILD/hashi-server"
 CLIENTS="${PUSH_CLIENTS:-1000}"
+IDLE_CLIENTS="${PUSH_IDLE_CLIENTS:-10000}"     # load (c): idle sessions
+IDLE_S="${PUSH_IDLE_S:-60}"
 RATE="${PUSH_RATE:-10}"
 DURATION="${PUSH_DURATION:-30}"
 WORK="$ROOT/bench/work/push"
@@ -50,8 +61,10 @@ if [ -z "${HASHI_PUSH_NETNS:-}" ]; then
     export HASHI_PUSH_NETNS="host network (unshare failed)"
 fi
 
-# 1000 connections on each side, plus the server's files.
-want=$((CLIENTS + 256))
+# The connections on each side, plus the server's files.
+USERS=$CLIENTS
+[ "$IDLE_CLIENTS" -le "$USERS" ] || USERS=$IDLE_CLIENTS
+want=$((USERS + 256))
 [ "$(ulimit -n)" -ge "$want" ] || ulimit -n "$want" 2>/dev/null ||
     ulimit -n "$(ulimit -Hn)" ||
     die "cannot raise the open-file limit to $want"
@@ -77,6 +90,30 @@ stop_server() {
     fi
 }
 trap stop_server EXIT
+
+# wait_up NAME LOG CMD...: until CMD succeeds (at most 20 s), or the
+# server $SPID exits.
+wait_up() {
+    name=$1 log=$2
+    shift 2
+    i=0
+    until "$@" 2>/dev/null; do
+        kill -0 "$SPID" 2>/dev/null ||
+            { SPID=""; die "$name exited: $(tail -5 "$log")"; }
+        i=$((i + 1))
+        [ $i -lt 100 ] || die "$name not up within 20 s"
+        sleep 0.2
+    done
+}
+
+# start_hashi DATA LOG: a hashi-server on DATA, up when /healthz answers.
+start_hashi() {
+    "$SERVER" --data "$1" --listen "127.0.0.1:$PORT" --dicom 127.0.0.1:0 \
+        --log-level warn >"$2" 2>&1 &
+    SPID=$!
+    wait_up hashi-server "$2" curl -s -o /dev/null --max-time 2 \
+        --cacert "$1/tls/cert.pem" "https://127.0.0.1:$PORT/healthz"
+}
 trap 'exit 130' INT TERM
 
 t0=$(date +%s)
@@ -110,18 +147,7 @@ run_one() {
     cp -a "$TEMPLATE" "$DATA"
     CA="$DATA/tls/cert.pem"
     sync
-    "$SERVER" --data "$DATA" --listen "127.0.0.1:$PORT" --dicom 127.0.0.1:0 \
-        --log-level warn >"$out/server.log" 2>&1 &
-    SPID=$!
-    i=0
-    until curl -s -o /dev/null --max-time 2 --cacert "$CA" \
-        "https://127.0.0.1:$PORT/healthz"; do
-        kill -0 "$SPID" 2>/dev/null ||
-            { SPID=""; die "hashi-server exited: $(tail -5 "$out/server.log")"; }
-        i=$((i + 1))
-        [ $i -lt 100 ] || die "no /healthz within 20 s"
-        sleep 0.2
-    done
+    start_hashi "$DATA" "$out/server.log"
     say "---- acks: $ack; hashi-server pid $SPID on 127.0.0.1:$PORT" \
         "($HASHI_PUSH_NETNS)"
 
@@ -176,6 +202,108 @@ run_one() {
 for ack in ${PUSH_ACKS:-1s each}; do
     run_one "$ack"
 done
+
+# run_mqtt: the same load on Mosquitto, messages of the last hashi run's
+# mean event size.
+MOSQUITTO=${MOSQUITTO:-/usr/sbin/mosquitto}
+run_mqtt() {
+    [ -x "$MOSQUITTO" ] || {
+        say "no $MOSQUITTO (sh scripts/deps.sh --bench): anchor skipped"
+        return 0
+    }
+    out="$WORK/mqtt"
+    mkdir -p "$out"
+    size=$(sed -n 's/^RESULT event_bytes=//p' "$WORK/$ack/client.out")
+    [ -n "$size" ] && [ "$size" -gt 0 ] || size=700
+    cp "$TEMPLATE/tls/cert.pem" "$TEMPLATE/tls/key.pem" "$out/"
+    MPORT=$((PORT + 1))
+    cat >"$out/mosquitto.conf" <<EOC
+user $(id -un)
+persistence false
+allow_anonymous true
+max_queued_messages 100000
+max_inflight_messages 256
+log_dest stderr
+log_type error
+log_type warning
+listener $((MPORT + 1)) 127.0.0.1
+listener $MPORT 127.0.0.1
+protocol websockets
+certfile $out/cert.pem
+keyfile $out/key.pem
+EOC
+    "$MOSQUITTO" -c "$out/mosquitto.conf" >"$out/server.log" 2>&1 &
+    SPID=$!
+    wait_up mosquitto "$out/server.log" /usr/bin/python3 -c 'import socket
+import sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' \
+        "$MPORT"
+    say "---- anchor: $($MOSQUITTO -h 2>&1 | head -1), pid $SPID," \
+        "wss on 127.0.0.1:$MPORT, QoS 1, $size-byte messages"
+    set +e
+    timeout 100 "$BUILD/bench/loadclient" --mqtt 1 --msg-size "$size" \
+        --port "$MPORT" --ca "$out/cert.pem" --tokens "$WORK/tokens" \
+        --clients "$CLIENTS" --rate "$RATE" --duration "$DURATION" \
+        --server-pid "$SPID" --ack-ms 0 >"$out/client.out" 2>"$out/client.err"
+    rc=$?
+    set -e
+    grep -v '^RESULT ' "$out/client.out" | sed 's/cases created/messages published/' || true
+    [ -s "$out/client.err" ] && head -10 "$out/client.err"
+    stop_server
+    [ $rc -lt 2 ] || { say "the Mosquitto run failed (status $rc)"; return 0; }
+    r() { sed -n "s/^RESULT $1=//p" "$out/client.out"; }
+    say "anchor: Mosquitto commit(publish)->receipt p99 $(r commit_p99_ms) ms" \
+        "vs hashi $(sed -n 's/^RESULT commit_p99_ms=//p' \
+            "$WORK/$ack/client.out") ms (last hashi run, acks $ack)"
+    [ -z "${PUSH_NO_RECORD:-}" ] || return 0
+    line="$(date -u +%Y-%m-%dT%H:%MZ)	mosquitto"
+    for k in clients cases_ok rate; do
+        line="$line	$(r $k)"
+    done
+    line="$line	mqtt"
+    for k in p50_ms p99_ms max_ms early_pct commit_p50_ms commit_p99_ms \
+        send_p99_ms create_p50_ms create_p99_ms missing duplicates \
+        rss_max_mb cpu_pct client_cpu_pct connect_s; do
+        line="$line	$(r $k)"
+    done
+    printf '%s\t%s\n' "$line" "$(cut -d' ' -f1 /proc/loadavg)" >>"$RUNS"
+}
+[ -n "${PUSH_NO_MQTT:-}" ] || run_mqtt
+
+# run_idle: load (c), IDLE_CLIENTS hashi.v1 sessions doing nothing for
+# IDLE_S seconds (the server's keep-alive pings included): its CPU over
+# that time and its RSS.  Targets: <= 2 % of a core, <= 256 MB.
+run_idle() {
+    out="$WORK/idle"
+    mkdir -p "$out"
+    # Its own users: added to the template's specialty they would be
+    # recipients of the cases of load (a).
+    DATA="$out/data"
+    "$SERVER" init --data "$DATA" >>"$WORK/admin.log" 2>&1 &&
+        "$SERVER" demo --data "$DATA" >>"$WORK/admin.log" 2>&1 &&
+        "$BUILD/bench/mkusers" --data "$DATA" --count "$IDLE_CLIENTS" \
+            --specialty idletest --clinic "Demo City Hospital" \
+            --requester demo-requester --out "$out/tokens" \
+            2>>"$WORK/admin.log" ||
+        die "idle data: $(tail -3 "$WORK/admin.log")"
+    start_hashi "$DATA" "$out/server.log"
+    say "---- idle: $IDLE_CLIENTS sessions for $IDLE_S s"
+    set +e
+    timeout $((IDLE_S + 200)) "$BUILD/bench/loadclient" --port "$PORT" \
+        --ca "$DATA/tls/cert.pem" --tokens "$out/tokens" \
+        --clients "$IDLE_CLIENTS" --idle "$IDLE_S" --server-pid "$SPID" \
+        >"$out/client.out" 2>"$out/client.err"
+    rc=$?
+    set -e
+    grep -v '^RESULT ' "$out/client.out" || true
+    [ -s "$out/client.err" ] && head -5 "$out/client.err"
+    stop_server
+    r() { sed -n "s/^RESULT $1=//p" "$out/client.out"; }
+    [ $rc -eq 0 ] || { say "the idle run failed (status $rc)"; return 0; }
+    say "targets (c) (CPU <= 2 %, RSS <= 256 MB): $(awk -v c="$(r idle_cpu_pct)" \
+        -v m="$(r idle_rss_mb)" 'BEGIN { print (c <= 2 ? "CPU ok" : "CPU OVER") \
+        ", " (m <= 256 ? "RSS ok" : "RSS OVER") }')"
+}
+[ "$IDLE_CLIENTS" -eq 0 ] || run_idle
 
 if [ -z "${PUSH_NO_RECORD:-}" ]; then
     /usr/bin/python3 "$ROOT/bench/push/section.py" "$RUNS" "$RESULTS"

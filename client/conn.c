@@ -86,6 +86,7 @@ struct conn {
     int ws;
     int ws_close_code;
     int64_t ws_last_rx;
+    int64_t ws_last_ping;       /* conn_ws_keepalive's last ping */
 
     /* hashi.v1 */
     int keep_events;
@@ -1327,6 +1328,20 @@ int conn_ws_close_code(const struct conn *c)
 int64_t conn_ws_last_rx_ms(const struct conn *c)
 {
     return c->ws_last_rx;
+}
+
+int conn_ws_keepalive(struct conn *c, int ping_ms, int dead_ms,
+                      struct err *e)
+{
+    int64_t now = mono_ms(), idle = now - c->ws_last_rx;
+    if (idle > dead_ms)
+        return err_set(e, ERR_IO, "no sign of life from the server for "
+                       "%d s", dead_ms / 1000);
+    if (idle > ping_ms && now - c->ws_last_ping > ping_ms) {
+        c->ws_last_ping = now;
+        return conn_ws_ping(c, e);
+    }
+    return 0;
 }
 
 /* ---- hashi.v1 --------------------------------------------------------- */

@@ -142,6 +142,16 @@ void conn_ws_close(struct conn *c, int code, const char *reason);
 int conn_ws_close_code(const struct conn *c);
 /* Milliseconds (monotonic) when the last frame arrived. */
 int64_t conn_ws_last_rx_ms(const struct conn *c);
+/* Keep-alive, for a client whose wait for a frame timed out: after
+ * ping_ms of silence it pings the server (at most once per ping_ms; the
+ * answer counts as a frame); after dead_ms without any frame — the
+ * server's own pings (every 30 s by default) included — the link is
+ * dead: ERR_IO (reconnect).  0 otherwise.  Callers wait at most a few
+ * seconds between calls.  The defaults for hashi.v1 clients: */
+#define CONN_WS_PING_MS 25000
+#define CONN_WS_DEAD_MS 75000
+int conn_ws_keepalive(struct conn *c, int ping_ms, int dead_ms,
+                      struct err *e);
 
 /* ---- hashi.v1 session ----------------------------------------------------
  * conn_v1_open: WebSocket + hello + welcome.  Requests wait for their

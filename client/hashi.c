@@ -48,8 +48,6 @@ enum { EX_OK = 0, EX_USAGE = 1, EX_SERVER = 2, EX_AUTH = 3 };
 
 #define NET_ATTEMPTS 4                  /* one try + retries on a cut */
 #define WATCH_ACK_EVERY 32
-#define WATCH_PING_MS 25000             /* idle: ping the server */
-#define WATCH_DEAD_MS 75000             /* nothing at all: reconnect */
 
 static const char usage_text[] =
     "usage: hashi COMMAND [options]\n"
@@ -1104,7 +1102,7 @@ static int watch_session(struct watch *wt, int *fatal, struct err *e)
 {
     struct cli *cl = wt->cl;
     struct msg welcome;
-    int64_t target, last_ping = 0;
+    int64_t target;
     int rc;
 
     struct conn_v1_hello h = {
@@ -1135,17 +1133,9 @@ static int watch_session(struct watch *wt, int *fatal, struct err *e)
         int wait = 1000;
         rc = conn_v1_next(cl->c, wait, &m, e);
         if (rc == CONN_TIMEOUT) {
-            int64_t idle = (int64_t)(now_mono() * 1000) -
-                           conn_ws_last_rx_ms(cl->c);
-            if (idle > WATCH_DEAD_MS)
-                return err_set(e, ERR_IO, "no sign of life from the "
-                               "server for %d s", WATCH_DEAD_MS / 1000);
-            if (idle > WATCH_PING_MS &&
-                (int64_t)(now_mono() * 1000) - last_ping > WATCH_PING_MS) {
-                last_ping = (int64_t)(now_mono() * 1000);
-                if ((rc = conn_ws_ping(cl->c, e)))
-                    return rc;
-            }
+            if ((rc = conn_ws_keepalive(cl->c, CONN_WS_PING_MS,
+                                        CONN_WS_DEAD_MS, e)))
+                return rc;
             continue;
         }
         if (rc) {

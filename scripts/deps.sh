@@ -7,7 +7,8 @@ PKGS="build-essential pkg-config g++ libdcmtk-dev dcmtk libwebsockets-dev
 libssl-dev libsqlite3-dev libjansson-dev libcmocka-dev libjpeg-dev openssl curl sqlite3
 python3 python3-pydicom python3-numpy valgrind clang procps"
 
-# Test-only peers: Orthanc (benchmarks), Chromium + node (browser tests).
+# Test-only peers: Orthanc (benchmarks), Chromium + node (browser tests);
+# Mosquitto for --bench only.
 if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--bench" ]; then
     PKGS="$PKGS orthanc orthanc-dicomweb chromium iproute2 util-linux
           python3-cryptography"
@@ -15,6 +16,8 @@ if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--bench" ]; then
     # with such a build, so ask for Debian's only when there is none.
     command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm"
 fi
+# The push benchmark's anchor broker.
+[ "${1:-}" != "--bench" ] || PKGS="$PKGS mosquitto"
 
 missing=""
 for p in $PKGS; do

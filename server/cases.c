@@ -138,7 +138,7 @@ static void tx_rollback(struct server *srv)
 {
     sqlite3_exec(dbof(srv), "ROLLBACK", NULL, NULL, NULL);
     if (srv->outbox)
-        outbox_clear_dirty(srv->outbox);
+        outbox_clear_events(srv->outbox);
 }
 
 /* COMMIT, then hand the new events to whoever registered for them (the
@@ -154,7 +154,7 @@ static int tx_commit(struct server *srv, struct err *e)
     if (srv->events_committed)
         srv->events_committed(srv);
     else if (srv->outbox)
-        outbox_clear_dirty(srv->outbox);
+        outbox_clear_events(srv->outbox);
     return 0;
 }
 
@@ -595,7 +595,12 @@ static int add_participant(sqlite3 *db, const char *case_id, int64_t uid,
     return rc;
 }
 
-/* Append one event to the outbox of every participant of the case. */
+/* Append one event to the outbox of every recipient of the case, chosen
+ * now, not at create: its participants, its clinic's requesters and
+ * admins, and, when it went to its whole specialty (cases.to_specialty),
+ * the specialty's specialists — so a user added to the clinic or the
+ * specialty later hears of the case from then on.  UNION ALL: the outbox
+ * drops repeats itself, cheaper than SQLite's temporary B-tree. */
 static int notify(struct server *srv, const char *case_id, const char *kind,
                   json_t *body, struct err *e)
 {
@@ -604,7 +609,17 @@ static int notify(struct server *srv, const char *case_id, const char *kind,
     sqlite3 *db = dbof(srv);
     sqlite3_stmt *st = prep(db, e,
                             "SELECT user_id FROM case_participants"
-                            " WHERE case_id = ?1 ORDER BY user_id",
+                            " WHERE case_id = ?1"
+                            " UNION ALL SELECT u.id FROM cases c"
+                            " JOIN users u ON u.clinic_id = c.clinic_id"
+                            " WHERE c.case_id = ?1 AND u.disabled = 0"
+                            " AND u.role IN ('requester', 'admin')"
+                            " UNION ALL SELECT u.id FROM cases c"
+                            " JOIN user_specialties us"
+                            "  ON us.specialty = c.specialty"
+                            " JOIN users u ON u.id = us.user_id"
+                            " WHERE c.case_id = ?1 AND c.to_specialty"
+                            " AND u.disabled = 0 AND u.role = 'specialist'",
                             "s", case_id);
     if (!st)
         return ERR_DB;
@@ -798,14 +813,22 @@ static int add_first_recipients(sqlite3 *db, const char *case_id,
                  "ssi", case_id, specialty, now);
     if (rc)
         return rc;
+    rc = run(db, e, NULL,
+             "INSERT OR IGNORE INTO case_participants"
+             " (case_id, user_id, why, since)"
+             " SELECT ?1, us.user_id, 'notified', ?3"
+             " FROM user_specialties us JOIN users u ON u.id = us.user_id"
+             " WHERE us.specialty = ?2 AND u.role = 'specialist'"
+             " AND NOT EXISTS (SELECT 1 FROM oncall WHERE specialty = ?2)",
+             "ssi", case_id, specialty, now);
+    if (rc)
+        return rc;
+    /* Sent to the whole specialty: notify() adds those who join it
+     * later. */
     return run(db, e, NULL,
-               "INSERT OR IGNORE INTO case_participants"
-               " (case_id, user_id, why, since)"
-               " SELECT ?1, us.user_id, 'notified', ?3"
-               " FROM user_specialties us JOIN users u ON u.id = us.user_id"
-               " WHERE us.specialty = ?2 AND u.role = 'specialist'"
+               "UPDATE cases SET to_specialty = 1 WHERE case_id = ?1"
                " AND NOT EXISTS (SELECT 1 FROM oncall WHERE specialty = ?2)",
-               "ssi", case_id, specialty, now);
+               "ss", case_id, specialty);
 }
 
 static int create_tx(struct server *srv, const struct principal *who,
@@ -1525,10 +1548,11 @@ int cases_ack(struct server *srv, int64_t user_id, int64_t seq,
         rc = run(db, e, NULL,
                  "UPDATE message_receipts SET delivered_at = ?4"
                  " WHERE user_id = ?1 AND delivered_at IS NULL AND"
-                 " message_id IN (SELECT json_extract(body,"
-                 "  '$.message.message_id') FROM outbox"
-                 "  WHERE user_id = ?1 AND seq > ?2 AND seq <= ?3"
-                 "  AND kind = 'message.new')",
+                 " message_id IN (SELECT json_extract(ev.body,"
+                 "  '$.message.message_id') FROM outbox o"
+                 "  JOIN outbox_events ev ON ev.id = o.event"
+                 "  WHERE o.user_id = ?1 AND o.seq > ?2 AND o.seq <= ?3"
+                 "  AND ev.kind = 'message.new')",
                  "iiii", user_id, from, seq, now_ms());
     if (rc)
         sqlite3_exec(db, "ROLLBACK TO cases_ack", NULL, NULL, NULL);
@@ -1686,10 +1710,14 @@ static int escalate_one(struct server *srv, const char *case_id,
     int64_t next = !strcmp(scope, "oncall") ? now + due_after(srv,
                                                               r.priority)
                                             : 0;
+    /* Escalated to the whole specialty: from now on it is the case of
+     * everyone in it, later members included (notify). */
     rc = run(db, e, NULL,
              "UPDATE cases SET escalation_level = ?2, due_at = ?3,"
-             " updated_at = ?4 WHERE case_id = ?1",
-             "siii", case_id, (int64_t)level, next, now);
+             " updated_at = ?4, to_specialty = ?5 OR to_specialty"
+             " WHERE case_id = ?1",
+             "siiii", case_id, (int64_t)level, next, now,
+             (int64_t)!strcmp(scope, "specialty"));
     if (!rc) {
         json_t *extra = json_pack("{s:{s:i, s:s, s:O}}", "escalation",
                                   "level", level, "scope", scope, "to", to);

@@ -45,6 +45,8 @@ static const struct {
     { "upload-max-age", K_STR },
     { "push-ca", K_STR },
     { "push-contact", K_STR },
+    { "ws-ping", K_STR },
+    { "ws-queue-max", K_STR },
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -75,6 +77,8 @@ void config_defaults(struct server_config *c)
     c->due_urgent = CASES_DUE_URGENT;
     c->due_routine = CASES_DUE_ROUTINE;
     c->upload_max_age = CONFIG_DEFAULT_UPLOAD_MAX_AGE;
+    c->ws_ping = CONFIG_DEFAULT_WS_PING;
+    c->ws_queue_max = CONFIG_DEFAULT_WS_QUEUE_MAX;
 }
 
 /* A DNS name: labels of letters, digits and '-', not all-numeric (so a
@@ -387,6 +391,22 @@ int config_set(struct server_config *c, const char *key, const char *v,
                            "upload-max-age: '%.64s' is not a number of "
                            "seconds (1..31536000)", v);
         c->upload_max_age = (int)secs;
+        return 0;
+    }
+    if (!strcmp(key, "ws-ping")) {
+        long secs;
+        if (parse_uint(v, 0, 3600, &secs))
+            return err_set(e, ERR_INVALID,
+                           "ws-ping: '%.64s' is not a number of seconds "
+                           "(0..3600, 0: off)", v);
+        c->ws_ping = (int)secs;
+        return 0;
+    }
+    if (!strcmp(key, "ws-queue-max")) {
+        if (parse_size(v, &c->ws_queue_max) || c->ws_queue_max < 262144)
+            return err_set(e, ERR_INVALID,
+                           "ws-queue-max: '%.64s' is not a size of at "
+                           "least 256K", v);
         return 0;
     }
     if (!strcmp(key, "config"))

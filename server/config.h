@@ -9,7 +9,8 @@
  * dicom-artim-timeout, dicom-idle-timeout (seconds), and due-stat,
  * due-urgent, due-routine: escalation deadlines in seconds; push-ca: the
  * CA file push services are checked against, push-contact: the VAPID
- * "sub", a mailto: or https: URL); '#' starts a
+ * "sub", a mailto: or https: URL; ws-ping, ws-queue-max: hashi.v1
+ * keep-alive and slow-reader limit); '#' starts a
  * comment, blank lines are ignored.  "origin" may repeat; origins given as
  * flags replace those from files.  Every value is validated; a bad one is
  * ERR_INVALID with a message naming the key and the value.
@@ -33,6 +34,8 @@
 #define CONFIG_DEFAULT_DICOM_ASSOCIATIONS 16
 #define CONFIG_DEFAULT_DICOM_ARTIM 10          /* seconds */
 #define CONFIG_DEFAULT_DICOM_IDLE 60           /* seconds */
+#define CONFIG_DEFAULT_WS_PING 30                       /* seconds */
+#define CONFIG_DEFAULT_WS_QUEUE_MAX (1024 * 1024)       /* bytes */
 #define CONFIG_INSTALLED_WEB "/usr/local/share/hashi/web"
 
 /* Built-in defaults (cert, key and web root stay "" until config_finish). */

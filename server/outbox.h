@@ -5,13 +5,16 @@
  * Every change a user should hear about appends an event to that user's
  * outbox in the same transaction as the change (outbox_append inside the
  * caller's BEGIN ... COMMIT).  Each user's events carry a strictly
- * increasing seq (1, 2, 3, ...) and a globally unique event_id.  A client
- * says which seq it has (hello.last_seq, ack.seq, cumulative); everything
- * after it is (re)sent.  Acknowledged events are pruned after 30 days.
+ * increasing seq (1, 2, 3, ...); an event has one event_id, the same for
+ * all its recipients and on every redelivery.  A client says which seq it
+ * has (hello.last_seq, ack.seq, cumulative); everything after it is
+ * (re)sent.  Acknowledged events are pruned after 30 days.
  *
- * Live push: outbox_append also records the user id in the outbox's
- * "dirty" set; after COMMIT the caller hands the set to the WebSocket layer
- * (outbox_take_dirty), which sends the new events to connected sessions.
+ * Live push: every append is also kept in memory, as the tail of its
+ * hashi.v1 frame and its recipients' seqs; after COMMIT the caller hands
+ * them to the WebSocket layer (outbox_take_events), which fans the same
+ * bytes out to the connected sessions without reading the table back.
+ * The table is read only for replay (outbox_fetch_frames).
  * Used from the lws thread only (the SCP thread queues its work there).
  */
 #ifndef HASHI_OUTBOX_H
@@ -27,8 +30,8 @@
 
 struct outbox;
 
-/* Over db, whose tables (outbox, outbox_cursor) schema.c's migrations
- * made.  The caller keeps db open until outbox_close. */
+/* Over db, whose tables (outbox_events, outbox, outbox_cursor)
+ * schema.c's migrations made.  The caller keeps db open until outbox_close. */
 struct outbox *outbox_open(sqlite3 *db, struct err *e);
 void outbox_close(struct outbox *o);
 
@@ -38,8 +41,10 @@ int outbox_append(struct outbox *o, int64_t user_id, const char *kind,
                   const char *case_id, json_t *body, int64_t *seq,
                   struct err *e);
 
-/* The same event for several users (a case's participants): the body is
- * serialised once; all rows or none.  users[i] > 0. */
+/* The same event for several users (a case's recipients): one event row,
+ * one cursor UPSERT for all, and one small (user, seq, event) row per
+ * user from one prepared statement; all rows or none.  users[i] > 0; a user
+ * named twice gets the event once. */
 int outbox_append_many(struct outbox *o, const int64_t *users, size_t n,
                        const char *kind, const char *case_id, json_t *body,
                        struct err *e);
@@ -85,13 +90,39 @@ int64_t outbox_acked_seq(struct outbox *o, int64_t user_id);
  * Returns how many, or a negative ERR_*. */
 int outbox_prune(struct outbox *o, int64_t now, struct err *e);
 
-/* User ids that got events since the last call (deduplicated).  *ids is
- * malloc'd (caller frees); *n may be 0.  Call after COMMIT; after a
- * ROLLBACK call outbox_clear_dirty instead. */
-int outbox_take_dirty(struct outbox *o, int64_t **ids, size_t *n);
-void outbox_clear_dirty(struct outbox *o);
-/* The same set without taking it (for a hook that runs before the one
- * that takes it: webpush.c).  Valid until the next outbox call. */
-const int64_t *outbox_dirty(const struct outbox *o, size_t *n);
+/* One recipient of a live event. */
+struct outbox_rcpt {
+    int64_t user_id, seq;
+};
+
+/* An event appended since the last outbox_take_events: the frame is
+ * outbox_frame_head(seq) followed by tail, the same bytes for every
+ * recipient (and those outbox_fetch_frames gives on replay). */
+struct outbox_event {
+    struct outbox_event *next;
+    struct outbox_rcpt *rcpt;       /* n, by user id; malloc'd */
+    size_t n;
+    int refs;                       /* the taker's to use (ws.c counts its
+                                       queued references); starts 0 */
+    size_t tail_len;
+    char tail[];                    /* `"event_id":...,"body":{...}}` */
+};
+
+/* The events appended since the last call, oldest first, as a list the
+ * caller owns (outbox_event_free each).  Call after COMMIT; after a
+ * ROLLBACK call outbox_clear_events instead.  *list may be NULL. */
+void outbox_take_events(struct outbox *o, struct outbox_event **list);
+void outbox_clear_events(struct outbox *o);
+void outbox_event_free(struct outbox_event *ev);
+
+/* The start of an event frame for seq, `{"type":"event","seq":N,`, into
+ * buf (OUTBOX_HEAD_MAX bytes); returns its length. */
+#define OUTBOX_HEAD_MAX 48
+size_t outbox_frame_head(char *buf, int64_t seq);
+
+/* The users of the events not taken yet, sorted, each once (for a hook
+ * that runs before the one that takes them: webpush.c).  Owned by o,
+ * valid until the next outbox call; NULL with *n = 0 if none. */
+const int64_t *outbox_dirty(struct outbox *o, size_t *n);
 
 #endif

@@ -331,6 +331,41 @@ static const char *const migrations[] = {
     /* 8: a clinic's AE may also be a C-MOVE destination: where it
      *    listens ("HOST:PORT", scp.c), NULL if it only sends. */
     "ALTER TABLE clinic_aes ADD COLUMN dest TEXT;",
+
+    /* 9: the outbox stores each event once (outbox_events) and per
+     *    recipient only (user_id, seq, event): a case sent to 1,000
+     *    specialists writes one body, not 1,000.  Existing rows keep
+     *    their event ids, seqs and acks.  Then cases.to_specialty. */
+    "CREATE TABLE outbox_events ("
+    "  id INTEGER PRIMARY KEY,"
+    "  event_id TEXT NOT NULL UNIQUE,"
+    "  kind TEXT NOT NULL,"
+    "  case_id TEXT,"
+    "  at INTEGER NOT NULL,"
+    "  body TEXT NOT NULL);"
+    "INSERT INTO outbox_events (event_id, kind, case_id, at, body)"
+    "  SELECT event_id, kind, case_id, at, body FROM outbox"
+    "  ORDER BY at, user_id, seq;"
+    "CREATE TABLE outbox_rows ("
+    "  user_id INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  event INTEGER NOT NULL,"           /* outbox_events.id */
+    "  PRIMARY KEY (user_id, seq)) WITHOUT ROWID;"
+    "INSERT INTO outbox_rows (user_id, seq, event)"
+    "  SELECT o.user_id, o.seq, e.id FROM outbox o"
+    "  JOIN outbox_events e ON e.event_id = o.event_id;"
+    "DROP TABLE outbox;"
+    "ALTER TABLE outbox_rows RENAME TO outbox;"
+    /* cases.to_specialty: the case went to every specialist of its
+     *    specialty (at create, or escalated to it): its events reach
+     *    those who join the specialty later too (cases.c's notify).  Existing cases: those
+     *    of a specialty named to nobody and without an on-call list, or
+     *    escalated until nobody was left to tell. */
+    "ALTER TABLE cases ADD COLUMN to_specialty INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE cases SET to_specialty = 1 WHERE specialty IS NOT NULL"
+    "  AND specialist_id IS NULL AND (escalation_level > 0 AND due_at = 0"
+    "  OR NOT EXISTS (SELECT 1 FROM oncall o"
+    "   WHERE o.specialty = cases.specialty));",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -63,6 +63,10 @@ struct server_config {
     int upload_max_age;         /* seconds: partial uploads removed after */
     char push_ca[4096];         /* CA file for push services; "": system */
     char push_contact[256];     /* VAPID "sub" (mailto: or https:), or "" */
+    int ws_ping;                /* seconds of silence before a WebSocket
+                                   ping; none for 1.5x: closed. 0: off */
+    uint64_t ws_queue_max;      /* bytes a hashi.v1 session may have
+                                   waiting for its socket; over: 4429 */
 };
 
 struct server {
@@ -81,9 +85,9 @@ struct server {
                                    reaped on the lws thread */
     struct upload_hub *uploads; /* resumable uploads (upload.h) */
     struct webpush *push;       /* Web Push (webpush.h); may be NULL */
-    /* Called by cases.c after every COMMIT, with the outbox's dirty set
-     * holding the users who got events: ws.c registers its live push
-     * here (ws_init).  NULL: the events wait in the outboxes for the next
+    /* Called by cases.c after every COMMIT, with the committed events
+     * waiting in the outbox (outbox_take_events): ws.c registers its
+     * live push here (ws_init), webpush.c wraps it.  NULL: the events wait in the outboxes for the next
      * hello (admin tools, unit tests).  Lws thread only. */
     void (*events_committed)(struct server *srv);
     /* Called by cases.c after a case was created (not for a repeat):
@@ -116,15 +120,16 @@ void http_wake(struct server *srv);
 
 /* ws.c: the hashi.v1 WebSocket protocol (see proto/PROTOCOL.md).
  * ws_init makes the hub (srv->ws) and registers srv->events_committed,
- * which sends newly appended outbox events to the connected sessions of
- * the users outbox_take_dirty() names.  ws_protocol() is the lws
+ * which takes the newly committed events (outbox_take_events) and sends
+ * them from memory to the connected sessions of their recipients.  ws_protocol() is the lws
  * protocol entry http.c puts in its list (NULL before ws_init). */
 struct lws_protocols;
 int ws_init(struct server *srv, struct err *e);
 const struct lws_protocols *ws_protocol(struct server *srv);
 void ws_free(struct server *srv);
 /* The hub's share of the tick: writes pending acks, closes sessions
- * silent past the hello timeout (4408) and those whose token has ended
+ * silent past the hello timeout or the keep-alive's (4408: pings after
+ * cfg.ws_ping s of silence) and those whose token has ended
  * (4401: expired, or revoked / user disabled — by any process, seen
  * through auth_epoch()), sends held-back images.arrived and prunes old
  * kept replies. */

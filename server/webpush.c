@@ -735,9 +735,10 @@ static void push_user(struct server *srv, int64_t user_id)
     int has = sqlite3_step(st) == SQLITE_ROW;
     int64_t after = has ? sqlite3_column_int64(st, 0) : 0, last = after;
     sqlite3_reset(st);
-    if (!has || !(st = stmt(srv, "SELECT seq, kind, case_id, body"
-                                 " FROM outbox WHERE user_id = ?1"
-                                 " AND seq > ?2 ORDER BY seq LIMIT 100")))
+    if (!has || !(st = stmt(srv, "SELECT o.seq, e.kind, e.case_id, e.body"
+                                 " FROM outbox o JOIN outbox_events e"
+                                 " ON e.id = o.event WHERE o.user_id = ?1"
+                                 " AND o.seq > ?2 ORDER BY o.seq LIMIT 100")))
         return;
     /* Collected first: push_event and worth_pushing use other statements
      * of the same connection. */
@@ -776,18 +777,26 @@ static void push_user(struct server *srv, int64_t user_id)
 }
 
 /* srv->events_committed, wrapping the hook that was there (ws.c's live
- * push), which then takes the dirty set as before. */
+ * push, which takes the new events): that one first, so the sessions'
+ * fan-out waits for no push service, then the users' devices. */
 static void committed(struct server *srv)
 {
     struct webpush *w = srv->push;
     size_t n = 0;
-    const int64_t *ids = srv->outbox ? outbox_dirty(srv->outbox, &n) : NULL;
-    for (size_t i = 0; i < n; i++)
-        push_user(srv, ids[i]);
+    const int64_t *dirty = srv->outbox ? outbox_dirty(srv->outbox, &n)
+                                       : NULL;
+    int64_t *ids = n ? malloc(n * sizeof *ids) : NULL;
+    if (ids)
+        memcpy(ids, dirty, n * sizeof *ids);
+    else
+        n = 0;              /* out of memory: pushed at the next event */
     if (w->next_committed)
         w->next_committed(srv);
     else if (srv->outbox)
-        outbox_clear_dirty(srv->outbox);
+        outbox_clear_events(srv->outbox);
+    for (size_t i = 0; i < n; i++)
+        push_user(srv, ids[i]);
+    free(ids);
 }
 
 int webpush_init(struct server *srv, struct err *e)

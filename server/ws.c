@@ -10,17 +10,21 @@
  *      HTTP_CONFIRM_UPGRADE, because of CVE-2025-11677 in lws 4.1.6.
  *   2. ESTABLISHED: the session joins the hub; it has 10 s for `hello`.
  *   3. hello -> welcome; the session is filed under its user id, and the
- *      outbox after replay_from is sent, at most 256 unacknowledged events
- *      in flight, a batch fetched whenever the send queue runs dry.
+ *      outbox after replay_from is replayed, at most 256 unacknowledged
+ *      events in flight, a batch fetched whenever the send queue runs dry
+ *      (outbox_fetch_frames: no JSON round trip).
  *   4. Requests run synchronously (cases.c) and get exactly one reply;
  *      the reply text is kept in SQLite (request_replies) so a retry of
  *      the same (user, id) gets the same bytes, across reconnects and
  *      restarts.
- *   5. push_dirty(), which cases.c calls after each COMMIT through
- *      srv->events_committed, marks the sessions of the users that got
- *      events and asks lws for a writeable callback; each WRITEABLE
- *      sends one queued frame.  Events go out as the outbox stores them
- *      (outbox_fetch_frames: no JSON round trip).
+ *   5. push_events(), which cases.c calls after each COMMIT through
+ *      srv->events_committed, queues each new event to the live sessions
+ *      of its recipients from memory: one shared frame tail per event,
+ *      a reference per session, the outbox not read back.  A session
+ *      still replaying, or missing a seq, is left to its replay (in
+ *      order, once).  The sessions ask for WRITEABLE one loop later, so
+ *      the request's own reply is written first; each WRITEABLE writes
+ *      one frame (a pending keep-alive ping first).
  *   6. Acks move the session's window at once; they are written to the
  *      outbox together (cases_ack), at every tick, at a close and before
  *      REST reads the cursor (one commit instead of one per ack per
@@ -29,17 +33,24 @@
  *      or when it is revoked (logout) or its user disabled, by this
  *      process or another (auth_epoch).
  *
- * ws_tick, main.c's tick calling, writes the acks, closes sessions silent
- * past the hello timeout (4408) and the ended ones (4401), sends the
+ * ws_tick, main.c's tick calling, writes the acks (when some came),
+ * closes sessions silent past the hello timeout (4408), pings those
+ * silent for --ws-ping and closes them after 1.5 times that (4408 "ping
+ * timeout"), ends the sessions whose token ended (4401), sends the
  * images.arrived held back by the per-study throttle (ws_images_arrived)
- * and prunes kept replies older than 25 h.
+ * and prunes kept replies older than 25 h.  No session has a timer of
+ * its own: one walk over all of them, a few times per ping interval.
  *
- * Memory: a session is its lws per-session struct (about 1 KB); frames
- * are queued only while they wait for the socket, and a session whose
- * queue holds WS_QUEUE_HIGH bytes stops reading its outbox and its socket
- * until the queue drains — the events wait in the outbox anyway.  A
- * message in several fragments is collected in a buffer freed as soon as
- * it is complete.
+ * Memory: a session is its lws per-session struct (about 1 KB) plus
+ * lws's and OpenSSL's (about 20 KB measured, bench/push --idle); frames
+ * are queued only while they wait for the socket (a live event as a
+ * reference to its shared frame).  A session whose queue holds a quarter
+ * of --ws-queue-max (at most WS_QUEUE_HIGH) stops reading its socket and
+ * replaying its outbox until the queue drains; one whose queue exceeds
+ * --ws-queue-max is a slow reader, dropped with 4429 (its events wait in
+ * the outbox).  Its kernel send buffer is fixed at WS_SNDBUF.  A message
+ * in several fragments is collected in a buffer freed as soon as it is
+ * complete.
  *
  * The hub reaches the callback through the `user` pointer of its
  * lws_protocols entry (hub->proto, which http.c copies).
@@ -48,6 +59,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include <libwebsockets.h>
 #include <sqlite3.h>
@@ -67,6 +79,8 @@
 #define WS_INFLIGHT_MAX 256         /* unacknowledged events per session */
 #define WS_QUEUE_HIGH (256 * 1024)  /* bytes queued: stop reading */
 #define WS_QUEUE_LOW (64 * 1024)    /* ... until below this */
+#define WS_SNDBUF (64 * 1024)       /* the socket's kernel send buffer */
+#define WS_CLOSE_S 5                /* a close not sent within: dropped */
 #define WS_BAD_MAX 10               /* consecutive bad frames -> 4400 */
 #define WS_HELLO_MS 10000           /* no hello within -> 4408 */
 #define WS_KEEP_REPLIES_MS (25LL * 3600 * 1000)
@@ -76,11 +90,16 @@
 
 enum { WS_NEW = 0, WS_LIVE, WS_CLOSING };
 
+/* A queued frame: its own bytes, or a live event shared by every
+ * session it goes to (ev: outbox_frame_head(seq) + ev->tail, composed in
+ * the hub's scratch buffer at write time). */
 struct ws_frame {
     struct ws_frame *next;
     size_t len;
     int binary;
-    unsigned char buf[];            /* LWS_PRE + len */
+    struct outbox_event *ev;        /* NULL: buf holds the frame */
+    int64_t seq;
+    unsigned char buf[];            /* LWS_PRE + len, when !ev */
 };
 
 struct ws_sess {
@@ -97,7 +116,13 @@ struct ws_sess {
     int64_t ack_db;                 /* ... of which written to the outbox */
     int pending;                    /* the outbox may hold more */
     struct ws_frame *qhead, *qtail;
-    size_t qbytes;
+    size_t qbytes;                  /* frame bytes waiting for the socket */
+    int64_t rx_ms;                  /* last frame (or pong) received */
+    int ping_due, ping_out;         /* a ping to send / sent, unanswered */
+    int killed;                     /* closing without waiting for the
+                                       socket (kill_session) */
+    int defer_write;                /* queue_frame: leave the WRITEABLE
+                                       to wake_timer */
     int rx_paused;
     unsigned char *rx;              /* a message in fragments */
     size_t rx_len;
@@ -133,9 +158,20 @@ struct ws_hub {
     int64_t pruned_at;
     int64_t auth_epoch;             /* auth_epoch() at the last check */
     int recheck;                    /* check every token at the next tick */
+    int acks_pending;               /* an ack came since the last flush */
+    int64_t walked_at;              /* sessions_check's last full walk */
     struct msg prio;                /* send_priorities' message: 17 KB, not
                                        on the stack */
     int nsessions;
+    unsigned char *wbuf;            /* LWS_PRE + a shared event's frame */
+    size_t wcap;
+    /* Users given live events, whose sessions wake_timer asks for
+     * WRITEABLE one loop later, so that the reply to the request that
+     * caused the events goes out before the fan-out's TLS writes. */
+    int64_t *wake;
+    size_t nwake, capwake;
+    lws_sorted_usec_list_t wake_sul;
+    int wake_armed;
     sqlite3_stmt *reply_get, *reply_put;
 };
 
@@ -275,12 +311,21 @@ static void bucket_add(struct ws_hub *h, struct ws_sess *s)
     s->in_bucket = 1;
 }
 
+/* A frame is done with (written or dropped); a shared event goes with
+ * its last reference. */
+static void frame_free(struct ws_frame *f)
+{
+    if (f->ev && --f->ev->refs == 0)
+        outbox_event_free(f->ev);
+    free(f);
+}
+
 static void frames_free(struct ws_sess *s)
 {
     struct ws_frame *f = s->qhead;
     while (f) {
         struct ws_frame *n = f->next;
-        free(f);
+        frame_free(f);
         f = n;
     }
     s->qhead = s->qtail = NULL;
@@ -334,16 +379,15 @@ static void ack_flush(struct ws_hub *h)
     struct err e = { 0, "" };
     int n = 0;
 
-    if (!srv->outbox)
+    /* Idle sessions cost no walk: only an ack since the last flush makes
+     * one (10,000 quiet phones, 5 ticks a second). */
+    if (!srv->outbox || (!h->acks_pending && !h->norphans))
         return;
-    for (struct ws_sess *s = h->all; s && !n; s = s->next)
-        n = s->acked_seq > s->ack_db && s->who.user_id > 0;
-    if (!n && !h->norphans)
-        return;
-    n = 0;
+    h->acks_pending = 0;
     if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL)) {
         log_warn("ws: writing acks: %s", sqlite3_errmsg(db));
-        return;     /* they stay pending: tried again at the next ack */
+        h->acks_pending = 1;    /* tried again at the next tick */
+        return;
     }
     for (struct ws_sess *s = h->all; s; s = s->next)
         if (s->acked_seq > s->ack_db && s->who.user_id > 0) {
@@ -411,31 +455,149 @@ static void want_write(struct ws_sess *s)
         lws_callback_on_writable(s->wsi);
 }
 
-/* Queue len bytes as one frame (copied). */
-static int queue_bytes(struct ws_sess *s, const void *data, size_t len,
-                       int binary)
+static void wake_timer(lws_sorted_usec_list_t *sul)
 {
-    struct ws_frame *f = malloc(sizeof *f + LWS_PRE + len);
-    if (!f) {
-        log_error("ws: out of memory queueing %zu bytes", len);
-        return ERR_INTERNAL;
+    struct ws_hub *h = lws_container_of(sul, struct ws_hub, wake_sul);
+    h->wake_armed = 0;
+    for (size_t i = 0; i < h->nwake; i++)
+        for (struct ws_sess *s = h->bucket[bucket_of(h->wake[i])]; s;
+             s = s->bnext)
+            if (s->who.user_id == h->wake[i] && s->qhead)
+                want_write(s);
+    h->nwake = 0;
+}
+
+/* Ask for s's WRITEABLE at the next loop, not now (hub->wake). */
+static void want_write_later(struct ws_sess *s)
+{
+    struct ws_hub *h = s->hub;
+    if (!s->wsi)
+        return;
+    if (h->nwake && h->wake[h->nwake - 1] == s->who.user_id)
+        return;
+    if (h->nwake == h->capwake) {
+        size_t cap = h->capwake ? h->capwake * 2 : 64;
+        int64_t *p = realloc(h->wake, cap * sizeof *p);
+        if (!p) {
+            want_write(s);      /* now, then */
+            return;
+        }
+        h->wake = p;
+        h->capwake = cap;
     }
+    h->wake[h->nwake++] = s->who.user_id;
+    if (!h->wake_armed) {
+        h->wake_armed = 1;
+        lws_sul_schedule(lws_get_context(s->wsi), 0, &h->wake_sul,
+                         wake_timer, 1000);
+    }
+}
+
+/* A session closed at once, without waiting for its socket: its queue
+ * freed now, the close frame sent if the socket ever takes it. */
+static void kill_session(struct ws_sess *s, int code, const char *reason)
+{
+    frames_free(s);
+    s->state = WS_CLOSING;
+    s->killed = 1;
+    s->close_code = code;
+    strlcpy_h(s->close_reason, reason, sizeof s->close_reason);
+    if (s->wsi) {
+        lws_close_reason(s->wsi, (enum lws_close_status)code,
+                         (unsigned char *)reason, strlen(reason));
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND,
+                        LWS_TO_KILL_ASYNC);
+    }
+}
+
+/* The session cannot keep up: more than ws_queue_max bytes wait for its
+ * socket.  What it was sent is dropped at once (the events wait in its
+ * outbox for the next hello) and the connection is closed 4429.  A slow
+ * phone costs the server a bounded amount, and the others nothing. */
+static void drop_slow(struct ws_sess *s)
+{
+    log_warn("ws: %s (%s): over %llu bytes waiting for the socket; "
+             "closing 4429", s->who.login[0] ? s->who.login : "-",
+             s->remote, (unsigned long long)s->hub->srv->cfg.ws_queue_max);
+    kill_session(s, 4429, "too slow");
+}
+
+/* Queued bytes at which the session's socket is no longer read (its
+ * requests wait while their replies cannot go out): well below the
+ * slow-reader limit, so a client sending faster than it reads is slowed
+ * down, not dropped. */
+static size_t rx_high(const struct ws_sess *s)
+{
+    uint64_t q = s->hub->srv->cfg.ws_queue_max / 4;
+    return q && q < WS_QUEUE_HIGH ? (size_t)q : WS_QUEUE_HIGH;
+}
+
+/* Link f at the queue's end; 0, or ERR_TOOBIG when that made the session
+ * a slow reader (dropped: f is gone). */
+static int queue_frame(struct ws_sess *s, struct ws_frame *f)
+{
     f->next = NULL;
-    f->len = len;
-    f->binary = binary;
-    memcpy(f->buf + LWS_PRE, data, len);
     if (s->qtail)
         s->qtail->next = f;
     else
         s->qhead = f;
     s->qtail = f;
-    s->qbytes += len;
-    if (s->qbytes >= WS_QUEUE_HIGH && !s->rx_paused && s->wsi) {
+    s->qbytes += f->len;
+    /* One frame over the limit alone (a big reply) is let through. */
+    uint64_t max = s->hub->srv->cfg.ws_queue_max;
+    if (max && s->qbytes > max && s->qhead != f) {
+        drop_slow(s);
+        return ERR_TOOBIG;
+    }
+    if (s->qbytes >= rx_high(s) && !s->rx_paused && s->wsi) {
         lws_rx_flow_control(s->wsi, 0);
         s->rx_paused = 1;
     }
-    want_write(s);
+    if (s->defer_write)
+        want_write_later(s);
+    else
+        want_write(s);
     return 0;
+}
+
+/* Queue len bytes as one frame (copied).  Nothing once the session is
+ * being killed. */
+static int queue_bytes(struct ws_sess *s, const void *data, size_t len,
+                       int binary)
+{
+    if (s->killed)
+        return ERR_TOOBIG;
+    struct ws_frame *f = malloc(sizeof *f + LWS_PRE + len);
+    if (!f) {
+        log_error("ws: out of memory queueing %zu bytes", len);
+        return ERR_INTERNAL;
+    }
+    f->len = len;
+    f->ev = NULL;
+    f->binary = binary;
+    memcpy(f->buf + LWS_PRE, data, len);
+    return queue_frame(s, f);
+}
+
+/* Queue a live event for this session: a reference, not a copy. */
+static int queue_event(struct ws_sess *s, struct outbox_event *ev,
+                       int64_t seq)
+{
+    char head[OUTBOX_HEAD_MAX];
+    struct ws_frame *f = malloc(sizeof *f);
+    if (!f) {
+        log_error("ws: out of memory queueing an event");
+        return ERR_INTERNAL;
+    }
+    f->len = outbox_frame_head(head, seq) + ev->tail_len;
+    f->binary = 0;
+    f->ev = ev;
+    f->seq = seq;
+    ev->refs++;
+    s->defer_write = 1;
+    int rc = queue_frame(s, f);
+    s->defer_write = 0;
+    return rc;
 }
 
 /* Serialise m (validated by the codec) and queue it; *text (may be NULL)
@@ -507,6 +669,10 @@ static void close_after(struct ws_sess *s, int code, const char *reason)
     s->close_code = code;
     strlcpy_h(s->close_reason, reason, sizeof s->close_reason);
     want_write(s);
+    /* A socket that never drains (a dead link, a stuck reader) is
+     * dropped after WS_CLOSE_S instead of waiting for ever. */
+    if (s->wsi)
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, WS_CLOSE_S);
 }
 
 static int fill_one(void *arg, int64_t seq, const char *frame, size_t len)
@@ -517,6 +683,11 @@ static int fill_one(void *arg, int64_t seq, const char *frame, size_t len)
     s->sent_seq = seq;
     return s->qbytes >= WS_QUEUE_LOW;
 }
+
+/* Replay: the outbox is read only here, for a session behind its live
+ * events (after hello, after a gap it could not take live).  Once a
+ * fetch finds nothing more, the session is caught up (pending = 0) and
+ * takes the following events live (push_events). */
 
 /* Queue the next events after sent_seq, within the in-flight window and
  * the queue's byte budget. */
@@ -532,33 +703,74 @@ static void fill_events(struct ws_sess *s)
         return;             /* until acks come */
     int lim = room < WS_BATCH ? (int)room : WS_BATCH;
     struct err e = { 0, "" };
+    int64_t before = s->sent_seq;
     int n = outbox_fetch_frames(srv->outbox, s->who.user_id, s->sent_seq,
                                 lim, fill_one, s, &e);
     if (n < 0) {
         log_error("ws: outbox of %s: %s", s->who.login, e.msg);
         return;     /* pending stays: tried again at the next push/ack */
     }
-    if (n < lim && s->qbytes < WS_QUEUE_LOW)
+    /* Fewer than asked, all queued, and not cut short by the queue's
+     * budget (fill_one): nothing after sent_seq is committed (commits
+     * happen on this thread, between callbacks). */
+    if (n < lim && s->sent_seq - before == n && s->qbytes < WS_QUEUE_LOW)
         s->pending = 0;
+}
+
+/* The bytes of a queued frame, LWS_PRE after the returned pointer: its
+ * own, or a shared event's composed in the hub's scratch buffer. */
+static unsigned char *frame_bytes(struct ws_hub *h, struct ws_frame *f)
+{
+    if (!f->ev)
+        return f->buf;
+    if (h->wcap < LWS_PRE + f->len) {
+        unsigned char *p = realloc(h->wbuf, LWS_PRE + f->len);
+        if (!p)
+            return NULL;
+        h->wbuf = p;
+        h->wcap = LWS_PRE + f->len;
+    }
+    size_t n = outbox_frame_head((char *)h->wbuf + LWS_PRE, f->seq);
+    memcpy(h->wbuf + LWS_PRE + n, f->ev->tail, f->ev->tail_len);
+    return h->wbuf;
 }
 
 static int on_writeable(struct ws_sess *s)
 {
+    if (s->killed)
+        return 0;           /* being killed (drop_slow) */
+    if (s->ping_due) {      /* keep-alive first: one write per callback */
+        /* A payload: lws 4.1 does not report empty pongs. */
+        unsigned char ping[LWS_PRE + 5];
+        memcpy(ping + LWS_PRE, "hashi", 5);
+        s->ping_due = 0;
+        s->ping_out = 1;
+        if (lws_write(s->wsi, ping + LWS_PRE, 5, LWS_WRITE_PING) < 0)
+            return -1;
+        if (s->qhead || s->pending || s->state == WS_CLOSING)
+            want_write(s);
+        return 0;
+    }
     if (!s->qhead && s->state == WS_LIVE && s->pending)
         fill_events(s);
     struct ws_frame *f = s->qhead;
     if (f) {
-        int n = lws_write(s->wsi, f->buf + LWS_PRE, f->len,
-                          f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+        unsigned char *b = frame_bytes(s->hub, f);
+        int n = b ? lws_write(s->wsi, b + LWS_PRE, f->len,
+                              f->binary ? LWS_WRITE_BINARY
+                                        : LWS_WRITE_TEXT) : -1;
+        if (!b)
+            log_error("ws: out of memory writing to %s", s->who.login);
         s->qhead = f->next;
         if (!s->qhead)
             s->qtail = NULL;
         s->qbytes -= f->len;
-        free(f);
+        frame_free(f);
         if (n < 0)
             return -1;
     }
-    if (s->rx_paused && s->qbytes < WS_QUEUE_LOW && s->state != WS_CLOSING) {
+    if (s->rx_paused && s->qbytes < rx_high(s) / 4 &&
+        s->state != WS_CLOSING) {
         lws_rx_flow_control(s->wsi, 1);
         s->rx_paused = 0;
     }
@@ -643,7 +855,13 @@ static void on_open(struct ws_hub *h, struct lws *wsi, struct ws_sess *s)
 {
     memset(s, 0, sizeof *s);
     s->wsi = wsi;
-    s->opened_ms = now_ms();
+    s->opened_ms = s->rx_ms = now_ms();
+    /* A fixed kernel send buffer instead of autotuning up to megabytes
+     * per connection: with ws_queue_max it bounds what a slow reader
+     * holds (events are small; uploads come the other way). */
+    int fd = (int)lws_get_socket_fd(wsi), sz = WS_SNDBUF;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
     lws_get_peer_simple(wsi, s->remote, sizeof s->remote);
     take_cookie(wsi, s);
     hub_add(h, s);
@@ -672,8 +890,35 @@ static void sessions_check(struct ws_hub *h, int64_t now)
         log_warn("ws: reading the auth epoch failed; tokens not checked");
     else
         h->auth_epoch = epoch;
+    /* The walk over every session runs when a token must be re-checked,
+     * else a few times per ping interval (at most once a second): hello
+     * timeouts, expiries and silences need no finer clock, and an idle
+     * server with 10,000 sessions does not walk them 5 times a second. */
+    int64_t ping = (int64_t)h->srv->cfg.ws_ping * 1000;
+    int64_t every = ping && ping / 4 < 1000 ? ping / 4 : 1000;
+    if (!recheck && now - h->walked_at < every)
+        return;
+    h->walked_at = now;
     h->recheck = 0;
     for (struct ws_sess *s = h->all; s; s = s->next) {
+        /* Keep-alive, from this one walk (no timer per session): a ping
+         * after ws_ping of silence; nothing at all for 1.5 times that (a
+         * NAT that forgot the mapping, a dead phone): closed. */
+        int64_t idle = now - s->rx_ms;
+        if (s->state == WS_CLOSING) {
+            continue;
+        } else if (ping && idle >= ping + ping / 2) {
+            log_info("ws: %s (%s): silent for %lld ms; closing 4408",
+                     s->who.login[0] ? s->who.login : "-", s->remote,
+                     (long long)idle);
+            /* The close frame if the socket takes it (a live but stuck
+             * client sees why), else gone in 2 s (a dead link). */
+            close_after(s, 4408, "ping timeout");
+            continue;
+        } else if (ping && idle >= ping && !s->ping_out && !s->ping_due) {
+            s->ping_due = 1;
+            want_write(s);
+        }
         if (s->state == WS_NEW && now - s->opened_ms > WS_HELLO_MS) {
             send_error(s, NULL, MSG_E_UNAUTHORIZED, "no hello within 10 s");
             close_after(s, 4408, "hello timeout");
@@ -854,6 +1099,7 @@ static void on_ack(struct ws_sess *s, int64_t seq)
     if (seq <= s->acked_seq)
         return;
     s->acked_seq = seq;         /* written by ack_flush at the tick */
+    s->hub->acks_pending = 1;
     if (s->pending)
         want_write(s);
 }
@@ -1078,6 +1324,8 @@ static void on_receive(struct ws_sess *s, const void *in, size_t len)
                !lws_remaining_packet_payload(wsi);
     size_t cap = binary ? MSG_CHUNK_HDR + MSG_MAX_CHUNK : MSG_MAX_FRAME;
 
+    s->rx_ms = now_ms();
+    s->ping_out = 0;
     if (s->state == WS_CLOSING)
         return;
     if (binary && s->state != WS_LIVE) {
@@ -1152,6 +1400,12 @@ static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason,
         if (s && s->in_hub)
             on_receive(s, in, len);
         return 0;
+    case LWS_CALLBACK_RECEIVE_PONG:
+        if (s && s->in_hub) {
+            s->rx_ms = now_ms();
+            s->ping_out = 0;
+        }
+        return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         if (!s || !s->in_hub)
             return 0;
@@ -1171,7 +1425,7 @@ static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason,
 
 /* ---- public --------------------------------------------------------------- */
 
-static void push_dirty(struct server *srv);
+static void push_events(struct server *srv);
 static void case_created(struct server *srv, const char *case_id);
 
 int ws_init(struct server *srv, struct err *e)
@@ -1216,7 +1470,7 @@ int ws_init(struct server *srv, struct err *e)
         return e->code;
     }
     srv->ws = h;
-    srv->events_committed = push_dirty;
+    srv->events_committed = push_events;
     srv->case_created = case_created;
     return 0;
 }
@@ -1231,24 +1485,54 @@ static void case_created(struct server *srv, const char *case_id)
             send_priorities(s, case_id);
 }
 
-/* srv->events_committed: mark the live sessions of the users who got
- * events; their WRITEABLE callbacks fetch and send them. */
-static void push_dirty(struct server *srv)
+/* One live event for one session.  In order and once: it is queued only
+ * when it is the very next seq and no replay is under way; an event the
+ * replay already sent is skipped; any other (a replay in progress, or a
+ * gap) leaves it to the replay, which reads it from the outbox. */
+static void push_one(struct ws_sess *s, struct outbox_event *ev, int64_t seq)
+{
+    if (seq <= s->sent_seq || s->killed)
+        return;
+    if (s->pending || seq != s->sent_seq + 1) {
+        s->pending = 1;
+        want_write(s);
+        return;
+    }
+    if (queue_event(s, ev, seq) == 0)
+        s->sent_seq = seq;
+    else if (!s->killed)
+        s->pending = 1;     /* out of memory: the replay tries again */
+}
+
+/* srv->events_committed: right after COMMIT, the new events go to the
+ * live sessions of their recipients from memory — each event's frame
+ * tail built once (outbox.c), shared by every session's queue, the
+ * outbox not read back.  The sockets are written from WRITEABLE, after
+ * the request that caused the events has queued its reply. */
+static void push_events(struct server *srv)
 {
     struct ws_hub *h = srv->ws;
-    if (!srv->outbox || !h)
+    struct outbox_event *ev = NULL;
+    if (!srv->outbox)
         return;
-    int64_t *ids = NULL;
-    size_t n = 0;
-    outbox_take_dirty(srv->outbox, &ids, &n);
-    for (size_t i = 0; i < n; i++)
-        for (struct ws_sess *s = h->bucket[bucket_of(ids[i])]; s;
-             s = s->bnext)
-            if (s->who.user_id == ids[i] && s->state == WS_LIVE) {
-                s->pending = 1;
-                want_write(s);
-            }
-    free(ids);
+    outbox_take_events(srv->outbox, &ev);
+    while (ev) {
+        struct outbox_event *next = ev->next;
+        ev->refs++;                 /* ours, while we fan out */
+        for (size_t i = 0; h && i < ev->n; i++) {
+            int64_t uid = ev->rcpt[i].user_id;
+            for (struct ws_sess *s = h->bucket[bucket_of(uid)]; s;
+                 s = s->bnext)
+                if (s->who.user_id == uid && s->state == WS_LIVE)
+                    push_one(s, ev, ev->rcpt[i].seq);
+        }
+        free(ev->rcpt);             /* not needed by the queued frames */
+        ev->rcpt = NULL;
+        ev->n = 0;
+        if (--ev->refs == 0)
+            outbox_event_free(ev);
+        ev = next;
+    }
 }
 
 void ws_free(struct server *srv)
@@ -1266,6 +1550,9 @@ void ws_free(struct server *srv)
     ack_flush(h);
     upload_free(srv);
     free(h->orphans);
+    free(h->wbuf);
+    free(h->wake);
+    /* wake_sul went with the lws context (http_stop, before us). */
     sqlite3_finalize(h->reply_get);
     sqlite3_finalize(h->reply_put);
     srv->events_committed = NULL;

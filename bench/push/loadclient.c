@@ -29,6 +29,16 @@
  * full parse: 1,000 events arrive per case and the client must not be the
  * bottleneck it measures).  LOADCLIENT_DEBUG=1 prints per-case timings.
  *
+ * --mqtt: the same load against an MQTT broker (Mosquitto, the anchor)
+ * over its WebSocket listener (subprotocol "mqtt", TLS): each of the N
+ * connections is an MQTT 3.1.1 client (clean session off) subscribed
+ * QoS 1 to one topic; one more connection
+ * publishes QoS 1 messages of --msg-size bytes (the hashi event's size)
+ * at the same rate.  "create" becomes publish -> PUBACK, and "commit" the
+ * moment the publish was written (the broker has no commit), so its
+ * commit -> receipt includes the publish's own trip: in Mosquitto's
+ * favour it is not.
+ *
  * Output: a human summary, and "RESULT key=value" lines for push.sh.
  * Exit status: 0 all delivered; 1 deliveries missing or creates failed;
  * 2 set-up failure (connections, TLS, server).
@@ -75,13 +85,25 @@ struct conn {
     int64_t rx_t0;              /* when its first bytes came */
     char login[64];
     char token[TOKEN_MAX + 1];
+    /* --mqtt */
+    int mq_stage;               /* MQ_* below */
+    uint16_t mq_acks[64];       /* PUBACKs to send */
+    int mq_nacks;
 };
+
+enum { MQ_CONNECT = 0, MQ_CONNACK, MQ_SUBSCRIBE, MQ_SUBACK, MQ_READY };
 
 static struct {
     /* options */
     const char *host, *ca, *tokens, *specialty, *run_id;
     int port, rate, duration, grace, batch, ack_ms, max_clients;
     int server_pid;
+    int mqtt, msg_size;
+    int idle_s;                 /* --idle: no creates, S s of quiet */
+    int idle_done;
+    struct conn pub;            /* --mqtt: the publisher */
+    atomic_int pub_due;         /* publishes the creator asked for */
+    int pub_done;               /* ... written */
 
     struct lws_context *ctx;
     lws_sorted_usec_list_t tick;
@@ -105,6 +127,7 @@ static struct {
     int nsent;                  /* cases sent before the deadline */
     int *status;                /* HTTP status per case */
     long nreceived, ndup, nother, nerrors, nunknown_case;
+    long ev_bytes, ev_count;    /* event frames: their mean size */
     int64_t last_ack_tick;
 
     /* threads */
@@ -347,6 +370,8 @@ static void on_message(struct conn *c, const char *p, size_t len, int64_t t)
         return;
     }
     if (n == 5 && !memcmp(v, "event", 5)) {
+        g.ev_bytes += (long)len;
+        g.ev_count++;
         on_event(c, p, end, t);
     } else if (n == 7 && !memcmp(v, "welcome", 7)) {
         if (c->state != C_WELCOMED) {
@@ -372,6 +397,168 @@ static int send_text(struct conn *c, const char *text)
                : 0;
 }
 
+/* ---- MQTT 3.1.1 over WebSocket (--mqtt, the Mosquitto anchor) ------------ */
+
+#define MQ_TOPIC "bench/push"
+
+/* One MQTT packet (fixed header byte, body) as one binary WS message. */
+static int mq_write(struct conn *c, unsigned char type,
+                    const unsigned char *body, size_t n)
+{
+    static unsigned char buf[LWS_PRE + 5 + 65536];
+    unsigned char *p = buf + LWS_PRE;
+    size_t h = 1, len = n;
+    if (n > 65536)
+        return -1;
+    p[0] = type;
+    do {                        /* remaining length, 7 bits a byte */
+        unsigned char b = len % 128;
+        len /= 128;
+        p[h++] = b | (len ? 0x80 : 0);
+    } while (len);
+    memcpy(p + h, body, n);
+    return lws_write(c->wsi, p, h + n, LWS_WRITE_BINARY) < (int)(h + n)
+               ? -1 : 0;
+}
+
+static int mq_writeable(struct conn *c)
+{
+    unsigned char b[65536];
+    size_t n = 0, tl = strlen(MQ_TOPIC);
+    if (c->mq_stage == MQ_CONNECT) {
+        static const unsigned char head[] = { 0, 4, 'M', 'Q', 'T', 'T', 4,
+                                              0 /* clean session off */,
+                                              0, 60 };
+        size_t il = strlen(c->login);
+        memcpy(b, head, sizeof head);
+        n = sizeof head;
+        b[n++] = (unsigned char)(il >> 8);
+        b[n++] = (unsigned char)il;
+        memcpy(b + n, c->login, il);
+        c->mq_stage = MQ_CONNACK;
+        return mq_write(c, 0x10, b, n + il);
+    }
+    if (c->mq_stage == MQ_SUBSCRIBE) {
+        b[n++] = 0;
+        b[n++] = 1;
+        b[n++] = (unsigned char)(tl >> 8);
+        b[n++] = (unsigned char)tl;
+        memcpy(b + n, MQ_TOPIC, tl);
+        n += tl;
+        b[n++] = 1;             /* QoS 1 */
+        c->mq_stage = MQ_SUBACK;
+        return mq_write(c, 0x82, b, n);
+    }
+    if (c->mq_nacks) {
+        uint16_t id = c->mq_acks[--c->mq_nacks];
+        b[0] = (unsigned char)(id >> 8);
+        b[1] = (unsigned char)id;
+        if (mq_write(c, 0x40, b, 2))
+            return -1;
+    } else if (c == &g.pub && c->mq_stage == MQ_READY &&
+               g.pub_done < atomic_load(&g.pub_due)) {
+        int k = g.pub_done++;
+        uint16_t id = (uint16_t)(k % 65535 + 1);
+        b[n++] = (unsigned char)(tl >> 8);
+        b[n++] = (unsigned char)tl;
+        memcpy(b + n, MQ_TOPIC, tl);
+        n += tl;
+        b[n++] = (unsigned char)(id >> 8);
+        b[n++] = (unsigned char)id;
+        int m = snprintf((char *)b + n, sizeof b - n, "%s-%d ", g.run_id, k);
+        size_t size = g.msg_size > m ? (size_t)g.msg_size : (size_t)m;
+        if (n + size > sizeof b)
+            size = sizeof b - n;
+        memset(b + n + m, 'x', size - (size_t)m);
+        if (mq_write(c, 0x32, b, n + size))
+            return -1;
+    }
+    if (c->mq_nacks || (c == &g.pub && c->mq_stage == MQ_READY &&
+                        g.pub_done < atomic_load(&g.pub_due)))
+        want_write(c);
+    return 0;
+}
+
+/* A PUBLISH received: the same bookkeeping as a hashi event. */
+static void mq_publish(struct conn *c, unsigned char flags,
+                       const unsigned char *p, size_t n, int64_t t)
+{
+    if (n < 2)
+        return;
+    size_t tl = (size_t)p[0] << 8 | p[1], off = 2 + tl;
+    if ((flags >> 1) & 3) {
+        if (off + 2 > n)
+            return;
+        if (c->mq_nacks < (int)(sizeof c->mq_acks / sizeof c->mq_acks[0]))
+            c->mq_acks[c->mq_nacks++] = (uint16_t)(p[off] << 8 | p[off + 1]);
+        want_write(c);
+        off += 2;
+    }
+    size_t rl = strlen(g.run_id);
+    if (off + rl + 1 >= n || memcmp(p + off, g.run_id, rl) ||
+        p[off + rl] != '-') {
+        g.nother++;
+        return;
+    }
+    long k = strtol((const char *)p + off + rl + 1, NULL, 10);
+    if (k < 0 || k >= g.ncases) {
+        g.nunknown_case++;
+        return;
+    }
+    int64_t *slot = &g.recv[(size_t)k * (size_t)g.n + (size_t)c->idx];
+    if (*slot) {
+        g.ndup++;
+        return;
+    }
+    *slot = t;
+    g.nreceived++;
+}
+
+/* The MQTT packets complete in c->rx (a byte stream over WS messages). */
+static void mq_receive(struct conn *c, int64_t t)
+{
+    size_t off = 0;
+    const unsigned char *b = (const unsigned char *)c->rx;
+    while (off + 2 <= c->rx_len) {
+        size_t len = 0, h = 1;
+        int mult = 1, more = 1;
+        while (more && off + h < c->rx_len && h < 5) {
+            len += (size_t)(b[off + h] & 0x7f) * (size_t)mult;
+            more = b[off + h] & 0x80;
+            mult *= 128;
+            h++;
+        }
+        if (more || off + h + len > c->rx_len)
+            break;
+        unsigned char type = b[off];
+        const unsigned char *body = b + off + h;
+        if ((type & 0xf0) == 0x20 && c->mq_stage == MQ_CONNACK) {
+            if (len >= 2 && body[1] != 0) {
+                fprintf(stderr, "loadclient: %s: CONNACK %d\n", c->login,
+                        body[1]);
+            } else {
+                c->mq_stage = c == &g.pub ? MQ_READY : MQ_SUBSCRIBE;
+                want_write(c);
+            }
+        } else if ((type & 0xf0) == 0x90 && c->mq_stage == MQ_SUBACK) {
+            c->mq_stage = MQ_READY;
+            c->state = C_WELCOMED;
+            g.nwelcomed++;
+        } else if ((type & 0xf0) == 0x30) {
+            mq_publish(c, type & 0x0f, body, len, t);
+        } else if ((type & 0xf0) == 0x40 && c == &g.pub && len >= 2) {
+            int k = ((body[0] << 8 | body[1]) - 1);
+            if (k >= 0 && k < g.ncases && !g.reply[k]) {
+                g.reply[k] = mono_ns();
+                g.status[k] = 201;
+            }
+        }
+        off += h + len;
+    }
+    memmove(c->rx, c->rx + off, c->rx_len - off);
+    c->rx_len -= off;
+}
+
 /* ---- connections ----------------------------------------------------------- */
 
 static void launch_more(void);
@@ -384,10 +571,10 @@ static void open_conn(struct conn *c)
     ci.address = g.host;
     ci.port = g.port;
     ci.ssl_connection = LCCSCF_USE_SSL;
-    ci.path = "/ws";
+    ci.path = g.mqtt ? "/mqtt" : "/ws";
     ci.host = g.host;
-    ci.protocol = "hashi.v1";
-    ci.local_protocol_name = "hashi.v1";
+    ci.protocol = g.mqtt ? "mqtt" : "hashi.v1";
+    ci.local_protocol_name = g.mqtt ? "mqtt" : "hashi.v1";
     ci.alpn = "http/1.1";
     ci.ietf_version_or_minus_one = -1;
     ci.opaque_user_data = c;
@@ -422,6 +609,16 @@ static void launch_more(void)
 static void conn_failed(struct conn *c, const char *why)
 {
     int was = c->state;
+    if (c == &g.pub) {          /* --mqtt's publisher: no run without it */
+        c->state = C_CLOSED;
+        c->wsi = NULL;
+        if (!atomic_load(&g.stop)) {
+            fprintf(stderr, "loadclient: the publisher: %s\n", why);
+            g.setup_failed = 1;
+            atomic_store(&g.stop, 1);
+        }
+        return;
+    }
     c->state = C_CLOSED;
     c->wsi = NULL;
     if (was == C_CONNECTING)
@@ -459,18 +656,27 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
         if (c)      /* the tick launches the retry (no recursion here) */
             conn_failed(c, in ? (const char *)in : "connection error");
         break;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        if (g.mqtt && g.pub.wsi && g.pub_done < atomic_load(&g.pub_due))
+            want_write(&g.pub);
+        break;
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
         if (!c)
             break;
         c->state = C_OPEN;
-        g.inflight--;
-        g.nopen++;
+        c->mq_stage = MQ_CONNECT;
+        if (c != &g.pub) {
+            g.inflight--;
+            g.nopen++;
+        }
         want_write(c);
         launch_more();
         break;
     case LWS_CALLBACK_CLIENT_WRITEABLE:
         if (!c)
             break;
+        if (g.mqtt)
+            return mq_writeable(c) ? -1 : 0;
         if (!c->hello_sent) {
             snprintf(text, sizeof text,
                      "{\"type\":\"hello\",\"token\":\"%s\",\"last_seq\":0,"
@@ -506,6 +712,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
         }
         memcpy(c->rx + c->rx_len, in, len);
         c->rx_len += len;
+        if (g.mqtt) {
+            mq_receive(c, c->rx_t0);
+            break;
+        }
         if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
             c->rx[c->rx_len] = 0;
             on_message(c, c->rx, c->rx_len, c->rx_t0);
@@ -532,6 +742,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 
 static const struct lws_protocols protocols[] = {
     { .name = "hashi.v1", .callback = callback, .rx_buffer_size = 8192 },
+    { .name = "mqtt", .callback = callback, .rx_buffer_size = 8192 },
     { .name = NULL },
 };
 
@@ -637,7 +848,7 @@ static void *creator(void *arg)
         goto out;
     }
     SSL_CTX_set_verify(h.ctx, SSL_VERIFY_PEER, NULL);
-    if (https_connect(&h)) {
+    if (!g.mqtt && https_connect(&h)) {
         g.setup_failed = 1;
         goto out;
     }
@@ -660,6 +871,13 @@ static void *creator(void *arg)
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
                EINTR)
             ;
+        if (g.mqtt) {           /* the lws thread publishes it */
+            g.sent[k] = mono_ns();
+            g.at_ms[k] = (g.sent[k] + g.real_off) / 1000000LL;
+            atomic_store(&g.pub_due, k + 1);
+            lws_cancel_service(g.ctx);
+            continue;
+        }
         snprintf(body, sizeof body,
                  "{\"case_id\":\"%s-%d\",\"question\":\"Push benchmark case "
                  "%d\",\"priority\":\"routine\",\"specialty\":\"%s\","
@@ -705,6 +923,43 @@ static long expected_pairs(void)
     return ok * g.n;
 }
 
+/* --idle: the sessions sit still for idle_s; the server's CPU over that
+ * time and its RSS at the end are the figures (load (c): what 10,000
+ * idle phones cost). */
+static void idle_phase(int64_t now)
+{
+    static int64_t t0;
+    static long cpu0;
+    if (!t0) {
+        t0 = now;
+        cpu0 = server_cpu_ticks();
+        printf("loadclient: %d connections welcomed in %.2f s; idle for "
+               "%d s\n", g.n, (double)(now - g.t_start) / 1e9, g.idle_s);
+        fflush(stdout);
+        return;
+    }
+    if (now - t0 < (int64_t)g.idle_s * 1000000000LL)
+        return;
+    long cpu1 = server_cpu_ticks(), hz = sysconf(_SC_CLK_TCK);
+    double secs = (double)(now - t0) / 1e9;
+    double pct = cpu0 >= 0 && cpu1 >= 0
+                     ? 100.0 * (double)(cpu1 - cpu0) / (double)hz / secs
+                     : -1;
+    long rss = server_rss_kb();
+    printf("\nidle sessions: %d connections for %.0f s: server CPU %.2f%% "
+           "of one core, RSS %.1f MB (%.1f KB per session over the "
+           "process), %d dropped\n", g.nwelcomed, secs, pct,
+           (double)rss / 1024, (double)rss / (g.n ? g.n : 1), g.ndropped);
+    printf("RESULT idle_clients=%d\nRESULT idle_s=%.0f\n"
+           "RESULT idle_cpu_pct=%.2f\nRESULT idle_rss_mb=%.1f\n"
+           "RESULT idle_dropped=%d\n", g.nwelcomed, secs, pct,
+           (double)rss / 1024, g.ndropped);
+    fflush(stdout);
+    g.creator_started = 1;      /* nothing to create: report() skipped */
+    g.idle_done = 1;
+    atomic_store(&g.stop, 1);
+}
+
 static void tick(lws_sorted_usec_list_t *sul)
 {
     (void)sul;
@@ -717,7 +972,15 @@ static void tick(lws_sorted_usec_list_t *sul)
                 want_write(&g.conns[i]);
     }
     if (!g.creator_started) {
-        if (g.nwelcomed == g.n) {
+        if (g.mqtt && g.nwelcomed == g.n && g.pub.state == C_IDLE) {
+            strcpy(g.pub.login, "bench-publisher");
+            g.pub.idx = -1;
+            open_conn(&g.pub);
+            g.inflight--;       /* not one of the N */
+        } else if (g.idle_s && g.nwelcomed == g.n) {
+            idle_phase(now);
+        } else if (g.nwelcomed == g.n &&
+                   (!g.mqtt || g.pub.mq_stage == MQ_READY)) {
             g.t_welcomed = now;
             long t = server_cpu_ticks();
             g.cpu_connect_ticks = t >= 0 ? t : -1;
@@ -729,6 +992,9 @@ static void tick(lws_sorted_usec_list_t *sul)
                 g.setup_failed = 1;
                 atomic_store(&g.stop, 1);
             }
+        } else if (g.mqtt && g.nwelcomed == g.n &&
+                   now - g.t_start < 90LL * 1000000000LL) {
+            /* the publisher is connecting */
         } else if (g.next == g.n && !g.nretry && !g.inflight &&
                    g.nopen == g.nwelcomed) {
             fprintf(stderr, "loadclient: only %d of %d connections "
@@ -754,6 +1020,8 @@ static void tick(lws_sorted_usec_list_t *sul)
         int acks_out = 0;
         for (int i = 0; i < g.n && !acks_out; i++)
             acks_out = g.conns[i].ack_due > g.conns[i].ack_sent;
+        for (int k = 0; g.mqtt && k < g.nsent && !acks_out; k++)
+            acks_out = !g.reply[k];     /* a PUBACK still to come */
         if ((g.nreceived >= expected_pairs() && !acks_out) ||
             now - g.t_done > (int64_t)g.grace * 1000000000LL)
             atomic_store(&g.stop, 1);
@@ -917,7 +1185,7 @@ static int report(void)
            "RESULT missing=%ld\nRESULT duplicates=%ld\nRESULT dropped=%d\n"
            "RESULT rss_max_mb=%.1f\nRESULT cpu_pct=%.1f\n"
            "RESULT client_cpu_pct=%.1f\nRESULT connect_s=%.2f\n"
-           "RESULT ack=%s\n",
+           "RESULT ack=%s\nRESULT event_bytes=%ld\n",
            g.n, g.ncases, cases_ok, cases_failed, rate, lat.n,
            pct(lat.v, lat.n, 0.5), pct(lat.v, lat.n, 0.9),
            pct(lat.v, lat.n, 0.99), pct(lat.v, lat.n, 0.999),
@@ -927,7 +1195,9 @@ static int report(void)
            pct(lsend.v, lsend.n, 0.5), pct(lsend.v, lsend.n, 0.99),
            pct(last.v, last.n, 0.99), pct(create.v, create.n, 0.5),
            pct(create.v, create.n, 0.99), missing, g.ndup, g.ndropped, rss,
-           cpu, ccpu, connect_s, g.ack_ms ? "1s" : "each");
+           cpu, ccpu, connect_s, g.ack_ms ? "1s" : "each",
+           g.mqtt ? (long)g.msg_size : g.ev_count ? g.ev_bytes / g.ev_count
+                                                  : 0L);
     free(lat.v);
     free(lsend.v);
     free(lcommit.v);
@@ -991,7 +1261,11 @@ static int usage(void)
             "[--batch 100] [--run-id ID]\n"
             "  tokens: lines 'LOGIN TOKEN', the requester first\n"
             "  ack-ms: 0 acks each event at once; M > 0 acks the highest "
-            "seq every M ms\n");
+            "seq every M ms\n"
+            "  --mqtt 1 [--msg-size B]: the same load on an MQTT broker's "
+            "WebSocket listener\n"
+            "  --idle S: connect, then S s without creates: the server's "
+            "idle CPU and RSS\n");
     return 2;
 }
 
@@ -1034,6 +1308,12 @@ int main(int argc, char **argv)
             g.batch = atoi(v);
         else if (!strcmp(k, "--run-id"))
             g.run_id = v;
+        else if (!strcmp(k, "--mqtt"))
+            g.mqtt = atoi(v);
+        else if (!strcmp(k, "--msg-size"))
+            g.msg_size = atoi(v);
+        else if (!strcmp(k, "--idle"))
+            g.idle_s = atoi(v);
         else
             return usage();
     }
@@ -1086,11 +1366,11 @@ int main(int argc, char **argv)
         if (lws_service(g.ctx, 0) < 0)
             break;
     atomic_store(&g.stop, 1);
-    if (g.creator_started)
+    if (g.creator_started && !g.idle_done)
         pthread_join(g.creator_th, NULL);
     pthread_join(g.sampler_th, NULL);
     int64_t t_end = mono_ns();
-    int rc = g.setup_failed ? 2 : report();
+    int rc = g.setup_failed ? 2 : g.idle_done ? 0 : report();
     fflush(stdout);
     lws_context_destroy(g.ctx);
     if (getenv("LOADCLIENT_DEBUG"))

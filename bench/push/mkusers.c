@@ -151,7 +151,7 @@ int main(int argc, char **argv)
         else
             return usage();
     }
-    if (argc % 2 == 0 || !data || count < 1 || count > 9999 || !specialty
+    if (argc % 2 == 0 || !data || count < 1 || count > 99999 || !specialty
         || !clinic || !requester || !outpath)
         return usage();
 

@@ -25,6 +25,13 @@ URL is https://HOST:PORT (the upgrade goes to /ws).  Commands:
       at a close, or fails (exit 3) after --timeout seconds.  --ack
       acknowledges each event as it comes.  --ready touches FILE once the
       welcome is in (so a test knows the client is live).
+      Keep-alive and slow readers: --rcvbuf N sets the socket's receive
+      buffer; --stall-until FILE reads nothing after the welcome until
+      FILE exists; --no-pong leaves WebSocket pings unanswered;
+      --show-pings prints {"type":"ws-ping"} for each.  --send-file FILE
+      sends each of its lines as a frame after the welcome, with at most 32
+      replies outstanding; --replies N
+      stops after N replies.
 
 Exit status: 0 done, 2 usage/connection failure, 3 timeout.
 """
@@ -52,13 +59,19 @@ class Closed(Exception):
 
 class WS:
     def __init__(self, url, cacert, origin=None, protocol="hashi.v1",
-                 timeout=10.0, cookie=None):
+                 timeout=10.0, cookie=None, rcvbuf=0):
         u = urlparse(url)
         self.host = u.hostname
         self.port = u.port or 443
+        self.pong = True
+        self.pings = 0
         ctx = ssl.create_default_context(cafile=cacert)
         ctx.check_hostname = False
-        raw = socket.create_connection((self.host, self.port), timeout)
+        raw = socket.socket()
+        if rcvbuf:      # before connect, so the window is small from SYN
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        raw.settimeout(timeout)
+        raw.connect((self.host, self.port))
         self.sock = ctx.wrap_socket(raw, server_hostname=self.host)
         self.buf = b""
         self.status = None
@@ -149,8 +162,10 @@ class WS:
         self.send_text(json.dumps(obj, separators=(",", ":")))
 
     def recv(self):
-        """One message: ("text"|"binary", payload); answers pings;
-        raises Closed at a close frame."""
+        """One message: ("text"|"binary", payload), or ("ping", payload)
+        for a ping (answered unless self.pong is off; never inside a
+        fragmented message from this server); raises Closed at a close
+        frame."""
         data, kind = b"", None
         while True:
             b0, b1 = self._need(2)
@@ -168,8 +183,10 @@ class WS:
                     pass
                 raise Closed(code, payload[2:].decode("utf-8", "replace"))
             if op == 9:
-                self.send_frame(10, payload)
-                continue
+                self.pings += 1
+                if self.pong:
+                    self.send_frame(10, payload)
+                return "ping", payload
             if op == 10:
                 continue
             if op in (1, 2):
@@ -194,7 +211,8 @@ def cmd_handshake(a):
 
 def cmd_session(a):
     try:
-        ws = WS(a.url, a.cacert, origin=a.origin, cookie=a.cookie)
+        ws = WS(a.url, a.cacert, origin=a.origin, cookie=a.cookie,
+                rcvbuf=a.rcvbuf)
     except (Closed, ConnectionError, ssl.SSLError) as e:
         print("handshake failed: %s" % e, file=sys.stderr)
         return 2
@@ -210,25 +228,39 @@ def cmd_session(a):
         if a.token:
             hello["token"] = a.token
         ws.send_json(hello)
-    events = 0
+    ws.pong = not a.no_pong
+    events = replies = outstanding = 0
+    todo = []       # --send-file's lines, at most 32 replies outstanding
     out = sys.stdout
+    last_data = time.time()
     while True:
         left = deadline - time.time()
         if left <= 0:
             print("timeout after %d event(s)" % events, file=sys.stderr)
             return 3
-        ws.sock.settimeout(min(left, a.idle) if a.idle else left)
+        idle_left = a.idle - (time.time() - last_data) if a.idle else left
+        if idle_left <= 0:
+            return 0
+        ws.sock.settimeout(max(0.01, min(left, idle_left)))
         try:
             kind, data = ws.recv()
         except socket.timeout:
-            if a.idle and time.time() < deadline:
-                return 0
             continue
-        except Closed as c:
-            out.write(json.dumps({"type": "close", "code": c.code,
-                                  "reason": c.reason}) + "\n")
+        except (Closed, ConnectionError, ssl.SSLError) as c:
+            out.write(json.dumps({"type": "close",
+                                  "code": getattr(c, "code", "reset"),
+                                  "reason": getattr(c, "reason", str(c)),
+                                  "pings": ws.pings,
+                                  "at": time.time()}) + "\n")
             out.flush()
             return 0
+        if kind == "ping":          # not data: the idle clock goes on
+            if a.show_pings:
+                out.write(json.dumps({"type": "ws-ping", "at": time.time()})
+                          + "\n")
+                out.flush()
+            continue
+        last_data = time.time()
         if kind == "binary":
             out.write(json.dumps({"type": "binary", "len": len(data)})
                       + "\n")
@@ -241,6 +273,19 @@ def cmd_session(a):
         if m.get("type") == "welcome":
             if a.ready:
                 open(a.ready, "w").close()
+            if a.send_file:
+                with open(a.send_file) as f:
+                    todo = [ln.rstrip("\n") for ln in f]
+                todo.reverse()
+                while todo and outstanding < 32:
+                    ws.send_text(todo.pop())
+                    outstanding += 1
+            while a.stall_until and not os.path.exists(a.stall_until):
+                if time.time() > deadline:
+                    print("timeout stalled", file=sys.stderr)
+                    return 3
+                time.sleep(0.05)
+            last_data = time.time()
             for s in a.send:
                 try:
                     ws.send_text(s)
@@ -258,6 +303,14 @@ def cmd_session(a):
                 head = '{"type":"ping","id":"big","pad":"'
                 pad = "x" * max(0, a.send_big - len(head) - 2)
                 ws.send_text(head + pad + '"}')
+        elif m.get("type") == "reply":
+            replies += 1
+            outstanding -= 1
+            while todo and outstanding < 32:
+                ws.send_text(todo.pop())
+                outstanding += 1
+            if a.replies and replies >= a.replies:
+                return 0
         elif m.get("type") == "event":
             events += 1
             if a.ack:
@@ -292,6 +345,12 @@ def main():
     s.add_argument("--send-big", type=int, default=0)
     s.add_argument("--raw", action="append", default=[])
     s.add_argument("--ready")
+    s.add_argument("--rcvbuf", type=int, default=0)
+    s.add_argument("--stall-until")
+    s.add_argument("--no-pong", action="store_true")
+    s.add_argument("--show-pings", action="store_true")
+    s.add_argument("--send-file")
+    s.add_argument("--replies", type=int, default=0)
     a = p.parse_args()
     return cmd_handshake(a) if a.cmd == "handshake" else cmd_session(a)
 

@@ -304,19 +304,24 @@ static void send_msg(int as, const char *case_id, const char *mid,
     json_decref(req);
 }
 
-static json_t *events_of(int u)
+static json_t *events_of_id(int64_t user_id)
 {
     json_t *ev = NULL;
     struct err e = {0};
-    assert_int_equal(outbox_fetch(srv.outbox, who[u].user_id, 0, 1000, &ev,
-                                  &e), 0);
+    assert_int_equal(outbox_fetch(srv.outbox, user_id, 0, 1000, &ev, &e), 0);
     return ev;
 }
 
-/* The kinds of a user's events for one case, space-separated. */
-static void kinds_of(int u, const char *case_id, char *out, size_t n)
+static json_t *events_of(int u)
 {
-    json_t *ev = events_of(u);
+    return events_of_id(who[u].user_id);
+}
+
+/* The kinds of a user's events for one case, space-separated. */
+static void kinds_of_id(int64_t user_id, const char *case_id, char *out,
+                        size_t n)
+{
+    json_t *ev = events_of_id(user_id);
     size_t i;
     json_t *x;
     out[0] = '\0';
@@ -330,6 +335,11 @@ static void kinds_of(int u, const char *case_id, char *out, size_t n)
                 n - strlen(out) - 1);
     }
     json_decref(ev);
+}
+
+static void kinds_of(int u, const char *case_id, char *out, size_t n)
+{
+    kinds_of_id(who[u].user_id, case_id, out, n);
 }
 
 /* Fails the test unless u's events (of case_id, or all if NULL) are
@@ -495,8 +505,9 @@ static void test_claim_race(void **state)
     assert_int_equal(cases_claim(&srv, &who[CARDIO], "race", &out, &e),
                      ERR_NOTFOUND);
     assert_string_equal(status_of("race"), "claimed");
-    assert_int_equal(count_rows("SELECT COUNT(*) FROM outbox"
-                                " WHERE kind = 'case.claimed'"),
+    assert_int_equal(count_rows("SELECT COUNT(*) FROM outbox o"
+                                " JOIN outbox_events ev ON ev.id = o.event"
+                                " WHERE ev.kind = 'case.claimed'"),
                      /* req-a, neuro1..3 (no on-call list), and neuro2 is
                       * already one of them */
                      4);
@@ -1141,20 +1152,24 @@ static void test_codec_requests(void **state)
 }
 
 /* What the hook registered in srv->events_committed saw: its calls, and
- * the users in the dirty set at each (taken, as ws.c's push does). */
+ * the recipients of the events it took (as ws.c's push does). */
 static int hook_calls;
 static int64_t hook_users[16];
 static size_t hook_n;
 
 static void hook(struct server *s)
 {
-    int64_t *ids = NULL;
-    size_t n = 0;
+    struct outbox_event *ev = NULL;
     hook_calls++;
-    assert_int_equal(outbox_take_dirty(s->outbox, &ids, &n), 0);
-    hook_n = n < 16 ? n : 16;
-    memcpy(hook_users, ids, hook_n * sizeof *ids);
-    free(ids);
+    hook_n = 0;
+    outbox_take_events(s->outbox, &ev);
+    while (ev) {
+        struct outbox_event *next = ev->next;
+        for (size_t i = 0; i < ev->n && hook_n < 16; i++)
+            hook_users[hook_n++] = ev->rcpt[i].user_id;
+        outbox_event_free(ev);
+        ev = next;
+    }
 }
 
 static int hook_saw(int u)
@@ -1166,20 +1181,18 @@ static int hook_saw(int u)
 }
 
 /* cases.c knows no WebSocket layer: after each COMMIT it calls whatever
- * registered in srv->events_committed, with the dirty set naming the users
- * who got events; nothing after a refused operation; with no hook, the
- * dirty set is dropped and the events wait in the outboxes. */
+ * registered in srv->events_committed, with the committed events (and
+ * their recipients) to take; nothing after a refused operation; with no
+ * hook, they are dropped and the events wait in the outboxes. */
 static void test_events_committed_hook(void **state)
 {
     (void)state;
     struct err e = {0};
     json_t *out = NULL;
     create_case(REQ_A, "hook-0", "routine", "neurology", NULL);
-    int64_t *ids = NULL;
-    size_t n = 9;
-    assert_int_equal(outbox_take_dirty(srv.outbox, &ids, &n), 0);
-    assert_int_equal(n, 0);             /* no hook: nothing left behind */
-    free(ids);
+    struct outbox_event *left = NULL;
+    outbox_take_events(srv.outbox, &left);
+    assert_null(left);                  /* no hook: nothing left behind */
 
     hook_calls = 0;
     srv.events_committed = hook;
@@ -1195,6 +1208,60 @@ static void test_events_committed_hook(void **state)
     assert_int_equal(hook_calls, 2);
     assert_true(hook_saw(N2) && hook_saw(REQ_A));
     srv.events_committed = NULL;
+}
+
+/* Recipients are chosen as each event is appended, not at create: a
+ * specialist who joins the specialty of a case sent to all of it, and a
+ * requester who joins its clinic, get its later events (not the earlier
+ * ones).  A case sitting with an on-call is not the specialty's: a new
+ * member hears of it once it escalates to the whole specialty. */
+static void test_recipients_at_append_time(void **state)
+{
+    (void)state;
+    struct err e = {0};
+    json_t *out = NULL;
+    int64_t late_n = 0, late_r = 0, late_oc = 0;
+    char k[256];
+
+    create_case(REQ_A, "late", "routine", "neurology", NULL);
+    oncall("neurology", "neuro2", NULL);
+    create_case(REQ_A, "late-oc", "stat", "neurology", NULL);
+    if (auth_user_add(srv.store, "neuro-late", "City", "specialist",
+                      "neurology", "pw", &late_n, &e) ||
+        auth_user_add(srv.store, "req-late", "Clinic A", "requester", NULL,
+                      "pw", &late_r, &e))
+        fail_msg("user add: %s", e.msg);
+
+    send_msg(REQ_A, "late", "late-m1", "Any news?");
+    assert_int_equal(cases_claim(&srv, &who[N1], "late", &out, &e), 0);
+    json_decref(out);
+    kinds_of_id(late_n, "late", k, sizeof k);
+    assert_string_equal(k, "message.new case.claimed");
+    kinds_of_id(late_r, "late", k, sizeof k);
+    assert_string_equal(k, "message.new case.claimed");
+
+    /* The on-call case: the requester side hears, the new specialist
+     * not... */
+    send_msg(REQ_A, "late-oc", "late-m2", "Still there?");
+    kinds_of_id(late_n, "late-oc", k, sizeof k);
+    assert_string_equal(k, "");
+    kinds_of_id(late_r, "late-oc", k, sizeof k);
+    assert_string_equal(k, "message.new");
+    /* ...until it escalates past the list to the whole specialty; then a
+     * specialist joining even later gets what follows. */
+    int64_t next = 0;
+    assert_int_equal(cases_escalate_due(&srv, now_ms() + 3600000, &next, &e),
+                     1);
+    kinds_of_id(late_n, "late-oc", k, sizeof k);
+    assert_string_equal(k, "case.escalated");
+    if (auth_user_add(srv.store, "neuro-later", "City", "specialist",
+                      "neurology", "pw", &late_oc, &e))
+        fail_msg("user add: %s", e.msg);
+    send_msg(REQ_A, "late-oc", "late-m3", "Anyone?");
+    kinds_of_id(late_oc, "late-oc", k, sizeof k);
+    assert_string_equal(k, "message.new");
+    kinds_of_id(late_oc, "late", k, sizeof k);
+    assert_string_equal(k, "");
 }
 
 static void test_list_pages(void **state)
@@ -1276,6 +1343,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_audit_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_codec_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recipients_at_append_time,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_committed_hook, setup,
                                         teardown),
     };

@@ -702,6 +702,52 @@ static void test_ws_frames(void **state)
     peer_join(&p);
 }
 
+/* A server that answers the client's first ping, then falls silent
+ * (reads on, answers nothing: a dead server behind a live proxy). */
+static int script_ws_silent(struct peer *p, SSL *ssl, int n)
+{
+    unsigned char buf[256];
+    size_t len;
+    int op, pings = 0;
+    (void)n;
+    if (!ssl || ws_accept(p, ssl, 1, "hashi.v1"))
+        return 0;
+    while (!get_frame(p, ssl, &op, buf, sizeof buf, &len) && op != 0x8)
+        if (op == 0x9 && ++pings == 1)
+            put_frame(ssl, 1, 0xA, buf, len);
+    if (pings < 2)
+        peer_fail(p, "fewer than two pings from the client");
+    return 0;
+}
+
+/* conn_ws_keepalive: the client pings a quiet server, takes the pong as
+ * a sign of life, pings again, and gives the link up (ERR_IO) once
+ * nothing at all came for dead_ms. */
+static void test_ws_keepalive(void **state)
+{
+    struct peer p;
+    struct err e = { 0, "" };
+    unsigned char *msg;
+    size_t len;
+    int op, rc = 0, waits = 0;
+    (void)state;
+    peer_start(&p, cert_path, key_path, script_ws_silent);
+    struct conn *c = client(&p, "127.0.0.1", cert_path);
+    assert_int_equal(conn_ws_open(c, "/ws", "hashi.v1", &e), 0);
+    int64_t opened = conn_ws_last_rx_ms(c);
+    while (!rc && waits++ < 200) {      /* a guard, not a timing */
+        rc = conn_ws_recv(c, 50, &op, &msg, &len, &e);
+        assert_int_equal(rc, CONN_TIMEOUT);
+        rc = conn_ws_keepalive(c, 100, 400, &e);
+    }
+    assert_int_equal(rc, ERR_IO);
+    assert_non_null(strstr(e.msg, "no sign of life"));
+    assert_true(conn_ws_last_rx_ms(c) > opened);    /* the pong came */
+    conn_ws_close(c, 1000, "bye");
+    conn_free(c);
+    peer_join(&p);
+}
+
 /* Broken handshakes: wrong accept key, no subprotocol, a 401. */
 static int script_ws_bad(struct peer *p, SSL *ssl, int n)
 {
@@ -924,6 +970,7 @@ int main(void)
         cmocka_unit_test(test_http_json),
         cmocka_unit_test(test_tls_verify),
         cmocka_unit_test(test_ws_frames),
+        cmocka_unit_test(test_ws_keepalive),
         cmocka_unit_test(test_ws_handshake_checks),
         cmocka_unit_test(test_v1_session),
         cmocka_unit_test(test_cliconf),

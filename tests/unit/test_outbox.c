@@ -190,14 +190,16 @@ static void test_prune_old_acked(void **state)
     (void)state;
     struct err e = {0};
     const int64_t now = 2000000000000LL;
-    char sql[160];
+    char sql[400];
     for (int i = 0; i < 4; i++)
         append(5, "case.new", "c", i);
     /* seq 1: past the keep time; 2: at it; 3: past it but unacked; 4:
      * new and unacked. */
-    snprintf(sql, sizeof sql, "UPDATE outbox SET at = CASE seq"
+    snprintf(sql, sizeof sql, "UPDATE outbox_events SET at = CASE"
+             " (SELECT seq FROM outbox o WHERE o.event = outbox_events.id"
+             "  AND o.user_id = 5)"
              " WHEN 1 THEN %lld WHEN 2 THEN %lld WHEN 3 THEN %lld"
-             " ELSE at END WHERE user_id = 5",
+             " ELSE at END",
              (long long)(now - OUTBOX_KEEP_MS - 1),
              (long long)(now - OUTBOX_KEEP_MS),
              (long long)(now - OUTBOX_KEEP_MS - 1));
@@ -208,6 +210,9 @@ static void test_prune_old_acked(void **state)
     assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM outbox"
                                     " WHERE user_id = 5"), 4);
     assert_int_equal(outbox_prune(ob, now, &e), 1);
+    /* ...and the event row nobody refers to any more. */
+    assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM outbox_events"),
+                     3);
     json_t *ev = fetch(5, 0, 100);
     assert_int_equal(json_array_size(ev), 3);
     assert_int_equal(json_integer_value(json_object_get(
@@ -226,31 +231,95 @@ static void test_prune_old_acked(void **state)
     assert_int_equal(append(5, "case.new", "c", 9), 5);
 }
 
-static void test_dirty_set(void **state)
+/* The frame fetch_frames gives for (user, seq), malloc'd. */
+static int keep_frame(void *arg, int64_t seq, const char *frame, size_t len)
+{
+    (void)seq;
+    *(char **)arg = strndup(frame, len);
+    return 1;
+}
+
+static char *replay_frame(int64_t user, int64_t seq)
+{
+    struct err e = {0};
+    char *f = NULL;
+    assert_int_equal(outbox_fetch_frames(ob, user, seq - 1, 1, keep_frame,
+                                         &f, &e), 1);
+    return f;
+}
+
+/* Every append is kept in memory for the live fan-out, oldest first:
+ * its recipients with their seqs, and a frame tail that, after
+ * outbox_frame_head(seq), is byte for byte the frame replay sends. */
+static void test_live_events(void **state)
 {
     (void)state;
-    int64_t *ids = NULL;
-    size_t n = 99;
-    assert_int_equal(outbox_take_dirty(ob, &ids, &n), 0);
-    assert_int_equal(n, 0);
-    assert_null(ids);
+    struct err e = {0};
+    struct outbox_event *ev = NULL;
+    outbox_take_events(ob, &ev);
+    assert_null(ev);
     append(1, "k", NULL, 0);
-    append(2, "k", NULL, 0);
-    append(1, "k", NULL, 0);
-    for (int64_t u = 100; u < 140; u++)     /* grows past its first size */
-        append(u, "k", NULL, 0);
-    assert_int_equal(outbox_take_dirty(ob, &ids, &n), 0);
-    assert_int_equal(n, 42);
-    assert_int_equal(ids[0], 1);
-    assert_int_equal(ids[1], 2);
-    assert_int_equal(ids[41], 139);
-    free(ids);
-    assert_int_equal(outbox_take_dirty(ob, &ids, &n), 0);
-    assert_int_equal(n, 0);
+    int64_t users[3] = { 40, 2, 40 };       /* 40 twice: once */
+    json_t *body = json_pack("{s:s}", "note", "caf\u00e9 \"q\"");
+    assert_int_equal(outbox_append_many(ob, users, 3, "case.new", "c9",
+                                        body, &e), 0);
+    json_decref(body);
+    outbox_take_events(ob, &ev);
+    assert_non_null(ev);
+    assert_int_equal(ev->n, 1);
+    assert_int_equal(ev->rcpt[0].user_id, 1);
+    struct outbox_event *two = ev->next;
+    assert_non_null(two);
+    assert_null(two->next);
+    assert_int_equal(two->n, 2);
+    assert_int_equal(two->rcpt[0].user_id, 2);
+    assert_int_equal(two->rcpt[0].seq, 1);
+    assert_int_equal(two->rcpt[1].user_id, 40);
+    assert_int_equal(two->rcpt[1].seq, 1);
+    assert_int_equal(outbox_last_seq(ob, 40), 1);
+    for (size_t i = 0; i < two->n; i++) {
+        char head[OUTBOX_HEAD_MAX], live[4096];
+        size_t n = outbox_frame_head(head, two->rcpt[i].seq);
+        assert_true(n + two->tail_len < sizeof live);
+        memcpy(live, head, n);
+        memcpy(live + n, two->tail, two->tail_len);
+        live[n + two->tail_len] = 0;
+        char *replayed = replay_frame(two->rcpt[i].user_id,
+                                      two->rcpt[i].seq);
+        assert_string_equal(live, replayed);
+        free(replayed);
+    }
+    outbox_event_free(ev);
+    outbox_event_free(two);
+    outbox_take_events(ob, &ev);
+    assert_null(ev);
     append(3, "k", NULL, 0);
-    outbox_clear_dirty(ob);
-    assert_int_equal(outbox_take_dirty(ob, &ids, &n), 0);
-    assert_int_equal(n, 0);
+    outbox_clear_events(ob);
+    outbox_take_events(ob, &ev);
+    assert_null(ev);
+}
+
+/* One body per event however many recipients; each recipient row is
+ * only (user_id, seq, event). */
+static void test_body_stored_once(void **state)
+{
+    (void)state;
+    struct err e = {0};
+    int64_t users[500];
+    for (int i = 0; i < 500; i++)
+        users[i] = 1 + i;
+    json_t *body = json_pack("{s:s}", "case", "c1");
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(outbox_append_many(ob, users, 500, "case.new",
+                                            "c1", body, &e), 0);
+    json_decref(body);
+    outbox_clear_events(ob);
+    assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM outbox_events"),
+                     3);
+    assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM outbox"), 1500);
+    assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM"
+                                    " pragma_table_info('outbox')"), 3);
+    assert_int_equal(outbox_last_seq(ob, 500), 3);
 }
 
 static void test_rollback_leaves_nothing(void **state)
@@ -263,7 +332,7 @@ static void test_rollback_leaves_nothing(void **state)
     assert_int_equal(append(8, "case.new", "c", 2), 3);
     assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL),
                      SQLITE_OK);
-    outbox_clear_dirty(ob);
+    outbox_clear_events(ob);
     assert_int_equal(outbox_last_seq(ob, 8), 1);
     assert_int_equal(append(8, "case.new", "c", 3), 2);
     json_t *ev = fetch(8, 0, 100);
@@ -342,19 +411,21 @@ static void test_append_many(void **state)
                             "case.claimed");
         assert_string_equal(json_string_value(json_object_get(
                                 json_object_get(x, "body"), "case")), "c1");
+        /* One event: one id, whoever gets it. */
         const char *id = json_string_value(json_object_get(x, "event_id"));
         assert_int_equal(strlen(id), 32);
         assert_int_equal(strspn(id, "0123456789abcdef"), 32);
-        for (int j = 0; j < i; j++)
-            assert_string_not_equal(id, seen[j]);
+        if (i)
+            assert_string_equal(id, seen[0]);
         strlcpy_h(seen[i], id, sizeof seen[i]);
         json_decref(ev);
     }
-    int64_t *dirty;
-    size_t nd;
-    outbox_take_dirty(ob, &dirty, &nd);
-    assert_int_equal(nd, 20);
-    free(dirty);
+    struct outbox_event *live = NULL;
+    outbox_take_events(ob, &live);
+    assert_non_null(live->next);
+    assert_int_equal(live->next->n, 20);
+    outbox_event_free(live->next);
+    outbox_event_free(live);
     /* All or nothing: a bad id anywhere refuses the lot. */
     users[7] = 0;
     assert_int_equal(outbox_append_many(ob, users, 20, "k", NULL, body, &e),
@@ -365,6 +436,55 @@ static void test_append_many(void **state)
     json_decref(body);
 }
 
+/* Migration 7 moves an existing outbox (one full row per recipient) to
+ * the event table plus (user, seq, event) rows: same seqs, event ids,
+ * bodies, acks; the next append goes on from the cursor. */
+static void test_migrates_old_outbox(void **state)
+{
+    (void)state;
+    struct err e = {0};
+    char old[600];
+    sqlite3 *odb;
+    snprintf(old, sizeof old, "%s/old.db", dir);
+    assert_int_equal(sqlite3_open(old, &odb), SQLITE_OK);
+    if (schema_migrate_to(odb, 6, &e))
+        fail_msg("schema 6: %s", e.msg);
+    assert_int_equal(sqlite3_exec(odb,
+        "INSERT INTO outbox VALUES (7, 1, 'aaaa', 'case.new', 'c1', 10,"
+        " '{\"n\":1}');"
+        "INSERT INTO outbox VALUES (7, 2, 'bbbb', 'message.new', 'c1', 20,"
+        " '{\"n\":2}');"
+        "INSERT INTO outbox VALUES (8, 1, 'cccc', 'case.new', 'c1', 10,"
+        " '{\"n\":1}');"
+        "INSERT INTO outbox_cursor VALUES (7, 2, 1), (8, 1, 0);",
+        NULL, NULL, NULL), SQLITE_OK);
+    if (schema_migrate(odb, &e))
+        fail_msg("migrate: %s", e.msg);
+    struct outbox *o = outbox_open(odb, &e);
+    assert_non_null(o);
+    json_t *ev = NULL;
+    assert_int_equal(outbox_fetch(o, 7, 0, 10, &ev, &e), 0);
+    assert_int_equal(json_array_size(ev), 2);
+    json_t *x = json_array_get(ev, 1);
+    assert_int_equal(json_integer_value(json_object_get(x, "seq")), 2);
+    assert_string_equal(json_string_value(json_object_get(x, "event_id")),
+                        "bbbb");
+    assert_string_equal(json_string_value(json_object_get(x, "kind")),
+                        "message.new");
+    assert_int_equal(json_integer_value(json_object_get(x, "at")), 20);
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_object_get(x, "body"), "n")), 2);
+    json_decref(ev);
+    assert_int_equal(outbox_acked_seq(o, 7), 1);
+    json_t *b = json_pack("{}");
+    int64_t seq = 0;
+    assert_int_equal(outbox_append(o, 8, "k", NULL, b, &seq, &e), 0);
+    assert_int_equal(seq, 2);
+    json_decref(b);
+    outbox_close(o);
+    assert_int_equal(sqlite3_close(odb), SQLITE_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -372,7 +492,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ack_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_old_acked, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_dirty_set, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_live_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrates_old_outbox, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_body_stored_once, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_rollback_leaves_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_survives_reopen, setup,

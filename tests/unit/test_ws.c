@@ -192,8 +192,10 @@ static void test_frames_escape_odd_rows(void **state)
     append(5, "case.new", "c-6", json_pack("{s:i}", "a", 2));
     append(5, "case.new", "c-7", json_pack("{s:i}", "a", 3));
     assert_int_equal(sqlite3_exec(db,
-                                  "UPDATE outbox SET case_id = 'odd\"id\\x'"
-                                  " WHERE user_id = 5 AND seq = 2",
+                                  "UPDATE outbox_events SET case_id ="
+                                  " 'odd\"id\\x' WHERE id = (SELECT event"
+                                  " FROM outbox WHERE user_id = 5"
+                                  " AND seq = 2)",
                                   NULL, NULL, NULL), SQLITE_OK);
     struct collected c = {0};
     struct err e = {0};
