@@ -59,7 +59,10 @@ static const char *SCHEMA =
     " expected INTEGER NOT NULL DEFAULT 0,"   /* last count announced */
     " preview INTEGER NOT NULL DEFAULT 0);"   /* 1: sent or given up */
     "CREATE TABLE IF NOT EXISTS figures("
-    " k TEXT PRIMARY KEY, v);";
+    " k TEXT PRIMARY KEY, v);"
+    /* --deidentify: original UID -> its replacement, for good. */
+    "CREATE TABLE IF NOT EXISTS uid_map("
+    " orig TEXT PRIMARY KEY, repl TEXT NOT NULL UNIQUE);";
 
 static int db_err(struct spool *s, struct err *e, const char *what)
 {
@@ -725,4 +728,55 @@ int spool_middle(struct spool *s, const char *study_uid,
                       " LIMIT 1 OFFSET (SELECT count(*) / 2 FROM"
                       " instances WHERE study_uid = ?1 AND has_pixels"
                       " AND state <> 2)", study_uid, NULL, 0, item, e);
+}
+
+int spool_map_uid(void *spool, const char *orig, char repl[65],
+                  struct err *e)
+{
+    struct spool *s = spool;
+    char fresh[65];
+    int rc = dicom_uid_new(fresh, e);
+    if (rc)
+        return rc;
+    /* Insert-or-keep then read, under the lock: two associations mapping
+     * the same UID at once both get the one that was committed. */
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st = NULL;
+    rc = ERR_DB;
+    if (!sqlite3_prepare_v2(s->db, "INSERT INTO uid_map(orig, repl)"
+                            " VALUES (?1, ?2) ON CONFLICT(orig) DO UPDATE"
+                            " SET orig = orig RETURNING repl", -1, &st,
+                            NULL)) {
+        sqlite3_bind_text(st, 1, orig, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, fresh, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            strlcpy_h(repl, (const char *)sqlite3_column_text(st, 0), 65);
+            rc = sqlite3_step(st) == SQLITE_DONE ? 0 : ERR_DB;
+        }
+    }
+    if (rc)
+        db_err(s, e, "uid map");
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int spool_uid_lookup(struct spool *s, const char *uid, char other[65],
+                     int *is_orig, struct err *e)
+{
+    sqlite3_stmt *st = query(s, e, "SELECT repl, 1 FROM uid_map"
+                             " WHERE orig = ?1 UNION ALL SELECT orig, 0"
+                             " FROM uid_map WHERE repl = ?1", "t", uid);
+    if (!st)
+        return ERR_DB;
+    int rc = ERR_NOTFOUND;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        strlcpy_h(other, (const char *)sqlite3_column_text(st, 0), 65);
+        *is_orig = sqlite3_column_int(st, 1);
+        rc = 0;
+    }
+    query_end(s, st);
+    if (rc)
+        err_set(e, rc, "%s: not in the spool's UID map", uid);
+    return rc;
 }

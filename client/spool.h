@@ -146,4 +146,14 @@ int spool_each_failed(struct spool *s,
                                 int attempts),
                       void *arg, struct err *e);
 
+/* --deidentify's UID map (a dicom_uid_map_fn with arg = the spool): the
+ * replacement of orig, made (a fresh 2.25 UID) and committed the first
+ * time, the same ever after, across associations and restarts. */
+int spool_map_uid(void *spool, const char *orig, char repl[65],
+                  struct err *e);
+/* Either way: uid's original (*is_orig 0) or its replacement (*is_orig
+ * 1).  ERR_NOTFOUND when the map does not hold it. */
+int spool_uid_lookup(struct spool *s, const char *uid, char other[65],
+                     int *is_orig, struct err *e);
+
 #endif
