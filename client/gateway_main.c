@@ -297,24 +297,66 @@ struct gw {
     const struct gw_opts *o;
 };
 
-static int on_accept(void *arg, const char *calling_ae, const char *peer)
+/* One association: the studies it sent, announced when it ends (a
+ * modality's association usually is the whole study; beyond MAX_STUDIES
+ * in one association, the rest wait for --study-quiet). */
+#define MAX_STUDIES 16
+struct assoc {
+    struct gw *g;
+    int nstudies;
+    char studies[MAX_STUDIES][65];
+};
+
+static int on_open(void *arg, const char *calling_ae, const char *peer,
+                   void **ctx)
 {
     struct gw *g = arg;
-    if (!g->o->nallow)
-        return 1;
-    for (int i = 0; i < g->o->nallow; i++)
-        if (!strcmp(g->o->allow[i], calling_ae))
-            return 1;
-    log_warn("DICOM association from %s@%s refused: calling AE not in "
-             "--allow-ae", calling_ae, peer);
-    return 0;
+    int ok = !g->o->nallow;
+    for (int i = 0; i < g->o->nallow && !ok; i++)
+        ok = !strcmp(g->o->allow[i], calling_ae);
+    if (!ok) {
+        log_warn("DICOM association from %s@%s refused: calling AE not in "
+                 "--allow-ae", calling_ae, peer);
+        return 0;
+    }
+    struct assoc *a = calloc(1, sizeof *a);
+    if (!a) {
+        log_error("DICOM association from %s@%s refused: out of memory",
+                  calling_ae, peer);
+        return 0;
+    }
+    a->g = g;
+    *ctx = a;
+    return 1;
+}
+
+static void on_close(void *arg, void *ctx)
+{
+    struct assoc *a = ctx;
+    struct err e = { 0, "" };
+    (void)arg;
+    for (int i = 0; i < a->nstudies; i++)
+        if (spool_study_ended(a->g->spool, a->studies[i], &e))
+            log_warn("study %s: %s (announced when quiet)", a->studies[i],
+                     e.msg);
+    free(a);
+}
+
+static void assoc_saw(struct assoc *a, const char *study)
+{
+    for (int i = 0; i < a->nstudies; i++)
+        if (!strcmp(a->studies[i], study))
+            return;
+    if (a->nstudies < MAX_STUDIES)
+        strlcpy_h(a->studies[a->nstudies++], study, 65);
 }
 
 /* May run on several listener threads at once (the spool is locked). */
-static unsigned on_store(void *arg, const char *path, const char *calling_ae,
+static unsigned on_store(void *ctx, const char *path, const char *calling_ae,
                          const char *peer, char comment[64])
 {
-    struct gw *g = arg;
+    struct assoc *a = ctx;
+    struct gw *g = a->g;
     struct spool_item it;
     struct err e = { 0, "" };
     int fresh = 0;
@@ -345,6 +387,7 @@ static unsigned on_store(void *arg, const char *path, const char *calling_ae,
                   peer, e.msg);
         return DICOM_STATUS_OUT_OF_RESOURCES;
     }
+    assoc_saw(a, it.study_uid);
     log_info("DICOM: %s %s from %s@%s (study %s, %lld bytes)",
              fresh ? "spooled" : "already spooled", it.sop_uid, calling_ae,
              peer, it.study_uid, (long long)it.size);
@@ -402,9 +445,10 @@ static int serve(const struct gw_opts *o)
         .ae_title = o->ae_title,
         .tmp_dir = spool_tmp_dir(g.spool),
         .dimse_timeout = 0,
-        .accept = on_accept,
         .store = on_store,
         .arg = &g,
+        .open = on_open,
+        .close = on_close,
     };
     if (!(scp = dicom_scp_start(&cfg, &e)))
         goto out;

@@ -57,7 +57,8 @@ static const char *SCHEMA =
     " priority INTEGER NOT NULL DEFAULT 3,"
     " case_id TEXT NOT NULL DEFAULT '',"
     " expected INTEGER NOT NULL DEFAULT 0,"   /* last count announced */
-    " preview INTEGER NOT NULL DEFAULT 0);"   /* 1: sent or given up */
+    " preview INTEGER NOT NULL DEFAULT 0,"    /* 1: sent or given up */
+    " ended_ms INTEGER NOT NULL DEFAULT 0);"  /* an association ended */
     "CREATE TABLE IF NOT EXISTS figures("
     " k TEXT PRIMARY KEY, v);"
     /* --deidentify: original UID -> its replacement, for good. */
@@ -164,6 +165,9 @@ static int db_open(struct spool *s, int ro, struct err *e)
                      "PRAGMA synchronous = FULL;", NULL, NULL, NULL) ||
         sqlite3_exec(s->db, SCHEMA, NULL, NULL, NULL))
         return db_err(s, e, "schema");
+    /* Spools made before ended_ms: fails harmlessly when it exists. */
+    sqlite3_exec(s->db, "ALTER TABLE studies ADD COLUMN ended_ms INTEGER"
+                 " NOT NULL DEFAULT 0", NULL, NULL, NULL);
     return 0;
 }
 
@@ -671,7 +675,9 @@ int spool_each_study(struct spool *s, int64_t quiet_ms,
                              " FROM instances i LEFT JOIN studies s"
                              " ON s.study_uid = i.study_uid"
                              " GROUP BY i.study_uid"
-                             " HAVING max(i.received_ms) <= ?1"
+                             " HAVING (max(i.received_ms) <= ?1"
+                             " OR max(i.received_ms) <="
+                             " coalesce(s.ended_ms, 0))"
                              " AND (count(*) <> coalesce(s.expected, 0)"
                              " OR coalesce(s.preview, 0) = 0)", "i",
                              now_ms() - quiet_ms);
@@ -710,6 +716,12 @@ int spool_set_expected(struct spool *s, const char *study_uid, int64_t n,
                        struct err *e)
 {
     return study_set(s, "expected", study_uid, n, e);
+}
+
+int spool_study_ended(struct spool *s, const char *study_uid,
+                      struct err *e)
+{
+    return study_set(s, "ended_ms", study_uid, now_ms(), e);
 }
 
 int spool_set_preview(struct spool *s, const char *study_uid, int done,
