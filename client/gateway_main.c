@@ -39,8 +39,9 @@ static const char usage_text[] =
     "                     [--allow-ae AET]... [--max-rate RATE] "
     "[--retry-max SECONDS]\n"
     "                     [--study-quiet SECONDS] [--reserve BYTES]\n"
-    "                     [--log-level debug|info|warn|error]\n"
-    "       hashi-gateway status --spool DIR [--json]\n"
+    "                     [--deidentify] "
+    "[--log-level debug|info|warn|error]\n"
+    "       hashi-gateway status --spool DIR [--json] [--uid-map UID]\n"
     "defaults: --dicom 0.0.0.0:11112 --ae-title HASHIGW --retry-max 300 "
     "--study-quiet 5\n"
     "RATE: 256kbit, 2mbit, or bytes per second (k, m suffixes)\n"
@@ -57,6 +58,8 @@ struct gw_opts {
     int quiet_s;
     long long reserve;
     int json;
+    int deidentify;
+    const char *uid_map;            /* status: the UID to map either way */
 };
 
 static int usage_err(const char *fmt, const char *a)
@@ -114,14 +117,19 @@ static int parse_args(int argc, char **argv, int status, struct gw_opts *o)
             o->json = 1;
             continue;
         }
-        if (strncmp(f, "--", 2) || (status && strcmp(f, "--spool")))
+        if (!strcmp(f, "--deidentify") && !status) {
+            o->deidentify = 1;
+            continue;
+        }
+        if (strncmp(f, "--", 2) ||
+            (status && strcmp(f, "--spool") && strcmp(f, "--uid-map")))
             return usage_err("unexpected argument '%s'", f);
         if (!strcmp(f, "--log-level") || !strcmp(f, "--server") ||
             !strcmp(f, "--token-file") || !strcmp(f, "--spool") ||
             !strcmp(f, "--dicom") || !strcmp(f, "--ae-title") ||
             !strcmp(f, "--cacert") || !strcmp(f, "--allow-ae") ||
             !strcmp(f, "--max-rate") || !strcmp(f, "--retry-max") ||
-            !strcmp(f, "--study-quiet") ||
+            !strcmp(f, "--study-quiet") || !strcmp(f, "--uid-map") ||
             !strcmp(f, "--reserve")) {
             if (i + 1 >= argc)
                 return usage_err("%s needs a value", f);
@@ -136,6 +144,8 @@ static int parse_args(int argc, char **argv, int status, struct gw_opts *o)
             o->token_file = v;
         } else if (!strcmp(f, "--spool")) {
             o->spool = v;
+        } else if (!strcmp(f, "--uid-map")) {
+            o->uid_map = v;
         } else if (!strcmp(f, "--cacert")) {
             o->cacert = v;
         } else if (!strcmp(f, "--ae-title")) {
@@ -205,10 +215,33 @@ static int print_failure(void *arg, const char *sop, const char *study,
     return 0;
 }
 
+/* status --uid-map UID: the other side of --deidentify's mapping. */
+static int cmd_uid_map(const struct gw_opts *o)
+{
+    struct err e = { 0, "" };
+    char other[65];
+    int is_orig = 0;
+    struct spool *s = spool_open_ro(o->spool, &e);
+    int rc = s ? spool_uid_lookup(s, o->uid_map, other, &is_orig, &e) : -1;
+    spool_close(s);
+    if (rc) {
+        fprintf(stderr, "hashi-gateway: status: %s\n", e.msg);
+        return EX_FAIL;
+    }
+    if (o->json)
+        printf("{\"original\":\"%s\",\"deidentified\":\"%s\"}\n",
+               is_orig ? o->uid_map : other, is_orig ? other : o->uid_map);
+    else
+        printf("%s %s\n", is_orig ? "deidentified" : "original", other);
+    return EX_OK;
+}
+
 static int cmd_status(const struct gw_opts *o)
 {
     struct err e = { 0, "" };
     struct spool_counts c;
+    if (o->uid_map)
+        return cmd_uid_map(o);
     struct spool *s = spool_open_ro(o->spool, &e);
     if (!s || spool_counts(s, &c, &e)) {
         fprintf(stderr, "hashi-gateway: status: %s\n", e.msg);
@@ -264,28 +297,83 @@ struct gw {
     const struct gw_opts *o;
 };
 
-static int on_accept(void *arg, const char *calling_ae, const char *peer)
+/* One association: the studies it sent, announced when it ends (a
+ * modality's association usually is the whole study; beyond MAX_STUDIES
+ * in one association, the rest wait for --study-quiet). */
+#define MAX_STUDIES 16
+struct assoc {
+    struct gw *g;
+    int nstudies;
+    char studies[MAX_STUDIES][65];
+};
+
+static int on_open(void *arg, const char *calling_ae, const char *peer,
+                   void **ctx)
 {
     struct gw *g = arg;
-    if (!g->o->nallow)
-        return 1;
-    for (int i = 0; i < g->o->nallow; i++)
-        if (!strcmp(g->o->allow[i], calling_ae))
-            return 1;
-    log_warn("DICOM association from %s@%s refused: calling AE not in "
-             "--allow-ae", calling_ae, peer);
-    return 0;
+    int ok = !g->o->nallow;
+    for (int i = 0; i < g->o->nallow && !ok; i++)
+        ok = !strcmp(g->o->allow[i], calling_ae);
+    if (!ok) {
+        log_warn("DICOM association from %s@%s refused: calling AE not in "
+                 "--allow-ae", calling_ae, peer);
+        return 0;
+    }
+    struct assoc *a = calloc(1, sizeof *a);
+    if (!a) {
+        log_error("DICOM association from %s@%s refused: out of memory",
+                  calling_ae, peer);
+        return 0;
+    }
+    a->g = g;
+    *ctx = a;
+    return 1;
+}
+
+static void on_close(void *arg, void *ctx)
+{
+    struct assoc *a = ctx;
+    struct err e = { 0, "" };
+    (void)arg;
+    for (int i = 0; i < a->nstudies; i++)
+        if (spool_study_ended(a->g->spool, a->studies[i], &e))
+            log_warn("study %s: %s (announced when quiet)", a->studies[i],
+                     e.msg);
+    free(a);
+}
+
+static void assoc_saw(struct assoc *a, const char *study)
+{
+    for (int i = 0; i < a->nstudies; i++)
+        if (!strcmp(a->studies[i], study))
+            return;
+    if (a->nstudies < MAX_STUDIES)
+        strlcpy_h(a->studies[a->nstudies++], study, 65);
 }
 
 /* May run on several listener threads at once (the spool is locked). */
-static unsigned on_store(void *arg, const char *path, const char *calling_ae,
+static unsigned on_store(void *ctx, const char *path, const char *calling_ae,
                          const char *peer, char comment[64])
 {
-    struct gw *g = arg;
+    struct assoc *a = ctx;
+    struct gw *g = a->g;
     struct spool_item it;
     struct err e = { 0, "" };
     int fresh = 0;
-    int rc = spool_put(g->spool, path, &it, &fresh, &e);
+    char deid[1100];
+    int rc = 0;
+    if (g->o->deidentify) {
+        /* The original is never spooled: only the copy is kept. */
+        struct dcm_deid_opts d = { spool_map_uid, g->spool, NULL, NULL };
+        snprintf(deid, sizeof deid, "%s.deid", path);
+        rc = dicom_deidentify(path, deid, &d, &e);
+        unlink(path);
+        path = deid;
+    }
+    if (!rc)
+        rc = spool_put(g->spool, path, &it, &fresh, &e);
+    else
+        unlink(path);
     if (rc == ERR_INVALID) {
         snprintf(comment, 64, "%.63s", e.msg);
         log_warn("DICOM: instance from %s@%s refused: %s", calling_ae, peer,
@@ -299,6 +387,7 @@ static unsigned on_store(void *arg, const char *path, const char *calling_ae,
                   peer, e.msg);
         return DICOM_STATUS_OUT_OF_RESOURCES;
     }
+    assoc_saw(a, it.study_uid);
     log_info("DICOM: %s %s from %s@%s (study %s, %lld bytes)",
              fresh ? "spooled" : "already spooled", it.sop_uid, calling_ae,
              peer, it.study_uid, (long long)it.size);
@@ -356,9 +445,10 @@ static int serve(const struct gw_opts *o)
         .ae_title = o->ae_title,
         .tmp_dir = spool_tmp_dir(g.spool),
         .dimse_timeout = 0,
-        .accept = on_accept,
         .store = on_store,
         .arg = &g,
+        .open = on_open,
+        .close = on_close,
     };
     if (!(scp = dicom_scp_start(&cfg, &e)))
         goto out;
@@ -366,9 +456,10 @@ static int serve(const struct gw_opts *o)
                                o->retry_max, o->quiet_s * 1000 };
     if (!(up = uplink_start(g.spool, &ucfg, &e)))
         goto out;
-    log_info("hashi-gateway: DICOM %s:%d AE %s, spool %s, server %s%s",
+    log_info("hashi-gateway: DICOM %s:%d AE %s, spool %s, server %s%s%s",
              o->dicom_host, o->dicom_port, o->ae_title, o->spool, o->server,
-             o->max_rate > 0 ? " (rate capped)" : "");
+             o->max_rate > 0 ? " (rate capped)" : "",
+             o->deidentify ? " (de-identifying)" : "");
     sigwait(&sigs, &sig);
     log_info("hashi-gateway: signal %d, stopping", sig);
     status = EX_OK;

@@ -57,9 +57,13 @@ static const char *SCHEMA =
     " priority INTEGER NOT NULL DEFAULT 3,"
     " case_id TEXT NOT NULL DEFAULT '',"
     " expected INTEGER NOT NULL DEFAULT 0,"   /* last count announced */
-    " preview INTEGER NOT NULL DEFAULT 0);"   /* 1: sent or given up */
+    " preview INTEGER NOT NULL DEFAULT 0,"    /* 1: sent or given up */
+    " ended_ms INTEGER NOT NULL DEFAULT 0);"  /* an association ended */
     "CREATE TABLE IF NOT EXISTS figures("
-    " k TEXT PRIMARY KEY, v);";
+    " k TEXT PRIMARY KEY, v);"
+    /* --deidentify: original UID -> its replacement, for good. */
+    "CREATE TABLE IF NOT EXISTS uid_map("
+    " orig TEXT PRIMARY KEY, repl TEXT NOT NULL UNIQUE);";
 
 static int db_err(struct spool *s, struct err *e, const char *what)
 {
@@ -161,6 +165,9 @@ static int db_open(struct spool *s, int ro, struct err *e)
                      "PRAGMA synchronous = FULL;", NULL, NULL, NULL) ||
         sqlite3_exec(s->db, SCHEMA, NULL, NULL, NULL))
         return db_err(s, e, "schema");
+    /* Spools made before ended_ms: fails harmlessly when it exists. */
+    sqlite3_exec(s->db, "ALTER TABLE studies ADD COLUMN ended_ms INTEGER"
+                 " NOT NULL DEFAULT 0", NULL, NULL, NULL);
     return 0;
 }
 
@@ -668,7 +675,9 @@ int spool_each_study(struct spool *s, int64_t quiet_ms,
                              " FROM instances i LEFT JOIN studies s"
                              " ON s.study_uid = i.study_uid"
                              " GROUP BY i.study_uid"
-                             " HAVING max(i.received_ms) <= ?1"
+                             " HAVING (max(i.received_ms) <= ?1"
+                             " OR max(i.received_ms) <="
+                             " coalesce(s.ended_ms, 0))"
                              " AND (count(*) <> coalesce(s.expected, 0)"
                              " OR coalesce(s.preview, 0) = 0)", "i",
                              now_ms() - quiet_ms);
@@ -709,6 +718,12 @@ int spool_set_expected(struct spool *s, const char *study_uid, int64_t n,
     return study_set(s, "expected", study_uid, n, e);
 }
 
+int spool_study_ended(struct spool *s, const char *study_uid,
+                      struct err *e)
+{
+    return study_set(s, "ended_ms", study_uid, now_ms(), e);
+}
+
 int spool_set_preview(struct spool *s, const char *study_uid, int done,
                       struct err *e)
 {
@@ -725,4 +740,55 @@ int spool_middle(struct spool *s, const char *study_uid,
                       " LIMIT 1 OFFSET (SELECT count(*) / 2 FROM"
                       " instances WHERE study_uid = ?1 AND has_pixels"
                       " AND state <> 2)", study_uid, NULL, 0, item, e);
+}
+
+int spool_map_uid(void *spool, const char *orig, char repl[65],
+                  struct err *e)
+{
+    struct spool *s = spool;
+    char fresh[65];
+    int rc = dicom_uid_new(fresh, e);
+    if (rc)
+        return rc;
+    /* Insert-or-keep then read, under the lock: two associations mapping
+     * the same UID at once both get the one that was committed. */
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st = NULL;
+    rc = ERR_DB;
+    if (!sqlite3_prepare_v2(s->db, "INSERT INTO uid_map(orig, repl)"
+                            " VALUES (?1, ?2) ON CONFLICT(orig) DO UPDATE"
+                            " SET orig = orig RETURNING repl", -1, &st,
+                            NULL)) {
+        sqlite3_bind_text(st, 1, orig, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, fresh, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            strlcpy_h(repl, (const char *)sqlite3_column_text(st, 0), 65);
+            rc = sqlite3_step(st) == SQLITE_DONE ? 0 : ERR_DB;
+        }
+    }
+    if (rc)
+        db_err(s, e, "uid map");
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int spool_uid_lookup(struct spool *s, const char *uid, char other[65],
+                     int *is_orig, struct err *e)
+{
+    sqlite3_stmt *st = query(s, e, "SELECT repl, 1 FROM uid_map"
+                             " WHERE orig = ?1 UNION ALL SELECT orig, 0"
+                             " FROM uid_map WHERE repl = ?1", "t", uid);
+    if (!st)
+        return ERR_DB;
+    int rc = ERR_NOTFOUND;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        strlcpy_h(other, (const char *)sqlite3_column_text(st, 0), 65);
+        *is_orig = sqlite3_column_int(st, 1);
+        rc = 0;
+    }
+    query_end(s, st);
+    if (rc)
+        err_set(e, rc, "%s: not in the spool's UID map", uid);
+    return rc;
 }

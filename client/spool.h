@@ -122,8 +122,9 @@ struct spool_study {
     int preview;                    /* 1: preview sent or given up */
 };
 /* Calls fn (until it returns non-zero) for the studies (at most 32 a
- * call) that got no instance for quiet_ms and whose count is not the one
- * announced or whose preview is not sent.  Instances of a study are not
+ * call) that got no instance for quiet_ms, or none since an association
+ * that sent some of them ended (spool_study_ended), and whose count is
+ * not the one announced or whose preview is not sent.  Instances of a study are not
  * handed out by spool_next before its count was announced
  * (spool_set_expected), so its study.expect and preview go first. */
 int spool_each_study(struct spool *s, int64_t quiet_ms,
@@ -131,6 +132,10 @@ int spool_each_study(struct spool *s, int64_t quiet_ms,
                      void *arg, struct err *e);
 int spool_set_expected(struct spool *s, const char *study_uid, int64_t n,
                        struct err *e);
+/* An association that sent instances of the study has ended: it may be
+ * announced now rather than after quiet_ms. */
+int spool_study_ended(struct spool *s, const char *study_uid,
+                      struct err *e);
 int spool_set_preview(struct spool *s, const char *study_uid, int done,
                       struct err *e);
 /* The middle image of a study still in the spool (by series, instance
@@ -145,5 +150,15 @@ int spool_each_failed(struct spool *s,
                                 const char *study_uid, const char *reason,
                                 int attempts),
                       void *arg, struct err *e);
+
+/* --deidentify's UID map (a dicom_uid_map_fn with arg = the spool): the
+ * replacement of orig, made (a fresh 2.25 UID) and committed the first
+ * time, the same ever after, across associations and restarts. */
+int spool_map_uid(void *spool, const char *orig, char repl[65],
+                  struct err *e);
+/* Either way: uid's original (*is_orig 0) or its replacement (*is_orig
+ * 1).  ERR_NOTFOUND when the map does not hold it. */
+int spool_uid_lookup(struct spool *s, const char *uid, char other[65],
+                     int *is_orig, struct err *e);
 
 #endif

@@ -108,8 +108,8 @@ log "usage errors"
 "$GW" --spool "$T_TMP/spool" 2>"$T_TMP/err" && fail "no --server accepted"
 assert_eq 1 "$?" "exit code of a usage error"
 "$GW" --server "$DEAD" --token-file "$T_TMP/token" --spool "$T_TMP/s2" \
-    --deidentify 2>"$T_TMP/err" && fail "--deidentify accepted"
-assert_file_has "$T_TMP/err" 'unknown option --deidentify' "its message"
+    --no-such-flag 2>"$T_TMP/err" && fail "--no-such-flag accepted"
+assert_file_has "$T_TMP/err" 'unknown option --no-such-flag' "its message"
 "$GW" status --spool "$T_TMP/nothing" 2>"$T_TMP/err"
 assert_eq 2 "$?" "exit code of status on no spool"
 pass
