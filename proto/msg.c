@@ -62,7 +62,7 @@ static const char *const status_names[MSG_ST_COUNT] = {
 };
 static const char *const sex_names[MSG_SEX_COUNT] = { NULL, "F", "M", "O" };
 static const char *const role_names[MSG_ROLE_COUNT] = {
-    NULL, "requester", "specialist", "admin", "gateway",
+    NULL, "requester", "specialist", "admin", "gateway", "crew",
 };
 static const char *const upstatus_names[MSG_UP_COUNT] = {
     NULL, "stored", "duplicate", "conflict",

@@ -135,7 +135,8 @@ enum msg_status { MSG_ST_NONE = 0, MSG_ST_NEW, MSG_ST_CLAIMED,
 enum msg_sex { MSG_SEX_NONE = 0, MSG_SEX_F, MSG_SEX_M, MSG_SEX_O,
                MSG_SEX_COUNT };
 enum msg_role { MSG_ROLE_NONE = 0, MSG_ROLE_REQUESTER, MSG_ROLE_SPECIALIST,
-                MSG_ROLE_ADMIN, MSG_ROLE_GATEWAY, MSG_ROLE_COUNT };
+                MSG_ROLE_ADMIN, MSG_ROLE_GATEWAY, MSG_ROLE_CREW,
+                MSG_ROLE_COUNT };
 enum msg_upload_status { MSG_UP_NONE = 0, MSG_UP_STORED, MSG_UP_DUPLICATE,
                          MSG_UP_CONFLICT, MSG_UP_COUNT };
 enum msg_ua_reason { MSG_UA_NONE = 0, MSG_UA_PROGRESS, MSG_UA_RESEND,

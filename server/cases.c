@@ -917,7 +917,8 @@ static int create_tx(struct server *srv, const struct principal *who,
                  "INSERT OR IGNORE INTO case_participants"
                  " (case_id, user_id, why, since)"
                  " SELECT ?1, id, 'clinic', ?3 FROM users"
-                 " WHERE clinic_id = ?2 AND role IN ('requester', 'admin')",
+                 " WHERE clinic_id = ?2"
+                 " AND role IN ('requester', 'crew', 'admin')",
                  "sii", r->case_id, who->clinic_id, now);
     if (!rc)
         rc = add_first_recipients(db, r->case_id, specialist_id,
@@ -946,7 +947,7 @@ int cases_create(struct server *srv, const struct principal *who,
     struct create_req r;
     int rc = create_fields(req, &r, e);
     if (!rc && strcmp(who->role, "requester") && strcmp(who->role, "admin") &&
-        strcmp(who->role, "gateway"))
+        strcmp(who->role, "gateway") && strcmp(who->role, "crew"))
         rc = err_set(e, ERR_FORBIDDEN,
                      "only a clinic's requesters can create cases");
     if (!rc && !(rc = tx_begin(srv, e))) {
@@ -1084,15 +1085,16 @@ int cases_list_page(struct server *srv, const struct principal *who,
 
 /* ---- roles on a case ---------------------------------------------------- */
 
-/* The requesting side: the clinic's requesters, or an admin.  Not a
- * gateway: it creates cases and reads them, nothing more. */
+/* The requesting side: the clinic's requesters (a service's crews), or
+ * an admin.  Not a gateway: it creates cases and reads them, nothing
+ * more. */
 static int requester_side(const struct principal *who,
                           const struct case_row *r)
 {
     if (!strcmp(who->role, "admin"))
         return 1;
-    return !strcmp(who->role, "requester") &&
-           who->clinic_id == r->clinic_id;
+    return (!strcmp(who->role, "requester") ||
+            !strcmp(who->role, "crew")) && who->clinic_id == r->clinic_id;
 }
 
 static int may_claim(sqlite3 *db, const struct principal *who,
