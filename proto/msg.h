@@ -54,6 +54,7 @@
 #define MSG_STUDIES_MAX     16
 #define MSG_SPECIALTIES_MAX 16
 #define MSG_AGE_MAX         150
+#define MSG_ETA_MAX         1440            /* prearrival.eta_min, minutes */
 #define MSG_LIST_DEFAULT    50
 #define MSG_LIST_MAX        200
 #define MSG_FRAME_NO_MAX    2147483647LL    /* image.frame, 1-based */
@@ -197,8 +198,30 @@ struct msg_reply {
     json_t *result;                 /* object when ok; owned reference */
     struct msg_errinfo error;       /* when !ok */
 };
+/* A crew's pre-arrival data (issue 12); the ranges are the codec's
+ * (MSG_VITALS_*), "in the past" and "in the future" the server's. */
+struct msg_vitals {
+    bool has_bp_sys, has_bp_dia, has_heart_rate, has_spo2, has_glucose,
+         has_gcs;
+    int64_t bp_sys, bp_dia;         /* mmHg */
+    int64_t heart_rate;             /* /min */
+    int64_t spo2;                   /* % */
+    int64_t glucose;                /* mg/dL */
+    int64_t gcs;                    /* 3..15 */
+};
+struct msg_prearrival {
+    int64_t last_known_well;        /* ms since the epoch */
+    bool has_vitals;
+    struct msg_vitals vitals;
+    bool has_lams;
+    int64_t lams;                   /* Los Angeles Motor Scale, 0..5 */
+    int64_t eta_min;                /* minutes from now; < 0 refused */
+    char destination[MSG_CLINIC_MAX + 1];
+};
 struct msg_case_create {
     char case_id[MSG_ID_MAX + 1];
+    bool has_prearrival;
+    struct msg_prearrival prearrival;
     bool has_patient;
     struct msg_patient patient;
     char history[MSG_HISTORY_MAX + 1];
