@@ -62,7 +62,7 @@ static const char *const status_names[MSG_ST_COUNT] = {
 };
 static const char *const sex_names[MSG_SEX_COUNT] = { NULL, "F", "M", "O" };
 static const char *const role_names[MSG_ROLE_COUNT] = {
-    NULL, "requester", "specialist", "admin", "gateway",
+    NULL, "requester", "specialist", "admin", "gateway", "crew",
 };
 static const char *const upstatus_names[MSG_UP_COUNT] = {
     NULL, "stored", "duplicate", "conflict",
@@ -443,8 +443,28 @@ static const struct fdesc reply_f[] = {     /* result/error: reply_* */
     FBOOL(struct msg_reply, ok),
     FEND
 };
+/* Vitals a living adult or child can show on the road; outside them the
+ * number is a typo, and a typo must not reach the stroke team. */
+static const struct fdesc vitals_f[] = {
+    FINT_OPT(struct msg_vitals, bp_sys, 40, 300),
+    FINT_OPT(struct msg_vitals, bp_dia, 20, 200),
+    FINT_OPT(struct msg_vitals, heart_rate, 20, 250),
+    FINT_OPT(struct msg_vitals, spo2, 50, 100),
+    FINT_OPT(struct msg_vitals, glucose, 10, 1000),
+    FINT_OPT(struct msg_vitals, gcs, 3, 15),
+    FEND
+};
+static const struct fdesc prearrival_f[] = {
+    FTIME(struct msg_prearrival, last_known_well),
+    FOBJ_OPT(struct msg_prearrival, vitals, vitals_f),
+    FINT_OPT(struct msg_prearrival, lams, 0, 5),
+    FINT(struct msg_prearrival, eta_min, -MSG_ETA_MAX, MSG_ETA_MAX),
+    FSTR(struct msg_prearrival, destination, SY_LINE, true, true),
+    FEND
+};
 static const struct fdesc create_f[] = {
     FSTR(struct msg_case_create, case_id, SY_ID, true, true),
+    FOBJ_OPT(struct msg_case_create, prearrival, prearrival_f),
     FOBJ_OPT(struct msg_case_create, patient, patient_f),
     FSTR(struct msg_case_create, history, SY_TEXT, false, false),
     FSTR(struct msg_case_create, question, SY_TEXT, true, true),
@@ -556,6 +576,17 @@ static int check_create(const struct msg *m, struct msg_error *err)
     if (!c->specialty[0] && !c->specialist[0])
         return fail(err, MSG_E_MISSING_FIELD, "specialty",
                     "a specialty or a specialist is required");
+    if (c->has_prearrival) {
+        const struct msg_prearrival *p = &c->prearrival;
+        if (p->eta_min < 0)
+            return fail(err, MSG_E_BAD_FIELD, "prearrival.eta_min",
+                        "the ETA is in the past (%lld min)",
+                        (long long)p->eta_min);
+        if (p->has_vitals && p->vitals.has_bp_sys && p->vitals.has_bp_dia &&
+            p->vitals.bp_dia >= p->vitals.bp_sys)
+            return fail(err, MSG_E_BAD_FIELD, "prearrival.vitals.bp_dia",
+                        "must be below bp_sys");
+    }
     return 0;
 }
 

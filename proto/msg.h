@@ -54,6 +54,7 @@
 #define MSG_STUDIES_MAX     16
 #define MSG_SPECIALTIES_MAX 16
 #define MSG_AGE_MAX         150
+#define MSG_ETA_MAX         1440            /* prearrival.eta_min, minutes */
 #define MSG_LIST_DEFAULT    50
 #define MSG_LIST_MAX        200
 #define MSG_FRAME_NO_MAX    2147483647LL    /* image.frame, 1-based */
@@ -135,7 +136,8 @@ enum msg_status { MSG_ST_NONE = 0, MSG_ST_NEW, MSG_ST_CLAIMED,
 enum msg_sex { MSG_SEX_NONE = 0, MSG_SEX_F, MSG_SEX_M, MSG_SEX_O,
                MSG_SEX_COUNT };
 enum msg_role { MSG_ROLE_NONE = 0, MSG_ROLE_REQUESTER, MSG_ROLE_SPECIALIST,
-                MSG_ROLE_ADMIN, MSG_ROLE_GATEWAY, MSG_ROLE_COUNT };
+                MSG_ROLE_ADMIN, MSG_ROLE_GATEWAY, MSG_ROLE_CREW,
+                MSG_ROLE_COUNT };
 enum msg_upload_status { MSG_UP_NONE = 0, MSG_UP_STORED, MSG_UP_DUPLICATE,
                          MSG_UP_CONFLICT, MSG_UP_COUNT };
 enum msg_ua_reason { MSG_UA_NONE = 0, MSG_UA_PROGRESS, MSG_UA_RESEND,
@@ -196,8 +198,30 @@ struct msg_reply {
     json_t *result;                 /* object when ok; owned reference */
     struct msg_errinfo error;       /* when !ok */
 };
+/* A crew's pre-arrival data (issue 12); the ranges are the codec's
+ * (MSG_VITALS_*), "in the past" and "in the future" the server's. */
+struct msg_vitals {
+    bool has_bp_sys, has_bp_dia, has_heart_rate, has_spo2, has_glucose,
+         has_gcs;
+    int64_t bp_sys, bp_dia;         /* mmHg */
+    int64_t heart_rate;             /* /min */
+    int64_t spo2;                   /* % */
+    int64_t glucose;                /* mg/dL */
+    int64_t gcs;                    /* 3..15 */
+};
+struct msg_prearrival {
+    int64_t last_known_well;        /* ms since the epoch */
+    bool has_vitals;
+    struct msg_vitals vitals;
+    bool has_lams;
+    int64_t lams;                   /* Los Angeles Motor Scale, 0..5 */
+    int64_t eta_min;                /* minutes from now; < 0 refused */
+    char destination[MSG_CLINIC_MAX + 1];
+};
 struct msg_case_create {
     char case_id[MSG_ID_MAX + 1];
+    bool has_prearrival;
+    struct msg_prearrival prearrival;
     bool has_patient;
     struct msg_patient patient;
     char history[MSG_HISTORY_MAX + 1];

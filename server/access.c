@@ -7,7 +7,8 @@
 
 #include <string.h>
 
-/* A requester's studies: its clinic's (clinic 0, "none", is nobody's). */
+/* A requester's studies: its clinic's (clinic 0, "none", is nobody's);
+ * a crew's: its service's (its photos). */
 static const char REQUESTER_STUDIES[] =
     "studies.clinic_id = :scope_clinic AND studies.clinic_id <> 0";
 
@@ -41,7 +42,8 @@ void access_scope(const struct principal *who, struct store_scope *scope)
         return;
     if (!strcmp(who->role, "admin")) {
         scope->sql = "1";
-    } else if (!strcmp(who->role, "requester")) {
+    } else if (!strcmp(who->role, "requester") ||
+               !strcmp(who->role, "crew")) {
         scope->sql = REQUESTER_STUDIES;
         scope_param(scope, ":scope_clinic", who->clinic_id);
     } else if (!strcmp(who->role, "specialist")) {

@@ -10,6 +10,8 @@
  *               the case's clinic's)
  *   gateway     the cases it created; no study (it uploads, it does not
  *               read images)
+ *   crew        its ambulance service's cases and studies (the photos
+ *               its crews took); no clinic's or hospital's study
  *
  * Anything else is ERR_NOTFOUND to the caller, never "forbidden".
  *
@@ -33,7 +35,7 @@
  */
 #define ACCESS_CASE_VISIBLE                                                \
     "(u.role = 'admin'"                                                    \
-    " OR (u.role = 'requester' AND c.clinic_id = u.clinic_id)"             \
+    " OR (u.role IN ('requester', 'crew') AND c.clinic_id = u.clinic_id)" \
     " OR (u.role = 'gateway' AND c.clinic_id = u.clinic_id"                \
     "   AND EXISTS (SELECT 1 FROM case_gateways g"                         \
     "               WHERE g.case_id = c.case_id AND g.gateway_id = u.id))" \

@@ -49,13 +49,13 @@ static const char usage_text[] =
     "       hashi-server demo    --data DIR [--accounts-only]\n"
     "       hashi-server demo    --live-study DIR\n"
     "       hashi-server clinic  add --data DIR --name NAME "
-    "--kind rural|city [--calling-ae AET]\n"
+    "--kind rural|city|ems [--calling-ae AET]\n"
     "       hashi-server clinic  add-ae --data DIR --name NAME "
     "--calling-ae AET\n"
     "                            [--dest HOST:PORT]   (a C-MOVE destination)\n"
     "       hashi-server user    add --data DIR --login LOGIN "
     "--clinic NAME\n"
-    "                            --role requester|specialist|admin "
+    "                            --role requester|specialist|admin|crew "
     "[--specialty S]...\n"
     "                            (password: first line of stdin)\n"
     "       hashi-server user    disable --data DIR --login LOGIN\n"
@@ -424,8 +424,9 @@ static int cmd_clinic(int argc, char **argv)
                *ae = opt(&a, O_AE);
     if (!name)
         return usage("clinic add needs --name");
-    if (!kind || (strcmp(kind, "rural") && strcmp(kind, "city")))
-        return usage("--kind must be rural or city");
+    if (!kind || (strcmp(kind, "rural") && strcmp(kind, "city") &&
+                  strcmp(kind, "ems")))
+        return usage("--kind must be rural, city or ems");
     if (ae && !config_ae_valid(ae))
         return usage("'%s' is not a valid AE title (1-16 characters)", ae);
     struct err e = { 0, "" };
@@ -504,8 +505,8 @@ static int cmd_user(int argc, char **argv)
     if (!login || !clinic || !role)
         return usage("user add needs --login, --clinic and --role");
     if (strcmp(role, "requester") && strcmp(role, "specialist")
-        && strcmp(role, "admin"))
-        return usage("--role must be requester, specialist or admin, "
+        && strcmp(role, "admin") && strcmp(role, "crew"))
+        return usage("--role must be requester, specialist, admin or crew, "
                      "not '%s'", role);
     char pw[1024];
     if (read_password(pw, sizeof pw) || !pw[0]) {

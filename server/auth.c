@@ -309,8 +309,10 @@ int auth_clinic_add(struct store *s, const char *name, const char *kind,
     if (!clinic_name_valid(name))
         return err_set(e, ERR_INVALID, "clinic name must be 1..127 "
                        "printable characters");
-    if (!kind || (strcmp(kind, "rural") && strcmp(kind, "city")))
-        return err_set(e, ERR_INVALID, "clinic kind must be rural or city");
+    if (!kind || (strcmp(kind, "rural") && strcmp(kind, "city") &&
+                  strcmp(kind, "ems")))
+        return err_set(e, ERR_INVALID,
+                       "clinic kind must be rural, city or ems");
     if (calling_ae && !ae_normalize(calling_ae, ae))
         return err_set(e, ERR_INVALID, "bad AE title '%.20s'", calling_ae);
     sqlite3 *db = store_db(s);
@@ -474,9 +476,9 @@ int auth_user_add(struct store *s, const char *login, const char *clinic,
         return err_set(e, ERR_INVALID, "login must be 1..63 characters of "
                        "A-Z a-z 0-9 . _ -");
     if (!role || (strcmp(role, "requester") && strcmp(role, "specialist") &&
-                  strcmp(role, "admin")))
+                  strcmp(role, "admin") && strcmp(role, "crew")))
         return err_set(e, ERR_INVALID,
-                       "role must be requester, specialist or admin");
+                       "role must be requester, specialist, admin or crew");
     if (!password || !*password)
         return err_set(e, ERR_INVALID, "empty password");
     if (strlen(password) > MAX_PASSWORD)
@@ -484,9 +486,20 @@ int auth_user_add(struct store *s, const char *login, const char *clinic,
     int rc = specialties_each(specialties, NULL, NULL, e);
     if (rc)
         return rc;
-    int64_t clinic_id;
+    int64_t clinic_id, ems = 0;
     if (!clinic || (rc = clinic_id_of(s, clinic, &clinic_id, e)))
         return clinic ? rc : err_set(e, ERR_NOTFOUND, "no clinic given");
+    /* A crew belongs to an ambulance service, and a service has crews
+     * (and admins), not a clinic's requesters or specialists. */
+    if ((rc = clinic_lookup(s, "SELECT kind = 'ems' FROM clinics"
+                               " WHERE name = ?1", clinic, &ems, e)))
+        return rc;
+    if (ems != !strcmp(role, "crew") && strcmp(role, "admin"))
+        return err_set(e, ERR_INVALID, ems
+                       ? "clinic '%s' is an ambulance service (kind ems): "
+                         "its users are crew or admin"
+                       : "role crew needs an ambulance service (clinic "
+                         "kind ems), not '%s'", clinic);
 
     /* Checked before the (slow) hash too; the insert below still
      * decides a race. */

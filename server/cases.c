@@ -387,6 +387,38 @@ static json_t *images_expected(sqlite3 *db, const char *case_id,
 }
 
 /* The case summary JSON (no access check: callers have done it). */
+/* The case's pre-arrival object, or JSON null. */
+static json_t *prearrival_json(sqlite3 *db, const char *case_id,
+                               struct err *e)
+{
+    sqlite3_stmt *st = prep(
+        db, e,
+        "SELECT p.last_known_well, p.bp_sys, p.bp_dia, p.heart_rate,"
+        " p.spo2, p.glucose, p.gcs, p.lams, p.eta, p.destination,"
+        " p.arrived_at, p.arrived_study, u.login"
+        " FROM case_prearrival p LEFT JOIN users u ON u.id = p.arrived_by"
+        " WHERE p.case_id = ?1", "s", case_id);
+    if (!st || sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return json_null();
+    }
+    json_t *j = json_pack(
+        "{s:o, s:{s:o, s:o, s:o, s:o, s:o, s:o}, s:o, s:o, s:o, s:o, s:o,"
+        " s:o}",
+        "last_known_well", col_json_int(st, 0),
+        "vitals", "bp_sys", col_json_int(st, 1), "bp_dia",
+        col_json_int(st, 2), "heart_rate", col_json_int(st, 3), "spo2",
+        col_json_int(st, 4), "glucose", col_json_int(st, 5), "gcs",
+        col_json_int(st, 6),
+        "lams", col_json_int(st, 7), "eta", col_json_int(st, 8),
+        "destination", col_json_text(st, 9),
+        "arrived_at", col_json_int(st, 10),
+        "arrived_study", col_json_text(st, 11),
+        "arrived_by", col_json_text(st, 12));
+    sqlite3_finalize(st);
+    return j;
+}
+
 static int case_json(sqlite3 *db, const char *case_id, json_t **out,
                      struct err *e)
 {
@@ -436,6 +468,7 @@ static int case_json(sqlite3 *db, const char *case_id, json_t **out,
     json_object_set_new(c, "claimed_by", col_json_text(st, 15));
     json_object_set_new(c, "overdue_since", col_json_int(st, 17));
     sqlite3_finalize(st);
+    json_object_set_new(c, "prearrival", prearrival_json(db, case_id, e));
 
     json_t *uids = json_array();
     st = prep(db, e,
@@ -796,6 +829,52 @@ static int create_fields(const struct msg_case_create *m,
     return 0;
 }
 
+/* Clock skew tolerated on a phone's "last known well". */
+#define LKW_SKEW_MS (5 * 60 * 1000)
+
+/* NULL binds as SQL NULL: an optional vital not taken. */
+static void bind_opt(sqlite3_stmt *st, int i, bool has, int64_t v)
+{
+    if (has)
+        sqlite3_bind_int64(st, i, v);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+/* A crew's pre-arrival data, in the create's transaction: the ranges are
+ * the codec's; what needs the clock is checked here. */
+static int prearrival_insert(sqlite3 *db, const char *case_id,
+                             const struct msg_prearrival *p, int64_t now,
+                             struct err *e)
+{
+    if (p->last_known_well > now + LKW_SKEW_MS)
+        return err_set(e, ERR_INVALID,
+                       "prearrival.last_known_well: in the future");
+    const struct msg_vitals *v = &p->vitals;
+    bool hv = p->has_vitals;
+    sqlite3_stmt *st = prep(
+        db, e,
+        "INSERT INTO case_prearrival (case_id, last_known_well, bp_sys,"
+        " bp_dia, heart_rate, spo2, glucose, gcs, lams, eta, destination)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "si", case_id, p->last_known_well);
+    if (!st)
+        return ERR_DB;
+    bind_opt(st, 3, hv && v->has_bp_sys, v->bp_sys);
+    bind_opt(st, 4, hv && v->has_bp_dia, v->bp_dia);
+    bind_opt(st, 5, hv && v->has_heart_rate, v->heart_rate);
+    bind_opt(st, 6, hv && v->has_spo2, v->spo2);
+    bind_opt(st, 7, hv && v->has_glucose, v->glucose);
+    bind_opt(st, 8, hv && v->has_gcs, v->gcs);
+    bind_opt(st, 9, p->has_lams, p->lams);
+    sqlite3_bind_int64(st, 10, now + p->eta_min * 60000);
+    sqlite3_bind_text(st, 11, p->destination, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return step == SQLITE_DONE ? 0 : db_fail(e, db, "insert prearrival");
+}
+
+
 /* Who hears of a new case first: the named specialist; else the first of
  * the specialty's on-call list; else everyone of the specialty. */
 static int add_first_recipients(sqlite3 *db, const char *case_id,
@@ -915,6 +994,11 @@ static int create_tx(struct server *srv, const struct principal *who,
         return db_fail(e, db, "insert case");
     int rc;
 
+    if (r->m->has_prearrival) {
+        rc = prearrival_insert(db, r->case_id, &r->m->prearrival, now, e);
+        if (rc)
+            return rc;
+    }
     if (who->gateway_id) {
         rc = run(db, e, NULL,
                  "INSERT INTO case_gateways (case_id, gateway_id)"
@@ -940,7 +1024,8 @@ static int create_tx(struct server *srv, const struct principal *who,
                  "INSERT OR IGNORE INTO case_participants"
                  " (case_id, user_id, why, since)"
                  " SELECT ?1, id, 'clinic', ?3 FROM users"
-                 " WHERE clinic_id = ?2 AND role IN ('requester', 'admin')",
+                 " WHERE clinic_id = ?2"
+                 " AND role IN ('requester', 'crew', 'admin')",
                  "sii", r->case_id, who->clinic_id, now);
     if (!rc)
         rc = add_first_recipients(db, r->case_id, specialist_id,
@@ -969,9 +1054,12 @@ int cases_create(struct server *srv, const struct principal *who,
     struct create_req r;
     int rc = create_fields(req, &r, e);
     if (!rc && strcmp(who->role, "requester") && strcmp(who->role, "admin") &&
-        strcmp(who->role, "gateway"))
+        strcmp(who->role, "gateway") && strcmp(who->role, "crew"))
         rc = err_set(e, ERR_FORBIDDEN,
                      "only a clinic's requesters can create cases");
+    if (!rc && req->has_prearrival && strcmp(who->role, "crew"))
+        rc = err_set(e, ERR_INVALID,
+                     "prearrival: only an ambulance crew sends one");
     if (!rc && !(rc = tx_begin(srv, e))) {
         rc = create_tx(srv, who, &r, out, created, e);
         rc = tx_end(srv, rc, out, e);
@@ -1107,15 +1195,16 @@ int cases_list_page(struct server *srv, const struct principal *who,
 
 /* ---- roles on a case ---------------------------------------------------- */
 
-/* The requesting side: the clinic's requesters, or an admin.  Not a
- * gateway: it creates cases and reads them, nothing more. */
+/* The requesting side: the clinic's requesters (a service's crews), or
+ * an admin.  Not a gateway: it creates cases and reads them, nothing
+ * more. */
 static int requester_side(const struct principal *who,
                           const struct case_row *r)
 {
     if (!strcmp(who->role, "admin"))
         return 1;
-    return !strcmp(who->role, "requester") &&
-           who->clinic_id == r->clinic_id;
+    return (!strcmp(who->role, "requester") ||
+            !strcmp(who->role, "crew")) && who->clinic_id == r->clinic_id;
 }
 
 static int may_claim(sqlite3 *db, const struct principal *who,

@@ -366,6 +366,34 @@ static const char *const migrations[] = {
     "  AND specialist_id IS NULL AND (escalation_level > 0 AND due_at = 0"
     "  OR NOT EXISTS (SELECT 1 FROM oncall o"
     "   WHERE o.specialty = cases.specialty));",
+    /* 10: ambulance crews (issue 12).  Clinics of kind 'ems' (an ambulance
+     *    service) and users of role 'crew'.  The CHECKs of migration 1
+     *    only widen, so their text is edited in place (SQLite's documented
+     *    way to relax a CHECK: a table rebuild would need foreign_keys
+     *    off, which cannot change inside this transaction); the CREATE
+     *    TABLE after it bumps the schema cookie for other connections.
+     *    case_prearrival: a crew's pre-arrival data, one row per case. */
+    "PRAGMA writable_schema = ON;"
+    "UPDATE sqlite_schema SET sql = replace(sql,"
+    "  '''rural'', ''city'')', '''rural'', ''city'', ''ems'')')"
+    "  WHERE type = 'table' AND name = 'clinics';"
+    "UPDATE sqlite_schema SET sql = replace(sql,"
+    "  '''specialist'', ''admin'')',"
+    "  '''specialist'', ''admin'', ''crew'')')"
+    "  WHERE type = 'table' AND name = 'users';"
+    "PRAGMA writable_schema = RESET;"
+    "CREATE TABLE case_prearrival ("
+    "  case_id TEXT PRIMARY KEY"
+    "    REFERENCES cases(case_id) ON DELETE CASCADE,"
+    "  last_known_well INTEGER NOT NULL,"     /* ms */
+    "  bp_sys INTEGER, bp_dia INTEGER, heart_rate INTEGER,"
+    "  spo2 INTEGER, glucose INTEGER, gcs INTEGER,"
+    "  lams INTEGER,"                         /* Los Angeles Motor Scale */
+    "  eta INTEGER NOT NULL,"                 /* ms: expected arrival */
+    "  destination TEXT NOT NULL,"
+    "  arrived_at INTEGER,"                   /* hand-over: study linked */
+    "  arrived_study TEXT,"
+    "  arrived_by INTEGER REFERENCES users(id));",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
