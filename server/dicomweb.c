@@ -842,13 +842,23 @@ static int includefield_ok(const char *v, size_t n)
     return 1;
 }
 
-/* includefield (repeatable, comma-separated) and fuzzymatching are
- * checked, then accepted: every answer holds all the attributes Hashi
+/* Every value is checked for control bytes; includefield (repeatable,
+ * comma-separated) and fuzzymatching are checked, then accepted: every answer holds all the attributes Hashi
  * indexes, and matching is what it is.  0, or -1 when answered 400. */
 static int qido_options(struct http_req *r)
 {
     for (size_t i = 0; i < r->nparams; i++) {
         const char *name = r->params[i].name, *v = r->params[i].value;
+        /* DICOMweb query values are UTF-8 text: a control byte is never
+         * part of a value, and would only reach the index's LIKE.  (%00
+         * never gets here: libwebsockets drops the connection on it.) */
+        for (const unsigned char *c = (const unsigned char *)v; *c; c++)
+            if (*c < 0x20 || *c == 0x7f) {
+                http_respond_error(r, 400, "invalid", "%.40s: control "
+                                   "characters are not allowed in a query "
+                                   "value", name);
+                return -1;
+            }
         if (!strcmp(name, "fuzzymatching")) {
             if (strcmp(v, "true") && strcmp(v, "false")) {
                 http_respond_error(r, 400, "invalid", "fuzzymatching is "
