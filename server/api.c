@@ -216,6 +216,12 @@ void api_logout(struct http_req *r)
 
 void api_me(struct http_req *r)
 {
+    /* No session (none, or its cookie ended): 200 {"user": null}, so a
+     * page asking whether it is logged in logs no error. */
+    if (!r->authed) {
+        http_respond_json(r, 200, json_pack("{s:n}", "user"));
+        return;
+    }
     http_respond_json(r, 200, json_pack("{s:o}", "user",
                                         http_principal_json(&r->who)));
 }

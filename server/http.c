@@ -67,7 +67,7 @@ static const struct http_route routes[] = {
     { "/metrics", 0, HTTP_GET, HTTP_AUTH_OPTIONAL, api_metrics },
     { "/api/login", 0, HTTP_POST, HTTP_AUTH_NONE, api_login },
     { "/api/logout", 0, HTTP_POST, HTTP_AUTH_REQUIRED, api_logout },
-    { "/api/me", 0, HTTP_GET, HTTP_AUTH_REQUIRED, api_me },
+    { "/api/me", 0, HTTP_GET, HTTP_AUTH_OPTIONAL, api_me },
     { "/api/cases", 1, HTTP_GET | HTTP_POST, HTTP_AUTH_REQUIRED, api_cases },
     { "/api/events", 1, HTTP_GET | HTTP_POST, HTTP_AUTH_REQUIRED,
       api_events },
@@ -816,6 +816,10 @@ static int authenticate(struct http_req *r, int optional)
         return -1;
     }
     rc = auth_token_check(r->srv->store, r->token, &r->who, &e);
+    /* An ended session's cookie is no credential at all (a bearer token
+     * that fails is still refused: its sender meant it). */
+    if ((rc == ERR_AUTH || rc == ERR_NOTFOUND) && optional && r->via_cookie)
+        return 0;
     if (rc == ERR_AUTH || rc == ERR_NOTFOUND) {
         http_add_header(r, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
         http_respond_error(r, 401, "unauthorized",

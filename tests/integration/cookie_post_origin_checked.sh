@@ -44,5 +44,7 @@ assert_eq 200 "$(http POST /api/logout "" -H "Cookie: hashi_session=$t3")" \
 assert_eq 401 "$(http GET /api/me "$t3")" "session after a logout without Origin"
 assert_eq 200 "$(http POST /api/logout "" -H "$C" -H "Origin: $HURL")" \
     "cookie POST from the server's own origin"
-assert_eq 401 "$(me)" "the cookie session after its own-origin logout"
+assert_eq 200 "$(me)" "/api/me with the cookie after its own-origin logout"
+assert_eq null "$(jget "$T_TMP/body" 'json.dumps(d["user"])')" \
+    "the cookie session after its own-origin logout: no user"
 pass
