@@ -80,6 +80,7 @@ enum msg_type {
     MSG_CASE_CREATE,
     MSG_CASE_CLAIM,
     MSG_CASE_ANSWER,
+    MSG_CASE_AMEND,         /* the answer's author replaces it; kept */
     MSG_CASE_CLOSE,
     MSG_CASE_REOPEN,
     MSG_CASE_LIST,
@@ -313,7 +314,7 @@ struct msg {
         struct msg_reply reply;
         struct msg_case_create case_create;
         struct msg_case_ref case_ref;   /* claim, get, close, reopen */
-        struct msg_case_answer case_answer;
+        struct msg_case_answer case_answer;     /* answer, amend */
         struct msg_case_list case_list;
         struct msg_message_send message_send;
         struct msg_message_read message_read;

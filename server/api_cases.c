@@ -24,7 +24,7 @@
 
 enum op {
     OP_CREATE = 1, OP_CLAIM, OP_ANSWER, OP_CLOSE, OP_REOPEN, OP_MESSAGE,
-    OP_READ, OP_ACK,
+    OP_READ, OP_ACK, OP_AMEND,
 };
 
 /* What a POST handler remembers until its body is in. */
@@ -122,6 +122,7 @@ static enum msg_type type_of(enum op op)
     case OP_CREATE: return MSG_CASE_CREATE;
     case OP_CLAIM: return MSG_CASE_CLAIM;
     case OP_ANSWER: return MSG_CASE_ANSWER;
+    case OP_AMEND: return MSG_CASE_AMEND;
     case OP_CLOSE: return MSG_CASE_CLOSE;
     case OP_REOPEN: return MSG_CASE_REOPEN;
     case OP_MESSAGE: return MSG_MESSAGE_SEND;
@@ -217,6 +218,9 @@ static void on_body(struct http_req *r, unsigned char *body, size_t len)
         break;
     case OP_ANSWER:
         rc = cases_answer(srv, &r->who, &m.case_answer, &out, &e);
+        break;
+    case OP_AMEND:
+        rc = cases_amend(srv, &r->who, &m.case_answer, &out, &e);
         break;
     case OP_CLOSE:
         rc = cases_close(srv, &r->who, pd->case_id, &out, &e);
@@ -366,6 +370,7 @@ void api_cases(struct http_req *r)
     if (n == 2) {
         static const struct { const char *verb; enum op op; } verbs[] = {
             { "claim", OP_CLAIM }, { "answer", OP_ANSWER },
+            { "amend", OP_AMEND },
             { "close", OP_CLOSE }, { "reopen", OP_REOPEN },
         };
         for (size_t i = 0; i < sizeof verbs / sizeof *verbs; i++)

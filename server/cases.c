@@ -419,6 +419,8 @@ static json_t *prearrival_json(sqlite3 *db, const char *case_id,
     return j;
 }
 
+static json_t *revisions_json(sqlite3 *db, const char *case_id);
+
 static int case_json(sqlite3 *db, const char *case_id, json_t **out,
                      struct err *e)
 {
@@ -510,7 +512,109 @@ static int case_json(sqlite3 *db, const char *case_id, json_t **out,
     else
         json_object_set_new(c, "answer", json_null());
     sqlite3_finalize(st);
+    json_t *ans = json_object_get(c, "answer");
+    if (json_is_object(ans))
+        json_object_set_new(ans, "revisions", revisions_json(db, case_id));
     *out = c;
+    return 0;
+}
+
+/* ---- timeline and answer revisions ------------------------------------ */
+
+/* One step of the case's timeline (case_steps); uid 0 for nobody. */
+static int step_add(sqlite3 *db, const char *case_id, const char *step,
+                    int64_t uid, int64_t at, struct err *e)
+{
+    return run(db, e, NULL,
+               "INSERT INTO case_steps (case_id, step, user_id, at)"
+               " VALUES (?1, ?2, NULLIF(?3, 0), ?4)", "ssii", case_id, step,
+               uid, at);
+}
+
+/* A step that counts once per user (delivered, opened): the first. */
+static int step_once(sqlite3 *db, const char *case_id, const char *step,
+                     int64_t uid, int64_t at, struct err *e)
+{
+    return run(db, e, NULL,
+               "INSERT INTO case_steps (case_id, step, user_id, at)"
+               " SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1"
+               "  FROM case_steps WHERE case_id = ?1 AND step = ?2"
+               "  AND user_id = ?3)", "ssii", case_id, step, uid, at);
+}
+
+/* The answer in place is kept as the case's next revision before it is
+ * replaced (an amendment, or a new answer after a reopen). */
+static int answer_keep(sqlite3 *db, const char *case_id, int64_t now,
+                       struct err *e)
+{
+    return run(db, e, NULL,
+               "INSERT INTO answer_revisions (case_id, rev, impression,"
+               " recommendation, text, author_id, at, replaced_at)"
+               " SELECT a.case_id, (SELECT COUNT(*) + 1 FROM"
+               "  answer_revisions r WHERE r.case_id = a.case_id),"
+               " a.impression, a.recommendation, a.text, a.author_id, a.at,"
+               " ?2 FROM answers a WHERE a.case_id = ?1", "si", case_id,
+               now);
+}
+
+/* The answers replaced so far, oldest first. */
+static json_t *revisions_json(sqlite3 *db, const char *case_id)
+{
+    struct err e = { 0 };
+    json_t *arr = json_array();
+    sqlite3_stmt *st = prep(db, &e,
+                            "SELECT r.impression, r.recommendation, r.text,"
+                            " u.login, r.at, r.replaced_at"
+                            " FROM answer_revisions r"
+                            " LEFT JOIN users u ON u.id = r.author_id"
+                            " WHERE r.case_id = ?1 ORDER BY r.rev", "s",
+                            case_id);
+    while (st && sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(
+            arr, json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}",
+                           "impression", col_json_text(st, 0),
+                           "recommendation", col_json_text(st, 1),
+                           "text", col_json_text(st, 2),
+                           "by", col_json_text(st, 3),
+                           "at", col_json_int(st, 4),
+                           "replaced_at", col_json_int(st, 5)));
+    sqlite3_finalize(st);
+    return arr;
+}
+
+/* What happened to the case, in order: sent (the case row), escalated
+ * (its escalation recipients, once per deadline passed), then the
+ * recorded steps.  [{"step", "at", "by": login|null}...] */
+static int timeline_json(sqlite3 *db, const char *case_id, json_t **out,
+                         struct err *e)
+{
+    sqlite3_stmt *st = prep(
+        db, e,
+        "SELECT 'sent', u.login, c.created_at, 0, 0 FROM cases c"
+        " LEFT JOIN users u ON u.id = c.requester_id WHERE c.case_id = ?1"
+        " UNION ALL SELECT 'escalated', NULL, p.since, 1, 0"
+        " FROM case_participants p WHERE p.case_id = ?1"
+        " AND p.why = 'escalated' GROUP BY p.since"
+        " UNION ALL SELECT s.step, u.login, s.at, 2, s.rowid"
+        " FROM case_steps s LEFT JOIN users u ON u.id = s.user_id"
+        " WHERE s.case_id = ?1"
+        " ORDER BY 3, 4, 5", "s", case_id);
+    if (!st)
+        return ERR_DB;
+    json_t *arr = json_array();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(arr,
+                              json_pack("{s:o, s:o, s:o}",
+                                        "step", col_json_text(st, 0),
+                                        "at", col_json_int(st, 2),
+                                        "by", col_json_text(st, 1)));
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(arr);
+        return db_fail(e, db, "timeline");
+    }
+    *out = arr;
     return 0;
 }
 
@@ -1085,26 +1189,47 @@ static void read_end(struct server *srv)
     sqlite3_exec(dbof(srv), "COMMIT", NULL, NULL, NULL);
 }
 
+/* A specialist's first case.get of a case is its "opened" step: in its
+ * own statement, before the read transaction (upgrading that to a write
+ * could fail against another connection's commit).  Not recording it
+ * must not fail the view. */
+static void opened(struct server *srv, const struct principal *who,
+                   const char *case_id)
+{
+    struct err e = { 0 };
+    if (strcmp(who->role, "specialist"))
+        return;
+    if (step_once(dbof(srv), case_id, "opened", who->user_id, now_ms(), &e))
+        log_warn("cases: %s opened %s: not recorded: %s", who->login,
+                 case_id, e.msg);
+}
+
 int cases_get(struct server *srv, const struct principal *who,
               const char *case_id, json_t **out, struct err *e)
 {
     *out = NULL;
     struct case_row row;
-    int rc = read_begin(srv, e);
-    if (rc)
-        return rc;
-    rc = load_visible(srv, who, case_id, &row, e);
-    json_t *c = NULL, *msgs = NULL;
+    int rc = load_visible(srv, who, case_id, &row, e);
     if (!rc)
+        opened(srv, who, case_id);
+    if (!rc)
+        rc = read_begin(srv, e);
+    json_t *c = NULL, *msgs = NULL, *steps = NULL;
+    if (!rc) {
         rc = case_json(dbof(srv), case_id, &c, e);
-    if (!rc)
-        rc = messages_json(dbof(srv), case_id, &msgs, e);
-    read_end(srv);
+        if (!rc)
+            rc = messages_json(dbof(srv), case_id, &msgs, e);
+        if (!rc)
+            rc = timeline_json(dbof(srv), case_id, &steps, e);
+        read_end(srv);
+    }
     if (!rc) {
         json_object_set_new(c, "messages", msgs);
+        json_object_set_new(c, "timeline", steps);
         *out = c;
     } else {
         json_decref(c);
+        json_decref(msgs);
     }
     audit_case(srv, who, "case.view", case_id, rc, rc ? emsg(e) : NULL);
     return rc;
@@ -1293,6 +1418,8 @@ static int claim_step(struct server *srv, const struct principal *who,
     rc = add_participant(db, r->case_id, who->user_id, "claimer", now, NULL,
                          e);
     if (!rc)
+        rc = step_add(db, r->case_id, "claimed", who->user_id, now, e);
+    if (!rc)
         rc = notify_case(srv, r->case_id, "case.claimed", NULL, out, e);
     return rc;
 }
@@ -1357,7 +1484,11 @@ static int answer_step(struct server *srv, const struct principal *who,
     if (strcmp(r->status, "claimed") && strcmp(r->status, "reopened"))
         return err_set(e, ERR_CONFLICT, "the case is %s", r->status);
     int64_t now = now_ms();
-    int rc = run(db, e, NULL,
+    int rc = answer_keep(db, r->case_id, now, e);   /* after a reopen */
+    if (!rc)
+        rc = step_add(db, r->case_id, "answered", who->user_id, now, e);
+    if (!rc)
+        rc = run(db, e, NULL,
                  "INSERT OR REPLACE INTO answers (case_id, impression,"
                  " recommendation, text, author_id, at)"
                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1380,6 +1511,72 @@ int cases_answer(struct server *srv, const struct principal *who,
                        answer_step, out, e);
 }
 
+/* case.amend: the answer's author replaces an answer already given (the
+ * case answered or closed; its status stays).  The answer replaced is
+ * kept as a revision; the participants get case.answered with
+ * "amended": true.  The same text again is a retry. */
+static int amend_step(struct server *srv, const struct principal *who,
+                      const struct case_row *r, const void *arg,
+                      json_t **out, struct err *e)
+{
+    sqlite3 *db = dbof(srv);
+    const struct msg_case_answer *a = arg;
+    if (blank(a->impression) && blank(a->text))
+        return err_set(e, ERR_INVALID,
+                       "answer: an impression or a text is required");
+    sqlite3_stmt *st = prep(db, e,
+                            "SELECT impression, recommendation, text,"
+                            " author_id FROM answers WHERE case_id = ?1",
+                            "s", r->case_id);
+    if (!st)
+        return ERR_DB;
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return err_set(e, ERR_CONFLICT, "the case has no answer to amend");
+    }
+    int64_t author = sqlite3_column_int64(st, 3);
+    int same = same_text(col_text(st, 0), a->impression) &&
+               same_text(col_text(st, 1), a->recommendation) &&
+               same_text(col_text(st, 2), a->text);
+    sqlite3_finalize(st);
+    if (author != who->user_id) {
+        char login[64];
+        return err_set(e, ERR_FORBIDDEN,
+                       "only %s, who wrote the answer, can amend it",
+                       login_of(db, author, login, sizeof login));
+    }
+    if (strcmp(r->status, "answered") && strcmp(r->status, "closed"))
+        return err_set(e, ERR_CONFLICT,
+                       "the case is %s: answer it instead", r->status);
+    if (same)
+        return case_json(db, r->case_id, out, e);
+    int64_t now = now_ms();
+    int rc = answer_keep(db, r->case_id, now, e);
+    if (!rc)
+        rc = run(db, e, NULL,
+                 "UPDATE answers SET impression = ?2, recommendation = ?3,"
+                 " text = ?4, at = ?5 WHERE case_id = ?1", "ssssi",
+                 r->case_id, a->impression, a->recommendation, a->text,
+                 now);
+    if (!rc)
+        rc = step_add(db, r->case_id, "amended", who->user_id, now, e);
+    if (!rc)
+        rc = touch(db, r->case_id, now, e);
+    json_t *extra = json_pack("{s:b}", "amended", 1);
+    if (!rc)
+        rc = notify_case(srv, r->case_id, "case.answered", extra, out, e);
+    json_decref(extra);
+    return rc;
+}
+
+int cases_amend(struct server *srv, const struct principal *who,
+                const struct msg_case_answer *req, json_t **out,
+                struct err *e)
+{
+    return case_action(srv, who, "case.amend", req->case_id, req,
+                       amend_step, out, e);
+}
+
 /* ---- close, reopen ----------------------------------------------------- */
 
 static int close_step(struct server *srv, const struct principal *who,
@@ -1395,10 +1592,13 @@ static int close_step(struct server *srv, const struct principal *who,
                        "close the case");
     if (!strcmp(r->status, "closed"))
         return case_json(db, r->case_id, out, e);
+    int64_t now = now_ms();
     int rc = run(db, e, NULL,
                  "UPDATE cases SET status = 'closed', due_at = 0,"
                  " updated_at = ?2 WHERE case_id = ?1",
-                 "si", r->case_id, now_ms());
+                 "si", r->case_id, now);
+    if (!rc)
+        rc = step_add(db, r->case_id, "closed", who->user_id, now, e);
     if (!rc)
         rc = notify_case(srv, r->case_id, "case.closed", NULL, out, e);
     return rc;
@@ -1437,6 +1637,8 @@ static int reopen_step(struct server *srv, const struct principal *who,
                  "UPDATE cases SET status = 'new', updated_at = ?2,"
                  " due_at = ?3 WHERE case_id = ?1", "sii", r->case_id, now,
                  now + due_after(srv, r->priority));
+    if (!rc)
+        rc = step_add(db, r->case_id, "reopened", who->user_id, now, e);
     if (!rc)
         rc = notify_case(srv, r->case_id, "case.reopened", NULL, out, e);
     return rc;
@@ -1642,6 +1844,21 @@ int cases_ack(struct server *srv, int64_t user_id, int64_t seq,
                  "  JOIN outbox_events ev ON ev.id = o.event"
                  "  WHERE o.user_id = ?1 AND o.seq > ?2 AND o.seq <= ?3"
                  "  AND ev.kind = 'message.new')",
+                 "iiii", user_id, from, seq, now_ms());
+    /* A case's case.new / case.escalated acknowledged by a specialist's
+     * device: the case's "delivered" step. */
+    if (!rc && from < seq)
+        rc = run(db, e, NULL,
+                 "INSERT INTO case_steps (case_id, step, user_id, at)"
+                 " SELECT DISTINCT ev.case_id, 'delivered', ?1, ?4"
+                 " FROM outbox o JOIN outbox_events ev ON ev.id = o.event"
+                 " WHERE o.user_id = ?1 AND o.seq > ?2 AND o.seq <= ?3"
+                 " AND ev.kind IN ('case.new', 'case.escalated')"
+                 " AND EXISTS (SELECT 1 FROM users u WHERE u.id = ?1"
+                 "  AND u.role = 'specialist')"
+                 " AND NOT EXISTS (SELECT 1 FROM case_steps s"
+                 "  WHERE s.case_id = ev.case_id AND s.step = 'delivered'"
+                 "  AND s.user_id = ?1)",
                  "iiii", user_id, from, seq, now_ms());
     if (rc)
         sqlite3_exec(db, "ROLLBACK TO cases_ack", NULL, NULL, NULL);

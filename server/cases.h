@@ -61,7 +61,8 @@ void cases_free(struct server *srv);
 int cases_create(struct server *srv, const struct principal *who,
                  const struct msg_case_create *req, json_t **out,
                  int *created, struct err *e);
-/* case.get: the case with its messages and answer. */
+/* case.get: the case with its messages, answer and timeline; a
+ * specialist's first case.get is the case's "opened" step. */
 int cases_get(struct server *srv, const struct principal *who,
               const char *case_id, json_t **out, struct err *e);
 /* case.list, as PROTOCOL.md has it: *out = {"cases": [...], "next":
@@ -79,6 +80,11 @@ int cases_claim(struct server *srv, const struct principal *who,
 int cases_answer(struct server *srv, const struct principal *who,
                  const struct msg_case_answer *req, json_t **out,
                  struct err *e);
+/* case.amend: the answer's author replaces the answer of an answered or
+ * closed case; the one replaced is kept (Case answer.revisions). */
+int cases_amend(struct server *srv, const struct principal *who,
+                const struct msg_case_answer *req, json_t **out,
+                struct err *e);
 int cases_close(struct server *srv, const struct principal *who,
                 const char *case_id, json_t **out, struct err *e);
 int cases_reopen(struct server *srv, const struct principal *who,

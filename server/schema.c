@@ -394,6 +394,40 @@ static const char *const migrations[] = {
     "  arrived_at INTEGER,"                   /* hand-over: study linked */
     "  arrived_study TEXT,"
     "  arrived_by INTEGER REFERENCES users(id));",
+
+    /* 11: the case timeline and answer revisions (issue 9).
+     *    case_steps: what happened to a case and when, beside what the
+     *    cases row holds (sent = created_at; escalations are in
+     *    case_participants): a specialist's device got it (delivered: its
+     *    case.new / case.escalated event acknowledged), a specialist
+     *    opened it (case.get), claimed, answered, amended, closed,
+     *    reopened.  answer_revisions: an answer replaced by an amendment
+     *    (or by a new answer after a reopen) is kept, rev 1 the first.
+     *    Existing cases: their claim (when recorded), answer and close. */
+    "CREATE TABLE case_steps ("
+    "  case_id TEXT NOT NULL,"
+    "  step TEXT NOT NULL,"
+    "  user_id INTEGER,"
+    "  at INTEGER NOT NULL);"
+    "CREATE INDEX case_steps_by_case ON case_steps(case_id, step, user_id);"
+    "CREATE TABLE answer_revisions ("
+    "  case_id TEXT NOT NULL,"
+    "  rev INTEGER NOT NULL,"
+    "  impression TEXT NOT NULL,"
+    "  recommendation TEXT NOT NULL,"
+    "  text TEXT NOT NULL,"
+    "  author_id INTEGER NOT NULL,"
+    "  at INTEGER NOT NULL,"                  /* when it was written */
+    "  replaced_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (case_id, rev));"
+    "INSERT INTO case_steps (case_id, step, user_id, at)"
+    "  SELECT case_id, 'claimed', user_id, since FROM case_participants"
+    "  WHERE why = 'claimer';"
+    "INSERT INTO case_steps (case_id, step, user_id, at)"
+    "  SELECT case_id, 'answered', author_id, at FROM answers;"
+    "INSERT INTO case_steps (case_id, step, user_id, at)"
+    "  SELECT case_id, 'closed', NULL, updated_at FROM cases"
+    "  WHERE status = 'closed';",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -1162,6 +1162,9 @@ static int run_request(struct server *srv, const struct principal *who,
     case MSG_CASE_ANSWER:
         rc = cases_answer(srv, who, &m->case_answer, &out, e);
         break;
+    case MSG_CASE_AMEND:
+        rc = cases_amend(srv, who, &m->case_answer, &out, e);
+        break;
     case MSG_MESSAGE_SEND:
         rc = cases_message(srv, who, &m->message_send, &out, e);
         key = "message";

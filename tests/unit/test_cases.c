@@ -877,6 +877,11 @@ static void test_answer_close_reopen(void **state)
     assert_string_equal(json_string_value(json_object_get(
                             json_object_get(out, "answer"), "impression")),
                         "Changed my mind");
+    /* The answer it replaced is kept. */
+    assert_string_equal(json_string_value(json_object_get(json_array_get(
+                            json_object_get(json_object_get(out, "answer"),
+                                            "revisions"), 0),
+                            "impression")), "Acute subdural haematoma");
     json_decref(out);
 
     /* Close: not by a bystander; by the requester; idempotent. */
@@ -901,6 +906,141 @@ static void test_answer_close_reopen(void **state)
                                "case.reopened");
     json_decref(ans);
     json_decref(ans2);
+}
+
+static int t_amend(const struct principal *p, const char *case_id,
+                   const char *impression, json_t **out, struct err *e)
+{
+    struct msg m;
+    json_t *req = json_pack("{s:s, s:s}", "case_id", case_id,
+                            "impression", impression);
+    *out = NULL;
+    int rc = typed(req, MSG_CASE_AMEND, &m, e);
+    json_decref(req);
+    if (!rc)
+        rc = cases_amend(&srv, p, &m.case_answer, out, e);
+    msg_free(&m);
+    return rc;
+}
+
+/* The case's timeline as "step:by step:by ...", and the times in order. */
+static void timeline_of(int as, const char *case_id, char *out, size_t n)
+{
+    json_t *c = NULL;
+    struct err e = {0};
+    assert_int_equal(cases_get(&srv, &who[as], case_id, &c, &e), 0);
+    json_t *tl = json_object_get(c, "timeline");
+    assert_true(json_is_array(tl));
+    size_t i;
+    json_t *x;
+    int64_t last = 0;
+    out[0] = '\0';
+    json_array_foreach(tl, i, x) {
+        int64_t at = json_integer_value(json_object_get(x, "at"));
+        assert_true(at >= last && at > 0);
+        last = at;
+        const char *by = json_string_value(json_object_get(x, "by"));
+        char one[96];
+        snprintf(one, sizeof one, "%s%s:%s", i ? " " : "",
+                 json_string_value(json_object_get(x, "step")),
+                 by ? by : "-");
+        strncat(out, one, n - strlen(out) - 1);
+    }
+    json_decref(c);
+}
+
+static void test_timeline_and_amend(void **state)
+{
+    (void)state;
+    struct err e = {0};
+    json_t *out = NULL;
+    char tl[512];
+    oncall("neurology", "neuro1", NULL);
+    create_case(REQ_A, "tl", "stat", "neurology", NULL);
+    /* Not delivered until neuro1's device acknowledges the case.new. */
+    timeline_of(REQ_A, "tl", tl, sizeof tl);
+    assert_string_equal(tl, "sent:req-a");
+    json_t *ev = events_of(N1);
+    int64_t seq = json_integer_value(json_object_get(
+        json_array_get(ev, json_array_size(ev) - 1), "seq"));
+    json_decref(ev);
+    assert_int_equal(cases_ack(&srv, who[N1].user_id, seq, &e), 0);
+    assert_int_equal(cases_ack(&srv, who[N1].user_id, seq, &e), 0);
+    /* The requester's views are no "opened"; a specialist's first is. */
+    timeline_of(REQ_A, "tl", tl, sizeof tl);
+    assert_string_equal(tl, "sent:req-a delivered:neuro1");
+    timeline_of(N1, "tl", tl, sizeof tl);
+    timeline_of(N1, "tl", tl, sizeof tl);
+    assert_string_equal(tl, "sent:req-a delivered:neuro1 opened:neuro1");
+
+    /* Nothing to amend before an answer. */
+    assert_int_equal(cases_claim(&srv, &who[N1], "tl", &out, &e), 0);
+    json_decref(out);
+    assert_int_equal(t_amend(&who[N1], "tl", "x", &out, &e), ERR_CONFLICT);
+    json_t *ans = json_pack("{s:s}", "impression", "No bleed.");
+    assert_int_equal(t_answer(&srv, &who[N1], "tl", ans, &out, &e), 0);
+    json_decref(out);
+    json_decref(ans);
+
+    /* Only the answer's author amends; others who see the case are
+     * refused, others are told there is no such case. */
+    assert_int_equal(t_amend(&who[N2], "tl", "Bleed.", &out, &e),
+                     ERR_FORBIDDEN);
+    assert_non_null(strstr(e.msg, "neuro1"));
+    assert_int_equal(t_amend(&who[REQ_A], "tl", "Bleed.", &out, &e),
+                     ERR_FORBIDDEN);
+    assert_int_equal(t_amend(&who[CARDIO], "tl", "Bleed.", &out, &e),
+                     ERR_NOTFOUND);
+    assert_int_equal(t_amend(&who[REQ_B], "tl", "Bleed.", &out, &e),
+                     ERR_NOTFOUND);
+    assert_int_equal(count_rows("SELECT COUNT(*) FROM answer_revisions"), 0);
+
+    assert_int_equal(t_amend(&who[N1], "tl", "Small right frontal bleed.",
+                             &out, &e), 0);
+    json_t *a = json_object_get(out, "answer");
+    assert_string_equal(json_string_value(json_object_get(a, "impression")),
+                        "Small right frontal bleed.");
+    json_t *revs = json_object_get(a, "revisions");
+    assert_int_equal(json_array_size(revs), 1);
+    json_t *r0 = json_array_get(revs, 0);
+    assert_string_equal(json_string_value(json_object_get(r0, "impression")),
+                        "No bleed.");
+    assert_string_equal(json_string_value(json_object_get(r0, "by")),
+                        "neuro1");
+    assert_true(json_integer_value(json_object_get(r0, "replaced_at")) ==
+                json_integer_value(json_object_get(a, "at")));
+    assert_string_equal(json_string_value(json_object_get(out, "status")),
+                        "answered");
+    json_decref(out);
+    /* A retry of the same amendment: no second revision, no event. */
+    assert_int_equal(t_amend(&who[N1], "tl", "Small right frontal bleed.",
+                             &out, &e), 0);
+    json_decref(out);
+    assert_int_equal(count_rows("SELECT COUNT(*) FROM answer_revisions"), 1);
+
+    /* The requester is told, with the previous answer in the case. */
+    expect_kinds(REQ_A, "tl", "case.new case.claimed case.answered "
+                              "case.answered");
+    json_t *x = last_event(REQ_A, "case.answered");
+    json_t *body = json_object_get(x, "body");
+    assert_true(json_is_true(json_object_get(body, "amended")));
+    assert_string_equal(json_string_value(json_object_get(json_array_get(
+        json_object_get(json_object_get(json_object_get(body, "case"),
+                                        "answer"), "revisions"), 0),
+        "impression")), "No bleed.");
+    json_decref(x);
+
+    /* Closed: still amendable by its author. */
+    assert_int_equal(cases_close(&srv, &who[REQ_A], "tl", &out, &e), 0);
+    json_decref(out);
+    assert_int_equal(t_amend(&who[N1], "tl", "Bleed, 4 mm.", &out, &e), 0);
+    assert_int_equal(json_array_size(json_object_get(
+        json_object_get(out, "answer"), "revisions")), 2);
+    json_decref(out);
+    timeline_of(REQ_A, "tl", tl, sizeof tl);
+    assert_string_equal(tl, "sent:req-a delivered:neuro1 opened:neuro1 "
+                            "claimed:neuro1 answered:neuro1 "
+                            "amended:neuro1 closed:req-a amended:neuro1");
 }
 
 static void test_messages_and_receipts(void **state)
@@ -1333,6 +1473,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_escalation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_visibility, setup, teardown),
         cmocka_unit_test_setup_teardown(test_answer_close_reopen, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_timeline_and_amend, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_messages_and_receipts, setup,
                                         teardown),

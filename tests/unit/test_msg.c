@@ -117,6 +117,10 @@ static const struct sample samples[] = {
       "\"1.2.826.0.1.3680043.8.498.1\",\"priority\":\"stat\","
       "\"case_id\":\"c-01\"}]}",
       "type studies" },
+    { "{\"type\":\"case.amend\",\"id\":\"r3a\",\"case_id\":\"c-01\","
+      "\"impression\":\"Small bleed, right frontal.\","
+      "\"recommendation\":\"No thrombolysis.\",\"text\":\"4 mm.\"}",
+      "type id case_id" },
 };
 #define N_SAMPLES (sizeof samples / sizeof samples[0])
 
@@ -551,6 +555,8 @@ static const struct bad bads[] = {
     { "{\"type\":\"case.answer\",\"id\":\"r\",\"case_id\":\"c\","
       "\"impression\":\"\"}", MSG_E_MISSING_FIELD, "impression" },
     { "{\"type\":\"case.answer\",\"id\":\"r\",\"case_id\":\"c\","
+      "\"recommendation\":\"x\"}", MSG_E_MISSING_FIELD, "impression" },
+    { "{\"type\":\"case.amend\",\"id\":\"r\",\"case_id\":\"c\","
       "\"recommendation\":\"x\"}", MSG_E_MISSING_FIELD, "impression" },
     { "{\"type\":\"case.answer\",\"id\":\"r\",\"case_id\":\"c\","
       "\"text\":\"a\\u0000\"}", MSG_E_BAD_JSON, "" },
