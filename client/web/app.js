@@ -194,8 +194,11 @@ async function boot() {
         }
         stop();
     });
+    // /api/me says {"user": null} when there is no session (no 401).
     try {
         const d = await api('GET', '/api/me');
+        if (!d || !d.user)
+            throw new Error('not logged in');
         await start(d.user);
     } catch (err) {
         route();

@@ -1,17 +1,32 @@
 // case — one case: the question and its context, the actions the user may
-// take (claim; close or reopen for the requesting side), the images
-// (viewer.js), the chat thread, and the answer (its form for the
-// specialist who claimed the case).  Everything updates live from the
-// store's events; text typed into a form is never thrown away by an
-// update.
+// take (claim; close — after a confirmation — or reopen for the
+// requesting side), its timeline (sent, delivered, opened, claimed,
+// answered...), the images (viewer.js), the chat thread, and the answer
+// (its form for the specialist who claimed the case; its author may
+// amend it, the previous versions stay visible).  Everything updates
+// live from the store's events; text typed into a form is never thrown
+// away by an update.  A chat message that could not be sent stays in
+// the thread ("sending…", then "retry") and is sent again, with the same
+// message id, when the link is back: the server keeps it once.
 
 import { api, h, fill, fmtTime, ago, patientLine, badges, ulid,
-         imagesCount, overdueSince } from './util.js';
+         imagesCount, overdueSince, countdown,
+         tickCountdowns } from './util.js';
 import { createViewer } from './viewer.js';
+import { markSeen } from './inbox.js';
 
 const OPEN = new Set(['new', 'claimed', 'reopened']);
 const PREVIEW_RETRY_MS = 5000;  // no preview yet: ask again, doubling
 const PREVIEW_RETRY_MAX_MS = 60000;
+// Delivered and opened come with no event: while the case waits for a
+// specialist, its timeline is asked again this often.
+const TIMELINE_POLL_MS = 10000;
+const STEP_TEXT = {
+    sent: 'Sent', delivered: 'Delivered to', opened: 'Opened by',
+    escalated: 'Escalated (deadline passed)', claimed: 'Claimed by',
+    answered: 'Answered by', amended: 'Answer amended by',
+    closed: 'Closed by', reopened: 'Reopened by',
+};
 
 function section(title, id, ...body) {
     return h('section', { class: 'card', 'aria-labelledby': id },
@@ -36,6 +51,9 @@ export function mount(main, ctx, caseId) {
                                       hidden: true });
     const history = h('section', { class: 'card', 'aria-labelledby': 'h-hist',
                                    hidden: true });
+    const timelineList = h('ol', { class: 'timeline' });
+    const timeline = section('Timeline', 'h-timeline', timelineList);
+    timeline.hidden = true;
     const imagesBox = h('div', { class: 'images-box' });
     // "N of M instances received", and the sender's preview of the study
     // (sent ahead of its instances) until they have all arrived.
@@ -54,7 +72,7 @@ export function mount(main, ctx, caseId) {
     const body = h('article', { class: 'case' },
         h('div', { class: 'case-main' },
           h('a', { href: '#/inbox', class: 'back' }, '‹ Inbox'),
-          head, answerView, actions, actionMsg, history),
+          head, answerView, actions, actionMsg, timeline, history),
         h('div', { class: 'case-images' },
           section('Images', 'h-images', imagesCountEl, preview, imagesBox)),
         h('div', { class: 'case-talk' },
@@ -83,7 +101,8 @@ export function mount(main, ctx, caseId) {
         if (od)
             state.push(`unclaimed ${ago(c.created_at).replace(' ago', '')}` +
                        `, overdue since ${fmtTime(od)}`);
-        if (c.status === 'new' && c.due_at > Date.now())
+        const due = c.status === 'new' && c.due_at > Date.now();
+        if (due)
             state.push(`${od ? 'escalates again' : 'escalates'} at ` +
                        `${fmtTime(c.due_at)} if unclaimed`);
         if (c.escalation_level > 0)
@@ -95,7 +114,10 @@ export function mount(main, ctx, caseId) {
              h('p', { class: 'meta' }, meta.join(' · ')),
              h('p', { class: 'meta' },
                `Sent ${fmtTime(c.created_at)} (${ago(c.created_at)})`,
-               state.length ? ` · ${state.join(' · ')}` : ''));
+               state.length ? ` · ${state.join(' · ')}` : '',
+               due ? h('span', { class: 'countdown' }, ' (in ',
+                       h('span', { 'data-due': c.due_at },
+                         countdown(c.due_at)), ')') : null));
         document.title = `${c.priority === 'stat' ? 'STAT: ' : ''}` +
             `${c.question.slice(0, 40)} — Hashi`;
     }
@@ -126,10 +148,30 @@ export function mount(main, ctx, caseId) {
             out.push(b);
         }
         if (isRequester && c.status !== 'closed') {
+            // Closing ends the discussion: asked first, in the page.
             const b = h('button', { type: 'button', id: 'close' },
                         'Close case');
-            b.addEventListener('click', () => act('close', {}, b));
-            out.push(b);
+            const yes = h('button', { type: 'button', id: 'close-confirm',
+                                      class: 'primary' }, 'Yes, close it');
+            const no = h('button', { type: 'button', id: 'close-cancel' },
+                         'Keep it open');
+            const ask = h('div', { class: 'confirm', role: 'alertdialog',
+                                   'aria-labelledby': 'close-q',
+                                   hidden: true },
+                h('p', { id: 'close-q' }, 'Close this case? Nobody can ' +
+                  'write in it until it is reopened.'), yes, no);
+            b.addEventListener('click', () => {
+                ask.hidden = false;
+                b.hidden = true;
+                no.focus();
+            });
+            no.addEventListener('click', () => {
+                ask.hidden = true;
+                b.hidden = false;
+                b.focus();
+            });
+            yes.addEventListener('click', () => act('close', {}, yes));
+            out.push(b, ask);
         }
         if (isRequester && (c.status === 'answered' || c.status === 'closed')) {
             const reason = h('input', { type: 'text', id: 'reopen-reason',
@@ -157,12 +199,75 @@ export function mount(main, ctx, caseId) {
             return;
         const part = (title, text) => text
             ? [h('h3', {}, title), h('p', { class: 'text' }, text)] : null;
+        const revs = a.revisions || [];
+        const amend = a.by === me.login &&
+            (kase.status === 'answered' || kase.status === 'closed')
+            ? h('button', { type: 'button', id: 'amend' }, 'Amend answer')
+            : null;
+        if (amend)
+            amend.addEventListener('click', () => answerForm.amend());
         fill(answerView,
              h('h2', { id: 'h-answer' }, 'Answer'),
              part('Impression', a.impression),
              part('Recommendation', a.recommendation),
              part('Details', a.text),
-             h('p', { class: 'meta' }, `${a.by}, ${fmtTime(a.at)}`));
+             h('p', { class: 'meta' }, `${a.by}, ${fmtTime(a.at)}`,
+               revs.length ? h('strong', { class: 'amended' },
+                               ` · amended at ${fmtTime(a.at)}`) : null),
+             revs.length ? h('details', { class: 'revisions' },
+                 h('summary', {}, revs.length === 1 ? 'Previous answer'
+                                  : `Previous answers (${revs.length})`),
+                 revs.slice().reverse().map((r) => h('div',
+                     { class: 'revision' },
+                     h('p', { class: 'meta' }, `${r.by}, ` +
+                       `${fmtTime(r.at)}, replaced ` +
+                       `${fmtTime(r.replaced_at)}`),
+                     part('Impression', r.impression),
+                     part('Recommendation', r.recommendation),
+                     part('Details', r.text)))) : null,
+             amend);
+    }
+
+    function renderTimeline() {
+        const steps = kase.timeline || [];
+        timeline.hidden = !steps.length;
+        fill(timelineList, steps.map((s) => h('li',
+            { class: `step step-${s.step}`, 'data-step': s.step },
+            h('span', { class: 'step-name' }, STEP_TEXT[s.step] || s.step),
+            s.by && s.step !== 'sent' ? ` ${s.by}` : '',
+            s.by && s.step === 'sent' ? ` by ${s.by}` : '',
+            ' · ',
+            h('time', { datetime: new Date(s.at).toISOString() },
+              fmtTime(s.at)),
+            ` (${ago(s.at)})`)));
+    }
+
+    // The timeline is in case.get only: asked again after each change of
+    // the case, and while delivered/opened may still come (no event).
+    let timelineTimer = null;
+    let timelineBusy = false;
+    function loadTimeline(delay = 300) {
+        clearTimeout(timelineTimer);
+        timelineTimer = setTimeout(async () => {
+            timelineTimer = null;
+            if (dead || timelineBusy)
+                return;
+            timelineBusy = true;
+            try {
+                const d = await api('GET', `/api/cases/` +
+                                    `${encodeURIComponent(caseId)}`);
+                if (!dead && d.case.timeline) {
+                    kase.timeline = d.case.timeline;
+                    renderTimeline();
+                }
+            } catch (err) {
+                // shown as it was; asked again at the next change
+            } finally {
+                timelineBusy = false;
+            }
+            if (!dead && !isSpecialist && kase.status === 'new')
+                loadTimeline(TIMELINE_POLL_MS);
+        }, delay);
     }
 
     function renderHistory() {
@@ -223,10 +328,15 @@ export function mount(main, ctx, caseId) {
             return;
         if (kase && (kase.updated_at || 0) > (c.updated_at || 0))
             return;
+        const changed = kase && (c.updated_at || 0) > (kase.updated_at || 0);
         kase = Object.assign({}, kase, c);
         if (!fromStore)
             store.put(c);
+        markSeen(me.login, kase);
+        if (changed)
+            loadTimeline();
         renderHead();
+        renderTimeline();
         renderActions();
         renderAnswer();
         renderHistory();
@@ -269,6 +379,8 @@ export function mount(main, ctx, caseId) {
     function addMessage(m) {
         if (!m || m.case_id !== caseId)
             return;
+        pending.delete(m.message_id);   // its li is replaced below
+        markSeen(me.login, { case_id: caseId, updated_at: m.created_at });
         const old = messages.get(m.message_id);
         messages.set(m.message_id, Object.assign({}, old, m));
         const li = messageItem(messages.get(m.message_id));
@@ -280,6 +392,73 @@ export function mount(main, ctx, caseId) {
             thread.appendChild(li);
         noMessages.hidden = true;
         markRead(m);
+    }
+
+    // Messages written here and not yet confirmed by the server, by id:
+    // {message_id, text, image, state: 'sending'|'failed', error}.
+    const pending = new Map();
+
+    function pendingItem(p) {
+        const li = h('li', { class: `msg mine pending ${p.state}`,
+                             'data-message-id': p.message_id },
+            h('p', { class: 'msg-head' },
+              h('span', { class: 'author' }, 'You')),
+            h('p', { class: 'text' }, p.text));
+        if (p.state === 'sending') {
+            li.appendChild(h('p', { class: 'receipt' }, 'Sending…'));
+        } else {
+            const b = h('button', { type: 'button', class: 'retry' },
+                        'Retry');
+            b.addEventListener('click', () => sendPending(p));
+            li.appendChild(h('p', { class: 'receipt error' },
+                             `Not sent${p.error ? ` (${p.error})` : ''} `,
+                             b));
+        }
+        return li;
+    }
+
+    function showPending(p) {
+        const li = pendingItem(p);
+        const cur = thread.querySelector(
+            `li[data-message-id="${CSS.escape(p.message_id)}"]`);
+        if (cur)
+            cur.replaceWith(li);
+        else
+            thread.appendChild(li);
+        noMessages.hidden = true;
+    }
+
+    // Sends (again) with the same message id: a message that reached the
+    // server before the link broke is not made twice.
+    async function sendPending(p) {
+        if (p.busy || !pending.has(p.message_id))
+            return;
+        p.busy = true;
+        p.state = 'sending';
+        showPending(p);
+        const payload = { message_id: p.message_id, text: p.text };
+        if (p.image)
+            payload.image = p.image;
+        try {
+            const d = await api('POST', `/api/cases/` +
+                                `${encodeURIComponent(caseId)}/messages`,
+                                payload);
+            addMessage(d.message);
+        } catch (ex) {
+            if (pending.has(p.message_id) && !dead) {
+                p.state = 'failed';
+                p.error = ex.message;
+                showPending(p);
+            }
+        } finally {
+            p.busy = false;
+        }
+    }
+
+    function retryPending() {
+        for (const p of pending.values())
+            if (p.state === 'failed')
+                sendPending(p);
     }
 
     function markRead(m) {
@@ -313,7 +492,6 @@ export function mount(main, ctx, caseId) {
         const err = h('p', { class: 'error', role: 'alert', hidden: true });
         const closed = h('p', { class: 'muted', hidden: true },
                          'This case is closed; reopen it to write.');
-        let pending = null;     // {message_id, text}: retried with the same id
         const form = h('form', { class: 'chat-form',
                                  'aria-label': 'Write a message' },
             h('label', { for: 'chat-text' }, 'Message'), text,
@@ -325,27 +503,14 @@ export function mount(main, ctx, caseId) {
             const t = text.value.trim();
             if (!t)
                 return;
-            if (!pending || pending.text !== t)
-                pending = { message_id: ulid(), text: t };
-            const payload = { message_id: pending.message_id, text: t };
-            const cur = attach.checked && viewer && viewer.current();
-            if (cur)
-                payload.image = cur;
+            const p = { message_id: ulid(), text: t, state: 'sending',
+                        image: (attach.checked && viewer &&
+                                viewer.current()) || null };
+            pending.set(p.message_id, p);
+            text.value = '';
+            attach.checked = false;
             showError(err, null);
-            send.disabled = true;
-            try {
-                const d = await api('POST', `/api/cases/` +
-                                    `${encodeURIComponent(caseId)}/messages`,
-                                    payload);
-                pending = null;
-                text.value = '';
-                attach.checked = false;
-                addMessage(d.message);
-            } catch (ex) {
-                showError(err, `Not sent: ${ex.message}`);
-            } finally {
-                send.disabled = false;
-            }
+            await sendPending(p);
         });
         text.addEventListener('keydown', (e) => {
             if (e.key === 'Enter' && (e.ctrlKey || e.metaKey))
@@ -380,11 +545,27 @@ export function mount(main, ctx, caseId) {
                                        '(optional)');
         const send = h('button', { type: 'submit', class: 'primary big' },
                        'Send answer');
+        const cancel = h('button', { type: 'button', hidden: true },
+                         'Cancel');
         const err = h('p', { class: 'error', role: 'alert', hidden: true });
+        const title = h('h2', { id: 'h-ansform' }, 'Your answer');
         const form = h('form', { class: 'card answer-form',
                                  'aria-labelledby': 'h-ansform', hidden: true },
-            h('h2', { id: 'h-ansform' }, 'Your answer'),
-            impEls, recEls, txtEls, err, send);
+            title, impEls, recEls, txtEls, err, send, cancel);
+        // Amending: the form holds the answer given, the server keeps the
+        // one it replaces.
+        let amending = false;
+        function setAmending(on) {
+            amending = on;
+            title.textContent = on ? 'Amend your answer' : 'Your answer';
+            send.textContent = on ? 'Send amended answer' : 'Send answer';
+            cancel.hidden = !on;
+        }
+        cancel.addEventListener('click', () => {
+            setAmending(false);
+            imp.value = rec.value = txt.value = '';
+            sync();
+        });
         form.addEventListener('submit', async (e) => {
             e.preventDefault();
             const p = {};
@@ -403,8 +584,10 @@ export function mount(main, ctx, caseId) {
             send.disabled = true;
             try {
                 const d = await api('POST', `/api/cases/` +
-                                    `${encodeURIComponent(caseId)}/answer`, p);
+                                    `${encodeURIComponent(caseId)}/` +
+                                    `${amending ? 'amend' : 'answer'}`, p);
                 imp.value = rec.value = txt.value = '';
+                setAmending(false);
                 update(d.case);
             } catch (ex) {
                 showError(err, `Not sent: ${ex.message}`);
@@ -412,12 +595,22 @@ export function mount(main, ctx, caseId) {
                 send.disabled = false;
             }
         });
+        function sync() {
+            form.hidden = !(amending || (kase.claimed_by === me.login &&
+                                         (kase.status === 'claimed' ||
+                                          kase.status === 'reopened')));
+        }
         return {
             el: form,
-            sync() {
-                form.hidden = !(kase.claimed_by === me.login &&
-                                (kase.status === 'claimed' ||
-                                 kase.status === 'reopened'));
+            sync,
+            amend() {
+                const a = kase.answer || {};
+                imp.value = a.impression || '';
+                rec.value = a.recommendation || '';
+                txt.value = a.text || '';
+                setAmending(true);
+                sync();
+                imp.focus();
             },
         };
     }
@@ -444,9 +637,23 @@ export function mount(main, ctx, caseId) {
         arrivedTimer = setTimeout(() => viewer && viewer.refresh(), 500);
     };
     // The link is back: an image that failed to load is asked again now.
-    const onWelcome = () => viewer && viewer.retry();
-    // "x min ago", deadlines and overdue follow the clock.
-    const headTick = setInterval(() => kase && renderHead(), 15000);
+    const onWelcome = () => {
+        if (viewer)
+            viewer.retry();
+        retryPending();
+        if (kase)
+            loadTimeline();
+    };
+    window.addEventListener('online', retryPending);
+    // "x min ago", deadlines and overdue follow the clock; the countdown
+    // to the escalation every second.
+    const headTick = setInterval(() => {
+        if (kase) {
+            renderHead();
+            renderTimeline();
+        }
+    }, 15000);
+    const countdowns = tickCountdowns(head, () => kase && renderHead());
     ctx.live.addEventListener('welcome', onWelcome);
     const onVisible = () => {
         for (const m of messages.values())
@@ -472,6 +679,8 @@ export function mount(main, ctx, caseId) {
         viewer = createViewer(c.study_uids || []);
         imagesBox.appendChild(viewer.el);
         fill(main, body);
+        if (!isSpecialist && c.status === 'new')
+            loadTimeline(TIMELINE_POLL_MS);
     }).catch((err) => {
         if (dead)
             return;
@@ -495,5 +704,8 @@ export function mount(main, ctx, caseId) {
         document.removeEventListener('visibilitychange', onVisible);
         ctx.live.removeEventListener('welcome', onWelcome);
         clearInterval(headTick);
+        clearInterval(countdowns);
+        clearTimeout(timelineTimer);
+        window.removeEventListener('online', retryPending);
     };
 }

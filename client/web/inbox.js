@@ -1,15 +1,49 @@
 // inbox — the live list of the cases the user sees (a requester: the
 // clinic's; a specialist: those routed to them or their specialty).
 // Open cases first, STAT before urgent before routine, then the most
-// recently changed; answered and closed cases below.  New cases arrive
-// through hashi.v1 events (app.js's store) without a reload, are
-// highlighted and announced to screen readers.
+// recently changed; answered cases below, closed ones last.  New cases
+// arrive through hashi.v1 events (app.js's store) without a reload, are
+// highlighted and announced to screen readers.  A case changed since
+// the user last had it open on this device is marked unread; an
+// unclaimed one counts down to its escalation.
 
 import { api, h, fill, ago, fmtTime, patientLine, badges, imagesCount,
-         PRIORITY_TEXT } from './util.js';
+         countdown, tickCountdowns, PRIORITY_TEXT } from './util.js';
 
 const PRIO = { stat: 0, urgent: 1, routine: 2 };
 const OPEN = new Set(['new', 'claimed', 'reopened']);
+
+// What the user has seen, per device: case_id -> the case's updated_at
+// when its page last showed it (localStorage, one entry per login).  A
+// case whose updated_at is later has events the user has not seen.
+function seenKey(login) {
+    return `hashi.seen.${login}`;
+}
+
+function seenMap(login) {
+    try {
+        return JSON.parse(localStorage.getItem(seenKey(login))) || {};
+    } catch (err) {
+        return {};
+    }
+}
+
+export function isUnread(login, c) {
+    return (seenMap(login)[c.case_id] || 0) < (c.updated_at || 0);
+}
+
+// The case page calls this with each version of the case it shows.
+export function markSeen(login, c) {
+    const m = seenMap(login);
+    if ((m[c.case_id] || 0) >= (c.updated_at || 0))
+        return;
+    m[c.case_id] = c.updated_at || 0;
+    try {
+        localStorage.setItem(seenKey(login), JSON.stringify(m));
+    } catch (err) {
+        // storage full or refused: the marker stays, nothing breaks
+    }
+}
 
 function order(a, b) {
     return (PRIO[a.priority] ?? 3) - (PRIO[b.priority] ?? 3) ||
@@ -29,13 +63,25 @@ function caseItem(c, me, fresh) {
         who.push(c.clinic);
     const n = c.images ? c.images.received : 0;
     const count = imagesCount(c.images, '/');
+    const unread = isUnread(me.login, c);
+    const due = c.status === 'new' && c.due_at > Date.now();
     return h('li', { class: `case-item prio-${c.priority}` +
-                            (fresh ? ' fresh' : ''),
+                            (fresh ? ' fresh' : '') +
+                            (unread ? ' unread' : ''),
                      'data-case-id': c.case_id },
         h('a', { href: `#/case/${c.case_id}`, class: 'case-link' },
-            h('span', { class: 'badges' }, badges(c),
+            h('span', { class: 'badges' },
+              unread ? h('span', { class: 'badge unread-dot',
+                                   title: 'Changed since you last ' +
+                                          'opened it' }, 'Unread')
+                     : null,
+              badges(c),
               c.escalation_level > 0
                   ? h('span', { class: 'badge escalated' }, 'Escalated')
+                  : null,
+              due ? h('span', { class: 'badge due' }, 'escalates in ',
+                      h('span', { 'data-due': c.due_at },
+                        countdown(c.due_at)))
                   : null),
             h('span', { class: 'question' }, c.question || '(no question)'),
             h('span', { class: 'meta' },
@@ -74,9 +120,13 @@ export function mount(main, ctx) {
     const known = new Set(store.cases.keys());
     const fresh = new Set();
     const openList = h('ul', { class: 'cases', 'aria-labelledby': 'h-open' });
-    const doneList = h('ul', { class: 'cases', 'aria-labelledby': 'h-done' });
+    const doneList = h('ul', { class: 'cases',
+                               'aria-labelledby': 'h-done' });
+    const closedList = h('ul', { class: 'cases',
+                                 'aria-labelledby': 'h-closed' });
     const openHead = h('h2', { id: 'h-open' }, 'Open');
-    const doneHead = h('h2', { id: 'h-done' }, 'Answered and closed');
+    const doneHead = h('h2', { id: 'h-done' }, 'Answered');
+    const closedHead = h('h2', { id: 'h-closed' }, 'Closed');
     const empty = h('p', { class: 'muted empty', hidden: true });
     const announce = h('p', { class: 'sr-only', 'aria-live': 'polite' });
     const title = me.role === 'requester'
@@ -123,13 +173,17 @@ export function mount(main, ctx) {
         const all = [...store.cases.values()];
         watchDue(all);
         const open = all.filter((c) => OPEN.has(c.status)).sort(order);
-        const done = all.filter((c) => !OPEN.has(c.status))
-            .sort((a, b) => (b.updated_at || 0) - (a.updated_at || 0));
+        const recent = (a, b) => (b.updated_at || 0) - (a.updated_at || 0);
+        const done = all.filter((c) => c.status === 'answered').sort(recent);
+        const closed = all.filter((c) => c.status === 'closed').sort(recent);
         fill(openList, open.map((c) => caseItem(c, me, fresh.has(c.case_id))));
         fill(doneList, done.map((c) => caseItem(c, me, false)));
+        fill(closedList, closed.map((c) => caseItem(c, me, false)));
         openHead.textContent = `Open (${open.length})`;
-        doneHead.textContent = `Answered and closed (${done.length})`;
+        doneHead.textContent = `Answered (${done.length})`;
+        closedHead.textContent = `Closed (${closed.length})`;
         doneHead.hidden = doneList.hidden = !done.length;
+        closedHead.hidden = closedList.hidden = !closed.length;
         if (!store.loaded) {
             empty.textContent = 'Loading cases…';
             empty.hidden = false;
@@ -160,20 +214,37 @@ export function mount(main, ctx) {
         render();
     }
 
+    // A message changes its case (the server's updated_at is its time),
+    // though the event carries no Case: unread unless it is one's own.
+    function onMessage(e) {
+        const m = e.detail;
+        const c = m && store.cases.get(m.case_id);
+        if (!c || (c.updated_at || 0) >= m.created_at)
+            return;
+        c.updated_at = m.created_at;
+        if (m.author === me.login)
+            markSeen(me.login, c);
+        render();
+    }
+
     store.addEventListener('cases', onCases);
+    store.addEventListener('message', onMessage);
     store.addEventListener('arrived', render);
     // "x min ago" and overdue markers follow the clock, not the events.
     const tick = setInterval(render, 15000);
+    const countdowns = tickCountdowns(main, render);
     const gwTick = seesGateways ? setInterval(loadGateways, 30000) : null;
     fill(main, top, gateways, announce, empty, openHead, openList, doneHead,
-         doneList);
+         doneList, closedHead, closedList);
     render();
     if (seesGateways)
         loadGateways();
     return () => {
         store.removeEventListener('cases', onCases);
+        store.removeEventListener('message', onMessage);
         store.removeEventListener('arrived', render);
         clearInterval(tick);
+        clearInterval(countdowns);
         clearTimeout(dueTimer);
         clearInterval(gwTick);
     };

@@ -228,3 +228,29 @@ export function badges(c) {
                `Overdue since ${fmtTime(od)}`) : null,
     ];
 }
+
+// Time left until ms, for a live countdown: "4:07" under an hour, else
+// "2 h 05 min"; "0:00" once passed.
+export function countdown(ms, now = Date.now()) {
+    const s = Math.max(0, Math.ceil((ms - now) / 1000));
+    if (s < 3600)
+        return `${Math.floor(s / 60)}:${pad(s % 60)}`;
+    return `${Math.floor(s / 3600)} h ${pad(Math.floor(s % 3600 / 60))} min`;
+}
+
+// Live countdowns: every element of root with data-due (ms) shows
+// countdown(data-due); onDue() when one reaches its time.  Returns the
+// interval to clear.
+export function tickCountdowns(root, onDue) {
+    return setInterval(() => {
+        const now = Date.now();
+        let due = false;
+        for (const el of root.querySelectorAll('[data-due]')) {
+            const at = Number(el.dataset.due);
+            el.textContent = countdown(at, now);
+            due = due || at <= now;
+        }
+        if (due && onDue)
+            onDue();
+    }, 1000);
+}

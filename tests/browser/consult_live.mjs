@@ -224,6 +224,7 @@ test(async (t) => {
 
     // The requester closes; the neurologist sees it.
     await rq.click('#close');
+    await rq.click('#close-confirm');
     await until(async () => (await neuro.textContent('.case-head .badges'))
                 .includes('Closed'), 'neurologist sees the close live');
     check(await neuro.isHidden('form.chat-form'),
