@@ -383,15 +383,19 @@ export function mount(main, ctx, caseId) {
         markSeen(me.login, { case_id: caseId, updated_at: m.created_at });
         const old = messages.get(m.message_id);
         messages.set(m.message_id, Object.assign({}, old, m));
-        const li = messageItem(messages.get(m.message_id));
+        putItem(m.message_id, messageItem(messages.get(m.message_id)));
+        markRead(m);
+    }
+
+    // The thread's item of a message (sent, or still pending), in place.
+    function putItem(messageId, li) {
         const cur = thread.querySelector(
-            `li[data-message-id="${CSS.escape(m.message_id)}"]`);
+            `li[data-message-id="${CSS.escape(messageId)}"]`);
         if (cur)
             cur.replaceWith(li);
         else
             thread.appendChild(li);
         noMessages.hidden = true;
-        markRead(m);
     }
 
     // Messages written here and not yet confirmed by the server, by id:
@@ -418,14 +422,7 @@ export function mount(main, ctx, caseId) {
     }
 
     function showPending(p) {
-        const li = pendingItem(p);
-        const cur = thread.querySelector(
-            `li[data-message-id="${CSS.escape(p.message_id)}"]`);
-        if (cur)
-            cur.replaceWith(li);
-        else
-            thread.appendChild(li);
-        noMessages.hidden = true;
+        putItem(p.message_id, pendingItem(p));
     }
 
     // Sends (again) with the same message id: a message that reached the
