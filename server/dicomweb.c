@@ -50,6 +50,7 @@
 #include "../proto/log.h"
 #include "access.h"
 #include "cases.h"
+#include "imageinfo.h"
 #include "jobs.h"
 #include "multipart.h"
 #include "render.h"
@@ -1399,6 +1400,10 @@ void dicomweb_handle(struct http_req *r)
         thumbnail(r, st, se, NULL, NULL);
         return;
     }
+    if (n == 5 && !strcmp(seg[4], "geometry")) {
+        imageinfo_geometry(r, st, se);
+        return;
+    }
     if (strcmp(seg[4], "instances")) {
         http_respond_error(r, 404, "not_found", "no such DICOMweb resource");
         return;
@@ -1439,6 +1444,14 @@ void dicomweb_handle(struct http_req *r)
     }
     if (n == 9 && !strcmp(seg[6], "frames") && !strcmp(seg[8], "rendered")) {
         rendered(r, st, se, sop, seg[7], 0);
+        return;
+    }
+    if (n == 7 && !strcmp(seg[6], "probe")) {
+        imageinfo_probe(r, st, se, sop, NULL);
+        return;
+    }
+    if (n == 9 && !strcmp(seg[6], "frames") && !strcmp(seg[8], "probe")) {
+        imageinfo_probe(r, st, se, sop, seg[7]);
         return;
     }
     http_respond_error(r, 404, "not_found", "no such DICOMweb resource");
