@@ -14,10 +14,25 @@
 // and at once when retry() is called (the page calls it when its link
 // is back).
 //
+// Tools, as OHIF / Weasis users expect them, still on rendered JPEGs: a
+// mode (Scroll, W/L, Pan, Measure, Probe) decides what a one-finger or
+// left-button drag does; pinch and Ctrl+wheel zoom about the fingers or
+// the cursor; the middle button pans, the right button drags the window.
+// A W/L drag asks the server for the new window (at most one request in
+// flight, the newest value next), so the overlay's numbers are those of
+// the pixels shown.  Length (mm) and the HU probe use the series'
+// geometry (.../series/{se}/geometry: PixelSpacing, orientation,
+// position) and the server's value probe (.../probe?x=&y=), both in image
+// pixels, so zoom and pan change nothing of them.  Orientation letters
+// (from ImageOrientationPatient) and the slice position (SliceLocation,
+// else ImagePositionPatient along the normal) change with the swap, like
+// the overlay.  Cine steps at the chosen rate, never faster than the
+// images arrive.
+//
 // createViewer(studyUids) -> { el, refresh(), current(), show(image),
 // retry(), destroy() }.  current() is what a chat message can point at.
 
-import { h, fill, qido, dv } from './util.js';
+import { h, fill, qido, dv, api } from './util.js';
 
 export const PRESETS = [
     { name: 'brain', label: 'Brain', center: 40, width: 80 },
@@ -33,6 +48,18 @@ const SWIPE_STEP = 18;      // pixels of sideways drag per slice
 const AHEAD = 2;            // neighbours fetched ahead on each side
 const RETRY_MS = 1000;      // a failed load: again after 1 s, doubling
 const RETRY_MAX_MS = 16000;
+const ZOOM_MIN = 0.5, ZOOM_MAX = 16;
+// A W/L drag: window units per screen pixel, relative to the width the
+// drag started from (OHIF-like), never below WL_MIN_STEP.
+const WL_PER_PX = 1 / 256, WL_MIN_STEP = 0.5;
+const FPS = [2, 5, 10, 15, 20];
+const MODES = [
+    { name: 'scroll', label: 'Scroll', key: 's' },
+    { name: 'wl', label: 'W/L', key: 'w' },
+    { name: 'pan', label: 'Pan', key: 'p' },
+    { name: 'measure', label: 'Length', key: 'm' },
+    { name: 'probe', label: 'HU', key: 'v' },
+];
 
 // Why an image did not come, in words, and whether trying again helps.
 function failure(status) {
@@ -74,6 +101,45 @@ function windowText(win) {
     return `${p ? p.label + ' ' : ''}W ${win.width} L ${win.center}`;
 }
 
+// The patient direction (LPS) a vector points to: its largest
+// components' letters, largest first (an oblique axis gets two).
+export function directionLetters(v) {
+    const names = [['L', 'R'], ['P', 'A'], ['H', 'F']];
+    return [0, 1, 2].filter((i) => Math.abs(v[i]) > 0.25)
+        .sort((a, b) => Math.abs(v[b]) - Math.abs(v[a]))
+        .map((i) => names[i][v[i] > 0 ? 0 : 1]).join('');
+}
+
+// Letters at the image's edges from ImageOrientationPatient (row
+// direction = to the right, column direction = down), or null.
+function edgeLetters(o) {
+    if (!o || o.length !== 6)
+        return null;
+    const row = o.slice(0, 3), col = o.slice(3);
+    const neg = (v) => v.map((x) => -x);
+    return { right: directionLetters(row), left: directionLetters(neg(row)),
+             bottom: directionLetters(col), top: directionLetters(neg(col)) };
+}
+
+// Where a slice lies: SliceLocation, else ImagePositionPatient along the
+// slice normal; null when the file says neither.
+function slicePosition(g) {
+    if (!g)
+        return null;
+    if (typeof g.slice_location === 'number')
+        return g.slice_location;
+    if (!g.position || !g.orientation)
+        return null;
+    const [a, b, c, d, e, f] = g.orientation;
+    const n = [b * f - c * e, c * d - a * f, a * e - b * d];
+    return g.position[0] * n[0] + g.position[1] * n[1] +
+        g.position[2] * n[2];
+}
+
+function fmt(x, digits) {
+    return (Math.round(x * 10 ** digits) / 10 ** digits).toFixed(digits);
+}
+
 export function createViewer(studyUids) {
     const st = {
         series: [],         // {study, uid, modality, desc, number, count}
@@ -82,26 +148,48 @@ export function createViewer(studyUids) {
         idx: 0,
         win: null,          // null = the file's own window; else preset/custom
         load: 0,            // the newest load wins
+        busy: 0,            // the load in flight (its number), 0 if none
+        again: false,       // ask once more when the load in flight ends
         cache: new Map(),   // series uid -> slices
+        geo: new Map(),     // series uid -> Map(sop -> geometry)
         wheel: 0,
         dead: false,
         retryMs: RETRY_MS,
         retryTimer: null,
         url: null,          // object URL of the image on screen
+        onScreen: null,     // {sop, idx}: the slice of the image shown
+        mode: 'scroll',
+        view: { zoom: 1, x: 0, y: 0 },  // stage pixels from the centre
+        measure: null,      // {a, b}: image pixels, of onScreen's slice
+        probe: null,        // {x, y, text}
+        cine: null,         // interval timer while playing
+        fps: 5,
     };
 
     const info = h('div', { class: 'study-info' });
     const seriesBox = h('div', { class: 'series-list', role: 'group',
                                  'aria-label': 'Series' });
     let img = h('img', { class: 'slice', alt: '' });
+    const pane = h('div', { class: 'pane' }, img);
     const msg = h('p', { class: 'stage-msg', role: 'status' },
                   'Loading images…');
     const overlay = h('div', { class: 'overlay', 'aria-hidden': 'true' });
+    const posLine = h('div', { class: 'overlay-pos', 'aria-hidden': 'true' });
+    const ori = {};
+    for (const edge of ['top', 'bottom', 'left', 'right'])
+        ori[edge] = h('span', { class: `ori ori-${edge}`,
+                                'aria-hidden': 'true' });
+    const SVG = 'http://www.w3.org/2000/svg';
+    const marks = document.createElementNS(SVG, 'svg');
+    marks.setAttribute('class', 'marks');
+    marks.setAttribute('aria-hidden', 'true');
+    const readout = h('output', { class: 'readout', 'aria-live': 'polite' });
     const stage = h('div', { class: 'stage', tabindex: '0',
                              'aria-label': 'Image. Arrow keys or swipe ' +
                              'sideways change the slice; keys 0 to 6 ' +
                              'the window.' },
-                    img, overlay, msg);
+                    pane, marks, overlay, posLine, ori.top, ori.bottom,
+                    ori.left, ori.right, readout, msg);
     const prev = h('button', { type: 'button', class: 'nav-btn',
                                'aria-label': 'Previous slice' }, '‹ Prev');
     const next = h('button', { type: 'button', class: 'nav-btn',
@@ -120,16 +208,36 @@ export function createViewer(studyUids) {
                       p.label));
     const presets = h('div', { class: 'presets', role: 'group',
                                'aria-label': 'Window preset' }, presetBtns);
+    const modeBtns = MODES.map((m) => h('button', {
+        type: 'button', class: 'tool', 'data-mode': m.name,
+        'aria-pressed': String(m.name === st.mode),
+        title: `${m.label} (key ${m.key})`,
+        onclick: () => setMode(m.name),
+    }, m.label));
+    const resetBtn = h('button', { type: 'button', class: 'tool reset',
+                                   title: 'Reset zoom, pan, window (key r)',
+                                   onclick: () => reset() }, 'Reset');
+    const playBtn = h('button', { type: 'button', class: 'tool play',
+                                  'aria-pressed': 'false',
+                                  onclick: () => cine(!st.cine) }, '▶ Cine');
+    const fpsSel = h('select', { class: 'fps', 'aria-label': 'Cine speed' },
+                     FPS.map((f) => h('option', { value: String(f),
+                                                  selected: f === st.fps },
+                                      `${f} fps`)));
+    const tools = h('div', { class: 'tools', role: 'group',
+                             'aria-label': 'Tools' }, modeBtns, resetBtn);
     const fullBtn = h('button', { type: 'button', class: 'link-btn full',
-                                  onclick: () => fullscreen() },
-                      'Full screen');
+                                  'aria-label': 'Full screen',
+                                  onclick: () => fullscreen() }, 'Full');
     const hint = h('p', { class: 'hint muted' },
                    'Slices: wheel, arrow keys, swipe sideways. ' +
-                   'Windows: keys 0–6.');
+                   'Windows: keys 0–6, or W/L and drag. Zoom: Ctrl+wheel ' +
+                   'or pinch.');
     const el = h('section', { class: 'viewer', 'aria-label': 'Images' },
                  info, seriesBox, stage,
-                 h('div', { class: 'slice-row' }, count, fullBtn),
-                 sliceBar, presets, hint);
+                 h('div', { class: 'slice-row' }, count, playBtn, fpsSel,
+                   fullBtn),
+                 sliceBar, presets, tools, hint);
 
     function say(text) {
         msg.textContent = text;
@@ -143,17 +251,29 @@ export function createViewer(studyUids) {
         return `${s},${s}`;
     }
 
-    function urlOf(s) {
-        const se = st.cur;
+    function winParam(win) {
+        return win.name ? enc(win.name)
+                        : `${Math.round(win.center)},${Math.round(win.width)}`;
+    }
+
+    function instUrl(s, se = st.cur) {
         let u = `/dicomweb/studies/${enc(se.study)}/series/${enc(se.uid)}` +
             `/instances/${enc(s.sop)}`;
         if (s.multi)
             u += `/frames/${s.frame}`;
-        u += '/rendered?';
+        return u;
+    }
+
+    function urlOf(s) {
+        let u = instUrl(s) + '/rendered?';
         if (st.win)
-            u += `window=${st.win.name ? enc(st.win.name)
-                                       : `${st.win.center},${st.win.width}`}&`;
+            u += `window=${winParam(st.win)}&`;
         return u + `viewport=${viewport()}`;
+    }
+
+    function geoOf(sop) {
+        const g = st.cur && st.geo.get(st.cur.uid);
+        return (g && g.get(sop)) || null;
     }
 
     function controls() {
@@ -171,6 +291,38 @@ export function createViewer(studyUids) {
             b.setAttribute('aria-pressed', String(b.dataset.preset === on));
     }
 
+    // What the overlay says of the image on screen: its slice position
+    // and orientation letters, from its own geometry.
+    function describe(sop) {
+        const g = geoOf(sop);
+        const pos = slicePosition(g);
+        posLine.textContent = pos === null ? '' : `Pos ${fmt(pos, 1)} mm`;
+        const e = edgeLetters(g && g.orientation);
+        for (const edge of Object.keys(ori))
+            ori[edge].textContent = e ? e[edge] : '';
+    }
+
+    // The load in flight ended (swapped, failed, or overtaken).
+    function settled(my) {
+        if (st.busy !== my)
+            return;
+        st.busy = 0;
+        if (st.again) {
+            st.again = false;
+            show();
+        }
+    }
+
+    // A load for a fast-changing input (W/L drag, cine): at most one in
+    // flight; the newest value goes when it ends.
+    function request() {
+        if (st.busy) {
+            st.again = true;
+            return;
+        }
+        show();
+    }
+
     // Loads the slice asked for and swaps it in; the overlay follows the
     // swap.  keep: a retry (the backoff goes on growing).
     async function show(keep) {
@@ -184,6 +336,8 @@ export function createViewer(studyUids) {
             st.retryMs = RETRY_MS;
         const n = st.slices.length, idx = st.idx, win = st.win;
         const my = ++st.load;
+        st.busy = my;
+        st.again = false;
         const asked = urlOf(s);
         if (!img.getAttribute('src'))
             say('Loading image…');
@@ -212,6 +366,7 @@ export function createViewer(studyUids) {
             } else {
                 say(`${what}: ${f.text}.`);
             }
+            settled(my);
             return;
         }
         const url = URL.createObjectURL(blob);
@@ -223,7 +378,8 @@ export function createViewer(studyUids) {
         pic.dataset.index = String(idx + 1);
         pic.dataset.url = asked;  // the rendered URL (src is a blob:)
         pic.dataset.window = win
-            ? (win.name || `${win.center},${win.width}`) : 'default';
+            ? (win.name || `${Math.round(win.center)},` +
+               `${Math.round(win.width)}`) : 'default';
         pic.onload = () => {
             if (my !== st.load || st.dead) {
                 URL.revokeObjectURL(url);
@@ -234,14 +390,28 @@ export function createViewer(studyUids) {
             if (st.url)
                 URL.revokeObjectURL(st.url);
             st.url = url;
+            const other = !st.onScreen || st.onScreen.sop !== s.sop ||
+                st.onScreen.frame !== s.frame;
+            st.onScreen = { sop: s.sop, frame: s.frame, idx };
             overlay.textContent = `${idx + 1}/${n} · ${windowText(win)}`;
+            describe(s.sop);
+            if (other) {
+                // a length or a value belongs to the slice it was read on
+                st.measure = null;
+                st.probe = null;
+                readout.textContent = '';
+            }
+            marksDraw();
             say('');
-            ahead();
+            settled(my);
+            if (!st.cine)
+                ahead();
         };
         pic.onerror = () => {
             URL.revokeObjectURL(url);
             if (my === st.load)
                 say(`Slice ${idx + 1}: ${failure(415).text}.`);
+            settled(my);
         };
         pic.src = url;
     }
@@ -275,6 +445,184 @@ export function createViewer(studyUids) {
         show();
     }
 
+    // ---- geometry: screen <-> image pixels --------------------------------
+
+    // The shown image's size in pixels (its Rows and Columns), else the
+    // rendered JPEG's.
+    function imageSize() {
+        const g = st.onScreen && geoOf(st.onScreen.sop);
+        if (g && g.columns && g.rows)
+            return { w: g.columns, h: g.rows };
+        return { w: img.naturalWidth || 1, h: img.naturalHeight || 1 };
+    }
+
+    // Stage pixels per image pixel at zoom 1 (object-fit: contain).
+    function baseScale() {
+        const { w, h: ht } = imageSize();
+        return Math.min(stage.clientWidth / w, stage.clientHeight / ht);
+    }
+
+    function toImage(clientX, clientY) {
+        const r = stage.getBoundingClientRect();
+        const { w, h: ht } = imageSize();
+        const s = baseScale() * st.view.zoom;
+        return {
+            x: (clientX - r.left - stage.clientWidth / 2 - st.view.x) / s +
+                w / 2,
+            y: (clientY - r.top - stage.clientHeight / 2 - st.view.y) / s +
+                ht / 2,
+        };
+    }
+
+    function toStage(p) {
+        const { w, h: ht } = imageSize();
+        const s = baseScale() * st.view.zoom;
+        return { x: stage.clientWidth / 2 + st.view.x + (p.x - w / 2) * s,
+                 y: stage.clientHeight / 2 + st.view.y + (p.y - ht / 2) * s };
+    }
+
+    function applyView() {
+        pane.style.transform = `translate(${st.view.x}px, ${st.view.y}px) ` +
+            `scale(${st.view.zoom})`;
+        stage.dataset.zoom = fmt(st.view.zoom, 2);
+        marksDraw();
+    }
+
+    // Zoom to z keeping the image point under (cx, cy) (client px) there.
+    function zoomAt(z, cx, cy) {
+        z = Math.max(ZOOM_MIN, Math.min(ZOOM_MAX, z));
+        const r = stage.getBoundingClientRect();
+        const qx = cx - r.left - stage.clientWidth / 2 - st.view.x;
+        const qy = cy - r.top - stage.clientHeight / 2 - st.view.y;
+        st.view.x += qx - qx * z / st.view.zoom;
+        st.view.y += qy - qy * z / st.view.zoom;
+        st.view.zoom = z;
+        applyView();
+    }
+
+    // ---- length and value ---------------------------------------------------
+
+    function lengthText(m) {
+        const g = st.onScreen && geoOf(st.onScreen.sop);
+        const ps = g && g.pixel_spacing;
+        const dx = m.b.x - m.a.x, dy = m.b.y - m.a.y;
+        if (!ps)
+            return `${fmt(Math.hypot(dx, dy), 1)} px (no pixel spacing)`;
+        // PixelSpacing: between rows (down), then between columns (across)
+        return `${fmt(Math.hypot(dx * ps[1], dy * ps[0]), 1)} mm`;
+    }
+
+    function svg(tag, attrs) {
+        const e = document.createElementNS(SVG, tag);
+        for (const [k, v] of Object.entries(attrs))
+            e.setAttribute(k, String(v));
+        return e;
+    }
+
+    function marksDraw() {
+        marks.replaceChildren();
+        if (st.measure && st.measure.b) {
+            const a = toStage(st.measure.a), b = toStage(st.measure.b);
+            marks.append(svg('line', { x1: a.x, y1: a.y, x2: b.x, y2: b.y,
+                                       class: 'len' }));
+            for (const p of [a, b])
+                marks.append(svg('circle', { cx: p.x, cy: p.y, r: 4,
+                                             class: 'len' }));
+            const t = svg('text', { x: (a.x + b.x) / 2 + 6,
+                                    y: (a.y + b.y) / 2 - 6,
+                                    class: 'len-text' });
+            t.textContent = lengthText(st.measure);
+            marks.append(t);
+        }
+        if (st.probe) {
+            const p = toStage({ x: st.probe.x + 0.5, y: st.probe.y + 0.5 });
+            marks.append(svg('circle', { cx: p.x, cy: p.y, r: 5,
+                                         class: 'probe' }));
+        }
+    }
+
+    function measured() {
+        const m = st.measure;
+        readout.dataset.kind = 'length';
+        readout.dataset.a = `${fmt(m.a.x, 2)},${fmt(m.a.y, 2)}`;
+        readout.dataset.b = `${fmt(m.b.x, 2)},${fmt(m.b.y, 2)}`;
+        readout.textContent = `Length ${lengthText(m)}`;
+    }
+
+    async function probeAt(p) {
+        const s = st.slices.find((x) => st.onScreen &&
+                                 x.sop === st.onScreen.sop &&
+                                 x.frame === st.onScreen.frame);
+        const { w, h: ht } = imageSize();
+        const x = Math.floor(p.x), y = Math.floor(p.y);
+        if (!s || x < 0 || y < 0 || x >= w || y >= ht)
+            return;
+        const at = st.onScreen;
+        st.probe = { x, y };
+        marksDraw();
+        readout.dataset.kind = 'probe';
+        readout.textContent = `(${x}, ${y}): …`;
+        let text;
+        try {
+            const v = await api('GET', `${instUrl(s)}/probe?x=${x}&y=${y}`);
+            text = `(${x}, ${y}): ${v.unit === 'HU' ? 'HU ' : ''}` +
+                `${fmt(v.value, Number.isInteger(v.value) ? 0 : 1)}` +
+                (v.unit && v.unit !== 'HU' ? ` ${v.unit}` : '');
+            readout.dataset.value = String(v.value);
+        } catch (err) {
+            text = `(${x}, ${y}): ${err.message}`;
+            delete readout.dataset.value;
+        }
+        if (st.onScreen !== at || !st.probe || st.probe.x !== x ||
+            st.probe.y !== y)
+            return;                 // another slice or point meanwhile
+        readout.dataset.x = String(x);
+        readout.dataset.y = String(y);
+        readout.textContent = text;
+    }
+
+    // ---- modes, reset, cine -----------------------------------------------
+
+    function setMode(m) {
+        st.mode = m;
+        for (const b of modeBtns)
+            b.setAttribute('aria-pressed', String(b.dataset.mode === m));
+        stage.classList.toggle('tool-on', m !== 'scroll');
+    }
+
+    function reset() {
+        st.view = { zoom: 1, x: 0, y: 0 };
+        st.measure = null;
+        st.probe = null;
+        readout.textContent = '';
+        applyView();
+        if (st.win)
+            setWindow(null);
+    }
+
+    function cine(on) {
+        clearInterval(st.cine);
+        st.cine = null;
+        if (on && st.slices.length > 1) {
+            st.cine = setInterval(() => {
+                if (st.busy)
+                    return;         // never faster than the images come
+                st.idx = (st.idx + 1) % st.slices.length;
+                request();
+            }, 1000 / st.fps);
+        }
+        playBtn.setAttribute('aria-pressed', String(!!st.cine));
+        playBtn.textContent = st.cine ? '❚❚ Pause' : '▶ Cine';
+    }
+
+    fpsSel.addEventListener('change', () => {
+        st.fps = Number(fpsSel.value) || 5;
+        if (st.cine)
+            cine(true);
+    });
+
+    // ---- series ---------------------------------------------------------------
+
     async function slicesFor(se) {
         if (!st.cache.has(se.uid)) {
             const inst = await qido(`/dicomweb/studies/${enc(se.study)}` +
@@ -284,9 +632,26 @@ export function createViewer(studyUids) {
         return st.cache.get(se.uid);
     }
 
+    // The series' geometry (sizes, spacing, orientation, position); the
+    // overlay is described again once it is in.
+    async function geometryFor(se) {
+        try {
+            const g = await api('GET', `/dicomweb/studies/${enc(se.study)}` +
+                                `/series/${enc(se.uid)}/geometry`);
+            st.geo.set(se.uid, new Map(g.instances.map((x) => [x.sop, x])));
+        } catch (err) {
+            return;                 // no letters, lengths in pixels
+        }
+        if (!st.dead && st.cur === se && st.onScreen) {
+            describe(st.onScreen.sop);
+            marksDraw();
+        }
+    }
+
     async function pick(se, keepSop) {
         st.cur = se;
         st.cache.delete(se.uid);
+        geometryFor(se);
         const slices = await slicesFor(se);
         if (st.dead || st.cur !== se)
             return;
@@ -315,6 +680,24 @@ export function createViewer(studyUids) {
                  pid ? h('span', {}, ` · ID ${pid}`) : null,
                  d ? h('span', {}, ` · ${d}`) : null,
                  desc ? h('span', {}, ` · ${desc}`) : null);
+    }
+
+    // A series button: its thumbnail (the server's, of its middle image),
+    // modality, description and count.
+    function seriesButton(s) {
+        const thumb = h('img', {
+            class: 'thumb', alt: '', loading: 'lazy', width: '48',
+            height: '48', src: `/dicomweb/studies/${enc(s.study)}/series/` +
+                `${enc(s.uid)}/thumbnail?viewport=96,96&n=${s.count}`,
+        });
+        thumb.onerror = () => thumb.remove();
+        return h('button', {
+            type: 'button', class: 'series', 'data-uid': s.uid,
+            'aria-pressed': 'false', onclick: () => pick(s, false),
+        }, thumb, h('span', {},
+                    `${s.modality || '?'} ${s.desc || 'series ' +
+                        (s.number || '')}`.trim(),
+                    h('span', { class: 'muted' }, ` (${s.count})`)));
     }
 
     // (Re)reads studies and series; keeps the shown series and slice.
@@ -352,11 +735,7 @@ export function createViewer(studyUids) {
             return;
         fill(info, infos);
         st.series = series.filter((s) => s.uid);
-        fill(seriesBox, st.series.map((s) => h('button', {
-            type: 'button', class: 'series', 'data-uid': s.uid,
-            'aria-pressed': 'false', onclick: () => pick(s, false),
-        }, `${s.modality || '?'} ${s.desc || 'series ' + (s.number || '')}`
-           .trim(), h('span', { class: 'muted' }, ` (${s.count})`))));
+        fill(seriesBox, st.series.map(seriesButton));
         seriesBox.hidden = !st.series.length;
         if (!st.series.length) {
             say('Images not received yet. They appear here as they arrive.');
@@ -367,7 +746,6 @@ export function createViewer(studyUids) {
             (a, b) => (b.count > a.count ? b : a));
         await pick(first, !!same);
     }
-
     // Shows the image a chat message points at.
     async function showImage(im) {
         for (const se of st.series) {
@@ -417,6 +795,12 @@ export function createViewer(studyUids) {
     next.addEventListener('click', () => go(st.idx + 1));
     range.addEventListener('input', () => go(Number(range.value) - 1));
     stage.addEventListener('wheel', (e) => {
+        if (e.ctrlKey) {            // also a trackpad's pinch
+            e.preventDefault();
+            zoomAt(st.view.zoom * Math.exp(-e.deltaY * 0.002), e.clientX,
+                   e.clientY);
+            return;
+        }
         if (st.slices.length < 2)
             return;
         e.preventDefault();
@@ -432,6 +816,8 @@ export function createViewer(studyUids) {
     stage.addEventListener('keydown', (e) => {
         const k = e.key;
         let d = 0;
+        if (e.ctrlKey || e.altKey || e.metaKey)
+            return;
         if (k === 'ArrowDown' || k === 'ArrowRight' || k === 'j')
             d = 1;
         else if (k === 'ArrowUp' || k === 'ArrowLeft' || k === 'k')
@@ -448,32 +834,138 @@ export function createViewer(studyUids) {
             presetBtns[Number(k)].click();
             e.preventDefault();
             return;
+        } else if (k === 'r') {
+            reset();
+        } else if (k === ' ') {
+            e.preventDefault();
+            cine(!st.cine);
+        } else {
+            const m = MODES.find((x) => x.key === k);
+            if (m)
+                setMode(m.name);
         }
         if (d) {
             e.preventDefault();
             go(st.idx + d);
         }
     });
+
+    // Pointers: one does what the mode (or the mouse button) says, two
+    // pinch and pan.  The drag's start is kept, so every move is computed
+    // from it (no drift).
+    const pts = new Map();          // pointerId -> {x, y}
     let drag = null;
+    let pinch = null;
+
+    function pinchStart() {
+        const [a, b] = [...pts.values()];
+        pinch = { d: Math.hypot(a.x - b.x, a.y - b.y) || 1,
+                  mx: (a.x + b.x) / 2, my: (a.y + b.y) / 2,
+                  zoom: st.view.zoom, x: st.view.x, y: st.view.y };
+        drag = null;
+    }
+
+    function currentWindow() {
+        if (st.win)
+            return { center: st.win.center, width: st.win.width };
+        const g = st.onScreen && geoOf(st.onScreen.sop);
+        if (g && g.window)
+            return { center: g.window[0], width: g.window[1] };
+        return { center: 40, width: 400 };
+    }
+
     stage.addEventListener('pointerdown', (e) => {
-        if (e.button !== 0)
+        pts.set(e.pointerId, { x: e.clientX, y: e.clientY });
+        if (pts.size === 2 && e.pointerType === 'touch') {
+            pinchStart();
             return;
-        drag = { x: e.clientX, idx: st.idx, id: e.pointerId };
+        }
+        if (pts.size > 1)
+            return;
+        let what = st.mode;
+        if (e.button === 1)
+            what = 'pan';
+        else if (e.button === 2)
+            what = 'wl';
+        else if (e.button !== 0)
+            return;
+        drag = { what, x: e.clientX, y: e.clientY, id: e.pointerId,
+                 idx: st.idx, view: { ...st.view }, win: currentWindow(),
+                 moved: false };
+        if (what === 'measure') {
+            st.measure = { a: toImage(e.clientX, e.clientY), b: null };
+            st.probe = null;
+        }
+        if (what !== 'scroll')
+            stage.setPointerCapture(e.pointerId);
+        if (e.button === 1)
+            e.preventDefault();
     });
     stage.addEventListener('pointermove', (e) => {
+        if (!pts.has(e.pointerId))
+            return;
+        pts.set(e.pointerId, { x: e.clientX, y: e.clientY });
+        if (pinch && pts.size >= 2) {
+            const [a, b] = [...pts.values()];
+            const d = Math.hypot(a.x - b.x, a.y - b.y);
+            const mx = (a.x + b.x) / 2, my = (a.y + b.y) / 2;
+            st.view = { zoom: pinch.zoom, x: pinch.x, y: pinch.y };
+            zoomAt(pinch.zoom * d / pinch.d, pinch.mx, pinch.my);
+            st.view.x += mx - pinch.mx;
+            st.view.y += my - pinch.my;
+            applyView();
+            return;
+        }
         if (!drag || e.pointerId !== drag.id)
             return;
-        const steps = Math.trunc((e.clientX - drag.x) / SWIPE_STEP);
-        if (steps) {
-            if (!stage.hasPointerCapture(e.pointerId))
-                stage.setPointerCapture(e.pointerId);
-            go(drag.idx + steps);
+        const dx = e.clientX - drag.x, dy = e.clientY - drag.y;
+        drag.moved = drag.moved || Math.abs(dx) + Math.abs(dy) > 3;
+        if (drag.what === 'scroll') {
+            const steps = Math.trunc(dx / SWIPE_STEP);
+            if (steps) {
+                if (!stage.hasPointerCapture(e.pointerId))
+                    stage.setPointerCapture(e.pointerId);
+                go(drag.idx + steps);
+            }
+        } else if (drag.what === 'pan') {
+            st.view.x = drag.view.x + dx;
+            st.view.y = drag.view.y + dy;
+            applyView();
+        } else if (drag.what === 'wl') {
+            // right: wider, down: higher level (brighter to darker)
+            const k = Math.max(WL_MIN_STEP, drag.win.width * WL_PER_PX);
+            const width = Math.max(1, Math.round(drag.win.width + dx * k));
+            const center = Math.round(drag.win.center + dy * k);
+            if (!st.win || st.win.width !== width ||
+                st.win.center !== center) {
+                st.win = { name: null, center, width };
+                controls();
+                request();
+            }
+        } else if (drag.what === 'measure' && st.measure) {
+            st.measure.b = toImage(e.clientX, e.clientY);
+            marksDraw();
+            measured();
         }
     });
-    const end = () => { drag = null; };
+    const end = (e) => {
+        pts.delete(e.pointerId);
+        if (pinch && pts.size < 2)
+            pinch = null;
+        if (!drag || e.pointerId !== drag.id)
+            return;
+        if (drag.what === 'probe' && !drag.moved && e.type === 'pointerup')
+            probeAt(toImage(e.clientX, e.clientY));
+        if (drag.what === 'measure' && st.measure && !st.measure.b)
+            st.measure = null;      // a tap is no length
+        drag = null;
+    };
     stage.addEventListener('pointerup', end);
     stage.addEventListener('pointercancel', end);
     stage.addEventListener('dragstart', (e) => e.preventDefault());
+    stage.addEventListener('contextmenu', (e) => e.preventDefault());
+    const onResize = () => marksDraw();
+    window.addEventListener('resize', onResize);
 
     window.addEventListener('online', retry);
     refresh();
@@ -486,7 +978,9 @@ export function createViewer(studyUids) {
         destroy() {
             st.dead = true;
             clearTimeout(st.retryTimer);
+            clearInterval(st.cine);
             window.removeEventListener('online', retry);
+            window.removeEventListener('resize', onResize);
             if (st.url)
                 URL.revokeObjectURL(st.url);
         },
