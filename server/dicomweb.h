@@ -9,6 +9,8 @@
  *   GET  /dicomweb/studies/{st}[/series/{se}]/instances     QIDO-RS
  *   GET  /dicomweb/studies/{st}[/series/{se}[/instances/{sop}]]  WADO-RS
  *   GET  .../instances/{sop}[/frames/{n}]/rendered          image/jpeg
+ *   GET  .../series/{se}/geometry, .../instances/{sop}[/frames/{n}]/probe
+ *        the web viewer's helpers (imageinfo.h)
  *
  * The route handler for http.c's table (authentication required).
  */
