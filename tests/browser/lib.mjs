@@ -46,6 +46,15 @@ export function log(...a) {
     console.log(`[${NAME}]`, ...a);
 }
 
+// The three screens the layout is tested at (a phone, the phone turned, a
+// desktop), and where their screenshots are kept.
+export const SCREENS = [
+    { name: '360x740', viewport: { width: 360, height: 740 }, touch: true },
+    { name: '740x360', viewport: { width: 740, height: 360 }, touch: true },
+    { name: '1280x800', viewport: { width: 1280, height: 800 } },
+];
+export const SHOTS = path.join(BUILD, 'test-logs', 'browser');
+
 // ---- assertions ------------------------------------------------------------
 
 export class Failure extends Error {}

@@ -10,15 +10,9 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { test, check, eq, until, ct12Case, log, ROOT } from './lib.mjs';
+import { test, check, eq, until, ct12Case, log, SCREENS as SIZES,
+         SHOTS } from './lib.mjs';
 
-const SHOTS = path.join(process.env.HASHI_BUILD ||
-                        path.join(ROOT, 'build'), 'test-logs', 'browser');
-const SIZES = [
-    { name: '360x740', viewport: { width: 360, height: 740 }, touch: true },
-    { name: '740x360', viewport: { width: 740, height: 360 }, touch: true },
-    { name: '1280x800', viewport: { width: 1280, height: 800 } },
-];
 const PARTS = ['.stage', '.slice-bar', '.presets', '.tools', '.slice-row'];
 
 function measure(page, parts) {
