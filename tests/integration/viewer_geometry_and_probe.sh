@@ -7,8 +7,8 @@
 #  - .../instances/{sop}/probe?x=&y= answers the stored value at that
 #    column and row and stored x slope + intercept in HU, for pixels of
 #    the phantom (air, bone, brain, the lesion) read independently with
-#    pydicom; out-of-range or malformed coordinates are 400 with a reason,
-#    a frame past the last 404;
+#    pydicom (also of a JPEG-LS copy, decoded); out-of-range or malformed
+#    coordinates are 400 with a reason, a frame past the last 404;
 #  - both are scoped like every other image route: clinic B's requester
 #    gets 404, no token 401.
 . "$(dirname "$0")/lib.sh"
@@ -79,6 +79,21 @@ esac
 F="/dicomweb/studies/$st/series/$se/instances/$sop/frames"
 assert_eq 200 "$(http GET "$F/1/probe?x=1&y=1" "$R")" "probe of frame 1"
 assert_eq 404 "$(http GET "$F/2/probe?x=1&y=1" "$R")" "probe of frame 2 of 1"
+
+# ---- a JPEG-LS file: the probe decodes it, same values as the original
+ST2=$(study ct1-probe-jpls 1 --random-uids --seed 34) || exit 1
+o2=$(ls "$ST2"/*.dcm | head -1)
+dcmcjpls "$o2" "$T_TMP/jpls.dcm" >/dev/null 2>&1 || fail "dcmcjpls"
+assert_eq 200 "$(stow "$R" "$T_TMP/jpls.dcm")" "STOW-RS of the JPEG-LS file"
+P2="/dicomweb/studies/$(attr_of "$o2" StudyInstanceUID)/series/$(attr_of \
+    "$o2" SeriesInstanceUID)/instances/$(attr_of "$o2" SOPInstanceUID)/probe"
+assert_eq 200 "$(http GET "$P2?x=130&y=300" "$R")" "probe of JPEG-LS"
+want=$($PY -c 'import sys, pydicom
+d = pydicom.dcmread(sys.argv[1])
+print("%g" % (int(d.pixel_array[300, 130]) * float(d.RescaleSlope) +
+              float(d.RescaleIntercept)))' "$o2")
+assert_eq "$want" "$(jget "$T_TMP/body" '"%g" % d["value"]')" \
+    "HU at 130,300 of the JPEG-LS copy vs the original"
 
 # ---- scope: another clinic, no token
 assert_eq 404 "$(http GET "$G" "$B")" "clinic B: geometry"
