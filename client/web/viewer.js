@@ -163,6 +163,7 @@ export function createViewer(studyUids) {
         measure: null,      // {a, b}: image pixels, of onScreen's slice
         probe: null,        // {x, y, text}
         cine: null,         // interval timer while playing
+        sharpen: null,      // timer: a render for the new zoom
         fps: 5,
     };
 
@@ -244,9 +245,12 @@ export function createViewer(studyUids) {
         msg.hidden = !text;
     }
 
+    // The rendered size: the stage's, in device pixels, times the zoom
+    // (a zoomed image is asked again sharper), in steps of 128, at most
+    // 1024.
     function viewport() {
         const w = Math.max(stage.clientWidth, 256) *
-            (window.devicePixelRatio || 1);
+            (window.devicePixelRatio || 1) * Math.max(1, st.view.zoom);
         const s = Math.min(1024, Math.ceil(w / 128) * 128);
         return `${s},${s}`;
     }
@@ -486,6 +490,13 @@ export function createViewer(studyUids) {
             `scale(${st.view.zoom})`;
         stage.dataset.zoom = fmt(st.view.zoom, 2);
         marksDraw();
+        // once the zoom settles, a sharper render if it needs one
+        clearTimeout(st.sharpen);
+        st.sharpen = setTimeout(() => {
+            if (st.onScreen && !img.dataset.url.includes(
+                `viewport=${viewport()}`))
+                request();
+        }, 300);
     }
 
     // Zoom to z keeping the image point under (cx, cy) (client px) there.
@@ -979,6 +990,7 @@ export function createViewer(studyUids) {
             st.dead = true;
             clearTimeout(st.retryTimer);
             clearInterval(st.cine);
+            clearTimeout(st.sharpen);
             window.removeEventListener('online', retry);
             window.removeEventListener('resize', onResize);
             if (st.url)

@@ -5,8 +5,9 @@
 //  - a W/L drag by mouse, then by one finger, changes the rendered
 //    window: the overlay's W and L are the request's window=L,W and move
 //    by the drag's pixels x the documented sensitivity;
-//  - Ctrl+wheel and a two-finger pinch zoom, a pan-mode drag moves the
-//    image, Reset brings zoom, pan and window back;
+//  - Ctrl+wheel and a two-finger pinch zoom (a zoomed image is rendered
+//    larger), a pan-mode drag moves the image, Reset brings zoom, pan and
+//    window back;
 //  - a length across 300 pixels of a row reads 300 x PixelSpacing mm;
 //  - the HU probe on a bone pixel and on air reads stored x slope +
 //    intercept of that pixel of that file;
@@ -137,8 +138,12 @@ test(async (t) => {
     await page.keyboard.down('Control');
     await page.mouse.wheel(0, -300);
     await page.keyboard.up('Control');
+    const vp = (u) => Number(/viewport=(\d+),/.exec(u)[1]);
+    const before = vp((await state(page)).url);
     await until(async () => (await state(page)).zoom > 1.5,
                 'Ctrl+wheel zooms in');
+    await until(async () => vp((await state(page)).url) > before,
+                `the zoomed image is rendered larger than ${before} px`);
     await page.click('.viewer button.reset');
     await until(async () => {
         const x = await state(page);
