@@ -1,5 +1,6 @@
 // viewer_tools_measure_probe — the viewer's tools on the 12-slice CT,
 // every number checked against the DICOM files themselves (pydicom):
+//  - the series button shows the series' thumbnail;
 //  - orientation letters of an axial study (A top, P bottom, R left, L
 //    right) and the slice position = the shown file's SliceLocation;
 //  - a W/L drag by mouse, then by one finger, changes the rendered
@@ -111,6 +112,16 @@ test(async (t) => {
     const file = fromFile(st.files, s.sop, [[130, 300], [2, 2]]);
     eq(`Pos ${file.loc.toFixed(1)} mm`, s.pos,
        'slice position = the file\'s SliceLocation');
+
+    // ---- the series button carries the series' thumbnail
+    const th = await until(() => page.evaluate(() => {
+        const i = document.querySelector('.viewer button.series img.thumb');
+        return i && i.complete && i.naturalWidth > 0 &&
+            [i.naturalWidth, i.naturalHeight, new URL(i.src).pathname];
+    }), 'the series thumbnail loads');
+    eq([96, 96, `/dicomweb/studies/${st.uid}/series/` +
+        `${s.url.split('/series/')[1].split('/')[0]}/thumbnail`], th,
+       'thumbnail: the server\'s, of the series, 96 px');
 
     // ---- W/L by mouse: from the file's window 40/80, k = max(0.5, 80/256)
     await page.click('.viewer button[data-mode="wl"]');
