@@ -632,7 +632,7 @@ export function createViewer(studyUids) {
             cine(true);
     });
 
-    // ---- series ---------------------------------------------------------------
+    // ---- series ----------------------------------------------------------
 
     async function slicesFor(se) {
         if (!st.cache.has(se.uid)) {

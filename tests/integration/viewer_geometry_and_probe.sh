@@ -42,8 +42,8 @@ got=$(jget "$T_TMP/geometry.json" 'json.dumps([[i["sop"], i["number"],
     [round(i["slice_location"], 4), [round(x, 4) for x in i["window"]]]
     for i in d["instances"]])')
 assert_eq "$want" "$got" "geometry vs the files"
-assert_eq "$st $se 1" "$(jget "$T_TMP/geometry.json" \
-    'd["study"] + " " + d["series"] + " " + str(d["instances"][0]["frames"])')" \
+assert_eq "$st $se 1" "$(jget "$T_TMP/geometry.json" '(d["study"] + " " +
+    d["series"] + " " + str(d["instances"][0]["frames"]))')" \
     "geometry names its study and series, one frame each"
 
 # ---- probe: stored value and HU of known pixels, read with pydicom
