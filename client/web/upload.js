@@ -539,8 +539,9 @@ class Engine {
 // Uploads files (File objects, or prepare()'s items) over live; see the
 // top of this file.  opts: onProgress({files, acked, total, done,
 // failed}) on every change (files[i]: name, size, sha256, study_uid,
-// sop_uid, state 'waiting'|'sending'|'done'|'failed', status, acked,
-// error); case_id, kind ('instance' | 'preview'), study_uid: sent in each
+// sop_uid, state 'waiting'|'sending'|'done'|'failed', status, acked
+// (bytes the server holds durably), wire (bytes put on the wire, re-sends
+// included), error); case_id, kind ('instance' | 'preview'), study_uid: sent in each
 // upload.begin; signal: an AbortSignal.
 // -> {files, study_uids (of the files done), stored, duplicate, failed}.
 // The same bytes twice go once (one upload id).
