@@ -172,7 +172,8 @@ export function mount(main, ctx) {
 
     // ---- files: chosen, read, uploaded -----------------------------------
 
-    const mb = (n) => (n / 1048576).toFixed(n < 10485760 ? 1 : 0);
+    const size = (n) => n < 1048576 ? `${Math.ceil(n / 1024)} kB`
+        : `${(n / 1048576).toFixed(n < 10485760 ? 1 : 0)} MB`;
     const finished = (r) => r.f && (r.f.state === 'done' ||
                                     r.f.state === 'failed');
 
@@ -182,7 +183,7 @@ export function mount(main, ctx) {
         r.state = h('span', { class: 'file-state' }, 'Waiting');
         r.li = h('li', { 'data-sha256': item.sha256 },
             h('span', { class: 'file-name' }, item.name),
-            h('span', { class: 'meta' }, `${mb(item.size)} MB`),
+            h('span', { class: 'meta' }, size(item.size)),
             r.bar, r.state);
         return r;
     }
@@ -225,8 +226,8 @@ export function mount(main, ctx) {
         overall.max = total || 1;
         overall.value = acked;
         overallText.textContent = rows.size
-            ? `${done} of ${rows.size} files uploaded · ${mb(acked)} of ` +
-              `${mb(total)} MB` + (failed ? ` · ${failed} refused` : '')
+            ? `${done} of ${rows.size} files uploaded · ${size(acked)} of ` +
+              `${size(total)}` + (failed ? ` · ${failed} refused` : '')
             : '';
         for (let i = waiters.length - 1; i >= 0; i--) {
             if ([...rows.values()].every(waiters[i].pred)) {
