@@ -190,8 +190,10 @@ export function mount(main, ctx) {
 
     function showRow(r) {
         const f = r.f;
-        if (!f)
+        // a change of one file reports them all: touch only what moved
+        if (!f || r.shown === `${f.state} ${f.acked} ${!!sentCase}`)
             return;
+        r.shown = `${f.state} ${f.acked} ${!!sentCase}`;
         r.bar.value = f.acked;
         r.li.dataset.state = f.state;
         if (f.state === 'failed') {
