@@ -159,8 +159,9 @@ function hex(buf) {
         .map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-// Reads each file once: its sha256 (crypto.subtle) and, for DICOM, its
-// study and SOP Instance UIDs.  -> [{file, name, size, sha256,
+// Reads each file once, whole (crypto.subtle has no streaming digest, so
+// a file must fit in memory): its sha256 and, for DICOM, its study and
+// SOP Instance UIDs.  -> [{file, name, size, sha256,
 // study_uid, sop_uid}] ('' where not read).  A File of a folder is named
 // by its path in it.
 export async function prepare(files) {
@@ -180,7 +181,7 @@ export async function prepare(files) {
     return out;
 }
 
-// ---- requests -----------------------------------------------------------------
+// ---- requests ---------------------------------------------------------------
 
 // A hashi.v1 request (msg without id) over live: sent now if the session
 // is up, and again with the same id after each reconnect until answered
@@ -217,7 +218,7 @@ export function request(live, msg) {
     });
 }
 
-// ---- the engine ---------------------------------------------------------------
+// ---- the engine -------------------------------------------------------------
 
 // Engine states of a file ('new' and 'begun' are reported as 'waiting').
 const FINISHED = new Set(['done', 'failed']);
@@ -268,8 +269,13 @@ class Engine {
             this.live.addEventListener('frame', this.onFrame);
             this.live.addEventListener('welcome', this.onWelcome);
             this.live.addEventListener('unauthorized', this.onGone);
-            if (this.opts.signal)
+            if (this.opts.signal) {
+                if (this.opts.signal.aborted) {
+                    this.onAbort();
+                    return;
+                }
                 this.opts.signal.addEventListener('abort', this.onAbort);
+            }
             this.watch = setInterval(() => this.stalled(), 5000);
             for (const f of this.files) {
                 if (!(f.size > 0))
@@ -536,15 +542,17 @@ class Engine {
     }
 }
 
-// Uploads files (File objects, or prepare()'s items) over live; see the
-// top of this file.  opts: onProgress({files, acked, total, done,
-// failed}) on every change (files[i]: name, size, sha256, study_uid,
-// sop_uid, state 'waiting'|'sending'|'done'|'failed', status, acked
-// (bytes the server holds durably), wire (bytes put on the wire, re-sends
-// included), error); case_id, kind ('instance' | 'preview'), study_uid: sent in each
-// upload.begin; signal: an AbortSignal.
-// -> {files, study_uids (of the files done), stored, duplicate, failed}.
-// The same bytes twice go once (one upload id).
+// Uploads files (File objects, or prepare()'s items; not mixed) over
+// live; see the top of this file.  The same bytes twice go once (one
+// upload id).  opts:
+//   onProgress({files, acked, total, done, failed}) on every change;
+//     files[i]: name, size, sha256, study_uid, sop_uid, state ('waiting'
+//     | 'sending' | 'done' | 'failed'), status ('stored' | 'duplicate'),
+//     acked (bytes the server holds durably), wire (bytes put on the
+//     wire, re-sends included), error (the server's reason)
+//   case_id, kind ('instance' | 'preview'), study_uid: for upload.begin
+//   signal: an AbortSignal
+// -> {files, study_uids (of the files done), stored, duplicate, failed}
 export async function uploadFiles(live, files, opts = {}) {
     const list = [...files];
     const items = list.every((f) => f && f.sha256) ? list
