@@ -1,15 +1,16 @@
 // upload_20_files_across_cut — a requester's new case with 20 DICOM files
 // chosen as a folder in the form, sent over a 4 Mbit/s link that breaks
 // (linkemu.py --down-file: open connections reset, new ones refused)
-// while they go.  With no user action after "Send case" the page
+// while they go, just as the server reports part of a file durable.  With no user action after "Send case" the page
 // reconnects and finishes: the case is created once, announced 20
 // (study.expect), and the page opens it at "20 of 20 instances
 // received"; the server holds the 20 instances once each (QIDO; audit: 20
 // stores, no duplicate, no conflict).  Watching the page's WebSocket
 // frames: a file stored before the cut sends no chunk after it, each
 // upload goes on from the offset the server answered its new
-// upload.begin with, and the bytes sent again are at most those in
-// flight (sent, not yet durable) at the cut.
+// upload.begin with (never below what was durable at the cut), and the
+// bytes sent again are at most those in flight (sent, not yet durable)
+// at the cut.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,13 +19,18 @@ import { test, check, eq, until, study, log } from './lib.mjs';
 const conn = (page) => page.textContent('#conn');
 
 // What the page sends and hears about each upload (PROTOCOL.md 7-8).
+// onMidFile, when set, is called once when the server reports part of a
+// file durable: the moment to cut, so that an upload has to resume from
+// past 0.
 function watchUploads(page) {
-    const up = new Map();   // upload_id -> {chunks, durable, done, begins}
+    const up = new Map();   // upload_id -> {chunks, durable, done, ...}
     const get = (id) => {
         if (!up.has(id))
-            up.set(id, { chunks: [], durable: 0, done: false, resumeAt: [] });
+            up.set(id, { chunks: [], durable: 0, done: false, resumeAt: [],
+                         size: 0 });
         return up.get(id);
     };
+    const w = { up, onMidFile: null };
     const rids = new Map();         // upload.begin request id -> upload_id
     let epoch = 0;                  // 1 after the cut
     page.on('websocket', (ws) => {
@@ -37,8 +43,10 @@ function watchUploads(page) {
                 return;
             }
             const m = JSON.parse(payload);
-            if (m.type === 'upload.begin')
+            if (m.type === 'upload.begin') {
                 rids.set(m.id, m.upload_id);
+                get(m.upload_id).size = m.size;
+            }
         });
         ws.on('framereceived', ({ payload }) => {
             if (typeof payload !== 'string')
@@ -50,28 +58,32 @@ function watchUploads(page) {
                 if (m.id && rids.has(m.id))
                     u.resumeAt.push({ off: m.offset, epoch,
                                       at: u.chunks.length });
+                if (m.reason === 'progress' && m.offset < u.size &&
+                    w.onMidFile) {
+                    w.onMidFile();
+                    w.onMidFile = null;
+                }
             } else if (m.type === 'upload.done') {
                 get(m.upload_id).done = true;
             }
         });
     });
-    return {
-        up,
-        cut() {
-            epoch = 1;
-            let inFlight = 0;
-            const done = [];
-            for (const [id, u] of up) {
-                if (u.done) {
-                    done.push(id);
-                    continue;
-                }
-                const end = Math.max(0, ...u.chunks.map((c) => c.off + c.len));
-                inFlight += Math.max(0, end - u.durable);
+    w.cut = () => {
+        epoch = 1;
+        let inFlight = 0;
+        const done = [], durable = new Map();
+        for (const [id, u] of up) {
+            if (u.done) {
+                done.push(id);
+                continue;
             }
-            return { inFlight, done };
-        },
+            const end = Math.max(0, ...u.chunks.map((c) => c.off + c.len));
+            inFlight += Math.max(0, end - u.durable);
+            durable.set(id, u.durable);
+        }
+        return { inFlight, done, durable };
     };
+    return w;
 }
 
 test(async (t) => {
@@ -95,10 +107,15 @@ test(async (t) => {
         '#nc-file-list li').count()) === 20, 'the 20 files listed');
     await page.click('form.new-case button[type=submit]');
 
-    // Cut the link once a few files are in.
+    // Cut the link once a few files are in, as soon as part of a file is
+    // durable (or after 3 s).
     await until(async () => (await page.locator(
         '#nc-file-list li[data-state=done]').count()) >= 4,
                 'four files stored before the cut', 30000);
+    await new Promise((r) => {
+        w.onMidFile = r;
+        setTimeout(r, 3000);
+    });
     fs.writeFileSync(down, '');
     await until(async () => (await conn(page)) !== 'Live',
                 'the page sees the cut', 5000);
@@ -158,6 +175,11 @@ test(async (t) => {
                'starts at the offset the server answered');
             resumed += r[0].off > 0;
         }
+        // what was durable at the cut is never asked for again
+        if (r.length)
+            check(r[0].off >= (atCut.durable.get(uid) || 0),
+                  `${uid.slice(0, 8)} resumed at ${r[0].off}, below the ` +
+                  `${atCut.durable.get(uid)} bytes durable at the cut`);
     }
     log(`${total} bytes of files, ${sent} sent; ${resumed} upload(s) ` +
         'resumed past 0');
