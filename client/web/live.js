@@ -27,6 +27,9 @@
 //   "state"  detail = 'connecting' | 'live' | 'offline'
 //   "welcome" detail = the welcome message (the app reloads its lists)
 //   "unauthorized"
+//   "frame"  detail = any other message (reply, upload.at, upload.done,
+//            error): for upload.js, which sends requests and chunks
+//            through send() and sendBinary() once welcomed
 // lastSync: when a frame last came (ms), for "last synced HH:MM".
 
 const ACK_DELAY_MS = 200;
@@ -240,9 +243,25 @@ export class Live extends EventTarget {
         }, wait);
     }
 
+    // false when there is no session to carry it
     send(obj) {
-        if (this.ws && this.ws.readyState === WebSocket.OPEN)
-            this.ws.send(JSON.stringify(obj));
+        if (!this.ws || this.ws.readyState !== WebSocket.OPEN)
+            return false;
+        this.ws.send(JSON.stringify(obj));
+        return true;
+    }
+
+    // An upload chunk (PROTOCOL.md section 8), as send().
+    sendBinary(buf) {
+        if (!this.ws || this.ws.readyState !== WebSocket.OPEN)
+            return false;
+        this.ws.send(buf);
+        return true;
+    }
+
+    // Bytes the socket holds, not yet handed to the network.
+    get buffered() {
+        return this.ws ? this.ws.bufferedAmount : 0;
     }
 
     onMessage(data) {
@@ -277,8 +296,11 @@ export class Live extends EventTarget {
         case 'ping':
             this.send(m.id ? { type: 'pong', id: m.id } : { type: 'pong' });
             break;
+        case 'pong':
+            break;   // a frame is all that counts
         default:
-            break;   // pong, error, reply: a frame is all that counts
+            this.dispatchEvent(new CustomEvent('frame', { detail: m }));
+            break;
         }
     }
 

@@ -1,10 +1,21 @@
 // newcase — the requester's "new case" form: the question, priority,
 // specialty (or a named specialist), the patient's age and sex, history,
-// and the studies to attach, picked from the clinic's studies (QIDO-RS).
-// The case id is made here once per form, so pressing "Send" again after
-// a cut creates the case once (hashi.v1 idempotency).
+// and the studies to attach: picked from the clinic's studies (QIDO-RS;
+// those already attached to a case say so), or files and folders of this
+// computer, uploaded by upload.js as soon as they are chosen, with
+// progress per file and overall.
+//
+// Sending: files the page could not read as DICOM are waited for (the
+// server's verdict is shown next to each); if any file was refused
+// nothing is created.  Otherwise each uploaded study is announced
+// (study.expect, its count of instances) and the case created naming it,
+// both over hashi.v1 (resent after a cut, run once), so the case shows
+// "N of M" while the rest of the files go; the page opens the case when
+// every file is in.  The case id is made here once per form, so pressing
+// "Send" again after a cut creates the case once.
 
-import { api, h, fill, qido, dv, dvAll, ulid } from './util.js';
+import { h, fill, qido, dv, dvAll, ulid, STATUS_TEXT } from './util.js';
+import { prepare, uploadFiles, request } from './upload.js';
 
 const SPECIALTIES = ['neurology', 'cardiology', 'radiology', 'stroke',
                      'orthopaedics', 'paediatrics', 'surgery'];
@@ -31,6 +42,10 @@ export function mount(main, ctx) {
     const caseId = ulid();
     let dead = false;
     const studies = new Map();   // uid -> QIDO object
+    const rows = new Map();      // sha256 -> {item, f, li, bar, state}
+    const waiters = [];          // {pred, resolve}: see settled()
+    let reading = Promise.resolve();
+    let sentCase = null;         // the case, once created
 
     const question = h('textarea', { id: 'nc-question', rows: '3',
                                      maxlength: '2000', required: true });
@@ -60,6 +75,15 @@ export function mount(main, ctx) {
                                     maxlength: '8000' });
     const studyList = h('ul', { class: 'studies', id: 'nc-studies' },
                         h('li', { class: 'muted' }, 'Loading studies…'));
+    const pickFiles = h('input', { type: 'file', id: 'nc-files',
+                                   multiple: true });
+    const pickFolder = h('input', { type: 'file', id: 'nc-folder',
+                                    multiple: true, webkitdirectory: true });
+    const fileList = h('ul', { class: 'files', id: 'nc-file-list' });
+    const overall = h('progress', { id: 'nc-progress', max: '1', value: '0',
+                                    hidden: true });
+    const overallText = h('p', { class: 'meta', id: 'nc-progress-text',
+                                 role: 'status' });
     const err = h('p', { class: 'error', role: 'alert', hidden: true });
     const send = h('button', { type: 'submit', class: 'primary big' },
                    'Send case');
@@ -82,6 +106,14 @@ export function mount(main, ctx) {
         h('label', { for: 'nc-history' }, 'Clinical history'), history,
         h('fieldset', {},
           h('legend', {}, 'Studies to attach'), studyList),
+        h('fieldset', { class: 'upload' },
+          h('legend', {}, 'Images from this device'),
+          h('div', { class: 'pick' },
+            h('label', { class: 'button file-pick' }, 'Choose files',
+              pickFiles),
+            h('label', { class: 'button file-pick' }, 'Choose a folder',
+              pickFolder)),
+          overall, overallText, fileList),
         err, send);
 
     function studyItem(o) {
@@ -101,14 +133,168 @@ export function mount(main, ctx) {
                 age.value = String(a);
         });
         const n = dv(o, '00201208');
-        return h('li', {}, box,
+        return h('li', { 'data-study-uid': uid }, box,
             h('label', { for: id },
               h('span', { class: 'pt-name' }, dv(o, '00100010') || 'No name'),
               h('span', { class: 'meta' },
                 [fmtDate(dv(o, '00080020')), dvAll(o, '00080061').join('/'),
                  dv(o, '00081030'), n ? `${n} images` : '',
                  dv(o, '00100020') ? `ID ${dv(o, '00100020')}` : '']
-                    .filter(Boolean).join(' · '))));
+                    .filter(Boolean).join(' · ')),
+              h('span', { class: 'attached', hidden: true })));
+    }
+
+    // "Attached to: <question> (status)" under each study some case of
+    // the user's already names (the store holds the cases they see).
+    function markAttached() {
+        const by = new Map();
+        for (const c of ctx.store.cases.values()) {
+            for (const u of c.study_uids || []) {
+                if (!by.has(u))
+                    by.set(u, []);
+                by.get(u).push(c);
+            }
+        }
+        for (const li of studyList.querySelectorAll('li[data-study-uid]')) {
+            const cs = by.get(li.dataset.studyUid) || [];
+            const el = li.querySelector('.attached');
+            el.hidden = !cs.length;
+            li.classList.toggle('is-attached', cs.length > 0);
+            el.textContent = cs.length ? 'Attached to ' + cs.map((c) =>
+                `“${c.question.length > 60 ? c.question.slice(0, 57) + '…'
+                                            : c.question}” (${
+                    (STATUS_TEXT[c.status] || c.status).toLowerCase()})`)
+                .join(', ') : '';
+        }
+    }
+    const onCases = () => markAttached();
+    ctx.store.addEventListener('cases', onCases);
+
+    // ---- files: chosen, read, uploaded -----------------------------------
+
+    const size = (n) => n < 1048576 ? `${Math.ceil(n / 1024)} kB`
+        : `${(n / 1048576).toFixed(n < 10485760 ? 1 : 0)} MB`;
+    const finished = (r) => r.f && (r.f.state === 'done' ||
+                                    r.f.state === 'failed');
+
+    function fileRow(item) {
+        const r = { item, f: null };
+        r.bar = h('progress', { max: String(item.size), value: '0' });
+        r.state = h('span', { class: 'file-state' }, 'Waiting');
+        r.li = h('li', { 'data-sha256': item.sha256 },
+            h('span', { class: 'file-name' }, item.name),
+            h('span', { class: 'meta' }, size(item.size)),
+            r.bar, r.state);
+        return r;
+    }
+
+    function showRow(r) {
+        const f = r.f;
+        // a change of one file reports them all: touch only what moved
+        if (!f || r.shown === `${f.state} ${f.acked} ${!!sentCase}`)
+            return;
+        r.shown = `${f.state} ${f.acked} ${!!sentCase}`;
+        r.bar.value = f.acked;
+        r.li.dataset.state = f.state;
+        if (f.state === 'failed') {
+            r.li.classList.add('failed');
+            fill(r.state, h('span', { class: 'error' },
+                            `Refused: ${f.error}`), ' ',
+                 sentCase ? null : h('button', {
+                     type: 'button', class: 'link-btn',
+                     onclick: () => {
+                         rows.delete(f.sha256);
+                         r.li.remove();
+                         render();
+                     } }, 'Remove'));
+        } else {
+            r.state.textContent = f.state === 'done'
+                ? (f.status === 'duplicate' ? 'Already on the server'
+                                            : 'Stored')
+                : f.state === 'sending'
+                ? `${Math.floor(100 * f.acked / f.size)} %` : 'Waiting';
+        }
+    }
+
+    function render() {
+        let acked = 0, total = 0, done = 0, failed = 0;
+        for (const r of rows.values()) {
+            total += r.item.size;
+            acked += r.f ? r.f.acked : 0;
+            done += r.f && r.f.state === 'done' ? 1 : 0;
+            failed += r.f && r.f.state === 'failed' ? 1 : 0;
+        }
+        overall.hidden = !rows.size;
+        overall.max = total || 1;
+        overall.value = acked;
+        overallText.textContent = rows.size
+            ? `${done} of ${rows.size} files uploaded · ${size(acked)} of ` +
+              `${size(total)}` + (failed ? ` · ${failed} refused` : '')
+            : '';
+        for (let i = waiters.length - 1; i >= 0; i--) {
+            if ([...rows.values()].every(waiters[i].pred)) {
+                waiters[i].resolve();
+                waiters.splice(i, 1);
+            }
+        }
+    }
+
+    // Resolves once every file satisfies pred (checked on each change).
+    function settled(pred) {
+        return new Promise((resolve) => {
+            waiters.push({ pred, resolve });
+            render();
+        });
+    }
+
+    async function addFiles(files) {
+        overallText.textContent = `Reading ${files.length} file(s)…`;
+        let items;
+        try {
+            items = await prepare(files);
+        } catch (e) {
+            err.textContent = `Could not read the files: ${e.message}`;
+            err.hidden = false;
+            render();
+            return;
+        }
+        // new bytes only; those not read as DICOM first, so the server's
+        // verdict on them comes before the rest
+        const fresh = items.filter((it) => !rows.has(it.sha256) &&
+                                   rows.set(it.sha256, fileRow(it)))
+            .sort((a, b) => !!a.study_uid - !!b.study_uid);
+        for (const it of fresh)
+            fileList.appendChild(rows.get(it.sha256).li);
+        render();
+        if (!fresh.length)
+            return;
+        uploadFiles(ctx.live, fresh, { onProgress: (p) => {
+            for (const f of p.files) {
+                const r = rows.get(f.sha256);
+                if (r) {
+                    r.f = f;
+                    showRow(r);
+                }
+            }
+            render();
+        } }).catch((e) => {
+            err.textContent = `Upload stopped: ${e.message}`;
+            err.hidden = false;
+        });
+    }
+
+    // A folder brings its hidden files (.DS_Store) and DICOMDIR, which
+    // are no images: left out.
+    const extra = (f) => /(^|\/)(\.[^/]*|DICOMDIR)$/i
+        .test(f.webkitRelativePath || f.name);
+    for (const input of [pickFiles, pickFolder]) {
+        input.addEventListener('change', () => {
+            const files = [...input.files].filter((f) => input === pickFiles ||
+                                                   !extra(f));
+            input.value = '';
+            if (files.length)
+                reading = reading.then(() => addFiles(files));
+        });
     }
 
     qido('/dicomweb/studies?limit=50').then((list) => {
@@ -118,6 +304,7 @@ export function mount(main, ctx) {
             : h('li', { class: 'muted' },
                 'No studies of your clinic yet. You can send the case now; ' +
                 'images sent later are not attached.'));
+        markAttached();
     }).catch((e) => {
         if (!dead)
             fill(studyList, h('li', { class: 'error' },
@@ -157,17 +344,64 @@ export function mount(main, ctx) {
             body.patient = patient;
         if (history.value.trim())
             body.history = history.value.trim();
-        const uids = [...studyList.querySelectorAll('input:checked')]
-            .map((b) => b.value);
-        if (uids.length)
-            body.study_uids = uids;
+        const uids = new Set([...studyList.querySelectorAll('input:checked')]
+            .map((b) => b.value));
         err.hidden = true;
         send.disabled = true;
-        send.textContent = 'Sending…';
         try {
-            const d = await api('POST', '/api/cases', body);
+            send.textContent = 'Reading files…';
+            await reading;
+            // what the page could not read as DICOM: the server says
+            send.textContent = 'Checking files…';
+            await settled((r) => r.item.study_uid || finished(r));
+            const refused = [...rows.values()].filter((r) => r.f &&
+                                                      r.f.state === 'failed');
+            if (refused.length) {
+                throw new Error(`${refused.length} file(s) refused, see ` +
+                                'the list: remove them to send the case');
+            }
+            send.textContent = ctx.live.state === 'live' ? 'Sending…'
+                : 'Sending… (waiting for the connection)';
+            // each uploaded study announced with its count: "N of M"
+            const sops = new Map();
+            for (const r of rows.values()) {
+                if (!r.item.study_uid)
+                    continue;   // stored, but its study unread here
+                if (!sops.has(r.item.study_uid))
+                    sops.set(r.item.study_uid, new Set());
+                sops.get(r.item.study_uid).add(r.item.sop_uid);
+            }
+            for (const [study, set] of sops) {
+                await request(ctx.live, {
+                    type: 'study.expect', study_uid: study,
+                    instances: set.size, priority: body.priority,
+                });
+                uids.add(study);
+            }
+            if (uids.size)
+                body.study_uids = [...uids];
+            const d = await request(ctx.live,
+                                    Object.assign({ type: 'case.create' },
+                                                  body));
+            sentCase = d.case;
             ctx.store.put(d.case);
-            ctx.go(`#/case/${d.case.case_id}`);
+            for (const r of rows.values())
+                showRow(r);
+            // open the case once every file has its answer
+            send.textContent = 'Case sent — uploading the images…';
+            await settled(finished);
+            if (dead)
+                return;
+            if ([...rows.values()].some((r) => r.f.state === 'failed')) {
+                fill(err, 'The case was sent, but some files were refused ' +
+                     '(see the list). ',
+                     h('a', { href: `#/case/${sentCase.case_id}` },
+                       'Open the case'));
+                err.hidden = false;
+                send.textContent = 'Case sent';
+                return;
+            }
+            ctx.go(`#/case/${sentCase.case_id}`);
         } catch (ex) {
             err.textContent = `Not sent: ${ex.message}`;
             err.hidden = false;
@@ -181,5 +415,6 @@ export function mount(main, ctx) {
     question.focus();
     return () => {
         dead = true;
+        ctx.store.removeEventListener('cases', onCases);
     };
 }
