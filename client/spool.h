@@ -3,8 +3,8 @@
  *
  *   DIR/spool.db     SQLite index (WAL, synchronous=FULL): one row per
  *                    instance (study, series, SOP UID, sha256, size, state,
- *                    reason, attempts), one per study (priority, case id,
- *                    what was announced), and the uploader's last figures
+ *                    reason, attempts), one per study (priority, what
+ *                    was announced), and the uploader's last figures
  *   DIR/files/<sha>  the instances as received, named by content
  *   DIR/send/<sha>   the copy actually sent when it is smaller (JPEG-LS)
  *   DIR/tmp/         where the DICOM listener writes incoming files
@@ -103,9 +103,14 @@ int spool_send_get(struct spool *s, int64_t id, char sha[65], int64_t *size,
 int spool_send_set(struct spool *s, int64_t id, const char *sha,
                    int64_t size, struct err *e);
 
-/* A study's priority (enum spool_prio) and case id (may be "" or NULL). */
+/* A study's priority (enum spool_prio): 1 when that changed it, else 0
+ * (or < 0). */
 int spool_set_priority(struct spool *s, const char *study_uid, int priority,
-                       const char *case_id, struct err *e);
+                       struct err *e);
+/* Up to max UIDs of the studies with rows still to send that are not
+ * stat (whose priority may yet rise): their count, or < 0. */
+int spool_pending_studies(struct spool *s, char (*uids)[65], int max,
+                          struct err *e);
 
 /* Counts for `status` and gateway.status. */
 int spool_counts(struct spool *s, struct spool_counts *c, struct err *e);

@@ -33,6 +33,7 @@
 #define STATUS_MS 10000             /* gateway.status while connected */
 #define ANNOUNCE_MS 500             /* look for quiet studies */
 #define EXPECTS 8                   /* study.expect awaiting replies */
+#define PRIO_MS 2000                /* ask the priority of held studies */
 #define PREVIEW_PX 512
 #define PING_MS 20000               /* silence before we ping */
 #define DEAD_MS 60000               /* silence that means the link died */
@@ -75,7 +76,9 @@ struct uplink {
     double figures_at, rate;
     char last_error[256];
     int64_t quiet_ms;
-    double announce_at, status_at, pinged_at;
+    double announce_at, status_at, pinged_at, prio_at;
+    char prio_req[MSG_ID_MAX + 1];  /* study.priority awaiting its reply */
+    char prio_uids[MSG_PRIORITIES_MAX][MSG_UID_MAX + 1];
     struct {                        /* study.expect sent, not answered */
         char req[MSG_ID_MAX + 1];
         char study_uid[65];
@@ -541,22 +544,74 @@ static int prio_of(int msg_priority)
            : msg_priority == MSG_PRIO_URGENT ? SPOOL_URGENT : SPOOL_ROUTINE;
 }
 
-static void on_priorities(struct uplink *u, const struct msg_priorities *p)
+/* The answer to our study.priority: {"studies": [{study_uid,
+ * priority}]}, the asked studies that an open case names. */
+static void on_priority_reply(struct uplink *u, const struct msg *m)
 {
     struct err e = { 0, "" };
-    for (int i = 0; i < p->n_studies; i++) {
-        const struct msg_priority_entry *pe = &p->studies[i];
-        int prio = prio_of(pe->priority);
-        if (spool_set_priority(u->spool, pe->study_uid, prio, pe->case_id,
-                               &e))
-            log_error("gateway: %s", e.msg);
-        for (int k = 0; k < SLOTS; k++)
-            if (u->slots[k].used &&
-                !strcmp(u->slots[k].it.study_uid, pe->study_uid))
-                u->slots[k].it.priority = prio;
-        log_info("gateway: study %s is %s (case %s)", pe->study_uid,
-                 msg_priority_name(pe->priority), pe->case_id);
+    size_t i;
+    json_t *y;
+    u->prio_req[0] = 0;
+    if (!m->reply.ok) {
+        log_warn("gateway: study.priority refused: %s: %s",
+                 msg_code_name(m->reply.error.code),
+                 m->reply.error.message);
+        return;
     }
+    json_array_foreach(json_object_get(m->reply.result, "studies"), i, y) {
+        const char *uid = json_string_value(json_object_get(y,
+                                                            "study_uid"));
+        const char *name = json_string_value(json_object_get(y,
+                                                             "priority"));
+        int p = MSG_PRIO_STAT;
+        while (p < MSG_PRIO_COUNT && name && strcmp(name,
+                                                    msg_priority_name(p)))
+            p++;
+        if (!uid || p == MSG_PRIO_COUNT)
+            continue;
+        int rc = spool_set_priority(u->spool, uid, prio_of(p), &e);
+        if (rc < 0)
+            log_error("gateway: %s", e.msg);
+        if (rc <= 0)
+            continue;
+        for (int k = 0; k < SLOTS; k++)
+            if (u->slots[k].used && !strcmp(u->slots[k].it.study_uid, uid))
+                u->slots[k].it.priority = prio_of(p);
+        log_info("gateway: study %s is %s", uid, name);
+    }
+}
+
+/* Every PRIO_MS, the priority of the studies still to send that are not
+ * stat yet: a case created meanwhile moves them up.  The server answers
+ * about those alone, so a gateway learns nothing else of its clinic's
+ * cases (PROTOCOL.md 8a). */
+static int ask_priorities(struct uplink *u, struct err *e)
+{
+    double now = now_mono();
+    if (u->prio_req[0] || now - u->prio_at < PRIO_MS / 1000.0)
+        return 0;
+    u->prio_at = now;
+    struct err se = { 0, "" };
+    int n = spool_pending_studies(u->spool, u->prio_uids,
+                                  MSG_PRIORITIES_MAX, &se);
+    if (n < 0)
+        log_warn("gateway: %s", se.msg);
+    if (n <= 0)
+        return 0;
+    struct msg m;
+    struct msg_error me;
+    char rid[33];
+    conn_random_id(rid);
+    if (msg_build_study_priority(&m, rid, (const char (*)[MSG_UID_MAX + 1])
+                                 u->prio_uids, n, &me)) {
+        log_error("gateway: study.priority: %s", me.message);
+        return 0;
+    }
+    int rc = conn_v1_send(u->conn, &m, e);
+    if (!rc)
+        strlcpy_h(u->prio_req, m.id, sizeof u->prio_req);
+    msg_free(&m);
+    return rc;
 }
 
 /* The answer to a study.expect: its instances may go now.  A refusal is
@@ -610,11 +665,10 @@ static int on_message(struct uplink *u, struct msg *m, struct err *e)
         sl = slot_by_req(u, m->id);
         if (sl && !m->reply.ok)
             return on_refusal(u, sl, &m->reply.error, e);
-        if (!sl)
+        if (!sl && u->prio_req[0] && !strcmp(m->id, u->prio_req))
+            on_priority_reply(u, m);
+        else if (!sl)
             on_expect_reply(u, m);
-        return 0;
-    case MSG_PRIORITIES:
-        on_priorities(u, &m->priorities);
         return 0;
     case MSG_EVENT:
         return conn_v1_ack(u->conn, m->event.seq, e);
@@ -702,6 +756,8 @@ static void disconnect(struct uplink *u, const char *why)
         log_warn("gateway: %s", re.msg);
     memset(u->expects, 0, sizeof u->expects);
     u->status_at = 0;
+    u->prio_req[0] = 0;
+    u->prio_at = 0;
     backoff(u);
 }
 
@@ -900,7 +956,7 @@ static int step(struct uplink *u, struct err *e)
 {
     int rc;
     if ((rc = check_alive(u, e)) || (rc = announce(u, e)) ||
-        (rc = send_status(u, e)))
+        (rc = send_status(u, e)) || (rc = ask_priorities(u, e)))
         return rc;
     if ((rc = fill_slots(u, e)))
         return rc;

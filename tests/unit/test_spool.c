@@ -229,8 +229,15 @@ static void test_order_and_announce(void **state)
     /* Arrival order, until B is made stat. */
     assert_int_equal(spool_next(f->s, NULL, 0, &it, &e), 0);
     assert_int_equal(it.id, a0.id);
-    assert_int_equal(spool_set_priority(f->s, b.study_uid, SPOOL_STAT,
-                                        "case-1", &e), 0);
+    char uids[4][65];
+    assert_int_equal(spool_pending_studies(f->s, uids, 4, &e), 2);
+    assert_int_equal(spool_set_priority(f->s, b.study_uid, SPOOL_STAT, &e),
+                     1);
+    assert_int_equal(spool_set_priority(f->s, b.study_uid, SPOOL_STAT, &e),
+                     0);                        /* no change: not news */
+    /* A stat study is asked about no more: it cannot rise. */
+    assert_int_equal(spool_pending_studies(f->s, uids, 4, &e), 1);
+    assert_string_equal(uids[0], a0.study_uid);
     assert_int_equal(spool_next(f->s, NULL, 0, &it, &e), 0);
     assert_int_equal(it.id, b.id);
     assert_int_equal(it.priority, SPOOL_STAT);
