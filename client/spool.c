@@ -56,7 +56,7 @@ static const char *SCHEMA =
     " study_uid TEXT PRIMARY KEY,"
     " priority INTEGER NOT NULL DEFAULT 3,"
     " expected INTEGER NOT NULL DEFAULT 0,"   /* last count announced */
-    " preview INTEGER NOT NULL DEFAULT 0,"    /* 1: sent or given up */
+    " preview INTEGER NOT NULL DEFAULT 0,"    /* enum spool_preview */
     " ended_ms INTEGER NOT NULL DEFAULT 0);"  /* an association ended */
     "CREATE TABLE IF NOT EXISTS figures("
     " k TEXT PRIMARY KEY, v);"
@@ -688,16 +688,18 @@ int spool_each_study(struct spool *s, int64_t quiet_ms,
     sqlite3_stmt *st = query(s, e, "SELECT i.study_uid, count(*),"
                              " coalesce(s.expected, 0),"
                              " coalesce(s.priority, 3),"
-                             " coalesce(s.preview, 0)"
+                             " coalesce(s.preview, 0) AS pv,"
+                             " (max(i.received_ms) <= ?1"
+                             " OR max(i.received_ms) <="
+                             " coalesce(s.ended_ms, 0)) AS settled"
                              " FROM instances i LEFT JOIN studies s"
                              " ON s.study_uid = i.study_uid"
                              " GROUP BY i.study_uid"
-                             " HAVING (max(i.received_ms) <= ?1"
-                             " OR max(i.received_ms) <="
-                             " coalesce(s.ended_ms, 0))"
-                             " AND (count(*) <> coalesce(s.expected, 0)"
-                             " OR coalesce(s.preview, 0) = 0)", "i",
-                             now_ms() - quiet_ms);
+                             " HAVING (settled AND (count(*) <>"
+                             " coalesce(s.expected, 0) OR pv <> ?2))"
+                             " OR pv = ?3", "iii", now_ms() - quiet_ms,
+                             (int64_t)SPOOL_PREVIEW_FINAL,
+                             (int64_t)SPOOL_PREVIEW_NONE);
     if (!st)
         return ERR_DB;
     /* Collected first: fn may call back into the spool. */
@@ -710,6 +712,7 @@ int spool_each_study(struct spool *s, int64_t quiet_ms,
         y->expected = sqlite3_column_int64(st, 2);
         y->priority = sqlite3_column_int(st, 3);
         y->preview = sqlite3_column_int(st, 4);
+        y->settled = sqlite3_column_int(st, 5);
     }
     query_end(s, st);
     for (int i = 0; i < n && !fn(arg, &list[i]); i++)
@@ -740,10 +743,10 @@ int spool_study_ended(struct spool *s, const char *study_uid,
     return study_set(s, "ended_ms", study_uid, now_ms(), e);
 }
 
-int spool_set_preview(struct spool *s, const char *study_uid, int done,
+int spool_set_preview(struct spool *s, const char *study_uid, int preview,
                       struct err *e)
 {
-    return study_set(s, "preview", study_uid, done, e);
+    return study_set(s, "preview", study_uid, preview, e);
 }
 
 int spool_middle(struct spool *s, const char *study_uid,

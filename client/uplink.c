@@ -42,7 +42,8 @@ enum { P_BEGIN, P_SEND, P_END };
 
 struct slot {
     int used;
-    int preview;                    /* a study's JPEG preview, not a row */
+    int preview;                    /* a study's JPEG preview, not a row:
+                                       enum spool_preview, what it is */
     struct spool_item it;
     char path[1200];                /* what is sent: original or send/ */
     char sha[65];
@@ -437,7 +438,8 @@ static void status_soon_if_idle(struct uplink *u)
     u->status_at = 0;
 }
 
-/* A preview is best effort: done or given up, it is not tried again. */
+/* A preview is best effort: done or given up, it is not tried again
+ * (an early one is followed by the final one). */
 static void preview_over(struct uplink *u, struct slot *sl, const char *why)
 {
     struct err e = { 0, "" };
@@ -446,7 +448,7 @@ static void preview_over(struct uplink *u, struct slot *sl, const char *why)
                  why);
     else
         log_info("gateway: preview of %s delivered", sl->it.study_uid);
-    if (spool_set_preview(u->spool, sl->it.study_uid, 1, &e))
+    if (spool_set_preview(u->spool, sl->it.study_uid, sl->preview, &e))
         log_error("gateway: %s", e.msg);
     unlink(sl->path);
     slot_free(sl);
@@ -776,6 +778,9 @@ static int connect_session(struct uplink *u, struct err *e)
 
 /* The preview of a study into a free slot: the middle image rendered
  * with its default window, at most 512 px, sent before its instances.
+ * While the study still arrives, the middle of what has come (early):
+ * the link is idle then, so a specialist sees something within seconds
+ * of the first image; the whole study's middle replaces it once settled.
  * A study that cannot be previewed (no image, no renderer) goes without. */
 static int admit_preview(struct uplink *u, const struct spool_study *y,
                          struct err *e)
@@ -797,7 +802,7 @@ static int admit_preview(struct uplink *u, const struct spool_study *y,
     memset(&sl->it, 0, sizeof sl->it);
     strlcpy_h(sl->it.study_uid, y->study_uid, sizeof sl->it.study_uid);
     sl->it.priority = y->priority;
-    sl->preview = 1;
+    sl->preview = y->settled ? SPOOL_PREVIEW_FINAL : SPOOL_PREVIEW_EARLY;
     sl->used = 1;
     sl->fd = -1;
     struct dcm_render_opts o = { 0, DCM_WINDOW_DEFAULT, 0, 0, PREVIEW_PX,
@@ -827,11 +832,13 @@ static int admit_preview(struct uplink *u, const struct spool_study *y,
 
 struct announce { struct uplink *u; struct err *e; int rc; };
 
-/* The study's preview into a slot, unless sent or already in one. */
+/* The study's preview into a slot, unless sent or already in one: the
+ * early one while it arrives, the final one once it is settled. */
 static int preview_once(struct uplink *u, const struct spool_study *y,
                         struct announce *a)
 {
-    if (y->preview)
+    if (y->preview == SPOOL_PREVIEW_FINAL ||
+        (!y->settled && y->preview == SPOOL_PREVIEW_EARLY))
         return 0;
     for (int i = 0; i < SLOTS; i++)
         if (u->slots[i].used && u->slots[i].preview &&
@@ -845,7 +852,7 @@ static int announce_one(void *arg, const struct spool_study *y)
     struct announce *a = arg;
     struct uplink *u = a->u;
     int free_i = -1;
-    if (y->count == y->expected)
+    if (!y->settled || y->count == y->expected)
         return preview_once(u, y, a);
     for (int i = 0; i < EXPECTS; i++) {
         if (u->expects[i].req[0] &&
@@ -881,7 +888,8 @@ static int announce_one(void *arg, const struct spool_study *y)
     return preview_once(u, y, a);
 }
 
-/* Studies quiet for quiet_ms get their study.expect (and preview). */
+/* Settled studies get their study.expect (and final preview), those
+ * still arriving their early preview. */
 static int announce(struct uplink *u, struct err *e)
 {
     double now = now_mono();

@@ -200,6 +200,13 @@ static int count_study(void *arg, const struct spool_study *y)
     return 0;
 }
 
+/* Counts the listed studies that are settled (tens) and not (ones). */
+static int count_settled(void *arg, const struct spool_study *y)
+{
+    *(int *)arg += y->settled ? 10 : 1;
+    return 0;
+}
+
 static void test_order_and_announce(void **state)
 {
     struct fx *f = *state;
@@ -212,16 +219,31 @@ static void test_order_and_announce(void **state)
 
     /* Nothing leaves before its study is announced. */
     assert_int_equal(spool_next(f->s, NULL, 0, &it, &e), ERR_NOTFOUND);
-    /* Not quiet yet: a long quiet time lists nothing. */
+    /* Not quiet yet: listed unsettled, for their early previews, and
+     * no more once those are made. */
+    assert_int_equal(spool_each_study(f->s, 3600000, count_settled, &n,
+                                      &e), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(spool_set_preview(f->s, a0.study_uid,
+                                       SPOOL_PREVIEW_EARLY, &e), 0);
+    assert_int_equal(spool_set_preview(f->s, b.study_uid,
+                                       SPOOL_PREVIEW_EARLY, &e), 0);
+    n = 0;
     assert_int_equal(spool_each_study(f->s, 3600000, count_study, &n, &e),
                      0);
     assert_int_equal(n, 0);
-    assert_int_equal(spool_each_study(f->s, 0, count_study, &n, &e), 0);
-    assert_int_equal(n, 2);
+    /* Settled: listed for their count and final previews. */
+    assert_int_equal(spool_each_study(f->s, 0, count_settled, &n, &e), 0);
+    assert_int_equal(n, 20);
     assert_int_equal(spool_set_expected(f->s, a0.study_uid, 2, &e), 0);
     assert_int_equal(spool_set_expected(f->s, b.study_uid, 1, &e), 0);
-    assert_int_equal(spool_set_preview(f->s, a0.study_uid, 1, &e), 0);
-    assert_int_equal(spool_set_preview(f->s, b.study_uid, 1, &e), 0);
+    n = 0;
+    assert_int_equal(spool_each_study(f->s, 0, count_study, &n, &e), 0);
+    assert_int_equal(n, 2);             /* the final previews */
+    assert_int_equal(spool_set_preview(f->s, a0.study_uid,
+                                       SPOOL_PREVIEW_FINAL, &e), 0);
+    assert_int_equal(spool_set_preview(f->s, b.study_uid,
+                                       SPOOL_PREVIEW_FINAL, &e), 0);
     n = 0;
     assert_int_equal(spool_each_study(f->s, 0, count_study, &n, &e), 0);
     assert_int_equal(n, 0);
