@@ -629,6 +629,10 @@ static void on_expect_reply(struct uplink *u, const struct msg *m)
                      u->expects[i].study_uid,
                      msg_code_name(m->reply.error.code),
                      m->reply.error.message);
+        else
+            log_info("gateway: study %s: the server expects %lld",
+                     u->expects[i].study_uid,
+                     (long long)u->expects[i].count);
         if (spool_set_expected(u->spool, u->expects[i].study_uid,
                                u->expects[i].count, &e))
             log_error("gateway: %s", e.msg);
