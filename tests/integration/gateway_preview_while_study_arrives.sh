@@ -26,14 +26,16 @@ preview_sha() {
     sqlite3 "$DATA/hashi.db" "SELECT sha256 FROM study_previews \
 WHERE study_uid = '$UID_'"
 }
-i=0
-until [ -n "$(preview_sha)" ]; do
-    kill -0 "$SCU" 2>/dev/null ||
-        fail "storescu ended before the server had a preview"
-    i=$((i + 1))
-    [ $i -lt 600 ] || fail "no preview within 60 s"
-    sleep 0.1
-done
+# preview_other_than SHA WHAT: until the server's preview is another one.
+preview_other_than() {
+    i=0
+    while [ "$(preview_sha)" = "$1" ]; do
+        i=$((i + 1))
+        [ $i -lt 600 ] || fail "$2 within 60 s"
+        sleep 0.1
+    done
+}
+preview_other_than "" "no preview"
 early=$(preview_sha)
 kill -0 "$SCU" 2>/dev/null ||
     fail "the preview came only as the association ended"
@@ -44,12 +46,7 @@ log "early preview $early while storescu sends"
 wait "$SCU" || fail "storescu exited $?: $(tail -5 "$T_TMP/storescu.log")"
 wait_grep "$T_TMP/gw.log" "study $UID_: 4 instances announced" 30
 gw_wait_done 4 60
-i=0
-while [ "$(preview_sha)" = "$early" ]; do
-    i=$((i + 1))
-    [ $i -lt 300 ] || fail "the early preview was never replaced"
-    sleep 0.1
-done
+preview_other_than "$early" "the early preview not replaced"
 log "final preview $(preview_sha)"
 
 $PY "$DW" pixels "$ST"/*.dcm >"$T_TMP/sent.px"

@@ -44,19 +44,9 @@ struct fx {
 static int group_setup(void **state)
 {
     (void)state;
-    struct err e = { 0, "" };
-    log_set_level(LOG_ERROR);
-    if (dicom_init(&e))
-        return -1;
-    const char *tools = getenv("HASHI_TOOLS");
-    const char *base = getenv("HASHI_TESTDATA");
-    if (!tools || !*tools)
-        tools = "tests/tools";      /* run from the project's root */
-    if (!base || !*base)
-        base = "/tmp";
-    mkdir_p(base, 0755);
-    snprintf(g_scratch, sizeof g_scratch, "%s/test_spool.XXXXXX", base);
-    if (!mkdtemp(g_scratch))
+    const char *tools;
+    if (tu_dicom_group_setup("test_spool", g_scratch, sizeof g_scratch,
+                             &tools))
         return -1;
     if (tu_run("/usr/bin/python3 '%s/gen_study.py' --size 32 --slices 2 "
                "--seed 5 '%s/a' >/dev/null && "
@@ -78,9 +68,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    tu_rm_rf(g_scratch);
-    dicom_cleanup();
-    return 0;
+    return tu_dicom_group_teardown(g_scratch);
 }
 
 static int setup(void **state)
