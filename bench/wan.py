@@ -20,9 +20,9 @@ by two paths, each on a fresh hashi-server:
 
 Per run: time to complete (the last of the study's instances indexed at
 the server, instances.received_at, from storescu's start), time to the
-preview (study_previews.at at the server, from the first instance in the
-gateway's spool, spool.db received_ms; both are the machines' wall clock
-in ms), bytes on the wire (linkemu's up + down), and the ratio to the
+preview (the first preview stored at the server, from its audit log, from
+the first instance in the gateway's spool, spool.db received_ms; both are
+the machine's wall clock in ms), bytes on the wire (linkemu's up + down), and the ratio to the
 link limit (the study's JPEG-LS lossless size, by DCMTK's dcmcjpls,
 divided by the rate).  The gateway's peak RSS is its VmHWM.
 
@@ -193,9 +193,27 @@ def server_figures(hashi, study):
                      " i JOIN series se ON se.id = i.series_ref JOIN studies"
                      " st ON st.id = se.study_ref WHERE st.study_uid = '%s'"
                      % uid)
-    prev = db_row(db, "SELECT at FROM study_previews WHERE study_uid = '%s'"
-                  % uid)
-    return n, last, prev[0] if prev else None
+    return n, last, first_preview_ms(hashi, uid)
+
+
+def first_preview_ms(hashi, uid):
+    """When the server stored the study's first preview (the audit log's
+    first "preview" stored; study_previews.at is the latest one's, and a
+    gateway replaces its early preview once the study is whole), or
+    None."""
+    try:
+        with open(os.path.join(hashi.data, "audit.log")) as f:
+            for line in f:
+                a = json.loads(line)
+                if (a.get("action") == "preview" and a.get("object") == uid
+                        and a.get("outcome") == "stored"):
+                    t = datetime.datetime.strptime(
+                        a["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                            tzinfo=datetime.timezone.utc)
+                    return int(t.timestamp() * 1000)
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
 
 
 STORED = re.compile(rb"^I: Received Store Response \((Success|Warning)", re.M)
@@ -466,8 +484,8 @@ emulator; default options) → link → hashi-server (hashi.v1 uploads).
 - **complete**: storescu's start → the last instance indexed at the
   server (`instances.received_at`); **× link limit**: that ÷ (JPEG-LS
   bytes ÷ rate).  **preview**: the first instance in the gateway's spool
-  (`received_ms`) → the preview stored at the server
-  (`study_previews.at`).  **wire**: linkemu's bytes, both ways (TLS and
+  (`received_ms`) → the first preview stored at the server (its audit
+  log; the gateway sends an early one while the study arrives).  **wire**: linkemu's bytes, both ways (TLS and
   DIMSE included).  **peak RSS**: the gateway's VmHWM.
 - Each run on a fresh hashi-server and spool, in a private network
   namespace with only loopback.

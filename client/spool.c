@@ -55,9 +55,8 @@ static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS studies("
     " study_uid TEXT PRIMARY KEY,"
     " priority INTEGER NOT NULL DEFAULT 3,"
-    " case_id TEXT NOT NULL DEFAULT '',"
     " expected INTEGER NOT NULL DEFAULT 0,"   /* last count announced */
-    " preview INTEGER NOT NULL DEFAULT 0,"    /* 1: sent or given up */
+    " preview INTEGER NOT NULL DEFAULT 0,"    /* enum spool_preview */
     " ended_ms INTEGER NOT NULL DEFAULT 0);"  /* an association ended */
     "CREATE TABLE IF NOT EXISTS figures("
     " k TEXT PRIMARY KEY, v);"
@@ -116,6 +115,13 @@ static void query_end(struct spool *s, sqlite3_stmt *st)
 {
     sqlite3_finalize(st);
     pthread_mutex_unlock(&s->lock);
+}
+
+/* Column col of the current row as text into dst[n] ("" for NULL). */
+static void col_str(sqlite3_stmt *st, int col, char *dst, size_t n)
+{
+    const char *t = (const char *)sqlite3_column_text(st, col);
+    strlcpy_h(dst, t ? t : "", n);
 }
 
 /* Runs one statement under the lock (see prep for fmt).  If out is not
@@ -327,7 +333,7 @@ static int find_row(struct spool *s, const char *sop, const char *dsha,
     if (sqlite3_step(st) == SQLITE_ROW) {
         *id = sqlite3_column_int64(st, 0);
         *state = sqlite3_column_int(st, 1);
-        strlcpy_h(sha, (const char *)sqlite3_column_text(st, 2), 65);
+        col_str(st, 2, sha, 65);
         rc = 0;
     }
     sqlite3_finalize(st);
@@ -440,17 +446,12 @@ static void row_item(struct spool *s, sqlite3_stmt *st, struct spool_item *it)
 {
     memset(it, 0, sizeof *it);
     it->id = sqlite3_column_int64(st, 0);
-    strlcpy_h(it->study_uid, (const char *)sqlite3_column_text(st, 1),
-              sizeof it->study_uid);
-    strlcpy_h(it->series_uid, (const char *)sqlite3_column_text(st, 2),
-              sizeof it->series_uid);
-    strlcpy_h(it->sop_uid, (const char *)sqlite3_column_text(st, 3),
-              sizeof it->sop_uid);
-    strlcpy_h(it->sha256, (const char *)sqlite3_column_text(st, 4),
-              sizeof it->sha256);
+    col_str(st, 1, it->study_uid, sizeof it->study_uid);
+    col_str(st, 2, it->series_uid, sizeof it->series_uid);
+    col_str(st, 3, it->sop_uid, sizeof it->sop_uid);
+    col_str(st, 4, it->sha256, sizeof it->sha256);
     it->size = sqlite3_column_int64(st, 5);
-    strlcpy_h(it->transfer_syntax, (const char *)sqlite3_column_text(st, 6),
-              sizeof it->transfer_syntax);
+    col_str(st, 6, it->transfer_syntax, sizeof it->transfer_syntax);
     it->has_pixels = sqlite3_column_int(st, 7);
     it->state = sqlite3_column_int(st, 8);
     it->attempts = sqlite3_column_int(st, 9);
@@ -531,8 +532,7 @@ int spool_done(struct spool *s, int64_t id, struct err *e)
         sqlite3_bind_int64(st, 1, id);
         int step;
         while ((step = sqlite3_step(st)) == SQLITE_ROW)
-            strlcpy_h(sha, (const char *)sqlite3_column_text(st, 0),
-                      sizeof sha);
+            col_str(st, 0, sha, sizeof sha);
         if (step != SQLITE_DONE)
             rc = db_err(s, e, "done");
         sqlite3_finalize(st);
@@ -571,7 +571,7 @@ int spool_send_get(struct spool *s, int64_t id, char sha[65], int64_t *size,
     if (!st)
         return ERR_DB;
     if (sqlite3_step(st) == SQLITE_ROW) {
-        strlcpy_h(sha, (const char *)sqlite3_column_text(st, 0), 65);
+        col_str(st, 0, sha, 65);
         *size = sqlite3_column_int64(st, 1);
     }
     query_end(s, st);
@@ -586,14 +586,33 @@ int spool_send_set(struct spool *s, int64_t id, const char *sha,
 }
 
 int spool_set_priority(struct spool *s, const char *study_uid, int priority,
-                       const char *case_id, struct err *e)
+                       struct err *e)
 {
-    return run_sql(s, e, NULL, "INSERT INTO studies(study_uid, priority,"
-                   " case_id) VALUES (?1, ?2, coalesce(?3, ''))"
-                   " ON CONFLICT(study_uid) DO UPDATE SET"
-                   " priority = ?2, case_id = coalesce(?3, case_id)", "tit",
-                   study_uid, (int64_t)priority,
-                   case_id && case_id[0] ? case_id : NULL);
+    int64_t changed = 0;
+    int rc = run_sql(s, e, &changed, "INSERT INTO studies(study_uid,"
+                     " priority) VALUES (?1, ?2) ON CONFLICT(study_uid)"
+                     " DO UPDATE SET priority = ?2 WHERE priority <> ?2"
+                     " RETURNING 1", "ti", study_uid, (int64_t)priority);
+    return rc ? rc : (int)changed;
+}
+
+int spool_pending_studies(struct spool *s, char (*uids)[65], int max,
+                          struct err *e)
+{
+    sqlite3_stmt *st = query(s, e, "SELECT DISTINCT i.study_uid"
+                             " FROM instances i LEFT JOIN studies s"
+                             " ON s.study_uid = i.study_uid"
+                             " WHERE i.state IN (0, 1)"
+                             " AND coalesce(s.priority, 3) <> ?1"
+                             " ORDER BY i.study_uid", "i",
+                             (int64_t)SPOOL_STAT);
+    if (!st)
+        return ERR_DB;
+    int n = 0;
+    while (n < max && sqlite3_step(st) == SQLITE_ROW)
+        col_str(st, 0, uids[n++], 65);
+    query_end(s, st);
+    return n;
 }
 
 
@@ -623,10 +642,8 @@ int spool_counts(struct spool *s, struct spool_counts *c, struct err *e)
             c->rate = sqlite3_column_double(st, 1);
         else if (!strcmp(k, "updated_ms"))
             c->updated_ms = sqlite3_column_int64(st, 1);
-        else if (!strcmp(k, "last_error") && sqlite3_column_text(st, 1))
-            strlcpy_h(c->last_error,
-                      (const char *)sqlite3_column_text(st, 1),
-                      sizeof c->last_error);
+        else if (!strcmp(k, "last_error"))
+            col_str(st, 1, c->last_error, sizeof c->last_error);
     }
     query_end(s, st);
     c->eta_s = c->rate > 0 ? (int64_t)((double)c->bytes_waiting / c->rate)
@@ -671,16 +688,18 @@ int spool_each_study(struct spool *s, int64_t quiet_ms,
     sqlite3_stmt *st = query(s, e, "SELECT i.study_uid, count(*),"
                              " coalesce(s.expected, 0),"
                              " coalesce(s.priority, 3),"
-                             " coalesce(s.preview, 0)"
+                             " coalesce(s.preview, 0) AS pv,"
+                             " (max(i.received_ms) <= ?1"
+                             " OR max(i.received_ms) <="
+                             " coalesce(s.ended_ms, 0)) AS settled"
                              " FROM instances i LEFT JOIN studies s"
                              " ON s.study_uid = i.study_uid"
                              " GROUP BY i.study_uid"
-                             " HAVING (max(i.received_ms) <= ?1"
-                             " OR max(i.received_ms) <="
-                             " coalesce(s.ended_ms, 0))"
-                             " AND (count(*) <> coalesce(s.expected, 0)"
-                             " OR coalesce(s.preview, 0) = 0)", "i",
-                             now_ms() - quiet_ms);
+                             " HAVING (settled AND (count(*) <>"
+                             " coalesce(s.expected, 0) OR pv <> ?2))"
+                             " OR pv = ?3", "iii", now_ms() - quiet_ms,
+                             (int64_t)SPOOL_PREVIEW_FINAL,
+                             (int64_t)SPOOL_PREVIEW_NONE);
     if (!st)
         return ERR_DB;
     /* Collected first: fn may call back into the spool. */
@@ -688,12 +707,12 @@ int spool_each_study(struct spool *s, int64_t quiet_ms,
     int n = 0;
     while (n < 32 && sqlite3_step(st) == SQLITE_ROW) {
         struct spool_study *y = &list[n++];
-        strlcpy_h(y->study_uid, (const char *)sqlite3_column_text(st, 0),
-                  sizeof y->study_uid);
+        col_str(st, 0, y->study_uid, sizeof y->study_uid);
         y->count = sqlite3_column_int64(st, 1);
         y->expected = sqlite3_column_int64(st, 2);
         y->priority = sqlite3_column_int(st, 3);
         y->preview = sqlite3_column_int(st, 4);
+        y->settled = sqlite3_column_int(st, 5);
     }
     query_end(s, st);
     for (int i = 0; i < n && !fn(arg, &list[i]); i++)
@@ -724,10 +743,10 @@ int spool_study_ended(struct spool *s, const char *study_uid,
     return study_set(s, "ended_ms", study_uid, now_ms(), e);
 }
 
-int spool_set_preview(struct spool *s, const char *study_uid, int done,
+int spool_set_preview(struct spool *s, const char *study_uid, int preview,
                       struct err *e)
 {
-    return study_set(s, "preview", study_uid, done, e);
+    return study_set(s, "preview", study_uid, preview, e);
 }
 
 int spool_middle(struct spool *s, const char *study_uid,
@@ -762,7 +781,7 @@ int spool_map_uid(void *spool, const char *orig, char repl[65],
         sqlite3_bind_text(st, 1, orig, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, fresh, -1, SQLITE_STATIC);
         if (sqlite3_step(st) == SQLITE_ROW) {
-            strlcpy_h(repl, (const char *)sqlite3_column_text(st, 0), 65);
+            col_str(st, 0, repl, 65);
             rc = sqlite3_step(st) == SQLITE_DONE ? 0 : ERR_DB;
         }
     }
@@ -783,7 +802,7 @@ int spool_uid_lookup(struct spool *s, const char *uid, char other[65],
         return ERR_DB;
     int rc = ERR_NOTFOUND;
     if (sqlite3_step(st) == SQLITE_ROW) {
-        strlcpy_h(other, (const char *)sqlite3_column_text(st, 0), 65);
+        col_str(st, 0, other, 65);
         *is_orig = sqlite3_column_int(st, 1);
         rc = 0;
     }

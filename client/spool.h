@@ -3,8 +3,8 @@
  *
  *   DIR/spool.db     SQLite index (WAL, synchronous=FULL): one row per
  *                    instance (study, series, SOP UID, sha256, size, state,
- *                    reason, attempts), one per study (priority, case id,
- *                    what was announced), and the uploader's last figures
+ *                    reason, attempts), one per study (priority, what
+ *                    was announced), and the uploader's last figures
  *   DIR/files/<sha>  the instances as received, named by content
  *   DIR/send/<sha>   the copy actually sent when it is smaller (JPEG-LS)
  *   DIR/tmp/         where the DICOM listener writes incoming files
@@ -103,9 +103,14 @@ int spool_send_get(struct spool *s, int64_t id, char sha[65], int64_t *size,
 int spool_send_set(struct spool *s, int64_t id, const char *sha,
                    int64_t size, struct err *e);
 
-/* A study's priority (enum spool_prio) and case id (may be "" or NULL). */
+/* A study's priority (enum spool_prio): 1 when that changed it, else 0
+ * (or < 0). */
 int spool_set_priority(struct spool *s, const char *study_uid, int priority,
-                       const char *case_id, struct err *e);
+                       struct err *e);
+/* Up to max UIDs of the studies with rows still to send that are not
+ * stat (whose priority may yet rise): their count, or < 0. */
+int spool_pending_studies(struct spool *s, char (*uids)[65], int max,
+                          struct err *e);
 
 /* Counts for `status` and gateway.status. */
 int spool_counts(struct spool *s, struct spool_counts *c, struct err *e);
@@ -113,20 +118,28 @@ int spool_counts(struct spool *s, struct spool_counts *c, struct err *e);
 int spool_set_figures(struct spool *s, double rate,
                       const char *last_error, struct err *e);
 
+/* A study's preview: none yet; the final one (of the whole study's
+ * middle image) sent or given up; an early one (of what had come) sent
+ * or given up, the final one still to make. */
+enum spool_preview { SPOOL_PREVIEW_NONE = 0, SPOOL_PREVIEW_FINAL = 1,
+                     SPOOL_PREVIEW_EARLY = 2 };
 /* A study as the uploader announces it. */
 struct spool_study {
     char study_uid[65];
     int64_t count;                  /* its rows in the spool */
     int64_t expected;               /* the count last announced; 0 none */
     int priority;
-    int preview;                    /* 1: preview sent or given up */
+    int preview;                    /* enum spool_preview */
+    int settled;                    /* quiet, or its association ended */
 };
 /* Calls fn (until it returns non-zero) for the studies (at most 32 a
- * call) that got no instance for quiet_ms, or none since an association
- * that sent some of them ended (spool_study_ended), and whose count is
- * not the one announced or whose preview is not sent.  Instances of a study are not
- * handed out by spool_next before its count was announced
- * (spool_set_expected), so its study.expect and preview go first. */
+ * call) that are settled -- got no instance for quiet_ms, or none since
+ * an association that sent some of them ended (spool_study_ended) --
+ * and whose count is not the one announced or whose final preview is not
+ * sent; and for the studies still arriving that have no preview yet.
+ * Instances of a study are not handed out by spool_next before its count
+ * was announced (spool_set_expected), so its study.expect and preview go
+ * first. */
 int spool_each_study(struct spool *s, int64_t quiet_ms,
                      int (*fn)(void *arg, const struct spool_study *st),
                      void *arg, struct err *e);
@@ -136,8 +149,8 @@ int spool_set_expected(struct spool *s, const char *study_uid, int64_t n,
  * announced now rather than after quiet_ms. */
 int spool_study_ended(struct spool *s, const char *study_uid,
                       struct err *e);
-int spool_set_preview(struct spool *s, const char *study_uid, int done,
-                      struct err *e);
+int spool_set_preview(struct spool *s, const char *study_uid, int preview,
+                      struct err *e);       /* enum spool_preview */
 /* The middle image of a study still in the spool (by series, instance
  * number): the one its preview is made of.  ERR_NOTFOUND if none. */
 int spool_middle(struct spool *s, const char *study_uid,

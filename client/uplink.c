@@ -33,6 +33,7 @@
 #define STATUS_MS 10000             /* gateway.status while connected */
 #define ANNOUNCE_MS 500             /* look for quiet studies */
 #define EXPECTS 8                   /* study.expect awaiting replies */
+#define PRIO_MS 2000                /* ask the priority of held studies */
 #define PREVIEW_PX 512
 #define PING_MS 20000               /* silence before we ping */
 #define DEAD_MS 60000               /* silence that means the link died */
@@ -41,7 +42,8 @@ enum { P_BEGIN, P_SEND, P_END };
 
 struct slot {
     int used;
-    int preview;                    /* a study's JPEG preview, not a row */
+    int preview;                    /* a study's JPEG preview, not a row:
+                                       enum spool_preview, what it is */
     struct spool_item it;
     char path[1200];                /* what is sent: original or send/ */
     char sha[65];
@@ -75,7 +77,9 @@ struct uplink {
     double figures_at, rate;
     char last_error[256];
     int64_t quiet_ms;
-    double announce_at, status_at, pinged_at;
+    double announce_at, status_at, pinged_at, prio_at;
+    char prio_req[MSG_ID_MAX + 1];  /* study.priority awaiting its reply */
+    char prio_uids[MSG_PRIORITIES_MAX][MSG_UID_MAX + 1];
     struct {                        /* study.expect sent, not answered */
         char req[MSG_ID_MAX + 1];
         char study_uid[65];
@@ -434,7 +438,8 @@ static void status_soon_if_idle(struct uplink *u)
     u->status_at = 0;
 }
 
-/* A preview is best effort: done or given up, it is not tried again. */
+/* A preview is best effort: done or given up, it is not tried again
+ * (an early one is followed by the final one). */
 static void preview_over(struct uplink *u, struct slot *sl, const char *why)
 {
     struct err e = { 0, "" };
@@ -443,7 +448,7 @@ static void preview_over(struct uplink *u, struct slot *sl, const char *why)
                  why);
     else
         log_info("gateway: preview of %s delivered", sl->it.study_uid);
-    if (spool_set_preview(u->spool, sl->it.study_uid, 1, &e))
+    if (spool_set_preview(u->spool, sl->it.study_uid, sl->preview, &e))
         log_error("gateway: %s", e.msg);
     unlink(sl->path);
     slot_free(sl);
@@ -541,22 +546,74 @@ static int prio_of(int msg_priority)
            : msg_priority == MSG_PRIO_URGENT ? SPOOL_URGENT : SPOOL_ROUTINE;
 }
 
-static void on_priorities(struct uplink *u, const struct msg_priorities *p)
+/* The answer to our study.priority: {"studies": [{study_uid,
+ * priority}]}, the asked studies that an open case names. */
+static void on_priority_reply(struct uplink *u, const struct msg *m)
 {
     struct err e = { 0, "" };
-    for (int i = 0; i < p->n_studies; i++) {
-        const struct msg_priority_entry *pe = &p->studies[i];
-        int prio = prio_of(pe->priority);
-        if (spool_set_priority(u->spool, pe->study_uid, prio, pe->case_id,
-                               &e))
-            log_error("gateway: %s", e.msg);
-        for (int k = 0; k < SLOTS; k++)
-            if (u->slots[k].used &&
-                !strcmp(u->slots[k].it.study_uid, pe->study_uid))
-                u->slots[k].it.priority = prio;
-        log_info("gateway: study %s is %s (case %s)", pe->study_uid,
-                 msg_priority_name(pe->priority), pe->case_id);
+    size_t i;
+    json_t *y;
+    u->prio_req[0] = 0;
+    if (!m->reply.ok) {
+        log_warn("gateway: study.priority refused: %s: %s",
+                 msg_code_name(m->reply.error.code),
+                 m->reply.error.message);
+        return;
     }
+    json_array_foreach(json_object_get(m->reply.result, "studies"), i, y) {
+        const char *uid = json_string_value(json_object_get(y,
+                                                            "study_uid"));
+        const char *name = json_string_value(json_object_get(y,
+                                                             "priority"));
+        int p = MSG_PRIO_STAT;
+        while (p < MSG_PRIO_COUNT && name && strcmp(name,
+                                                    msg_priority_name(p)))
+            p++;
+        if (!uid || p == MSG_PRIO_COUNT)
+            continue;
+        int rc = spool_set_priority(u->spool, uid, prio_of(p), &e);
+        if (rc < 0)
+            log_error("gateway: %s", e.msg);
+        if (rc <= 0)
+            continue;
+        for (int k = 0; k < SLOTS; k++)
+            if (u->slots[k].used && !strcmp(u->slots[k].it.study_uid, uid))
+                u->slots[k].it.priority = prio_of(p);
+        log_info("gateway: study %s is %s", uid, name);
+    }
+}
+
+/* Every PRIO_MS, the priority of the studies still to send that are not
+ * stat yet: a case created meanwhile moves them up.  The server answers
+ * about those alone, so a gateway learns nothing else of its clinic's
+ * cases (PROTOCOL.md 8a). */
+static int ask_priorities(struct uplink *u, struct err *e)
+{
+    double now = now_mono();
+    if (u->prio_req[0] || now - u->prio_at < PRIO_MS / 1000.0)
+        return 0;
+    u->prio_at = now;
+    struct err se = { 0, "" };
+    int n = spool_pending_studies(u->spool, u->prio_uids,
+                                  MSG_PRIORITIES_MAX, &se);
+    if (n < 0)
+        log_warn("gateway: %s", se.msg);
+    if (n <= 0)
+        return 0;
+    struct msg m;
+    struct msg_error me;
+    char rid[33];
+    conn_random_id(rid);
+    if (msg_build_study_priority(&m, rid, (const char (*)[MSG_UID_MAX + 1])
+                                 u->prio_uids, n, &me)) {
+        log_error("gateway: study.priority: %s", me.message);
+        return 0;
+    }
+    int rc = conn_v1_send(u->conn, &m, e);
+    if (!rc)
+        strlcpy_h(u->prio_req, m.id, sizeof u->prio_req);
+    msg_free(&m);
+    return rc;
 }
 
 /* The answer to a study.expect: its instances may go now.  A refusal is
@@ -572,6 +629,10 @@ static void on_expect_reply(struct uplink *u, const struct msg *m)
                      u->expects[i].study_uid,
                      msg_code_name(m->reply.error.code),
                      m->reply.error.message);
+        else
+            log_info("gateway: study %s: the server expects %lld",
+                     u->expects[i].study_uid,
+                     (long long)u->expects[i].count);
         if (spool_set_expected(u->spool, u->expects[i].study_uid,
                                u->expects[i].count, &e))
             log_error("gateway: %s", e.msg);
@@ -610,11 +671,10 @@ static int on_message(struct uplink *u, struct msg *m, struct err *e)
         sl = slot_by_req(u, m->id);
         if (sl && !m->reply.ok)
             return on_refusal(u, sl, &m->reply.error, e);
-        if (!sl)
+        if (!sl && u->prio_req[0] && !strcmp(m->id, u->prio_req))
+            on_priority_reply(u, m);
+        else if (!sl)
             on_expect_reply(u, m);
-        return 0;
-    case MSG_PRIORITIES:
-        on_priorities(u, &m->priorities);
         return 0;
     case MSG_EVENT:
         return conn_v1_ack(u->conn, m->event.seq, e);
@@ -702,6 +762,8 @@ static void disconnect(struct uplink *u, const char *why)
         log_warn("gateway: %s", re.msg);
     memset(u->expects, 0, sizeof u->expects);
     u->status_at = 0;
+    u->prio_req[0] = 0;
+    u->prio_at = 0;
     backoff(u);
 }
 
@@ -720,6 +782,9 @@ static int connect_session(struct uplink *u, struct err *e)
 
 /* The preview of a study into a free slot: the middle image rendered
  * with its default window, at most 512 px, sent before its instances.
+ * While the study still arrives, the middle of what has come (early):
+ * the link is idle then, so a specialist sees something within seconds
+ * of the first image; the whole study's middle replaces it once settled.
  * A study that cannot be previewed (no image, no renderer) goes without. */
 static int admit_preview(struct uplink *u, const struct spool_study *y,
                          struct err *e)
@@ -741,7 +806,7 @@ static int admit_preview(struct uplink *u, const struct spool_study *y,
     memset(&sl->it, 0, sizeof sl->it);
     strlcpy_h(sl->it.study_uid, y->study_uid, sizeof sl->it.study_uid);
     sl->it.priority = y->priority;
-    sl->preview = 1;
+    sl->preview = y->settled ? SPOOL_PREVIEW_FINAL : SPOOL_PREVIEW_EARLY;
     sl->used = 1;
     sl->fd = -1;
     struct dcm_render_opts o = { 0, DCM_WINDOW_DEFAULT, 0, 0, PREVIEW_PX,
@@ -771,11 +836,13 @@ static int admit_preview(struct uplink *u, const struct spool_study *y,
 
 struct announce { struct uplink *u; struct err *e; int rc; };
 
-/* The study's preview into a slot, unless sent or already in one. */
+/* The study's preview into a slot, unless sent or already in one: the
+ * early one while it arrives, the final one once it is settled. */
 static int preview_once(struct uplink *u, const struct spool_study *y,
                         struct announce *a)
 {
-    if (y->preview)
+    if (y->preview == SPOOL_PREVIEW_FINAL ||
+        (!y->settled && y->preview == SPOOL_PREVIEW_EARLY))
         return 0;
     for (int i = 0; i < SLOTS; i++)
         if (u->slots[i].used && u->slots[i].preview &&
@@ -789,7 +856,7 @@ static int announce_one(void *arg, const struct spool_study *y)
     struct announce *a = arg;
     struct uplink *u = a->u;
     int free_i = -1;
-    if (y->count == y->expected)
+    if (!y->settled || y->count == y->expected)
         return preview_once(u, y, a);
     for (int i = 0; i < EXPECTS; i++) {
         if (u->expects[i].req[0] &&
@@ -825,7 +892,8 @@ static int announce_one(void *arg, const struct spool_study *y)
     return preview_once(u, y, a);
 }
 
-/* Studies quiet for quiet_ms get their study.expect (and preview). */
+/* Settled studies get their study.expect (and final preview), those
+ * still arriving their early preview. */
 static int announce(struct uplink *u, struct err *e)
 {
     double now = now_mono();
@@ -900,7 +968,7 @@ static int step(struct uplink *u, struct err *e)
 {
     int rc;
     if ((rc = check_alive(u, e)) || (rc = announce(u, e)) ||
-        (rc = send_status(u, e)))
+        (rc = send_status(u, e)) || (rc = ask_priorities(u, e)))
         return rc;
     if ((rc = fill_slots(u, e)))
         return rc;

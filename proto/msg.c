@@ -41,7 +41,7 @@ static const char *const type_names[MSG_TYPE_COUNT] = {
     [MSG_UPLOAD_DONE] = "upload.done",
     [MSG_STUDY_EXPECT] = "study.expect",
     [MSG_GATEWAY_STATUS] = "gateway.status",
-    [MSG_PRIORITIES] = "priorities",
+    [MSG_STUDY_PRIORITY] = "study.priority",
 };
 
 static const char *const code_names[MSG_CODE_COUNT] = {
@@ -555,15 +555,8 @@ static const struct fdesc gwstatus_f[] = {
     FSTR(struct msg_gateway_status, last_error, SY_TEXT, false, false),
     FEND
 };
-static const struct fdesc prio_entry_f[] = {
-    FSTR(struct msg_priority_entry, study_uid, SY_UID, true, true),
-    FENUM(struct msg_priority_entry, priority, true, prio_names,
-          MSG_PRIO_COUNT),
-    FSTR(struct msg_priority_entry, case_id, SY_ID, true, true),
-    FEND
-};
-static const struct fdesc priorities_f[] = {
-    FOBJARR(struct msg_priorities, studies, prio_entry_f,
+static const struct fdesc sprio_f[] = {
+    FSTRARR(struct msg_study_priority, study_uids, SY_UID,
             MSG_PRIORITIES_MAX),
     FEND
 };
@@ -588,6 +581,14 @@ static int check_create(const struct msg *m, struct msg_error *err)
             return fail(err, MSG_E_BAD_FIELD, "prearrival.vitals.bp_dia",
                         "must be below bp_sys");
     }
+    return 0;
+}
+
+static int check_sprio(const struct msg *m, struct msg_error *err)
+{
+    if (!m->study_priority.n_study_uids)
+        return fail(err, MSG_E_MISSING_FIELD, "study_uids",
+                    "at least one study UID is required");
     return 0;
 }
 
@@ -661,10 +662,10 @@ static const struct tdesc types[MSG_TYPE_COUNT] = {
     [MSG_UPLOAD_END] = { DIR_C, ID_REQ, uend_f, NULL },
     [MSG_STUDY_EXPECT] = { DIR_C, ID_REQ, expect_f, NULL },
     [MSG_GATEWAY_STATUS] = { DIR_C, ID_REQ, gwstatus_f, NULL },
+    [MSG_STUDY_PRIORITY] = { DIR_C, ID_REQ, sprio_f, check_sprio },
     [MSG_REPLY] = { DIR_S, ID_REQ, reply_f, NULL },
     [MSG_UPLOAD_AT] = { DIR_S, ID_OPT, uat_f, NULL },
     [MSG_UPLOAD_DONE] = { DIR_S, ID_OPT, udone_f, check_udone },
-    [MSG_PRIORITIES] = { DIR_S, ID_NONE, priorities_f, NULL },
 };
 
 static bool type_ok(enum msg_type t)
@@ -1506,6 +1507,21 @@ int msg_build_study_expect(struct msg *m, const char *id,
     SET(m->study_expect.study_uid, study_uid, "study_uid");
     m->study_expect.instances = instances;
     m->study_expect.priority = priority;
+    return done(m, err);
+}
+
+int msg_build_study_priority(struct msg *m, const char *id,
+                             const char (*uids)[MSG_UID_MAX + 1], int n,
+                             struct msg_error *err)
+{
+    msg_init(m, MSG_STUDY_PRIORITY);
+    SET(m->id, id, "id");
+    if (n < 0 || n > MSG_PRIORITIES_MAX)
+        return fail(err, MSG_E_TOO_LONG, "study_uids",
+                    "at most %d study UIDs", MSG_PRIORITIES_MAX);
+    for (int i = 0; i < n; i++)
+        SET(m->study_priority.study_uids[i], uids[i], "study_uids");
+    m->study_priority.n_study_uids = n;
     return done(m, err);
 }
 

@@ -62,7 +62,7 @@
 #define MSG_SEQ_MAX         9007199254740991LL  /* 2^53 - 1 */
 #define MSG_UPLOAD_MAX      1099511627776LL     /* 2^40 bytes */
 #define MSG_TIME_MAX        253402300799999LL   /* ms, 9999-12-31 */
-#define MSG_PRIORITIES_MAX  128             /* priorities.studies */
+#define MSG_PRIORITIES_MAX  128             /* study.priority study_uids */
 #define MSG_EXPECT_MAX      1000000         /* study.expect instances */
 #define MSG_PREVIEW_MAX     1048576         /* preview upload, bytes */
 
@@ -91,12 +91,11 @@ enum msg_type {
     MSG_UPLOAD_END,
     MSG_STUDY_EXPECT,
     MSG_GATEWAY_STATUS,
+    MSG_STUDY_PRIORITY,
     /* answers, s->c */
     MSG_REPLY,
     MSG_UPLOAD_AT,
     MSG_UPLOAD_DONE,
-    /* s->c, not an answer nor an event */
-    MSG_PRIORITIES,
     MSG_TYPE_COUNT
 };
 
@@ -292,14 +291,9 @@ struct msg_gateway_status {
     int64_t eta_s;                  /* seconds; only when has_eta_s */
     char last_error[MSG_ERRMSG_MAX + 1];        /* "" = absent */
 };
-struct msg_priority_entry {
-    char study_uid[MSG_UID_MAX + 1];
-    int priority;                   /* enum msg_priority */
-    char case_id[MSG_ID_MAX + 1];
-};
-struct msg_priorities {             /* most urgent first; may be empty */
-    struct msg_priority_entry studies[MSG_PRIORITIES_MAX];
-    int n_studies;
+struct msg_study_priority {         /* the studies a gateway holds */
+    char study_uids[MSG_PRIORITIES_MAX][MSG_UID_MAX + 1];
+    int n_study_uids;               /* 1..MSG_PRIORITIES_MAX */
 };
 
 struct msg {
@@ -324,7 +318,7 @@ struct msg {
         struct msg_upload_done upload_done;
         struct msg_study_expect study_expect;
         struct msg_gateway_status gateway_status;
-        struct msg_priorities priorities;
+        struct msg_study_priority study_priority;
     };
 };
 
@@ -423,12 +417,16 @@ int msg_build_upload_begin_preview(struct msg *m, const char *id,
 int msg_build_study_expect(struct msg *m, const char *id,
                            const char *study_uid, int64_t instances,
                            int priority, struct msg_error *err);
+/* study.priority for uids[0..n) (n: 1..MSG_PRIORITIES_MAX). */
+int msg_build_study_priority(struct msg *m, const char *id,
+                             const char (*uids)[MSG_UID_MAX + 1], int n,
+                             struct msg_error *err);
 int msg_build_upload_end(struct msg *m, const char *id,
                          const char *upload_id, struct msg_error *err);
 int msg_build_upload_at(struct msg *m, const char *id, const char *upload_id,
                         int64_t offset, struct msg_error *err);
 /* An instance's upload.done; the _preview builders are for kind
- * "preview" (section 7).  gateway.status and priorities have no builder:
+ * "preview" (section 7).  gateway.status has no builder:
  * msg_init, fill the struct, msg_serialize (which validates). */
 int msg_build_upload_done(struct msg *m, const char *id,
                           const char *upload_id, const char *sop_uid,

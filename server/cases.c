@@ -1170,8 +1170,6 @@ int cases_create(struct server *srv, const struct principal *who,
     }
     audit_case(srv, who, "case.create", r.case_id, rc,
                rc ? emsg(e) : *created ? NULL : "repeated request");
-    if (!rc && *created && srv->case_created)   /* gateways' priorities */
-        srv->case_created(srv, r.case_id);
     return rc;
 }
 

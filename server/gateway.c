@@ -1,5 +1,5 @@
 /*
- * gateway — study.expect, gateway.status, priorities and GET
+ * gateway — study.expect, gateway.status, study.priority and GET
  * /api/gateways (see gateway.h).
  *
  * An expectation belongs to the clinic that announced it: a study UID
@@ -167,41 +167,46 @@ int gateway_status(struct server *srv, const struct principal *who,
     return rc;
 }
 
-int gateway_priorities(struct server *srv, int64_t clinic_id,
-                       const char *case_id, struct msg *out, struct err *e)
+/* Only the priority crosses: a gateway learns neither case ids nor
+ * texts, nor which other studies its clinic's cases name. */
+int gateway_priority(struct server *srv, const struct principal *who,
+                     const struct msg_study_priority *q, json_t **result,
+                     struct err *e)
 {
-    msg_init(out, MSG_PRIORITIES);
+    *result = NULL;
+    if (!is_gateway(who))
+        return err_set(e, ERR_FORBIDDEN, "study.priority is for gateway "
+                       "tokens");
     sqlite3_stmt *st = store_stmt(
         srv->store,
-        "SELECT cs.study_uid, c.priority, c.case_id FROM cases c"
+        "SELECT min(CASE c.priority WHEN 'stat' THEN ?3"
+        " WHEN 'urgent' THEN ?4 ELSE ?5 END) FROM cases c"
         " JOIN case_studies cs ON cs.case_id = c.case_id"
-        " WHERE c.clinic_id = ?1 AND c.status <> 'closed'"
-        " AND (?2 IS NULL OR c.case_id = ?2)"
-        " ORDER BY CASE c.priority WHEN 'stat' THEN 0"
-        " WHEN 'urgent' THEN 1 ELSE 2 END, c.created_at, c.case_id,"
-        " cs.pos LIMIT ?3", e);
+        " WHERE cs.study_uid = ?1 AND c.clinic_id = ?2"
+        " AND c.status <> 'closed'", e);
     if (!st)
         return ERR_DB;
-    sqlite3_bind_int64(st, 1, clinic_id);
-    if (case_id)
-        sqlite3_bind_text(st, 2, case_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, MSG_PRIORITIES_MAX);
-    struct msg_priorities *p = &out->priorities;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        struct msg_priority_entry *x = &p->studies[p->n_studies];
-        const char *uid = (const char *)sqlite3_column_text(st, 0);
-        const char *prio = (const char *)sqlite3_column_text(st, 1);
-        const char *cid = (const char *)sqlite3_column_text(st, 2);
-        strlcpy_h(x->study_uid, uid ? uid : "", sizeof x->study_uid);
-        strlcpy_h(x->case_id, cid ? cid : "", sizeof x->case_id);
-        x->priority = !prio ? MSG_PRIO_ROUTINE
-                      : !strcmp(prio, "stat") ? MSG_PRIO_STAT
-                      : !strcmp(prio, "urgent") ? MSG_PRIO_URGENT
-                      : MSG_PRIO_ROUTINE;
-        p->n_studies++;
+    json_t *list = json_array();
+    for (int i = 0; list && i < q->n_study_uids; i++) {
+        sqlite3_bind_text(st, 1, q->study_uids[i], -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, who->clinic_id);
+        sqlite3_bind_int(st, 3, MSG_PRIO_STAT);
+        sqlite3_bind_int(st, 4, MSG_PRIO_URGENT);
+        sqlite3_bind_int(st, 5, MSG_PRIO_ROUTINE);
+        int rc = sqlite3_step(st);
+        int p = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW) {
+            json_decref(list);
+            return db_fail(e, srv->store, "priority");
+        }
+        if (p)          /* min() of no case: NULL, 0 */
+            json_array_append_new(list, json_pack(
+                "{s:s, s:s}", "study_uid", q->study_uids[i], "priority",
+                msg_priority_name(p)));
     }
-    sqlite3_reset(st);
-    return p->n_studies;
+    *result = list ? json_pack("{s:o}", "studies", list) : NULL;
+    return *result ? 0 : err_set(e, ERR_INTERNAL, "out of memory");
 }
 
 void gateway_api_list(struct http_req *r)

@@ -2,8 +2,8 @@
  * gateway — what an edge gateway tells the server and hears from it,
  * besides uploads (PROTOCOL.md section 8a): study.expect (how many
  * instances of a study are coming), gateway.status (its queue, kept with
- * a last-seen time and listed at GET /api/gateways) and priorities (the
- * open cases of its clinic that name studies, most urgent first).
+ * a last-seen time and listed at GET /api/gateways) and study.priority
+ * (the priority of the studies it holds, and nothing else about cases).
  *
  * Threads: the lws thread only (the main store handle).
  */
@@ -27,12 +27,13 @@ int gateway_expect(struct server *srv, const struct principal *who,
  * the time it came. */
 int gateway_status(struct server *srv, const struct principal *who,
                    const struct msg_gateway_status *g, struct err *e);
-/* The priorities message for clinic_id's gateways into *out (msg_init'd
- * here; no JSON inside, nothing to free): every open case naming studies,
- * or only case_id's when it is not NULL.  Returns the number of studies
- * (0: nothing to send) or ERR_DB. */
-int gateway_priorities(struct server *srv, int64_t clinic_id,
-                       const char *case_id, struct msg *out, struct err *e);
+/* study.priority by who (a gateway token, else ERR_FORBIDDEN): *result
+ * (new reference) {"studies": [{study_uid, priority}]}, for each asked
+ * study that an open case of who's clinic names, the most urgent of
+ * their priorities; the others are left out. */
+int gateway_priority(struct server *srv, const struct principal *who,
+                     const struct msg_study_priority *q, json_t **result,
+                     struct err *e);
 /* GET /api/gateways (http.c's route table). */
 void gateway_api_list(struct http_req *r);
 

@@ -90,9 +90,6 @@ struct server {
      * live push here (ws_init), webpush.c wraps it.  NULL: the events wait in the outboxes for the next
      * hello (admin tools, unit tests).  Lws thread only. */
     void (*events_committed)(struct server *srv);
-    /* Called by cases.c after a case was created (not for a repeat):
-     * ws.c tells the gateway sessions of its clinic.  NULL: nobody. */
-    void (*case_created)(struct server *srv, const char *case_id);
     /* The one periodic tick (main.c), run by http.c's timer every
      * SERVER_TICK_MS on the lws thread; NULL: none.  tick_state is its
      * memory between runs. */

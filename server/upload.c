@@ -340,6 +340,24 @@ static void flush_start(struct upload *u)
     jobs_submit(u->hub->srv->jobs, &u->job, flush_work, job_done, u);
 }
 
+/* Is sha the preview s holds for study_uid?  (s: the lws thread's store
+ * at upload.begin, a worker's at upload.end.) */
+static int same_preview(struct store *s, const char *study_uid,
+                        const char *sha)
+{
+    struct err e = { 0, "" };
+    sqlite3_stmt *st = store_stmt(
+        s, "SELECT 1 FROM study_previews WHERE study_uid = ?1"
+           " AND sha256 = ?2", &e);
+    if (!st)
+        return 0;
+    sqlite3_bind_text(st, 1, study_uid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, sha, -1, SQLITE_STATIC);
+    int found = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_reset(st);
+    return found;
+}
+
 /* Worker: the preview's part of upload.end. */
 static int ingest_preview(struct upload *u, struct store *s)
 {
@@ -355,17 +373,8 @@ static int ingest_preview(struct upload *u, struct store *s)
     if (rc == 1 && owner != u->clinic_id)
         return err_set(&u->e, ERR_FORBIDDEN, "refused: study %s",
                        u->study_uid);
-    sqlite3_stmt *st = store_stmt(
-        s, "SELECT sha256 FROM study_previews WHERE study_uid = ?1",
-        &u->e);
-    if (!st)
-        return ERR_DB;
-    sqlite3_bind_text(st, 1, u->study_uid, -1, SQLITE_STATIC);
-    int same = sqlite3_step(st) == SQLITE_ROW &&
-               !strcmp((const char *)sqlite3_column_text(st, 0), u->sha256);
-    sqlite3_reset(st);
     strlcpy_h(u->done_uid, u->study_uid, sizeof u->done_uid);
-    if (same) {
+    if (same_preview(s, u->study_uid, u->sha256)) {
         u->status = MSG_UP_DUPLICATE;
         unlink(u->path);
         return 0;
@@ -375,7 +384,7 @@ static int ingest_preview(struct upload *u, struct store *s)
     if (rename(u->path, dst) || fsync_dir(u->hub->previews))
         return err_set(&u->e, ERR_IO, "preview %s: %s", dst,
                        strerror(errno));
-    st = store_stmt(
+    sqlite3_stmt *st = store_stmt(
         s, "INSERT INTO study_previews (study_uid, clinic_id, sha256, size,"
            " at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (study_uid) DO"
            " UPDATE SET clinic_id = ?2, sha256 = ?3, size = ?4, at = ?5",
@@ -735,22 +744,6 @@ static int stored_sha(struct upload_hub *h, const struct principal *who,
     return found;
 }
 
-static int same_preview(struct upload_hub *h, const char *study_uid,
-                        const char *sha)
-{
-    struct err e = { 0, "" };
-    sqlite3_stmt *st = store_stmt(
-        h->srv->store, "SELECT 1 FROM study_previews"
-                       " WHERE study_uid = ?1 AND sha256 = ?2", &e);
-    if (!st)
-        return 0;
-    sqlite3_bind_text(st, 1, study_uid, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, sha, -1, SQLITE_STATIC);
-    int found = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_reset(st);
-    return found;
-}
-
 static void begin(struct upload_hub *h, void *sess,
                   const struct principal *who, const char *remote,
                   const struct msg *m)
@@ -810,7 +803,7 @@ static void begin(struct upload_hub *h, void *sess,
                            "refused: not your clinic's study");
             return;
         }
-        if (same_preview(h, b->study_uid, b->sha256)) {
+        if (same_preview(srv->store, b->study_uid, b->sha256)) {
             send_done(h, sess, m->id, b->upload_id, kind, b->study_uid,
                       MSG_UP_DUPLICATE);
             return;

@@ -160,8 +160,6 @@ struct ws_hub {
     int recheck;                    /* check every token at the next tick */
     int acks_pending;               /* an ack came since the last flush */
     int64_t walked_at;              /* sessions_check's last full walk */
-    struct msg prio;                /* send_priorities' message: 17 KB, not
-                                       on the stack */
     int nsessions;
     unsigned char *wbuf;            /* LWS_PRE + a shared event's frame */
     size_t wcap;
@@ -645,21 +643,6 @@ static void upload_send(void *sess, const struct msg *m)
     queue_msg(sess, m, NULL);
 }
 
-/* A gateway session's priorities: all its clinic's open cases naming
- * studies (after welcome), or those of case_id (a new case). */
-static void send_priorities(struct ws_sess *s, const char *case_id)
-{
-    struct msg *m = &s->hub->prio;
-    struct err e = { 0, "" };
-    int n = gateway_priorities(s->hub->srv, s->who.clinic_id, case_id, m,
-                               &e);
-    if (n < 0)
-        log_error("ws: priorities for %s: %s", s->who.login, e.msg);
-    else if (n > 0 || !case_id)
-        queue_msg(s, m, NULL);
-    msg_free(m);
-}
-
 /* Close with code after the frames queued so far. */
 static void close_after(struct ws_sess *s, int code, const char *reason)
 {
@@ -1072,8 +1055,6 @@ static void on_hello(struct ws_sess *s, const struct msg *m)
     }
     queue_msg(s, &w, NULL);
     msg_free(&w);
-    if (!strcmp(who.role, "gateway"))
-        send_priorities(s, NULL);
 
     s->state = WS_LIVE;
     s->sent_seq = s->acked_seq = s->ack_db = from;
@@ -1196,6 +1177,8 @@ static int run_request(struct server *srv, const struct principal *who,
         if (!rc)
             *result = json_object();
         return rc;
+    case MSG_STUDY_PRIORITY:
+        return gateway_priority(srv, who, &m->study_priority, result, e);
     default:
         return err_set(e, ERR_INVALID, "not a request");
     }
@@ -1429,7 +1412,6 @@ static int callback_ws(struct lws *wsi, enum lws_callback_reasons reason,
 /* ---- public --------------------------------------------------------------- */
 
 static void push_events(struct server *srv);
-static void case_created(struct server *srv, const char *case_id);
 
 int ws_init(struct server *srv, struct err *e)
 {
@@ -1474,18 +1456,7 @@ int ws_init(struct server *srv, struct err *e)
     }
     srv->ws = h;
     srv->events_committed = push_events;
-    srv->case_created = case_created;
     return 0;
-}
-
-/* srv->case_created: gateway sessions get the new case's studies in a
- * priorities message (when it names any). */
-static void case_created(struct server *srv, const char *case_id)
-{
-    struct ws_hub *h = srv->ws;
-    for (struct ws_sess *s = h ? h->all : NULL; s; s = s->next)
-        if (s->state == WS_LIVE && !strcmp(s->who.role, "gateway"))
-            send_priorities(s, case_id);
 }
 
 /* One live event for one session.  In order and once: it is queued only
@@ -1559,7 +1530,6 @@ void ws_free(struct server *srv)
     sqlite3_finalize(h->reply_get);
     sqlite3_finalize(h->reply_put);
     srv->events_committed = NULL;
-    srv->case_created = NULL;
     srv->ws = NULL;
     free(h);
 }

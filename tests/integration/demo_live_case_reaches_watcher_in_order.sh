@@ -2,12 +2,14 @@
 # The clinician demo, end to end on the real binaries: after `init` and
 # `demo` (the full seeding), demo-neuro's `hashi inbox` opens on the
 # seeded STAT case with 30 of 30 images; then the live scenario (`make
-# demo-send`'s script, over linkemu with a small delay and one cut)
+# demo-send`'s script: storescu -> hashi-gateway -> linkemu at 8 Mbit/s
+# with one cut -> the server, the case made by `hashi send --study`)
 # completes, and demo-neuro's `hashi watch --json`, connected throughout,
 # receives the new case's events in order — case.new first, announcing 24
 # images before they are all in, seqs rising, then images.arrived with
-# received never going down, ending with all 24 — and the study's
-# preview is there for the specialist.
+# received never going down, ending with all 24 — every image came
+# through the gateway with its pixels intact, and the study's preview
+# (the gateway's) is there for the specialist.
 . "$(dirname "$0")/lib.sh"
 
 hashi_init
@@ -33,7 +35,7 @@ cli_bg neuro watch --json >"$T_TMP/watch.jsonl" 2>"$T_TMP/watch.err"
 at_exit "kill $BG"
 wait_grep "$T_TMP/watch.jsonl" '"demo-stat-head-ct"' 20
 
-HASHI_PORT=$HPORT DEMO_LINK="--delay 5ms --cut-after 4M" \
+HASHI_PORT=$HPORT DEMO_LINK="--rate 8mbit --delay 5ms --cut-after 2M" \
     timeout 120 sh "$HASHI_ROOT/scripts/demo_send.sh" "$DATA" \
     >"$T_TMP/send.out" 2>"$T_TMP/send.err" ||
     fail "demo_send.sh: $(tail -5 "$T_TMP/send.err")"
@@ -69,6 +71,20 @@ assert_eq "stat new 24" "$(jget "$T_TMP/show.json" '" ".join(str(x) for x in [
     d["case"]["images"]["received"]])')" \
     "the live case at the specialist"
 SUID=$(jget "$T_TMP/show.json" 'd["case"]["study_uids"][0]')
+GWLOG="$DATA/demo-live/gateway.log"
+assert_eq 24 "$(grep -c "delivered (stored" "$GWLOG")" \
+    "images delivered by hashi-gateway"
+assert_file_has "$GWLOG" "preview of $SUID delivered" "the gateway's preview"
+assert_eq 0 "$(sqlite3 "$DATA/hashi.db" "SELECT count(*) FROM instances i \
+JOIN series se ON se.id = i.series_ref JOIN studies st \
+ON st.id = se.study_ref WHERE st.study_uid = '$SUID' \
+AND i.received_at < (SELECT at FROM study_previews \
+WHERE study_uid = '$SUID')")" "instances before the preview"
+$PY "$DW" pixels "$DATA"/demo-live/study/* >"$T_TMP/sent.px"
+$PY "$DW" server-pixels "$DATA" | grep -F -f "$T_TMP/sent.px" \
+    >"$T_TMP/got.px" || true
+assert_same_file "$T_TMP/sent.px" "$T_TMP/got.px" \
+    "the live study's pixels at the server"
 assert_eq 200 "$(http GET "/api/studies/$SUID/preview" "$(login demo-neuro)")" \
     "the live study's preview for demo-neuro"
 assert_eq image/jpeg "$(header Content-Type)" "the preview's type"

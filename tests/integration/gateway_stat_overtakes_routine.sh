@@ -1,6 +1,6 @@
 #!/bin/sh
 # A stat study that reaches the gateway while a routine study is being
-# sent goes first: once a stat case names it (the server's `priorities`),
+# sent goes first: once a stat case names it (the answer to its `study.priority`),
 # all of it is in the server's index before the routine study's last
 # instances, and the routine study then completes.  With no cuts, what
 # crossed the link is at most 1.1 x the bytes the server stored (JPEG-LS

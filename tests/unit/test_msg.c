@@ -113,14 +113,13 @@ static const struct sample samples[] = {
       "\"bytes_waiting\":6291456,\"rate_bps\":262144,\"eta_s\":24,"
       "\"last_error\":\"link down 09:12\"}",
       "type id waiting in_flight done failed bytes_waiting rate_bps" },
-    { "{\"type\":\"priorities\",\"studies\":[{\"study_uid\":"
-      "\"1.2.826.0.1.3680043.8.498.1\",\"priority\":\"stat\","
-      "\"case_id\":\"c-01\"}]}",
-      "type studies" },
     { "{\"type\":\"case.amend\",\"id\":\"r3a\",\"case_id\":\"c-01\","
       "\"impression\":\"Small bleed, right frontal.\","
       "\"recommendation\":\"No thrombolysis.\",\"text\":\"4 mm.\"}",
       "type id case_id" },
+    { "{\"type\":\"study.priority\",\"id\":\"r16\",\"study_uids\":["
+      "\"1.2.826.0.1.3680043.8.498.1\"]}",
+      "type id study_uids" },
 };
 #define N_SAMPLES (sizeof samples / sizeof samples[0])
 
@@ -843,7 +842,7 @@ static void test_direction(void **state)
 }
 
 /* ---- gateway additions: previews, study.expect, gateway.status,
- * priorities (the rules the mechanical variants above do not reach) ---- */
+ * study.priority (the rules the mechanical variants above do not reach) ---- */
 
 static void roundtrip(const struct msg *m, const char *expect);
 
@@ -957,52 +956,48 @@ static void test_gateway_messages(void **state)
                 "\"bytes_waiting\":0,\"rate_bps\":0}", MSG_E_BAD_FIELD,
                 "waiting");
 
-    /* priorities: elements checked one by one, at most 128, may be empty */
+    /* study.priority: 1..128 UIDs, each checked; nothing else asked */
     assert_int_equal(parse_str(samples[25].json, &m, &e), 0);
-    assert_int_equal(m.priorities.n_studies, 1);
-    assert_int_equal(m.priorities.studies[0].priority, MSG_PRIO_STAT);
-    assert_string_equal(m.priorities.studies[0].case_id, "c-01");
+    assert_int_equal(m.study_priority.n_study_uids, 1);
+    assert_string_equal(m.study_priority.study_uids[0],
+                        "1.2.826.0.1.3680043.8.498.1");
     msg_free(&m);
-    msg_init(&m, MSG_PRIORITIES);
-    roundtrip(&m, "{\"type\":\"priorities\",\"studies\":[]}");
-    for (int i = 0; i < MSG_PRIORITIES_MAX; i++) {
-        struct msg_priority_entry *p = &m.priorities.studies[i];
-        snprintf(p->study_uid, sizeof p->study_uid, "1.2.%d", i + 1);
-        snprintf(p->case_id, sizeof p->case_id, "c-%d", i);
-        p->priority = MSG_PRIO_ROUTINE;
-    }
-    m.priorities.n_studies = MSG_PRIORITIES_MAX;
+    static char uids[MSG_PRIORITIES_MAX + 1][MSG_UID_MAX + 1];
+    for (int i = 0; i <= MSG_PRIORITIES_MAX; i++)
+        snprintf(uids[i], sizeof uids[i], "1.2.%d", i + 1);
+    assert_int_equal(msg_build_study_priority(&m, "q1", (const char (*)[
+                         MSG_UID_MAX + 1])uids, MSG_PRIORITIES_MAX, &e), 0);
     roundtrip(&m, NULL);
-    m.priorities.n_studies = MSG_PRIORITIES_MAX + 1;
-    assert_int_equal(msg_validate(&m, &e), ERR_INVALID);
+    msg_free(&m);
+    assert_int_equal(msg_build_study_priority(&m, "q1", (const char (*)[
+                         MSG_UID_MAX + 1])uids, MSG_PRIORITIES_MAX + 1, &e),
+                     ERR_INVALID);
     assert_int_equal(e.code, MSG_E_TOO_LONG);
-    m.priorities.n_studies = 2;
-    m.priorities.studies[1].priority = 0;
-    assert_int_equal(msg_validate(&m, &e), ERR_INVALID);
+    assert_int_equal(msg_build_study_priority(&m, "q1", (const char (*)[
+                         MSG_UID_MAX + 1])uids, 0, &e), ERR_INVALID);
     assert_int_equal(e.code, MSG_E_MISSING_FIELD);
-    assert_string_equal(e.field, "studies[1].priority");
-    expect_fail("{\"type\":\"priorities\",\"studies\":[{\"study_uid\":"
-                "\"1.2\",\"priority\":\"stat\"}]}", MSG_E_MISSING_FIELD,
-                "studies[0].case_id");
-    expect_fail("{\"type\":\"priorities\",\"studies\":[{\"study_uid\":"
-                "\"1.2\",\"priority\":\"stat\",\"case_id\":\"c\"},7]}",
-                MSG_E_BAD_TYPE, "studies[1]");
-    expect_fail("{\"type\":\"priorities\",\"studies\":[{\"study_uid\":"
-                "\"1.2\",\"priority\":\"soon\",\"case_id\":\"c\"}]}",
-                MSG_E_BAD_FIELD, "studies[0].priority");
+    expect_fail("{\"type\":\"study.priority\",\"id\":\"r\","
+                "\"study_uids\":[]}", MSG_E_MISSING_FIELD, "study_uids");
+    expect_fail("{\"type\":\"study.priority\",\"id\":\"r\","
+                "\"study_uids\":[\"1.2\",\"1.02\"]}", MSG_E_BAD_FIELD,
+                "study_uids[1]");
 
-    /* directions: gateway.status and study.expect are the client's,
-     * priorities the server's */
+    /* directions: gateway.status, study.expect and study.priority are
+     * the client's; the server pushes no priorities any more */
     const char *gs = samples[24].json, *pr = samples[25].json;
     assert_int_equal(msg_parse_dir(gs, strlen(gs), MSG_FROM_SERVER, &m, &e),
                      ERR_INVALID);
     assert_int_equal(e.code, MSG_E_UNKNOWN_TYPE);
-    assert_int_equal(msg_parse_dir(pr, strlen(pr), MSG_FROM_CLIENT, &m, &e),
+    assert_int_equal(msg_parse_dir(pr, strlen(pr), MSG_FROM_SERVER, &m, &e),
                      ERR_INVALID);
+    assert_int_equal(e.code, MSG_E_UNKNOWN_TYPE);
+    const char *old = "{\"type\":\"priorities\",\"studies\":[]}";
+    assert_int_equal(msg_parse_dir(old, strlen(old), MSG_FROM_SERVER, &m,
+                                   &e), ERR_INVALID);
     assert_int_equal(e.code, MSG_E_UNKNOWN_TYPE);
     assert_true(msg_is_request(MSG_STUDY_EXPECT));
     assert_true(msg_is_request(MSG_GATEWAY_STATUS));
-    assert_false(msg_is_request(MSG_PRIORITIES));
+    assert_true(msg_is_request(MSG_STUDY_PRIORITY));
 }
 
 /* ---- building --------------------------------------------------------- */

@@ -44,19 +44,9 @@ struct fx {
 static int group_setup(void **state)
 {
     (void)state;
-    struct err e = { 0, "" };
-    log_set_level(LOG_ERROR);
-    if (dicom_init(&e))
-        return -1;
-    const char *tools = getenv("HASHI_TOOLS");
-    const char *base = getenv("HASHI_TESTDATA");
-    if (!tools || !*tools)
-        tools = "tests/tools";      /* run from the project's root */
-    if (!base || !*base)
-        base = "/tmp";
-    mkdir_p(base, 0755);
-    snprintf(g_scratch, sizeof g_scratch, "%s/test_spool.XXXXXX", base);
-    if (!mkdtemp(g_scratch))
+    const char *tools;
+    if (tu_dicom_group_setup("test_spool", g_scratch, sizeof g_scratch,
+                             &tools))
         return -1;
     if (tu_run("/usr/bin/python3 '%s/gen_study.py' --size 32 --slices 2 "
                "--seed 5 '%s/a' >/dev/null && "
@@ -78,9 +68,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    tu_rm_rf(g_scratch);
-    dicom_cleanup();
-    return 0;
+    return tu_dicom_group_teardown(g_scratch);
 }
 
 static int setup(void **state)
@@ -200,6 +188,13 @@ static int count_study(void *arg, const struct spool_study *y)
     return 0;
 }
 
+/* Counts the listed studies that are settled (tens) and not (ones). */
+static int count_settled(void *arg, const struct spool_study *y)
+{
+    *(int *)arg += y->settled ? 10 : 1;
+    return 0;
+}
+
 static void test_order_and_announce(void **state)
 {
     struct fx *f = *state;
@@ -212,16 +207,31 @@ static void test_order_and_announce(void **state)
 
     /* Nothing leaves before its study is announced. */
     assert_int_equal(spool_next(f->s, NULL, 0, &it, &e), ERR_NOTFOUND);
-    /* Not quiet yet: a long quiet time lists nothing. */
+    /* Not quiet yet: listed unsettled, for their early previews, and
+     * no more once those are made. */
+    assert_int_equal(spool_each_study(f->s, 3600000, count_settled, &n,
+                                      &e), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(spool_set_preview(f->s, a0.study_uid,
+                                       SPOOL_PREVIEW_EARLY, &e), 0);
+    assert_int_equal(spool_set_preview(f->s, b.study_uid,
+                                       SPOOL_PREVIEW_EARLY, &e), 0);
+    n = 0;
     assert_int_equal(spool_each_study(f->s, 3600000, count_study, &n, &e),
                      0);
     assert_int_equal(n, 0);
-    assert_int_equal(spool_each_study(f->s, 0, count_study, &n, &e), 0);
-    assert_int_equal(n, 2);
+    /* Settled: listed for their count and final previews. */
+    assert_int_equal(spool_each_study(f->s, 0, count_settled, &n, &e), 0);
+    assert_int_equal(n, 20);
     assert_int_equal(spool_set_expected(f->s, a0.study_uid, 2, &e), 0);
     assert_int_equal(spool_set_expected(f->s, b.study_uid, 1, &e), 0);
-    assert_int_equal(spool_set_preview(f->s, a0.study_uid, 1, &e), 0);
-    assert_int_equal(spool_set_preview(f->s, b.study_uid, 1, &e), 0);
+    n = 0;
+    assert_int_equal(spool_each_study(f->s, 0, count_study, &n, &e), 0);
+    assert_int_equal(n, 2);             /* the final previews */
+    assert_int_equal(spool_set_preview(f->s, a0.study_uid,
+                                       SPOOL_PREVIEW_FINAL, &e), 0);
+    assert_int_equal(spool_set_preview(f->s, b.study_uid,
+                                       SPOOL_PREVIEW_FINAL, &e), 0);
     n = 0;
     assert_int_equal(spool_each_study(f->s, 0, count_study, &n, &e), 0);
     assert_int_equal(n, 0);
@@ -229,8 +239,15 @@ static void test_order_and_announce(void **state)
     /* Arrival order, until B is made stat. */
     assert_int_equal(spool_next(f->s, NULL, 0, &it, &e), 0);
     assert_int_equal(it.id, a0.id);
-    assert_int_equal(spool_set_priority(f->s, b.study_uid, SPOOL_STAT,
-                                        "case-1", &e), 0);
+    char uids[4][65];
+    assert_int_equal(spool_pending_studies(f->s, uids, 4, &e), 2);
+    assert_int_equal(spool_set_priority(f->s, b.study_uid, SPOOL_STAT, &e),
+                     1);
+    assert_int_equal(spool_set_priority(f->s, b.study_uid, SPOOL_STAT, &e),
+                     0);                        /* no change: not news */
+    /* A stat study is asked about no more: it cannot rise. */
+    assert_int_equal(spool_pending_studies(f->s, uids, 4, &e), 1);
+    assert_string_equal(uids[0], a0.study_uid);
     assert_int_equal(spool_next(f->s, NULL, 0, &it, &e), 0);
     assert_int_equal(it.id, b.id);
     assert_int_equal(it.priority, SPOOL_STAT);

@@ -224,21 +224,9 @@ static int gen(const char *tools, const char *out, const char *args)
 static int group_setup(void **state)
 {
     (void)state;
-    struct err e = {0};
-    log_set_level(LOG_ERROR);
-    if (dicom_init(&e)) {
-        fprintf(stderr, "dicom_init: %s\n", e.msg);
-        return -1;
-    }
-    const char *tools = getenv("HASHI_TOOLS");
-    if (!tools || !*tools)
-        tools = "tests/tools";
-    const char *base = getenv("HASHI_TESTDATA");
-    if (!base || !*base)
-        base = "/tmp";
-    mkdir_p(base, 0755);
-    snprintf(g_scratch, sizeof g_scratch, "%s/test_store.XXXXXX", base);
-    if (!mkdtemp(g_scratch))
+    const char *tools;
+    if (tu_dicom_group_setup("test_store", g_scratch, sizeof g_scratch,
+                             &tools))
         return -1;
     char a[4096], b[4096], c[4096];
     snprintf(a, sizeof a, "%s/a", g_scratch);
@@ -295,9 +283,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    tu_rm_rf(g_scratch);
-    dicom_cleanup();
-    return 0;
+    return tu_dicom_group_teardown(g_scratch);
 }
 
 static int setup(void **state)

@@ -1,7 +1,8 @@
 /*
  * testutil — the few helpers several unit suites share: removing a
  * scratch directory, reading one number out of a database, paths in a
- * scratch directory, running a shell command.
+ * scratch directory, running a shell command, the group set-up and
+ * teardown of a suite that makes DICOM files in a scratch directory.
  *
  * Header only, on purpose: the Makefile builds each tests/unit/test_*.c
  * into its own binary and links no other test source.  Include it after
@@ -17,6 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
+
+#include "../../proto/dicom.h"
+#include "../../proto/log.h"
+#include "../../proto/util.h"
 
 /* rm -rf dir; system()'s status: 0 on success. */
 static inline int tu_rm_rf(const char *dir)
@@ -67,6 +72,42 @@ static inline int tu_run(const char *fmt, ...)
         return -1;
     int st = system(cmd);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A DICOM suite's group set-up: logging at error level, DCMTK
+ * initialised, a fresh scratch directory $HASHI_TESTDATA (else
+ * /tmp)/NAME.XXXXXX into scratch[n], and *tools: $HASHI_TOOLS, else
+ * tests/tools (run from the project's root).  0, or -1 (why on stderr). */
+static inline int tu_dicom_group_setup(const char *name, char *scratch,
+                                       size_t n, const char **tools)
+{
+    struct err e = { 0, "" };
+    log_set_level(LOG_ERROR);
+    if (dicom_init(&e)) {
+        fprintf(stderr, "dicom_init: %s\n", e.msg);
+        return -1;
+    }
+    const char *base = getenv("HASHI_TESTDATA");
+    *tools = getenv("HASHI_TOOLS");
+    if (!*tools || !**tools)
+        *tools = "tests/tools";
+    if (!base || !*base)
+        base = "/tmp";
+    mkdir_p(base, 0755);
+    if (snprintf(scratch, n, "%s/%s.XXXXXX", base, name) >= (int)n ||
+        !mkdtemp(scratch)) {
+        fprintf(stderr, "scratch directory in %s: cannot be made\n", base);
+        return -1;
+    }
+    return 0;
+}
+
+/* Its teardown: the scratch directory removed, DCMTK released. */
+static inline int tu_dicom_group_teardown(const char *scratch)
+{
+    tu_rm_rf(scratch);
+    dicom_cleanup();
+    return 0;
 }
 
 #endif
