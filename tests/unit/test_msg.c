@@ -113,13 +113,13 @@ static const struct sample samples[] = {
       "\"bytes_waiting\":6291456,\"rate_bps\":262144,\"eta_s\":24,"
       "\"last_error\":\"link down 09:12\"}",
       "type id waiting in_flight done failed bytes_waiting rate_bps" },
+    { "{\"type\":\"study.priority\",\"id\":\"r16\",\"study_uids\":["
+      "\"1.2.826.0.1.3680043.8.498.1\"]}",
+      "type id study_uids" },
     { "{\"type\":\"case.amend\",\"id\":\"r3a\",\"case_id\":\"c-01\","
       "\"impression\":\"Small bleed, right frontal.\","
       "\"recommendation\":\"No thrombolysis.\",\"text\":\"4 mm.\"}",
       "type id case_id" },
-    { "{\"type\":\"study.priority\",\"id\":\"r16\",\"study_uids\":["
-      "\"1.2.826.0.1.3680043.8.498.1\"]}",
-      "type id study_uids" },
 };
 #define N_SAMPLES (sizeof samples / sizeof samples[0])
 
