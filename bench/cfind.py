@@ -21,6 +21,7 @@ hashi/Orthanc ratio, and rewrites its section of bench/RESULTS.md.
 
 import argparse
 import datetime
+import json
 import os
 import random
 import subprocess
@@ -89,10 +90,29 @@ def seed_bodies(d, n):
     return bodies
 
 
+def stow_cmd(peer, body):
+    """STOW-RS of body; into hashi as demo-requester, so the studies are
+    Demo Rural Clinic's, the clinic of the calling AE (DEMO_CT) that
+    queries them."""
+    if not isinstance(peer, Hashi):
+        return peer.stow_cmd(body)
+    c = peer.conn()
+    c.request("POST", "/api/login", body=json.dumps(
+        {"login": "demo-requester", "password": "demo-password"}),
+        headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    token = json.loads(r.read())["token"] if r.status == 200 else die(
+        "hashi: login of demo-requester: %d" % r.status)
+    return ingest.stow_curl(body, "https://127.0.0.1:%d/dicomweb/studies"
+                            % peer.port, ["--cacert", peer.cacert, "-H",
+                                          "Authorization: Bearer " + token])
+
+
 def load(peer, bodies, n):
     t0 = time.monotonic()
     for b in bodies:
-        cp = subprocess.run(peer.stow_cmd(b), capture_output=True, text=True)
+        cp = subprocess.run(stow_cmd(peer, b), capture_output=True,
+                            text=True)
         if cp.stdout.strip() != "200":
             die("%s: STOW-RS of %s: %s %s" % (peer.name, b, cp.stdout,
                                               cp.stderr[-300:]))
