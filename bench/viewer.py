@@ -10,8 +10,14 @@ hashi, Orthanc..., one "open" is timed: QIDO-RS for the study, QIDO-RS
 for its series, the series' WADO-RS metadata, and every instance's frame
 1 (multipart/related; type="application/octet-stream";
 transfer-syntax=*, as OHIF asks) over VIEWER_CONNS keep-alive connections
-at once, as a browser does.  Every answer is checked (status, the right
-number of objects, a multipart frame at least as large as the pixels).
+at once, as a browser does: HTTP/1.1 allows it six per origin, opened as
+requests need them and reused (the QIDO connection fetches frames too).
+Every answer is checked (status, the right number of objects, a
+multipart frame at least as large as the pixels).
+
+--baseline BINARY (or BENCH_VIEWER_BASELINE) adds a third peer in the
+same run, another hashi-server build (say main's, before a change), so
+before and after are measured side by side against the same Orthanc.
 
 Hashi is measured over HTTPS (it serves nothing else), Orthanc over plain
 HTTP (Debian's Orthanc 1.10.1 crashes with SslEnabled; see ingest.py).
@@ -45,6 +51,7 @@ class Client:
 
     def __init__(self, peer):
         self.peer = peer
+        self.pool = []
         if isinstance(peer, Hashi):
             self.root = "/dicomweb"
             self.headers = peer.auth()
@@ -66,7 +73,8 @@ class Client:
 def open_study(client, study, uid, frame_bytes):
     """Time one viewer opening the study; returns seconds."""
     t0 = time.monotonic()
-    c = client.peer.conn()
+    pool = [client.peer.conn()]      # a browser's: one, then up to six
+    c = pool[0]
     _, body = client.get(c, "/studies?StudyInstanceUID=%s" % uid,
                          "application/dicom+json")
     if len(json.loads(body)) != 1:
@@ -81,15 +89,14 @@ def open_study(client, study, uid, frame_bytes):
         for o in json.loads(body):
             frames.append("/studies/%s/series/%s/instances/%s/frames/1"
                           % (uid, se, o["00080018"]["Value"][0]))
-    c.close()
     if len(frames) != study.n:
         die("%s: metadata names %d instances, expected %d"
             % (client.peer.name, len(frames), study.n))
     lock = threading.Lock()
     errors = []
 
-    def worker():
-        conn = client.peer.conn()
+    def worker(conn):
+        conn = conn or client.peer.conn()
         while True:
             with lock:
                 if not frames:
@@ -107,7 +114,9 @@ def open_study(client, study, uid, frame_bytes):
                 break
         conn.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(VIEWER_CONNS)]
+    threads = [threading.Thread(target=worker,
+                                args=(pool[0] if i == 0 else None,))
+               for i in range(VIEWER_CONNS)]
     for t in threads:
         t.start()
     for t in threads:
@@ -115,6 +124,13 @@ def open_study(client, study, uid, frame_bytes):
     if errors:
         die("%s: frames: %s" % (client.peer.name, errors[0]))
     return time.monotonic() - t0
+
+
+def cpu_seconds(peer):
+    """utime + stime of the peer's server process so far."""
+    f = open("/proc/%d/stat" % peer.proc.pid).read().rsplit(")", 1)[1]
+    f = f.split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load(peer, study):
@@ -141,6 +157,9 @@ def main():
                     default=int(os.environ.get("BENCH_VIEWER_SLICES", "200")))
     ap.add_argument("--rounds", type=int,
                     default=int(os.environ.get("BENCH_VIEWER_ROUNDS", "5")))
+    ap.add_argument("--baseline",
+                    default=os.environ.get("BENCH_VIEWER_BASELINE"),
+                    help="another hashi-server binary to measure too")
     ap.add_argument("--work", default=os.path.join(ingest.ROOT, "bench",
                                                    "work"))
     ap.add_argument("--results", default=os.path.join(ingest.ROOT, "bench",
@@ -158,54 +177,79 @@ def main():
         die("cannot read Rows and Columns of %s" % study.files[0])
     frame_bytes = dims[0] * dims[1] * 2     # 16-bit CT
     Hashi.prepare(args.work)
-    hashi, orthanc = Hashi(args.work), Orthanc(args.work)
-    times = {"hashi": [], "orthanc": []}
+    peers = [Hashi(args.work)]
+    if args.baseline:
+        # The same data template, its own directory and binary.
+        bdir = os.path.join(args.work, "baseline")
+        os.makedirs(bdir, exist_ok=True)
+        server, ingest.SERVER = ingest.SERVER, args.baseline
+        try:
+            peers.append(Hashi(bdir))
+        finally:
+            ingest.SERVER = server
+        peers[-1].name = "hashi-before"
+    peers.append(Orthanc(args.work))
+    names = [p.name for p in peers]
+    times = {n: [] for n in names}
+    cpu = {n: [] for n in names}
     try:
-        load(hashi, study)
-        load(orthanc, study)
-        clients = [Client(hashi), Client(orthanc)]
+        for p in peers:
+            load(p, study)
+        clients = [Client(p) for p in peers]
         for c in clients:          # one untimed open each: warm caches
             open_study(c, study, uid, frame_bytes)
         for r in range(args.rounds):
             for c in clients:
+                c0 = cpu_seconds(c.peer)
                 secs = open_study(c, study, uid, frame_bytes)
+                cpu[c.peer.name].append(cpu_seconds(c.peer) - c0)
                 times[c.peer.name].append(secs)
-                say("  round %d %-8s %.3f s (%.0f frames/s)"
+                say("  round %d %-12s %.3f s (%.0f frames/s)"
                     % (r + 1, c.peer.name, secs, study.n / secs))
     finally:
-        hashi.close()
-        orthanc.close()
-    ratios = [h / o for h, o in zip(times["hashi"], times["orthanc"])]
-    rh, ro = statistics.median(times["hashi"]), statistics.median(
-        times["orthanc"])
-    rr = statistics.median(ratios)
+        for p in peers:
+            p.close()
+
+    def ratio(a, b):
+        rs = [x / y for x, y in zip(times[a], times[b])]
+        return statistics.median(rs), ingest.fmt_range(rs, "%.2f")
+    rr, rrange = ratio("hashi", "orthanc")
     lines = [
         SECTION, "",
         "Written by bench/viewer.py (bench/run.sh) on %s; %s; %d slices "
-        "(%.1f MB), %d rounds alternating hashi, Orthanc; a warm-up open "
+        "(%.1f MB), %d rounds alternating %s; a warm-up open "
         "each first.  One open = QIDO-RS study, QIDO-RS series, the "
         "series' WADO-RS metadata, then frame 1 of every instance "
         "(transfer-syntax=*, as OHIF asks) over %d keep-alive connections "
-        "at once.  Hashi over HTTPS, Orthanc %s over plain HTTP with its "
-        "DICOMweb plugin."
+        "at once, opened as a browser does (the QIDO one among them).  "
+        "Hashi over HTTPS, Orthanc %s over plain HTTP with its "
+        "DICOMweb plugin.  Load average %.1f at the end."
         % (time.strftime("%Y-%m-%d %H:%M %Z"),
            os.environ.get("HASHI_BENCH_NETNS", "host network"), study.n,
-           study.bytes / 1e6, args.rounds, VIEWER_CONNS,
-           ingest.version(["Orthanc", "--version"]).replace("Orthanc ", "")),
+           study.bytes / 1e6, args.rounds, ", ".join(names), VIEWER_CONNS,
+           ingest.version(["Orthanc", "--version"]).replace("Orthanc ", ""),
+           os.getloadavg()[0]),
         "",
-        "| server | median s | min–max s | frames/s (median) |",
-        "|---|---|---|---|",
-        "| hashi | %.3f | %s | %.0f |" % (rh, ingest.fmt_range(
-            times["hashi"]), study.n / rh),
-        "| orthanc | %.3f | %s | %.0f |" % (ro, ingest.fmt_range(
-            times["orthanc"]), study.n / ro),
+        "| server | median s | min–max s | frames/s (median) | server CPU "
+        "s/open (median) |",
+        "|---|---|---|---|---|",
+    ]
+    for n in names:
+        m = statistics.median(times[n])
+        lines.append("| %s | %.3f | %s | %.0f | %.2f |" % (
+            n, m, ingest.fmt_range(times[n]), study.n / m,
+            statistics.median(cpu[n])))
+    lines += [
         "",
         "Hashi's time / Orthanc's, per round: median %.2f (%s); target "
-        "≤ 0.5: %s.  Run took %.0f s."
-        % (rr, ingest.fmt_range(ratios, "%.2f"),
-           "met" if rr <= 0.5 else "NOT met", time.monotonic() - t_start),
-        "",
+        "≤ 0.5: %s." % (rr, rrange, "met" if rr <= 0.5 else "NOT met"),
     ]
+    if args.baseline:
+        lines.append("Baseline (%s) / Orthanc: median %.2f (%s); this "
+                     "build / baseline: median %.2f (%s)." % (
+                         (os.path.basename(args.baseline),) + ratio("hashi-before", "orthanc")
+                         + ratio("hashi", "hashi-before")))
+    lines += ["Run took %.0f s." % (time.monotonic() - t_start), ""]
     for line in lines:
         say(line)
     write_section(args.results, "\n".join(lines))

@@ -879,6 +879,22 @@ extern "C" void dicom_cleanup(void)
 
 /* ---- parse ------------------------------------------------------------ */
 
+/* Run f behind the C boundary: no exception escapes into C.  Running out
+ * of memory is ERR_TOOBIG, any other exception ERR_INTERNAL, each message
+ * saying what was being done ("parsing") to what (a path).  Every entry
+ * point that calls into DCMTK goes through here. */
+template <typename F>
+static int guarded(struct err *e, const char *doing, const char *what, F f)
+{
+    try {
+        return f();
+    } catch (const std::bad_alloc &) {
+        return err_set(e, ERR_TOOBIG, "out of memory %s %s", doing, what);
+    } catch (...) {
+        return err_set(e, ERR_INTERNAL, "exception %s %s", doing, what);
+    }
+}
+
 extern "C" int dicom_uid_valid(const char *uid)
 {
     if (!uid)
@@ -905,7 +921,7 @@ extern "C" int dicom_uid_valid(const char *uid)
 extern "C" int dicom_parse_file(const char *path, struct dcm_info *out,
                                 struct err *e)
 {
-    try {
+    return guarded(e, "parsing", path, [&]() -> int {
         struct scan_result r;
         int rc = prescan_file(path, &r, e);
         if (rc)
@@ -916,17 +932,13 @@ extern "C" int dicom_parse_file(const char *path, struct dcm_info *out,
         if (c.bad())
             return err_set(e, ERR_INVALID, "DICOM parse: %s", c.text());
         return fill_info(ff, r.ts, out, e);
-    } catch (const std::bad_alloc &) {
-        return err_set(e, ERR_TOOBIG, "out of memory parsing %s", path);
-    } catch (...) {
-        return err_set(e, ERR_INTERNAL, "exception parsing %s", path);
-    }
+    });
 }
 
 extern "C" int dicom_parse_mem(const void *buf, size_t len,
                                struct dcm_info *out, struct err *e)
 {
-    try {
+    return guarded(e, "parsing", "a buffer", [&]() -> int {
         struct scan_result r;
         int rc = prescan((const uint8_t *)buf, len, &r, NULL, e);
         if (rc)
@@ -942,11 +954,7 @@ extern "C" int dicom_parse_mem(const void *buf, size_t len,
         if (c.bad())
             return err_set(e, ERR_INVALID, "DICOM parse: %s", c.text());
         return fill_info(ff, r.ts, out, e);
-    } catch (const std::bad_alloc &) {
-        return err_set(e, ERR_TOOBIG, "out of memory parsing a buffer");
-    } catch (...) {
-        return err_set(e, ERR_INTERNAL, "exception parsing a buffer");
-    }
+    });
 }
 
 /* ---- render ----------------------------------------------------------- */
@@ -2305,14 +2313,9 @@ static int render_any(const char *path, const struct dcm_render_opts *opt,
 static int render_guarded(const char *path, const struct dcm_render_opts *opt,
                           struct render_sink *sink, struct err *e)
 {
-    int rc;
-    try {
-        rc = render_any(path, opt, sink, e);
-    } catch (const std::bad_alloc &) {
-        rc = err_set(e, ERR_TOOBIG, "out of memory rendering %s", path);
-    } catch (...) {
-        rc = err_set(e, ERR_INTERNAL, "exception rendering %s", path);
-    }
+    int rc = guarded(e, "rendering", path, [&]() -> int {
+        return render_any(path, opt, sink, e);
+    });
     if (rc) {
         free(sink->out);
         sink->out = NULL;
@@ -2409,32 +2412,24 @@ static int transcode(const char *in_path, const char *out_path,
 extern "C" int dicom_transcode_jpegls(const char *in_path,
                                       const char *out_path, struct err *e)
 {
-    try {
+    return guarded(e, "transcoding", in_path, [&]() -> int {
         return transcode(in_path, out_path, EXS_JPEGLSLossless, e);
-    } catch (const std::bad_alloc &) {
-        return err_set(e, ERR_TOOBIG, "out of memory transcoding %s", in_path);
-    } catch (...) {
-        return err_set(e, ERR_INTERNAL, "exception transcoding %s", in_path);
-    }
+    });
 }
 
 extern "C" int dicom_transcode_explicit_le(const char *in_path,
                                            const char *out_path,
                                            struct err *e)
 {
-    try {
+    return guarded(e, "transcoding", in_path, [&]() -> int {
         return transcode(in_path, out_path, EXS_LittleEndianExplicit, e);
-    } catch (const std::bad_alloc &) {
-        return err_set(e, ERR_TOOBIG, "out of memory transcoding %s", in_path);
-    } catch (...) {
-        return err_set(e, ERR_INTERNAL, "exception transcoding %s", in_path);
-    }
+    });
 }
 
 extern "C" int dicom_pixel_sha256(const char *path, char out[65],
                                   struct err *e)
 {
-    try {
+    return guarded(e, "hashing", path, [&]() -> int {
         DcmFileFormat ff;
         int rc = load_file(path, ff, e);
         if (rc)
@@ -2491,11 +2486,7 @@ extern "C" int dicom_pixel_sha256(const char *path, char out[65],
             return err_set(e, ERR_INVALID, "cannot read pixel data");
         sha256_hex(data ? data : "", n, out);
         return 0;
-    } catch (const std::bad_alloc &) {
-        return err_set(e, ERR_TOOBIG, "out of memory hashing %s", path);
-    } catch (...) {
-        return err_set(e, ERR_INTERNAL, "exception hashing %s", path);
-    }
+    });
 }
 
 /* ---- C-STORE / C-ECHO listener ---------------------------------------- */
@@ -4539,15 +4530,9 @@ extern "C" int dicom_deidentify(const char *in_path, const char *out_path,
                                 const struct dcm_deid_opts *opts,
                                 struct err *e)
 {
-    try {
+    return guarded(e, "de-identifying", in_path, [&]() -> int {
         return deidentify(in_path, out_path, opts, e);
-    } catch (const std::bad_alloc &) {
-        return err_set(e, ERR_TOOBIG, "out of memory de-identifying %s",
-                       in_path);
-    } catch (...) {
-        return err_set(e, ERR_INTERNAL, "exception de-identifying %s",
-                       in_path);
-    }
+    });
 }
 
 /* "2.25." and the decimal of 32 hex digits (a 128-bit number). */
@@ -4668,7 +4653,7 @@ private:
 extern "C" int dicom_write_json(const char *path, const char *bulk_prefix,
                                 FILE *out, struct err *e)
 {
-    try {
+    return guarded(e, "writing JSON of", path, [&]() -> int {
         DcmFileFormat ff;
         int rc = load_file(path, ff, e);
         if (rc)
@@ -4695,12 +4680,7 @@ extern "C" int dicom_write_json(const char *path, const char *bulk_prefix,
             return err_set(e, ERR_IO, "writing DICOM JSON: %s",
                            strerror(errno));
         return 0;
-    } catch (const std::bad_alloc &) {
-        return err_set(e, ERR_TOOBIG, "out of memory writing JSON of %s",
-                       path);
-    } catch (...) {
-        return err_set(e, ERR_INTERNAL, "exception writing JSON of %s", path);
-    }
+    });
 }
 
 /* The element at a bulk data path, or NULL. */
@@ -4733,7 +4713,7 @@ extern "C" int dicom_bulk_get(const char *path, const char *bulk_path,
 {
     *data = NULL;
     *len = 0;
-    try {
+    int rc = guarded(e, "reading", path, [&]() -> int {
         DcmFileFormat ff;
         int rc = load_file(path, ff, e);
         if (rc)
@@ -4762,15 +4742,12 @@ extern "C" int dicom_bulk_get(const char *path, const char *bulk_path,
         }
         *len = n;
         return 0;
-    } catch (const std::bad_alloc &) {
+    });
+    if (rc) {
         free(*data);
         *data = NULL;
-        return err_set(e, ERR_TOOBIG, "out of memory reading %s", path);
-    } catch (...) {
-        free(*data);
-        *data = NULL;
-        return err_set(e, ERR_INTERNAL, "exception reading %s", path);
     }
+    return rc;
 }
 
 /* The bytes of frame f (0-based) of an encapsulated pixel sequence: its
@@ -4854,19 +4831,18 @@ static int encapsulated_frame(DcmDataset *ds, DcmPixelData *pd, long f,
     return 0;
 }
 
-/* Native little-endian pixel data: the frame's bytes copied straight
- * from the mapped file, as the render fast path reads them, without
+/* Where frame `frame` of native little-endian pixel data lies in the
+ * mapped file: *off and *fsize, found by the pre-scan alone, without
  * DCMTK building the whole data set (a viewer asks for every frame of a
- * study).  1 done, 0 not applicable here (DCMTK's turn), or an error. */
-static int native_frame(const char *path, int frame, int decode,
-                        unsigned char **data, size_t *len, char ts[65],
-                        struct err *e)
+ * study).  1 found, 0 not applicable here (DCMTK's turn), or an error. */
+static int native_span(const mapping &m, int frame, int decode,
+                       uint64_t *off, size_t *fsize_out, char ts[65],
+                       struct err *e)
 {
-    mapping m;
     struct scan_result r;
     struct fast_attrs fa;
-    int rc = map_file(path, m, e);
-    if (rc || (rc = prescan(m.p, m.len, &r, &fa, e)))
+    int rc = prescan(m.p, m.len, &r, &fa, e);
+    if (rc)
         return rc;
     if (r.xfer != EXS_LittleEndianImplicit &&
         r.xfer != EXS_LittleEndianExplicit)
@@ -4891,14 +4867,31 @@ static int native_frame(const char *path, int frame, int decode,
     if ((uint64_t)(frame + 1) * fsize > px->len)
         return err_set(e, ERR_INVALID, "pixel data ends before frame %d",
                        frame + 1);
-    *data = (unsigned char *)malloc(fsize);
-    if (!*data)
-        return err_set(e, ERR_TOOBIG, "out of memory for a frame");
-    memcpy(*data, px->v + (size_t)frame * fsize, fsize);
-    *len = fsize;
+    *off = (uint64_t)(px->v - m.p) + (uint64_t)frame * fsize;
+    *fsize_out = fsize;
     /* Implicit and explicit VR little endian frames are the same bytes. */
     snprintf(ts, 65, "%s", decode ? DICOM_TS_EXPLICIT_LE :
              DcmXfer(r.xfer).getXferID());
+    return 1;
+}
+
+/* Native little-endian pixel data: the frame's bytes copied straight
+ * from the mapped file, as the render fast path reads them. */
+static int native_frame(const char *path, int frame, int decode,
+                        unsigned char **data, size_t *len, char ts[65],
+                        struct err *e)
+{
+    mapping m;
+    uint64_t off;
+    size_t fsize;
+    int rc = map_file(path, m, e);
+    if (rc || (rc = native_span(m, frame, decode, &off, &fsize, ts, e)) != 1)
+        return rc;
+    *data = (unsigned char *)malloc(fsize);
+    if (!*data)
+        return err_set(e, ERR_TOOBIG, "out of memory for a frame");
+    memcpy(*data, m.p + off, fsize);
+    *len = fsize;
     return 1;
 }
 
@@ -4974,19 +4967,28 @@ extern "C" int dicom_frame_get(const char *path, int frame, int decode,
     *data = NULL;
     *len = 0;
     ts[0] = 0;
-    try {
+    int rc = guarded(e, "reading a frame of", path, [&]() -> int {
         return frame_get(path, frame, decode, data, len, ts, e);
-    } catch (const std::bad_alloc &) {
+    });
+    if (rc) {
         free(*data);
         *data = NULL;
-        return err_set(e, ERR_TOOBIG, "out of memory reading a frame of %s",
-                       path);
-    } catch (...) {
-        free(*data);
-        *data = NULL;
-        return err_set(e, ERR_INTERNAL, "exception reading a frame of %s",
-                       path);
     }
+    return rc;
+}
+
+extern "C" int dicom_frame_span(const char *path, int frame, int decode,
+                                uint64_t *offset, size_t *len, char ts[65],
+                                struct err *e)
+{
+    *offset = 0;
+    *len = 0;
+    ts[0] = 0;
+    return guarded(e, "locating a frame of", path, [&]() -> int {
+        mapping m;
+        int rc = map_file(path, m, e);
+        return rc ? rc : native_span(m, frame, decode, offset, len, ts, e);
+    });
 }
 
 /* ---- synthetic CT slices (the demo) ----------------------------------- */
@@ -5114,7 +5116,7 @@ extern "C" int dicom_write_ct_slice(const char *path,
         if (!uids[i] || !dicom_uid_valid(uids[i]))
             return err_set(e, ERR_INVALID, "CT slice: bad UID '%s'",
                            uids[i] ? uids[i] : "");
-    try {
+    return guarded(e, "writing", path, [&]() -> int {
         DcmFileFormat ff;
         OFCondition c = put_ct_attrs(ff.getDataset(), s);
         if (c.good())
@@ -5123,9 +5125,5 @@ extern "C" int dicom_write_ct_slice(const char *path,
             return err_set(e, ERR_IO, "write CT slice %s: %s", path,
                            c.text());
         return 0;
-    } catch (const std::bad_alloc &) {
-        return err_set(e, ERR_TOOBIG, "out of memory writing %s", path);
-    } catch (...) {
-        return err_set(e, ERR_INTERNAL, "exception writing %s", path);
-    }
+    });
 }

@@ -387,6 +387,17 @@ int dicom_frame_get(const char *path, int frame, int decode,
                     unsigned char **data, size_t *len, char ts[65],
                     struct err *e);
 
+/* Where frame `frame` (0-based) lies in the file at path, when the file's
+ * own bytes are the answer: native little-endian pixel data, which is
+ * Explicit VR Little Endian whether decode is asked or not.  1 with
+ * *offset and *len (bytes from the file's start) and ts set; 0 when the
+ * frame must come from dicom_frame_get (compressed, big endian, ...);
+ * ERR_NOTFOUND for a frame out of range.  Reads only the header: a
+ * viewer asks for every frame of a study. */
+int dicom_frame_span(const char *path, int frame, int decode,
+                     uint64_t *offset, size_t *len, char ts[65],
+                     struct err *e);
+
 /* ---- synthetic CT slices (the demo) ----------------------------------- */
 
 /* A UID "2.25.<the first 128 bits of SHA-256(text)>": the same text, the

@@ -66,7 +66,7 @@ enum http_auth {
 
 #define HTTP_COOKIE_NAME "hashi_session"
 #define HTTP_JSON_MAX (1024 * 1024)   /* default cap of a JSON body */
-#define HTTP_CHUNK 16384              /* bytes per write of a response */
+#define HTTP_CHUNK 131072             /* bytes per write of a response */
 
 struct http_param {
     char *name;               /* url-decoded */

@@ -27,7 +27,8 @@
  * (memset first): all fields are part of the key. */
 struct render_key {
     char sha256[65];      /* the blob's */
-    int frame;            /* 0-based */
+    int frame;            /* 0-based; -1: a WADO-RS metadata answer, sha256
+                             the digest of what decides it (wado_meta.c) */
     int window_mode;      /* DCM_WINDOW_* */
     double center, width; /* DCM_WINDOW_EXPLICIT only; else ignored */
     int max_width, max_height;  /* 0 = no limit */

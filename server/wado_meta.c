@@ -8,10 +8,21 @@
  * body; the done callback, back on the lws thread, responds.  If the
  * connection goes meanwhile, http.c frees the request and the job's done
  * callback frees what is left (as api.c's logins do).
+ *
+ * An answer is a list of segments, each either bytes the worker built
+ * (part headers, decoded frames) or a byte range of a file (the metadata
+ * temp file; a native frame inside its instance's blob), streamed from
+ * the descriptor HTTP_CHUNK at a time: a viewer's frame is read once,
+ * from the page cache into the write buffer, never parsed or copied
+ * whole.  Metadata answers are kept in the render cache (render.h) under
+ * a digest of the instances they describe (UIDs and blob SHA-256s, as
+ * the index has them now) and the URL base: a new instance in the series
+ * is a new digest, so a cached answer is never stale.
  */
 #include "wado_meta.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,16 +35,26 @@
 #include "access.h"
 #include "dicomweb.h"
 #include "jobs.h"
+#include "render.h"
 #include "server.h"
 
 #define FRAMES_MAX 4096                 /* frame numbers in one request */
 #define BODY_MAX (512u << 20)           /* frames/bulk data in one answer */
+#define META_CACHE_MAX (8u << 20)       /* larger metadata is not cached */
 
 enum wkind { W_METADATA, W_FRAMES, W_BULK };
+
+/* A piece of the answer: len bytes from off in w->body, or in file w->fd. */
+struct seg {
+    int in_file;
+    uint64_t off;
+    size_t len;
+};
 
 struct wjob {
     struct job job;
     struct http_req *r;         /* NULL once the request is gone */
+    struct server *srv;
     int running;
     enum wkind kind;
     struct store_instance *list;
@@ -46,12 +67,17 @@ struct wjob {
     int single;                 /* one bare part, no multipart */
     /* bulk data */
     char bulk_path[256];
+    /* metadata */
+    struct render_key key;      /* of the answer in the cache */
     /* result */
     int rc;
     struct err e;
-    int fd;                     /* metadata: the unlinked temp file */
+    int fd;                     /* the metadata temp file, or the blob */
     unsigned char *body;
-    size_t len;
+    size_t len;                 /* bytes in body */
+    struct seg *segs;           /* the answer, in order */
+    size_t nsegs, segcap, seg_at;
+    uint64_t total, seg_sent;   /* answer bytes; sent of segs[seg_at] */
     char ctype[256];
 };
 
@@ -62,6 +88,7 @@ static void wjob_destroy(struct wjob *w)
     free(w->list);
     free(w->frames);
     free(w->body);
+    free(w->segs);
     free(w);
 }
 
@@ -78,12 +105,56 @@ static void wjob_free(void *p)
 
 /* ---- building answers (worker thread) ----------------------------------- */
 
-static int meta_work(struct wjob *w, struct store *store)
+/* Append a segment; a body segment right after the last one extends it. */
+static int seg_add(struct wjob *w, int in_file, uint64_t off, size_t len)
+{
+    struct seg *last = w->nsegs ? &w->segs[w->nsegs - 1] : NULL;
+
+    if (w->total + len > BODY_MAX)
+        return err_set(&w->e, ERR_TOOBIG, "the answer would exceed %u MiB; "
+                       "ask for fewer frames", BODY_MAX >> 20);
+    w->total += len;
+    if (last && !in_file && !last->in_file && last->off + last->len == off) {
+        last->len += len;
+        return 0;
+    }
+    if (w->nsegs == w->segcap) {
+        size_t c = w->segcap ? 2 * w->segcap : 8;
+        struct seg *n = realloc(w->segs, c * sizeof(*n));
+        if (!n)
+            return err_set(&w->e, ERR_TOOBIG, "out of memory");
+        w->segs = n;
+        w->segcap = c;
+    }
+    w->segs[w->nsegs++] = (struct seg){in_file, off, len};
+    return 0;
+}
+
+/* The finished metadata file into the cache, if small enough; it stays
+ * the answer either way. */
+static void meta_cache_put(struct wjob *w, struct server *srv)
+{
+    unsigned char *b;
+
+    if (!srv || !srv->render || !w->key.sha256[0] || !w->total ||
+        w->total > META_CACHE_MAX)
+        return;
+    b = malloc((size_t)w->total);
+    if (!b)
+        return;
+    if (pread(w->fd, b, (size_t)w->total, 0) == (ssize_t)w->total)
+        render_cache_put(srv->render, &w->key, b, (size_t)w->total);
+    free(b);
+}
+
+static int meta_work(struct wjob *w, struct store *store,
+                     struct server *srv)
 {
     char tmp[4096], prefix[1700];
     FILE *f;
     int fd, rc = 0;
 
+    snprintf(w->ctype, sizeof(w->ctype), "application/dicom+json");
     if ((rc = store_tmp_file(store, tmp, &fd, &w->e)) < 0)
         return rc;
     unlink(tmp);                /* the descriptor is all we need */
@@ -111,17 +182,24 @@ static int meta_work(struct wjob *w, struct store *store)
             rc = err_set(&w->e, ERR_IO, "dup: %s", strerror(errno));
     }
     fclose(f);
-    if (!rc && lseek(w->fd, 0, SEEK_SET) < 0)
-        rc = err_set(&w->e, ERR_IO, "lseek: %s", strerror(errno));
+    if (!rc) {
+        struct stat sb;
+        if (fstat(w->fd, &sb) < 0)
+            return err_set(&w->e, ERR_IO, "fstat: %s", strerror(errno));
+        rc = seg_add(w, 1, 0, (size_t)sb.st_size);
+    }
+    if (!rc)
+        meta_cache_put(w, srv);
     return rc;
 }
 
-/* A growing response body. */
+/* Bytes of the answer, kept in the growing body. */
 static int body_add(struct wjob *w, size_t *cap, const void *p, size_t n)
 {
-    if (w->len + n > BODY_MAX)
-        return err_set(&w->e, ERR_TOOBIG, "the answer would exceed %u MiB; "
-                       "ask for fewer frames", BODY_MAX >> 20);
+    int rc = seg_add(w, 0, w->len, n);
+
+    if (rc)
+        return rc;
     if (w->len + n > *cap) {
         size_t c = *cap ? *cap : 1024;
         while (c < w->len + n)
@@ -137,10 +215,12 @@ static int body_add(struct wjob *w, size_t *cap, const void *p, size_t n)
     return 0;
 }
 
-/* Parts of multipart/related; type="application/octet-stream" (ts NULL:
- * no transfer-syntax parameter). */
+/* A part of multipart/related; type="application/octet-stream" (ts NULL:
+ * no transfer-syntax parameter): n bytes from d, or (d NULL) the bytes at
+ * off in the blob w->fd. */
 static int part_add(struct wjob *w, size_t *cap, const char *boundary,
-                    const char *ts, const unsigned char *d, size_t n)
+                    const char *ts, const unsigned char *d, uint64_t off,
+                    size_t n)
 {
     char h[256];
     int k = snprintf(h, sizeof(h), "--%s\r\nContent-Type: application/"
@@ -149,10 +229,40 @@ static int part_add(struct wjob *w, size_t *cap, const char *boundary,
                      n);
     int rc = body_add(w, cap, h, (size_t)k);
     if (!rc)
-        rc = body_add(w, cap, d, n);
+        rc = d ? body_add(w, cap, d, n) : seg_add(w, 1, off, n);
     if (!rc)
         rc = body_add(w, cap, "\r\n", 2);
     return rc;
+}
+
+static int part_end(struct wjob *w, size_t *cap, const char *boundary)
+{
+    char end[64];
+    int k = snprintf(end, sizeof(end), "--%s--\r\n", boundary);
+
+    return body_add(w, cap, end, (size_t)k);
+}
+
+/* Frame f (0-based) of instance in: when its stored bytes are the answer
+ * (native little endian), their place in the blob, opened once as w->fd,
+ * and *d NULL; else the frame decoded or gathered into *d (malloc'd). */
+static int frame_read(struct wjob *w, const struct store_instance *in,
+                      int f, unsigned char **d, uint64_t *off, size_t *n,
+                      char ts[65])
+{
+    int rc = dicom_frame_span(in->path, f, w->decode, off, n, ts, &w->e);
+
+    *d = NULL;
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        return dicom_frame_get(in->path, f, w->decode, d, n, ts, &w->e);
+    if (w->fd < 0 && (w->fd = open(in->path, O_RDONLY | O_CLOEXEC)) < 0)
+        return err_set(&w->e, ERR_IO, "open %s: %s", in->path,
+                       strerror(errno));
+    /* The lws thread reads it: have the disk start now, not block it. */
+    posix_fadvise(w->fd, (off_t)*off, (off_t)*n, POSIX_FADV_WILLNEED);
+    return 0;
 }
 
 static int frames_work(struct wjob *w)
@@ -164,18 +274,15 @@ static int frames_work(struct wjob *w)
 
     random_hex(boundary, 16);
     for (size_t i = 0; i < w->nframes && !rc; i++) {
-        unsigned char *d = NULL;
+        unsigned char *d;
+        uint64_t off = 0;
         size_t n = 0;
         char t[65];
-        rc = dicom_frame_get(in->path, w->frames[i] - 1, w->decode, &d, &n,
-                             t, &w->e);
-        if (!rc && w->single) {
-            w->body = d;
-            w->len = n;
-            d = NULL;
-        } else if (!rc) {
-            rc = part_add(w, &cap, boundary, t, d, n);
-        }
+        rc = frame_read(w, in, w->frames[i] - 1, &d, &off, &n, t);
+        if (!rc && w->single)
+            rc = d ? body_add(w, &cap, d, n) : seg_add(w, 1, off, n);
+        else if (!rc)
+            rc = part_add(w, &cap, boundary, t, d, off, n);
         free(d);
         strlcpy_h(ts, t, sizeof(ts));
     }
@@ -189,12 +296,7 @@ static int frames_work(struct wjob *w)
     snprintf(w->ctype, sizeof(w->ctype), "multipart/related; "
              "type=\"application/octet-stream\"; transfer-syntax=%s; "
              "boundary=%s", ts, boundary);
-    {
-        char end[64];
-        int k = snprintf(end, sizeof(end), "--%s--\r\n", boundary);
-        rc = body_add(w, &cap, end, (size_t)k);
-    }
-    return rc;
+    return part_end(w, &cap, boundary);
 }
 
 static int bulk_work(struct wjob *w)
@@ -202,7 +304,7 @@ static int bulk_work(struct wjob *w)
     const struct store_instance *in = &w->list[0];
     unsigned char *d = NULL;
     size_t n = 0, cap = 0;
-    char boundary[40], end[64];
+    char boundary[40];
     int rc = dicom_bulk_get(in->path, w->bulk_path, &d, &n, &w->e);
 
     if (rc == ERR_UNSUPPORTED && !strcasecmp(w->bulk_path, "7FE00010") &&
@@ -223,15 +325,13 @@ static int bulk_work(struct wjob *w)
         w->body = d;
         w->len = n;
         snprintf(w->ctype, sizeof(w->ctype), "application/octet-stream");
-        return 0;
+        return seg_add(w, 0, 0, n);
     }
     random_hex(boundary, 16);
-    rc = part_add(w, &cap, boundary, NULL, d, n);
+    rc = part_add(w, &cap, boundary, NULL, d, 0, n);
     free(d);
-    if (!rc) {
-        int k = snprintf(end, sizeof(end), "--%s--\r\n", boundary);
-        rc = body_add(w, &cap, end, (size_t)k);
-    }
+    if (!rc)
+        rc = part_end(w, &cap, boundary);
     snprintf(w->ctype, sizeof(w->ctype), "multipart/related; "
              "type=\"application/octet-stream\"; boundary=%s", boundary);
     return rc;
@@ -243,7 +343,7 @@ static void wjob_work(void *ctx, void *arg)
 
     switch (w->kind) {
     case W_METADATA:
-        w->rc = ctx ? meta_work(w, ctx) :
+        w->rc = ctx ? meta_work(w, ctx, w->srv) :
                 err_set(&w->e, ERR_INTERNAL, "the worker has no store");
         break;
     case W_FRAMES:
@@ -259,21 +359,39 @@ static void wjob_work(void *ctx, void *arg)
 
 static const char *const kind_action[] = {"metadata", "frames", "bulkdata"};
 
-static ssize_t fd_fill(void *arg, unsigned char *buf, size_t cap)
+/* The answer's segments, in order, as much as fits in buf. */
+static ssize_t seg_fill(void *arg, unsigned char *buf, size_t cap)
 {
     struct wjob *w = arg;
+    size_t got = 0;
 
-    for (;;) {
-        ssize_t n = read(w->fd, buf, cap);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            log_error("wado: metadata file: %s",
-                      n < 0 ? strerror(errno) : "short");
-            return -1;
+    while (got < cap && w->seg_at < w->nsegs) {
+        const struct seg *sg = &w->segs[w->seg_at];
+        size_t k = sg->len - (size_t)w->seg_sent;
+        if (k > cap - got)
+            k = cap - got;
+        if (!sg->in_file) {
+            memcpy(buf + got, w->body + sg->off + w->seg_sent, k);
+        } else {
+            ssize_t rd = pread(w->fd, buf + got, k,
+                               (off_t)(sg->off + w->seg_sent));
+            if (rd < 0 && errno == EINTR)
+                continue;
+            if (rd <= 0) {
+                log_error("wado: %s file: %s", kind_action[w->kind],
+                          rd < 0 ? strerror(errno) : "short");
+                return -1;
+            }
+            k = (size_t)rd;
         }
-        return n;
+        got += k;
+        w->seg_sent += k;
+        if (w->seg_sent == sg->len) {
+            w->seg_at++;
+            w->seg_sent = 0;
+        }
     }
+    return (ssize_t)got;
 }
 
 static void wjob_respond(struct wjob *w)
@@ -298,26 +416,18 @@ static void wjob_respond(struct wjob *w)
     }
     http_add_header(r, "Cache-Control", "private, no-store");
     if (w->kind == W_METADATA) {
-        struct stat sb;
         snprintf(detail, sizeof(detail), "%s, %zu instance(s)",
                  kind_action[w->kind], w->n);
-        if (fstat(w->fd, &sb) < 0) {
-            http_respond_error(r, 500, "internal", "metadata file lost");
-            return;
-        }
         dicomweb_audit(r, "retrieve", w->n == 1 ? object :
                        w->list[0].study_uid, "ok", detail);
-        /* http.c owns w from here as route state; the stream borrows it. */
-        http_respond_stream(r, 200, "application/dicom+json",
-                            (uint64_t)sb.st_size, fd_fill, w, NULL);
-        return;
+    } else {
+        snprintf(detail, sizeof(detail), "%s, %zu frame(s)",
+                 kind_action[w->kind], w->nframes);
+        dicomweb_audit(r, "retrieve", object, "ok", w->kind == W_FRAMES ?
+                       detail : w->bulk_path);
     }
-    snprintf(detail, sizeof(detail), "%s, %zu frame(s)", kind_action[w->kind],
-             w->nframes);
-    dicomweb_audit(r, "retrieve", object, "ok", w->kind == W_FRAMES ?
-                   detail : w->bulk_path);
-    http_respond_bytes(r, 200, w->ctype, w->body, w->len);
-    w->body = NULL;             /* taken by http.c */
+    /* http.c owns w from here as route state; the stream borrows it. */
+    http_respond_stream(r, 200, w->ctype, w->total, seg_fill, w, NULL);
 }
 
 static void wjob_done(void *arg)
@@ -346,6 +456,7 @@ static struct wjob *wjob_new(struct http_req *r, enum wkind kind,
     }
     w->fd = -1;
     w->kind = kind;
+    w->srv = r->srv;
     if (dicomweb_instances(r, "retrieve", sop ? sop : series ? series :
                            study, study, series, sop, &w->list,
                            &w->n) < 0) {
@@ -357,6 +468,7 @@ static struct wjob *wjob_new(struct http_req *r, enum wkind kind,
 
 static void wjob_submit(struct http_req *r, struct wjob *w)
 {
+    w->r = r;
     if (!r->srv->jobs) {
         /* No worker pool (tools serving without one): inline. */
         wjob_work(r->srv->store, w);
@@ -364,11 +476,34 @@ static void wjob_submit(struct http_req *r, struct wjob *w)
         wjob_respond(w);
         return;
     }
-    w->r = r;
     w->running = 1;
     http_set_state(r, w, wjob_free);
     http_defer(r);
     jobs_submit(r->srv->jobs, &w->job, wjob_work, wjob_done, w);
+}
+
+/* The cache key of a metadata answer: a digest of everything that
+ * decides its bytes (see the top of this file); frame -1 keeps it apart
+ * from every rendered image.  -1 (no key, no caching) if out of memory. */
+static int meta_key(struct wjob *w)
+{
+    size_t cap = strlen(w->base) + 2 + w->n * 4 * 66, o;
+    char *t = malloc(cap);
+
+    memset(&w->key, 0, sizeof(w->key));
+    w->key.frame = -1;
+    if (!t)
+        return -1;
+    o = (size_t)snprintf(t, cap, "%s\n", w->base);
+    for (size_t i = 0; i < w->n; i++) {
+        const struct store_instance *in = &w->list[i];
+        o += (size_t)snprintf(t + o, cap - o, "%s %s %s %s\n",
+                              in->study_uid, in->series_uid, in->sop_uid,
+                              in->sha256);
+    }
+    sha256_hex(t, o, w->key.sha256);
+    free(t);
+    return 0;
 }
 
 void wado_metadata(struct http_req *r, const char *study, const char *series,
@@ -376,6 +511,8 @@ void wado_metadata(struct http_req *r, const char *study, const char *series,
 {
     struct wjob *w;
     char base[1024];
+    unsigned char *cached;
+    size_t len;
 
     if (!http_accepts(r, "application/dicom+json") &&
         !http_accepts(r, "application/json")) {
@@ -387,6 +524,18 @@ void wado_metadata(struct http_req *r, const char *study, const char *series,
         return;
     http_base_url(r, base, sizeof(base));
     snprintf(w->base, sizeof(w->base), "%s/dicomweb", base);
+    if (meta_key(w) == 0 &&
+        (cached = render_cache_get(r->srv->render, &w->key, &len))) {
+        log_debug("wado: metadata of %zu instance(s) from the cache", w->n);
+        w->body = cached;
+        w->len = len;
+        snprintf(w->ctype, sizeof(w->ctype), "application/dicom+json");
+        w->rc = seg_add(w, 0, 0, len);
+        w->r = r;
+        http_set_state(r, w, wjob_free);
+        wjob_respond(w);
+        return;
+    }
     wjob_submit(r, w);
 }
 

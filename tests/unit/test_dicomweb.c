@@ -3,7 +3,8 @@
  * (proto/dicom.h: dicom_frame_get, dicom_bulk_get, dicom_write_json), on
  * pydicom's test files: the same pixels in every encoding (decoded frames
  * hash like dicom_pixel_sha256), stored frames as their fragments,
- * frames out of range, bulk data by path, DICOM JSON with BulkDataURIs.
+ * frames out of range, native frames located in their file
+ * (dicom_frame_span), bulk data by path, DICOM JSON with BulkDataURIs.
  * valgrind_clean.sh runs it under valgrind.
  */
 #include <stdarg.h>
@@ -13,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <setjmp.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -121,6 +124,65 @@ static void test_stored_frames(void **state)
                                      &d, &n, ts, &e), ERR_NOTFOUND);
 }
 
+/* The span's bytes in the file are dicom_frame_get's, under the same
+ * transfer syntax label. */
+static void expect_span_is_frame(const char *path, int f, int decode)
+{
+    unsigned char *d = NULL, *got;
+    uint64_t off = 0;
+    size_t n = 0, len = 0;
+    char ts[65], ts_get[65];
+    struct err e = {0};
+    int fd;
+
+    if (dicom_frame_span(path, f, decode, &off, &len, ts, &e) != 1)
+        fail_msg("%s frame %d: no span (%s)", path, f + 1, e.msg);
+    assert_int_equal(dicom_frame_get(path, f, decode, &d, &n, ts_get, &e), 0);
+    assert_int_equal(len, n);
+    assert_string_equal(ts, ts_get);
+    got = malloc(len);
+    assert_non_null(got);
+    fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, got, len, (off_t)off), (ssize_t)len);
+    close(fd);
+    assert_memory_equal(got, d, len);
+    free(got);
+    free(d);
+}
+
+static void test_frame_span(void **state)
+{
+    char dir[] = "/tmp/test_dicomweb.XXXXXX", path[64];
+    uint64_t off = 1;
+    size_t n = 1;
+    char ts[65];
+    struct err e = {0};
+    (void)state;
+    expect_span_is_frame(tu_path(FILES, "MR_small.dcm"), 0, 0);
+    expect_span_is_frame(tu_path(FILES, "MR_small.dcm"), 0, 1);
+    expect_span_is_frame(tu_path(FILES, "MR_small_implicit.dcm"), 0, 0);
+    expect_span_is_frame(tu_path(FILES, "MR_small_implicit.dcm"), 0, 1);
+    /* Frame 2 of 2, native: the offset counts the frame before it. */
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/2frame.dcm", dir);
+    assert_int_equal(dicom_transcode_explicit_le(
+        tu_path(FILES, "SC_rgb_rle_2frame.dcm"), path, &e), 0);
+    expect_span_is_frame(path, 1, 0);
+    /* Not the file's bytes: compressed, big endian.  Then out of range. */
+    assert_int_equal(dicom_frame_span(tu_path(FILES,
+        "MR_small_jpeg_ls_lossless.dcm"), 0, 0, &off, &n, ts, &e), 0);
+    assert_int_equal(dicom_frame_span(tu_path(FILES, "SC_rgb_rle_2frame.dcm"),
+                                      0, 1, &off, &n, ts, &e), 0);
+    assert_int_equal(dicom_frame_span(tu_path(FILES,
+        "MR_small_bigendian.dcm"), 0, 1, &off, &n, ts, &e), 0);
+    assert_int_equal(dicom_frame_span(path, 2, 0, &off, &n, ts, &e),
+                     ERR_NOTFOUND);
+    assert_int_equal(dicom_frame_span("/no/such/file.dcm", 0, 0, &off, &n,
+                                      ts, &e), ERR_NOTFOUND);
+    tu_rm_rf(dir);
+}
+
 static void test_bulk_data(void **state)
 {
     unsigned char *d = NULL;
@@ -190,6 +252,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decoded_frames_equal_pixels),
         cmocka_unit_test(test_stored_frames),
+        cmocka_unit_test(test_frame_span),
         cmocka_unit_test(test_bulk_data),
         cmocka_unit_test(test_json),
     };
