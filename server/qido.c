@@ -495,13 +495,20 @@ int store_qido_studies(struct store *s, const struct store_scope *scope,
     if (rc)
         return rc;
     struct qb b = {0};
+    /* An exact PatientID names a few patients: start from them.  Without
+     * statistics SQLite would walk the clinic's studies by date instead
+     * (both are single-column equalities to it), a full scan of a large
+     * clinic; CROSS JOIN fixes the order. */
+    int by_patient = q->patient_id && *q->patient_id &&
+                     !has_wildcard(q->patient_id);
     qb_sql(&b,
            "SELECT studies.study_uid, p.name, p.patient_id, p.birth_date,"
            " p.sex, studies.date, studies.time, studies.description,"
            " studies.accession, studies.modalities, studies.num_series,"
-           " studies.num_instances"
-           " FROM studies JOIN patients p ON p.id = studies.patient_ref"
-           " WHERE 1");
+           " studies.num_instances FROM %s"
+           " WHERE 1", by_patient ?
+           "patients p CROSS JOIN studies ON p.id = studies.patient_ref" :
+           "studies JOIN patients p ON p.id = studies.patient_ref");
     if ((rc = qb_scope(&b, scope, e)))
         goto out;
     if (q->patient_id && *q->patient_id)

@@ -428,6 +428,9 @@ static const char *const migrations[] = {
     "INSERT INTO case_steps (case_id, step, user_id, at)"
     "  SELECT case_id, 'closed', NULL, updated_at FROM cases"
     "  WHERE status = 'closed';",
+    /* 12: C-FIND and QIDO-RS by exact PatientID (qido.c starts from
+     *    the patients it names). */
+    "CREATE INDEX patients_by_patient_id ON patients(patient_id);",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
