@@ -72,7 +72,7 @@ static const char *const uareason_names[MSG_UA_COUNT] = {
     NULL, "progress", "resend",
 };
 static const char *const upkind_names[MSG_UK_COUNT] = {
-    NULL, "instance", "preview",
+    NULL, "instance", "preview", "photo",
 };
 
 static const char *name_of(const char *const *names, int n, int v)
@@ -607,6 +607,9 @@ static int check_ubegin(const struct msg *m, struct msg_error *err)
     if (u->kind == MSG_UK_PREVIEW && !u->study_uid[0])
         return fail(err, MSG_E_MISSING_FIELD, "study_uid",
                     "is required with kind preview");
+    if (u->kind == MSG_UK_PHOTO && !u->case_id[0])
+        return fail(err, MSG_E_MISSING_FIELD, "case_id",
+                    "is required with kind photo");
     return 0;
 }
 

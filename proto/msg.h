@@ -143,6 +143,7 @@ enum msg_upload_status { MSG_UP_NONE = 0, MSG_UP_STORED, MSG_UP_DUPLICATE,
 enum msg_ua_reason { MSG_UA_NONE = 0, MSG_UA_PROGRESS, MSG_UA_RESEND,
                      MSG_UA_COUNT };       /* upload.at without id */
 enum msg_upload_kind { MSG_UK_NONE = 0, MSG_UK_INSTANCE, MSG_UK_PREVIEW,
+                       MSG_UK_PHOTO,       /* a crew's JPEG for its case */
                        MSG_UK_COUNT };     /* NONE means instance */
 
 /* Which end may send a type (msg_parse_dir). */
