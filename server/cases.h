@@ -98,6 +98,14 @@ int cases_message_read(struct server *srv, const struct principal *who,
                        const char *case_id, const char *message_id,
                        struct err *e);
 
+/* case.link (hand-over): the receiving team's specialist (or an admin)
+ * links its own clinic's study to a pre-arrival case; repeated, the
+ * same case; ERR_CONFLICT for another study or no pre-arrival case,
+ * ERR_NOTFOUND for a study not the caller's clinic's. */
+int cases_link(struct server *srv, const struct principal *who,
+               const struct msg_case_link *req, json_t **out,
+               struct err *e);
+
 /* The user has every event up to seq (a hashi.v1 ack, POST
  * /api/events/ack): moves the outbox cursor (outbox_ack's rules and
  * errors) and marks the chat messages of the newly acknowledged events
