@@ -389,8 +389,17 @@ void api_cases(struct http_req *r)
         http_respond_error(r, 404, "not_found", "no such resource");
         return;
     }
+    if (op == OP_LINK && get && !check_ids(r, cid, NULL)) {
+        json_t *out = NULL;
+        struct err e = { 0, "" };
+        if (cases_link_candidates(r->srv, &r->who, cid, &out, &e))
+            http_respond_err(r, &e);
+        else
+            http_respond_json(r, 200, out);
+        return;
+    }
     if (!post) {
-        method_not_allowed(r, "POST");
+        method_not_allowed(r, op == OP_LINK ? "GET, POST" : "POST");
         return;
     }
     if (check_ids(r, cid, mid))

@@ -595,6 +595,9 @@ static int timeline_json(sqlite3 *db, const char *case_id, json_t **out,
         " UNION ALL SELECT 'escalated', NULL, p.since, 1, 0"
         " FROM case_participants p WHERE p.case_id = ?1"
         " AND p.why = 'escalated' GROUP BY p.since"
+        /* a crew's case: when it is expected (arrival is a step) */
+        " UNION ALL SELECT 'eta', NULL, pa.eta, 1, 0 FROM case_prearrival pa"
+        " WHERE pa.case_id = ?1"
         " UNION ALL SELECT s.step, u.login, s.at, 2, s.rowid"
         " FROM case_steps s LEFT JOIN users u ON u.id = s.user_id"
         " WHERE s.case_id = ?1"
@@ -2157,6 +2160,8 @@ static int link_step(struct server *srv, const struct principal *who,
         rc = add_participant(db, r->case_id, who->user_id, "author", now,
                              NULL, e);
     if (!rc)
+        rc = step_add(db, r->case_id, "arrived", who->user_id, now, e);
+    if (!rc)
         rc = touch(db, r->case_id, now, e);
     if (!rc)
         rc = notify_case(srv, r->case_id, "case.arrived", NULL, out, e);
@@ -2169,4 +2174,45 @@ int cases_link(struct server *srv, const struct principal *who,
 {
     return case_action(srv, who, "case.link", req->case_id, req->study_uid,
                        link_step, out, e);
+}
+
+int cases_link_candidates(struct server *srv, const struct principal *who,
+                          const char *case_id, json_t **out, struct err *e)
+{
+    sqlite3 *db = dbof(srv);
+    struct case_row r;
+    *out = NULL;
+    int rc = read_begin(srv, e);
+    if (rc)
+        return rc;
+    rc = load_visible(srv, who, case_id, &r, e);
+    if (!rc && strcmp(who->role, "admin") && !may_claim(db, who, &r))
+        rc = err_set(e, ERR_FORBIDDEN, "only the receiving team can link "
+                     "the patient's study");
+    sqlite3_stmt *st = rc ? NULL : prep(
+        db, e,
+        "SELECT s.study_uid, s.description, s.modalities, s.date, s.time,"
+        " s.num_instances, s.created FROM studies s, cases c"
+        " WHERE c.case_id = ?1 AND s.clinic_id = ?2 AND s.clinic_id <> 0"
+        " AND s.created >= c.created_at - 3600000"
+        " ORDER BY s.created DESC LIMIT 10", "si", case_id, who->clinic_id);
+    if (!rc && !st)
+        rc = ERR_DB;
+    json_t *arr = json_array();
+    while (st && sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(arr, json_pack(
+            "{s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+            "study_uid", col_json_text(st, 0),
+            "description", col_json_text(st, 1),
+            "modalities", col_json_text(st, 2), "date", col_json_text(st, 3),
+            "time", col_json_text(st, 4), "instances", col_json_int(st, 5),
+            "received_at", col_json_int(st, 6)));
+    sqlite3_finalize(st);
+    read_end(srv);
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = json_pack("{s:o}", "studies", arr);
+    return 0;
 }

@@ -106,6 +106,14 @@ int cases_link(struct server *srv, const struct principal *who,
                const struct msg_case_link *req, json_t **out,
                struct err *e);
 
+/* GET /api/cases/{id}/link: what case.link may take, for the team's
+ * button: {"studies": [{study_uid, description, modalities, date, time,
+ * instances, received_at}...]}, the caller's clinic's studies received
+ * since an hour before the case, newest first (at most 10).  Who may
+ * link, else ERR_FORBIDDEN; a case not seen: ERR_NOTFOUND. */
+int cases_link_candidates(struct server *srv, const struct principal *who,
+                          const char *case_id, json_t **out, struct err *e);
+
 /* The user has every event up to seq (a hashi.v1 ack, POST
  * /api/events/ack): moves the outbox cursor (outbox_ack's rules and
  * errors) and marks the chat messages of the newly acknowledged events

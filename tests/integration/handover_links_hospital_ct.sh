@@ -48,6 +48,12 @@ assert_eq "None" "$(api GET /api/cases/ems-h1 "$N1" >/dev/null; jget \
 assert_eq 404 "$(http GET "/dicomweb/studies/$ct_uid/metadata" "$N1")" \
     "CT hidden before the link"
 
+# the button's choices: the hospital's studies since the case, not others
+assert_eq 200 "$(api GET /api/cases/ems-h1/link "$N1")" "link candidates"
+assert_eq "['$ct_uid']" "$(jget "$T_TMP/body" \
+    '[x["study_uid"] for x in d["studies"]]')" "only the hospital's CT offered"
+assert_eq 403 "$(api GET /api/cases/ems-h1/link "$C")" "not for the crew"
+
 # the hand-over, over hashi.v1 (the page's path)
 wsc session --token "$N1" --idle 1 --timeout 10 --send \
     '{"type":"case.link","id":"l1","case_id":"ems-h1","study_uid":"'"$ct_uid"'"}' \
@@ -61,6 +67,10 @@ assert_eq "True True" "$(jget "$T_TMP/body" '"%s %s" % (
     "'"$ct_uid"'" in d["case"]["study_uids"],
     d["case"]["prearrival"]["arrived_at"] >= '"$now"')')" \
     "the case names the CT and says when it arrived"
+assert_eq "arrived:demo-neuro eta" "$(jget "$T_TMP/body" '" ".join(
+    s["step"] + (":" + s["by"] if s["step"] == "arrived" else "")
+    for s in d["case"]["timeline"] if s["step"] in ("eta", "arrived"))')" \
+    "the arrival (before its ETA) and the ETA in the one timeline, by time"
 assert_eq 3 "$(qido_count "$N1" "/dicomweb/studies/$ct_uid/instances")" \
     "the neurologist sees the CT"
 
