@@ -54,12 +54,6 @@ function timeToday(hhmm, now = Date.now()) {
     return d.getTime();
 }
 
-function hhmm(ms) {
-    const d = new Date(ms);
-    return `${String(d.getHours()).padStart(2, '0')}:` +
-           `${String(d.getMinutes()).padStart(2, '0')}`;
-}
-
 export function mount(main, ctx) {
     const caseId = ulid();
     let dead = false;
@@ -71,7 +65,7 @@ export function mount(main, ctx) {
         h('option', { value: '' }, '—'), h('option', { value: 'F' }, 'F'),
         h('option', { value: 'M' }, 'M'), h('option', { value: 'O' }, 'other'));
     const lkw = h('input', { id: 'cr-lkw', type: 'time',
-                             value: hhmm(Date.now()) });
+                             value: fmtTime(Date.now()) });   // HH:MM
     const vit = {};
     for (const [f, , , lo, hi] of VITALS)
         vit[f] = num(`cr-${f.replace('_', '-')}`, lo, hi);
