@@ -2151,11 +2151,7 @@ static int link_step(struct server *srv, const struct principal *who,
              " arrived_by = ?4 WHERE case_id = ?1",
              "sisi", r->case_id, now, study, who->user_id);
     if (!rc)
-        rc = run(db, e, NULL,
-                 "INSERT OR IGNORE INTO case_studies (case_id, study_uid,"
-                 " pos) SELECT ?1, ?2, COALESCE(MAX(pos) + 1, 0)"
-                 " FROM case_studies WHERE case_id = ?1",
-                 "ss", r->case_id, study);
+        rc = cases_name_study(db, r->case_id, study, e);
     if (!rc)
         rc = add_participant(db, r->case_id, who->user_id, "author", now,
                              NULL, e);
@@ -2166,6 +2162,15 @@ static int link_step(struct server *srv, const struct principal *who,
     if (!rc)
         rc = notify_case(srv, r->case_id, "case.arrived", NULL, out, e);
     return rc;
+}
+
+int cases_name_study(sqlite3 *db, const char *case_id,
+                     const char *study_uid, struct err *e)
+{
+    return run(db, e, NULL,
+               "INSERT OR IGNORE INTO case_studies (case_id, study_uid, pos)"
+               " SELECT ?1, ?2, COALESCE(MAX(pos) + 1, 0) FROM case_studies"
+               " WHERE case_id = ?1", "ss", case_id, study_uid);
 }
 
 int cases_link(struct server *srv, const struct principal *who,

@@ -40,6 +40,7 @@
 #include <stdint.h>
 
 #include <jansson.h>
+#include <sqlite3.h>
 
 #include "../proto/msg.h"
 #include "auth.h"
@@ -97,6 +98,11 @@ int cases_message(struct server *srv, const struct principal *who,
 int cases_message_read(struct server *srv, const struct principal *who,
                        const char *case_id, const char *message_id,
                        struct err *e);
+
+/* The case names study_uid too (after the ones it names), once; on db,
+ * the caller's connection and transaction (any thread's). */
+int cases_name_study(sqlite3 *db, const char *case_id,
+                     const char *study_uid, struct err *e);
 
 /* case.link (hand-over): the receiving team's specialist (or an admin)
  * links its own clinic's study to a pre-arrival case; repeated, the

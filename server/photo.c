@@ -11,6 +11,7 @@
 #include <sqlite3.h>
 
 #include "../proto/dicom.h"
+#include "cases.h"
 
 /* A phone photo is a few MB; the upload's cap (--max-instance) holds
  * first, this only bounds what is read into memory here. */
@@ -146,17 +147,5 @@ int photo_attach(struct store *s, const char *case_id, struct err *e)
 {
     char study[65];
     photo_study_uid(case_id, study);
-    sqlite3_stmt *st = store_stmt(
-        s, "INSERT OR IGNORE INTO case_studies (case_id, study_uid, pos)"
-           " SELECT ?1, ?2, COALESCE(MAX(pos) + 1, 0) FROM case_studies"
-           " WHERE case_id = ?1", e);
-    if (!st)
-        return ERR_DB;
-    sqlite3_bind_text(st, 1, case_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, study, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0
-             : err_set(e, ERR_DB, "photo: case study: %s",
-                       sqlite3_errmsg(store_db(s)));
-    sqlite3_reset(st);
-    return rc;
+    return cases_name_study(store_db(s), case_id, study, e);
 }
