@@ -27,6 +27,7 @@ const STEP_TEXT = {
     escalated: 'Escalated (deadline passed)', claimed: 'Claimed by',
     answered: 'Answered by', amended: 'Answer amended by',
     closed: 'Closed by', reopened: 'Reopened by',
+    eta: 'Expected arrival (crew\'s ETA)', arrived: 'Arrived, study linked by',
 };
 
 function section(title, id, ...body) {

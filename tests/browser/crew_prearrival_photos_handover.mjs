@@ -199,6 +199,11 @@ test(async (t) => {
     await until(async () => /Arrived/.test(
         await crew.textContent('#pa-arrived').catch(() => '')),
                 'the crew\'s page shows "Arrived" live', 10000);
+    await until(async () => /Arrived, study linked by demo-neuro/.test(
+        await team.textContent('.timeline li[data-step=arrived]')
+            .catch(() => '')), 'the arrival in the team\'s timeline', 15000);
+    check(await team.locator('.timeline li[data-step=eta]').count() === 1,
+          'the ETA in the same timeline');
     const c = await srv.req('GET', `/api/cases/${id}`, { token: crewTok });
     eq(ct.uid, c.json.case.prearrival.arrived_study, 'the CT linked');
     check(c.json.case.timeline.some((s) => s.step === 'arrived'),
