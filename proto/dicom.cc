@@ -5127,3 +5127,186 @@ extern "C" int dicom_write_ct_slice(const char *path,
         return 0;
     });
 }
+
+/* ---- photos from a phone (VL Photographic Image, encapsulated JPEG) --- */
+
+/* A crew's photo of a patient or an ECG strip becomes a DICOM image of
+ * its case without being recompressed: the JPEG goes into the pixel data
+ * as its one fragment, byte for byte, so what the hospital sees is what
+ * the phone took.  Only the frame header is read (our own small marker
+ * walk, no decoder), to fill the Image Pixel module. */
+
+extern "C" int dicom_jpeg_info(const unsigned char *j, size_t len,
+                               struct dcm_jpeg_info *out, struct err *e)
+{
+    memset(out, 0, sizeof *out);
+    if (len < 4 || j[0] != 0xff || j[1] != 0xd8 || j[2] != 0xff)
+        return err_set(e, ERR_INVALID, "not a JPEG file");
+    int adobe_transform = -1;
+    size_t pos = 2;
+    for (;;) {
+        while (pos < len && j[pos] == 0xff)     /* fill bytes */
+            pos++;
+        if (pos >= len || j[pos - 1] != 0xff)
+            return err_set(e, ERR_INVALID, "JPEG: no frame header before "
+                           "byte %zu", pos);
+        unsigned m = j[pos++];
+        if (m == 0x01 || (m >= 0xd0 && m <= 0xd8))
+            continue;                           /* no length */
+        if (m == 0xd9 || m == 0xda)
+            return err_set(e, ERR_INVALID, "JPEG: no frame header");
+        if (pos + 2 > len || be16(j + pos) < 2 || pos + be16(j + pos) > len)
+            return err_set(e, ERR_INVALID, "JPEG: a marker segment runs "
+                           "past the end");
+        const unsigned char *seg = j + pos + 2;
+        size_t n = be16(j + pos) - 2;
+        pos += n + 2;
+        if (m == 0xee && n >= 12 && !memcmp(seg, "Adobe", 5))
+            adobe_transform = seg[11];
+        if (m < 0xc0 || m > 0xcf || m == 0xc4 || m == 0xc8 || m == 0xcc)
+            continue;
+        if (m != 0xc0)
+            return err_set(e, ERR_INVALID, "JPEG: not baseline (SOF%u: "
+                           "progressive, extended, lossless or arithmetic "
+                           "coding); send the camera's baseline JPEG",
+                           m - 0xc0);
+        if (n < 6 || seg[0] != 8 || n < 6 + 3u * seg[5])
+            return err_set(e, ERR_INVALID, "JPEG: bad frame header");
+        out->rows = (int)be16(seg + 1);
+        out->columns = (int)be16(seg + 3);
+        out->samples = seg[5];
+        if (!out->rows || !out->columns)
+            return err_set(e, ERR_INVALID, "JPEG: no image size in the "
+                           "frame header");
+        if (out->samples == 1) {
+            strcpy(out->photometric, "MONOCHROME2");
+        } else if (out->samples == 3) {
+            const unsigned char *c = seg + 6;
+            int rgb_ids = c[0] == 'R' && c[3] == 'G' && c[6] == 'B';
+            /* PS3.5 8.2.1: YBR_FULL_422 when the chroma is subsampled
+             * (every phone's JFIF/Exif), YBR_FULL when it is not */
+            int subsampled = c[1] != c[4] || c[1] != c[7];
+            strcpy(out->photometric, adobe_transform == 0 || rgb_ids
+                                     ? "RGB"
+                                     : subsampled ? "YBR_FULL_422"
+                                                  : "YBR_FULL");
+        } else {
+            return err_set(e, ERR_INVALID, "JPEG: %d components (1 or 3 "
+                           "expected)", out->samples);
+        }
+        return 0;
+    }
+}
+
+static OFCondition put_photo_attrs(DcmDataset *ds, const struct dcm_photo *p,
+                                   const struct dcm_jpeg_info *ji)
+{
+    char num[2][16];
+    snprintf(num[0], sizeof num[0], "%d", p->series_number);
+    snprintf(num[1], sizeof num[1], "%d", p->instance_number);
+    OFString acq_dt = OFString(p->acq_date) + p->acq_time;
+    struct {
+        DcmTagKey tag;
+        OFString v;
+    } str[] = {
+        {DCM_SpecificCharacterSet, "ISO_IR 192"},
+        {DCM_ImageType, "ORIGINAL\\PRIMARY"},
+        {DCM_SOPClassUID, UID_VLPhotographicImageStorage},
+        {DCM_SOPInstanceUID, p->sop_uid},
+        {DCM_StudyDate, p->study_date},
+        {DCM_ContentDate, p->acq_date},
+        {DCM_AcquisitionDateTime, acq_dt},
+        {DCM_StudyTime, p->study_time},
+        {DCM_ContentTime, p->acq_time},
+        {DCM_AccessionNumber, ""},
+        {DCM_Modality, "XC"},           /* external-camera photography */
+        {DCM_Manufacturer, ""},
+        {DCM_InstitutionName, p->institution},
+        {DCM_ReferringPhysicianName, ""},
+        {DCM_StudyDescription, p->study_description},
+        {DCM_SeriesDescription, p->series_description},
+        {DCM_PatientName, p->patient_name},
+        {DCM_PatientID, p->patient_id},
+        {DCM_PatientBirthDate, ""},
+        {DCM_PatientSex, p->patient_sex},
+        {DCM_PatientAge, p->patient_age},
+        {DCM_StudyInstanceUID, p->study_uid},
+        {DCM_SeriesInstanceUID, p->series_uid},
+        {DCM_StudyID, ""},
+        {DCM_SeriesNumber, num[0]},
+        {DCM_InstanceNumber, num[1]},
+        {DCM_Laterality, ""},           /* 2C: dciodvfy wants it */
+        {DCM_PatientOrientation, ""},
+        {DCM_PhotometricInterpretation, ji->photometric},
+        {DCM_LossyImageCompression, "01"},
+        {DCM_LossyImageCompressionMethod, "ISO_10918_1"},
+        {DCM_BurnedInAnnotation, "NO"},
+    };
+    OFCondition c = EC_Normal;
+    for (size_t i = 0; c.good() && i < sizeof str / sizeof *str; i++)
+        if (!str[i].v.empty() || str[i].tag != DCM_PatientAge)
+            c = ds->putAndInsertOFStringArray(str[i].tag, str[i].v);
+    if (c.good())   /* type 2: present, empty (no context recorded) */
+        c = ds->insertEmptyElement(DCM_AcquisitionContextSequence);
+    struct {
+        DcmTagKey tag;
+        Uint16 v;
+    } us[] = {
+        {DCM_SamplesPerPixel, (Uint16)ji->samples},
+        {DCM_Rows, (Uint16)ji->rows}, {DCM_Columns, (Uint16)ji->columns},
+        {DCM_BitsAllocated, 8}, {DCM_BitsStored, 8}, {DCM_HighBit, 7},
+        {DCM_PixelRepresentation, 0},
+    };
+    for (size_t i = 0; c.good() && i < sizeof us / sizeof *us; i++)
+        c = ds->putAndInsertUint16(us[i].tag, us[i].v);
+    if (c.good() && ji->samples == 3)
+        c = ds->putAndInsertUint16(DCM_PlanarConfiguration, 0);
+    if (c.bad())
+        return c;
+
+    /* The encapsulated pixel data: an empty offset table, one fragment. */
+    DcmPixelSequence *seq = new DcmPixelSequence(DCM_PixelSequenceTag);
+    DcmPixelItem *table = new DcmPixelItem(DCM_PixelItemTag);
+    DcmPixelItem *frag = new DcmPixelItem(DCM_PixelItemTag);
+    seq->insert(table);
+    seq->insert(frag);
+    c = frag->putUint8Array(p->jpeg, (unsigned long)p->jpeg_len);
+    DcmPixelData *pd = new DcmPixelData(DCM_PixelData);
+    pd->putOriginalRepresentation(EXS_JPEGProcess1, NULL, seq);
+    if (c.good())
+        c = ds->insert(pd, OFTrue);
+    else
+        delete pd;
+    return c;
+}
+
+extern "C" int dicom_write_photo(const char *path, const struct dcm_photo *p,
+                                 struct dcm_jpeg_info *info, struct err *e)
+{
+    struct dcm_jpeg_info ji;
+    int rc = dicom_jpeg_info(p->jpeg, p->jpeg_len, &ji, e);
+    if (rc)
+        return rc;
+    if (info)
+        *info = ji;
+    if (p->jpeg_len > 0xfffffffeu)
+        return err_set(e, ERR_TOOBIG, "photo: %zu bytes", p->jpeg_len);
+    const char *uids[] = {p->study_uid, p->series_uid, p->sop_uid};
+    for (size_t i = 0; i < sizeof uids / sizeof *uids; i++)
+        if (!uids[i] || !dicom_uid_valid(uids[i]))
+            return err_set(e, ERR_INVALID, "photo: bad UID '%s'",
+                           uids[i] ? uids[i] : "");
+    try {
+        DcmFileFormat ff;
+        OFCondition c = put_photo_attrs(ff.getDataset(), p, &ji);
+        if (c.good())
+            c = ff.saveFile(path, EXS_JPEGProcess1);
+        if (c.bad())
+            return err_set(e, ERR_IO, "write photo %s: %s", path, c.text());
+        return 0;
+    } catch (const std::bad_alloc &) {
+        return err_set(e, ERR_TOOBIG, "out of memory writing %s", path);
+    } catch (...) {
+        return err_set(e, ERR_INTERNAL, "exception writing %s", path);
+    }
+}

@@ -429,6 +429,50 @@ struct dcm_ct_slice {
 int dicom_write_ct_slice(const char *path, const struct dcm_ct_slice *s,
                          struct err *e);
 
+/* ---- photos from a phone (VL Photographic Image, encapsulated JPEG) --- */
+
+/* What a JPEG's frame header says.  photometric is "YBR_FULL_422" for
+ * three YCbCr components (baseline JFIF/Exif), "RGB" for three
+ * components an Adobe APP14 marker says are untransformed, "MONOCHROME2"
+ * for one. */
+struct dcm_jpeg_info {
+    int rows, columns, samples;
+    char photometric[16];
+};
+
+/* Read the header of the JPEG in jpeg[0..len): SOI, then markers up to
+ * the first SOF.  ERR_INVALID with a reason when it is not a JPEG, not
+ * baseline (SOF0: 8 bits, Huffman, sequential) or malformed. */
+int dicom_jpeg_info(const unsigned char *jpeg, size_t len,
+                    struct dcm_jpeg_info *out, struct err *e);
+
+/* One photo (or ECG strip) taken for a case.  Strings are borrowed; ""
+ * leaves a type 2 attribute empty. */
+struct dcm_photo {
+    const char *study_uid, *series_uid, *sop_uid;
+    const char *patient_name, *patient_id;
+    const char *patient_sex;                /* F, M, O or "" */
+    const char *patient_age;                /* "072Y" or "" */
+    const char *study_date, *study_time;    /* YYYYMMDD, HHMMSS */
+    const char *acq_date, *acq_time;        /* when it was taken */
+    const char *study_description, *series_description;
+    const char *institution;
+    int series_number, instance_number;
+    const unsigned char *jpeg;              /* borrowed */
+    size_t jpeg_len;
+};
+
+/* Write p as a Part-10 VL Photographic Image Storage instance at path
+ * (created or replaced; not fsync'd), in the JPEG Baseline transfer
+ * syntax: the pixel data is one fragment holding the JPEG bytes
+ * unchanged (padded with one zero byte to an even length), after an
+ * empty Basic Offset Table; Rows, Columns, SamplesPerPixel and
+ * PhotometricInterpretation come from the JPEG's header (info, if not
+ * NULL, receives them).  ERR_INVALID for a JPEG dicom_jpeg_info refuses
+ * or a bad UID, ERR_IO if it cannot be written. */
+int dicom_write_photo(const char *path, const struct dcm_photo *p,
+                      struct dcm_jpeg_info *info, struct err *e);
+
 #ifdef __cplusplus
 }
 #endif

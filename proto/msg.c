@@ -42,6 +42,7 @@ static const char *const type_names[MSG_TYPE_COUNT] = {
     [MSG_STUDY_EXPECT] = "study.expect",
     [MSG_GATEWAY_STATUS] = "gateway.status",
     [MSG_STUDY_PRIORITY] = "study.priority",
+    [MSG_CASE_LINK] = "case.link",
 };
 
 static const char *const code_names[MSG_CODE_COUNT] = {
@@ -53,7 +54,7 @@ static const char *const code_names[MSG_CODE_COUNT] = {
 static const char *const kind_names[MSG_EV_COUNT] = {
     NULL, "case.new", "case.claimed", "case.answered", "case.closed",
     "case.reopened", "case.escalated", "message.new", "message.read",
-    "images.arrived",
+    "images.arrived", "case.arrived",
 };
 static const char *const prio_names[MSG_PRIO_COUNT] = {
     NULL, "stat", "urgent", "routine",
@@ -72,7 +73,7 @@ static const char *const uareason_names[MSG_UA_COUNT] = {
     NULL, "progress", "resend",
 };
 static const char *const upkind_names[MSG_UK_COUNT] = {
-    NULL, "instance", "preview",
+    NULL, "instance", "preview", "photo",
 };
 
 static const char *name_of(const char *const *names, int n, int v)
@@ -537,6 +538,11 @@ static const struct fdesc udone_f[] = {
           MSG_UP_COUNT),
     FEND
 };
+static const struct fdesc link_f[] = {
+    FSTR(struct msg_case_link, case_id, SY_ID, true, true),
+    FSTR(struct msg_case_link, study_uid, SY_UID, true, true),
+    FEND
+};
 static const struct fdesc expect_f[] = {
     FSTR(struct msg_study_expect, study_uid, SY_UID, true, true),
     FINT(struct msg_study_expect, instances, 1, MSG_EXPECT_MAX),
@@ -607,6 +613,9 @@ static int check_ubegin(const struct msg *m, struct msg_error *err)
     if (u->kind == MSG_UK_PREVIEW && !u->study_uid[0])
         return fail(err, MSG_E_MISSING_FIELD, "study_uid",
                     "is required with kind preview");
+    if (u->kind == MSG_UK_PHOTO && !u->case_id[0])
+        return fail(err, MSG_E_MISSING_FIELD, "case_id",
+                    "is required with kind photo");
     return 0;
 }
 
@@ -663,6 +672,7 @@ static const struct tdesc types[MSG_TYPE_COUNT] = {
     [MSG_STUDY_EXPECT] = { DIR_C, ID_REQ, expect_f, NULL },
     [MSG_GATEWAY_STATUS] = { DIR_C, ID_REQ, gwstatus_f, NULL },
     [MSG_STUDY_PRIORITY] = { DIR_C, ID_REQ, sprio_f, check_sprio },
+    [MSG_CASE_LINK] = { DIR_C, ID_REQ, link_f, NULL },
     [MSG_REPLY] = { DIR_S, ID_REQ, reply_f, NULL },
     [MSG_UPLOAD_AT] = { DIR_S, ID_OPT, uat_f, NULL },
     [MSG_UPLOAD_DONE] = { DIR_S, ID_OPT, udone_f, check_udone },

@@ -92,6 +92,7 @@ enum msg_type {
     MSG_STUDY_EXPECT,
     MSG_GATEWAY_STATUS,
     MSG_STUDY_PRIORITY,
+    MSG_CASE_LINK,          /* hand-over: the hospital's study */
     /* answers, s->c */
     MSG_REPLY,
     MSG_UPLOAD_AT,
@@ -126,6 +127,7 @@ enum msg_kind {             /* event.kind */
     MSG_EV_CASE_NEW, MSG_EV_CASE_CLAIMED, MSG_EV_CASE_ANSWERED,
     MSG_EV_CASE_CLOSED, MSG_EV_CASE_REOPENED, MSG_EV_CASE_ESCALATED,
     MSG_EV_MESSAGE_NEW, MSG_EV_MESSAGE_READ, MSG_EV_IMAGES_ARRIVED,
+    MSG_EV_CASE_ARRIVED,
     MSG_EV_COUNT
 };
 enum msg_priority { MSG_PRIO_NONE = 0, MSG_PRIO_STAT, MSG_PRIO_URGENT,
@@ -143,6 +145,7 @@ enum msg_upload_status { MSG_UP_NONE = 0, MSG_UP_STORED, MSG_UP_DUPLICATE,
 enum msg_ua_reason { MSG_UA_NONE = 0, MSG_UA_PROGRESS, MSG_UA_RESEND,
                      MSG_UA_COUNT };       /* upload.at without id */
 enum msg_upload_kind { MSG_UK_NONE = 0, MSG_UK_INSTANCE, MSG_UK_PREVIEW,
+                       MSG_UK_PHOTO,       /* a crew's JPEG for its case */
                        MSG_UK_COUNT };     /* NONE means instance */
 
 /* Which end may send a type (msg_parse_dir). */
@@ -268,6 +271,12 @@ struct msg_upload_begin {
     char study_uid[MSG_UID_MAX + 1];    /* required with a preview only */
 };
 struct msg_upload_end { char upload_id[MSG_ID_MAX + 1]; };
+/* case.link: the receiving team links the hospital's own study (the
+ * patient's CT on arrival) to a pre-arrival case. */
+struct msg_case_link {
+    char case_id[MSG_ID_MAX + 1];
+    char study_uid[MSG_UID_MAX + 1];
+};
 struct msg_upload_at {
     char upload_id[MSG_ID_MAX + 1];
     int64_t offset;
@@ -319,6 +328,7 @@ struct msg {
         struct msg_study_expect study_expect;
         struct msg_gateway_status gateway_status;
         struct msg_study_priority study_priority;
+        struct msg_case_link case_link;
     };
 };
 

@@ -7,10 +7,11 @@ PKGS="build-essential pkg-config g++ libdcmtk-dev dcmtk libwebsockets-dev
 libssl-dev libsqlite3-dev libjansson-dev libcmocka-dev libjpeg-dev openssl curl sqlite3
 python3 python3-pydicom python3-numpy valgrind clang procps"
 
-# Test-only peers: Orthanc (benchmarks), Chromium + node (browser tests);
+# Test-only peers: Orthanc (benchmarks), Chromium + node (browser tests),
+# dicom3tools (dciodvfy checks the photos);
 # Mosquitto for --bench only.
 if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--bench" ]; then
-    PKGS="$PKGS orthanc orthanc-dicomweb chromium iproute2 util-linux
+    PKGS="$PKGS orthanc orthanc-dicomweb chromium iproute2 util-linux dicom3tools
           python3-cryptography"
     # Node.js may come from elsewhere on the machine; Debian's npm conflicts
     # with such a build, so ask for Debian's only when there is none.

@@ -14,13 +14,17 @@ static const char REQUESTER_STUDIES[] =
 
 /* A specialist's studies: those attached to a case it may see, when the
  * study is the case's clinic's (naming another clinic's study in a case
- * opens nothing). */
+ * opens nothing), or is the hospital's study its receiving team linked
+ * to a pre-arrival case (case.link, which checked the study was theirs). */
 static const char SPECIALIST_STUDIES[] =
     "EXISTS (SELECT 1 FROM case_studies cs"
     " JOIN cases c ON c.case_id = cs.case_id,"
     " (SELECT :scope_user AS id, 'specialist' AS role, 0 AS clinic_id) u"
     " WHERE cs.study_uid = studies.study_uid"
-    " AND c.clinic_id = studies.clinic_id AND " ACCESS_CASE_VISIBLE ")";
+    " AND (c.clinic_id = studies.clinic_id OR EXISTS (SELECT 1"
+    "   FROM case_prearrival pa WHERE pa.case_id = c.case_id"
+    "   AND pa.arrived_study = studies.study_uid))"
+    " AND " ACCESS_CASE_VISIBLE ")";
 
 int64_t access_who_id(const struct principal *who)
 {

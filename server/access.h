@@ -7,7 +7,8 @@
  *   specialist  the cases of its specialties, named to it, claimed by it
  *               or that it takes part in (escalated to it, wrote in);
  *               the studies attached to those cases (when the study is
- *               the case's clinic's)
+ *               the case's clinic's, or the hospital's study linked to
+ *               a pre-arrival case at hand-over)
  *   gateway     the cases it created; no study (it uploads, it does not
  *               read images)
  *   crew        its ambulance service's cases and studies (the photos

@@ -24,7 +24,7 @@
 
 enum op {
     OP_CREATE = 1, OP_CLAIM, OP_ANSWER, OP_CLOSE, OP_REOPEN, OP_MESSAGE,
-    OP_READ, OP_ACK, OP_AMEND,
+    OP_READ, OP_ACK, OP_AMEND, OP_LINK,
 };
 
 /* What a POST handler remembers until its body is in. */
@@ -128,6 +128,7 @@ static enum msg_type type_of(enum op op)
     case OP_MESSAGE: return MSG_MESSAGE_SEND;
     case OP_READ: return MSG_MESSAGE_READ;
     case OP_ACK: return MSG_ACK;
+    case OP_LINK: return MSG_CASE_LINK;
     }
     return MSG_NONE;
 }
@@ -236,6 +237,9 @@ static void on_body(struct http_req *r, unsigned char *body, size_t len)
     case OP_READ:
         rc = cases_message_read(srv, &r->who, pd->case_id, pd->message_id,
                                 &e);
+        break;
+    case OP_LINK:
+        rc = cases_link(srv, &r->who, &m.case_link, &out, &e);
         break;
     default:
         rc = err_set(&e, ERR_INTERNAL, "unknown operation");
@@ -372,6 +376,7 @@ void api_cases(struct http_req *r)
             { "claim", OP_CLAIM }, { "answer", OP_ANSWER },
             { "amend", OP_AMEND },
             { "close", OP_CLOSE }, { "reopen", OP_REOPEN },
+            { "link", OP_LINK },
         };
         for (size_t i = 0; i < sizeof verbs / sizeof *verbs; i++)
             if (!strcmp(seg[1], verbs[i].verb))
@@ -384,8 +389,17 @@ void api_cases(struct http_req *r)
         http_respond_error(r, 404, "not_found", "no such resource");
         return;
     }
+    if (op == OP_LINK && get && !check_ids(r, cid, NULL)) {
+        json_t *out = NULL;
+        struct err e = { 0, "" };
+        if (cases_link_candidates(r->srv, &r->who, cid, &out, &e))
+            http_respond_err(r, &e);
+        else
+            http_respond_json(r, 200, out);
+        return;
+    }
     if (!post) {
-        method_not_allowed(r, "POST");
+        method_not_allowed(r, op == OP_LINK ? "GET, POST" : "POST");
         return;
     }
     if (check_ids(r, cid, mid))

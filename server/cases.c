@@ -595,6 +595,9 @@ static int timeline_json(sqlite3 *db, const char *case_id, json_t **out,
         " UNION ALL SELECT 'escalated', NULL, p.since, 1, 0"
         " FROM case_participants p WHERE p.case_id = ?1"
         " AND p.why = 'escalated' GROUP BY p.since"
+        /* a crew's case: when it is expected (arrival is a step) */
+        " UNION ALL SELECT 'eta', NULL, pa.eta, 1, 0 FROM case_prearrival pa"
+        " WHERE pa.case_id = ?1"
         " UNION ALL SELECT s.step, u.login, s.at, 2, s.rowid"
         " FROM case_steps s LEFT JOIN users u ON u.id = s.user_id"
         " WHERE s.case_id = ?1"
@@ -2091,4 +2094,130 @@ int cases_escalate_due(struct server *srv, int64_t now_ms_,
         sqlite3_finalize(st);
     }
     return n;
+}
+
+/* ---- hand-over (issue 12) ------------------------------------------------ */
+
+/* The receiving team links the patient's study, taken on arrival, to
+ * the pre-arrival case: the case names the study (so the team sees it
+ * next to the crew's photos), case_prearrival records who and when, and
+ * case.arrived tells everyone on the case — the crew sees "arrived".
+ * The study must be the linker's own clinic's (a hospital links its own
+ * CT; an admin any), else it does not exist for it. */
+static int link_step(struct server *srv, const struct principal *who,
+                     const struct case_row *r, const void *arg,
+                     json_t **out, struct err *e)
+{
+    const char *study = arg;
+    sqlite3 *db = dbof(srv);
+    int is_admin = !strcmp(who->role, "admin");
+    if (!is_admin && !may_claim(db, who, r))
+        return err_set(e, ERR_FORBIDDEN, "only the receiving team (a "
+                       "specialist of %s) can link the patient's study",
+                       r->specialty[0] ? r->specialty : "the case");
+    sqlite3_stmt *st = prep(
+        db, e,
+        "SELECT p.arrived_study,"
+        " (SELECT 1 FROM studies s WHERE s.study_uid = ?2"
+        "  AND s.clinic_id <> 0 AND (?3 OR s.clinic_id = ?4))"
+        " FROM case_prearrival p WHERE p.case_id = ?1",
+        "ssii", r->case_id, study, (int64_t)is_admin, who->clinic_id);
+    if (!st)
+        return ERR_DB;
+    int rc = sqlite3_step(st);
+    char linked[MSG_UID_MAX + 1] = "";
+    int study_ok = 0;
+    if (rc == SQLITE_ROW) {
+        if (col_text(st, 0))
+            strlcpy_h(linked, col_text(st, 0), sizeof linked);
+        study_ok = sqlite3_column_type(st, 1) != SQLITE_NULL;
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_DONE)
+        return err_set(e, ERR_CONFLICT, "not a pre-arrival case");
+    if (rc != SQLITE_ROW)
+        return db_fail(e, db, "pre-arrival");
+    if (linked[0] && !strcmp(linked, study))     /* a repeated link */
+        return case_json(db, r->case_id, out, e);
+    if (linked[0])
+        return err_set(e, ERR_CONFLICT, "already linked to study %s",
+                       linked);
+    if (!study_ok)
+        return err_set(e, ERR_NOTFOUND, "study_uid: no such study of "
+                       "yours");
+    int64_t now = now_ms();
+    rc = run(db, e, NULL,
+             "UPDATE case_prearrival SET arrived_at = ?2, arrived_study = ?3,"
+             " arrived_by = ?4 WHERE case_id = ?1",
+             "sisi", r->case_id, now, study, who->user_id);
+    if (!rc)
+        rc = cases_name_study(db, r->case_id, study, e);
+    if (!rc)
+        rc = add_participant(db, r->case_id, who->user_id, "author", now,
+                             NULL, e);
+    if (!rc)
+        rc = step_add(db, r->case_id, "arrived", who->user_id, now, e);
+    if (!rc)
+        rc = touch(db, r->case_id, now, e);
+    if (!rc)
+        rc = notify_case(srv, r->case_id, "case.arrived", NULL, out, e);
+    return rc;
+}
+
+int cases_name_study(sqlite3 *db, const char *case_id,
+                     const char *study_uid, struct err *e)
+{
+    return run(db, e, NULL,
+               "INSERT OR IGNORE INTO case_studies (case_id, study_uid, pos)"
+               " SELECT ?1, ?2, COALESCE(MAX(pos) + 1, 0) FROM case_studies"
+               " WHERE case_id = ?1", "ss", case_id, study_uid);
+}
+
+int cases_link(struct server *srv, const struct principal *who,
+               const struct msg_case_link *req, json_t **out,
+               struct err *e)
+{
+    return case_action(srv, who, "case.link", req->case_id, req->study_uid,
+                       link_step, out, e);
+}
+
+int cases_link_candidates(struct server *srv, const struct principal *who,
+                          const char *case_id, json_t **out, struct err *e)
+{
+    sqlite3 *db = dbof(srv);
+    struct case_row r;
+    *out = NULL;
+    int rc = read_begin(srv, e);
+    if (rc)
+        return rc;
+    rc = load_visible(srv, who, case_id, &r, e);
+    if (!rc && strcmp(who->role, "admin") && !may_claim(db, who, &r))
+        rc = err_set(e, ERR_FORBIDDEN, "only the receiving team can link "
+                     "the patient's study");
+    sqlite3_stmt *st = rc ? NULL : prep(
+        db, e,
+        "SELECT s.study_uid, s.description, s.modalities, s.date, s.time,"
+        " s.num_instances, s.created FROM studies s, cases c"
+        " WHERE c.case_id = ?1 AND s.clinic_id = ?2 AND s.clinic_id <> 0"
+        " AND s.created >= c.created_at - 3600000"
+        " ORDER BY s.created DESC LIMIT 10", "si", case_id, who->clinic_id);
+    if (!rc && !st)
+        rc = ERR_DB;
+    json_t *arr = json_array();
+    while (st && sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(arr, json_pack(
+            "{s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+            "study_uid", col_json_text(st, 0),
+            "description", col_json_text(st, 1),
+            "modalities", col_json_text(st, 2), "date", col_json_text(st, 3),
+            "time", col_json_text(st, 4), "instances", col_json_int(st, 5),
+            "received_at", col_json_int(st, 6)));
+    sqlite3_finalize(st);
+    read_end(srv);
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = json_pack("{s:o}", "studies", arr);
+    return 0;
 }

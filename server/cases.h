@@ -40,6 +40,7 @@
 #include <stdint.h>
 
 #include <jansson.h>
+#include <sqlite3.h>
 
 #include "../proto/msg.h"
 #include "auth.h"
@@ -97,6 +98,27 @@ int cases_message(struct server *srv, const struct principal *who,
 int cases_message_read(struct server *srv, const struct principal *who,
                        const char *case_id, const char *message_id,
                        struct err *e);
+
+/* The case names study_uid too (after the ones it names), once; on db,
+ * the caller's connection and transaction (any thread's). */
+int cases_name_study(sqlite3 *db, const char *case_id,
+                     const char *study_uid, struct err *e);
+
+/* case.link (hand-over): the receiving team's specialist (or an admin)
+ * links its own clinic's study to a pre-arrival case; repeated, the
+ * same case; ERR_CONFLICT for another study or no pre-arrival case,
+ * ERR_NOTFOUND for a study not the caller's clinic's. */
+int cases_link(struct server *srv, const struct principal *who,
+               const struct msg_case_link *req, json_t **out,
+               struct err *e);
+
+/* GET /api/cases/{id}/link: what case.link may take, for the team's
+ * button: {"studies": [{study_uid, description, modalities, date, time,
+ * instances, received_at}...]}, the caller's clinic's studies received
+ * since an hour before the case, newest first (at most 10).  Who may
+ * link, else ERR_FORBIDDEN; a case not seen: ERR_NOTFOUND. */
+int cases_link_candidates(struct server *srv, const struct principal *who,
+                          const char *case_id, json_t **out, struct err *e);
 
 /* The user has every event up to seq (a hashi.v1 ack, POST
  * /api/events/ack): moves the outbox cursor (outbox_ack's rules and

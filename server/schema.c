@@ -428,7 +428,15 @@ static const char *const migrations[] = {
     "INSERT INTO case_steps (case_id, step, user_id, at)"
     "  SELECT case_id, 'closed', NULL, updated_at FROM cases"
     "  WHERE status = 'closed';",
-    /* 12: C-FIND and QIDO-RS by exact PatientID (qido.c starts from
+    /* 12: a crew's photos (issue 12) come as uploads of kind 'photo'
+     *    (upload.c, photo.c): the CHECK widened in place as in 10. */
+    "PRAGMA writable_schema = ON;"
+    "UPDATE sqlite_schema SET sql = replace(sql,"
+    "  '''instance'', ''preview'')',"
+    "  '''instance'', ''preview'', ''photo'')')"
+    "  WHERE type = 'table' AND name = 'uploads';"
+    "PRAGMA writable_schema = RESET;",
+    /* 13: C-FIND and QIDO-RS by exact PatientID (qido.c starts from
      *    the patients it names). */
     "CREATE INDEX patients_by_patient_id ON patients(patient_id);",
 };

@@ -32,12 +32,13 @@
 #include "../proto/log.h"
 #include "access.h"
 #include "jobs.h"
+#include "photo.h"
 
 #define UP_FLUSH_AT (2u << 20)      /* bytes collected: write them out */
 #define UP_HELD_MAX (16u << 20)     /* collected + flushing: drop above */
 #define UP_EXPIRE_EVERY_MS 1000
 
-enum { UP_INSTANCE = 1, UP_PREVIEW = 2 };
+enum { UP_INSTANCE = 1, UP_PREVIEW = 2, UP_PHOTO = 3 };
 enum { JOB_NONE = 0, JOB_FLUSH, JOB_INGEST };
 
 struct upload {
@@ -48,8 +49,10 @@ struct upload {
     char upload_id[MSG_ID_MAX + 1];
     int64_t clinic_id;
     char remote[64];
-    int kind;                       /* UP_INSTANCE, UP_PREVIEW */
+    int kind;                       /* UP_INSTANCE, UP_PREVIEW, UP_PHOTO */
     char study_uid[MSG_UID_MAX + 1];
+    char case_id[MSG_ID_MAX + 1];   /* "" if none */
+    int64_t created;                /* ms: a photo's acquisition time */
     char sha256[65];
     int64_t size;
     int64_t durable;                /* synced (and in the row) */
@@ -404,17 +407,13 @@ static int ingest_preview(struct upload *u, struct store *s)
     return rc;
 }
 
+static int put_instance(struct upload *u, struct store *s, const char *tmp);
+
 /* Worker: an instance's part of upload.end, through the store's put
  * (which takes the file over whatever happens). */
 static int ingest_instance(struct upload *u, struct store *s)
 {
-    struct store_source src = {
-        .via = "upload", .calling_ae = NULL, .user = u->principal,
-        .remote = u->remote, .clinic_id = u->clinic_id,
-    };
-    struct store_result res;
     char tmp[4096];
-    int rc;
 
     if (dicom_parse_file(u->path, &u->info, &u->e)) {
         char why[sizeof u->e.msg];      /* err_set writes over e.msg */
@@ -432,7 +431,18 @@ static int ingest_instance(struct upload *u, struct store *s)
     if (rename(u->path, tmp))
         return err_set(&u->e, ERR_IO, "rename %s: %s", u->path,
                        strerror(errno));
-    rc = store_put_file(s, tmp, &src, &res, &u->e);
+    return put_instance(u, s, tmp);
+}
+
+/* Worker: store the instance at tmp (the store takes it over). */
+static int put_instance(struct upload *u, struct store *s, const char *tmp)
+{
+    struct store_source src = {
+        .via = "upload", .calling_ae = NULL, .user = u->principal,
+        .remote = u->remote, .clinic_id = u->clinic_id,
+    };
+    struct store_result res;
+    int rc = store_put_file(s, tmp, &src, &res, &u->e);
     if (rc)
         return rc;
     u->info = res.info;
@@ -441,6 +451,26 @@ static int ingest_instance(struct upload *u, struct store *s)
                 : res.outcome == STORE_CONFLICT ? MSG_UP_CONFLICT
                 : MSG_UP_STORED;
     return 0;
+}
+
+/* Worker: a photo's part of upload.end: the JPEG wrapped as a DICOM
+ * image of its case (photo.c), which then names the photo study, and
+ * stored like any instance.  Not a JPEG: refused, nothing made. */
+static int ingest_photo(struct upload *u, struct store *s)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s/photo-%lld", store_tmp_dir(s),
+             (long long)u->row);
+    int rc = photo_make(s, u->case_id, u->path, u->sha256, u->created, tmp,
+                        &u->e);
+    if (!rc)
+        rc = photo_attach(s, u->case_id, &u->e);
+    if (rc) {
+        unlink(tmp);
+        return rc;
+    }
+    unlink(u->path);
+    return put_instance(u, s, tmp);
 }
 
 /* Worker: upload.end — size and sha256, then the ingest.  A failure
@@ -466,6 +496,7 @@ static void ingest_work(void *ctx, void *arg)
                         u->sha256);
     if (!u->rc)
         u->rc = u->kind == UP_PREVIEW ? ingest_preview(u, s)
+                : u->kind == UP_PHOTO ? ingest_photo(u, s)
                                       : ingest_instance(u, s);
     if (!u->rc) {
         if (row_done(s, u->row, u->status, u->done_uid))
@@ -541,7 +572,7 @@ static void job_done(void *arg)
                : u->rc == ERR_INVALID ? MSG_E_BAD_FIELD
                : u->rc == ERR_FORBIDDEN ? MSG_E_FORBIDDEN
                : u->rc == ERR_TOOBIG ? MSG_E_TOO_BIG : MSG_E_INTERNAL;
-        if (u->kind == UP_INSTANCE)
+        if (u->kind != UP_PREVIEW)
             metrics_stored(&srv->metrics, -1, 0);
         audit(u, "reject", u->info.sop_uid[0] ? u->info.sop_uid
                                               : u->upload_id,
@@ -633,7 +664,7 @@ static int load(struct upload_hub *h, void *sess, const struct principal *who,
     struct store *s = h->srv->store;
     sqlite3_stmt *st = store_stmt(
         s, "SELECT id, kind, study_uid, sha256, size, durable, done_status,"
-           " done_uid, clinic_id FROM uploads"
+           " done_uid, clinic_id, case_id, created FROM uploads"
            " WHERE principal = ?1 AND upload_id = ?2", e);
     *out = NULL;
     if (!st)
@@ -652,8 +683,9 @@ static int load(struct upload_hub *h, void *sess, const struct principal *who,
     u->hub = h;
     u->fd = -1;
     u->row = sqlite3_column_int64(st, 0);
-    u->kind = !strcmp((const char *)sqlite3_column_text(st, 1), "preview")
-              ? UP_PREVIEW : UP_INSTANCE;
+    const char *kind = (const char *)sqlite3_column_text(st, 1);
+    u->kind = !strcmp(kind, "preview") ? UP_PREVIEW
+              : !strcmp(kind, "photo") ? UP_PHOTO : UP_INSTANCE;
     col_copy(u->study_uid, sizeof u->study_uid, st, 2);
     col_copy(u->sha256, sizeof u->sha256, st, 3);
     u->size = sqlite3_column_int64(st, 4);
@@ -662,6 +694,8 @@ static int load(struct upload_hub *h, void *sess, const struct principal *who,
     col_copy(done, sizeof done, st, 6);
     col_copy(uid, sizeof uid, st, 7);
     u->clinic_id = sqlite3_column_int64(st, 8);
+    col_copy(u->case_id, sizeof u->case_id, st, 9);
+    u->created = sqlite3_column_int64(st, 10);
     sqlite3_reset(st);
     strlcpy_h(u->principal, who->login, sizeof u->principal);
     strlcpy_h(u->upload_id, upload_id, sizeof u->upload_id);
@@ -704,6 +738,7 @@ static int create(struct upload_hub *h, const struct principal *who,
     sqlite3_bind_text(st, 2, b->upload_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, who->clinic_id);
     sqlite3_bind_text(st, 4, b->kind == MSG_UK_PREVIEW ? "preview"
+                             : b->kind == MSG_UK_PHOTO ? "photo"
                                                        : "instance",
                       -1, SQLITE_STATIC);
     if (b->study_uid[0])
@@ -749,7 +784,8 @@ static void begin(struct upload_hub *h, void *sess,
                   const struct msg *m)
 {
     const struct msg_upload_begin *b = &m->upload_begin;
-    int kind = b->kind == MSG_UK_PREVIEW ? UP_PREVIEW : UP_INSTANCE;
+    int kind = b->kind == MSG_UK_PREVIEW ? UP_PREVIEW
+               : b->kind == MSG_UK_PHOTO ? UP_PHOTO : UP_INSTANCE;
     struct server *srv = h->srv;
     struct err e = { 0, "" };
     char text[200];
@@ -805,6 +841,18 @@ static void begin(struct upload_hub *h, void *sess,
         }
         if (same_preview(srv->store, b->study_uid, b->sha256)) {
             send_done(h, sess, m->id, b->upload_id, kind, b->study_uid,
+                      MSG_UP_DUPLICATE);
+            return;
+        }
+    } else if (kind == UP_PHOTO) {
+        char uid[65];
+        if (photo_case_check(srv->store, who, b->case_id, &e)) {
+            send_reply_err(h, sess, m->id, e.code == ERR_NOTFOUND
+                           ? MSG_E_NOT_FOUND : MSG_E_INTERNAL, e.msg);
+            return;
+        }
+        if (photo_stored(srv->store, b->case_id, b->sha256, uid)) {
+            send_done(h, sess, m->id, b->upload_id, kind, uid,
                       MSG_UP_DUPLICATE);
             return;
         }

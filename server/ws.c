@@ -1164,6 +1164,9 @@ static int run_request(struct server *srv, const struct principal *who,
         break;
     case MSG_CASE_LIST:
         return cases_list_page(srv, who, &m->case_list, result, e);
+    case MSG_CASE_LINK:
+        rc = cases_link(srv, who, &m->case_link, &out, e);
+        break;
     case MSG_MESSAGE_READ:
         rc = cases_message_read(srv, who, m->message_read.case_id,
                                 m->message_read.message_id, e);

@@ -18,6 +18,7 @@ import * as loginView from './login.js';
 import * as inboxView from './inbox.js';
 import * as caseView from './case.js';
 import * as newCaseView from './newcase.js';
+import * as crewView from './crew.js';
 import { pushSetup } from './push.js';
 
 class Store extends EventTarget {
@@ -117,7 +118,8 @@ function route() {
     if ((m = hash.match(/^#\/case\/([A-Za-z0-9_-]{1,64})$/)))
         unmount = caseView.mount(main, ctx, m[1]);
     else if (hash === '#/new')
-        unmount = newCaseView.mount(main, ctx);
+        unmount = (ctx.me.role === 'crew' ? crewView : newCaseView)
+            .mount(main, ctx);
     else
         unmount = inboxView.mount(main, ctx);
     main.focus({ preventScroll: true });
@@ -141,7 +143,8 @@ async function start(me) {
          h('span', { class: 'who-login' }, me.login),
          h('span', { class: 'who-clinic' }, me.clinic));
     document.getElementById('nav-new').hidden =
-        !(me.role === 'requester' || me.role === 'admin');
+        !(me.role === 'requester' || me.role === 'admin' ||
+          me.role === 'crew');
     nav.hidden = false;
     live.addEventListener('state', (e) => showConn(e.detail));
     live.addEventListener('event', (e) => {

@@ -13,6 +13,7 @@ import { api, h, fill, fmtTime, ago, patientLine, badges, ulid,
          imagesCount, overdueSince, countdown,
          tickCountdowns } from './util.js';
 import { createViewer } from './viewer.js';
+import { prearrivalCard } from './crew.js';
 import { markSeen } from './inbox.js';
 
 const OPEN = new Set(['new', 'claimed', 'reopened']);
@@ -26,6 +27,7 @@ const STEP_TEXT = {
     escalated: 'Escalated (deadline passed)', claimed: 'Claimed by',
     answered: 'Answered by', amended: 'Answer amended by',
     closed: 'Closed by', reopened: 'Reopened by',
+    eta: 'Expected arrival (crew\'s ETA)', arrived: 'Arrived, study linked by',
 };
 
 function section(title, id, ...body) {
@@ -118,6 +120,9 @@ export function mount(main, ctx, caseId) {
                due ? h('span', { class: 'countdown' }, ' (in ',
                        h('span', { 'data-due': c.due_at },
                          countdown(c.due_at)), ')') : null));
+        const pa = prearrivalCard(c, ctx, update);   // a crew's case
+        if (pa)
+            head.append(pa);
         document.title = `${c.priority === 'stat' ? 'STAT: ' : ''}` +
             `${c.question.slice(0, 40)} — Hashi`;
     }

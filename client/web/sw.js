@@ -17,7 +17,8 @@ const SHELL = 'hashi-shell-v1';
 const API = 'hashi-api-v1';
 const PRECACHE = ['/', '/index.html', '/style.css', '/app.js', '/util.js',
                   '/live.js', '/login.js', '/inbox.js', '/case.js',
-                  '/newcase.js', '/upload.js', '/viewer.js', '/push.js',
+                  '/newcase.js', '/upload.js', '/crew.js', '/viewer.js',
+                  '/push.js',
                   '/manifest.webmanifest', '/icon.svg'];
 
 self.addEventListener('install', (ev) => {
