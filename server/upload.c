@@ -814,7 +814,8 @@ static void begin(struct upload_hub *h, void *sess,
     if (u) {
         if (strcmp(u->sha256, b->sha256) || u->size != b->size ||
             u->kind != kind || (kind == UP_PREVIEW &&
-                                strcmp(u->study_uid, b->study_uid))) {
+                                strcmp(u->study_uid, b->study_uid)) ||
+            (kind == UP_PHOTO && strcmp(u->case_id, b->case_id))) {
             send_reply_err(h, sess, m->id, MSG_E_CONFLICT, "upload_id: "
                            "taken by an upload of another file");
             settle(u);                  /* may free it if unbound */

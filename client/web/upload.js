@@ -7,7 +7,8 @@
 //   r.files[i].state: 'done' (status 'stored' | 'duplicate') or 'failed'
 //   (error: the server's reason, shown as it says it)
 //
-// A file's upload id is its sha256 (as the CLI's), so the server answers
+// A file's upload id is its sha256 (as the CLI's; for an upload bound to
+// a case, a digest of the case id and the sha256), so the server answers
 // a file it holds `duplicate` at once, and a file another tab or the CLI
 // began resumes.  Files go in order, in chunks; the next files'
 // upload.begin go out while the current one streams, at most WINDOW bytes
@@ -243,7 +244,7 @@ class Engine {
         this.live = live;
         this.opts = opts;
         this.files = items.map((it) => ({
-            name: it.name, size: it.size, sha256: it.sha256,
+            name: it.name, size: it.size, sha256: it.sha256, uid: it.uid,
             study_uid: it.study_uid || '', sop_uid: it.sop_uid || '',
             file: it.file,
             state: 'waiting', st: 'new', status: '', error: '',
@@ -375,7 +376,7 @@ class Engine {
     }
 
     byUpload(uploadId) {
-        return this.files.find((f) => f.sha256 === uploadId &&
+        return this.files.find((f) => f.uid === uploadId &&
                                (f.st === 'sending' || f.st === 'ended'));
     }
 
@@ -387,7 +388,7 @@ class Engine {
     }
 
     begin(f) {
-        const m = { type: 'upload.begin', upload_id: f.sha256,
+        const m = { type: 'upload.begin', upload_id: f.uid,
                     sha256: f.sha256, size: f.size };
         if (this.opts.case_id)
             m.case_id = this.opts.case_id;
@@ -436,7 +437,7 @@ class Engine {
             if (!cur)
                 return;
             if (cur.sent === cur.size) {
-                this.send(cur, { type: 'upload.end', upload_id: cur.sha256 },
+                this.send(cur, { type: 'upload.end', upload_id: cur.uid },
                           'ended');
                 continue;
             }
@@ -470,7 +471,7 @@ class Engine {
                 this.finish();
                 continue;
             }
-            if (!this.live.sendBinary(chunkFrame(cur.sha256, off, data)))
+            if (!this.live.sendBinary(chunkFrame(cur.uid, off, data)))
                 return;
             cur.sent += len;
             cur.wire += len;
@@ -558,6 +559,14 @@ export async function uploadFiles(live, files, opts = {}) {
     const items = list.every((f) => f && f.sha256) ? list
                                                    : await prepare(list);
     const seen = new Set();
-    return new Engine(live, items.filter((it) => !seen.has(it.sha256) &&
-                                         seen.add(it.sha256)), opts).run();
+    const once = items.filter((it) => !seen.has(it.sha256) &&
+                                      seen.add(it.sha256));
+    // Bound to a case (photos), the same bytes sent to two cases are two
+    // uploads: the id is derived from the case and the bytes.
+    const enc = new TextEncoder();
+    for (const it of once)
+        it.uid = opts.case_id ? hex(await crypto.subtle.digest('SHA-256',
+                     enc.encode(`${opts.case_id}:${it.sha256}`)))
+                              : it.sha256;
+    return new Engine(live, once, opts).run();
 }
