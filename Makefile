@@ -16,7 +16,7 @@ CXXFLAGS ?= -O2 -g
 CXXFLAGS += -std=c++17 -Wall -Wextra -MMD -MP
 DCMTK_LIBS := -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmnet -ldcmdata \
               -loflog -lofstd -ljpeg
-LIBS    := $(DCMTK_LIBS) -lwebsockets -lssl -lcrypto -lsqlite3 -ljansson \
+LIBS    := $(DCMTK_LIBS) -lwebsockets -lev -lssl -lcrypto -lsqlite3 -ljansson \
            -lpthread -lstdc++ -lm
 
 PROTO_C   := $(wildcard proto/*.c)

@@ -3,7 +3,7 @@
 # Idempotent: asks dpkg first and runs apt-get only for what is missing.
 set -eu
 
-PKGS="build-essential pkg-config g++ libdcmtk-dev dcmtk libwebsockets-dev
+PKGS="build-essential pkg-config g++ libdcmtk-dev dcmtk libwebsockets-dev libev-dev
 libssl-dev libsqlite3-dev libjansson-dev libcmocka-dev libjpeg-dev openssl curl sqlite3
 python3 python3-pydicom python3-numpy valgrind clang procps"
 

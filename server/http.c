@@ -24,6 +24,12 @@
  * cases_images_arrived), finished jobs of the worker pool (jobs_reap:
  * STOW-RS parts); the timer also runs the server's one tick (srv->tick,
  * main.c: escalations, acks, session ends, pruning).
+ *
+ * The loop is libev's (epoll), lws's LWS_SERVER_OPTION_LIBEV on a loop of
+ * our own: lws's default poll() hands the kernel every socket at every
+ * wake-up (the tick, a ping, a pong), a cost that grows with the sessions
+ * held even when they are idle (issue 8: 10,000 of them).  If Debian's
+ * evlib plugin cannot be loaded, poll() it is.
  */
 #include "http.h"
 
@@ -37,6 +43,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include <ev.h>
 #include <libwebsockets.h>
 #include <openssl/ssl.h>
 
@@ -146,6 +153,7 @@ struct http_ctx {
     lws_sorted_usec_list_t tick;
     double drained_at;          /* last scp_take_arrived drain */
     struct head_wait *heads;    /* every connection: its head deadline */
+    struct ev_loop *loop;       /* lws runs on it; NULL: lws's poll() */
     unsigned char wbuf[LWS_PRE + HTTP_CHUNK];
 };
 
@@ -1501,7 +1509,23 @@ int http_start(struct server *srv, struct err *e)
     info.ssl_info_event_mask = SSL_CB_HANDSHAKE_DONE;  /* head_clock */
     info.keepalive_timeout = 30;
 
-    srv->lws = lws_create_context(&info);
+    /* epoll through libev, else lws's own poll(). */
+    ctx->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOENV);
+    if (ctx->loop) {
+        void *loops[1] = { ctx->loop };
+        info.options |= LWS_SERVER_OPTION_LIBEV;
+        info.foreign_loops = loops;
+        srv->lws = lws_create_context(&info);
+        info.options &= ~(uint64_t)LWS_SERVER_OPTION_LIBEV;
+        info.foreign_loops = NULL;
+        if (!srv->lws) {
+            log_warn("http: libev event loop unavailable; using poll()");
+            ev_loop_destroy(ctx->loop);
+            ctx->loop = NULL;
+        }
+    }
+    if (!srv->lws)
+        srv->lws = lws_create_context(&info);
     if (!srv->lws) {
         free(ctx);
         return err_set(e, ERR_IO, "cannot start the HTTPS listener on "
@@ -1518,8 +1542,14 @@ int http_start(struct server *srv, struct err *e)
 
 void http_run(struct server *srv)
 {
+    struct http_ctx *ctx = lws_context_user(srv->lws);
+
+    /* http_wake (lws_cancel_service) ends a wait in either loop, so
+     * stopping is seen at once. */
     while (!srv->stopping) {
-        if (lws_service(srv->lws, 0) < 0)
+        if (ctx->loop)
+            ev_run(ctx->loop, EVRUN_ONCE);
+        else if (lws_service(srv->lws, 0) < 0)
             break;
     }
 }
@@ -1539,6 +1569,8 @@ void http_stop(struct server *srv)
     ctx = lws_context_user(srv->lws);
     lws_context_destroy(srv->lws);
     srv->lws = NULL;
+    if (ctx->loop)
+        ev_loop_destroy(ctx->loop);
     while (ctx->heads) {        /* normally none: each wsi was destroyed */
         struct head_wait *w = ctx->heads;
         ctx->heads = w->next;
