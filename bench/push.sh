@@ -38,11 +38,17 @@ SERVER="$BUILD/hashi-server"
 CLIENTS="${PUSH_CLIENTS:-1000}"
 IDLE_CLIENTS="${PUSH_IDLE_CLIENTS:-10000}"     # load (c): idle sessions
 IDLE_S="${PUSH_IDLE_S:-60}"
+B_CLIENTS="${PUSH_B_CLIENTS:-10000}"           # load (b): sessions
+B_GROUP=10                                     # ... recipients a case
+B_RATE="${PUSH_B_RATE:-100}"
+B_DURATION="${PUSH_B_DURATION:-10}"
+CONNECT_S="${PUSH_CONNECT_S:-600}"             # all sessions up within
 RATE="${PUSH_RATE:-10}"
 DURATION="${PUSH_DURATION:-30}"
 WORK="$ROOT/bench/work/push"
 RESULTS="$ROOT/bench/RESULTS.md"
 RUNS="$ROOT/bench/push/runs.tsv"
+IDLE_RUNS="$ROOT/bench/push/idle.tsv"
 
 T0=$(date +%s)
 say() { echo "push: [$(($(date +%s) - T0)) s] $*"; }
@@ -64,6 +70,7 @@ fi
 # The connections on each side, plus the server's files.
 USERS=$CLIENTS
 [ "$IDLE_CLIENTS" -le "$USERS" ] || USERS=$IDLE_CLIENTS
+[ "$B_CLIENTS" -le "$USERS" ] || USERS=$B_CLIENTS
 want=$((USERS + 256))
 [ "$(ulimit -n)" -ge "$want" ] || ulimit -n "$want" 2>/dev/null ||
     ulimit -n "$(ulimit -Hn)" ||
@@ -130,7 +137,7 @@ say "data: demo + $CLIENTS specialists with sessions, $(($(date +%s) - t0)) s"
 rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
 [ -z "$(git -C "$ROOT" status --porcelain -- server proto 2>/dev/null)" ] ||
     rev="$rev+"
-HEADER="date	rev	clients	cases_ok	rate	ack	p50_ms	p99_ms	max_ms	early_pct	commit_p50_ms	commit_p99_ms	send_p99_ms	create_p50_ms	create_p99_ms	missing	duplicates	rss_mb	cpu_pct	client_cpu	connect_s	load"
+HEADER="date	rev	clients	cases_ok	rate	ack	p50_ms	p99_ms	max_ms	early_pct	commit_p50_ms	commit_p99_ms	send_p99_ms	create_p50_ms	create_p99_ms	missing	duplicates	rss_mb	cpu_pct	client_cpu	connect_s	load	recipients"
 worst=0
 
 # run_one ACK: one measured run on a fresh copy of the template.
@@ -152,9 +159,11 @@ run_one() {
         "($HASHI_PUSH_NETNS)"
 
     set +e
-    timeout 100 "$BUILD/bench/loadclient" --port "$PORT" --ca "$CA" \
+    timeout $((CONNECT_S + 100)) "$BUILD/bench/loadclient" --port "$PORT" \
+        --ca "$CA" \
         --tokens "$WORK/tokens" --clients "$CLIENTS" --rate "$RATE" \
         --duration "$DURATION" --server-pid "$SPID" --ack-ms "$ack_ms" \
+        --connect-s "$CONNECT_S" \
         >"$out/client.out" 2>"$out/client.err"
     rc=$?
     set -e
@@ -196,8 +205,14 @@ run_one() {
         missing duplicates rss_max_mb cpu_pct client_cpu_pct connect_s; do
         line="$line	$(r $k)"
     done
-    printf '%s\t%s\n' "$line" "$(cut -d' ' -f1 /proc/loadavg)" >>"$RUNS"
+    printf '%s\t%s\t%s\n' "$line" "$(cut -d' ' -f1 /proc/loadavg)" \
+        "$(r per_case)" >>"$RUNS"
 }
+
+# runs.tsv from before the recipients column gets it (those rows: every
+# client a recipient, left empty).
+[ ! -f "$RUNS" ] || head -1 "$RUNS" | grep -q 'recipients$' ||
+    sed -i '1s/$/\trecipients/' "$RUNS"
 
 for ack in ${PUSH_ACKS:-1s each}; do
     run_one "$ack"
@@ -265,9 +280,62 @@ import sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' \
         rss_max_mb cpu_pct client_cpu_pct connect_s; do
         line="$line	$(r $k)"
     done
-    printf '%s\t%s\n' "$line" "$(cut -d' ' -f1 /proc/loadavg)" >>"$RUNS"
+    printf '%s\t%s\t%s\n' "$line" "$(cut -d' ' -f1 /proc/loadavg)" \
+        "$(r clients)" >>"$RUNS"
 }
 [ -n "${PUSH_NO_MQTT:-}" ] || run_mqtt
+
+# run_groups: load (b), B_CLIENTS sessions, B_RATE cases/s for B_DURATION
+# s, each case to B_GROUP of them (mkusers/loadclient --group-size: the
+# users are specialists of B_CLIENTS/B_GROUP specialties, the cases go to
+# them in turn).  Targets: commit->receipt p99 <= 20 ms, 0 missing.  Its
+# row in runs.tsv has recipients B_GROUP.
+run_groups() {
+    out="$WORK/groups"
+    mkdir -p "$out"
+    DATA="$out/data"
+    "$SERVER" init --data "$DATA" >>"$WORK/admin.log" 2>&1 &&
+        "$SERVER" demo --data "$DATA" --accounts-only \
+            >>"$WORK/admin.log" 2>&1 &&
+        "$BUILD/bench/mkusers" --data "$DATA" --count "$B_CLIENTS" \
+            --specialty grp --group-size "$B_GROUP" \
+            --clinic "Demo City Hospital" --requester demo-requester \
+            --out "$out/tokens" 2>>"$WORK/admin.log" ||
+        die "groups data: $(tail -3 "$WORK/admin.log")"
+    sync
+    start_hashi "$DATA" "$out/server.log"
+    say "---- (b): $B_CLIENTS sessions, $B_RATE cases/s for $B_DURATION s," \
+        "$B_GROUP recipients each"
+    set +e
+    timeout $((CONNECT_S + B_DURATION + 100)) "$BUILD/bench/loadclient" \
+        --port "$PORT" --ca "$DATA/tls/cert.pem" --tokens "$out/tokens" \
+        --clients "$B_CLIENTS" --specialty grp --group-size "$B_GROUP" \
+        --rate "$B_RATE" --duration "$B_DURATION" --server-pid "$SPID" \
+        --ack-ms 1000 --connect-s "$CONNECT_S" \
+        >"$out/client.out" 2>"$out/client.err"
+    rc=$?
+    set -e
+    grep -v '^RESULT ' "$out/client.out" || true
+    [ -s "$out/client.err" ] && head -5 "$out/client.err"
+    stop_server
+    [ $rc -lt 2 ] || { say "the (b) run failed (status $rc)"; return 0; }
+    [ $rc -le $worst ] || worst=$rc
+    r() { sed -n "s/^RESULT $1=//p" "$out/client.out"; }
+    say "targets (b) (commit->receipt p99 <= 20 ms, 0 missing):" \
+        "$(awk -v p="$(r commit_p99_ms)" -v m="$(r missing)" 'BEGIN {
+        print (p <= 20 ? "p99 ok" : "p99 OVER") ", " \
+            (m == 0 ? "none missing" : m " MISSING") }')"
+    [ -z "${PUSH_NO_RECORD:-}" ] || return 0
+    line="$(date -u +%Y-%m-%dT%H:%MZ)	$rev"
+    for k in clients cases_ok rate ack p50_ms p99_ms max_ms early_pct \
+        commit_p50_ms commit_p99_ms send_p99_ms create_p50_ms create_p99_ms \
+        missing duplicates rss_max_mb cpu_pct client_cpu_pct connect_s; do
+        line="$line	$(r $k)"
+    done
+    printf '%s\t%s\t%s\n' "$line" "$(cut -d' ' -f1 /proc/loadavg)" \
+        "$(r per_case)" >>"$RUNS"
+}
+[ "$B_CLIENTS" -eq 0 ] || run_groups
 
 # run_idle: load (c), IDLE_CLIENTS hashi.v1 sessions doing nothing for
 # IDLE_S seconds (the server's keep-alive pings included): its CPU over
@@ -288,9 +356,10 @@ run_idle() {
     start_hashi "$DATA" "$out/server.log"
     say "---- idle: $IDLE_CLIENTS sessions for $IDLE_S s"
     set +e
-    timeout $((IDLE_S + 200)) "$BUILD/bench/loadclient" --port "$PORT" \
-        --ca "$DATA/tls/cert.pem" --tokens "$out/tokens" \
+    timeout $((IDLE_S + CONNECT_S + 100)) "$BUILD/bench/loadclient" \
+        --port "$PORT" --ca "$DATA/tls/cert.pem" --tokens "$out/tokens" \
         --clients "$IDLE_CLIENTS" --idle "$IDLE_S" --server-pid "$SPID" \
+        --connect-s "$CONNECT_S" \
         >"$out/client.out" 2>"$out/client.err"
     rc=$?
     set -e
@@ -302,11 +371,20 @@ run_idle() {
     say "targets (c) (CPU <= 2 %, RSS <= 256 MB): $(awk -v c="$(r idle_cpu_pct)" \
         -v m="$(r idle_rss_mb)" 'BEGIN { print (c <= 2 ? "CPU ok" : "CPU OVER") \
         ", " (m <= 256 ? "RSS ok" : "RSS OVER") }')"
+    [ -z "${PUSH_NO_RECORD:-}" ] || return 0
+    [ -f "$IDLE_RUNS" ] ||
+        printf 'date\trev\tsessions\tidle_s\tcpu_pct\trss_mb\tdropped\tload\n' \
+            >"$IDLE_RUNS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%MZ)" \
+        "$rev" "$(r idle_clients)" "$(r idle_s)" "$(r idle_cpu_pct)" \
+        "$(r idle_rss_mb)" "$(r idle_dropped)" \
+        "$(cut -d' ' -f1 /proc/loadavg)" >>"$IDLE_RUNS"
 }
 [ "$IDLE_CLIENTS" -eq 0 ] || run_idle
 
 if [ -z "${PUSH_NO_RECORD:-}" ]; then
-    /usr/bin/python3 "$ROOT/bench/push/section.py" "$RUNS" "$RESULTS"
+    /usr/bin/python3 "$ROOT/bench/push/section.py" "$RUNS" "$RESULTS" \
+        "$IDLE_RUNS"
     say "recorded in $RUNS and $RESULTS"
 fi
 exit $worst

@@ -39,6 +39,15 @@
  * commit -> receipt includes the publish's own trip: in Mosquitto's
  * favour it is not.
  *
+ * --group-size G (load (b)): the users were made by mkusers --group-size
+ * G, so client i is a specialist of "S-<i / G>"; case k goes to specialty
+ * "S-<k mod N/G>", i.e. to G clients, and only those pairs are counted
+ * (a case.new at any other client is a stray, reported).
+ *
+ * The clients run on libev (epoll), lws's LWS_SERVER_OPTION_LIBEV, as the
+ * server does: with poll() 10,000 connections cost O(N) per wake-up on
+ * both sides and connecting them took minutes.
+ *
  * Output: a human summary, and "RESULT key=value" lines for push.sh.
  * Exit status: 0 all delivered; 1 deliveries missing or creates failed;
  * 2 set-up failure (connections, TLS, server).
@@ -61,6 +70,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <ev.h>
 #include <libwebsockets.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -100,6 +110,8 @@ static struct {
     int server_pid;
     int mqtt, msg_size;
     int idle_s;                 /* --idle: no creates, S s of quiet */
+    int group;                  /* --group-size: recipients a case; 0: all */
+    int connect_s;              /* --connect-s: all welcomed within */
     int idle_done;
     struct conn pub;            /* --mqtt: the publisher */
     atomic_int pub_due;         /* publishes the creator asked for */
@@ -118,7 +130,8 @@ static struct {
     int inflight, nopen, nwelcomed, nfailed, ndropped;
     int64_t t_start, t_welcomed;
 
-    /* measurement: recv[k * n + i] = ns when client i got case k */
+    /* measurement: recv[k * per_case() + j] = ns when the j-th recipient
+     * of case k got it (recv_slot) */
     int ncases;
     int64_t *recv;
     int64_t *sent, *reply;      /* per case, written by the creator */
@@ -126,7 +139,7 @@ static struct {
     int64_t real_off;           /* CLOCK_REALTIME - CLOCK_MONOTONIC, ns */
     int nsent;                  /* cases sent before the deadline */
     int *status;                /* HTTP status per case */
-    long nreceived, ndup, nother, nerrors, nunknown_case;
+    long nreceived, ndup, nother, nerrors, nunknown_case, nstray;
     long ev_bytes, ev_count;    /* event frames: their mean size */
     int64_t last_ack_tick;
 
@@ -146,6 +159,24 @@ static struct {
     struct rusage ru_t0, ru_t1;
     int setup_failed;
 } g;
+
+/* The recipients of one case: every client, or its group of clients. */
+static size_t per_case(void)
+{
+    return g.group ? (size_t)g.group : (size_t)g.n;
+}
+
+/* Where client idx's receipt of case k goes; NULL if idx is none of the
+ * case's recipients (--group-size). */
+static int64_t *recv_slot(long k, int idx)
+{
+    size_t base = 0;
+    if (g.group)
+        base = (size_t)(k % (g.n / g.group)) * (size_t)g.group;
+    if ((size_t)idx < base || (size_t)idx >= base + per_case())
+        return NULL;
+    return &g.recv[(size_t)k * per_case() + ((size_t)idx - base)];
+}
 
 static int64_t mono_ns(void)
 {
@@ -352,7 +383,11 @@ static void on_event(struct conn *c, const char *p, const char *end,
     }
     if (!g.at_ms[k] && !member(p, end, "at", &v, &n))
         g.at_ms[k] = strtoll(v, NULL, 10);
-    int64_t *slot = &g.recv[(size_t)k * (size_t)g.n + (size_t)c->idx];
+    int64_t *slot = recv_slot(k, c->idx);
+    if (!slot) {
+        g.nstray++;
+        return;
+    }
     if (*slot) {
         g.ndup++;
         return;
@@ -505,7 +540,11 @@ static void mq_publish(struct conn *c, unsigned char flags,
         g.nunknown_case++;
         return;
     }
-    int64_t *slot = &g.recv[(size_t)k * (size_t)g.n + (size_t)c->idx];
+    int64_t *slot = recv_slot(k, c->idx);
+    if (!slot) {
+        g.nstray++;
+        return;
+    }
     if (*slot) {
         g.ndup++;
         return;
@@ -878,11 +917,17 @@ static void *creator(void *arg)
             lws_cancel_service(g.ctx);
             continue;
         }
+        char spec[128];
+        if (g.group)
+            snprintf(spec, sizeof spec, "%s-%d", g.specialty,
+                     k % (g.n / g.group));
+        else
+            snprintf(spec, sizeof spec, "%s", g.specialty);
         snprintf(body, sizeof body,
                  "{\"case_id\":\"%s-%d\",\"question\":\"Push benchmark case "
                  "%d\",\"priority\":\"routine\",\"specialty\":\"%s\","
                  "\"patient\":{\"age\":50,\"sex\":\"O\"}}",
-                 g.run_id, k, k, g.specialty);
+                 g.run_id, k, k, spec);
         g.sent[k] = mono_ns();
         int st = https_post(&h, "/api/cases", body, resp, sizeof resp);
         if (st < 0) {           /* the connection went: once more */
@@ -920,7 +965,7 @@ static long expected_pairs(void)
     long ok = 0;
     for (int k = 0; k < g.ncases; k++)
         ok += g.status[k] == 201;
-    return ok * g.n;
+    return ok * (long)per_case();
 }
 
 /* --idle: the sessions sit still for idle_s; the server's CPU over that
@@ -993,7 +1038,7 @@ static void tick(lws_sorted_usec_list_t *sul)
                 atomic_store(&g.stop, 1);
             }
         } else if (g.mqtt && g.nwelcomed == g.n &&
-                   now - g.t_start < 90LL * 1000000000LL) {
+                   now - g.t_start < (int64_t)g.connect_s * 1000000000LL) {
             /* the publisher is connecting */
         } else if (g.next == g.n && !g.nretry && !g.inflight &&
                    g.nopen == g.nwelcomed) {
@@ -1001,9 +1046,9 @@ static void tick(lws_sorted_usec_list_t *sul)
                     "welcomed\n", g.nwelcomed, g.n);
             g.setup_failed = 1;
             atomic_store(&g.stop, 1);
-        } else if (now - g.t_start > 90LL * 1000000000LL) {
+        } else if (now - g.t_start > (int64_t)g.connect_s * 1000000000LL) {
             fprintf(stderr, "loadclient: %d of %d connections welcomed "
-                    "after 90 s\n", g.nwelcomed, g.n);
+                    "after %d s\n", g.nwelcomed, g.n, g.connect_s);
             g.setup_failed = 1;
             atomic_store(&g.stop, 1);
         }
@@ -1070,7 +1115,7 @@ static void dist_sort(struct dist *d)
 
 static int report(void)
 {
-    size_t n = (size_t)g.n, total = (size_t)g.ncases * n + 1;
+    size_t n = per_case(), total = (size_t)g.ncases * n + 1;
     struct dist lat = { malloc(sizeof(int64_t) * total), 0 };
     struct dist lsend = { malloc(sizeof(int64_t) * total), 0 };
     struct dist lcommit = { malloc(sizeof(int64_t) * total), 0 };
@@ -1166,8 +1211,8 @@ static int report(void)
            "ms  max %.2f ms\n", pct(create.v, create.n, 0.5),
            pct(create.v, create.n, 0.99), pct(create.v, create.n, 1.0));
     printf("  missing %ld  duplicates %ld  other events %ld  dropped "
-           "connections %d  server errors %ld\n", missing, g.ndup, g.nother,
-           g.ndropped, g.nerrors);
+           "connections %d  server errors %ld  strays %ld\n", missing, g.ndup,
+           g.nother, g.ndropped, g.nerrors, g.nstray);
     printf("  server: RSS max %.1f MB, CPU %.1f%% of one core during "
            "creates; %d connections welcomed in %.2f s (server CPU %.2f s)"
            "\n", rss, cpu, g.n, connect_s, connect_cpu);
@@ -1185,7 +1230,8 @@ static int report(void)
            "RESULT missing=%ld\nRESULT duplicates=%ld\nRESULT dropped=%d\n"
            "RESULT rss_max_mb=%.1f\nRESULT cpu_pct=%.1f\n"
            "RESULT client_cpu_pct=%.1f\nRESULT connect_s=%.2f\n"
-           "RESULT ack=%s\nRESULT event_bytes=%ld\n",
+           "RESULT ack=%s\nRESULT event_bytes=%ld\nRESULT strays=%ld\n"
+           "RESULT per_case=%zu\n",
            g.n, g.ncases, cases_ok, cases_failed, rate, lat.n,
            pct(lat.v, lat.n, 0.5), pct(lat.v, lat.n, 0.9),
            pct(lat.v, lat.n, 0.99), pct(lat.v, lat.n, 0.999),
@@ -1197,13 +1243,14 @@ static int report(void)
            pct(create.v, create.n, 0.99), missing, g.ndup, g.ndropped, rss,
            cpu, ccpu, connect_s, g.ack_ms ? "1s" : "each",
            g.mqtt ? (long)g.msg_size : g.ev_count ? g.ev_bytes / g.ev_count
-                                                  : 0L);
+                                                  : 0L,
+           g.nstray, n);
     free(lat.v);
     free(lsend.v);
     free(lcommit.v);
     free(last.v);
     free(create.v);
-    return missing || cases_failed || !cases_ok ? 1 : 0;
+    return missing || g.nstray || cases_failed || !cases_ok ? 1 : 0;
 }
 
 /* ---- set-up ------------------------------------------------------------------- */
@@ -1256,9 +1303,9 @@ static int usage(void)
             "usage: loadclient --port P --ca CERT --tokens FILE "
             "[--host 127.0.0.1]\n"
             "         [--clients N] [--rate 10] [--duration 30] "
-            "[--specialty loadtest]\n"
+            "[--specialty loadtest] [--group-size G]\n"
             "         [--server-pid PID] [--ack-ms 0] [--grace 10] "
-            "[--batch 100] [--run-id ID]\n"
+            "[--batch 100] [--run-id ID] [--connect-s 90]\n"
             "  tokens: lines 'LOGIN TOKEN', the requester first\n"
             "  ack-ms: 0 acks each event at once; M > 0 acks the highest "
             "seq every M ms\n"
@@ -1274,6 +1321,7 @@ int main(int argc, char **argv)
     static char run_id[32];
     g.host = "127.0.0.1";
     g.specialty = "loadtest";
+    g.connect_s = 90;
     g.rate = 10;
     g.duration = 30;
     g.grace = 10;
@@ -1298,6 +1346,10 @@ int main(int argc, char **argv)
             g.duration = atoi(v);
         else if (!strcmp(k, "--specialty"))
             g.specialty = v;
+        else if (!strcmp(k, "--group-size"))
+            g.group = atoi(v);
+        else if (!strcmp(k, "--connect-s"))
+            g.connect_s = atoi(v);
         else if (!strcmp(k, "--server-pid"))
             g.server_pid = atoi(v);
         else if (!strcmp(k, "--ack-ms"))
@@ -1318,7 +1370,7 @@ int main(int argc, char **argv)
             return usage();
     }
     if (!g.port || !g.ca || !g.tokens || g.rate < 1 || g.duration < 1 ||
-        g.batch < 1 || g.ack_ms < 0 || g.max_clients < 0)
+        g.batch < 1 || g.ack_ms < 0 || g.max_clients < 0 || g.connect_s < 1)
         return usage();
     if (!g.run_id) {
         snprintf(run_id, sizeof run_id, "pb%lx%x", (unsigned long)time(NULL),
@@ -1328,8 +1380,13 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (read_tokens())
         return 2;
+    if (g.group < 0 || (g.group && (g.mqtt || g.n % g.group))) {
+        fprintf(stderr, "loadclient: --group-size must divide the %d "
+                "clients (and is not for --mqtt)\n", g.n);
+        return usage();
+    }
     g.ncases = g.rate * g.duration;
-    g.recv = calloc((size_t)g.ncases * (size_t)g.n, sizeof *g.recv);
+    g.recv = calloc((size_t)g.ncases * per_case(), sizeof *g.recv);
     g.sent = calloc((size_t)g.ncases, sizeof *g.sent);
     g.reply = calloc((size_t)g.ncases, sizeof *g.reply);
     g.status = calloc((size_t)g.ncases, sizeof *g.status);
@@ -1347,6 +1404,13 @@ int main(int argc, char **argv)
     info.client_ssl_ca_filepath = g.ca;
     info.fd_limit_per_thread = (unsigned)g.n + 64;
     info.timeout_secs = 30;
+    struct ev_loop *loop = NULL;
+    void *loops[1] = { NULL };
+    if (!getenv("LOADCLIENT_POLL")) {
+        loop = loops[0] = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOENV);
+        info.options |= LWS_SERVER_OPTION_LIBEV;
+        info.foreign_loops = loops;
+    }
     g.ctx = lws_create_context(&info);
     if (!g.ctx) {
         fprintf(stderr, "loadclient: lws_create_context failed\n");
@@ -1362,9 +1426,12 @@ int main(int argc, char **argv)
     fflush(stdout);
     launch_more();
     lws_sul_schedule(g.ctx, 0, &g.tick, tick, TICK_US);
-    while (!atomic_load(&g.stop))
-        if (lws_service(g.ctx, 0) < 0)
+    while (!atomic_load(&g.stop)) {
+        if (loop)
+            ev_run(loop, EVRUN_ONCE);
+        else if (lws_service(g.ctx, 0) < 0)
             break;
+    }
     atomic_store(&g.stop, 1);
     if (g.creator_started && !g.idle_done)
         pthread_join(g.creator_th, NULL);
@@ -1373,6 +1440,8 @@ int main(int argc, char **argv)
     int rc = g.setup_failed ? 2 : g.idle_done ? 0 : report();
     fflush(stdout);
     lws_context_destroy(g.ctx);
+    if (loop)
+        ev_loop_destroy(loop);
     if (getenv("LOADCLIENT_DEBUG"))
         fprintf(stderr, "loadclient: creates ended %.2f s, stop %.2f s, "
                 "exit %.2f s after start\n",

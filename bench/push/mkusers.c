@@ -5,7 +5,10 @@
  * plus a login per user would take (each scrypt, N=2^17, costs ~0.4 s).
  *
  *   mkusers --data DIR --count N --specialty S --clinic NAME
- *           --requester LOGIN --out TOKENS
+ *           --requester LOGIN --out TOKENS [--group-size G]
+ *
+ * --group-size G (load (b)): specialist i (from 0) gets specialty
+ * "S-<i / G>" instead of S, so a case to one of them reaches G users.
  *
  * Shortcuts, fine for a benchmark and for nothing else:
  *   - the password is hashed ONCE (auth_password_hash) and the same hash
@@ -34,7 +37,7 @@
 static int usage(void)
 {
     fprintf(stderr, "usage: mkusers --data DIR --count N --specialty S "
-            "--clinic NAME --requester LOGIN --out FILE\n");
+            "--clinic NAME --requester LOGIN --out FILE [--group-size G]\n");
     return 1;
 }
 
@@ -47,12 +50,12 @@ static int exec_sql(sqlite3 *db, const char *sql, struct err *e)
 
 /* The N specialists and their sessions, in one transaction; lines go to
  * out as they are made (the file is only used if this returns 0). */
-static int make_users(struct store *s, int count, const char *specialty,
-                      const char *clinic, const char *requester, FILE *out,
-                      struct err *e)
+static int make_users(struct store *s, int count, int group,
+                      const char *specialty, const char *clinic,
+                      const char *requester, FILE *out, struct err *e)
 {
     sqlite3 *db = store_db(s);
-    char hash[256], token[AUTH_TOKEN_HEX + 1], login[64];
+    char hash[256], token[AUTH_TOKEN_HEX + 1], login[64], spec[128];
     int64_t clinic_id = 0, uid = 0;
     int rc;
 
@@ -109,7 +112,11 @@ static int make_users(struct store *s, int count, const char *specialty,
         }
         uid = sqlite3_last_insert_rowid(db);
         sqlite3_bind_int64(ins_spec, 1, uid);
-        sqlite3_bind_text(ins_spec, 2, specialty, -1, SQLITE_STATIC);
+        if (group)
+            snprintf(spec, sizeof spec, "%s-%d", specialty, (i - 1) / group);
+        else
+            snprintf(spec, sizeof spec, "%s", specialty);
+        sqlite3_bind_text(ins_spec, 2, spec, -1, SQLITE_STATIC);
         step = sqlite3_step(ins_spec);
         sqlite3_reset(ins_spec);
         if (step != SQLITE_DONE) {
@@ -133,7 +140,7 @@ int main(int argc, char **argv)
 {
     const char *data = NULL, *specialty = NULL, *clinic = NULL;
     const char *requester = NULL, *outpath = NULL;
-    int count = 0;
+    int count = 0, group = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
         if (!strcmp(k, "--data"))
@@ -148,10 +155,12 @@ int main(int argc, char **argv)
             requester = v;
         else if (!strcmp(k, "--out"))
             outpath = v;
+        else if (!strcmp(k, "--group-size"))
+            group = atoi(v);
         else
             return usage();
     }
-    if (argc % 2 == 0 || !data || count < 1 || count > 99999 || !specialty
+    if (argc % 2 == 0 || !data || count < 1 || count > 99999 || group < 0 || !specialty
         || !clinic || !requester || !outpath)
         return usage();
 
@@ -170,7 +179,8 @@ int main(int argc, char **argv)
         store_close(s);
         return 2;
     }
-    int rc = make_users(s, count, specialty, clinic, requester, out, &e);
+    int rc = make_users(s, count, group, specialty, clinic, requester, out,
+                        &e);
     store_close(s);
     if (fclose(out) && !rc)
         rc = err_set(&e, ERR_IO, "write %s", tmp);

@@ -1,6 +1,8 @@
 #!/usr/bin/python3
-"""section.py RUNS.tsv RESULTS.md — (re)write the "Push fan-out" section of
-bench/RESULTS.md from every run recorded in RUNS.tsv (bench/push.sh).
+"""section.py RUNS.tsv RESULTS.md [IDLE.tsv] — (re)write the "Push fan-out"
+section of bench/RESULTS.md from every run recorded in RUNS.tsv (loads
+(a) and (b), and the Mosquitto anchor) and IDLE.tsv (load (c)) by
+bench/push.sh.
 
 The section sits between two HTML comment markers; everything outside them
 is left as it is (the ingest benchmark owns the rest of the file).  If the
@@ -50,7 +52,20 @@ once (`each`).
   users (a benchmark shortcut) and real session tokens from
   `auth_session_create()`.
 
-Targets: **p99 ≤ 50 ms, RSS ≤ 64 MB, 0 missing.**  Anchor
+Loads (issue 8): **(a)** the runs above, 1,000 sessions, one case each
+100 ms to all of them, with Mosquitto (`rev` mosquitto, ack `mqtt`) under
+the same load in the same invocation; **(b)** rows whose `recipients` is
+10: N sessions of specialists of N/10 specialties (`mkusers
+--group-size 10`), cases at 100/s to one specialty after another
+(`loadclient --group-size 10`), only those 10 pairs a case counted (a
+case.new anywhere else would fail the run); **(c)** the table after:
+N idle sessions for S s, the server's CPU (utime+stime, % of one core)
+and RSS at the end (keep-alive pings included).  Rows from 2026-12-03 on:
+the server and loadclient run lws on libev (epoll), not poll().
+
+Targets (issue 8): (a) commit→rx p99 ≤ Mosquitto's in the same run,
+create p99 ≤ 20 ms; (b) commit→rx p99 ≤ 20 ms, 0 missing, at 10,000
+sessions; (c) RSS ≤ 256 MB, CPU ≤ 2 % with 10,000 sessions.  Anchor
 (docs/BENCHMARKING.md): Mosquitto 2.0.11, 1,000 subscribers, QoS 1,
 300-byte message every 100 ms: TCP p50 8.5–9.6 ms, p99 20–23 ms, broker
 RSS 12 MB; over WebSocket about twice the CPU per delivery.
@@ -66,20 +81,37 @@ COLS = [
     ("missing", "**missing**"), ("duplicates", "dup"),
     ("rss_mb", "**RSS MB**"), ("cpu_pct", "server CPU %"),
     ("client_cpu", "client CPU %"), ("connect_s", "connect s"),
-    ("load", "load"),
+    ("load", "load"), ("recipients", "recipients"),
 ]
+
+IDLE_COLS = [
+    ("date", "date (UTC)"), ("rev", "rev"), ("sessions", "sessions"),
+    ("idle_s", "idle s"), ("cpu_pct", "**server CPU %**"),
+    ("rss_mb", "**RSS MB**"), ("dropped", "dropped"), ("load", "load"),
+]
+
+
+def table(path, cols):
+    """The markdown table of a .tsv file's rows ([] if it does not exist)."""
+    if not path or not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    out = ["| " + " | ".join(h for _, h in cols) + " |",
+           "|" + "---|" * len(cols)]
+    for row in rows:
+        out.append("| " + " | ".join(row.get(k, "") or "" for k, _ in cols)
+                   + " |")
+    return out
 
 
 def main():
     runs_path, results_path = sys.argv[1], sys.argv[2]
-    with open(runs_path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    lines = [BEGIN, INTRO,
-             "| " + " | ".join(h for _, h in COLS) + " |",
-             "|" + "---|" * len(COLS)]
-    for row in rows:
-        lines.append("| " + " | ".join(row.get(k, "") or "" for k, _ in COLS)
-                     + " |")
+    idle_path = sys.argv[3] if len(sys.argv) > 3 else None
+    lines = [BEGIN, INTRO] + table(runs_path, COLS)
+    idle = table(idle_path, IDLE_COLS)
+    if idle:
+        lines += ["", "Load (c), idle sessions:", ""] + idle
     lines += ["", "`rev` ends in `+` when server/ or proto/ had uncommitted "
               "changes.", END, ""]
     splice(results_path, BEGIN, END, "\n".join(lines))
