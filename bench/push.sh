@@ -140,6 +140,21 @@ rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
 HEADER="date	rev	clients	cases_ok	rate	ack	p50_ms	p99_ms	max_ms	early_pct	commit_p50_ms	commit_p99_ms	send_p99_ms	create_p50_ms	create_p99_ms	missing	duplicates	rss_mb	cpu_pct	client_cpu	connect_s	load	recipients"
 worst=0
 
+# record_run: the run whose RESULT lines r() reads, as a row of runs.tsv
+# (unless PUSH_NO_RECORD).
+record_run() {
+    [ -z "${PUSH_NO_RECORD:-}" ] || return 0
+    [ -f "$RUNS" ] || printf '%s\n' "$HEADER" >"$RUNS"
+    line="$(date -u +%Y-%m-%dT%H:%MZ)	$rev"
+    for k in clients cases_ok rate ack p50_ms p99_ms max_ms early_pct \
+        commit_p50_ms commit_p99_ms send_p99_ms create_p50_ms create_p99_ms \
+        missing duplicates rss_max_mb cpu_pct client_cpu_pct connect_s; do
+        line="$line	$(r $k)"
+    done
+    printf '%s\t%s\t%s\n' "$line" "$(cut -d' ' -f1 /proc/loadavg)" \
+        "$(r per_case)" >>"$RUNS"
+}
+
 # run_one ACK: one measured run on a fresh copy of the template.
 run_one() {
     ack=$1
@@ -197,16 +212,7 @@ run_one() {
         print v }')
     say "targets (p99 <= 50 ms, RSS <= 64 MB, 0 missing): $verdict"
 
-    [ -z "${PUSH_NO_RECORD:-}" ] || return 0
-    [ -f "$RUNS" ] || printf '%s\n' "$HEADER" >"$RUNS"
-    line="$(date -u +%Y-%m-%dT%H:%MZ)	$rev"
-    for k in clients cases_ok rate ack p50_ms p99_ms max_ms early_pct \
-        commit_p50_ms commit_p99_ms send_p99_ms create_p50_ms create_p99_ms \
-        missing duplicates rss_max_mb cpu_pct client_cpu_pct connect_s; do
-        line="$line	$(r $k)"
-    done
-    printf '%s\t%s\t%s\n' "$line" "$(cut -d' ' -f1 /proc/loadavg)" \
-        "$(r per_case)" >>"$RUNS"
+    record_run
 }
 
 # runs.tsv from before the recipients column gets it (those rows: every
@@ -285,6 +291,25 @@ import sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' \
 }
 [ -n "${PUSH_NO_MQTT:-}" ] || run_mqtt
 
+# big_run SECONDS ARGS...: loadclient with ARGS against the server $SPID
+# on $DATA with $out/tokens, allowed CONNECT_S + SECONDS; its output in
+# $out/client.out (printed but for the RESULT lines), status in rc; the
+# server is stopped after.
+big_run() {
+    limit=$(($1 + CONNECT_S))
+    shift
+    set +e
+    timeout "$limit" "$BUILD/bench/loadclient" --port "$PORT" \
+        --ca "$DATA/tls/cert.pem" --tokens "$out/tokens" \
+        --server-pid "$SPID" --connect-s "$CONNECT_S" "$@" \
+        >"$out/client.out" 2>"$out/client.err"
+    rc=$?
+    set -e
+    grep -v '^RESULT ' "$out/client.out" || true
+    [ ! -s "$out/client.err" ] || head -5 "$out/client.err"
+    stop_server
+}
+
 # run_groups: load (b), B_CLIENTS sessions, B_RATE cases/s for B_DURATION
 # s, each case to B_GROUP of them (mkusers/loadclient --group-size: the
 # users are specialists of B_CLIENTS/B_GROUP specialties, the cases go to
@@ -306,18 +331,9 @@ run_groups() {
     start_hashi "$DATA" "$out/server.log"
     say "---- (b): $B_CLIENTS sessions, $B_RATE cases/s for $B_DURATION s," \
         "$B_GROUP recipients each"
-    set +e
-    timeout $((CONNECT_S + B_DURATION + 100)) "$BUILD/bench/loadclient" \
-        --port "$PORT" --ca "$DATA/tls/cert.pem" --tokens "$out/tokens" \
-        --clients "$B_CLIENTS" --specialty grp --group-size "$B_GROUP" \
-        --rate "$B_RATE" --duration "$B_DURATION" --server-pid "$SPID" \
-        --ack-ms 1000 --connect-s "$CONNECT_S" \
-        >"$out/client.out" 2>"$out/client.err"
-    rc=$?
-    set -e
-    grep -v '^RESULT ' "$out/client.out" || true
-    [ -s "$out/client.err" ] && head -5 "$out/client.err"
-    stop_server
+    big_run $((B_DURATION + 100)) --clients "$B_CLIENTS" --specialty grp \
+        --group-size "$B_GROUP" --rate "$B_RATE" --duration "$B_DURATION" \
+        --ack-ms 1000
     [ $rc -lt 2 ] || { say "the (b) run failed (status $rc)"; return 0; }
     [ $rc -le $worst ] || worst=$rc
     r() { sed -n "s/^RESULT $1=//p" "$out/client.out"; }
@@ -325,15 +341,7 @@ run_groups() {
         "$(awk -v p="$(r commit_p99_ms)" -v m="$(r missing)" 'BEGIN {
         print (p <= 20 ? "p99 ok" : "p99 OVER") ", " \
             (m == 0 ? "none missing" : m " MISSING") }')"
-    [ -z "${PUSH_NO_RECORD:-}" ] || return 0
-    line="$(date -u +%Y-%m-%dT%H:%MZ)	$rev"
-    for k in clients cases_ok rate ack p50_ms p99_ms max_ms early_pct \
-        commit_p50_ms commit_p99_ms send_p99_ms create_p50_ms create_p99_ms \
-        missing duplicates rss_max_mb cpu_pct client_cpu_pct connect_s; do
-        line="$line	$(r $k)"
-    done
-    printf '%s\t%s\t%s\n' "$line" "$(cut -d' ' -f1 /proc/loadavg)" \
-        "$(r per_case)" >>"$RUNS"
+    record_run
 }
 [ "$B_CLIENTS" -eq 0 ] || run_groups
 
@@ -355,17 +363,7 @@ run_idle() {
         die "idle data: $(tail -3 "$WORK/admin.log")"
     start_hashi "$DATA" "$out/server.log"
     say "---- idle: $IDLE_CLIENTS sessions for $IDLE_S s"
-    set +e
-    timeout $((IDLE_S + CONNECT_S + 100)) "$BUILD/bench/loadclient" \
-        --port "$PORT" --ca "$DATA/tls/cert.pem" --tokens "$out/tokens" \
-        --clients "$IDLE_CLIENTS" --idle "$IDLE_S" --server-pid "$SPID" \
-        --connect-s "$CONNECT_S" \
-        >"$out/client.out" 2>"$out/client.err"
-    rc=$?
-    set -e
-    grep -v '^RESULT ' "$out/client.out" || true
-    [ -s "$out/client.err" ] && head -5 "$out/client.err"
-    stop_server
+    big_run $((IDLE_S + 100)) --clients "$IDLE_CLIENTS" --idle "$IDLE_S"
     r() { sed -n "s/^RESULT $1=//p" "$out/client.out"; }
     [ $rc -eq 0 ] || { say "the idle run failed (status $rc)"; return 0; }
     say "targets (c) (CPU <= 2 %, RSS <= 256 MB): $(awk -v c="$(r idle_cpu_pct)" \

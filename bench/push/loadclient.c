@@ -1404,6 +1404,10 @@ int main(int argc, char **argv)
     info.client_ssl_ca_filepath = g.ca;
     info.fd_limit_per_thread = (unsigned)g.n + 64;
     info.timeout_secs = 30;
+    /* No lws validity timers (as the server): each frame received would
+     * re-file one in a sorted list as long as the connections. */
+    static const lws_retry_bo_t no_validity = { 0 };
+    info.retry_and_idle_policy = &no_validity;
     struct ev_loop *loop = NULL;
     void *loops[1] = { NULL };
     if (!getenv("LOADCLIENT_POLL")) {
