@@ -8,7 +8,7 @@
 # unchanged (sha256) with --shared.
 . "$(dirname "$0")/lib.sh"
 
-$PY - "$HASHI_TOOLS" >"$T_TMP/due.txt" <<'PY' || fail "schedule check: $(cat "$T_TMP/due.txt")"
+$PY - "$HASHI_TOOLS" >"$T_TMP/due.txt" <<'PY' || fail "$(cat "$T_TMP/due.txt")"
 import sys, types
 sys.path.insert(0, sys.argv[1])
 import linkemu

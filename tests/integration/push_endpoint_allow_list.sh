@@ -19,8 +19,8 @@ db() { sqlite3 "$DATA/hashi.db" "$1"; }
 P256=$(jget "$PUSH_KEYS" 'd["p256dh"]')
 AUTH=$(jget "$PUSH_KEYS" 'd["auth"]')
 sub() {     # ENDPOINT: the status of its subscription by demo-neuro
-    api POST /api/push/subscriptions "$N" \
-        "{\"endpoint\":\"$1\",\"keys\":{\"p256dh\":\"$P256\",\"auth\":\"$AUTH\"}}"
+    api POST /api/push/subscriptions "$N" "{\"endpoint\":\"$1\",
+\"keys\":{\"p256dh\":\"$P256\",\"auth\":\"$AUTH\"}}"
 }
 
 # -- refused: not a push service
@@ -33,8 +33,8 @@ for ep in "$PUSH_URL/push/dev1" https://10.0.0.1/push/x \
     assert_eq push_service_not_allowed "$(jget "$T_TMP/body" \
         'd["error"]["code"]')" "error code for $ep"
 done
-assert_eq "True" "$(jget "$T_TMP/body" \
-    '"evilfcm.googleapis.com is not a push service" in d["error"]["message"]')" \
+WHY='evilfcm.googleapis.com is not a push service'
+assert_eq True "$(jget "$T_TMP/body" "'$WHY' in d['error']['message']")" \
     "the message names the refused host"
 assert_eq 0 "$(db 'SELECT count(*) FROM push_subscriptions')" \
     "nothing stored from refused subscriptions"
