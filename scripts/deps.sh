@@ -39,9 +39,10 @@ if [ -n "$missing" ]; then
     apt-get install -y -q --no-install-recommends $missing
 fi
 
-# The browser tests' one npm package (playwright-core, driving Debian's
-# Chromium): installed from the lock file when missing or out of date.
-if [ "${1:-}" = "--test" ]; then
+# The browser tests' npm packages (playwright-core, driving Debian's
+# Chromium, and OHIF): installed from the lock file when missing or out of
+# date; bench/phone.mjs uses them too.
+if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--bench" ]; then
     bt="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
     if [ ! -d "$bt/node_modules" ] ||
             [ "$bt/package-lock.json" -nt "$bt/node_modules" ]; then

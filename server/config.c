@@ -17,6 +17,7 @@
 
 #include "../proto/log.h"
 #include "cases.h"
+#include "webpush.h"
 
 /* The keys, as long flags and as config-file keys. */
 enum { K_STR, K_BOOL };
@@ -45,6 +46,7 @@ static const struct {
     { "upload-max-age", K_STR },
     { "push-ca", K_STR },
     { "push-contact", K_STR },
+    { "push-allow", K_STR },
     { "ws-ping", K_STR },
     { "ws-queue-max", K_STR },
 };
@@ -308,6 +310,19 @@ int config_set(struct server_config *c, const char *key, const char *v,
             return err_set(e, ERR_INVALID, "push-contact: '%.64s' is not "
                            "a mailto: or https: URL", v);
         return set_path(c->push_contact, sizeof c->push_contact, key, v, e);
+    }
+    if (!strcmp(key, "push-allow")) {
+        char h[256];
+        size_t have = strlen(c->push_allow);
+        if (webpush_allow_pattern(v, h, sizeof h))
+            return err_set(e, ERR_INVALID, "push-allow: '%.200s' is not a "
+                           "host name, *.domain or IP address", v);
+        if (have + 1 + strlen(h) >= sizeof c->push_allow)
+            return err_set(e, ERR_INVALID, "push-allow: too many hosts");
+        if (have)
+            strcat(c->push_allow, ",");
+        strcat(c->push_allow, h);
+        return 0;
     }
     if (!strcmp(key, "listen"))
         return set_hostport(c->listen_host, sizeof c->listen_host,

@@ -46,6 +46,7 @@ static const char usage_text[] =
     "[--dicom-artim-timeout S]\n"
     "                    [--dicom-idle-timeout S]\n"
     "                    [--push-ca FILE] [--push-contact URL]\n"
+    "                    [--push-allow HOST]...\n"
     "                    [--ws-ping S] [--ws-queue-max BYTES]\n"
     "                    [--log-level debug|info|warn|error]\n"
     "       hashi-server init|demo|clinic add|user add|user disable|"

@@ -63,6 +63,8 @@ struct server_config {
     int upload_max_age;         /* seconds: partial uploads removed after */
     char push_ca[4096];         /* CA file for push services; "": system */
     char push_contact[256];     /* VAPID "sub" (mailto: or https:), or "" */
+    char push_allow[1024];      /* push hosts besides the public services',
+                                   comma-separated (webpush.h) */
     int ws_ping;                /* seconds of silence before a WebSocket
                                    ping; none for 1.5x: closed. 0: off */
     uint64_t ws_queue_max;      /* bytes a hashi.v1 session may have

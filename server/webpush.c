@@ -15,11 +15,15 @@
 #include "webpush.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <netdb.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -373,6 +377,118 @@ static EVP_PKEY *key_load(const char *data_dir, struct err *e)
     return k;
 }
 
+/* ---- which endpoints ----------------------------------------------------- */
+
+int webpush_allow_pattern(const char *v, char *out, size_t cap)
+{
+    unsigned char ip[16];
+    size_t n = strlen(v);
+    if (n > 2 && v[0] == '[' && v[n - 1] == ']') {
+        v++;
+        n -= 2;
+    }
+    if (!n || n >= cap || n > 253)
+        return -1;
+    memcpy(out, v, n);
+    out[n] = '\0';
+    if (inet_pton(AF_INET6, out, ip) == 1 || inet_pton(AF_INET, out, ip) == 1)
+        return 0;
+    const char *name = !strncmp(out, "*.", 2) ? out + 2 : out;
+    if (!*name || *name == '.' || *name == '-' || name[strlen(name) - 1] == '.'
+        || strstr(name, ".."))
+        return -1;
+    for (char *p = out; *p; p++) {
+        *p = (char)tolower((unsigned char)*p);
+        if (p >= name && !isalnum((unsigned char)*p) && *p != '-'
+            && *p != '.')
+            return -1;
+    }
+    return 0;
+}
+
+/* 1 if host matches one entry of the comma-separated list. */
+static int host_in(const char *list, const char *host)
+{
+    size_t hl = strlen(host);
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n > 2 && !strncmp(p, "*.", 2)) {
+            /* "*.d": at least one label before ".d" */
+            if (hl > n - 1 && !strncasecmp(host + hl - (n - 1), p + 1, n - 1))
+                return 1;
+        } else if (n == hl && !strncasecmp(host, p, n)) {
+            return 1;
+        }
+        p += n + (p[n] == ',');
+    }
+    return 0;
+}
+
+int webpush_host_allowed(const char *extra, const char *host)
+{
+    if (extra && host_in(extra, host))
+        return 2;
+    return host_in(WEBPUSH_PUBLIC_HOSTS, host);
+}
+
+/* 1 if a (network order) IPv4 address is public unicast: not this
+ * network, private (RFC 1918), shared (RFC 6598), loopback, link-local,
+ * IETF protocol assignments, documentation, benchmarking, multicast or
+ * reserved. */
+static int v4_public(const unsigned char a[4])
+{
+    static const struct { unsigned char net[4]; int bits; } no[] = {
+        { { 0, 0, 0, 0 }, 8 },       { { 10, 0, 0, 0 }, 8 },
+        { { 100, 64, 0, 0 }, 10 },   { { 127, 0, 0, 0 }, 8 },
+        { { 169, 254, 0, 0 }, 16 },  { { 172, 16, 0, 0 }, 12 },
+        { { 192, 0, 0, 0 }, 24 },    { { 192, 0, 2, 0 }, 24 },
+        { { 192, 168, 0, 0 }, 16 },  { { 198, 18, 0, 0 }, 15 },
+        { { 198, 51, 100, 0 }, 24 }, { { 203, 0, 113, 0 }, 24 },
+        { { 224, 0, 0, 0 }, 3 },     /* multicast, reserved, broadcast */
+    };
+    uint32_t v = (uint32_t)a[0] << 24 | (uint32_t)a[1] << 16
+                 | (uint32_t)a[2] << 8 | a[3];
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) {
+        const unsigned char *m = no[i].net;
+        uint32_t net = (uint32_t)m[0] << 24 | (uint32_t)m[1] << 16
+                       | (uint32_t)m[2] << 8 | m[3];
+        uint32_t mask = 0xffffffffu << (32 - no[i].bits);
+        if ((v & mask) == net)
+            return 0;
+    }
+    return 1;
+}
+
+/* IPv6: global unicast (2000::/3) but documentation, or an IPv4 address
+ * mapped or NAT64-translated, judged as IPv4; everything else (loopback,
+ * unspecified, unique local, link-local, multicast, v4-compatible) is
+ * not public. */
+static int v6_public(const unsigned char a[16])
+{
+    static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                              0xff, 0xff };
+    static const unsigned char nat64[12] = { 0, 0x64, 0xff, 0x9b };
+    if (!memcmp(a, mapped, 12) || !memcmp(a, nat64, 12))
+        return v4_public(a + 12);
+    if ((a[0] & 0xe0) != 0x20)
+        return 0;
+    return !(a[0] == 0x20 && a[1] == 0x01 && a[2] == 0x0d && a[3] == 0xb8);
+}
+
+int webpush_addr_allowed(const char *extra, const char *host,
+                         const struct sockaddr *addr)
+{
+    if (extra && host_in(extra, host))
+        return 1;
+    if (addr->sa_family == AF_INET)
+        return v4_public((const unsigned char *)
+                         &((const struct sockaddr_in *)addr)->sin_addr);
+    if (addr->sa_family == AF_INET6)
+        return v6_public(((const struct sockaddr_in6 *)addr)
+                         ->sin6_addr.s6_addr);
+    return 0;
+}
+
 /* ---- delivery (push pool thread) ---------------------------------------- */
 
 struct endpoint_url {
@@ -446,9 +562,13 @@ struct webpush {
     void (*next_committed)(struct server *srv);
     int inflight;
     char contact[256];
+    char allow[sizeof ((struct server_config *)0)->push_allow];
 };
 
-static int tcp_connect(const struct endpoint_url *u, struct err *e)
+/* A connected socket to u's host, trying its addresses in turn; those a
+ * push may not reach (webpush_addr_allowed) are skipped. */
+static int tcp_connect(const struct endpoint_url *u, const char *allow,
+                       struct err *e)
 {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *a;
     int rc = getaddrinfo(u->host, u->port, &hints, &res);
@@ -457,7 +577,17 @@ static int tcp_connect(const struct endpoint_url *u, struct err *e)
                        gai_strerror(rc)), -1;
     int fd = -1;
     struct timeval tv = { PUSH_TIMEOUT_S, 0 };
+    err_set(e, ERR_IO, "resolve %s: no address", u->host);
     for (a = res; a && fd < 0; a = a->ai_next) {
+        if (!webpush_addr_allowed(allow, u->host, a->ai_addr)) {
+            char ip[INET6_ADDRSTRLEN] = "?";
+            getnameinfo(a->ai_addr, a->ai_addrlen, ip, sizeof ip, NULL, 0,
+                        NI_NUMERICHOST);
+            err_set(e, ERR_INVALID, "refused: %s is %s, not a public "
+                    "address (--push-allow %s to allow it)", u->host, ip,
+                    u->host);
+            continue;
+        }
         fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC,
                     a->ai_protocol);
         if (fd < 0)
@@ -478,10 +608,10 @@ static int tcp_connect(const struct endpoint_url *u, struct err *e)
 
 /* POST body to the endpoint; the HTTP status, or -1 (e says why). */
 static int https_post(SSL_CTX *tls, const struct endpoint_url *u,
-                      const char *headers, const unsigned char *body,
-                      size_t blen, struct err *e)
+                      const char *allow, const char *headers,
+                      const unsigned char *body, size_t blen, struct err *e)
 {
-    int fd = tcp_connect(u, e), status = -1;
+    int fd = tcp_connect(u, allow, e), status = -1;
     if (fd < 0)
         return -1;
     SSL *ssl = SSL_new(tls);
@@ -551,6 +681,12 @@ static void push_work(void *ctx, void *arg)
         strcpy(j->err, "bad endpoint");
         return;
     }
+    /* Subscribed under another --push-allow: kept, but not pushed to. */
+    if (!webpush_host_allowed(w->allow, u.host)) {
+        snprintf(j->err, sizeof j->err, "refused: %.200s is not an allowed "
+                 "push service", u.host);
+        return;
+    }
     if (webpush_encrypt(j->p256dh, j->auth, NULL, NULL, NULL,
                         (const unsigned char *)j->payload,
                         strlen(j->payload), &body, &blen, &e)
@@ -576,7 +712,7 @@ static void push_work(void *ctx, void *arg)
     if (n < 0 || (size_t)n >= sizeof req)
         strcpy(j->err, "request head too long");
     else
-        j->status = https_post(w->tls, &u, req, body, blen, &e);
+        j->status = https_post(w->tls, &u, w->allow, req, body, blen, &e);
     if (j->status < 0) {
         j->status = 0;
         strlcpy_h(j->err, e.msg, sizeof j->err);
@@ -810,6 +946,7 @@ int webpush_init(struct server *srv, struct err *e)
     p256_public(w->key, pub);
     webpush_b64url_encode(pub, 65, w->pub_b64);
     strlcpy_h(w->contact, srv->cfg.push_contact, sizeof w->contact);
+    strlcpy_h(w->allow, srv->cfg.push_allow, sizeof w->allow);
     w->tls = SSL_CTX_new(TLS_client_method());
     if (!w->tls || !SSL_CTX_set_min_proto_version(w->tls, TLS1_2_VERSION)) {
         ssl_fail(e, "TLS context");
@@ -855,15 +992,15 @@ void webpush_free(struct server *srv)
 
 /* The reason a subscription body is refused, or NULL if it is fine. */
 static const char *subscription_invalid(json_t *body, const char **ep,
-                                        const char **pk, const char **au)
+                                        const char **pk, const char **au,
+                                        struct endpoint_url *u)
 {
     unsigned char pub[65], auth[16];
-    struct endpoint_url u;
 
     if (json_unpack(body, "{s:s, s:{s:s, s:s}}", "endpoint", ep, "keys",
                     "p256dh", pk, "auth", au))
         return "expected {\"endpoint\", \"keys\": {\"p256dh\", \"auth\"}}";
-    if (strlen(*ep) > PUSH_ENDPOINT_MAX || url_parse(*ep, &u))
+    if (strlen(*ep) > PUSH_ENDPOINT_MAX || url_parse(*ep, u))
         return "endpoint must be an https:// URL (at most 1024 characters)";
     if (webpush_b64url_decode(*pk, pub, sizeof pub) != 65
         || !p256_point_valid(pub))
@@ -877,9 +1014,17 @@ static void subscribe(struct http_req *r, json_t *body)
 {
     struct server *srv = r->srv;
     const char *ep = NULL, *pk = NULL, *au = NULL;
-    const char *why = subscription_invalid(body, &ep, &pk, &au);
+    struct endpoint_url u;
+    const char *why = subscription_invalid(body, &ep, &pk, &au, &u);
     if (why) {
         http_respond_error(r, 400, "invalid", "%s", why);
+        return;
+    }
+    if (!webpush_host_allowed(srv->push->allow, u.host)) {
+        http_respond_error(r, 400, "push_service_not_allowed",
+                           "%.200s is not a push service this server "
+                           "sends to (%s; others by --push-allow)", u.host,
+                           WEBPUSH_PUBLIC_HOSTS);
         return;
     }
     sqlite3_stmt *st = stmt(srv,

@@ -15,6 +15,13 @@
  *     a Topic per case and kind (a newer message replaces one not yet
  *     delivered).
  * The payload is minimal: {"kind","case_id","priority"} — no patient data.
+ * Endpoints are held to push services (a hospital's server must not be
+ * made to POST into its own network): a subscription's host must be one
+ * of WEBPUSH_PUBLIC_HOSTS or a --push-allow entry, else it is refused
+ * (400 push_service_not_allowed); a delivery is checked again, and never
+ * connects to a loopback, private, link-local or otherwise non-public
+ * address unless the host is a --push-allow entry itself (DNS of a public
+ * name pointing inside is refused).
  * A 404 or 410 from the push service removes the subscription.
  *
  * How it fits: webpush_init (after ws_init) wraps srv->events_committed:
@@ -62,7 +69,31 @@ void webpush_tick(struct server *srv);
  * Users only (a gateway token gets 403). */
 void webpush_api(struct http_req *r);
 
+/* The public push services (Chrome/FCM, Firefox, Edge/WNS, Safari);
+ * "*.d" is any name under d, not d itself. */
+#define WEBPUSH_PUBLIC_HOSTS "fcm.googleapis.com," \
+    "updates.push.services.mozilla.com,*.notify.windows.com," \
+    "web.push.apple.com"
+
 /* ---- the pieces, for the tests ------------------------------------- */
+
+/* A --push-allow value: a host name, "*.domain", an IPv4 or IPv6 address
+ * (brackets optional); 0 and its canonical form (lower case, no
+ * brackets) in out, or -1 if it is none of those. */
+int webpush_allow_pattern(const char *v, char *out, size_t cap);
+
+/* Whether an endpoint's host may be pushed to: 2 if it matches an entry
+ * of extra (comma-separated --push-allow patterns), 1 if a public push
+ * service, else 0.  Case-insensitive; host as in the URL, without
+ * brackets. */
+int webpush_host_allowed(const char *extra, const char *host);
+
+/* 1 if a push may connect to addr (a sockaddr_in or sockaddr_in6) for
+ * host: addr is a public unicast address, or host is an entry of extra
+ * (the administrator allowed it, wherever it points). */
+struct sockaddr;
+int webpush_addr_allowed(const char *extra, const char *host,
+                         const struct sockaddr *addr);
 
 /* RFC 8291 aes128gcm body of one record: header (salt, rs 4096, idlen 65,
  * as_public) then AES-128-GCM(plain || 0x02).  ua_public is the device's

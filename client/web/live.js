@@ -16,11 +16,12 @@
 // "offline" event ends the session at once; "online" tries at once.
 // While not live, attempts follow each other RETRY_MIN_MS doubling to
 // RETRY_MAX_MS apart.  An attempt whose WebSocket has not opened after
-// max(OPEN_MIN_MS, 3 x the last handshake's time) is abandoned and the
-// next one starts at once: on a dead link the TLS handshake hangs
-// forever, and browsers open one WebSocket to a host at a time, so a hung
-// attempt would hold back the one that would succeed.  So the page is
-// live again within about OPEN_MIN_MS of the link's return.
+// max(OPEN_MIN_MS, 3 x the last handshake's time, 4 x the round trip the
+// page's requests see) is abandoned and the next one starts at once: on
+// a dead link the TLS handshake hangs forever, and browsers open one
+// WebSocket to a host at a time, so a hung attempt would hold back the
+// one that would succeed.  So the page is live again within about
+// OPEN_MIN_MS of the link's return.
 //
 // Emits on the Live object (an EventTarget):
 //   "event"  detail = the event message {seq, event_id, kind, case_id, body}
@@ -40,6 +41,15 @@ const TICK_MS = 500;
 const RETRY_MIN_MS = 250;
 const RETRY_MAX_MS = 1000;
 const OPEN_MIN_MS = 1500;
+
+// The link's round trip as the page's last requests saw it (request to
+// first byte; the least of the last five), 0 if none: a WebSocket's TLS
+// and upgrade take about two, over 1.6 s on a 400 ms link.
+function rttMs() {
+    const t = performance.getEntriesByType('resource').slice(-5)
+        .map((x) => x.responseStart - x.requestStart).filter((x) => x > 0);
+    return t.length ? Math.min(...t) : 0;
+}
 
 // Closes a socket that is no longer wanted, without hearing from it again.
 function shut(ws, why) {
@@ -185,7 +195,8 @@ export class Live extends EventTarget {
             return;
         }
         const t0 = Date.now();
-        const wait = Math.max(OPEN_MIN_MS, 3 * this.handshakeMs);
+        const wait = Math.max(OPEN_MIN_MS, 3 * this.handshakeMs,
+                              4 * rttMs());
         // Not open in time: this one went nowhere; the next starts now.
         this.trying = { ws, timer: setTimeout(() => {
             this.abandon();

@@ -722,12 +722,13 @@ export function createViewer(studyUids) {
         const infos = [];
         for (const study of studyUids) {
             try {
-                const s = await qido(`/dicomweb/studies?StudyInstanceUID=` +
-                                     `${enc(study)}`);
+                // together: on a 400 ms link each round trip costs 0.8 s
+                const [s, ser] = await Promise.all([
+                    qido(`/dicomweb/studies?StudyInstanceUID=${enc(study)}`),
+                    qido(`/dicomweb/studies/${enc(study)}/series`)]);
                 if (s[0])
                     infos.push(studyInfo(s[0]));
-                for (const o of await qido(`/dicomweb/studies/${enc(study)}` +
-                                           '/series'))
+                for (const o of ser)
                     series.push({
                         study,
                         uid: dv(o, '0020000E'),

@@ -20,6 +20,7 @@
 
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
@@ -395,7 +396,8 @@ export async function ct12Case(t, fields, flags) {
 
 // ---- the browser ---------------------------------------------------------
 
-export async function browserPage(context, srv, login) {
+// ms: how long the login may take to be live (a slow link needs more).
+export async function browserPage(context, srv, login, ms = 10000) {
     const page = await context.newPage();
     page.on('pageerror', (e) => log(`page error (${login}):`, e.message));
     page.on('console', (m) => {
@@ -409,10 +411,10 @@ export async function browserPage(context, srv, login) {
         await page.fill('#login', login);
         await page.fill('#password', PASSWORD);
         await page.click('form.login button[type=submit]');
-        await page.waitForSelector('#nav:not([hidden])', { timeout: 10000 });
+        await page.waitForSelector('#nav:not([hidden])', { timeout: ms });
         await until(() => page.evaluate(() =>
             document.getElementById('conn').textContent === 'Live'),
-                    `${login}: live connection`);
+                    `${login}: live connection`, ms);
     }
     return page;
 }
@@ -497,4 +499,101 @@ export function test(fn, { timeoutMs = 100000 } = {}) {
             ? err.message : err.stack || err}`);
         finish(1);
     });
+}
+
+// ---- OHIF ------------------------------------------------------------------
+
+// The prebuilt OHIF Viewer v3 (npm @ohif/app, pinned in package.json).
+export const OHIF_DIST = path.join(HERE, 'node_modules/@ohif/app/dist');
+
+const TYPES = {
+    '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css',
+    '.json': 'application/json', '.wasm': 'application/wasm',
+    '.svg': 'image/svg+xml', '.png': 'image/png', '.ico': 'image/x-icon',
+    '.woff2': 'font/woff2', '.woff': 'font/woff', '.ttf': 'font/ttf',
+};
+
+// A loopback HTTP server of OHIF's dist/ with our app-config.js
+// (appConfig() gives its text); other paths are the single-page app's
+// routes, answered with index.html.  Resolves to the http.Server.
+export function ohifServer(appConfig) {
+    const srv = http.createServer((req, res) => {
+        const p = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+        if (p === '/app-config.js') {
+            res.writeHead(200, { 'Content-Type': 'text/javascript' });
+            res.end(appConfig());
+            return;
+        }
+        let f = path.join(OHIF_DIST, path.normalize(p));
+        if (!f.startsWith(OHIF_DIST) || !fs.existsSync(f) ||
+            fs.statSync(f).isDirectory())
+            f = path.join(OHIF_DIST, 'index.html');
+        res.writeHead(200, { 'Content-Type':
+            TYPES[path.extname(f)] || 'application/octet-stream' });
+        fs.createReadStream(f).pipe(res);
+    });
+    return new Promise((resolve) => {
+        srv.listen(0, '127.0.0.1', () => resolve(srv));
+    });
+}
+
+// OHIF's app-config.js with its DICOMweb data source at root (Hashi's
+// /dicomweb, WADO-RS image loading); extra: more top-level settings.
+export function ohifConfig(root, extra = {}) {
+    const cfg = Object.assign({
+        routerBasename: '/',
+        extensions: [],
+        modes: [],
+        showStudyList: true,
+        maxNumberOfWebWorkers: 2,
+        showWarningMessageForCrossOrigin: false,
+        showCPUFallbackMessage: false,
+        defaultDataSourceName: 'hashi',
+        investigationalUseDialog: { option: 'never' },
+        dataSources: [{
+            namespace: '@ohif/extension-default.dataSourcesModule.dicomweb',
+            sourceName: 'hashi',
+            configuration: {
+                friendlyName: 'Hashi', name: 'hashi',
+                qidoRoot: root, wadoRoot: root, wadoUriRoot: root,
+                imageRendering: 'wadors', thumbnailRendering: 'wadors',
+                enableStudyLazyLoad: true, supportsFuzzyMatching: false,
+                supportsWildcard: true, qidoSupportsIncludeField: true,
+                staticWado: false, singlepart: 'bulkdata,video',
+                bulkDataURI: { enabled: true },
+                omitQuotationForMultipartRequest: true,
+            },
+        }],
+    }, extra);
+    return `window.config = ${JSON.stringify(cfg, null, 1)};\n`;
+}
+
+// Runs in the page: the first OHIF canvas with real pixels (over 1000 lit,
+// over 16 grey levels) as {w, h, lit, levels, sum (a checksum of its
+// pixels: it changes with the image)}, or null.
+export function ohifCanvasLit() {
+    for (const c of document.querySelectorAll('canvas')) {
+        if (c.width < 64 || c.height < 64)
+            continue;
+        let d;
+        try {
+            d = c.getContext('2d').getImageData(0, 0, c.width,
+                                                c.height).data;
+        } catch (err) {
+            continue;
+        }
+        let lit = 0, sum = 0;
+        const levels = new Set();
+        for (let i = 0; i < d.length; i += 4) {
+            const v = d[i] + d[i + 1] + d[i + 2];
+            if (v > 30)
+                lit++;
+            sum = (sum * 31 + v) % 1000000007;
+            levels.add(d[i]);
+        }
+        if (lit > 1000 && levels.size > 16)
+            return { w: c.width, h: c.height, lit, levels: levels.size,
+                     sum };
+    }
+    return null;
 }

@@ -9,83 +9,20 @@
 // canvas is sampled and must not be blank — and its study list lists the
 // study.
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { test, check, study, until, log } from './lib.mjs';
-
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const DIST = path.join(HERE, 'node_modules/@ohif/app/dist');
-
-const TYPES = {
-    '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css',
-    '.json': 'application/json', '.wasm': 'application/wasm',
-    '.svg': 'image/svg+xml', '.png': 'image/png', '.ico': 'image/x-icon',
-    '.woff2': 'font/woff2', '.woff': 'font/woff', '.ttf': 'font/ttf',
-};
-
-// OHIF's dist/ with our app-config.js (appConfig() gives its text);
-// other paths are the single-page app's routes, answered with index.html.
-function staticServer(appConfig) {
-    const srv = http.createServer((req, res) => {
-        const p = decodeURIComponent(new URL(req.url, 'http://x').pathname);
-        if (p === '/app-config.js') {
-            res.writeHead(200, { 'Content-Type': 'text/javascript' });
-            res.end(appConfig());
-            return;
-        }
-        let f = path.join(DIST, path.normalize(p));
-        if (!f.startsWith(DIST) || !fs.existsSync(f) ||
-            fs.statSync(f).isDirectory())
-            f = path.join(DIST, 'index.html');
-        res.writeHead(200, { 'Content-Type':
-            TYPES[path.extname(f)] || 'application/octet-stream' });
-        fs.createReadStream(f).pipe(res);
-    });
-    return new Promise((resolve) => {
-        srv.listen(0, '127.0.0.1', () => resolve(srv));
-    });
-}
-
-function appConfig(root) {
-    const cfg = {
-        routerBasename: '/',
-        extensions: [],
-        modes: [],
-        showStudyList: true,
-        maxNumberOfWebWorkers: 2,
-        showWarningMessageForCrossOrigin: false,
-        showCPUFallbackMessage: false,
-        defaultDataSourceName: 'hashi',
-        investigationalUseDialog: { option: 'never' },
-        dataSources: [{
-            namespace: '@ohif/extension-default.dataSourcesModule.dicomweb',
-            sourceName: 'hashi',
-            configuration: {
-                friendlyName: 'Hashi', name: 'hashi',
-                qidoRoot: root, wadoRoot: root, wadoUriRoot: root,
-                imageRendering: 'wadors', thumbnailRendering: 'wadors',
-                enableStudyLazyLoad: true, supportsFuzzyMatching: false,
-                supportsWildcard: true, qidoSupportsIncludeField: true,
-                staticWado: false, singlepart: 'bulkdata,video',
-                bulkDataURI: { enabled: true },
-                omitQuotationForMultipartRequest: true,
-            },
-        }],
-    };
-    return `window.config = ${JSON.stringify(cfg, null, 1)};\n`;
-}
+import { test, check, study, until, log, OHIF_DIST, ohifServer,
+         ohifConfig, ohifCanvasLit } from './lib.mjs';
 
 test(async (t) => {
-    check(fs.existsSync(path.join(DIST, 'index.html')),
-          `${DIST} missing: run sh scripts/deps.sh --test`);
+    check(fs.existsSync(path.join(OHIF_DIST, 'index.html')),
+          `${OHIF_DIST} missing: run sh scripts/deps.sh --test`);
     // The viewer's origin first: Hashi must know it when it starts.
     let config = '';
-    const st = await staticServer(() => config);
+    const st = await ohifServer(() => config);
     const url = `http://127.0.0.1:${st.address().port}`;
     const srv = await t.server(['--origin', url]);
     const root = `${srv.url}/dicomweb`;
-    config = appConfig(root);
+    config = ohifConfig(root);
 
     const s = study('ohif-ct', 3, ['--size', '256', '--seed', '33',
                                    '--patient-id', 'OHIF-1',
@@ -113,32 +50,8 @@ test(async (t) => {
 
     await page.goto(`${url}/viewer?StudyInstanceUIDs=${s.uid}&token=${tok}`);
     // The first image drawn: a canvas of the viewport with real pixels.
-    const stats = await until(() => page.evaluate(() => {
-        for (const c of document.querySelectorAll('canvas')) {
-            if (c.width < 64 || c.height < 64)
-                continue;
-            let d;
-            try {
-                d = c.getContext('2d').getImageData(0, 0, c.width,
-                                                    c.height).data;
-            } catch (err) {
-                continue;
-            }
-            let lit = 0, max = 0;
-            const levels = new Set();
-            for (let i = 0; i < d.length; i += 4) {
-                const v = d[i] + d[i + 1] + d[i + 2];
-                if (v > 30)
-                    lit++;
-                if (v > max)
-                    max = v;
-                levels.add(d[i]);
-            }
-            if (lit > 1000 && levels.size > 16)
-                return { w: c.width, h: c.height, lit, levels: levels.size };
-        }
-        return null;
-    }), 'OHIF draws the first image (a canvas with real pixels)', 60000);
+    const stats = await until(() => page.evaluate(ohifCanvasLit),
+        'OHIF draws the first image (a canvas with real pixels)', 60000);
     log('canvas', JSON.stringify(stats), JSON.stringify(seen));
     check(seen.metadata > 0, 'OHIF read the series metadata from Hashi');
     check(seen.frames > 0, 'OHIF read frames from Hashi');

@@ -53,7 +53,8 @@ async function emulator(tmp) {
 test(async (t) => {
     const emu = await emulator(t.tmp);
     try {
-        const srv = await t.server(['--push-ca', emu.ca]);
+        const srv = await t.server(['--push-ca', emu.ca,
+                                    '--push-allow', '127.0.0.1']);
         const req = await srv.login('demo-requester');
         const ctx = await t.context();
         await ctx.grantPermissions(['notifications'], { origin: srv.url });

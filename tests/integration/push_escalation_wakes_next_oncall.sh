@@ -7,7 +7,7 @@
 hashi_init
 oncall_set neurology demo-neuro demo-neuro2
 push_emu_start
-hashi_start --push-ca "$PUSH_CA" --due-stat 1
+hashi_start --push-ca "$PUSH_CA" --push-allow 127.0.0.1 --due-stat 1
 R=$(login demo-requester)
 assert_eq 201 "$(push_subscribe "$(login demo-neuro)" push/neuro1)" \
     "neuro's device"

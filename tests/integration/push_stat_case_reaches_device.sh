@@ -11,7 +11,7 @@
 hashi_init
 oncall_set neurology demo-neuro
 push_emu_start
-hashi_start --push-ca "$PUSH_CA"
+hashi_start --push-ca "$PUSH_CA" --push-allow 127.0.0.1
 N=$(login demo-neuro)
 R=$(login demo-requester)
 db() { sqlite3 "$DATA/hashi.db" "$1"; }

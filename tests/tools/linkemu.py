@@ -4,10 +4,13 @@
     linkemu.py --listen 127.0.0.1:PORT --target 127.0.0.1:PORT
                [--rate 2mbit] [--delay 150ms] [--cut-after 5M]
                [--cut-every 30s] [--outage 5s] [--down-file FILE]
-               [--silent-file FILE] [--stats FILE]
+               [--silent-file FILE] [--shared] [--stats FILE]
 
 Every accepted connection is relayed to --target.  Each direction has its
-own rate cap and one-way delay; the bytes read from a sender but not yet
+own rate cap and one-way delay, per connection, or with --shared one wire
+per direction that all connections queue on, in the order their bytes
+come (a phone's one radio link, which a browser's six connections share);
+the bytes read from a sender but not yet
 delivered are bounded (about two bandwidth-delay products), so a sender is
 held back the way a slow link holds it back instead of filling a queue.
 
@@ -120,6 +123,12 @@ def reset(sock):
     sock.close()
 
 
+class Wire:
+    """One direction of a --shared link: when it is free again."""
+
+    tx_free = 0.0
+
+
 class Direction:
     """One way of one connection: reads src, delivers to dst on schedule.
 
@@ -137,6 +146,9 @@ class Direction:
         self.room = asyncio.Event()
         self.room.set()
         self.tx_free = 0.0      # when the modelled wire is free again
+        # --shared: the link's wire of this direction, not our own
+        self.wire = (link.wires.setdefault(key, Wire()) if link.shared
+                     else self)
 
     async def read_loop(self):
         loop = asyncio.get_running_loop()
@@ -166,8 +178,9 @@ class Direction:
         for i in range(0, len(data), step):
             piece = data[i:i + step]
             if link.rate:
-                self.tx_free = max(now, self.tx_free) + len(piece) / link.rate
-                due = self.tx_free + link.delay
+                w = self.wire
+                w.tx_free = max(now, w.tx_free) + len(piece) / link.rate
+                due = w.tx_free + link.delay
             else:
                 due = now + link.delay
             end = last and i + step >= len(data)
@@ -249,6 +262,8 @@ class Link:
         self.outage, self.down_file = args.outage or 0.0, args.down_file
         self.silent_file = args.silent_file
         self.target = args.target
+        self.shared = getattr(args, "shared", False)
+        self.wires = {}             # --shared: direction key -> its wire
         # Two bandwidth-delay products in flight per direction keep a
         # paced link busy; without a rate, a few MiB keep loopback fast.
         if self.rate:
@@ -423,6 +438,9 @@ def main(argv=None):
     ap.add_argument("--silent-file",
                     help="drop every byte, closing nothing, while this "
                     "file exists")
+    ap.add_argument("--shared", action="store_true",
+                    help="one wire per direction for all connections "
+                    "(--rate is the link's, not each connection's)")
     ap.add_argument("--stats",
                     help="write final JSON stats here instead of stdout")
     args = ap.parse_args(argv)

@@ -317,6 +317,23 @@ static void push_settings(void **state)
                      ERR_INVALID);
     assert_non_null(strstr(e.msg, "push-contact"));
     assert_string_equal(c.push_contact, "mailto:ops@x.org");
+
+    /* push-allow: repeatable, kept canonical; a URL or junk is refused. */
+    assert_string_equal(c.push_allow, "");
+    assert_int_equal(config_set(&c, "push-allow", "Push.Example.ORG", &e), 0);
+    assert_int_equal(config_set(&c, "push-allow", "*.wns.example", &e), 0);
+    assert_int_equal(config_set(&c, "push-allow", "[::1]", &e), 0);
+    assert_int_equal(config_set(&c, "push-allow", "127.0.0.1", &e), 0);
+    assert_string_equal(c.push_allow,
+                        "push.example.org,*.wns.example,::1,127.0.0.1");
+    assert_int_equal(config_set(&c, "push-allow", "https://x.org/", &e),
+                     ERR_INVALID);
+    assert_non_null(strstr(e.msg, "push-allow"));
+    assert_int_equal(config_set(&c, "push-allow", "a..b", &e), ERR_INVALID);
+    assert_int_equal(config_set(&c, "push-allow", "*.", &e), ERR_INVALID);
+    assert_int_equal(config_set(&c, "push-allow", "", &e), ERR_INVALID);
+    assert_string_equal(c.push_allow,
+                        "push.example.org,*.wns.example,::1,127.0.0.1");
 }
 
 static void file_and_precedence(void **state)

@@ -4,7 +4,9 @@
  * to the RFC's bytes exactly; a fresh encryption has the 86-byte header
  * (its own salt and key each time) and the right length; a p256dh that
  * is no curve point is refused; base64url round-trips and refuses what
- * is not base64url; the VAPID key is made 0600 once and kept.
+ * is not base64url; the VAPID key is made 0600 once and kept; endpoint
+ * hosts are held to the push services and --push-allow, and addresses
+ * to public ones unless the host was allowed by name.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +17,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include "../../server/webpush.h"
@@ -142,6 +147,75 @@ static void test_vapid_key_made_once_0600(void **state)
     tu_rm_rf(dir);
 }
 
+static void test_push_hosts(void **state)
+{
+    (void)state;
+    /* The public services, by name, any case; "*.d" is under d only. */
+    assert_int_equal(webpush_host_allowed("", "fcm.googleapis.com"), 1);
+    assert_int_equal(webpush_host_allowed("", "FCM.googleapis.COM"), 1);
+    assert_int_equal(webpush_host_allowed("",
+                     "updates.push.services.mozilla.com"), 1);
+    assert_int_equal(webpush_host_allowed("", "web.push.apple.com"), 1);
+    assert_int_equal(webpush_host_allowed("",
+                     "wns2-by3p.notify.windows.com"), 1);
+    assert_int_equal(webpush_host_allowed("", "notify.windows.com"), 0);
+    assert_int_equal(webpush_host_allowed("", "evilnotify.windows.com"), 0);
+    assert_int_equal(webpush_host_allowed("", "fcm.googleapis.com.evil.io"),
+                     0);
+    assert_int_equal(webpush_host_allowed("", "xfcm.googleapis.com"), 0);
+    assert_int_equal(webpush_host_allowed("", "127.0.0.1"), 0);
+    assert_int_equal(webpush_host_allowed("", "169.254.169.254"), 0);
+    assert_int_equal(webpush_host_allowed("", "localhost"), 0);
+    /* --push-allow entries add to them. */
+    const char *extra = "127.0.0.1,*.push.hospital.example,::1";
+    assert_int_equal(webpush_host_allowed(extra, "127.0.0.1"), 2);
+    assert_int_equal(webpush_host_allowed(extra, "127.0.0.2"), 0);
+    assert_int_equal(webpush_host_allowed(extra, "a.push.hospital.example"),
+                     2);
+    assert_int_equal(webpush_host_allowed(extra, "push.hospital.example"), 0);
+    assert_int_equal(webpush_host_allowed(extra, "::1"), 2);
+    assert_int_equal(webpush_host_allowed(extra, "fcm.googleapis.com"), 1);
+}
+
+static int addr_ok(const char *extra, const char *host, const char *ip)
+{
+    struct sockaddr_in a4 = { .sin_family = AF_INET };
+    struct sockaddr_in6 a6 = { .sin6_family = AF_INET6 };
+    if (inet_pton(AF_INET, ip, &a4.sin_addr) == 1)
+        return webpush_addr_allowed(extra, host, (struct sockaddr *)&a4);
+    assert_int_equal(inet_pton(AF_INET6, ip, &a6.sin6_addr), 1);
+    return webpush_addr_allowed(extra, host, (struct sockaddr *)&a6);
+}
+
+static void test_push_addresses(void **state)
+{
+    (void)state;
+    static const char *const inside[] = {
+        "127.0.0.1", "127.255.0.9", "10.1.2.3", "172.16.0.1",
+        "172.31.255.254", "192.168.1.1", "169.254.169.254", "100.64.0.1",
+        "0.0.0.0", "224.0.0.1", "255.255.255.255", "198.18.0.1",
+        "::1", "::", "fe80::1", "fc00::1", "fd12:3456::1", "ff02::1",
+        "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::a00:1",
+        "2001:db8::1",
+    };
+    static const char *const outside[] = {
+        "142.250.74.10", "8.8.8.8", "172.32.0.1", "192.169.0.1",
+        "100.128.0.1", "2a00:1450:4001::200e", "::ffff:142.250.74.10",
+    };
+    /* A public service's name pointing inside is not followed ... */
+    for (size_t i = 0; i < sizeof inside / sizeof inside[0]; i++)
+        if (addr_ok("", "fcm.googleapis.com", inside[i]))
+            fail_msg("%s was allowed", inside[i]);
+    for (size_t i = 0; i < sizeof outside / sizeof outside[0]; i++)
+        if (!addr_ok("", "fcm.googleapis.com", outside[i]))
+            fail_msg("%s was refused", outside[i]);
+    /* ... unless the administrator allowed that host by name. */
+    assert_int_equal(addr_ok("127.0.0.1", "127.0.0.1", "127.0.0.1"), 1);
+    assert_int_equal(addr_ok("*.lan", "push.lan", "10.0.0.5"), 1);
+    assert_int_equal(addr_ok("127.0.0.1", "fcm.googleapis.com", "127.0.0.1"),
+                     0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -150,6 +224,8 @@ int main(void)
         cmocka_unit_test(test_bad_point_refused),
         cmocka_unit_test(test_b64url),
         cmocka_unit_test(test_vapid_key_made_once_0600),
+        cmocka_unit_test(test_push_hosts),
+        cmocka_unit_test(test_push_addresses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
