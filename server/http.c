@@ -136,12 +136,16 @@ struct http_session {
  * kept-alive connection have lws's own 10 s (timeout_secs_ah_idle). */
 #define HEAD_DEADLINE 10
 
-/* One per connection, from its accept (or TLS) to its destruction. */
+/* One per connection, from its accept (or TLS) to its destruction,
+ * found from the wsi through lws's opaque user pointer.  Only entries
+ * still waiting for their head (HEAD_TLS, HEAD_DUE) are on the context's
+ * list, so neither a lookup nor the timer walks the thousands of idle
+ * WebSocket sessions. */
 struct head_wait {
     struct lws *wsi;
     enum { HEAD_TLS = 0, HEAD_DUE, HEAD_DONE } state;
     double due;                 /* HEAD_DUE: the deadline */
-    struct head_wait *next;
+    struct head_wait *next, **pprev;    /* on ctx->heads while waiting */
 };
 
 /* What lws keeps for us: the context user. */
@@ -152,7 +156,7 @@ struct http_ctx {
     struct lws_protocol_vhost_options headers[5];
     lws_sorted_usec_list_t tick;
     double drained_at;          /* last scp_take_arrived drain */
-    struct head_wait *heads;    /* every connection: its head deadline */
+    struct head_wait *heads;    /* connections waiting for their head */
     struct ev_loop *loop;       /* lws runs on it; NULL: lws's poll() */
     unsigned char wbuf[LWS_PRE + HTTP_CHUNK];
 };
@@ -1146,25 +1150,31 @@ static int on_writeable(struct lws *wsi, struct http_session *s,
 
 /* ---- the deadline of a connection's first request head ----------------- */
 
-static struct head_wait **head_find(struct http_ctx *ctx, struct lws *wsi)
+static void head_unlink(struct head_wait *w)
 {
-    struct head_wait **w = &ctx->heads;
-
-    while (*w && (*w)->wsi != wsi)
-        w = &(*w)->next;
-    return w;
+    if (!w->pprev)
+        return;
+    *w->pprev = w->next;
+    if (w->next)
+        w->next->pprev = w->pprev;
+    w->next = NULL;
+    w->pprev = NULL;
 }
 
 /* The connection's entry, made if new (NULL: out of memory, and then
  * only lws's 60 s apply). */
 static struct head_wait *head_of(struct http_ctx *ctx, struct lws *wsi)
 {
-    struct head_wait *w = *head_find(ctx, wsi);
+    struct head_wait *w = lws_get_opaque_user_data(wsi);
 
     if (!w && (w = calloc(1, sizeof(*w)))) {
         w->wsi = wsi;
         w->next = ctx->heads;
+        if (w->next)
+            w->next->pprev = &w->next;
+        w->pprev = &ctx->heads;
         ctx->heads = w;
+        lws_set_opaque_user_data(wsi, w);
     }
     return w;
 }
@@ -1188,16 +1198,19 @@ static void head_done(struct http_ctx *ctx, struct lws *wsi)
 {
     struct head_wait *w = head_of(ctx, wsi);
 
-    if (w)
+    if (w) {
         w->state = HEAD_DONE;
+        head_unlink(w);
+    }
 }
 
-static void head_forget(struct http_ctx *ctx, struct lws *wsi)
+static void head_forget(struct lws *wsi)
 {
-    struct head_wait **pw = head_find(ctx, wsi), *w = *pw;
+    struct head_wait *w = lws_get_opaque_user_data(wsi);
 
     if (w) {
-        *pw = w->next;
+        head_unlink(w);
+        lws_set_opaque_user_data(wsi, NULL);
         free(w);
     }
 }
@@ -1207,12 +1220,14 @@ static void heads_expire(struct http_ctx *ctx)
 {
     double now = now_mono();
 
-    for (struct head_wait *w = ctx->heads; w; w = w->next) {
+    for (struct head_wait *w = ctx->heads, *nx; w; w = nx) {
         char peer[64] = "";
 
+        nx = w->next;
         if (w->state != HEAD_DUE || now < w->due)
             continue;
         w->state = HEAD_DONE;
+        head_unlink(w);
         lws_get_peer_simple(w->wsi, peer, sizeof(peer));
         log_info("http: %s sent no complete request head within %d s "
                  "of TLS: closed", peer[0] ? peer : "?", HEAD_DEADLINE);
@@ -1292,7 +1307,7 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason,
         /* Every wsi's destruction comes to protocols[0], this one, with
          * the user of whichever protocol it ended in: not ours to read. */
         if (ctx)
-            head_forget(ctx, wsi);
+            head_forget(wsi);
         break;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         /* lws binds an upgrade that names no subprotocol (or names
@@ -1578,10 +1593,6 @@ void http_stop(struct server *srv)
     srv->lws = NULL;
     if (ctx->loop)
         ev_loop_destroy(ctx->loop);
-    while (ctx->heads) {        /* normally none: each wsi was destroyed */
-        struct head_wait *w = ctx->heads;
-        ctx->heads = w->next;
-        free(w);
-    }
+    /* Each wsi's destruction freed its entry (head_forget). */
     free(ctx);
 }
