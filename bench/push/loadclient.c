@@ -178,6 +178,27 @@ static int64_t *recv_slot(long k, int idx)
     return &g.recv[(size_t)k * per_case() + ((size_t)idx - base)];
 }
 
+/* Case k of this run reached connection c at t: counted once, in its
+ * slot, or as unknown, stray (not a recipient) or duplicate. */
+static void count_receipt(struct conn *c, long k, int64_t t)
+{
+    if (k < 0 || k >= g.ncases) {
+        g.nunknown_case++;
+        return;
+    }
+    int64_t *slot = recv_slot(k, c->idx);
+    if (!slot) {
+        g.nstray++;
+        return;
+    }
+    if (*slot) {
+        g.ndup++;
+        return;
+    }
+    *slot = t;
+    g.nreceived++;
+}
+
 static int64_t mono_ns(void)
 {
     struct timespec ts;
@@ -377,23 +398,10 @@ static void on_event(struct conn *c, const char *p, const char *end,
         return;
     }
     long k = strtol(v + rl + 1, NULL, 10);
-    if (k < 0 || k >= g.ncases) {
-        g.nunknown_case++;
-        return;
-    }
-    if (!g.at_ms[k] && !member(p, end, "at", &v, &n))
+    if (k >= 0 && k < g.ncases && !g.at_ms[k] &&
+        !member(p, end, "at", &v, &n))
         g.at_ms[k] = strtoll(v, NULL, 10);
-    int64_t *slot = recv_slot(k, c->idx);
-    if (!slot) {
-        g.nstray++;
-        return;
-    }
-    if (*slot) {
-        g.ndup++;
-        return;
-    }
-    *slot = t;
-    g.nreceived++;
+    count_receipt(c, k, t);
 }
 
 static void on_message(struct conn *c, const char *p, size_t len, int64_t t)
@@ -535,22 +543,7 @@ static void mq_publish(struct conn *c, unsigned char flags,
         g.nother++;
         return;
     }
-    long k = strtol((const char *)p + off + rl + 1, NULL, 10);
-    if (k < 0 || k >= g.ncases) {
-        g.nunknown_case++;
-        return;
-    }
-    int64_t *slot = recv_slot(k, c->idx);
-    if (!slot) {
-        g.nstray++;
-        return;
-    }
-    if (*slot) {
-        g.ndup++;
-        return;
-    }
-    *slot = t;
-    g.nreceived++;
+    count_receipt(c, strtol((const char *)p + off + rl + 1, NULL, 10), t);
 }
 
 /* The MQTT packets complete in c->rx (a byte stream over WS messages). */
