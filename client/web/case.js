@@ -678,7 +678,7 @@ export function mount(main, ctx, caseId) {
         update(c);
         for (const m of msgs)
             addMessage(m);
-        viewer = createViewer(c.study_uids || []);
+        viewer = createViewer(c.study_uids || [], c.first_image);
         imagesBox.appendChild(viewer.el);
         fill(main, body);
         if (!isSpecialist && c.status === 'new')

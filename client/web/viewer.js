@@ -29,8 +29,15 @@
 // the overlay.  Cine steps at the chosen rate, never faster than the
 // images arrive.
 //
-// createViewer(studyUids) -> { el, refresh(), current(), show(image),
-// retry(), destroy() }.  current() is what a chat message can point at.
+// On a slow link the first image must not wait for three QIDO round
+// trips: the case answer names it (first_image: series, SOP, its index
+// among the slices), so it is asked at once, smaller (JPEG quality
+// DRAFT_QUALITY), and replaced by the full-quality one once the series'
+// slices are known; the overlay and alt text say it is a draft.
+//
+// createViewer(studyUids, first) -> { el, refresh(), current(),
+// show(image), retry(), destroy() }.  first: the case's first_image, or
+// null.  current() is what a chat message can point at.
 
 import { h, fill, qido, dv, api } from './util.js';
 
@@ -53,6 +60,7 @@ const ZOOM_MIN = 0.5, ZOOM_MAX = 16;
 // drag started from (OHIF-like), never below WL_MIN_STEP.
 const WL_PER_PX = 1 / 256, WL_MIN_STEP = 0.5;
 const FPS = [2, 5, 10, 15, 20];
+const DRAFT_QUALITY = 50;   // the first image before its series is known
 const MODES = [
     { name: 'scroll', label: 'Scroll', key: 's' },
     { name: 'wl', label: 'W/L', key: 'w' },
@@ -140,7 +148,7 @@ function fmt(x, digits) {
     return (Math.round(x * 10 ** digits) / 10 ** digits).toFixed(digits);
 }
 
-export function createViewer(studyUids) {
+export function createViewer(studyUids, firstImage) {
     const st = {
         series: [],         // {study, uid, modality, desc, number, count}
         cur: null,          // the shown series
@@ -268,8 +276,8 @@ export function createViewer(studyUids) {
         return u;
     }
 
-    function urlOf(s) {
-        let u = instUrl(s) + '/rendered?';
+    function urlOf(s, se = st.cur) {
+        let u = instUrl(s, se) + '/rendered?';
         if (st.win)
             u += `window=${winParam(st.win)}&`;
         return u + `viewport=${viewport()}`;
@@ -282,6 +290,12 @@ export function createViewer(studyUids) {
 
     function controls() {
         const n = st.slices.length;
+        if (!n && st.onScreen) {
+            // the draft first image: its place is known, not its series'
+            count.textContent = `Slice ${st.onScreen.idx + 1} of ` +
+                `${st.onScreen.n}`;
+            return;
+        }
         range.max = String(Math.max(n, 1));
         range.value = String(st.idx + 1);
         prev.disabled = st.idx <= 0;
@@ -328,21 +342,26 @@ export function createViewer(studyUids) {
     }
 
     // Loads the slice asked for and swaps it in; the overlay follows the
-    // swap.  keep: a retry (the backoff goes on growing).
-    async function show(keep) {
+    // swap.  keep: a retry (the backoff goes on growing).  draft: {s, se,
+    // idx, n}, the case's first image, asked at DRAFT_QUALITY before the
+    // series' slices are known; a failed draft is not tried again (the
+    // full-quality load follows anyway).
+    async function show(keep, draft) {
         controls();
-        const s = st.slices[st.idx];
+        const s = draft ? draft.s : st.slices[st.idx];
         if (!s)
             return;
         clearTimeout(st.retryTimer);
         st.retryTimer = null;
         if (!keep)
             st.retryMs = RETRY_MS;
-        const n = st.slices.length, idx = st.idx, win = st.win;
+        const n = draft ? draft.n : st.slices.length;
+        const idx = draft ? draft.idx : st.idx, win = st.win;
         const my = ++st.load;
         st.busy = my;
         st.again = false;
-        const asked = urlOf(s);
+        const asked = draft ? urlOf(s, draft.se) +
+            `&quality=${DRAFT_QUALITY}` : urlOf(s);
         if (!img.getAttribute('src'))
             say('Loading image…');
         let res = null;
@@ -359,6 +378,10 @@ export function createViewer(studyUids) {
         }
         if (my !== st.load || st.dead)
             return;
+        if (!blob && draft) {
+            settled(my);
+            return;
+        }
         if (!blob) {
             const f = failure(res ? res.status : 0);
             const what = `Slice ${idx + 1}, ${windowText(win)}`;
@@ -376,11 +399,13 @@ export function createViewer(studyUids) {
         const url = URL.createObjectURL(blob);
         const pic = new Image();
         pic.className = 'slice';
-        pic.alt = `Slice ${idx + 1} of ${n}, ${windowText(win)}`;
+        pic.alt = `Slice ${idx + 1} of ${n}, ${windowText(win)}` +
+            (draft ? ', low quality' : '');
         pic.dataset.sop = s.sop;
         pic.dataset.frame = String(s.frame);
         pic.dataset.index = String(idx + 1);
         pic.dataset.url = asked;  // the rendered URL (src is a blob:)
+        pic.dataset.quality = draft ? String(DRAFT_QUALITY) : 'full';
         pic.dataset.window = win
             ? (win.name || `${Math.round(win.center)},` +
                `${Math.round(win.width)}`) : 'default';
@@ -396,9 +421,11 @@ export function createViewer(studyUids) {
             st.url = url;
             const other = !st.onScreen || st.onScreen.sop !== s.sop ||
                 st.onScreen.frame !== s.frame;
-            st.onScreen = { sop: s.sop, frame: s.frame, idx };
+            st.onScreen = { sop: s.sop, frame: s.frame, idx, n };
             overlay.textContent = `${idx + 1}/${n} · ${windowText(win)}`;
             describe(s.sop);
+            if (draft)
+                posLine.textContent = 'Low quality, loading full…';
             if (other) {
                 // a length or a value belongs to the slice it was read on
                 st.measure = null;
@@ -408,7 +435,7 @@ export function createViewer(studyUids) {
             marksDraw();
             say('');
             settled(my);
-            if (!st.cine)
+            if (!st.cine && !draft)
                 ahead();
         };
         pic.onerror = () => {
@@ -666,7 +693,9 @@ export function createViewer(studyUids) {
         const slices = await slicesFor(se);
         if (st.dead || st.cur !== se)
             return;
-        const old = keepSop && st.slices[st.idx];
+        // the draft first image on screen: stay on its slice
+        const old = keepSop ? st.slices[st.idx]
+                            : !st.slices.length && st.onScreen;
         st.slices = slices;
         let i = old ? slices.findIndex((s) => s.sop === old.sop &&
                                        s.frame === old.frame) : -1;
@@ -717,6 +746,16 @@ export function createViewer(studyUids) {
             fill(el, h('p', { class: 'muted' },
                        'No images are attached to this case.'));
             return;
+        }
+        const fi = firstImage;
+        if (fi && fi.sop_uid && !st.onScreen && !st.cur &&
+            studyUids.includes(fi.study_uid)) {
+            await null;             // the page has put el in, so its size
+            show(false, {
+                s: { sop: fi.sop_uid, frame: fi.frame || 1,
+                     multi: (fi.frames || 1) > 1 },
+                se: { study: fi.study_uid, uid: fi.series_uid },
+                idx: fi.index || 0, n: fi.slices || 1 });
         }
         const series = [];
         const infos = [];
