@@ -1152,6 +1152,58 @@ static void test_images_arrived(void **state)
     json_decref(c);
 }
 
+/* The case answer names the viewer's first image: the series with the
+ * most instances (not the first by number), its middle slice counting
+ * each frame, in InstanceNumber order; null before any instance. */
+static void test_first_image(void **state)
+{
+    (void)state;
+    struct err e = {0};
+    oncall("neurology", "neuro1", NULL);
+    create_case(REQ_A, "first", "stat", "neurology", NULL);
+    json_t *c = NULL;
+    assert_int_equal(cases_get(&srv, &who[N1], "first", &c, &e), 0);
+    assert_true(json_is_null(json_object_get(c, "first_image")));
+    json_decref(c);
+    long long cl = (long long)who[REQ_A].clinic_id;
+    char sql[2048];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO patients (id, clinic_id, patient_id, name,"
+             " birth_date, sex) VALUES (1, %lld, 'P1', 'X^Y', '', 'F');"
+             "INSERT INTO studies (id, study_uid, patient_ref, date, time,"
+             " description, accession, clinic_id, created, updated) VALUES"
+             " (1, '1.2.826.0.1.3680043.8.498.1', 1, '', '', '', '', %lld,"
+             "  0, 0);"
+             "INSERT INTO series (id, series_uid, study_ref, modality,"
+             " series_number, description) VALUES (1, '1.2.3.1', 1, 'CT', 1,"
+             " ''), (2, '1.2.3.2', 1, 'CT', 2, '');"
+             "INSERT INTO instances (sop_uid, series_ref, sop_class,"
+             " transfer_syntax, instance_number, rows, columns, frames,"
+             " sha256, size, received_at, via, clinic_id) VALUES"
+             " ('1.2.3.1.1', 1, '', '', 1, 1, 1, 1, 'a', 1, 0, 'stow', %lld),"
+             " ('1.2.3.1.2', 1, '', '', 2, 1, 1, 1, 'b', 1, 0, 'stow', %lld),"
+             " ('1.2.3.2.9', 2, '', '', 3, 1, 1, 1, 'c', 1, 0, 'stow', %lld),"
+             " ('1.2.3.2.5', 2, '', '', 1, 1, 1, 4, 'd', 1, 0, 'stow', %lld),"
+             " ('1.2.3.2.7', 2, '', '', 2, 1, 1, 1, 'e', 1, 0, 'stow', %lld);",
+             cl, cl, cl, cl, cl, cl, cl);
+    exec_sql(sql);
+    assert_int_equal(cases_get(&srv, &who[N1], "first", &c, &e), 0);
+    json_t *f = json_object_get(c, "first_image");
+    assert_true(json_is_object(f));
+    assert_string_equal(json_string_value(json_object_get(f, "study_uid")),
+                        "1.2.826.0.1.3680043.8.498.1");
+    assert_string_equal(json_string_value(json_object_get(f, "series_uid")),
+                        "1.2.3.2");
+    /* slices: 1.2.3.2.5 frames 1-4 (0-3), .7 (4), .9 (5): the middle, 3 */
+    assert_int_equal(json_integer_value(json_object_get(f, "slices")), 6);
+    assert_int_equal(json_integer_value(json_object_get(f, "index")), 3);
+    assert_string_equal(json_string_value(json_object_get(f, "sop_uid")),
+                        "1.2.3.2.5");
+    assert_int_equal(json_integer_value(json_object_get(f, "frame")), 4);
+    assert_int_equal(json_integer_value(json_object_get(f, "frames")), 4);
+    json_decref(c);
+}
+
 static void test_oncall_set_checks(void **state)
 {
     (void)state;
@@ -1480,6 +1532,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_images_arrived, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_first_image, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oncall_set_checks, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_audit_lines, setup, teardown),
