@@ -31,9 +31,9 @@
 //
 // On a slow link the first image must not wait for three QIDO round
 // trips: the case answer names it (first_image: series, SOP, its index
-// among the slices), so it is asked at once, smaller (JPEG quality
-// DRAFT_QUALITY), and replaced by the full-quality one once the series'
-// slices are known; the overlay and alt text say it is a draft.
+// among the slices), so it is asked at once as a draft (half the size,
+// JPEG quality DRAFT_QUALITY) and replaced by the full-quality one once
+// the series' slices are known; the overlay line and alt text say so.
 //
 // createViewer(studyUids, first) -> { el, refresh(), current(),
 // show(image), retry(), destroy() }.  first: the case's first_image, or
@@ -60,7 +60,9 @@ const ZOOM_MIN = 0.5, ZOOM_MAX = 16;
 // drag started from (OHIF-like), never below WL_MIN_STEP.
 const WL_PER_PX = 1 / 256, WL_MIN_STEP = 0.5;
 const FPS = [2, 5, 10, 15, 20];
-const DRAFT_QUALITY = 50;   // the first image before its series is known
+// The first image before its series is known: a quarter of the pixels at
+// a lower JPEG quality (bench/phone.mjs: 56 KiB at full quality).
+const DRAFT_QUALITY = 50, DRAFT_SCALE = 0.5;
 const MODES = [
     { name: 'scroll', label: 'Scroll', key: 's' },
     { name: 'wl', label: 'W/L', key: 'w' },
@@ -254,10 +256,10 @@ export function createViewer(studyUids, firstImage) {
     }
 
     // The rendered size: the stage's, in device pixels, times the zoom
-    // (a zoomed image is asked again sharper), in steps of 128, at most
-    // 1024.
-    function viewport() {
-        const w = Math.max(stage.clientWidth, 256) *
+    // (a zoomed image is asked again sharper), times k (a draft's half),
+    // in steps of 128, at most 1024.
+    function viewport(k = 1) {
+        const w = Math.max(stage.clientWidth, 256) * k *
             (window.devicePixelRatio || 1) * Math.max(1, st.view.zoom);
         const s = Math.min(1024, Math.ceil(w / 128) * 128);
         return `${s},${s}`;
@@ -276,11 +278,11 @@ export function createViewer(studyUids, firstImage) {
         return u;
     }
 
-    function urlOf(s, se = st.cur) {
+    function urlOf(s, se = st.cur, k = 1) {
         let u = instUrl(s, se) + '/rendered?';
         if (st.win)
             u += `window=${winParam(st.win)}&`;
-        return u + `viewport=${viewport()}`;
+        return u + `viewport=${viewport(k)}`;
     }
 
     function geoOf(sop) {
@@ -360,7 +362,7 @@ export function createViewer(studyUids, firstImage) {
         const my = ++st.load;
         st.busy = my;
         st.again = false;
-        const asked = draft ? urlOf(s, draft.se) +
+        const asked = draft ? urlOf(s, draft.se, DRAFT_SCALE) +
             `&quality=${DRAFT_QUALITY}` : urlOf(s);
         if (!img.getAttribute('src'))
             say('Loading image…');
@@ -419,9 +421,11 @@ export function createViewer(studyUids, firstImage) {
             if (st.url)
                 URL.revokeObjectURL(st.url);
             st.url = url;
+            // (a draft's pixels are not the full image's)
             const other = !st.onScreen || st.onScreen.sop !== s.sop ||
-                st.onScreen.frame !== s.frame;
-            st.onScreen = { sop: s.sop, frame: s.frame, idx, n };
+                st.onScreen.frame !== s.frame || st.onScreen.draft;
+            st.onScreen = { sop: s.sop, frame: s.frame, idx, n,
+                            draft: !!draft };
             overlay.textContent = `${idx + 1}/${n} · ${windowText(win)}`;
             describe(s.sop);
             if (draft)
