@@ -396,6 +396,15 @@ export async function ct12Case(t, fields, flags) {
 
 // ---- the browser ---------------------------------------------------------
 
+// Every request of a browser context in order: ['start'|'end', url], so
+// a test can prove which request left before which was answered.
+export function requestLog(ctx) {
+    const seen = [];
+    ctx.on('request', (r) => seen.push(['start', r.url()]));
+    ctx.on('requestfinished', (r) => seen.push(['end', r.url()]));
+    return seen;
+}
+
 // ms: how long the login may take to be live (a slow link needs more).
 export async function browserPage(context, srv, login, ms = 10000) {
     const page = await context.newPage();

@@ -4,7 +4,7 @@
 // the study's description and its series at once: through a link with
 // 300 ms each way, the series QIDO leaves before the study QIDO's answer
 // has come back, and the first slice then shows.
-import { test, check, until, ct12Case, log } from './lib.mjs';
+import { test, check, until, ct12Case, requestLog, log } from './lib.mjs';
 
 test(async (t) => {
     const { srv, st } = await ct12Case(t, {
@@ -13,9 +13,7 @@ test(async (t) => {
     });
     const link = await t.link(srv, ['--delay', '300ms']);
     const ctx = await t.context();
-    const seen = [];
-    ctx.on('request', (r) => seen.push(['start', r.url()]));
-    ctx.on('requestfinished', (r) => seen.push(['end', r.url()]));
+    const seen = requestLog(ctx);
     const page = await t.page(ctx, { url: link.url }, 'demo-neuro', 30000);
     await page.click('li[data-case-id="together-1"] a');
     await until(() => page.evaluate(() => {

@@ -4,7 +4,8 @@
 // way the first slice's rendered request leaves before the series'
 // instance list is answered, at draft quality; the full-quality image of
 // the same slice then replaces it, and the overlay describes each.
-import { test, check, eq, until, ct12Case, log } from './lib.mjs';
+import { test, check, eq, until, ct12Case, requestLog, log } from
+    './lib.mjs';
 
 test(async (t) => {
     const { srv, st } = await ct12Case(t, {
@@ -13,9 +14,7 @@ test(async (t) => {
     });
     const link = await t.link(srv, ['--delay', '300ms']);
     const ctx = await t.context();
-    const seen = [];
-    ctx.on('request', (r) => seen.push(['start', r.url()]));
-    ctx.on('requestfinished', (r) => seen.push(['end', r.url()]));
+    const seen = requestLog(ctx);
     const page = await t.page(ctx, { url: link.url }, 'demo-neuro', 30000);
     // every image the viewer puts on screen: [index, quality, overlay]
     await page.evaluate(() => {

@@ -1103,6 +1103,21 @@ static void test_messages_and_receipts(void **state)
     json_decref(out);
 }
 
+/* Patient 1 and its study 1.2.826.0.1.3680043.8.498.1 (id 1), of clinic,
+ * for the tests that add series and instances. */
+static void seed_study(long long clinic)
+{
+    char sql[1024];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO patients (id, clinic_id, patient_id, name,"
+             " birth_date, sex) VALUES (1, %lld, 'P1', 'X^Y', '', 'F');"
+             "INSERT INTO studies (id, study_uid, patient_ref, date, time,"
+             " description, accession, clinic_id, created, updated) VALUES"
+             " (1, '1.2.826.0.1.3680043.8.498.1', 1, '', '', '', '', %lld,"
+             "  0, 0);", clinic, clinic);
+    exec_sql(sql);
+}
+
 static void test_images_arrived(void **state)
 {
     (void)state;
@@ -1110,13 +1125,8 @@ static void test_images_arrived(void **state)
     oncall("neurology", "neuro1", NULL);
     create_case(REQ_A, "img", "stat", "neurology", NULL);
     char sql[2048];
+    seed_study((long long)who[REQ_A].clinic_id);
     snprintf(sql, sizeof sql,
-             "INSERT INTO patients (id, clinic_id, patient_id, name,"
-             " birth_date, sex) VALUES (1, %lld, 'P1', 'X^Y', '', 'F');"
-             "INSERT INTO studies (id, study_uid, patient_ref, date, time,"
-             " description, accession, clinic_id, created, updated) VALUES"
-             " (1, '1.2.826.0.1.3680043.8.498.1', 1, '', '', '', '', %lld,"
-             "  0, 0);"
              "INSERT INTO series (id, series_uid, study_ref, modality,"
              " series_number, description) VALUES (1, '1.2.3.1', 1, 'CT', 1,"
              " '');"
@@ -1125,7 +1135,6 @@ static void test_images_arrived(void **state)
              " sha256, size, received_at, via, clinic_id) VALUES"
              " ('1.2.3.1.1', 1, '', '', 1, 1, 1, 1, 'x', 1, 0, 'stow', %lld),"
              " ('1.2.3.1.2', 1, '', '', 2, 1, 1, 1, 'y', 1, 0, 'stow', %lld);",
-             (long long)who[REQ_A].clinic_id, (long long)who[REQ_A].clinic_id,
              (long long)who[REQ_A].clinic_id,
              (long long)who[REQ_A].clinic_id);
     exec_sql(sql);
@@ -1167,13 +1176,8 @@ static void test_first_image(void **state)
     json_decref(c);
     long long cl = (long long)who[REQ_A].clinic_id;
     char sql[2048];
+    seed_study(cl);
     snprintf(sql, sizeof sql,
-             "INSERT INTO patients (id, clinic_id, patient_id, name,"
-             " birth_date, sex) VALUES (1, %lld, 'P1', 'X^Y', '', 'F');"
-             "INSERT INTO studies (id, study_uid, patient_ref, date, time,"
-             " description, accession, clinic_id, created, updated) VALUES"
-             " (1, '1.2.826.0.1.3680043.8.498.1', 1, '', '', '', '', %lld,"
-             "  0, 0);"
              "INSERT INTO series (id, series_uid, study_ref, modality,"
              " series_number, description) VALUES (1, '1.2.3.1', 1, 'CT', 1,"
              " ''), (2, '1.2.3.2', 1, 'CT', 2, '');"
@@ -1185,7 +1189,7 @@ static void test_first_image(void **state)
              " ('1.2.3.2.9', 2, '', '', 3, 1, 1, 1, 'c', 1, 0, 'stow', %lld),"
              " ('1.2.3.2.5', 2, '', '', 1, 1, 1, 4, 'd', 1, 0, 'stow', %lld),"
              " ('1.2.3.2.7', 2, '', '', 2, 1, 1, 1, 'e', 1, 0, 'stow', %lld);",
-             cl, cl, cl, cl, cl, cl, cl);
+             cl, cl, cl, cl, cl);
     exec_sql(sql);
     assert_int_equal(cases_get(&srv, &who[N1], "first", &c, &e), 0);
     json_t *f = json_object_get(c, "first_image");
