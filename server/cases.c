@@ -548,8 +548,6 @@ static int case_json(sqlite3 *db, const char *case_id, json_t **out,
                                       db, case_id, clinic_id, NULL),
                                   "expected", images_expected(
                                       db, case_id, clinic_id, NULL)));
-    json_object_set_new(c, "first_image",
-                        first_image_json(db, case_id, clinic_id));
 
     st = prep(db, e,
               "SELECT a.impression, a.recommendation, a.text, u.login, a.at"
@@ -1281,6 +1279,9 @@ int cases_get(struct server *srv, const struct principal *who,
             rc = messages_json(dbof(srv), case_id, &msgs, e);
         if (!rc)
             rc = timeline_json(dbof(srv), case_id, &steps, e);
+        if (!rc)        /* case.get only: lists and events go without */
+            json_object_set_new(c, "first_image", first_image_json(
+                                    dbof(srv), case_id, row.clinic_id));
         read_end(srv);
     }
     if (!rc) {
