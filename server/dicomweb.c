@@ -844,8 +844,9 @@ static int includefield_ok(const char *v, size_t n)
 }
 
 /* Every value is checked for control bytes; includefield (repeatable,
- * comma-separated) and fuzzymatching are checked, then accepted: every answer holds all the attributes Hashi
- * indexes, and matching is what it is.  0, or -1 when answered 400. */
+ * comma-separated) and fuzzymatching are checked, then accepted: every
+ * answer holds all the attributes Hashi indexes, and matching is what it
+ * is.  0, or -1 when answered 400. */
 static int qido_options(struct http_req *r)
 {
     for (size_t i = 0; i < r->nparams; i++) {
