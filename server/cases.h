@@ -45,6 +45,8 @@
 #include "../proto/msg.h"
 #include "auth.h"
 
+struct outbox_rcpt;
+
 struct server;
 
 /* Default escalation deadlines, in seconds (config may override). */
@@ -126,6 +128,13 @@ int cases_link_candidates(struct server *srv, const struct principal *who,
  * delivered to the user.  Inside the caller's transaction if any. */
 int cases_ack(struct server *srv, int64_t user_id, int64_t seq,
               struct err *e);
+
+/* The acks of many users at once (ws.c's flush at every tick), with the
+ * same effects as cases_ack for each, in a few statements for all; acks
+ * at or below a user's previous one or beyond its last event are skipped
+ * (the caller checked them).  acks[i].seq is the user's new ack. */
+int cases_ack_many(struct server *srv, const struct outbox_rcpt *acks,
+                   size_t n, struct err *e);
 
 /* Images for a study arrived (called after store_put_file on the lws
  * thread): emits images.arrived to the participants of cases that name

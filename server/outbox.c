@@ -36,7 +36,7 @@ struct outbox {
     sqlite3_stmt *insert;   /* the recipient rows */
     sqlite3_stmt *fetch;
     sqlite3_stmt *cursor;   /* last_seq, acked_seq of a user */
-    sqlite3_stmt *ack;      /* acked_seq moved up */
+    sqlite3_stmt *ack;      /* acked_seqs moved up, from a JSON list */
     struct outbox_event *head, *tail;   /* appended, not taken yet */
     int64_t *dirty;                     /* outbox_dirty's answer */
     size_t capdirty;
@@ -84,8 +84,12 @@ struct outbox *outbox_open(sqlite3 *db, struct err *e)
                 " WHERE user_id = ?1",
                 &o->cursor, e) ||
         prepare(db,
-                "UPDATE outbox_cursor SET acked_seq = ?2"
-                " WHERE user_id = ?1 AND acked_seq < ?2",
+                "WITH j(u, s) AS (SELECT json_extract(value, '$[0]'),"
+                "  MAX(json_extract(value, '$[1]')) FROM json_each(?1)"
+                "  GROUP BY 1)"
+                " UPDATE outbox_cursor SET acked_seq = j.s FROM j"
+                " WHERE user_id = j.u AND acked_seq < j.s"
+                " AND j.s <= last_seq",
                 &o->ack, e)) {
         outbox_close(o);
         return NULL;
@@ -529,10 +533,18 @@ int outbox_ack(struct outbox *o, int64_t user_id, int64_t seq,
         *from = seq > acked ? acked : seq;
     if (seq <= acked)
         return 0;
-    sqlite3_bind_int64(o->ack, 1, user_id);
-    sqlite3_bind_int64(o->ack, 2, seq);
-    rc = sqlite3_step(o->ack);
+    char one[48];
+    snprintf(one, sizeof one, "[[%lld,%lld]]", (long long)user_id,
+             (long long)seq);
+    return outbox_ack_many(o, one, e);
+}
+
+int outbox_ack_many(struct outbox *o, const char *acks, struct err *e)
+{
+    sqlite3_bind_text(o->ack, 1, acks, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(o->ack);
     sqlite3_reset(o->ack);
+    sqlite3_clear_bindings(o->ack);
     if (rc != SQLITE_DONE)
         return err_set(e, ERR_DB, "outbox: ack: %s", sqlite3_errmsg(o->db));
     return 0;

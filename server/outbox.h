@@ -79,6 +79,13 @@ int64_t outbox_last_seq(struct outbox *o, int64_t user_id);
  * receipts) is the caller's business. */
 int outbox_ack(struct outbox *o, int64_t user_id, int64_t seq,
                int64_t *from, struct err *e);
+
+/* Many users' cumulative acks in one statement: acks is the JSON text
+ * [[user_id, seq], ...] (a user named twice: the highest seq counts).
+ * Unlike outbox_ack, acks at or below a user's previous one and acks
+ * beyond its last event are skipped silently: the caller checked them
+ * (ws.c: against what it sent).  Inside the caller's transaction. */
+int outbox_ack_many(struct outbox *o, const char *acks, struct err *e);
 int64_t outbox_acked_seq(struct outbox *o, int64_t user_id);
 
 /* Acknowledged events are kept this long after they were appended (a

@@ -142,15 +142,10 @@ struct ws_arrived {
     int waiting;
 };
 
-/* An ack of a session that closed before it was written. */
-struct ws_ack {
-    int64_t user_id, seq;
-};
-
 struct ws_hub {
     struct server *srv;
     struct lws_protocols proto;     /* the entry http.c copies; user = us */
-    struct ws_ack *orphans;
+    struct outbox_rcpt *orphans;   /* acks of closed sessions, unwritten */
     size_t norphans, caporphans;
     struct ws_arrived arrived[WS_ARRIVED_SLOTS];
     struct ws_sess *all;
@@ -375,39 +370,41 @@ static void ack_flush(struct ws_hub *h)
     struct server *srv = h->srv;
     sqlite3 *db = store_db(srv->store);
     struct err e = { 0, "" };
-    int n = 0;
 
     /* Idle sessions cost no walk: only an ack since the last flush makes
      * one (10,000 quiet phones, 5 ticks a second). */
     if (!srv->outbox || (!h->acks_pending && !h->norphans))
         return;
-    h->acks_pending = 0;
-    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL)) {
-        log_warn("ws: writing acks: %s", sqlite3_errmsg(db));
-        h->acks_pending = 1;    /* tried again at the next tick */
-        return;
-    }
+    size_t n = h->norphans;
+    for (struct ws_sess *s = h->all; s; s = s->next)
+        n += s->acked_seq > s->ack_db && s->who.user_id > 0;
+    struct outbox_rcpt *acks = malloc((n ? n : 1) * sizeof *acks);
+    if (!acks)
+        return;                 /* tried again at the next tick */
+    n = 0;
     for (struct ws_sess *s = h->all; s; s = s->next)
         if (s->acked_seq > s->ack_db && s->who.user_id > 0) {
-            if (cases_ack(srv, s->who.user_id, s->acked_seq, &e))
-                log_warn("ws: ack %lld of %s: %s", (long long)s->acked_seq,
-                         s->who.login, e.msg);
-            s->ack_db = s->acked_seq;
-            n++;
+            acks[n].user_id = s->who.user_id;
+            acks[n++].seq = s->acked_seq;
         }
-    for (size_t i = 0; i < h->norphans; i++) {
-        if (cases_ack(srv, h->orphans[i].user_id, h->orphans[i].seq, &e))
-            log_warn("ws: ack %lld of user %lld: %s",
-                     (long long)h->orphans[i].seq,
-                     (long long)h->orphans[i].user_id, e.msg);
-        n++;
-    }
-    h->norphans = 0;
-    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL)) {
-        log_warn("ws: writing acks: %s", sqlite3_errmsg(db));
+    memcpy(acks + n, h->orphans, h->norphans * sizeof *acks);
+    n += h->norphans;
+    /* One transaction, a few statements for all the users (cases.c). */
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) ||
+        cases_ack_many(srv, acks, n, &e) ||
+        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL)) {
+        log_warn("ws: writing %zu ack(s): %s", n,
+                 e.code ? e.msg : sqlite3_errmsg(db));
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        free(acks);
+        return;                 /* still pending: the next tick */
     }
-    log_debug("ws: %d ack(s) written", n);
+    log_debug("ws: %zu ack(s) written", n);
+    h->acks_pending = 0;
+    h->norphans = 0;
+    for (struct ws_sess *s = h->all; s; s = s->next)
+        s->ack_db = s->acked_seq;
+    free(acks);
 }
 
 /* A closing session's unwritten ack: written now (with every other
@@ -424,7 +421,7 @@ static void ack_orphan(struct ws_hub *h, struct ws_sess *s)
     }
     if (h->norphans == h->caporphans) {
         size_t cap = h->caporphans ? h->caporphans * 2 : 16;
-        struct ws_ack *p = realloc(h->orphans, cap * sizeof *p);
+        struct outbox_rcpt *p = realloc(h->orphans, cap * sizeof *p);
         if (!p) {
             log_warn("ws: ack of %s lost (out of memory); the events "
                      "will be sent again", s->who.login);

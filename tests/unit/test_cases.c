@@ -1103,6 +1103,66 @@ static void test_messages_and_receipts(void **state)
     json_decref(out);
 }
 
+/* The seq of u's last event. */
+static int64_t last_seq_of(int u)
+{
+    json_t *ev = events_of(u);
+    int64_t seq = json_integer_value(json_object_get(
+        json_array_get(ev, json_array_size(ev) - 1), "seq"));
+    json_decref(ev);
+    return seq;
+}
+
+/* ws.c's flush: many users' acks in one call, each with cases_ack's
+ * effects (cursor, "delivered" steps of specialists, chat receipts), the
+ * stale and impossible ones skipped. */
+static void test_acks_many(void **state)
+{
+    (void)state;
+    struct err e = {0};
+    char sql[256];
+    create_case(REQ_A, "many", "urgent", "neurology", NULL);
+    int64_t n2_case = last_seq_of(N2);
+    send_msg(REQ_A, "many", "mm1", "see the bleed");
+    int64_t n1_last = last_seq_of(N1), req_last = last_seq_of(REQ_A);
+    assert_true(n1_last > 1 && n2_case >= 1 && req_last >= 1);
+    struct outbox_rcpt acks[] = {
+        { who[N1].user_id, 1 },             /* lower, then the last: max */
+        { who[N1].user_id, n1_last },
+        { who[N2].user_id, n2_case },       /* the case, not the message */
+        { who[REQ_A].user_id, req_last + 100 },     /* beyond: skipped */
+    };
+    assert_int_equal(cases_ack_many(&srv, acks, 4, &e), 0);
+    assert_int_equal(outbox_acked_seq(srv.outbox, who[N1].user_id), n1_last);
+    assert_int_equal(outbox_acked_seq(srv.outbox, who[N2].user_id), n2_case);
+    assert_int_equal(outbox_acked_seq(srv.outbox, who[REQ_A].user_id), 0);
+    snprintf(sql, sizeof sql,
+             "SELECT COUNT(*) FROM case_steps WHERE case_id = 'many'"
+             " AND step = 'delivered' AND user_id IN (%lld, %lld)",
+             (long long)who[N1].user_id, (long long)who[N2].user_id);
+    assert_int_equal(count_rows(sql), 2);
+    assert_int_equal(count_rows("SELECT COUNT(*) FROM case_steps"
+                                " WHERE step = 'delivered'"), 2);
+    snprintf(sql, sizeof sql,
+             "SELECT COUNT(*) FROM message_receipts WHERE message_id = 'mm1'"
+             " AND delivered_at IS NOT NULL AND user_id = %lld",
+             (long long)who[N1].user_id);
+    assert_int_equal(count_rows(sql), 1);
+    assert_int_equal(count_rows("SELECT COUNT(*) FROM message_receipts"
+                                " WHERE delivered_at IS NOT NULL"), 1);
+    /* Again, and an older ack: nothing moves back or twice. */
+    acks[1].seq = 1;
+    assert_int_equal(cases_ack_many(&srv, acks, 4, &e), 0);
+    assert_int_equal(outbox_acked_seq(srv.outbox, who[N1].user_id), n1_last);
+    assert_int_equal(count_rows("SELECT COUNT(*) FROM case_steps"
+                                " WHERE step = 'delivered'"), 2);
+    /* The rest of N2's events, now. */
+    acks[2].seq = last_seq_of(N2);
+    assert_int_equal(cases_ack_many(&srv, &acks[2], 1, &e), 0);
+    assert_int_equal(count_rows("SELECT COUNT(*) FROM message_receipts"
+                                " WHERE delivered_at IS NOT NULL"), 2);
+}
+
 /* Patient 1 and its study 1.2.826.0.1.3680043.8.498.1 (id 1), of clinic,
  * for the tests that add series and instances. */
 static void seed_study(long long clinic)
@@ -1532,6 +1592,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_timeline_and_amend, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_acks_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_messages_and_receipts, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_images_arrived, setup,
