@@ -50,14 +50,80 @@ static int db_fail(struct err *e, sqlite3 *db, const char *what)
     return err_set(e, ERR_DB, "cases: %s: %s", what, sqlite3_errmsg(db));
 }
 
+/* Prepared statements kept across calls, so that a create or an ack
+ * flush parses none of its statements again (SQLite's parser was 12 % of
+ * a loaded server's CPU).  Found by the SQL text's address and checked
+ * by its content (a few texts are built in buffers); one in use by an
+ * outer caller is not handed out twice: a fresh statement is made.  The
+ * lws thread only, as all of cases.c; cases_free finalizes a db's. */
+#define STMT_SLOTS 96
+
+static struct stmt_slot {
+    sqlite3 *db;
+    const char *sql;
+    sqlite3_stmt *st;
+    int busy;
+} stmt_slots[STMT_SLOTS];
+
+static sqlite3_stmt *stmt_get(sqlite3 *db, const char *sql)
+{
+    struct stmt_slot *free_slot = NULL;
+    for (int i = 0; i < STMT_SLOTS; i++) {
+        struct stmt_slot *c = &stmt_slots[i];
+        if (!c->st) {
+            if (!free_slot)
+                free_slot = c;
+        } else if (c->db == db && c->sql == sql && !c->busy &&
+                   !strcmp(sqlite3_sql(c->st), sql)) {
+            c->busy = 1;
+            return c->st;
+        }
+    }
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v3(db, sql, -1,
+                           free_slot ? SQLITE_PREPARE_PERSISTENT : 0, &st,
+                           NULL) != SQLITE_OK) {
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    if (free_slot)
+        *free_slot = (struct stmt_slot){ db, sql, st, 1 };
+    return st;
+}
+
+/* The end of a statement from prep (or from sqlite3_prepare): a kept one
+ * is reset for its next use, any other finalized. */
+static void done(sqlite3_stmt *st)
+{
+    if (!st)
+        return;
+    for (int i = 0; i < STMT_SLOTS; i++)
+        if (stmt_slots[i].st == st) {
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            stmt_slots[i].busy = 0;
+            return;
+        }
+    sqlite3_finalize(st);
+}
+
+static void stmt_forget(sqlite3 *db)
+{
+    for (int i = 0; i < STMT_SLOTS; i++)
+        if (stmt_slots[i].st && stmt_slots[i].db == db) {
+            sqlite3_finalize(stmt_slots[i].st);
+            stmt_slots[i] = (struct stmt_slot){ 0 };
+        }
+}
+
 /* Prepare sql and bind ?1, ?2, ... as types says: 'i' an int64_t
  * argument, 's' a const char * (NULL binds NULL).  NULL on failure (e
- * set). */
+ * set).  The caller ends it with done(). */
 static sqlite3_stmt *vprep(sqlite3 *db, struct err *e, const char *sql,
                            const char *types, va_list ap)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+    sqlite3_stmt *st = stmt_get(db, sql);
+    if (!st) {
         db_fail(e, db, "prepare");
         log_error("cases: prepare failed: %s in: %s", sqlite3_errmsg(db),
                   sql);
@@ -101,7 +167,7 @@ static int run(sqlite3 *db, struct err *e, int *changes, const char *sql,
     int rc = sqlite3_step(st);
     while (rc == SQLITE_ROW)
         rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    done(st);
     if (rc != SQLITE_DONE)
         return db_fail(e, db, "write");
     if (changes)
@@ -307,7 +373,7 @@ static int load_visible(struct server *srv, const struct principal *who,
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         row_read(st, r);
-    sqlite3_finalize(st);
+    done(st);
     if (rc == SQLITE_ROW)
         return 0;
     if (rc == SQLITE_DONE)
@@ -326,7 +392,7 @@ static const char *login_of(sqlite3 *db, int64_t user_id, char *buf,
     sqlite3_bind_int64(st, 1, user_id);
     if (sqlite3_step(st) == SQLITE_ROW && col_text(st, 0))
         strlcpy_h(buf, col_text(st, 0), n);
-    sqlite3_finalize(st);
+    done(st);
     return buf;
 }
 
@@ -356,7 +422,7 @@ static int64_t images_received(sqlite3 *db, const char *case_id,
         sqlite3_bind_null(st, 3);
     if (sqlite3_step(st) == SQLITE_ROW)
         n = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    done(st);
     return n;
 }
 
@@ -382,7 +448,7 @@ static json_t *first_image_json(sqlite3 *db, const char *case_id,
         " ORDER BY COUNT(*) DESC, cs.pos, se.series_number, se.id LIMIT 1",
         "si", case_id, clinic_id);
     if (!st || sqlite3_step(st) != SQLITE_ROW) {
-        sqlite3_finalize(st);
+        done(st);
         return json_null();
     }
     int64_t series_id = sqlite3_column_int64(st, 0);
@@ -391,7 +457,7 @@ static json_t *first_image_json(sqlite3 *db, const char *case_id,
                           col_json_text(st, 2), "series_uid",
                           col_json_text(st, 1), "slices",
                           (json_int_t)slices);
-    sqlite3_finalize(st);
+    done(st);
     st = prep(db, &e,
               "SELECT sop_uid, frames FROM instances WHERE series_ref = ?1"
               " ORDER BY instance_number, sop_uid", "i", series_id);
@@ -409,7 +475,7 @@ static json_t *first_image_json(sqlite3 *db, const char *case_id,
         }
         at += frames;
     }
-    sqlite3_finalize(st);
+    done(st);
     if (!json_object_get(o, "sop_uid")) {
         json_decref(o);
         return json_null();
@@ -439,7 +505,7 @@ static json_t *images_expected(sqlite3 *db, const char *case_id,
     if (sqlite3_step(st) == SQLITE_ROW &&
         sqlite3_column_type(st, 0) != SQLITE_NULL)
         n = json_integer(sqlite3_column_int64(st, 0));
-    sqlite3_finalize(st);
+    done(st);
     return n;
 }
 
@@ -456,7 +522,7 @@ static json_t *prearrival_json(sqlite3 *db, const char *case_id,
         " FROM case_prearrival p LEFT JOIN users u ON u.id = p.arrived_by"
         " WHERE p.case_id = ?1", "s", case_id);
     if (!st || sqlite3_step(st) != SQLITE_ROW) {
-        sqlite3_finalize(st);
+        done(st);
         return json_null();
     }
     json_t *j = json_pack(
@@ -472,7 +538,7 @@ static json_t *prearrival_json(sqlite3 *db, const char *case_id,
         "arrived_at", col_json_int(st, 10),
         "arrived_study", col_json_text(st, 11),
         "arrived_by", col_json_text(st, 12));
-    sqlite3_finalize(st);
+    done(st);
     return j;
 }
 
@@ -501,7 +567,7 @@ static int case_json(sqlite3 *db, const char *case_id, json_t **out,
         return ERR_DB;
     int rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
-        sqlite3_finalize(st);
+        done(st);
         if (rc == SQLITE_DONE)
             return err_set(e, ERR_NOTFOUND, "no such case");
         return db_fail(e, db, "case");
@@ -526,7 +592,7 @@ static int case_json(sqlite3 *db, const char *case_id, json_t **out,
     json_object_set_new(c, "escalation_level", col_json_int(st, 14));
     json_object_set_new(c, "claimed_by", col_json_text(st, 15));
     json_object_set_new(c, "overdue_since", col_json_int(st, 17));
-    sqlite3_finalize(st);
+    done(st);
     json_object_set_new(c, "prearrival", prearrival_json(db, case_id, e));
 
     json_t *uids = json_array();
@@ -540,7 +606,7 @@ static int case_json(sqlite3 *db, const char *case_id, json_t **out,
     }
     while (sqlite3_step(st) == SQLITE_ROW)
         json_array_append_new(uids, col_json_text(st, 0));
-    sqlite3_finalize(st);
+    done(st);
     json_object_set_new(c, "study_uids", uids);
     json_object_set_new(c, "images",
                         json_pack("{s:I, s:o}", "received",
@@ -568,7 +634,7 @@ static int case_json(sqlite3 *db, const char *case_id, json_t **out,
                       "at", col_json_int(st, 4)));
     else
         json_object_set_new(c, "answer", json_null());
-    sqlite3_finalize(st);
+    done(st);
     json_t *ans = json_object_get(c, "answer");
     if (json_is_object(ans))
         json_object_set_new(ans, "revisions", revisions_json(db, case_id));
@@ -635,7 +701,7 @@ static json_t *revisions_json(sqlite3 *db, const char *case_id)
                            "by", col_json_text(st, 3),
                            "at", col_json_int(st, 4),
                            "replaced_at", col_json_int(st, 5)));
-    sqlite3_finalize(st);
+    done(st);
     return arr;
 }
 
@@ -669,7 +735,7 @@ static int timeline_json(sqlite3 *db, const char *case_id, json_t **out,
                                         "step", col_json_text(st, 0),
                                         "at", col_json_int(st, 2),
                                         "by", col_json_text(st, 1)));
-    sqlite3_finalize(st);
+    done(st);
     if (rc != SQLITE_DONE) {
         json_decref(arr);
         return db_fail(e, db, "timeline");
@@ -695,7 +761,7 @@ static json_t *receipt_logins(sqlite3 *db, const char *message_id,
     sqlite3_bind_text(st, 1, message_id, -1, SQLITE_STATIC);
     while (sqlite3_step(st) == SQLITE_ROW)
         json_array_append_new(arr, col_json_text(st, 0));
-    sqlite3_finalize(st);
+    done(st);
     return arr;
 }
 
@@ -734,7 +800,7 @@ static int message_json(sqlite3 *db, const char *message_id, json_t **out,
         return ERR_DB;
     int rc = sqlite3_step(st);
     *out = rc == SQLITE_ROW ? message_from_row(st) : NULL;
-    sqlite3_finalize(st);
+    done(st);
     if (rc == SQLITE_ROW)
         return 0;
     return rc == SQLITE_DONE ? err_set(e, ERR_NOTFOUND, "no such message")
@@ -762,7 +828,7 @@ static int messages_json(sqlite3 *db, const char *case_id, json_t **out,
         json_object_set_new(m, "read_by", receipt_logins(db, id, "read_at"));
         json_array_append_new(arr, m);
     }
-    sqlite3_finalize(st);
+    done(st);
     if (rc != SQLITE_DONE) {
         json_decref(arr);
         return db_fail(e, db, "messages");
@@ -835,7 +901,7 @@ static int notify(struct server *srv, const char *case_id, const char *kind,
         }
         ids[n++] = sqlite3_column_int64(st, 0);
     }
-    sqlite3_finalize(st);
+    done(st);
     if (!rc && step != SQLITE_DONE)
         rc = db_fail(e, db, "participants");
     if (!rc)
@@ -889,6 +955,8 @@ int cases_init(struct server *srv, struct err *e)
 
 void cases_free(struct server *srv)
 {
+    if (srv->store)
+        stmt_forget(dbof(srv));
     outbox_close(srv->outbox);
     srv->outbox = NULL;
 }
@@ -919,7 +987,7 @@ int cases_oncall_set(struct server *srv, const char *specialty,
             strlcpy_h(role, col_text(st, 1) ? col_text(st, 1) : "",
                       sizeof role);
         }
-        sqlite3_finalize(st);
+        done(st);
         if (!uid) {
             rc = err_set(e, ERR_NOTFOUND, "oncall: no user %s", logins[i]);
             break;
@@ -1034,7 +1102,7 @@ static int prearrival_insert(sqlite3 *db, const char *case_id,
     sqlite3_bind_int64(st, 10, now + p->eta_min * 60000);
     sqlite3_bind_text(st, 11, p->destination, -1, SQLITE_STATIC);
     int step = sqlite3_step(st);
-    sqlite3_finalize(st);
+    done(st);
     return step == SQLITE_DONE ? 0 : db_fail(e, db, "insert prearrival");
 }
 
@@ -1090,7 +1158,7 @@ static int create_tx(struct server *srv, const struct principal *who,
         return ERR_DB;
     int step = sqlite3_step(st);
     int64_t owner = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
+    done(st);
     if (step != SQLITE_ROW && step != SQLITE_DONE)
         return db_fail(e, db, "lookup");
     if (owner >= 0) {
@@ -1115,7 +1183,7 @@ static int create_tx(struct server *srv, const struct principal *who,
             return ERR_DB;
         if (sqlite3_step(st) == SQLITE_ROW)
             specialist_id = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
+        done(st);
         if (!specialist_id)
             return err_set(e, ERR_INVALID, "no specialist %s",
                            r->specialist);
@@ -1131,7 +1199,7 @@ static int create_tx(struct server *srv, const struct principal *who,
             return ERR_DB;
         int known = sqlite3_step(st) == SQLITE_ROW &&
                     sqlite3_column_int(st, 0);
-        sqlite3_finalize(st);
+        done(st);
         if (!known)
             return err_set(e, ERR_INVALID, "no specialist for specialty %s",
                            r->specialty);
@@ -1153,7 +1221,7 @@ static int create_tx(struct server *srv, const struct principal *who,
     if (!r->has_age)
         sqlite3_bind_null(st, 4);
     step = sqlite3_step(st);
-    sqlite3_finalize(st);
+    done(st);
     if (step != SQLITE_DONE)
         return db_fail(e, db, "insert case");
     int rc;
@@ -1361,7 +1429,7 @@ int cases_list_page(struct server *srv, const struct principal *who,
         json_array_append_new(arr, c);
         n++;
     }
-    sqlite3_finalize(st);
+    done(st);
     read_end(srv);
     if (!rc && step != SQLITE_DONE)
         rc = db_fail(e, db, "list");
@@ -1413,7 +1481,7 @@ static int may_claim(sqlite3 *db, const struct principal *who,
     sqlite3_bind_text(st, 2, r->specialty, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, r->case_id, -1, SQLITE_STATIC);
     int ok = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
+    done(st);
     return ok;
 }
 
@@ -1537,7 +1605,7 @@ static int answer_step(struct server *srv, const struct principal *who,
                    same_text(col_text(st, 0), imp) &&
                    same_text(col_text(st, 1), rec) &&
                    same_text(col_text(st, 2), text);
-        sqlite3_finalize(st);
+        done(st);
         if (same)
             return case_json(db, r->case_id, out, e);
         return err_set(e, ERR_CONFLICT, "the case is already answered");
@@ -1592,14 +1660,14 @@ static int amend_step(struct server *srv, const struct principal *who,
     if (!st)
         return ERR_DB;
     if (sqlite3_step(st) != SQLITE_ROW) {
-        sqlite3_finalize(st);
+        done(st);
         return err_set(e, ERR_CONFLICT, "the case has no answer to amend");
     }
     int64_t author = sqlite3_column_int64(st, 3);
     int same = same_text(col_text(st, 0), a->impression) &&
                same_text(col_text(st, 1), a->recommendation) &&
                same_text(col_text(st, 2), a->text);
-    sqlite3_finalize(st);
+    done(st);
     if (author != who->user_id) {
         char login[64];
         return err_set(e, ERR_FORBIDDEN,
@@ -1765,7 +1833,7 @@ static int message_write(struct server *srv, const struct principal *who,
     int same = step == SQLITE_ROW &&
                !strcmp(col_text(st, 0), r->case_id) &&
                sqlite3_column_int64(st, 1) == who->user_id;
-    sqlite3_finalize(st);
+    done(st);
     if (step == SQLITE_ROW) {
         if (!same)
             return err_set(e, ERR_CONFLICT,
@@ -1840,7 +1908,7 @@ static int read_step(struct server *srv, const struct principal *who,
         return ERR_DB;
     int step = sqlite3_step(st);
     int64_t author = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_finalize(st);
+    done(st);
     if (step == SQLITE_DONE)
         return err_set(e, ERR_NOTFOUND, "no such message");
     if (step != SQLITE_ROW)
@@ -2003,7 +2071,7 @@ int cases_images_arrived(struct server *srv, const char *study_uid,
                                         col_text(st, 0), "clinic_id",
                                         (json_int_t)sqlite3_column_int64(
                                             st, 1)));
-    sqlite3_finalize(st);
+    done(st);
     size_t i;
     json_t *f;
     int n = 0;
@@ -2064,7 +2132,7 @@ static int escalate_to(sqlite3 *db, const char *sql, const char *specialty,
         rc = add_participant(db, case_id, sqlite3_column_int64(st, 0),
                              "escalated", now, NULL, e);
     }
-    sqlite3_finalize(st);
+    done(st);
     return rc;
 }
 
@@ -2086,7 +2154,7 @@ static int escalate_one(struct server *srv, const char *case_id,
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW)
         row_read(st, &r);
-    sqlite3_finalize(st);
+    done(st);
     if (step != SQLITE_ROW)     /* claimed or closed meanwhile */
         return step == SQLITE_DONE ? 0 : db_fail(e, db, "escalate");
 
@@ -2169,7 +2237,7 @@ int cases_escalate_due(struct server *srv, int64_t now_ms_,
     json_t *ids = json_array();
     while (sqlite3_step(st) == SQLITE_ROW)
         json_array_append_new(ids, col_json_text(st, 0));
-    sqlite3_finalize(st);
+    done(st);
 
     int n = 0, rc = 0;
     size_t i;
@@ -2201,7 +2269,7 @@ int cases_escalate_due(struct server *srv, int64_t now_ms_,
             return ERR_DB;
         if (sqlite3_step(st) == SQLITE_ROW)
             *next_due_ms = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
+        done(st);
     }
     return n;
 }
@@ -2242,7 +2310,7 @@ static int link_step(struct server *srv, const struct principal *who,
             strlcpy_h(linked, col_text(st, 0), sizeof linked);
         study_ok = sqlite3_column_type(st, 1) != SQLITE_NULL;
     }
-    sqlite3_finalize(st);
+    done(st);
     if (rc == SQLITE_DONE)
         return err_set(e, ERR_CONFLICT, "not a pre-arrival case");
     if (rc != SQLITE_ROW)
@@ -2322,7 +2390,7 @@ int cases_link_candidates(struct server *srv, const struct principal *who,
             "modalities", col_json_text(st, 2), "date", col_json_text(st, 3),
             "time", col_json_text(st, 4), "instances", col_json_int(st, 5),
             "received_at", col_json_int(st, 6)));
-    sqlite3_finalize(st);
+    done(st);
     read_end(srv);
     if (rc) {
         json_decref(arr);

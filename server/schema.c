@@ -439,6 +439,12 @@ static const char *const migrations[] = {
     /* 13: C-FIND and QIDO-RS by exact PatientID (qido.c starts from
      *    the patients it names). */
     "CREATE INDEX patients_by_patient_id ON patients(patient_id);",
+
+    /* 14: a clinic's requesters and admins, who hear of its every case
+     *    (cases.c's create and notify), without a scan of all users:
+     *    with 10,000 specialists in one hospital, 17 % of a loaded
+     *    server's CPU. */
+    "CREATE INDEX users_by_clinic_role ON users(clinic_id, role);",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -195,7 +195,12 @@ static int open_db(struct store *s, struct err *e)
                      "PRAGMA journal_mode = WAL;"
                      "PRAGMA synchronous = FULL;"
                      "PRAGMA foreign_keys = ON;"
-                     "PRAGMA journal_size_limit = 67108864;",
+                     "PRAGMA journal_size_limit = 67108864;"
+                     /* 16 MiB of page cache, not 2: a case sent to
+                      * 1,000 specialists dirties about as many pages, and
+                      * a smaller cache spills them to the WAL before
+                      * COMMIT (a perf profile: 5 % of the loop). */
+                     "PRAGMA cache_size = -16384;",
                      NULL, NULL, &msg)) {
         err_set(e, ERR_DB, "%s: pragmas: %s", path,
                 msg ? msg : sqlite3_errmsg(s->db));
