@@ -261,6 +261,8 @@ static int serve(struct server *srv, sigset_t *sigs)
         return 2;
     }
     store_set_max_instance(srv->store, c->max_instance);
+    if (store_checkpoint_start(srv->store, NULL, &e))   /* off the loop */
+        log_warn("store: WAL checkpoints stay in commits: %s", e.msg);
     srv->audit = audit_open(c->data_dir, &e);
     if (!srv->audit) {
         log_error("open audit log: %s", e.msg);

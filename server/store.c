@@ -30,10 +30,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../proto/log.h"
@@ -151,6 +153,222 @@ int store_study_visible(struct store *s, const struct store_scope *sc,
     int ok = !store_scope_bind(st, sc, &e) && sqlite3_step(st) == SQLITE_ROW;
     sqlite3_finalize(st);
     return ok;
+}
+
+/* ---- WAL checkpoints ---------------------------------------------------- */
+
+/* The thread of store_checkpoint_start (see store.h).  s's commits tell
+ * it, through SQLite's WAL hook, how many pages the WAL holds; the hook
+ * runs on the committing thread after the write lock is released, so it
+ * only takes the mutex (never held across I/O) and signals.  The thread
+ * checkpoints on its own connection, which holds no transaction between
+ * checkpoints (a read would pin the WAL and make every later checkpoint
+ * stop at it). */
+struct store_ckpt {
+    pthread_t thread;
+    sqlite3 *db;                /* the thread's own connection */
+    struct store_ckpt_cfg cfg;
+    int64_t page_size;
+    pthread_mutex_t mu;         /* guards what follows */
+    pthread_cond_t cv;          /* due or stop set; the clock: monotonic */
+    int due;                    /* the WAL passed cfg.wal_pages */
+    int idle;                   /* the thread waits without a deadline */
+    int stop;
+    int wal_pages;              /* last known size of the WAL */
+    uint64_t commits;           /* s's commits so far */
+    double last_commit;         /* now_mono() of the last one */
+    double last_truncate;       /* ... of the last TRUNCATE attempt */
+};
+
+static int ckpt_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    struct store_ckpt *c = arg;
+
+    (void)db;
+    (void)name;
+    pthread_mutex_lock(&c->mu);
+    c->wal_pages = pages;
+    c->commits++;
+    c->last_commit = now_mono();
+    if (pages >= c->cfg.wal_pages)
+        c->due = 1;
+    /* A WAL that just became large needs the thread's clock started. */
+    if (c->due || (c->idle && pages * c->page_size >= c->cfg.wal_max_bytes))
+        pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return SQLITE_OK;
+}
+
+/* One checkpoint on the thread's connection, without the mutex held.
+ * SQLITE_BUSY is no failure: PASSIVE gets it when another connection is
+ * checkpointing, TRUNCATE when a writer or a reader is in the way (it
+ * then did what it could, like PASSIVE). */
+static void ckpt_run(struct store_ckpt *c, int mode)
+{
+    const char *name = mode == SQLITE_CHECKPOINT_PASSIVE ? "PASSIVE" :
+                       "TRUNCATE";
+    int log = -1, done = -1;
+
+    pthread_mutex_lock(&c->mu);
+    uint64_t commits = c->commits;
+    pthread_mutex_unlock(&c->mu);
+    double t = now_mono();
+    int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, mode, &log, &done);
+    t = now_mono() - t;
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+        log_warn("store: %s WAL checkpoint: %s", name,
+                 sqlite3_errmsg(c->db));
+        return;
+    }
+    log_debug("store: %s WAL checkpoint%s: %d of %d pages in %.1f ms", name,
+              rc == SQLITE_BUSY ? " (busy)" : "", done, log, t * 1e3);
+    pthread_mutex_lock(&c->mu);
+    if (c->commits == commits && log >= 0)
+        c->wal_pages = log;     /* else a newer count came from the hook */
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void ckpt_truncate(struct store_ckpt *c)
+{
+    /* Most pages are copied by PASSIVE, writers not held; TRUNCATE then
+     * holds them only for what arrived in between and the truncation. */
+    ckpt_run(c, SQLITE_CHECKPOINT_PASSIVE);
+    ckpt_run(c, SQLITE_CHECKPOINT_TRUNCATE);
+}
+
+static void *ckpt_main(void *arg)
+{
+    struct store_ckpt *c = arg;
+
+    pthread_mutex_lock(&c->mu);
+    while (!c->stop) {
+        if (c->due) {
+            c->due = 0;
+            pthread_mutex_unlock(&c->mu);
+            ckpt_run(c, SQLITE_CHECKPOINT_PASSIVE);
+            pthread_mutex_lock(&c->mu);
+            continue;
+        }
+        if (c->wal_pages * c->page_size < c->cfg.wal_max_bytes) {
+            c->idle = 1;
+            pthread_cond_wait(&c->cv, &c->mu);
+            c->idle = 0;
+            continue;
+        }
+        /* A large WAL: truncate it once s has been quiet for quiet_ms
+         * (and, if an attempt was refused, quiet_ms after that one). */
+        double since = c->last_commit > c->last_truncate ? c->last_commit :
+                       c->last_truncate;
+        double at = since + c->cfg.quiet_ms / 1e3, now = now_mono();
+        if (now >= at) {
+            c->last_truncate = now;
+            pthread_mutex_unlock(&c->mu);
+            ckpt_truncate(c);
+            pthread_mutex_lock(&c->mu);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        double wait = at - now;
+        ts.tv_sec += (time_t)wait;
+        ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+    }
+    pthread_mutex_unlock(&c->mu);
+    ckpt_truncate(c);           /* a clean stop leaves the WAL empty */
+    return NULL;
+}
+
+/* The thread's connection to s's database, opened through SQLite only
+ * (API-NOTES: a second open() and close() of the file by hand would drop
+ * the process's locks on it). */
+static sqlite3 *ckpt_open(struct store *s, int64_t *page_size, struct err *e)
+{
+    const char *path = sqlite3_db_filename(s->db, "main");
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE |
+                        SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+        sqlite3_exec(db, "PRAGMA synchronous = FULL", NULL, NULL, NULL) ||
+        sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &st, NULL) ||
+        sqlite3_step(st) != SQLITE_ROW) {
+        err_set(e, ERR_DB, "checkpoint connection to %s: %s", path,
+                db ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        return NULL;
+    }
+    *page_size = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);       /* ends the read: nothing stays open */
+    return db;
+}
+
+int store_checkpoint_start(struct store *s, const struct store_ckpt_cfg *cfg,
+                           struct err *e)
+{
+    if (s->ckpt)
+        return err_set(e, ERR_INTERNAL, "checkpoint thread already started");
+    struct store_ckpt *c = calloc(1, sizeof *c);
+    if (!c)
+        return err_set(e, ERR_INTERNAL, "out of memory");
+    if (cfg)
+        c->cfg = *cfg;
+    if (c->cfg.wal_pages <= 0)
+        c->cfg.wal_pages = 1000;
+    if (c->cfg.wal_max_bytes <= 0)
+        c->cfg.wal_max_bytes = 64LL << 20;
+    if (c->cfg.quiet_ms <= 0)
+        c->cfg.quiet_ms = 1000;
+    c->db = ckpt_open(s, &c->page_size, e);
+    if (!c->db) {
+        free(c);
+        return ERR_DB;
+    }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&c->mu, NULL);
+    int rc = pthread_create(&c->thread, NULL, ckpt_main, c);
+    if (rc) {
+        err_set(e, ERR_INTERNAL, "checkpoint thread: %s", strerror(rc));
+        pthread_cond_destroy(&c->cv);
+        pthread_mutex_destroy(&c->mu);
+        sqlite3_close(c->db);
+        free(c);
+        return ERR_INTERNAL;
+    }
+    sqlite3_wal_autocheckpoint(s->db, 0);
+    sqlite3_wal_hook(s->db, ckpt_hook, c);
+    s->ckpt = c;
+    return 0;
+}
+
+/* Stop and join the thread (it runs its last checkpoint first), before
+ * s's connection closes. */
+static void ckpt_stop(struct store *s)
+{
+    struct store_ckpt *c = s->ckpt;
+
+    if (!c)
+        return;
+    sqlite3_wal_hook(s->db, NULL, NULL);
+    pthread_mutex_lock(&c->mu);
+    c->stop = 1;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->thread, NULL);
+    sqlite3_close(c->db);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+    s->ckpt = NULL;
 }
 
 /* ---- open / close ------------------------------------------------------- */
@@ -273,6 +491,7 @@ void store_close(struct store *s)
 {
     if (!s)
         return;
+    ckpt_stop(s);
     for (int i = 0; i < s->ncache; i++) {
         sqlite3_finalize(s->cache[i].st);
         free(s->cache[i].sql);

@@ -13,7 +13,8 @@
  * Threads: one struct store per thread (each has its own SQLite
  * connection); SQLite's WAL + busy_timeout serialize the writers.  A
  * store that puts files starts one private helper thread for its fsyncs
- * (joined by store_close).
+ * (joined by store_close); store_checkpoint_start() another, for WAL
+ * checkpoints (joined by store_close too).
  */
 #ifndef HASHI_STORE_H
 #define HASHI_STORE_H
@@ -32,6 +33,32 @@ struct store;
  * conflicts/.  Caller frees with store_close(). */
 struct store *store_open(const char *data_dir, struct err *e);
 void store_close(struct store *s);
+
+/* WAL checkpoints off the caller's thread.  SQLite runs a checkpoint
+ * inside the COMMIT that grows the WAL past 1,000 pages: a stall of tens
+ * of ms (pread, pwrite, fdatasync of hashi.db) on the thread that
+ * commits.  store_checkpoint_start() turns that off on s's connection
+ * and starts a thread of s's own, with its own connection, that
+ *   - runs a PASSIVE checkpoint (never blocks a writer) once a commit of
+ *     s leaves at least wal_pages pages in the WAL (s's commits only
+ *     signal it: no I/O is added to them);
+ *   - once the WAL holds wal_max_bytes or more and s has not committed
+ *     for quiet_ms, runs a TRUNCATE checkpoint (it may hold s's writers
+ *     for a moment; readers that pin the WAL make it give up, and it
+ *     tries again later), so the WAL cannot grow without bound;
+ *   - runs a last checkpoint (TRUNCATE) when store_close() stops it.
+ * Commits through other store handles keep SQLite's automatic
+ * checkpoints, on their own threads.  Errors of the thread are logged,
+ * never fatal.  cfg may be NULL; its zero fields take the defaults.
+ * Call once, from the thread that uses s; on an error (in e) nothing
+ * changed and SQLite keeps checkpointing in s's commits. */
+struct store_ckpt_cfg {
+    int wal_pages;              /* default 1000 (SQLite's own) */
+    int64_t wal_max_bytes;      /* default 64 MiB (journal_size_limit) */
+    int quiet_ms;               /* default 1000 */
+};
+int store_checkpoint_start(struct store *s, const struct store_ckpt_cfg *cfg,
+                           struct err *e);
 
 /* At start-up, before any store_open on other threads: removes what a
  * crash left in tmp/, and checks that every indexed instance has its blob

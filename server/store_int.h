@@ -33,6 +33,8 @@ struct store {
      * syncs then run inline. */
     struct jobs *io;
     int io_failed;
+    /* The WAL checkpoint thread (store_checkpoint_start), or NULL. */
+    struct store_ckpt *ckpt;
     int64_t busy_since;         /* ms: when the current lock wait began */
 };
 

@@ -1,7 +1,8 @@
 /*
  * test_store — the store: durable put (stored, duplicate, conflict,
  * invalid, too big), the blob layout, recovery after a crash, QIDO-RS
- * filters and paging as DICOM JSON, and clinic scoping.
+ * filters and paging as DICOM JSON, clinic scoping, and the WAL
+ * checkpoint thread.
  *
  * Test files come from tests/tools/gen_study.py (HASHI_TOOLS), made
  * once per run in a scratch dir under HASHI_TESTDATA (or /tmp); each test
@@ -1416,6 +1417,137 @@ static void test_find_and_list(void **state)
     free(list);
 }
 
+/* ---- tests: WAL checkpoints --------------------------------------------- */
+
+#define CKPT_ROWS 64            /* about 200 pages: far below SQLite's 1000 */
+
+static int64_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) ? -1 : (int64_t)st.st_size;
+}
+
+/* CKPT_ROWS commits through the store's connection, 6,000 bytes each. */
+static void commit_rows(struct store *s)
+{
+    sqlite3 *db = store_db(s);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE ckpt_t(n INTEGER, "
+                                  "x BLOB)", NULL, NULL, NULL), SQLITE_OK);
+    for (int n = 1; n <= CKPT_ROWS; n++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "INSERT INTO ckpt_t VALUES (%d, "
+                 "randomblob(6000))", n);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    }
+}
+
+/* Is every page of the database in hashi.db itself (the WAL copied
+ * back), as the store's connection sees it? */
+static int db_file_complete(struct store *s, const char *dir)
+{
+    int64_t want = q_int(s, "PRAGMA page_count") *
+                   q_int(s, "PRAGMA page_size");
+    return file_size(tu_path(dir, "hashi.db")) == want;
+}
+
+/* Until cond(s, dir) holds; a guard of 20 s against a hang, not a
+ * measure of speed. */
+static int wait_for(int (*cond)(struct store *, const char *),
+                    struct store *s, const char *dir)
+{
+    for (int i = 0; i < 2000; i++) {
+        if (cond(s, dir))
+            return 1;
+        usleep(10000);
+    }
+    return cond(s, dir);
+}
+
+static int wal_empty(struct store *s, const char *dir)
+{
+    return file_size(tu_path(dir, "hashi.db-wal")) == 0 &&
+           db_file_complete(s, dir);
+}
+
+/* Every row, intact, through a fresh store. */
+static void check_rows(const char *dir)
+{
+    struct err e = {0};
+    struct store *s = store_open(dir, &e);
+    if (!s)
+        fail_msg("store_open: %s", e.msg);
+    char ok[32];
+    q_text(s, "PRAGMA integrity_check", ok, sizeof ok);
+    assert_string_equal(ok, "ok");
+    assert_int_equal(q_int(s, "SELECT count(*) FROM ckpt_t"), CKPT_ROWS);
+    assert_int_equal(q_int(s, "SELECT sum(n) FROM ckpt_t"),
+                     CKPT_ROWS * (CKPT_ROWS + 1) / 2);
+    assert_int_equal(q_int(s, "SELECT sum(length(x)) FROM ckpt_t"),
+                     CKPT_ROWS * 6000);
+    store_close(s);
+}
+
+/* The store's commits no longer checkpoint; the thread does, once the
+ * WAL passes its threshold: hashi.db grows to hold every page. */
+static void test_checkpoint_thread(void **state)
+{
+    struct fx *f = *state;
+    struct store_ckpt_cfg cfg = { .wal_pages = 32 };
+    struct err e = {0};
+
+    assert_int_equal(q_int(f->s, "PRAGMA wal_autocheckpoint"), 1000);
+    assert_int_equal(store_checkpoint_start(f->s, &cfg, &e), 0);
+    assert_int_equal(q_int(f->s, "PRAGMA wal_autocheckpoint"), 0);
+    assert_int_equal(store_checkpoint_start(f->s, &cfg, &e), ERR_INTERNAL);
+    commit_rows(f->s);
+    assert_true(q_int(f->s, "PRAGMA page_count") *
+                q_int(f->s, "PRAGMA page_size") > CKPT_ROWS * 6000);
+    assert_true(wait_for(db_file_complete, f->s, f->dir));
+    check_rows(f->dir);
+}
+
+/* A WAL past wal_max_bytes is truncated once the commits stop. */
+static void test_checkpoint_truncates_when_quiet(void **state)
+{
+    struct fx *f = *state;
+    struct store_ckpt_cfg cfg = { .wal_max_bytes = 64 << 10,
+                                  .quiet_ms = 50 };
+    struct err e = {0};
+
+    assert_int_equal(store_checkpoint_start(f->s, &cfg, &e), 0);
+    commit_rows(f->s);
+    assert_true(wait_for(wal_empty, f->s, f->dir));
+    check_rows(f->dir);
+}
+
+/* store_close stops the thread after a last checkpoint: with another
+ * connection open (so closing the store's is not the last close, which
+ * checkpoints by itself) the WAL is empty and hashi.db complete. */
+static void test_checkpoint_on_close(void **state)
+{
+    struct fx *f = *state;
+    struct store_ckpt_cfg cfg = { .wal_pages = 1 << 20 };
+    struct err e = {0};
+    sqlite3 *other;
+
+    assert_int_equal(sqlite3_open_v2(tu_path(f->dir, "hashi.db"), &other,
+                                     SQLITE_OPEN_READWRITE, NULL),
+                     SQLITE_OK);
+    tu_sql_int(other, "SELECT count(*) FROM sqlite_master");  /* uses WAL */
+    assert_int_equal(store_checkpoint_start(f->s, &cfg, &e), 0);
+    commit_rows(f->s);
+    int64_t bytes = q_int(f->s, "PRAGMA page_count") *
+                    q_int(f->s, "PRAGMA page_size");
+    assert_true(file_size(tu_path(f->dir, "hashi.db-wal")) > 0);
+    assert_true(file_size(tu_path(f->dir, "hashi.db")) < bytes);
+    store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(file_size(tu_path(f->dir, "hashi.db-wal")), 0);
+    assert_int_equal(file_size(tu_path(f->dir, "hashi.db")), bytes);
+    sqlite3_close(other);
+    check_rows(f->dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1452,6 +1584,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_other_clinic, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_find_and_list, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_thread, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_truncates_when_quiet,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_on_close, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
