@@ -31,6 +31,7 @@
 
 #include "../../proto/dicom.h"
 #include "../../proto/util.h"
+#include "testjpeg.h"
 #include "testutil.h"
 
 #define PYDICOM_DATA "/usr/lib/python3/dist-packages/pydicom/data"
@@ -1216,28 +1217,7 @@ static unsigned char *jpeg_decode(const unsigned char *j, size_t n, int *w,
 static unsigned char *jpeg_plain(const unsigned char *pix, int w, int h,
                                  size_t *len)
 {
-    struct jpeg_compress_struct c;
-    struct jpeg_error_mgr em;
-    unsigned char *out = NULL;
-    unsigned long n = 0;
-    c.err = jpeg_std_error(&em);
-    jpeg_create_compress(&c);
-    jpeg_mem_dest(&c, &out, &n);
-    c.image_width = (JDIMENSION)w;
-    c.image_height = (JDIMENSION)h;
-    c.input_components = 1;
-    c.in_color_space = JCS_GRAYSCALE;
-    jpeg_set_defaults(&c);
-    jpeg_set_quality(&c, 90, TRUE);
-    jpeg_start_compress(&c, TRUE);
-    while (c.next_scanline < c.image_height) {
-        JSAMPROW r = (JSAMPROW)(pix + (size_t)c.next_scanline * w);
-        jpeg_write_scanlines(&c, &r, 1);
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
-    *len = n;
-    return out;
+    return tj_encode(pix, w, h, 1, 90, 0, NULL, 0, len);
 }
 
 static int has_marker(const unsigned char *j, size_t n, unsigned m)

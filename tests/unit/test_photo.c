@@ -15,10 +15,10 @@
 #include <unistd.h>
 
 #include <cmocka.h>
-#include <jpeglib.h>
 
 #include "../../proto/dicom.h"
 #include "../../proto/util.h"
+#include "testjpeg.h"
 #include "testutil.h"
 
 static char tmp[64];
@@ -28,34 +28,15 @@ static char tmp[64];
 static unsigned char *make_jpeg(int w, int h, int grey, int progressive,
                                 int comment_len, size_t *len)
 {
-    struct jpeg_compress_struct c;
-    struct jpeg_error_mgr em;
-    unsigned char *out = NULL;
-    unsigned long n = 0;
-    c.err = jpeg_std_error(&em);
-    jpeg_create_compress(&c);
-    jpeg_mem_dest(&c, &out, &n);
-    c.image_width = (JDIMENSION)w;
-    c.image_height = (JDIMENSION)h;
-    c.input_components = grey ? 1 : 3;
-    c.in_color_space = grey ? JCS_GRAYSCALE : JCS_RGB;
-    jpeg_set_defaults(&c);
-    if (progressive)
-        jpeg_simple_progression(&c);
-    jpeg_start_compress(&c, TRUE);
-    jpeg_write_marker(&c, JPEG_COM, (const JOCTET *)"photo!", comment_len);
-    unsigned char *row = malloc((size_t)w * 3);
-    assert_non_null(row);
-    while (c.next_scanline < c.image_height) {
-        for (int x = 0; x < w * c.input_components; x++)
-            row[x] = (unsigned char)(x + c.next_scanline * 3);
-        JSAMPROW r = row;
-        jpeg_write_scanlines(&c, &r, 1);
-    }
-    free(row);
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
-    *len = n;
+    int comps = grey ? 1 : 3;
+    unsigned char *pix = malloc((size_t)w * h * comps);
+    assert_non_null(pix);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w * comps; x++)
+            pix[(size_t)y * w * comps + x] = (unsigned char)(x + y * 3);
+    unsigned char *out = tj_encode(pix, w, h, comps, -1, progressive,
+                                   "photo!", comment_len, len);
+    free(pix);
     return out;
 }
 
