@@ -1952,13 +1952,19 @@ int cases_message_read(struct server *srv, const struct principal *who,
 
 /* The events each user of the JSON list ?1 ([[user_id, seq], ...])
  * newly acknowledges: a(u, lo, hi), its seqs lo < seq <= hi, between its
- * cursor's acked seq and the new one (a user named twice: the highest). */
+ * cursor's acked seq and the new one (a user named twice: the highest);
+ * ae(u, event), their outbox rows, in both tables that hold them
+ * (outbox.h, OUTBOX_ROWS_OF). */
 #define ACKED_RANGES                                                       \
     "WITH j(u, s) AS (SELECT json_extract(value, '$[0]'),"                 \
     "  MAX(json_extract(value, '$[1]')) FROM json_each(?1) GROUP BY 1),"   \
     " a(u, lo, hi) AS (SELECT c.user_id, c.acked_seq, j.s FROM j"          \
     "  JOIN outbox_cursor c ON c.user_id = j.u"                            \
-    "  WHERE j.s > c.acked_seq AND j.s <= c.last_seq) "
+    "  WHERE j.s > c.acked_seq AND j.s <= c.last_seq),"                    \
+    " ae(u, event) AS (SELECT a.u, o.event FROM a JOIN outbox o"           \
+    "  ON o.user_id = a.u AND o.seq > a.lo AND o.seq <= a.hi"              \
+    "  UNION ALL SELECT a.u, o.event FROM a JOIN outbox_hot o"             \
+    "  ON o.user_id = a.u AND o.seq > a.lo AND o.seq <= a.hi) "
 
 /* What the acks in the JSON list mean, then the cursors: one statement
  * each for all the users (a flush of 1,000 phones' acks was 4,000
@@ -1976,11 +1982,9 @@ static int acks_apply(struct server *srv, const char *acks,
     int rc = run(db, e, NULL,
                  ACKED_RANGES
                  "UPDATE message_receipts SET delivered_at = ?2"
-                 " FROM (SELECT a.u AS u, json_extract(ev.body,"
-                 "  '$.message.message_id') AS m FROM a"
-                 "  JOIN outbox o ON o.user_id = a.u AND o.seq > a.lo"
-                 "  AND o.seq <= a.hi"
-                 "  JOIN outbox_events ev ON ev.id = o.event"
+                 " FROM (SELECT ae.u AS u, json_extract(ev.body,"
+                 "  '$.message.message_id') AS m FROM ae"
+                 "  JOIN outbox_events ev ON ev.id = ae.event"
                  "  WHERE ev.kind = 'message.new') d"
                  " WHERE message_id = d.m AND user_id = d.u"
                  " AND delivered_at IS NULL",
@@ -1991,15 +1995,13 @@ static int acks_apply(struct server *srv, const char *acks,
         rc = run(db, e, NULL,
                  ACKED_RANGES
                  "INSERT INTO case_steps (case_id, step, user_id, at)"
-                 " SELECT DISTINCT ev.case_id, 'delivered', a.u, ?2 FROM a"
-                 " JOIN users u ON u.id = a.u AND u.role = 'specialist'"
-                 " JOIN outbox o ON o.user_id = a.u AND o.seq > a.lo"
-                 " AND o.seq <= a.hi"
-                 " JOIN outbox_events ev ON ev.id = o.event"
+                 " SELECT DISTINCT ev.case_id, 'delivered', ae.u, ?2 FROM ae"
+                 " JOIN users u ON u.id = ae.u AND u.role = 'specialist'"
+                 " JOIN outbox_events ev ON ev.id = ae.event"
                  " WHERE ev.kind IN ('case.new', 'case.escalated')"
                  " AND NOT EXISTS (SELECT 1 FROM case_steps s"
                  "  WHERE s.case_id = ev.case_id AND s.step = 'delivered'"
-                 "  AND s.user_id = a.u)",
+                 "  AND s.user_id = ae.u)",
                  "si", acks, now);
     if (!rc)
         rc = one ? outbox_ack(srv->outbox, one->user_id, one->seq, NULL, e)

@@ -150,11 +150,14 @@ static void tick_warn(struct server *srv, const char *what,
     srv->tick_state.err_at = now;
 }
 
+#define SETTLE_HIGH 16384       /* rows in outbox_hot: settle now */
+#define SETTLE_ROWS 4096        /* rows moved at most per tick */
+
 /* Everything the server does by the clock, on the lws thread, every
  * SERVER_TICK_MS (http.c's timer calls it): the hub's acks, timeouts and
- * ended sessions; once a second, escalations of cases past their
- * deadline and the uploads' flushes and expiry; hourly, the pruning of
- * acknowledged events past their keep time. */
+ * ended sessions; the outbox's settling; once a second, escalations of
+ * cases past their deadline and the uploads' flushes and expiry; hourly,
+ * the pruning of acknowledged events past their keep time. */
 static void server_tick(struct server *srv)
 {
     struct err e = { 0, "" };
@@ -162,7 +165,15 @@ static void server_tick(struct server *srv)
 
     ws_tick(srv, now);
     webpush_tick(srv);
-    if (now - srv->tick_state.second_at >= TICK_SECOND_MS) {
+    /* New recipient rows into the large outbox table, a batch at a time:
+     * every tick while outbox_hot holds more than SETTLE_HIGH rows, else
+     * once a second (outbox.h, outbox_settle). */
+    int second = now - srv->tick_state.second_at >= TICK_SECOND_MS;
+    if (srv->outbox &&
+        outbox_settle(srv->outbox, second ? 1 : SETTLE_HIGH, SETTLE_ROWS,
+                      &e) < 0)
+        tick_warn(srv, "outbox settling", &e, now);
+    if (second) {
         srv->tick_state.second_at = now;
         if (cases_escalate_due(srv, now, &next, &e) < 0)
             tick_warn(srv, "escalation", &e, now);

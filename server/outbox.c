@@ -2,15 +2,22 @@
  * outbox — per-user, ordered, durable event queues in the store's SQLite
  * database (see outbox.h for the contract).
  *
- * Three tables (schema.c makes them): outbox_events holds each event once
+ * Four tables (schema.c makes them): outbox_events holds each event once
  * (id, event_id, kind, case_id, at, body); outbox holds, per recipient,
  * only (user_id, seq, event), WITHOUT ROWID, keyed (user_id, seq) — what
- * replay reads in order; outbox_cursor holds, per user, the last seq
- * handed out and the highest cumulative ack.
+ * replay reads in order; outbox_hot, the same columns, holds the rows of
+ * the last seconds; outbox_cursor holds, per user, the last seq handed
+ * out and the highest cumulative ack.
  *
  * An append is the event row; one UPSERT over json_each(the user ids)
  * bumping every cursor, RETURNING the seqs; then one prepared INSERT of
- * three integers stepped per recipient.
+ * three integers stepped per recipient, into outbox_hot.  Why two tables:
+ * keyed by user, one event for 1,000 users lands on 1,000 different pages
+ * of a large table, and every one of them goes to the WAL at COMMIT (4 MB
+ * for a case; half of a create's time).  outbox_hot stays a few dozen
+ * pages; outbox_settle moves its rows over in key order, a batch of many
+ * events touching each user's page once.  Readers take both tables
+ * (OUTBOX_ROWS_OF in outbox.h).
  * The seqs come from the cursor rows inside the caller's transaction, so
  * a rolled-back change leaves no gap and two changes can never get the
  * same seq.  Acknowledged events are kept OUTBOX_KEEP_MS (PROTOCOL.md's
@@ -40,6 +47,9 @@ struct outbox {
     struct outbox_event *head, *tail;   /* appended, not taken yet */
     int64_t *dirty;                     /* outbox_dirty's answer */
     size_t capdirty;
+    int64_t hot;            /* rows in outbox_hot, estimated */
+    int64_t sweep;          /* outbox_settle goes on from this user id */
+    sqlite3_stmt *hot_bound, *hot_move, *hot_drop;
 };
 
 static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st,
@@ -69,16 +79,30 @@ struct outbox *outbox_open(sqlite3 *db, struct err *e)
                 " SET last_seq = last_seq + 1 RETURNING user_id, last_seq",
                 &o->bump, e) ||
         prepare(db,
-                "INSERT INTO outbox (user_id, seq, event)"
+                "INSERT INTO outbox_hot (user_id, seq, event)"
                 " VALUES (?1, ?2, ?3)",
                 &o->insert, e) ||
         prepare(db,
                 "SELECT o.seq, e.event_id, e.kind, e.case_id, e.at, e.body"
-                " FROM outbox o JOIN outbox_events e ON e.id = o.event"
-                " WHERE o.user_id = ?1 AND o.seq > ?2"
+                " FROM " OUTBOX_ROWS_OF("?1", "?2", "?3") " o"
+                " JOIN outbox_events e ON e.id = o.event"
                 " ORDER BY o.seq LIMIT ?3",
                 &o->fetch, e) ||
         /* Acks come from every session every second: prepared once. */
+        prepare(db,
+                "SELECT user_id, seq FROM outbox_hot WHERE user_id >= ?1"
+                " ORDER BY user_id, seq LIMIT 1 OFFSET ?2",
+                &o->hot_bound, e) ||
+        prepare(db,
+                "INSERT INTO outbox (user_id, seq, event)"
+                " SELECT user_id, seq, event FROM outbox_hot"
+                " WHERE user_id >= ?1 AND (user_id, seq) <= (?2, ?3)"
+                " ORDER BY user_id, seq",
+                &o->hot_move, e) ||
+        prepare(db,
+                "DELETE FROM outbox_hot"
+                " WHERE user_id >= ?1 AND (user_id, seq) <= (?2, ?3)",
+                &o->hot_drop, e) ||
         prepare(db,
                 "SELECT last_seq, acked_seq FROM outbox_cursor"
                 " WHERE user_id = ?1",
@@ -94,6 +118,12 @@ struct outbox *outbox_open(sqlite3 *db, struct err *e)
         outbox_close(o);
         return NULL;
     }
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM outbox_hot", -1, &st,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        o->hot = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
     return o;
 }
 
@@ -107,6 +137,9 @@ void outbox_close(struct outbox *o)
     sqlite3_finalize(o->fetch);
     sqlite3_finalize(o->cursor);
     sqlite3_finalize(o->ack);
+    sqlite3_finalize(o->hot_bound);
+    sqlite3_finalize(o->hot_move);
+    sqlite3_finalize(o->hot_drop);
     outbox_clear_events(o);
     free(o->dirty);
     free(o);
@@ -258,6 +291,8 @@ static int append_rows(struct outbox *o, const int64_t *users, size_t n,
     }
     sqlite3_clear_bindings(o->insert);
     free(ids);
+    if (!rc)
+        o->hot += (int64_t)n;   /* high if the caller rolls back: harmless */
     if (rc) {
         outbox_event_free(ev);
         return rc;
@@ -561,15 +596,21 @@ int outbox_prune(struct outbox *o, int64_t now, struct err *e)
     if (sqlite3_exec(o->db, "SAVEPOINT outbox_prune", NULL, NULL, NULL))
         return err_set(e, ERR_DB, "outbox: prune: %s", sqlite3_errmsg(o->db));
     int rc = SQLITE_DONE, n = 0;
-    static const char *const sql[2] = {
+    static const char *const sql[3] = {
         "DELETE FROM outbox WHERE event IN"
         " (SELECT id FROM outbox_events WHERE at < ?1) AND seq <="
         " (SELECT acked_seq FROM outbox_cursor c"
         "  WHERE c.user_id = outbox.user_id)",
+        /* Settled long ago, normally: unless the server stopped first. */
+        "DELETE FROM outbox_hot WHERE event IN"
+        " (SELECT id FROM outbox_events WHERE at < ?1) AND seq <="
+        " (SELECT acked_seq FROM outbox_cursor c"
+        "  WHERE c.user_id = outbox_hot.user_id)",
         "DELETE FROM outbox_events WHERE at < ?1"
-        " AND id NOT IN (SELECT event FROM outbox)",
+        " AND id NOT IN (SELECT event FROM outbox"
+        "  UNION ALL SELECT event FROM outbox_hot)",
     };
-    for (int i = 0; i < 2 && rc == SQLITE_DONE; i++) {
+    for (int i = 0; i < 3 && rc == SQLITE_DONE; i++) {
         if (sqlite3_prepare_v2(o->db, sql[i], -1, &st, NULL) != SQLITE_OK) {
             rc = SQLITE_ERROR;
             break;
@@ -577,8 +618,8 @@ int outbox_prune(struct outbox *o, int64_t now, struct err *e)
         sqlite3_bind_int64(st, 1, cutoff);
         rc = sqlite3_step(st);
         sqlite3_finalize(st);
-        if (!i)
-            n = sqlite3_changes(o->db);
+        if (i < 2)
+            n += sqlite3_changes(o->db);
     }
     if (rc != SQLITE_DONE) {
         err_set(e, ERR_DB, "outbox: prune: %s", sqlite3_errmsg(o->db));
@@ -611,4 +652,60 @@ const int64_t *outbox_dirty(struct outbox *o, size_t *n)
         if (!*n || o->dirty[*n - 1] != o->dirty[i])
             o->dirty[(*n)++] = o->dirty[i];
     return o->dirty;
+}
+
+int64_t outbox_hot_rows(const struct outbox *o)
+{
+    return o->hot;
+}
+
+int outbox_settle(struct outbox *o, int64_t min, int max, struct err *e)
+{
+    if (o->hot < min || o->hot <= 0 || max <= 0)
+        return 0;
+    /* The batch: from the sweep's user on, max rows in key order, up to
+     * (bu, bs); fewer left: the rest, and the sweep starts over. */
+    int64_t bu = INT64_MAX, bs = INT64_MAX, from = o->sweep;
+    sqlite3_bind_int64(o->hot_bound, 1, from);
+    sqlite3_bind_int(o->hot_bound, 2, max - 1);
+    int rc = sqlite3_step(o->hot_bound);
+    if (rc == SQLITE_ROW) {
+        bu = sqlite3_column_int64(o->hot_bound, 0);
+        bs = sqlite3_column_int64(o->hot_bound, 1);
+    }
+    sqlite3_reset(o->hot_bound);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return err_set(e, ERR_DB, "outbox: settle: %s",
+                       sqlite3_errmsg(o->db));
+    if (sqlite3_exec(o->db, "BEGIN IMMEDIATE", NULL, NULL, NULL))
+        return err_set(e, ERR_DB, "outbox: settle: %s",
+                       sqlite3_errmsg(o->db));
+    int moved = 0;
+    sqlite3_stmt *step[2] = { o->hot_move, o->hot_drop };
+    for (int i = 0; i < 2; i++) {
+        sqlite3_bind_int64(step[i], 1, from);
+        sqlite3_bind_int64(step[i], 2, bu);
+        sqlite3_bind_int64(step[i], 3, bs);
+        rc = sqlite3_step(step[i]);
+        sqlite3_reset(step[i]);
+        if (rc != SQLITE_DONE)
+            break;
+        if (i == 0)
+            moved = sqlite3_changes(o->db);
+        else if (sqlite3_changes(o->db) != moved)
+            rc = SQLITE_CORRUPT;    /* not the same rows: undo */
+    }
+    if (rc != SQLITE_DONE ||
+        sqlite3_exec(o->db, "COMMIT", NULL, NULL, NULL)) {
+        err_set(e, ERR_DB, "outbox: settle: %s", rc == SQLITE_CORRUPT ?
+                "rows moved and dropped differ" : sqlite3_errmsg(o->db));
+        sqlite3_exec(o->db, "ROLLBACK", NULL, NULL, NULL);
+        return ERR_DB;
+    }
+    o->sweep = bu == INT64_MAX ? 0 : bu;
+    if (bu == INT64_MAX && from == 0)
+        o->hot = 0;             /* all of it: the estimate is exact again */
+    else
+        o->hot = o->hot > moved ? o->hot - moved : 0;
+    return moved;
 }

@@ -88,6 +88,32 @@ int outbox_ack(struct outbox *o, int64_t user_id, int64_t seq,
 int outbox_ack_many(struct outbox *o, const char *acks, struct err *e);
 int64_t outbox_acked_seq(struct outbox *o, int64_t user_id);
 
+/* A user's recipient rows (seq, event) with seq > after, at most lim, from
+ * both tables that hold them (outbox, and outbox_hot until outbox_settle
+ * moves them): a FROM-clause subquery for the readers of outbox rows; u,
+ * after, lim are SQL expressions (parameters).  Unordered: the caller
+ * orders by seq and limits again. */
+#define OUTBOX_ROWS_OF(u, after, lim)                                       \
+    "(SELECT seq, event FROM (SELECT seq, event FROM outbox"                \
+    "  WHERE user_id = " u " AND seq > " after                              \
+    "  ORDER BY seq LIMIT " lim ")"                                         \
+    " UNION ALL SELECT seq, event FROM (SELECT seq, event FROM outbox_hot"  \
+    "  WHERE user_id = " u " AND seq > " after                              \
+    "  ORDER BY seq LIMIT " lim "))"
+
+/* New recipient rows wait in outbox_hot (a few dozen pages, cheap to
+ * write to) until moved to outbox in key order, many events at once:
+ * each user's page of the large table is then written once a batch, not
+ * once an event.  Moves at most max rows, continuing a sweep over the
+ * users where the last call stopped, in a transaction of its own (the
+ * caller holds none); does nothing unless outbox_hot holds at least min
+ * rows (an estimate kept in memory).  Returns the rows moved, or a
+ * negative ERR_*.  main.c's tick calls it. */
+int outbox_settle(struct outbox *o, int64_t min, int max, struct err *e);
+
+/* The rows outbox_hot is estimated to hold. */
+int64_t outbox_hot_rows(const struct outbox *o);
+
 /* Acknowledged events are kept this long after they were appended (a
  * client may come back with an older last_seq; PROTOCOL.md section 10
  * promises 30 days), unacknowledged ones for ever. */

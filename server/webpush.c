@@ -871,10 +871,11 @@ static void push_user(struct server *srv, int64_t user_id)
     int has = sqlite3_step(st) == SQLITE_ROW;
     int64_t after = has ? sqlite3_column_int64(st, 0) : 0, last = after;
     sqlite3_reset(st);
-    if (!has || !(st = stmt(srv, "SELECT o.seq, e.kind, e.case_id, e.body"
-                                 " FROM outbox o JOIN outbox_events e"
-                                 " ON e.id = o.event WHERE o.user_id = ?1"
-                                 " AND o.seq > ?2 ORDER BY o.seq LIMIT 100")))
+    if (!has ||
+        !(st = stmt(srv, "SELECT o.seq, e.kind, e.case_id, e.body FROM "
+                         OUTBOX_ROWS_OF("?1", "?2", "100") " o"
+                         " JOIN outbox_events e ON e.id = o.event"
+                         " ORDER BY o.seq LIMIT 100")))
         return;
     /* Collected first: push_event and worth_pushing use other statements
      * of the same connection. */

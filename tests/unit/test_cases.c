@@ -476,7 +476,7 @@ static void test_create_rejects_bad_input(void **state)
                      ERR_FORBIDDEN);
     json_decref(req);
     assert_int_equal(count_rows("SELECT COUNT(*) FROM cases"), 0);
-    assert_int_equal(count_rows("SELECT COUNT(*) FROM outbox"), 0);
+    assert_int_equal(count_rows("SELECT COUNT(*) FROM outbox_all"), 0);
 }
 
 static void test_claim_race(void **state)
@@ -505,7 +505,7 @@ static void test_claim_race(void **state)
     assert_int_equal(cases_claim(&srv, &who[CARDIO], "race", &out, &e),
                      ERR_NOTFOUND);
     assert_string_equal(status_of("race"), "claimed");
-    assert_int_equal(count_rows("SELECT COUNT(*) FROM outbox o"
+    assert_int_equal(count_rows("SELECT COUNT(*) FROM outbox_all o"
                                 " JOIN outbox_events ev ON ev.id = o.event"
                                 " WHERE ev.kind = 'case.claimed'"),
                      /* req-a, neuro1..3 (no on-call list), and neuro2 is

@@ -196,7 +196,7 @@ static void test_prune_old_acked(void **state)
     /* seq 1: past the keep time; 2: at it; 3: past it but unacked; 4:
      * new and unacked. */
     snprintf(sql, sizeof sql, "UPDATE outbox_events SET at = CASE"
-             " (SELECT seq FROM outbox o WHERE o.event = outbox_events.id"
+             " (SELECT seq FROM outbox_all o WHERE o.event = outbox_events.id"
              "  AND o.user_id = 5)"
              " WHEN 1 THEN %lld WHEN 2 THEN %lld WHEN 3 THEN %lld"
              " ELSE at END",
@@ -207,7 +207,7 @@ static void test_prune_old_acked(void **state)
     assert_int_equal(OUTBOX_KEEP_MS, 30LL * 24 * 3600 * 1000);
     assert_int_equal(outbox_ack(ob, 5, 2, NULL, &e), 0);
     /* Acking prunes nothing by itself. */
-    assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM outbox"
+    assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM outbox_all"
                                     " WHERE user_id = 5"), 4);
     assert_int_equal(outbox_prune(ob, now, &e), 1);
     /* ...and the event row nobody refers to any more. */
@@ -299,6 +299,77 @@ static void test_live_events(void **state)
     assert_null(ev);
 }
 
+/* The seqs user u gets from outbox_fetch after 0, as "1 2 3". */
+static void seqs_of(int64_t u, char *out, size_t n)
+{
+    json_t *ev = fetch(u, 0, 100);
+    out[0] = '\0';
+    for (size_t i = 0; i < json_array_size(ev); i++) {
+        char one[24];
+        snprintf(one, sizeof one, "%s%lld", i ? " " : "",
+                 (long long)json_integer_value(json_object_get(
+                     json_array_get(ev, i), "seq")));
+        strncat(out, one, n - strlen(out) - 1);
+    }
+    json_decref(ev);
+}
+
+/* New rows wait in outbox_hot; outbox_settle moves them to outbox in key
+ * order, a sweep over the users across calls; replay reads both tables,
+ * in seq order, before, during and after. */
+static void test_settle_moves_rows(void **state)
+{
+    (void)state;
+    struct err e = {0};
+    char got[128];
+    int64_t users[50];
+    for (int i = 0; i < 50; i++)
+        users[i] = 1 + i;
+    for (int k = 0; k < 3; k++) {
+        json_t *body = json_pack("{s:i}", "k", k);
+        assert_int_equal(outbox_append_many(ob, users, 50, "case.new", "c",
+                                            body, &e), 0);
+        json_decref(body);
+    }
+    assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM outbox_hot"), 150);
+    assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM outbox"), 0);
+    assert_int_equal(outbox_hot_rows(ob), 150);
+    /* Below its threshold: nothing. */
+    assert_int_equal(outbox_settle(ob, 151, 40, &e), 0);
+    /* 40 rows in key order: users 1..13 whole, and user 14's seq 1. */
+    assert_int_equal(outbox_settle(ob, 1, 40, &e), 40);
+    assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM outbox"), 40);
+    assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM outbox"
+                                    " WHERE user_id = 14"), 1);
+    assert_int_equal(tu_sql_int(db, "SELECT MAX(user_id) FROM outbox"), 14);
+    seqs_of(14, got, sizeof got);
+    assert_string_equal(got, "1 2 3");
+    /* A new event meanwhile; the sweep goes on from user 14. */
+    assert_int_equal(outbox_append_many(ob, users, 50, "case.new", "c",
+                                        NULL, &e), 0);
+    assert_int_equal(outbox_settle(ob, 1, 40, &e), 40);
+    assert_int_equal(tu_sql_int(db, "SELECT MIN(user_id) FROM outbox_hot"
+                                    " WHERE seq < 4"), 24);
+    seqs_of(1, got, sizeof got);
+    assert_string_equal(got, "1 2 3 4");
+    int moved, rounds = 0;
+    while ((moved = outbox_settle(ob, 1, 40, &e)) > 0)
+        rounds++;
+    assert_int_equal(moved, 0);
+    assert_true(rounds >= 3 && rounds <= 6);
+    assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM outbox_hot"), 0);
+    assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM outbox"), 200);
+    assert_int_equal(outbox_hot_rows(ob), 0);
+    for (int u = 1; u <= 50; u += 7) {
+        seqs_of(u, got, sizeof got);
+        assert_string_equal(got, "1 2 3 4");
+    }
+    /* Reopened: the estimate is read back (none left). */
+    close_db();
+    open_db();
+    assert_int_equal(outbox_hot_rows(ob), 0);
+}
+
 /* One body per event however many recipients; each recipient row is
  * only (user_id, seq, event). */
 static void test_body_stored_once(void **state)
@@ -316,7 +387,8 @@ static void test_body_stored_once(void **state)
     outbox_clear_events(ob);
     assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM outbox_events"),
                      3);
-    assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM outbox"), 1500);
+    assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM outbox_all"),
+                     1500);
     assert_int_equal(tu_sql_int(db, "SELECT COUNT(*) FROM"
                                     " pragma_table_info('outbox')"), 3);
     assert_int_equal(outbox_last_seq(ob, 500), 3);
@@ -503,6 +575,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_many, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settle_moves_rows, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

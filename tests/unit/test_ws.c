@@ -194,7 +194,7 @@ static void test_frames_escape_odd_rows(void **state)
     assert_int_equal(sqlite3_exec(db,
                                   "UPDATE outbox_events SET case_id ="
                                   " 'odd\"id\\x' WHERE id = (SELECT event"
-                                  " FROM outbox WHERE user_id = 5"
+                                  " FROM outbox_all WHERE user_id = 5"
                                   " AND seq = 2)",
                                   NULL, NULL, NULL), SQLITE_OK);
     struct collected c = {0};
