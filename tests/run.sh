@@ -14,9 +14,10 @@
 # below.  A line is printed as each test ends, whatever the order.
 #
 # Each test runs in its own network namespace with only loopback up
-# (unshare --net; we are root), so the free port one test picks cannot be
-# taken by another; where unshare is refused they share the host's network
-# and a warning says so.  A test that measures a deadline within a
+# (unshare --net; we are root; a browser test also gets an interface that
+# leads nowhere, see NS_BROWSER), so the free port one test picks cannot
+# be taken by another; where unshare is refused they share the host's
+# network and a warning says so.  A test that measures a deadline within a
 # tolerance and fails when other tests load the machine carries the line
 #
 #   # test: serial
@@ -75,10 +76,23 @@ send_resumes_across_cuts.sh 17
 gateway_kill9_random_moments.sh 16
 test_auth 12"
 
-netns=1
-if ! unshare --net sh -c 'ip link set lo up' 2>/dev/null; then
-    netns=0
+# What a namespace gets: loopback up; for a browser test also a bridge
+# with no port, an interface that is up and leads nowhere, since Chromium
+# with loopback alone counts itself offline (navigator.onLine false: the
+# page never opens its live connection).  Each is tried once; where it is
+# refused those tests share the host's network.
+NS_LO='ip link set lo up'
+NS_BROWSER="$NS_LO && ip link add hashi0 type bridge && ip link set hashi0 up"
+ns_lo=$NS_LO
+ns_browser=$NS_BROWSER
+if ! unshare --net sh -c "$NS_LO" 2>/dev/null; then
+    ns_lo=""
+    ns_browser=""
     echo "warning: unshare --net refused: tests share the host's network"
+elif ! unshare --net sh -c "$NS_BROWSER" 2>/dev/null; then
+    ns_browser=""
+    echo "warning: no bridge in a namespace: browser tests share the" \
+        "host's network"
 fi
 
 passed=0
@@ -88,11 +102,12 @@ failures=""
 ok()   { passed=$((passed + 1)); echo "PASS $1"; }
 fail() { failed=$((failed + 1)); failures="$failures $1"; echo "FAIL $1"; }
 
-# isolated COMMAND...: COMMAND under a 600 s guard, in a network namespace
-# of its own when we may make one.
+# isolated SETUP COMMAND...: COMMAND under a 600 s guard, in a network
+# namespace of its own set up by the commands SETUP ("": the host's).
 isolated() {
-    if [ "$netns" -eq 1 ]; then
-        timeout 600 unshare --net sh -c 'ip link set lo up && exec "$@"' \
+    _setup=$1; shift
+    if [ -n "$_setup" ]; then
+        timeout 600 unshare --net sh -c "$_setup"' && exec "$@"' \
             isolated "$@"
     else
         timeout 600 "$@"
@@ -165,9 +180,11 @@ start() {    # NAME KIND PATH
             # runs them too, maybe at the same time: a directory apart.
             export HASHI_TESTDATA="$HASHI_TESTDATA/unit"
             mkdir -p "$HASHI_TESTDATA"
-            isolated "$3" >"$LOGDIR/$1.log" 2>&1 3>&-
+            isolated "$ns_lo" "$3" >"$LOGDIR/$1.log" 2>&1 3>&-
+        elif [ "$2" = node ]; then
+            isolated "$ns_browser" node "$3" >"$LOGDIR/$1.log" 2>&1 3>&-
         else
-            isolated "$2" "$3" >"$LOGDIR/$1.log" 2>&1 3>&-
+            isolated "$ns_lo" "$2" "$3" >"$LOGDIR/$1.log" 2>&1 3>&-
         fi
         rc=$?
         echo "$1 $2 $rc $(($(date +%s) - s))" >&3
