@@ -102,21 +102,26 @@ failures=""
 ok()   { passed=$((passed + 1)); echo "PASS $1"; }
 fail() { failed=$((failed + 1)); failures="$failures $1"; echo "FAIL $1"; }
 
-# isolated SETUP COMMAND...: COMMAND under a 600 s guard, in a network
-# namespace of its own set up by the commands SETUP ("": the host's).
+# isolated SETUP COMMAND...: becomes COMMAND under a 600 s guard (exec:
+# called as a job of its own), in a network namespace of its own set up by
+# the commands SETUP ("": the host's).
 isolated() {
     _setup=$1; shift
     if [ -n "$_setup" ]; then
-        timeout 600 unshare --net sh -c "$_setup"' && exec "$@"' \
+        exec timeout 600 unshare --net sh -c "$_setup"' && exec "$@"' \
             isolated "$@"
-    else
-        timeout 600 "$@"
     fi
+    exec timeout 600 "$@"
 }
 
 # ---- what to run -----------------------------------------------------------
 
-queue="$LOGDIR/.queue.$$"
+# This run's queue, FIFO and the pids of its running tests.
+RUN="$LOGDIR/.run.$$"
+rm -rf "$RUN"
+mkdir "$RUN" || exit 2
+trap 'rm -rf "$RUN"' EXIT
+queue="$RUN/queue"
 : >"$queue"
 
 # add NAME SERIAL KIND PATH: one line "SECS SERIAL NAME KIND PATH", KIND
@@ -165,11 +170,18 @@ fi
 
 # A job says "NAME KIND RC SECS" on fd 3, a FIFO the runner reads as jobs
 # end; lines this short are written whole even when jobs end together.
-fifo="$LOGDIR/.pool.$$"
-rm -f "$fifo"
-mkfifo "$fifo" || exit 2
-exec 3<>"$fifo"
-rm -f "$fifo"
+mkfifo "$RUN/fifo" || exit 2
+exec 3<>"$RUN/fifo"
+
+# Interrupted: the running tests are stopped too (timeout passes SIGTERM
+# on to the test, whose clean-up stops what it started).
+stop_all() {
+    for _p in "$RUN"/*.pid; do
+        [ -f "$_p" ] && kill -TERM "$(cat "$_p")" 2>/dev/null
+    done
+    exit 130
+}
+trap stop_all INT TERM
 
 start() {    # NAME KIND PATH
     (
@@ -180,14 +192,18 @@ start() {    # NAME KIND PATH
             # runs them too, maybe at the same time: a directory apart.
             export HASHI_TESTDATA="$HASHI_TESTDATA/unit"
             mkdir -p "$HASHI_TESTDATA"
-            isolated "$ns_lo" "$3" >"$LOGDIR/$1.log" 2>&1 3>&-
+            set -- "$1" "$2" "$ns_lo" "$3"
         elif [ "$2" = node ]; then
-            isolated "$ns_browser" node "$3" >"$LOGDIR/$1.log" 2>&1 3>&-
+            set -- "$1" "$2" "$ns_browser" node "$3"
         else
-            isolated "$ns_lo" "$2" "$3" >"$LOGDIR/$1.log" 2>&1 3>&-
+            set -- "$1" "$2" "$ns_lo" "$2" "$3"
         fi
+        _n=$1; _k=$2; shift 2
+        isolated "$@" >"$LOGDIR/$_n.log" 2>&1 3>&- &
+        echo $! >"$RUN/$_n.pid"
+        wait $!
         rc=$?
-        echo "$1 $2 $rc $(($(date +%s) - s))" >&3
+        echo "$_n $_k $rc $(($(date +%s) - s))" >&3
     ) &
 }
 
@@ -225,6 +241,7 @@ running=0
 collect() {    # wait for one job to end and report it
     read -r c_name c_kind c_rc c_secs <&3
     running=$((running - 1))
+    rm -f "$RUN/$c_name.pid"
     echo "$c_secs" >"$LOGDIR/$c_name.secs"
     if [ "$c_kind" = unit ]; then
         report_unit "$c_name" "$c_rc"
@@ -247,7 +264,6 @@ while read -r _secs serial name kind path; do
 done <"$queue"
 while [ "$running" -gt 0 ]; do collect; done
 exec 3>&-
-rm -f "$queue"
 
 [ -n "$failures" ] && echo "failed:$failures"
 echo "$passed passed, $failed failed"
