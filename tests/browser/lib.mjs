@@ -316,29 +316,19 @@ class Server {
 // ---- studies ----------------------------------------------------------------
 
 // study(name, slices, args): a generated CT study, made once and cached in
-// tests/data/studies/NAME (the cache lib.sh uses); returns its .dcm files
-// (sorted) and its Study Instance UID.
+// tests/data/studies/NAME by lib.sh's study (its lock lets tests that run
+// in parallel share the cache); returns its .dcm files (sorted) and its
+// Study Instance UID.
 export function study(name, slices, args = []) {
-    const dir = path.join(TESTDATA, 'studies', name);
-    if (!fs.existsSync(path.join(dir, '.complete'))) {
-        fs.mkdirSync(path.join(TESTDATA, 'studies'), { recursive: true });
-        const gen = fs.mkdtempSync(`${dir}.gen.`);
-        execFileSync(PY, [path.join(TOOLS, 'gen_study.py'), '--slices',
-                          String(slices), ...args, path.join(gen, 's')],
-                     { stdio: ['ignore', 'ignore', 'pipe'],
-                       env: Object.assign({}, process.env,
-                                          { PYTHONWARNINGS: 'ignore' }) });
-        fs.writeFileSync(path.join(gen, 's', '.complete'), '');
-        if (!fs.existsSync(path.join(dir, '.complete')))
-            fs.rmSync(dir, { recursive: true, force: true });
-        try {
-            fs.renameSync(path.join(gen, 's'), dir);
-        } catch (err) {
-            // another test won the race: its copy is as good
-        }
-        fs.rmSync(gen, { recursive: true, force: true });
-        check(fs.existsSync(path.join(dir, '.complete')),
-              `study ${name} not in place`);
+    let dir;
+    try {
+        dir = execFileSync('sh', ['-c', '. "$0"; study "$@"',
+                                  path.join(ROOT, 'tests/integration/lib.sh'),
+                                  name, String(slices), ...args],
+                           { encoding: 'utf8',
+                             stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+    } catch (err) {
+        throw new Failure(`study ${name}: ${String(err.stderr).trim()}`);
     }
     const files = fs.readdirSync(dir).filter((f) => f.endsWith('.dcm'))
         .sort().map((f) => path.join(dir, f));

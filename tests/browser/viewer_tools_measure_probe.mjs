@@ -101,7 +101,9 @@ test(async (t) => {
     const page = await t.page(ctx, srv, 'demo-neuro');
     const cdp = await ctx.newCDPSession(page);
     await page.click('li[data-case-id="tools-case"] a');
-    await until(async () => (await state(page)).pos !== '',
+    // (not the draft's "Low quality, loading full…": a loaded machine
+    // shows it long enough to be read before the geometry is in)
+    await until(async () => (await state(page)).pos.startsWith('Pos '),
                 'the middle slice shows with its position');
 
     // ---- orientation and position of the image on screen

@@ -294,20 +294,28 @@ wado() {
 
 # study NAME SLICES [gen_study args]: generate once, print the directory.
 study() {
-    _dir="$HASHI_TESTDATA/studies/$1"
+    _sn=$1; _dir="$HASHI_TESTDATA/studies/$1"
     _n=$2; shift 2
     if [ ! -f "$_dir/.complete" ]; then
-        # Tests may run concurrently: build in a private dir, then rename
-        # it into place; whoever loses the race drops its copy.
+        # Tests run in parallel (tests/run.sh): one makes the study while
+        # the others wait on its lock, and it appears whole, by a rename,
+        # so nobody reads a half-written file or sees it removed.  What a
+        # run cut short left (no .complete) is made again.
         mkdir -p "$HASHI_TESTDATA/studies"
-        _gen=$(mktemp -d "$_dir.gen.XXXXXX")
-        $PY "$HASHI_TOOLS/gen_study.py" --slices "$_n" "$@" "$_gen/s" \
-            >/dev/null || fail "gen_study.py failed for $1"
-        touch "$_gen/s/.complete"
-        [ -f "$_dir/.complete" ] || rm -rf "$_dir"
-        mv -T "$_gen/s" "$_dir" 2>/dev/null || true
-        rm -rf "$_gen"
-        [ -f "$_dir/.complete" ] || fail "study $1 not in place"
+        exec 8>"$_dir.lock"
+        flock 8 || fail "cannot lock $_dir.lock"
+        if [ ! -f "$_dir/.complete" ]; then
+            rm -rf "$_dir"
+            _gen=$(mktemp -d "$_dir.gen.XXXXXX")
+            $PY "$HASHI_TOOLS/gen_study.py" --slices "$_n" "$@" "$_gen/s" \
+                >/dev/null 8>&- ||
+                { rm -rf "$_gen"; fail "gen_study.py failed for $_sn"; }
+            touch "$_gen/s/.complete"
+            mv -T "$_gen/s" "$_dir"
+            rm -rf "$_gen"
+        fi
+        exec 8>&-
+        [ -f "$_dir/.complete" ] || fail "study $_sn not in place"
     fi
     echo "$_dir"
 }
