@@ -71,8 +71,10 @@ export function eq(want, got, what) {
                           `got ${JSON.stringify(got)}`);
 }
 
-// Polls fn until it returns a truthy value; fails with what after ms.
-export async function until(fn, what, ms = 10000) {
+// Polls fn until it returns a truthy value; fails with what after ms (a
+// guard against a hang, not a speed limit: tests run three at a time on
+// two cores, and Chromium under that load can take seconds to paint).
+export async function until(fn, what, ms = 30000) {
     const end = Date.now() + ms;
     let last;
     for (;;) {

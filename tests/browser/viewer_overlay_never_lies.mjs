@@ -48,8 +48,9 @@ test(async (t) => {
     await page.focus('.viewer .stage');
     await page.keyboard.press('ArrowUp');
     await page.keyboard.press('ArrowUp');
-    eq('Slice 5 of 12', await page.textContent('.viewer .slice-count'),
-       'the slider is at slice 5');
+    await until(async () => (await page.textContent(
+        '.viewer .slice-count')) === 'Slice 5 of 12',
+                'the slider is at slice 5');
     await until(async () => /No connection to the server/.test(
         await page.textContent('.viewer .stage-msg')),
                 'the viewer says why slice 5 is missing');
