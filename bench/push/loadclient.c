@@ -6,7 +6,9 @@
  *     subprotocol hashi.v1, one lws client context), one per specialist
  *     session of the tokens file; each says hello, waits for welcome, then
  *     timestamps every event as its first bytes arrive and acks it (at
- *     once, or the highest seq every --ack-ms);
+ *     once, or, as a phone does, the highest seq --ack-ms after the first
+ *     event it has not acked: each connection on its own clock, not all
+ *     10,000 at one tick);
  *   - once all N are welcomed, the creator thread posts cases over one
  *     keep-alive HTTPS connection (POST /api/cases as the requester, a
  *     unique case_id "<run>-<k>" each, specialty S) at RATE per second,
@@ -90,6 +92,7 @@ struct conn {
     int retries;
     int64_t ack_due;            /* highest seq received */
     int64_t ack_sent;           /* highest seq acked */
+    int64_t ack_at;             /* --ack-ms: ack due then (ns), 0: none */
     char *rx;                   /* the message being received */
     size_t rx_len, rx_cap;
     int64_t rx_t0;              /* when its first bytes came */
@@ -141,7 +144,6 @@ static struct {
     int *status;                /* HTTP status per case */
     long nreceived, ndup, nother, nerrors, nunknown_case, nstray;
     long ev_bytes, ev_count;    /* event frames: their mean size */
-    int64_t last_ack_tick;
 
     /* threads */
     pthread_t creator_th, sampler_th;
@@ -386,6 +388,8 @@ static void on_event(struct conn *c, const char *p, const char *end,
         c->ack_due = seq;
     if (!g.ack_ms)
         want_write(c);
+    else if (!c->ack_at)
+        c->ack_at = t + (int64_t)g.ack_ms * 1000000;
 
     if (!member_is(p, end, "kind", "case.new") ||
         member(p, end, "case_id", &v, &n)) {
@@ -1003,12 +1007,13 @@ static void tick(lws_sorted_usec_list_t *sul)
     (void)sul;
     int64_t now = mono_ns();
     launch_more();
-    if (g.ack_ms && now - g.last_ack_tick >= (int64_t)g.ack_ms * 1000000) {
-        g.last_ack_tick = now;
+    if (g.ack_ms)
         for (int i = 0; i < g.n; i++)
-            if (g.conns[i].ack_due > g.conns[i].ack_sent)
-                want_write(&g.conns[i]);
-    }
+            if (g.conns[i].ack_at && now >= g.conns[i].ack_at) {
+                g.conns[i].ack_at = 0;
+                if (g.conns[i].ack_due > g.conns[i].ack_sent)
+                    want_write(&g.conns[i]);
+            }
     if (!g.creator_started) {
         if (g.mqtt && g.nwelcomed == g.n && g.pub.state == C_IDLE) {
             strcpy(g.pub.login, "bench-publisher");

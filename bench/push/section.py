@@ -27,8 +27,10 @@ creates cases as `demo-requester` over one keep-alive HTTPS connection
 (`POST /api/cases`, a unique `case_id` each) at 10/s for 30 s; it stops
 at 30 s even if the server fell behind (then `cases/s` < 10).  Two runs
 per invocation, each on a fresh copy of the data: clients ack the highest
-seq once a second (`1s`, the protocol's SHOULD) and ack every event at
-once (`each`).
+seq once a second (`1s`, the protocol's SHOULD: from 2026-12-03 17:00 each
+connection a second after its own first unacknowledged event, as a phone
+does; before, all connections at one global tick, a burst of up to 10,000
+acks at once) and ack every event at once (`each`).
 
 - **p50/p99/max** (the issue's figure): receipt of the `case.new` frame at
   a client (first bytes) − arrival of the create request's full reply,
