@@ -27,7 +27,7 @@ creates cases as `demo-requester` over one keep-alive HTTPS connection
 (`POST /api/cases`, a unique `case_id` each) at 10/s for 30 s; it stops
 at 30 s even if the server fell behind (then `cases/s` < 10).  Two runs
 per invocation, each on a fresh copy of the data: clients ack the highest
-seq once a second (`1s`, the protocol's SHOULD: from 2026-12-03 17:00 each
+seq once a second (`1s`, the protocol's SHOULD: from rev 8cf51e2 on, each
 connection a second after its own first unacknowledged event, as a phone
 does; before, all connections at one global tick, a burst of up to 10,000
 acks at once) and ack every event at once (`each`).
@@ -71,6 +71,22 @@ sessions; (c) RSS ≤ 256 MB, CPU ≤ 2 % with 10,000 sessions.  Anchor
 (docs/BENCHMARKING.md): Mosquitto 2.0.11, 1,000 subscribers, QoS 1,
 300-byte message every 100 ms: TCP p50 8.5–9.6 ms, p99 20–23 ms, broker
 RSS 12 MB; over WebSocket about twice the CPU per delivery.
+
+Where the time goes (perf, 2026-12-03, load (a) at 8cf51e2, the server's
+event loop): the fan-out's TLS writes 30 % (about 10 µs a frame, 1,000
+frames a case, most of it the kernel's loopback TCP path), the create 25 %
+(8 ms of CPU for a case to 1,000 specialists: the case's 1,000
+participant rows, 1,000 cursor bumps and outbox rows, the COMMIT's WAL
+writes), the ack flush 10 %; WAL checkpoints 5 %, on their own thread.
+Before this session's changes (rev e6cf469, same load): the ack flush
+took 28 % in one stall a second (four statements per user, most parsed
+anew), the COMMIT wrote a page per recipient of the large user-keyed
+outbox (now outbox_hot, settled in batches), SQLite's parser 12 % and
+a scan of all users 17 % under load (b), the checkpoint 5 % inside
+COMMITs.  What is left for (a): a create waits behind the previous
+case's fan-out (about 10–15 ms of writes on the one loop thread), so its
+p99 stays well above 20 ms; spreading sessions over a second lws service
+thread would be the next step.
 """
 
 COLS = [
