@@ -5,7 +5,8 @@
 // arrive through hashi.v1 events (app.js's store) without a reload, are
 // highlighted and announced to screen readers.  A case changed since
 // the user last had it open on this device is marked unread; an
-// unclaimed one counts down to its escalation.
+// unclaimed one counts down to its escalation; an ambulance crew's case
+// whose patient has not arrived shows the crew's ETA.
 
 import { api, h, fill, ago, fmtTime, patientLine, badges, imagesCount,
          countdown, tickCountdowns, PRIORITY_TEXT } from './util.js';
@@ -50,6 +51,25 @@ function order(a, b) {
         (b.updated_at || 0) - (a.updated_at || 0);
 }
 
+// "ETA 14:32 · in 6 min" (minutes rounded up: a patient 5 min 10 s out
+// is "in 6 min"; "due now" once passed) for a crew's case whose patient
+// has not arrived; null otherwise.  The case page's card says the same
+// from the same fields (crew.js): arrived_at is set by case.link.  Kept
+// current by the inbox's 15-second render.
+function etaLine(c, now = Date.now()) {
+    const p = c.prearrival;
+    if (!p || !p.eta || p.arrived_at)
+        return null;
+    const min = Math.ceil((p.eta - now) / 60000);
+    const left = min <= 0 ? 'due now'
+        : min < 60 ? `in ${min} min`
+        : `in ${Math.floor(min / 60)} h ${String(min % 60).padStart(2, '0')}` +
+          ' min';
+    return h('span', { class: 'eta' + (min <= 0 ? ' eta-now' : ''),
+                       title: p.destination ? `To ${p.destination}` : null },
+             `ETA ${fmtTime(p.eta)} · ${left}`);
+}
+
 function caseItem(c, me, fresh) {
     const who = [];
     if (c.specialty)
@@ -83,6 +103,7 @@ function caseItem(c, me, fresh) {
                       h('span', { 'data-due': c.due_at },
                         countdown(c.due_at)))
                   : null),
+            etaLine(c),
             h('span', { class: 'question' }, c.question || '(no question)'),
             h('span', { class: 'meta' },
               patientLine(c.patient), ' · ',
