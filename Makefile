@@ -75,7 +75,7 @@ $(BUILD)/hashi-gateway: $(BUILD)/client/gateway_main.o $(CLIENT_O) $(PROTO_O)
 # only it.
 PROTO_TESTS := $(BUILD)/tests/test_dicom $(BUILD)/tests/test_deid \
                $(BUILD)/tests/test_dicomweb \
-               $(BUILD)/tests/test_msg $(BUILD)/tests/test_photo \
+               $(BUILD)/tests/test_msg \
                $(BUILD)/tests/test_util
 $(PROTO_TESTS): $(BUILD)/tests/%: tests/unit/%.c $(PROTO_O)
 	@mkdir -p $(dir $@)

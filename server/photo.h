@@ -38,10 +38,22 @@ int photo_case_check(struct store *s, const struct principal *who,
 int photo_stored(struct store *s, const char *case_id, const char *sha256,
                  char uid[65]);
 
-/* Write the DICOM image of the JPEG at jpeg_path (sha256 its hash, taken
- * when it was taken, ms) for case_id to out_path (a temp file of the
- * store's).  ERR_INVALID with the reason when it is not a baseline JPEG,
- * ERR_NOTFOUND when the case is gone. */
+/* When the photo jpeg[0..len) was taken, by its EXIF (APP1 "Exif"):
+ * DateTimeOriginal, else DateTimeDigitized, else IFD0's DateTime; made
+ * UTC by OffsetTimeOriginal when DateTimeOriginal has one, else the
+ * camera's clock as written.  1 and the time (ms) into *ms when present,
+ * a real calendar date and no more than a day after now (ms); else 0 and
+ * *ms untouched.  Malformed EXIF is 0: nothing outside jpeg[0..len) is
+ * read. */
+int photo_exif_taken(const unsigned char *jpeg, size_t len, int64_t now,
+                     int64_t *ms);
+
+/* Write the DICOM image of the JPEG at jpeg_path (sha256 its hash) for
+ * case_id to out_path (a temp file of the store's).  Its content and
+ * acquisition date and time are photo_exif_taken's when the JPEG has
+ * one, else taken (ms: when its upload began).  ERR_INVALID with the
+ * reason when it is not a baseline JPEG, ERR_NOTFOUND when the case is
+ * gone. */
 int photo_make(struct store *s, const char *case_id, const char *jpeg_path,
                const char *sha256, int64_t taken, const char *out_path,
                struct err *e);

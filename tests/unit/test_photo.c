@@ -4,6 +4,9 @@
  * the JPEG, byte for byte (padded to even length), with the Image Pixel
  * module read from the JPEG's header; dciodvfy (dicom3tools) finds no
  * error in it; what is not a baseline JPEG is refused and writes nothing.
+ * server/photo.c dates the image by the photo's EXIF (both byte orders,
+ * its fallbacks and offset), else by the upload; a truncated or garbled
+ * EXIF block is ignored, never read past.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +21,8 @@
 
 #include "../../proto/dicom.h"
 #include "../../proto/util.h"
+#include "../../server/photo.h"
+#include "../../server/store.h"
 #include "testjpeg.h"
 #include "testutil.h"
 
@@ -163,12 +168,305 @@ static void test_photo_refused(void **state)
     free(prog);
 }
 
+/* ---- EXIF dates (server/photo.c) ------------------------------------ */
+
+/* 2026-12-03 12:21:07, 12:05:00, 11:58:30 UTC and the upload's start */
+#define T_ORIG 1796300467000LL
+#define T_DIG 1796299500000LL
+#define T_DT 1796299110000LL
+#define T_UPLOAD 1796302904000LL        /* 13:01:44 */
+#define HOUR 3600000LL
+
+struct exif_spec {
+    int le;
+    const char *dt, *orig, *dig, *off;  /* NULL: tag absent */
+};
+
+static void put16(unsigned char *p, int le, unsigned v)
+{
+    p[le ? 0 : 1] = (unsigned char)v;
+    p[le ? 1 : 0] = (unsigned char)(v >> 8);
+}
+
+static void put32(unsigned char *p, int le, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[le ? i : 3 - i] = (unsigned char)(v >> 8 * i);
+}
+
+/* One IFD entry at p: an ASCII value (with its NUL) stored at *data,
+ * which advances; or, str NULL, a LONG of value. */
+static void entry(unsigned char *b, unsigned char *p, int le, unsigned tag,
+                  const char *str, uint32_t value, uint32_t *data)
+{
+    put16(p, le, tag);
+    put16(p + 2, le, str ? 2 : 4);
+    put32(p + 4, le, str ? (uint32_t)strlen(str) + 1 : 1);
+    if (!str) {
+        put32(p + 8, le, value);
+        return;
+    }
+    put32(p + 8, le, *data);
+    memcpy(b + *data, str, strlen(str) + 1);
+    *data += (uint32_t)strlen(str) + 1;
+}
+
+/* A TIFF block as a camera writes it: IFD0 (DateTime, the Exif IFD
+ * pointer), the Exif IFD (0x9003, 0x9004, 0x9011), then the strings, so
+ * any truncation cuts a value.  Returns its length. */
+static size_t exif_tiff(const struct exif_spec *x, unsigned char b[256])
+{
+    int le = x->le;
+    unsigned n0 = 1 + !!x->dt, n1 = !!x->orig + !!x->dig + !!x->off;
+    uint32_t ifd1 = 8 + 2 + 12 * n0 + 4, data = ifd1 + 2 + 12 * n1 + 4;
+    unsigned char *p;
+    memset(b, 0, 256);
+    memcpy(b, le ? "II" : "MM", 2);
+    put16(b + 2, le, 42);
+    put32(b + 4, le, 8);
+    put16(b + 8, le, n0);
+    p = b + 10;
+    if (x->dt) {
+        entry(b, p, le, 0x0132, x->dt, 0, &data);
+        p += 12;
+    }
+    entry(b, p, le, 0x8769, NULL, ifd1, &data);
+    put16(b + ifd1, le, n1);
+    p = b + ifd1 + 2;
+    const char *v[] = { x->orig, x->dig, x->off };
+    const unsigned tag[] = { 0x9003, 0x9004, 0x9011 };
+    for (int i = 0; i < 3; i++)
+        if (v[i]) {
+            entry(b, p, le, tag[i], v[i], 0, &data);
+            p += 12;
+        }
+    return data;
+}
+
+/* jpeg with an APP1 Exif segment of tiff[0..tlen) right after SOI
+ * (malloc'd). */
+static unsigned char *with_exif(const unsigned char *jpeg, size_t n,
+                                const unsigned char *tiff, size_t tlen,
+                                size_t *len)
+{
+    *len = n + 2 + 2 + 6 + tlen;
+    unsigned char *out = malloc(*len), *p = out;
+    assert_non_null(out);
+    memcpy(p, jpeg, 2);
+    p += 2;
+    *p++ = 0xff;
+    *p++ = 0xe1;
+    *p++ = (unsigned char)((2 + 6 + tlen) >> 8);
+    *p++ = (unsigned char)(2 + 6 + tlen);
+    memcpy(p, "Exif\0\0", 6);
+    memcpy(p + 6, tiff, tlen);
+    memcpy(p + 6 + tlen, jpeg + 2, n - 2);
+    return out;
+}
+
+static struct store *store;
+
+/* photo_make of jpeg for a case created at T_UPLOAD - 1 h, upload begun
+ * at T_UPLOAD; "DA DT TM " (ContentDate, AcquisitionDateTime,
+ * ContentTime) of what it wrote into out, and its JPEG checked
+ * unchanged. */
+static void made_times(const unsigned char *jpeg, size_t n, char out[64])
+{
+    struct err e = { 0, "" };
+    const char *jp = tu_path(tmp, "in.jpg"), *dcm = tu_path(tmp, "p.dcm");
+    FILE *f = fopen(jp, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(jpeg, 1, n, f), n);
+    fclose(f);
+    if (photo_make(store, "ems-x", jp, "ab12", T_UPLOAD, dcm, &e))
+        fail_msg("photo_make: %s", e.msg);
+    unsigned char *got, *txt;
+    size_t got_len, tlen;
+    char ts[65];
+    assert_int_equal(dicom_frame_get(dcm, 0, 0, &got, &got_len, ts, &e), 0);
+    assert_memory_equal(got, jpeg, n);
+    free(got);
+    const char *o = tu_path(tmp, "times.txt");
+    assert_int_equal(tu_run("dcmdump +P 0008,0023 +P 0008,002a "
+                            "+P 0008,0033 '%s' | sed 's/^[^[]*\\[//; "
+                            "s/\\].*//' | tr '\\n' ' ' >'%s'", dcm, o), 0);
+    assert_int_equal(read_file(o, 64, &txt, &tlen, &e), 0);
+    memcpy(out, txt, tlen);
+    out[tlen] = '\0';
+    free(txt);
+}
+
+/* A store in tmp/data holding case ems-x. */
+static int exif_setup(void **state)
+{
+    (void)state;
+    struct err e = { 0, "" };
+    const char *data = tu_path(tmp, "data");
+    if (tu_run("rm -rf '%s'", data))
+        return -1;
+    store = store_open(data, &e);
+    if (!store) {
+        fprintf(stderr, "store_open: %s\n", e.msg);
+        return -1;
+    }
+    sqlite3_stmt *st = store_stmt(
+        store, "INSERT INTO cases (case_id, clinic_id, patient_age,"
+               " patient_sex, question, priority, status, created_at,"
+               " updated_at) VALUES ('ems-x', 1, 72, 'M', 'Wound.',"
+               " 'stat', 'new', ?1, ?1)", &e);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, T_UPLOAD - HOUR);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int exif_teardown(void **state)
+{
+    (void)state;
+    store_close(store);
+    return 0;
+}
+
+static void test_photo_exif_time(void **state)
+{
+    (void)state;
+    size_t n, len;
+    unsigned char *j = make_jpeg(48, 32, 0, 0, 1, &n), tiff[256], *x;
+    char got[64];
+    int64_t ms;
+    for (int le = 0; le <= 1; le++) {
+        /* a phone's: DateTimeOriginal with its offset, made UTC */
+        struct exif_spec spec = { le, "2026:12:03 11:58:30",
+                                  "2026:12:03 14:21:07",
+                                  "2026:12:03 12:05:00", "+02:00" };
+        x = with_exif(j, n, tiff, exif_tiff(&spec, tiff), &len);
+        assert_int_equal(photo_exif_taken(x, len, T_UPLOAD, &ms), 1);
+        assert_int_equal(ms, T_ORIG);
+        made_times(x, len, got);
+        assert_string_equal(got, "20261203 20261203122107 122107 ");
+        free(x);
+
+        /* no offset: the camera's clock as written */
+        spec.orig = "2026:12:03 12:21:07";
+        spec.off = NULL;
+        x = with_exif(j, n, tiff, exif_tiff(&spec, tiff), &len);
+        assert_int_equal(photo_exif_taken(x, len, T_UPLOAD, &ms), 1);
+        assert_int_equal(ms, T_ORIG);
+        free(x);
+
+        /* an unset DateTimeOriginal: DateTimeDigitized; then IFD0's */
+        spec.orig = "0000:00:00 00:00:00";
+        x = with_exif(j, n, tiff, exif_tiff(&spec, tiff), &len);
+        assert_int_equal(photo_exif_taken(x, len, T_UPLOAD, &ms), 1);
+        assert_int_equal(ms, T_DIG);
+        free(x);
+        spec.orig = spec.dig = NULL;
+        x = with_exif(j, n, tiff, exif_tiff(&spec, tiff), &len);
+        assert_int_equal(photo_exif_taken(x, len, T_UPLOAD, &ms), 1);
+        assert_int_equal(ms, T_DT);
+        made_times(x, len, got);
+        assert_string_equal(got, "20261203 20261203115830 115830 ");
+        free(x);
+
+        /* a leap day is a date; 29 February 2025, 31 April are not */
+        spec.dt = "2024:02:29 23:59:59";
+        x = with_exif(j, n, tiff, exif_tiff(&spec, tiff), &len);
+        assert_int_equal(photo_exif_taken(x, len, T_UPLOAD, &ms), 1);
+        assert_int_equal(ms, 1709251199000LL);
+        free(x);
+        const char *bad[] = { "2025:02:29 10:00:00", "2026:04:31 10:00:00",
+                              "2026:12:03 24:00:00", "2026-12-03 10:00:00",
+                              "2026:12:03", "",
+                              /* more than a day ahead of the server */
+                              "2026:12:04 13:01:45" };
+        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+            spec.dt = bad[i];
+            x = with_exif(j, n, tiff, exif_tiff(&spec, tiff), &len);
+            ms = 7;
+            assert_int_equal(photo_exif_taken(x, len, T_UPLOAD, &ms), 0);
+            assert_int_equal(ms, 7);
+            free(x);
+        }
+        /* photo_make asks the server's clock: the far future is not */
+        spec.dt = "2099:01:01 00:00:00";
+        made_times(x = with_exif(j, n, tiff, exif_tiff(&spec, tiff), &len),
+                   len, got);
+        assert_string_equal(got, "20261203 20261203130144 130144 ");
+        free(x);
+    }
+    /* no EXIF at all: when the upload began, as before */
+    assert_int_equal(photo_exif_taken(j, n, T_UPLOAD, &ms), 0);
+    made_times(j, n, got);
+    assert_string_equal(got, "20261203 20261203130144 130144 ");
+    free(j);
+}
+
+/* Every truncation of the EXIF block (segment length kept true), every
+ * cut of the JPEG inside it, and bytes garbled at random: never a read
+ * outside the segment (ASan/valgrind would say), and only a time the
+ * block holds, or none. */
+static void test_photo_exif_malformed(void **state)
+{
+    (void)state;
+    size_t n, len;
+    unsigned char *j = make_jpeg(48, 32, 0, 0, 1, &n), tiff[256], *x;
+    char got[64];
+    int64_t ms;
+    for (int le = 0; le <= 1; le++) {
+        struct exif_spec spec = { le, "2026:12:03 11:58:30",
+                                  "2026:12:03 14:21:07",
+                                  "2026:12:03 12:05:00", "+02:00" };
+        size_t tlen = exif_tiff(&spec, tiff);
+        for (size_t cut = 0; cut < tlen; cut++) {
+            /* exactly cut bytes, on the heap so a stray read shows */
+            x = with_exif(j, n, tiff, cut, &len);
+            ms = 0;
+            if (photo_exif_taken(x, len, T_UPLOAD, &ms))
+                assert_true(ms == T_ORIG || ms == T_ORIG + 2 * HOUR ||
+                            ms == T_DIG || ms == T_DT);
+            if (cut == tlen / 2) {
+                made_times(x, len, got);    /* only IFDs: no date */
+                assert_string_equal(got, "20261203 20261203130144 130144 ");
+            }
+            free(x);
+        }
+        x = with_exif(j, n, tiff, tlen, &len);
+        for (size_t cut = 0; cut < 2 + 10 + tlen; cut++) {
+            unsigned char *c = malloc(cut ? cut : 1);
+            assert_non_null(c);
+            memcpy(c, x, cut);
+            assert_int_equal(photo_exif_taken(c, cut, T_UPLOAD, &ms), 0);
+            free(c);
+        }
+        free(x);
+        uint32_t r = 2463534242u;
+        for (int i = 0; i < 3000; i++) {
+            unsigned char g[256];
+            memcpy(g, tiff, tlen);
+            for (int k = 0; k < 1 + i % 4; k++) {
+                r ^= r << 13, r ^= r >> 17, r ^= r << 5;
+                g[r % tlen] = (unsigned char)(r >> 8);
+            }
+            x = with_exif(j, n, g, tlen, &len);
+            photo_exif_taken(x, len, T_UPLOAD, &ms);
+            free(x);
+        }
+    }
+    free(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_photo_bytes_unchanged),
         cmocka_unit_test(test_photo_grey),
         cmocka_unit_test(test_photo_refused),
+        cmocka_unit_test_setup_teardown(test_photo_exif_time, exif_setup,
+                                        exif_teardown),
+        cmocka_unit_test_setup_teardown(test_photo_exif_malformed,
+                                        exif_setup, exif_teardown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
