@@ -264,7 +264,20 @@ static unsigned char *with_exif(const unsigned char *jpeg, size_t n,
     return out;
 }
 
+/* What a phone writes: all three dates, T_DT, T_ORIG at +02:00, T_DIG. */
+static struct exif_spec phone_exif(int le)
+{
+    struct exif_spec x = { le, "2026:12:03 11:58:30", "2026:12:03 14:21:07",
+                           "2026:12:03 12:05:00", "+02:00" };
+    return x;
+}
+
+/* made_times of an image dated by its upload (T_UPLOAD) */
+#define UPLOAD_TIMES "20261203 20261203130144 130144 "
+
 static struct store *store;
+static unsigned char *plain;    /* a JPEG without EXIF, plain_len bytes */
+static size_t plain_len;
 
 /* photo_make of jpeg for a case created at T_UPLOAD - 1 h, upload begun
  * at T_UPLOAD; "DA DT TM " (ContentDate, AcquisitionDateTime,
@@ -296,11 +309,12 @@ static void made_times(const unsigned char *jpeg, size_t n, char out[64])
     free(txt);
 }
 
-/* A store in tmp/data holding case ems-x. */
+/* A store in tmp/data holding case ems-x, and plain. */
 static int exif_setup(void **state)
 {
     (void)state;
     struct err e = { 0, "" };
+    plain = make_jpeg(48, 32, 0, 0, 1, &plain_len);
     const char *data = tu_path(tmp, "data");
     if (tu_run("rm -rf '%s'", data))
         return -1;
@@ -326,21 +340,20 @@ static int exif_teardown(void **state)
 {
     (void)state;
     store_close(store);
+    free(plain);
     return 0;
 }
 
 static void test_photo_exif_time(void **state)
 {
     (void)state;
-    size_t n, len;
-    unsigned char *j = make_jpeg(48, 32, 0, 0, 1, &n), tiff[256], *x;
+    size_t n = plain_len, len;
+    unsigned char *j = plain, tiff[256], *x;
     char got[64];
     int64_t ms;
     for (int le = 0; le <= 1; le++) {
         /* a phone's: DateTimeOriginal with its offset, made UTC */
-        struct exif_spec spec = { le, "2026:12:03 11:58:30",
-                                  "2026:12:03 14:21:07",
-                                  "2026:12:03 12:05:00", "+02:00" };
+        struct exif_spec spec = phone_exif(le);
         x = with_exif(j, n, tiff, exif_tiff(&spec, tiff), &len);
         assert_int_equal(photo_exif_taken(x, len, T_UPLOAD, &ms), 1);
         assert_int_equal(ms, T_ORIG);
@@ -393,14 +406,13 @@ static void test_photo_exif_time(void **state)
         spec.dt = "2099:01:01 00:00:00";
         made_times(x = with_exif(j, n, tiff, exif_tiff(&spec, tiff), &len),
                    len, got);
-        assert_string_equal(got, "20261203 20261203130144 130144 ");
+        assert_string_equal(got, UPLOAD_TIMES);
         free(x);
     }
     /* no EXIF at all: when the upload began, as before */
     assert_int_equal(photo_exif_taken(j, n, T_UPLOAD, &ms), 0);
     made_times(j, n, got);
-    assert_string_equal(got, "20261203 20261203130144 130144 ");
-    free(j);
+    assert_string_equal(got, UPLOAD_TIMES);
 }
 
 /* Every truncation of the EXIF block (segment length kept true), every
@@ -410,14 +422,12 @@ static void test_photo_exif_time(void **state)
 static void test_photo_exif_malformed(void **state)
 {
     (void)state;
-    size_t n, len;
-    unsigned char *j = make_jpeg(48, 32, 0, 0, 1, &n), tiff[256], *x;
+    size_t n = plain_len, len;
+    unsigned char *j = plain, tiff[256], *x;
     char got[64];
     int64_t ms;
     for (int le = 0; le <= 1; le++) {
-        struct exif_spec spec = { le, "2026:12:03 11:58:30",
-                                  "2026:12:03 14:21:07",
-                                  "2026:12:03 12:05:00", "+02:00" };
+        struct exif_spec spec = phone_exif(le);
         size_t tlen = exif_tiff(&spec, tiff);
         for (size_t cut = 0; cut < tlen; cut++) {
             /* exactly cut bytes, on the heap so a stray read shows */
@@ -428,7 +438,7 @@ static void test_photo_exif_malformed(void **state)
                             ms == T_DIG || ms == T_DT);
             if (cut == tlen / 2) {
                 made_times(x, len, got);    /* only IFDs: no date */
-                assert_string_equal(got, "20261203 20261203130144 130144 ");
+                assert_string_equal(got, UPLOAD_TIMES);
             }
             free(x);
         }
@@ -454,7 +464,6 @@ static void test_photo_exif_malformed(void **state)
             free(x);
         }
     }
-    free(j);
 }
 
 int main(void)
