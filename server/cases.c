@@ -1966,17 +1966,26 @@ int cases_message_read(struct server *srv, const struct principal *who,
     "  UNION ALL SELECT a.u, o.event FROM a JOIN outbox_hot o"             \
     "  ON o.user_id = a.u AND o.seq > a.lo AND o.seq <= a.hi) "
 
-/* What the acks in the JSON list mean, then the cursors: one statement
- * each for all the users (a flush of 1,000 phones' acks was 4,000
- * statements, most of them parsed anew, on the event loop).  one (may be
- * NULL): the list is that single ack, checked by outbox_ack's rules. */
-static int acks_apply(struct server *srv, const char *acks,
-                      const struct outbox_rcpt *one, struct err *e)
+/* What acks[0..n-1] mean, then the cursors: one statement each for all
+ * the users (a flush of 1,000 phones' acks was 4,000 statements, most of
+ * them parsed anew, on the event loop).  checked: the one ack of a
+ * client's own request, held to outbox_ack's rules. */
+static int acks_apply(struct server *srv, const struct outbox_rcpt *acks,
+                      size_t n, int checked, struct err *e)
 {
     sqlite3 *db = dbof(srv);
+    if (!srv->outbox)
+        return err_set(e, ERR_INVALID, "seq: this account has no events");
+    if (!n)
+        return 0;
+    char *text = outbox_acks_json(acks, n);
+    if (!text)
+        return err_set(e, ERR_INTERNAL, "cases: out of memory");
     int64_t now = now_ms();
-    if (sqlite3_exec(db, "SAVEPOINT cases_ack", NULL, NULL, NULL))
+    if (sqlite3_exec(db, "SAVEPOINT cases_ack", NULL, NULL, NULL)) {
+        free(text);
         return db_fail(e, db, "ack");
+    }
     /* The chat messages of the newly acknowledged message.new events are
      * delivered to their users. */
     int rc = run(db, e, NULL,
@@ -1988,7 +1997,7 @@ static int acks_apply(struct server *srv, const char *acks,
                  "  WHERE ev.kind = 'message.new') d"
                  " WHERE message_id = d.m AND user_id = d.u"
                  " AND delivered_at IS NULL",
-                 "si", acks, now);
+                 "si", text, now);
     /* A case's case.new / case.escalated acknowledged by a specialist's
      * device: the case's "delivered" step. */
     if (!rc)
@@ -2002,49 +2011,29 @@ static int acks_apply(struct server *srv, const char *acks,
                  " AND NOT EXISTS (SELECT 1 FROM case_steps s"
                  "  WHERE s.case_id = ev.case_id AND s.step = 'delivered'"
                  "  AND s.user_id = ae.u)",
-                 "si", acks, now);
+                 "si", text, now);
     if (!rc)
-        rc = one ? outbox_ack(srv->outbox, one->user_id, one->seq, NULL, e)
-                 : outbox_ack_many(srv->outbox, acks, e);
+        rc = checked ? outbox_ack(srv->outbox, acks[0].user_id, acks[0].seq,
+                                  NULL, e)
+                     : outbox_ack_many(srv->outbox, text, e);
     if (rc)
         sqlite3_exec(db, "ROLLBACK TO cases_ack", NULL, NULL, NULL);
     sqlite3_exec(db, "RELEASE cases_ack", NULL, NULL, NULL);
+    free(text);
     return rc;
 }
 
 int cases_ack(struct server *srv, int64_t user_id, int64_t seq,
               struct err *e)
 {
-    if (!srv->outbox)
-        return err_set(e, ERR_INVALID, "seq: this account has no events");
-    char acks[48];
-    snprintf(acks, sizeof acks, "[[%lld,%lld]]", (long long)user_id,
-             (long long)seq);
     struct outbox_rcpt one = { user_id, seq };
-    return acks_apply(srv, acks, &one, e);
+    return acks_apply(srv, &one, 1, 1, e);
 }
 
 int cases_ack_many(struct server *srv, const struct outbox_rcpt *acks,
                    size_t n, struct err *e)
 {
-    if (!srv->outbox)
-        return err_set(e, ERR_INVALID, "seq: this account has no events");
-    if (!n)
-        return 0;
-    char *text = malloc(n * 44 + 3);
-    if (!text)
-        return err_set(e, ERR_INTERNAL, "cases: out of memory");
-    size_t len = 0;
-    text[len++] = '[';
-    for (size_t i = 0; i < n; i++)
-        len += (size_t)sprintf(text + len, "%s[%lld,%lld]", i ? "," : "",
-                               (long long)acks[i].user_id,
-                               (long long)acks[i].seq);
-    text[len++] = ']';
-    text[len] = '\0';
-    int rc = acks_apply(srv, text, NULL, e);
-    free(text);
-    return rc;
+    return acks_apply(srv, acks, n, 0, e);
 }
 
 /* ---- images ------------------------------------------------------------- */

@@ -90,6 +90,18 @@ struct outbox *outbox_open(sqlite3 *db, struct err *e)
                 &o->fetch, e) ||
         /* Acks come from every session every second: prepared once. */
         prepare(db,
+                "SELECT last_seq, acked_seq FROM outbox_cursor"
+                " WHERE user_id = ?1",
+                &o->cursor, e) ||
+        prepare(db,
+                "WITH j(u, s) AS (SELECT json_extract(value, '$[0]'),"
+                "  MAX(json_extract(value, '$[1]')) FROM json_each(?1)"
+                "  GROUP BY 1)"
+                " UPDATE outbox_cursor SET acked_seq = j.s FROM j"
+                " WHERE user_id = j.u AND acked_seq < j.s"
+                " AND j.s <= last_seq",
+                &o->ack, e) ||
+        prepare(db,
                 "SELECT user_id, seq FROM outbox_hot WHERE user_id >= ?1"
                 " ORDER BY user_id, seq LIMIT 1 OFFSET ?2",
                 &o->hot_bound, e) ||
@@ -102,19 +114,7 @@ struct outbox *outbox_open(sqlite3 *db, struct err *e)
         prepare(db,
                 "DELETE FROM outbox_hot"
                 " WHERE user_id >= ?1 AND (user_id, seq) <= (?2, ?3)",
-                &o->hot_drop, e) ||
-        prepare(db,
-                "SELECT last_seq, acked_seq FROM outbox_cursor"
-                " WHERE user_id = ?1",
-                &o->cursor, e) ||
-        prepare(db,
-                "WITH j(u, s) AS (SELECT json_extract(value, '$[0]'),"
-                "  MAX(json_extract(value, '$[1]')) FROM json_each(?1)"
-                "  GROUP BY 1)"
-                " UPDATE outbox_cursor SET acked_seq = j.s FROM j"
-                " WHERE user_id = j.u AND acked_seq < j.s"
-                " AND j.s <= last_seq",
-                &o->ack, e)) {
+                &o->hot_drop, e)) {
         outbox_close(o);
         return NULL;
     }
@@ -568,10 +568,29 @@ int outbox_ack(struct outbox *o, int64_t user_id, int64_t seq,
         *from = seq > acked ? acked : seq;
     if (seq <= acked)
         return 0;
-    char one[48];
-    snprintf(one, sizeof one, "[[%lld,%lld]]", (long long)user_id,
-             (long long)seq);
-    return outbox_ack_many(o, one, e);
+    struct outbox_rcpt one = { user_id, seq };
+    char *text = outbox_acks_json(&one, 1);
+    if (!text)
+        return err_set(e, ERR_INTERNAL, "outbox: out of memory");
+    rc = outbox_ack_many(o, text, e);
+    free(text);
+    return rc;
+}
+
+char *outbox_acks_json(const struct outbox_rcpt *acks, size_t n)
+{
+    char *text = malloc(n * 44 + 3);
+    if (!text)
+        return NULL;
+    size_t len = 0;
+    text[len++] = '[';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)sprintf(text + len, "%s[%lld,%lld]", i ? "," : "",
+                               (long long)acks[i].user_id,
+                               (long long)acks[i].seq);
+    text[len++] = ']';
+    text[len] = '\0';
+    return text;
 }
 
 int outbox_ack_many(struct outbox *o, const char *acks, struct err *e)

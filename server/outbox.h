@@ -123,10 +123,15 @@ int64_t outbox_hot_rows(const struct outbox *o);
  * Returns how many, or a negative ERR_*. */
 int outbox_prune(struct outbox *o, int64_t now, struct err *e);
 
-/* One recipient of a live event. */
+/* One recipient of a live event; also one user's ack (seq: up to
+ * which), as ws.c and cases.c pass them. */
 struct outbox_rcpt {
     int64_t user_id, seq;
 };
+
+/* acks[0..n-1] as outbox_ack_many's JSON text; malloc'd (caller frees),
+ * NULL when out of memory. */
+char *outbox_acks_json(const struct outbox_rcpt *acks, size_t n);
 
 /* An event appended since the last outbox_take_events: the frame is
  * outbox_frame_head(seq) followed by tail, the same bytes for every
