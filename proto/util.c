@@ -19,11 +19,13 @@
 int err_set(struct err *e, int code, const char *fmt, ...)
 {
     if (e) {
+        char msg[sizeof e->msg];    /* the arguments may be e->msg itself */
         va_list ap;
         va_start(ap, fmt);
-        e->code = code;
-        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+        vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
+        e->code = code;
+        memcpy(e->msg, msg, sizeof msg);
     }
     return code;
 }

@@ -37,7 +37,8 @@ struct err {
 };
 
 /* Sets e (if not NULL) and returns code, so callers can
- * `return err_set(e, ERR_IO, "open %s: %s", p, strerror(errno));` */
+ * `return err_set(e, ERR_IO, "open %s: %s", p, strerror(errno));`
+ * An argument may be e->msg itself (a reason prefixed). */
 int err_set(struct err *e, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* "io", "invalid", ... for an ERR_* code. */

@@ -336,12 +336,9 @@ int photo_make(struct store *s, const char *case_id, const char *jpeg_path,
     };
     rc = dicom_write_photo(out_path, &p, NULL, e);
     free(jpeg);
-    if (rc == ERR_INVALID) {
-        char why[200];
-        strlcpy_h(why, e->msg, sizeof why);
-        return err_set(e, ERR_INVALID, "not a photo Hashi can take: %s "
-                       "(a baseline JPEG from the camera is)", why);
-    }
+    if (rc == ERR_INVALID)
+        return err_set(e, ERR_INVALID, "not a photo Hashi can take: %.199s "
+                       "(a baseline JPEG from the camera is)", e->msg);
     return rc;
 }
 

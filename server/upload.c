@@ -415,12 +415,9 @@ static int ingest_instance(struct upload *u, struct store *s)
 {
     char tmp[4096];
 
-    if (dicom_parse_file(u->path, &u->info, &u->e)) {
-        char why[sizeof u->e.msg];      /* err_set writes over e.msg */
-        strlcpy_h(why, u->e.msg, sizeof why);
+    if (dicom_parse_file(u->path, &u->info, &u->e))
         return err_set(&u->e, ERR_INVALID, "not acceptable DICOM: %.200s",
-                       why);
-    }
+                       u->e.msg);
     if (u->study_uid[0] && strcmp(u->info.study_uid, u->study_uid))
         return err_set(&u->e, ERR_INVALID, "Study Instance UID %s is not "
                        "the study_uid %s of upload.begin",
