@@ -5102,6 +5102,18 @@ static OFCondition put_ct_attrs(DcmDataset *ds, const struct dcm_ct_slice *s)
     return c;
 }
 
+/* 0 when each of uids[0..n) is a dicom_uid_valid UID, else ERR_INVALID
+ * "<what>: bad UID '...'" naming the first that is not. */
+static int uids_check(const char *const *uids, size_t n, const char *what,
+                      struct err *e)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!uids[i] || !dicom_uid_valid(uids[i]))
+            return err_set(e, ERR_INVALID, "%s: bad UID '%s'", what,
+                           uids[i] ? uids[i] : "");
+    return 0;
+}
+
 extern "C" int dicom_write_ct_slice(const char *path,
                                     const struct dcm_ct_slice *s,
                                     struct err *e)
@@ -5112,10 +5124,9 @@ extern "C" int dicom_write_ct_slice(const char *path,
                        s->rows, s->columns);
     const char *uids[] = {s->study_uid, s->series_uid, s->sop_uid,
                           s->frame_of_ref_uid};
-    for (size_t i = 0; i < sizeof uids / sizeof *uids; i++)
-        if (!uids[i] || !dicom_uid_valid(uids[i]))
-            return err_set(e, ERR_INVALID, "CT slice: bad UID '%s'",
-                           uids[i] ? uids[i] : "");
+    if (int rc = uids_check(uids, sizeof uids / sizeof *uids, "CT slice",
+                            e))
+        return rc;
     return guarded(e, "writing", path, [&]() -> int {
         DcmFileFormat ff;
         OFCondition c = put_ct_attrs(ff.getDataset(), s);
@@ -5292,11 +5303,9 @@ extern "C" int dicom_write_photo(const char *path, const struct dcm_photo *p,
     if (p->jpeg_len > 0xfffffffeu)
         return err_set(e, ERR_TOOBIG, "photo: %zu bytes", p->jpeg_len);
     const char *uids[] = {p->study_uid, p->series_uid, p->sop_uid};
-    for (size_t i = 0; i < sizeof uids / sizeof *uids; i++)
-        if (!uids[i] || !dicom_uid_valid(uids[i]))
-            return err_set(e, ERR_INVALID, "photo: bad UID '%s'",
-                           uids[i] ? uids[i] : "");
-    try {
+    if ((rc = uids_check(uids, sizeof uids / sizeof *uids, "photo", e)))
+        return rc;
+    return guarded(e, "writing", path, [&]() -> int {
         DcmFileFormat ff;
         OFCondition c = put_photo_attrs(ff.getDataset(), p, &ji);
         if (c.good())
@@ -5304,9 +5313,5 @@ extern "C" int dicom_write_photo(const char *path, const struct dcm_photo *p,
         if (c.bad())
             return err_set(e, ERR_IO, "write photo %s: %s", path, c.text());
         return 0;
-    } catch (const std::bad_alloc &) {
-        return err_set(e, ERR_TOOBIG, "out of memory writing %s", path);
-    } catch (...) {
-        return err_set(e, ERR_INTERNAL, "exception writing %s", path);
-    }
+    });
 }

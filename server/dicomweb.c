@@ -90,6 +90,19 @@ void dicomweb_audit(struct http_req *r, const char *action,
     audit(r, action, object, outcome, detail);
 }
 
+int dicomweb_frame_number(struct http_req *r, const char *seg, int *n)
+{
+    char *end;
+    long f = strtol(seg, &end, 10);
+
+    if (*end || end == seg || f < 1 || f > 1000000) {
+        http_respond_error(r, 400, "invalid", "frame numbers start at 1");
+        return -1;
+    }
+    *n = (int)f;
+    return 0;
+}
+
 int dicomweb_instances(struct http_req *r, const char *action,
                        const char *object, const char *study,
                        const char *series, const char *sop,
@@ -1204,16 +1217,8 @@ static void rendered(struct http_req *r, const char *study,
     double t0;
 
     memset(&o, 0, sizeof(o));
-    if (frame) {
-        char *end;
-        long f = strtol(frame, &end, 10);
-        if (*end || end == frame || f < 1 || f > 1000000) {
-            http_respond_error(r, 400, "invalid", "frame numbers start at "
-                               "1");
-            return;
-        }
-        n = (int)f;
-    }
+    if (frame && dicomweb_frame_number(r, frame, &n) < 0)
+        return;
     if (!http_accepts(r, "image/jpeg")) {
         http_respond_error(r, 406, "not_acceptable",
                            "rendered images are image/jpeg");

@@ -28,6 +28,10 @@ void dicomweb_audit(struct http_req *r, const char *action,
                     const char *object, const char *outcome,
                     const char *detail);
 
+/* The {n} of a .../frames/{n} path segment (1..1000000) into *n: 0, or
+ * -1 when r has been answered 400. */
+int dicomweb_frame_number(struct http_req *r, const char *seg, int *n);
+
 /* The instances of study[/series[/sop]] (series, sop may be NULL) that
  * r's caller may see: 0 with *list (malloc'd, caller frees) of *n >= 1,
  * or -1 when r has been answered (404 "not_found" outside the caller's

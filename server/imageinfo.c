@@ -351,16 +351,8 @@ void imageinfo_probe(struct http_req *r, const char *study,
     struct ijob *j;
     int x, y, f = 1;
 
-    if (frame) {
-        char *end;
-        long n = strtol(frame, &end, 10);
-        if (*end || end == frame || n < 1 || n > 1000000) {
-            http_respond_error(r, 400, "invalid", "frame numbers start at "
-                               "1");
-            return;
-        }
-        f = (int)n;
-    }
+    if (frame && dicomweb_frame_number(r, frame, &f) < 0)
+        return;
     if (coord(r, "x", &x) < 0 || coord(r, "y", &y) < 0)
         return;
     if (!(j = calloc(1, sizeof(*j)))) {

@@ -154,7 +154,6 @@ static int meta_work(struct wjob *w, struct store *store,
     FILE *f;
     int fd, rc = 0;
 
-    snprintf(w->ctype, sizeof(w->ctype), "application/dicom+json");
     if ((rc = store_tmp_file(store, tmp, &fd, &w->e)) < 0)
         return rc;
     unlink(tmp);                /* the descriptor is all we need */
@@ -524,12 +523,12 @@ void wado_metadata(struct http_req *r, const char *study, const char *series,
         return;
     http_base_url(r, base, sizeof(base));
     snprintf(w->base, sizeof(w->base), "%s/dicomweb", base);
+    snprintf(w->ctype, sizeof(w->ctype), "application/dicom+json");
     if (meta_key(w) == 0 &&
         (cached = render_cache_get(r->srv->render, &w->key, &len))) {
         log_debug("wado: metadata of %zu instance(s) from the cache", w->n);
         w->body = cached;
         w->len = len;
-        snprintf(w->ctype, sizeof(w->ctype), "application/dicom+json");
         w->rc = seg_add(w, 0, 0, len);
         w->r = r;
         http_set_state(r, w, wjob_free);
