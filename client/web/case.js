@@ -491,15 +491,13 @@ export function mount(main, ctx, caseId) {
                               ' Point at the image shown');
         const send = h('button', { type: 'submit', class: 'primary' },
                        'Send');
-        const err = h('p', { class: 'error', role: 'alert', hidden: true });
         const closed = h('p', { class: 'muted', hidden: true },
                          'This case is closed; reopen it to write.');
         const form = h('form', { class: 'chat-form',
                                  'aria-label': 'Write a message' },
             h('label', { for: 'chat-text' }, 'Message'), text,
             h('div', { class: 'row' },
-              attachLabel, send),
-            err);
+              attachLabel, send));
         form.addEventListener('submit', async (e) => {
             e.preventDefault();
             const t = text.value.trim();
@@ -511,7 +509,6 @@ export function mount(main, ctx, caseId) {
             pending.set(p.message_id, p);
             text.value = '';
             attach.checked = false;
-            showError(err, null);
             await sendPending(p);
         });
         text.addEventListener('keydown', (e) => {

@@ -29,8 +29,9 @@ function seenMap(login) {
     }
 }
 
-export function isUnread(login, c) {
-    return (seenMap(login)[c.case_id] || 0) < (c.updated_at || 0);
+// seen: seenMap(login), read once per render of the list.
+function isUnread(seen, c) {
+    return (seen[c.case_id] || 0) < (c.updated_at || 0);
 }
 
 // The case page calls this with each version of the case it shows.
@@ -70,7 +71,7 @@ function etaLine(c, now = Date.now()) {
              `ETA ${fmtTime(p.eta)} · ${left}`);
 }
 
-function caseItem(c, me, fresh) {
+function caseItem(c, me, fresh, seen) {
     const who = [];
     if (c.specialty)
         who.push(c.specialty);
@@ -83,7 +84,7 @@ function caseItem(c, me, fresh) {
         who.push(c.clinic);
     const n = c.images ? c.images.received : 0;
     const count = imagesCount(c.images, '/');
-    const unread = isUnread(me.login, c);
+    const unread = isUnread(seen, c);
     const due = c.status === 'new' && c.due_at > Date.now();
     return h('li', { class: `case-item prio-${c.priority}` +
                             (fresh ? ' fresh' : '') +
@@ -197,9 +198,11 @@ export function mount(main, ctx) {
         const recent = (a, b) => (b.updated_at || 0) - (a.updated_at || 0);
         const done = all.filter((c) => c.status === 'answered').sort(recent);
         const closed = all.filter((c) => c.status === 'closed').sort(recent);
-        fill(openList, open.map((c) => caseItem(c, me, fresh.has(c.case_id))));
-        fill(doneList, done.map((c) => caseItem(c, me, false)));
-        fill(closedList, closed.map((c) => caseItem(c, me, false)));
+        const seen = seenMap(me.login);
+        fill(openList, open.map((c) => caseItem(c, me, fresh.has(c.case_id),
+                                                seen)));
+        fill(doneList, done.map((c) => caseItem(c, me, false, seen)));
+        fill(closedList, closed.map((c) => caseItem(c, me, false, seen)));
         openHead.textContent = `Open (${open.length})`;
         doneHead.textContent = `Answered (${done.length})`;
         closedHead.textContent = `Closed (${closed.length})`;
