@@ -52,6 +52,8 @@ IDLE_RUNS="$ROOT/bench/push/idle.tsv"
 
 T0=$(date +%s)
 say() { echo "push: [$(($(date +%s) - T0)) s] $*"; }
+# r KEY: the value of "RESULT KEY=" in the current run's $out/client.out.
+r() { sed -n "s/^RESULT $1=//p" "$out/client.out"; }
 die() { echo "push: $*" >&2; exit 2; }
 
 if [ -z "${HASHI_PUSH_NETNS:-}" ]; then
@@ -199,7 +201,6 @@ run_one() {
     fi
     [ $rc -le $worst ] || worst=$rc
 
-    r() { sed -n "s/^RESULT $1=//p" "$out/client.out"; }
     verdict=$(awk -v c="$(r create_p99_ms)" -v m="$(r missing)" \
         -v ok="$(r cases_ok)" -v want="$(r cases)" 'BEGIN {
         v = (c <= 20 ? "create p99 ok" : "create p99 OVER") ", " \
@@ -268,7 +269,6 @@ import sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' \
     [ -s "$out/client.err" ] && head -10 "$out/client.err"
     stop_server
     [ $rc -lt 2 ] || { say "the Mosquitto run failed (status $rc)"; return 0; }
-    r() { sed -n "s/^RESULT $1=//p" "$out/client.out"; }
     mq=$(r commit_p99_ms)
     for a in ${PUSH_ACKS:-1s each}; do
         hp=$(sed -n 's/^RESULT commit_p99_ms=//p' "$WORK/$a/client.out")
@@ -337,7 +337,6 @@ run_groups() {
         --ack-ms 1000
     [ $rc -lt 2 ] || { say "the (b) run failed (status $rc)"; return 0; }
     [ $rc -le $worst ] || worst=$rc
-    r() { sed -n "s/^RESULT $1=//p" "$out/client.out"; }
     say "targets (b) (commit->receipt p99 <= 20 ms, 0 missing):" \
         "$(awk -v p="$(r commit_p99_ms)" -v m="$(r missing)" 'BEGIN {
         print (p <= 20 ? "p99 ok" : "p99 OVER") ", " \
@@ -365,7 +364,6 @@ run_idle() {
     start_hashi "$DATA" "$out/server.log"
     say "---- idle: $IDLE_CLIENTS sessions for $IDLE_S s"
     big_run $((IDLE_S + 100)) --clients "$IDLE_CLIENTS" --idle "$IDLE_S"
-    r() { sed -n "s/^RESULT $1=//p" "$out/client.out"; }
     [ $rc -eq 0 ] || { say "the idle run failed (status $rc)"; return 0; }
     say "targets (c) (CPU <= 2 %, RSS <= 256 MB): $(awk -v c="$(r idle_cpu_pct)" \
         -v m="$(r idle_rss_mb)" 'BEGIN { print (c <= 2 ? "CPU ok" : "CPU OVER") \

@@ -51,7 +51,6 @@ class Client:
 
     def __init__(self, peer):
         self.peer = peer
-        self.pool = []
         if isinstance(peer, Hashi):
             self.root = "/dicomweb"
             self.headers = peer.auth()
@@ -73,8 +72,7 @@ class Client:
 def open_study(client, study, uid, frame_bytes):
     """Time one viewer opening the study; returns seconds."""
     t0 = time.monotonic()
-    pool = [client.peer.conn()]      # a browser's: one, then up to six
-    c = pool[0]
+    c = client.peer.conn()      # a browser's: one, then up to six
     _, body = client.get(c, "/studies?StudyInstanceUID=%s" % uid,
                          "application/dicom+json")
     if len(json.loads(body)) != 1:
@@ -115,7 +113,7 @@ def open_study(client, study, uid, frame_bytes):
         conn.close()
 
     threads = [threading.Thread(target=worker,
-                                args=(pool[0] if i == 0 else None,))
+                                args=(c if i == 0 else None,))
                for i in range(VIEWER_CONNS)]
     for t in threads:
         t.start()

@@ -262,7 +262,7 @@ class Link:
         self.outage, self.down_file = args.outage or 0.0, args.down_file
         self.silent_file = args.silent_file
         self.target = args.target
-        self.shared = getattr(args, "shared", False)
+        self.shared = args.shared
         self.wires = {}             # --shared: direction key -> its wire
         # Two bandwidth-delay products in flight per direction keep a
         # paced link busy; without a rate, a few MiB keep loopback fast.

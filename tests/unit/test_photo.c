@@ -26,7 +26,7 @@
 #include "testjpeg.h"
 #include "testutil.h"
 
-static char tmp[64];
+static char tmp[PATH_MAX];
 
 /* A w x h JPEG in memory (malloc'd): colour 4:2:0 like a phone's, or
  * grey, or progressive; comment_len bytes of COM to steer its parity. */
@@ -64,9 +64,8 @@ static struct dcm_photo photo_of(const unsigned char *j, size_t n)
 static int setup(void **state)
 {
     (void)state;
-    struct err e = { 0, "" };
-    snprintf(tmp, sizeof tmp, "/tmp/hashi-test-photo-XXXXXX");
-    return !mkdtemp(tmp) || dicom_init(&e) ? -1 : 0;
+    const char *tools;
+    return tu_dicom_group_setup("test_photo", tmp, sizeof tmp, &tools);
 }
 
 static int teardown(void **state)
@@ -316,7 +315,7 @@ static int exif_setup(void **state)
     struct err e = { 0, "" };
     plain = make_jpeg(48, 32, 0, 0, 1, &plain_len);
     const char *data = tu_path(tmp, "data");
-    if (tu_run("rm -rf '%s'", data))
+    if (tu_rm_rf(data))
         return -1;
     store = store_open(data, &e);
     if (!store) {

@@ -1,6 +1,7 @@
 /*
- * testjpeg.h — one libjpeg encode for the unit tests that link libjpeg
- * (test_dicom's reference JPEGs, test_photo's phone photos).  Not in
+ * testjpeg.h — one libjpeg encode for the tests that link libjpeg
+ * (test_dicom's reference JPEGs, test_photo's phone photos, and
+ * tests/tools/mkjpeg's files for the integration tests).  Not in
  * testutil.h: most tests do not link libjpeg.
  */
 #ifndef HASHI_TESTJPEG_H
